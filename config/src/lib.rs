@@ -1,0 +1,18 @@
+//! gridprobe configuration: the TOML schema of a VO (sites, services, probes, profiles), its
+//! loading with includes, and validation whose every error points at `file:line:col`.
+//!
+//! Data flows one way: this crate knows nothing of probe kinds; the `probes` registry reads each
+//! probe's `params` through [`model::KindParams::deserialize`] and reports its own errors with the
+//! same positions.
+
+pub mod diagnostic;
+pub mod load;
+pub mod model;
+mod validate;
+
+pub use diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
+pub use load::{load, load_str, parse_duration, Loaded};
+pub use model::{
+    short_metric_name, Config, Defaults, KindParams, Overrides, ProbeDef, ProbeInstance, Profile,
+    Service, Site,
+};

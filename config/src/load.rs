@@ -1,0 +1,765 @@
+//! Reading configuration files: TOML parsing that keeps positions, includes, and the conversion
+//! of every table into the model. Each site, service and probe is read on its own, so one bad
+//! table does not hide the errors of the others.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::diagnostic::{Diagnostic, Diagnostics, FileId, SourceMap, Span};
+use crate::model::{
+    short_metric_name, Config, Defaults, KindParams, Overrides, ProbeDef, Profile, Service, Site,
+};
+
+/// Keys allowed at the top of the main file.
+const MAIN_KEYS: &[&str] = &["vo", "include", "defaults", "site", "probe", "profile"];
+/// Keys allowed at the top of an included file.
+const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<u32>,
+    retry_interval: Option<Spanned<String>>,
+    concurrency: Option<Spanned<u32>>,
+    site_concurrency: Option<Spanned<u32>>,
+    #[serde(default)]
+    kind_concurrency: BTreeMap<String, Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    name: Spanned<String>,
+    tier: Spanned<i64>,
+    grid: Option<String>,
+    country: Option<String>,
+    contact: Option<String>,
+    #[serde(default, rename = "override")]
+    overrides: BTreeMap<Spanned<String>, RawOverride>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    flavour: Spanned<String>,
+    hostname: Spanned<String>,
+    endpoint: Option<Spanned<String>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    #[serde(default, rename = "override")]
+    overrides: BTreeMap<Spanned<String>, RawOverride>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<u32>,
+    retry_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    metric: Spanned<String>,
+    name: Option<Spanned<String>>,
+    kind: Spanned<String>,
+    flavours: Vec<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<u32>,
+    retry_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: Spanned<String>,
+    #[serde(default)]
+    critical: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+}
+
+/// The positions of things that validation may need to point at, beside the model.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Positions {
+    /// Per probe: each flavour with its span.
+    pub probe_flavours: Vec<Vec<(String, Span)>>,
+    /// Per probe: each dependency with its span.
+    pub probe_depends: Vec<Vec<(String, Span)>>,
+    /// Per probe: span of `interval` and `timeout` when written on the probe.
+    pub probe_timeout: Vec<Option<Span>>,
+    /// Per site: per service, span of its flavour.
+    pub service_flavour: Vec<Vec<Span>>,
+    /// Override keys (metric names) with their spans, for existence checks.
+    pub override_keys: Vec<(String, Span)>,
+    /// Per site: span of `tier`.
+    pub site_tier: Vec<Span>,
+    /// Per profile: metrics with their spans; flavours with spans.
+    pub profile_metrics: Vec<Vec<(String, Span)>>,
+    /// Per profile: flavours with spans.
+    pub profile_flavours: Vec<Vec<(String, Span)>>,
+    /// Per probe: the span of `name` or `metric` (what its short name comes from).
+    pub probe_short: Vec<Span>,
+}
+
+/// A configuration as far as it could be read, and every problem found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// What was read; may be partial when there are diagnostics.
+    pub config: Config,
+    /// All problems, in file order.
+    pub diagnostics: Diagnostics,
+}
+
+/// Reads and validates a configuration file with its includes. Never panics on any input.
+pub fn load(path: &Path) -> Loaded {
+    let mut loader = Loader::default();
+    loader.load_main(path);
+    let mut loaded = loader.finish();
+    let extra = crate::validate::validate(&loaded.config, &loaded.positions);
+    let mut diagnostics = loaded.diagnostics;
+    diagnostics.extend(extra.0);
+    loaded.diagnostics = diagnostics;
+    Loaded {
+        config: loaded.config,
+        diagnostics: loaded.diagnostics,
+    }
+}
+
+/// Reads a configuration from a string (for tests and tools); `path` names it in errors.
+pub fn load_str(path: &Path, text: &str) -> Loaded {
+    let mut loader = Loader::default();
+    let id = loader.config.sources.add(path.to_path_buf(), text.to_string());
+    loader.parse_file(id, true, path.parent().unwrap_or(Path::new(".")));
+    let mut loaded = loader.finish();
+    let extra = crate::validate::validate(&loaded.config, &loaded.positions);
+    loaded.diagnostics.extend(extra.0);
+    Loaded {
+        config: loaded.config,
+        diagnostics: loaded.diagnostics,
+    }
+}
+
+struct Finished {
+    config: Config,
+    positions: Positions,
+    diagnostics: Diagnostics,
+}
+
+#[derive(Default)]
+struct Loader {
+    config: Config,
+    positions: Positions,
+    diagnostics: Diagnostics,
+    saw_vo: bool,
+}
+
+fn read_file(path: &Path) -> Result<String, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Diagnostic::for_file(path, format!("cannot read configuration: {}", io_reason(&e)))
+            .with_help("check the path; `gridprobe check FILE` takes the main TOML file of the VO")
+    })?;
+    if meta.is_dir() {
+        return Err(Diagnostic::for_file(path, "is a directory, not a configuration file")
+            .with_help("name the TOML file inside it, e.g. `vo.toml`"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        Diagnostic::for_file(path, format!("cannot read configuration: {}", io_reason(&e)))
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.into_bytes()[..offset]).into_owned();
+        let (line, col) = crate::diagnostic::line_col(&text, offset);
+        Diagnostic::plain(format!(
+            "{}:{line}:{col}: file is not valid UTF-8 (byte offset {offset})",
+            path.display()
+        ))
+        .with_help("TOML files must be UTF-8; re-save the file as UTF-8")
+    })
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+impl Loader {
+    fn finish(self) -> Finished {
+        Finished {
+            config: self.config,
+            positions: self.positions,
+            diagnostics: self.diagnostics,
+        }
+    }
+
+    fn load_main(&mut self, path: &Path) {
+        match read_file(path) {
+            Ok(text) => {
+                let id = self.config.sources.add(path.to_path_buf(), text);
+                let base = path.parent().unwrap_or(Path::new("."));
+                self.parse_file(id, true, base);
+            }
+            Err(d) => self.diagnostics.push(d),
+        }
+    }
+
+    fn span(&self, file: FileId, range: std::ops::Range<usize>) -> Span {
+        Span { file, range }
+    }
+
+    fn error(&mut self, file: FileId, range: std::ops::Range<usize>, msg: impl Into<String>) -> Diagnostic {
+        self.config.sources.error(&self.span(file, range), msg)
+    }
+
+    fn parse_file(&mut self, file: FileId, is_main: bool, base: &Path) {
+        let Some(src) = self.config.sources.file(file) else {
+            return;
+        };
+        let text = intern(&src.text);
+        let path = src.path.clone();
+        if text.trim().is_empty() {
+            let what = if is_main {
+                "configuration file is empty"
+            } else {
+                "included file is empty"
+            };
+            self.diagnostics.push(
+                Diagnostic::for_file(&path, what)
+                    .with_help("a configuration needs at least `vo = \"...\"`, one [[site]] and one [[probe]]; see config/examples/"),
+            );
+            return;
+        }
+        let (root, errors) = DeTable::parse_recoverable(text);
+        let had_syntax_errors = !errors.is_empty();
+        for e in errors {
+            let range = e.span().unwrap_or(0..0);
+            let d = self.error(file, range, format!("TOML syntax error: {}", e.message().trim()));
+            self.diagnostics.push(d);
+        }
+        if had_syntax_errors {
+            // A recovered document may hold half-parsed tables; errors about them would mislead.
+            return;
+        }
+        let mut root = root.into_inner();
+        root.make_owned();
+        let allowed = if is_main { MAIN_KEYS } else { INCLUDE_KEYS };
+        let mut includes = Vec::new();
+        for (key, value) in root.into_iter() {
+            let key_name = key.get_ref().to_string();
+            let key_range = key.span();
+            match key_name.as_str() {
+                "vo" if is_main => match value.get_ref().as_str() {
+                    Some(v) if !v.trim().is_empty() => {
+                        self.config.vo = v.to_string();
+                        self.saw_vo = true;
+                    }
+                    Some(_) => {
+                        let d = self.error(file, value.span(), "`vo` must not be empty");
+                        self.diagnostics.push(d.with_help("name the virtual organisation, e.g. vo = \"lhcb\""));
+                    }
+                    None => {
+                        let d = self.error(
+                            file,
+                            value.span(),
+                            format!("`vo` must be a string, found {}", value.get_ref().type_str()),
+                        );
+                        self.diagnostics.push(d);
+                    }
+                },
+                "include" if is_main => {
+                    if let Some(v) = self.deserialize::<Vec<Spanned<String>>>(file, value, "include") {
+                        includes = v;
+                    }
+                }
+                "defaults" if is_main => {
+                    if let Some(raw) = self.deserialize::<RawDefaults>(file, value, "[defaults]") {
+                        self.apply_defaults(file, raw);
+                    }
+                }
+                "site" => {
+                    for item in self.array_of_tables(file, value, "site") {
+                        self.read_site(file, item);
+                    }
+                }
+                "probe" => {
+                    for item in self.array_of_tables(file, value, "probe") {
+                        self.read_probe(file, item);
+                    }
+                }
+                "profile" => {
+                    for item in self.array_of_tables(file, value, "profile") {
+                        if let Some(raw) = self.deserialize::<RawProfile>(file, item, "[[profile]]") {
+                            self.read_profile(file, raw);
+                        }
+                    }
+                }
+                other => {
+                    let msg = if MAIN_KEYS.contains(&other) {
+                        format!("`{other}` is only allowed in the main configuration file, not in an included one")
+                    } else {
+                        format!("unknown top-level key `{other}`")
+                    };
+                    let d = self
+                        .error(file, key_range, msg)
+                        .with_suggestion(other, allowed.iter().copied());
+                    let d = if d.help.is_none() {
+                        d.with_help(format!("allowed here: {}", allowed.join(", ")))
+                    } else {
+                        d
+                    };
+                    self.diagnostics.push(d);
+                }
+            }
+        }
+        if is_main && !self.saw_vo {
+            self.diagnostics.push(
+                Diagnostic::for_file(&path, "missing `vo`: the configuration must name its virtual organisation")
+                    .with_help("add a line such as vo = \"lhcb\" at the top"),
+            );
+        }
+        for pattern in includes {
+            self.include(file, base, pattern);
+        }
+    }
+
+    fn include(&mut self, file: FileId, base: &Path, pattern: Spanned<String>) {
+        let span = pattern.span();
+        let raw = pattern.into_inner();
+        let full = if Path::new(&raw).is_absolute() {
+            PathBuf::from(&raw)
+        } else {
+            base.join(&raw)
+        };
+        let full_str = full.to_string_lossy().into_owned();
+        let has_glob = raw.contains(['*', '?', '[']);
+        let paths: Vec<PathBuf> = if has_glob {
+            match glob::glob(&full_str) {
+                Ok(paths) => {
+                    let mut v: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                    v.sort();
+                    v
+                }
+                Err(e) => {
+                    let d = self.error(file, span, format!("invalid include pattern: {e}"));
+                    self.diagnostics.push(d);
+                    return;
+                }
+            }
+        } else {
+            vec![full.clone()]
+        };
+        if paths.is_empty() {
+            let d = self
+                .error(file, span, format!("include pattern `{raw}` matches no file"))
+                .with_help(format!("patterns are relative to {}", base.display()));
+            self.diagnostics.push(d);
+            return;
+        }
+        for p in paths {
+            let already = (0..)
+                .map_while(|i| self.config.sources.file(i))
+                .any(|f| f.path == p);
+            if already {
+                continue;
+            }
+            match read_file(&p) {
+                Ok(text) => {
+                    let id = self.config.sources.add(p.clone(), text);
+                    let include_base = p.parent().unwrap_or(base).to_path_buf();
+                    self.parse_file(id, false, &include_base);
+                }
+                Err(d) => {
+                    let d2 = self.error(file, span.clone(), format!("cannot include `{raw}`"));
+                    self.diagnostics.push(d2.with_help(d.message));
+                }
+            }
+        }
+    }
+
+    /// Deserializes one value, recording a positioned error on failure.
+    fn deserialize<T: serde::de::DeserializeOwned>(
+        &mut self,
+        file: FileId,
+        value: Spanned<DeValue<'static>>,
+        what: &str,
+    ) -> Option<T> {
+        let fallback = self.span(file, value.span());
+        match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let d = serde_diagnostic(&self.config.sources, file, &e, &fallback, what);
+                self.diagnostics.push(d);
+                None
+            }
+        }
+    }
+
+    fn array_of_tables(
+        &mut self,
+        file: FileId,
+        value: Spanned<DeValue<'static>>,
+        key: &str,
+    ) -> Vec<Spanned<DeValue<'static>>> {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    if item.get_ref().is_table() {
+                        out.push(item);
+                    } else {
+                        let d = self.error(
+                            file,
+                            item.span(),
+                            format!("each `{key}` must be a table, found {}", item.get_ref().type_str()),
+                        );
+                        self.diagnostics.push(d.with_help(format!("write each one as [[{key}]]")));
+                    }
+                }
+                out
+            }
+            other => {
+                let d = self.error(
+                    file,
+                    span,
+                    format!("`{key}` must be an array of tables, found {}", other.type_str()),
+                );
+                self.diagnostics
+                    .push(d.with_help(format!("write [[{key}]] (double brackets), once per {key}")));
+                Vec::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, file: FileId, raw: Option<Spanned<String>>) -> Option<Duration> {
+        let raw = raw?;
+        match parse_duration(raw.get_ref()) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                let d = self.error(file, raw.span(), msg);
+                self.diagnostics
+                    .push(d.with_help("write durations like \"30s\", \"5m\", \"1h 30m\" or \"2d\""));
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, file: FileId, v: Option<Spanned<u32>>, name: &str) -> Option<u32> {
+        let v = v?;
+        if *v.get_ref() == 0 {
+            let d = self.error(file, v.span(), format!("`{name}` must be at least 1"));
+            self.diagnostics.push(d);
+            None
+        } else {
+            Some(*v.get_ref())
+        }
+    }
+
+    fn apply_defaults(&mut self, file: FileId, raw: RawDefaults) {
+        let base = Defaults::default();
+        let interval = self.duration(file, raw.interval.clone()).unwrap_or(base.interval);
+        let timeout = self.duration(file, raw.timeout.clone()).unwrap_or(base.timeout);
+        if let Some(t) = &raw.timeout {
+            if timeout >= interval {
+                let d = self.error(file, t.span(), format!(
+                    "default timeout ({}) must be shorter than the default interval ({})",
+                    t.get_ref(),
+                    humantime::format_duration(interval)
+                ));
+                self.diagnostics.push(d);
+            }
+        }
+        let mut kind_concurrency = BTreeMap::new();
+        for (k, v) in raw.kind_concurrency {
+            if let Some(n) = self.positive(file, Some(v), &format!("kind_concurrency.{k}")) {
+                kind_concurrency.insert(k, n);
+            }
+        }
+        self.config.defaults = Defaults {
+            interval,
+            timeout,
+            retries: raw.retries.unwrap_or(base.retries),
+            retry_interval: self.duration(file, raw.retry_interval).unwrap_or(base.retry_interval),
+            concurrency: self.positive(file, raw.concurrency, "concurrency").unwrap_or(base.concurrency),
+            site_concurrency: self
+                .positive(file, raw.site_concurrency, "site_concurrency")
+                .unwrap_or(base.site_concurrency),
+            kind_concurrency,
+        };
+    }
+
+    fn overrides(&mut self, file: FileId, raw: BTreeMap<Spanned<String>, RawOverride>) -> BTreeMap<String, Overrides> {
+        let mut out = BTreeMap::new();
+        for (key, o) in raw {
+            self.positions
+                .override_keys
+                .push((key.get_ref().clone(), self.span(file, key.span())));
+            let value = Overrides {
+                interval: self.duration(file, o.interval),
+                timeout: self.duration(file, o.timeout),
+                retries: o.retries,
+                retry_interval: self.duration(file, o.retry_interval),
+                disabled: o.disabled,
+            };
+            out.insert(key.into_inner(), value);
+        }
+        out
+    }
+
+    fn read_site(&mut self, file: FileId, item: Spanned<DeValue<'static>>) {
+        // Services are read one by one so that each bad service is reported on its own.
+        let (item, services) = take_key(item, "service");
+        let Some(raw) = self.deserialize::<RawSite>(file, item, "[[site]]") else {
+            return;
+        };
+        let tier_span = self.span(file, raw.tier.span());
+        let tier = *raw.tier.get_ref();
+        if !(0..=3).contains(&tier) {
+            let d = self.error(file, raw.tier.span(), format!("tier must be 0, 1, 2 or 3, found {tier}"));
+            self.diagnostics.push(d);
+        }
+        let overrides = self.overrides(file, raw.overrides);
+        let mut site = Site {
+            name: raw.name.get_ref().clone(),
+            tier: tier.clamp(0, 3) as u8,
+            grid: raw.grid,
+            country: raw.country,
+            contact: raw.contact,
+            services: Vec::new(),
+            overrides,
+            span: self.span(file, raw.name.span()),
+        };
+        let mut flavour_spans = Vec::new();
+        if let Some(services) = services {
+            for item in self.array_of_tables(file, services, "site.service") {
+                let Some(raw) = self.deserialize::<RawService>(file, item, "[[site.service]]") else {
+                    continue;
+                };
+                let endpoint = raw.endpoint.and_then(|e| match url::Url::parse(e.get_ref()) {
+                    Ok(u) => Some(u),
+                    Err(err) => {
+                        let d = self.error(file, e.span(), format!("invalid endpoint URL `{}`: {err}", e.get_ref()));
+                        self.diagnostics.push(d.with_help("write a full URL such as \"https://host.example.org:8443/path\""));
+                        None
+                    }
+                });
+                if raw.hostname.get_ref().trim().is_empty() {
+                    let d = self.error(file, raw.hostname.span(), "`hostname` must not be empty");
+                    self.diagnostics.push(d);
+                }
+                let overrides = self.overrides(file, raw.overrides);
+                flavour_spans.push(self.span(file, raw.flavour.span()));
+                site.services.push(Service {
+                    flavour: raw.flavour.into_inner(),
+                    hostname: raw.hostname.get_ref().clone(),
+                    endpoint,
+                    tags: raw.tags,
+                    params: raw.params,
+                    overrides,
+                    span: self.span(file, raw.hostname.span()),
+                });
+            }
+        }
+        self.positions.service_flavour.push(flavour_spans);
+        self.positions.site_tier.push(tier_span);
+        self.config.sites.push(site);
+    }
+
+    fn read_probe(&mut self, file: FileId, item: Spanned<DeValue<'static>>) {
+        let table_span = self.span(file, item.span());
+        let (item, params) = take_key(item, "params");
+        let Some(raw) = self.deserialize::<RawProbe>(file, item, "[[probe]]") else {
+            return;
+        };
+        if let Some(p) = &params {
+            if !p.get_ref().is_table() {
+                let d = self.error(file, p.span(), format!("`params` must be a table, found {}", p.get_ref().type_str()));
+                self.diagnostics.push(d.with_help("write [probe.params] or params = { key = \"value\" }"));
+            }
+        }
+        let metric = raw.metric.get_ref().trim().to_string();
+        if metric.is_empty() || metric.contains(char::is_whitespace) {
+            let d = self.error(file, raw.metric.span(), format!("invalid metric name `{}`: it must be non-empty and contain no spaces", raw.metric.get_ref()));
+            self.diagnostics.push(d.with_help("use a reverse-DNS style name such as \"org.lhcb.CE-lhcb-install\""));
+        }
+        let (short, short_span) = match &raw.name {
+            Some(n) => (n.get_ref().clone(), self.span(file, n.span())),
+            None => (short_metric_name(&metric).to_string(), self.span(file, raw.metric.span())),
+        };
+        let interval = self.duration(file, raw.interval.clone());
+        let timeout = self.duration(file, raw.timeout.clone());
+        let retry_interval = self.duration(file, raw.retry_interval);
+        self.positions.probe_flavours.push(
+            raw.flavours
+                .iter()
+                .map(|f| (f.get_ref().clone(), self.span(file, f.span())))
+                .collect(),
+        );
+        self.positions.probe_depends.push(
+            raw.depends_on
+                .iter()
+                .map(|f| (f.get_ref().clone(), self.span(file, f.span())))
+                .collect(),
+        );
+        self.positions
+            .probe_timeout
+            .push(raw.timeout.as_ref().map(|t| self.span(file, t.span())));
+        self.positions.probe_short.push(short_span);
+        self.config.probes.push(ProbeDef {
+            metric,
+            short,
+            kind: raw.kind.get_ref().clone(),
+            flavours: raw.flavours.into_iter().map(Spanned::into_inner).collect(),
+            interval,
+            timeout,
+            retries: raw.retries,
+            retry_interval,
+            depends_on: raw.depends_on.into_iter().map(Spanned::into_inner).collect(),
+            description: raw.description,
+            params: KindParams {
+                value: params.filter(|p| p.get_ref().is_table()),
+                file,
+                table_span: table_span.clone(),
+            },
+            span: self.span(file, raw.metric.span()),
+            kind_span: self.span(file, raw.kind.span()),
+        });
+    }
+
+    fn read_profile(&mut self, file: FileId, raw: RawProfile) {
+        let mut critical = BTreeMap::new();
+        let mut metrics = Vec::new();
+        let mut flavours = Vec::new();
+        for (flavour, list) in raw.critical {
+            flavours.push((flavour.get_ref().clone(), self.span(file, flavour.span())));
+            let names: Vec<String> = list
+                .iter()
+                .map(|m| {
+                    metrics.push((m.get_ref().clone(), self.span(file, m.span())));
+                    m.get_ref().clone()
+                })
+                .collect();
+            critical.insert(flavour.into_inner(), names);
+        }
+        self.positions.profile_metrics.push(metrics);
+        self.positions.profile_flavours.push(flavours);
+        self.config.profiles.push(Profile {
+            name: raw.name.into_inner(),
+            critical,
+        });
+    }
+}
+
+/// Keeps configuration text alive for the process, so that parsed values (which borrow it)
+/// can be handed to probe kinds. Identical texts are stored once, so reloading an unchanged
+/// configuration costs nothing; each changed file costs its size once.
+fn intern(text: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static TEXTS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = TEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(existing) = set.get(text) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(text.to_string().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+/// Removes `key` from a table value, returning the rest and the removed value.
+fn take_key(
+    item: Spanned<DeValue<'static>>,
+    key: &str,
+) -> (Spanned<DeValue<'static>>, Option<Spanned<DeValue<'static>>>) {
+    let span = item.span();
+    match item.into_inner() {
+        DeValue::Table(mut table) => {
+            let found = table
+                .keys()
+                .find(|k| k.get_ref().as_ref() == key)
+                .cloned();
+            let taken = found.and_then(|k| table.remove(&k));
+            (Spanned::new(span, DeValue::Table(table)), taken)
+        }
+        other => (Spanned::new(span, other), None),
+    }
+}
+
+/// Parses a duration such as `30s`, `5m`, `1h 30m`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration `{s}`: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("invalid duration `{s}`: must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Turns a serde error from the TOML deserializer into a positioned diagnostic, with
+/// "did you mean" for unknown keys.
+pub(crate) fn serde_diagnostic(
+    sources: &SourceMap,
+    file: FileId,
+    e: &toml::de::Error,
+    fallback: &Span,
+    what: &str,
+) -> Diagnostic {
+    let span = e
+        .span()
+        .map(|range| Span { file, range })
+        .unwrap_or_else(|| fallback.clone());
+    let message = e.message().trim();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((name, tail)) = rest.split_once('`') {
+            let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+            let d = sources.error(&span, format!("unknown key `{name}` in {what}"));
+            let d = d.with_suggestion(name, expected.iter().copied());
+            return if d.help.is_none() && !expected.is_empty() {
+                d.with_help(format!("valid keys: {}", expected.join(", ")))
+            } else {
+                d
+            };
+        }
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        return sources
+            .error(&span, format!("missing required key `{name}` in {what}"))
+            .with_help(format!("add `{name} = ...` to this table"));
+    }
+    sources.error(&span, format!("{message} (in {what})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}

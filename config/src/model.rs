@@ -1,0 +1,318 @@
+//! The validated configuration: the VO's topology (sites, services), its probes and profiles,
+//! and the expansion of probes over services into probe instances.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use toml::de::DeValue;
+use toml::Spanned;
+
+use crate::diagnostic::{Diagnostic, SourceMap, Span};
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The virtual organisation this configuration monitors.
+    pub vo: String,
+    /// Values every probe inherits unless it or a site/service overrides them.
+    pub defaults: Defaults,
+    /// The sites, in file order.
+    pub sites: Vec<Site>,
+    /// The probe definitions, in file order.
+    pub probes: Vec<ProbeDef>,
+    /// Availability profiles: which metrics are critical for which flavour.
+    pub profiles: Vec<Profile>,
+    /// The files this configuration was read from, for positioning later errors.
+    pub sources: SourceMap,
+}
+
+/// `[defaults]`: scheduling values inherited by every probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// Time between two scheduled runs of a probe instance.
+    pub interval: Duration,
+    /// Time a single attempt may take.
+    pub timeout: Duration,
+    /// Extra attempts after a non-OK result before it becomes the recorded state.
+    pub retries: u32,
+    /// Time between two attempts.
+    pub retry_interval: Duration,
+    /// How many probes may run at once, overall.
+    pub concurrency: u32,
+    /// How many probes may run at once against one site.
+    pub site_concurrency: u32,
+    /// Per probe kind limits (e.g. `ce = 2`).
+    pub kind_concurrency: BTreeMap<String, u32>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            interval: Duration::from_secs(3600),
+            timeout: Duration::from_secs(300),
+            retries: 0,
+            retry_interval: Duration::from_secs(60),
+            concurrency: 32,
+            site_concurrency: 8,
+            kind_concurrency: BTreeMap::new(),
+        }
+    }
+}
+
+/// A grid site.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Site name as the VO knows it (e.g. `LCG.CERN.ch`).
+    pub name: String,
+    /// WLCG tier, 0 to 3.
+    pub tier: u8,
+    /// Grid infrastructure (e.g. `EGI`, `OSG`).
+    pub grid: Option<String>,
+    /// Country code or name.
+    pub country: Option<String>,
+    /// Contact address of the site admins.
+    pub contact: Option<String>,
+    /// The site's service instances.
+    pub services: Vec<Service>,
+    /// Per-probe overrides for every service of the site, keyed by metric.
+    pub overrides: BTreeMap<String, Overrides>,
+    /// Where the site's `name` is written.
+    pub span: Span,
+}
+
+/// One service instance (a host offering one flavour) at a site.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Service flavour: CE, SRM, WEBDAV, XROOTD, FTS, CONDDB, CVMFS or a VO-defined one.
+    pub flavour: String,
+    /// Host name.
+    pub hostname: String,
+    /// Endpoint URL, when the service has one.
+    pub endpoint: Option<url::Url>,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// Arbitrary string parameters, usable as `{name}` placeholders by probes.
+    pub params: BTreeMap<String, String>,
+    /// Per-probe overrides for this instance, keyed by metric.
+    pub overrides: BTreeMap<String, Overrides>,
+    /// Where the service's `hostname` is written.
+    pub span: Span,
+}
+
+/// Scheduling overrides for one probe on a site or service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Replaces the interval.
+    pub interval: Option<Duration>,
+    /// Replaces the timeout.
+    pub timeout: Option<Duration>,
+    /// Replaces the number of retries.
+    pub retries: Option<u32>,
+    /// Replaces the retry interval.
+    pub retry_interval: Option<Duration>,
+    /// Turns the probe off here.
+    pub disabled: bool,
+}
+
+/// A probe definition: one metric, one kind, applied to every service of its flavours.
+#[derive(Debug, Clone)]
+pub struct ProbeDef {
+    /// Full metric name, SAM style (`org.lhcb.CE-lhcb-install`).
+    pub metric: String,
+    /// Short display name (`CE-lhcb-install`).
+    pub short: String,
+    /// Probe kind (`nagios`, `http`, `tcp`, ...); selects the implementation.
+    pub kind: String,
+    /// Service flavours the probe applies to.
+    pub flavours: Vec<String>,
+    /// Interval, if the probe sets one.
+    pub interval: Option<Duration>,
+    /// Timeout, if the probe sets one.
+    pub timeout: Option<Duration>,
+    /// Retries, if the probe sets them.
+    pub retries: Option<u32>,
+    /// Retry interval, if the probe sets one.
+    pub retry_interval: Option<Duration>,
+    /// Full metric names of probes that must be OK (or WARNING) on the same target first.
+    pub depends_on: Vec<String>,
+    /// Human description.
+    pub description: Option<String>,
+    /// The kind-specific `[probe.params]` table, kept with its positions for the registry.
+    pub params: KindParams,
+    /// Where the probe's `metric` is written.
+    pub span: Span,
+    /// Where the probe's `kind` is written.
+    pub kind_span: Span,
+}
+
+/// The raw kind-specific parameters of a probe, deserialized by the probe kind itself.
+#[derive(Debug, Clone)]
+pub struct KindParams {
+    /// The `params` table, if present.
+    pub value: Option<Spanned<DeValue<'static>>>,
+    /// The file it was read from.
+    pub file: usize,
+    /// Where the probe table starts, for errors about a missing `params`.
+    pub table_span: Span,
+}
+
+impl KindParams {
+    /// Deserializes the parameters into a kind's own struct. Errors point at the offending key
+    /// or value, with "did you mean" for unknown keys.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(
+        &self,
+        sources: &SourceMap,
+    ) -> Result<T, Diagnostic> {
+        let value = match &self.value {
+            Some(v) => v.clone(),
+            None => Spanned::new(
+                self.table_span.range.clone(),
+                DeValue::Table(Default::default()),
+            ),
+        };
+        let fallback = Span {
+            file: self.file,
+            range: value.span(),
+        };
+        T::deserialize(toml::de::ValueDeserializer::from(value))
+            .map_err(|e| crate::load::serde_diagnostic(sources, self.file, &e, &fallback, "params"))
+    }
+
+    /// Position of one key inside `params` (for semantic errors found by the kind).
+    pub fn key_span(&self, key: &str) -> Span {
+        if let Some(table) = self.value.as_ref().and_then(|v| v.get_ref().as_table()) {
+            if let Some((_, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == key) {
+                return Span {
+                    file: self.file,
+                    range: v.span(),
+                };
+            }
+        }
+        self.table_span.clone()
+    }
+}
+
+/// An availability profile: per flavour, the metrics whose AND gives the instance status.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Profile name.
+    pub name: String,
+    /// Flavour → critical metrics (full names).
+    pub critical: BTreeMap<String, Vec<String>>,
+}
+
+/// One probe applied to one service instance, with its effective schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeInstance {
+    /// Index into [`Config::probes`].
+    pub probe: usize,
+    /// Index into [`Config::sites`].
+    pub site: usize,
+    /// Index into the site's services.
+    pub service: usize,
+    /// Effective interval.
+    pub interval: Duration,
+    /// Effective timeout.
+    pub timeout: Duration,
+    /// Effective retries.
+    pub retries: u32,
+    /// Effective retry interval.
+    pub retry_interval: Duration,
+}
+
+impl Config {
+    /// Finds a probe by full or short metric name.
+    pub fn probe_index(&self, name: &str) -> Option<usize> {
+        self.probes
+            .iter()
+            .position(|p| p.metric == name)
+            .or_else(|| self.probes.iter().position(|p| p.short == name))
+    }
+
+    /// Finds a site by name.
+    pub fn site_index(&self, name: &str) -> Option<usize> {
+        self.sites.iter().position(|s| s.name == name)
+    }
+
+    /// Every enabled probe instance: each probe × each service of a flavour it applies to, with
+    /// values inherited defaults → probe → site override → service override.
+    pub fn instances(&self) -> Vec<ProbeInstance> {
+        let mut out = Vec::new();
+        for (si, site) in self.sites.iter().enumerate() {
+            for (vi, service) in site.services.iter().enumerate() {
+                for (pi, probe) in self.probes.iter().enumerate() {
+                    if !probe.flavours.iter().any(|f| f == &service.flavour) {
+                        continue;
+                    }
+                    let site_o = site.overrides.get(&probe.metric);
+                    let svc_o = service.overrides.get(&probe.metric);
+                    if site_o.is_some_and(|o| o.disabled) || svc_o.is_some_and(|o| o.disabled) {
+                        continue;
+                    }
+                    let pick = |f: fn(&Overrides) -> Option<Duration>, p: Option<Duration>, d: Duration| {
+                        svc_o
+                            .and_then(f)
+                            .or_else(|| site_o.and_then(f))
+                            .or(p)
+                            .unwrap_or(d)
+                    };
+                    out.push(ProbeInstance {
+                        probe: pi,
+                        site: si,
+                        service: vi,
+                        interval: pick(|o| o.interval, probe.interval, self.defaults.interval),
+                        timeout: pick(|o| o.timeout, probe.timeout, self.defaults.timeout),
+                        retry_interval: pick(
+                            |o| o.retry_interval,
+                            probe.retry_interval,
+                            self.defaults.retry_interval,
+                        ),
+                        retries: svc_o
+                            .and_then(|o| o.retries)
+                            .or_else(|| site_o.and_then(|o| o.retries))
+                            .or(probe.retries)
+                            .unwrap_or(self.defaults.retries),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of service instances over all sites.
+    pub fn service_count(&self) -> usize {
+        self.sites.iter().map(|s| s.services.len()).sum()
+    }
+}
+
+/// The display name of a metric: the part after the reverse-DNS prefix
+/// (`org.lhcb.CE-lhcb-install` → `CE-lhcb-install`).
+pub fn short_metric_name(metric: &str) -> &str {
+    // Reverse-DNS prefix segments are lower-case identifiers; the metric proper is what follows.
+    let mut rest = metric;
+    while let Some((head, tail)) = rest.split_once('.') {
+        let is_prefix = !head.is_empty()
+            && head
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if is_prefix && !tail.is_empty() {
+            rest = tail;
+        } else {
+            break;
+        }
+    }
+    rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_metric_name;
+
+    #[test]
+    fn short_names_drop_reverse_dns_prefix() {
+        assert_eq!(short_metric_name("org.lhcb.CE-lhcb-install"), "CE-lhcb-install");
+        assert_eq!(short_metric_name("ch.cern.FTS.ftsinfo"), "FTS.ftsinfo");
+        assert_eq!(short_metric_name("CE-lhcb-os"), "CE-lhcb-os");
+        assert_eq!(short_metric_name("org.example.http"), "http");
+    }
+}

@@ -1,0 +1,244 @@
+//! Semantic checks over a parsed configuration: names, references, cycles and schedules.
+//! Every problem points at the value's own position; all of them are reported in one pass.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::diagnostic::{Diagnostic, Diagnostics, Span};
+use crate::load::Positions;
+use crate::model::Config;
+
+pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
+    let mut out = Diagnostics::default();
+    let err = |span: &Span, msg: String| config.sources.error(span, msg);
+    let where_is = |span: &Span| {
+        config
+            .sources
+            .error(span, "")
+            .position()
+            .unwrap_or_else(|| "an earlier table".into())
+    };
+
+    // Unique site names.
+    let mut seen_sites: HashMap<&str, &Span> = HashMap::new();
+    for site in &config.sites {
+        if let Some(first) = seen_sites.insert(&site.name, &site.span) {
+            out.push(
+                err(&site.span, format!("duplicate site name `{}`", site.name))
+                    .with_help(format!("first defined at {}", where_is(first))),
+            );
+        }
+    }
+
+    // Unique service instances (hostname + flavour) across the VO.
+    let mut seen_services: HashMap<(&str, &str), &Span> = HashMap::new();
+    for site in &config.sites {
+        for svc in &site.services {
+            if let Some(first) = seen_services.insert((&svc.hostname, &svc.flavour), &svc.span) {
+                out.push(
+                    err(&svc.span, format!("duplicate service `{}` of flavour {}", svc.hostname, svc.flavour))
+                        .with_help(format!("first defined at {}", where_is(first))),
+                );
+            }
+        }
+    }
+
+    // Unique metrics and short names.
+    let mut seen_metrics: HashMap<&str, &Span> = HashMap::new();
+    let mut seen_short: HashMap<&str, &Span> = HashMap::new();
+    for (i, probe) in config.probes.iter().enumerate() {
+        if let Some(first) = seen_metrics.insert(&probe.metric, &probe.span) {
+            out.push(
+                err(&probe.span, format!("duplicate probe metric `{}`", probe.metric))
+                    .with_help(format!("first defined at {}", where_is(first))),
+            );
+        } else if let Some(short_span) = pos.probe_short.get(i) {
+            if let Some(first) = seen_short.insert(&probe.short, short_span) {
+                out.push(
+                    err(short_span, format!("two probes share the display name `{}`", probe.short))
+                        .with_help(format!(
+                            "the other is at {}; give one of them `name = \"...\"`",
+                            where_is(first)
+                        )),
+                );
+            }
+        }
+    }
+
+    let flavours_offered: BTreeSet<&str> = config
+        .sites
+        .iter()
+        .flat_map(|s| s.services.iter().map(|v| v.flavour.as_str()))
+        .collect();
+    let all_names: Vec<&str> = config
+        .probes
+        .iter()
+        .flat_map(|p| [p.metric.as_str(), p.short.as_str()])
+        .collect();
+
+    for (i, probe) in config.probes.iter().enumerate() {
+        // Flavours.
+        let flavours = pos.probe_flavours.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        if flavours.is_empty() {
+            out.push(
+                err(&probe.span, format!("probe `{}` applies to no flavour", probe.metric))
+                    .with_help("set flavours = [\"CE\"] (or the flavours it tests)"),
+            );
+        }
+        for (flavour, span) in flavours {
+            if !flavours_offered.contains(flavour.as_str()) {
+                out.push(
+                    err(span, format!("no service has flavour `{flavour}`, so probe `{}` would never run", probe.short))
+                        .with_suggestion(flavour, flavours_offered.iter().copied()),
+                );
+            }
+        }
+        // Dependencies.
+        for (dep, span) in pos.probe_depends.get(i).map(Vec::as_slice).unwrap_or(&[]) {
+            match config.probe_index(dep) {
+                None => out.push(
+                    err(span, format!("`depends_on` names `{dep}`, which is not a probe"))
+                        .with_suggestion(dep, all_names.iter().copied()),
+                ),
+                Some(j) if j == i => out.push(err(span, format!("probe `{}` depends on itself", probe.short))),
+                Some(_) => {}
+            }
+        }
+        // Timeout against interval, on the probe itself.
+        if let (Some(t), Some(span)) = (probe.timeout, pos.probe_timeout.get(i).and_then(Option::as_ref)) {
+            let interval = probe.interval.unwrap_or(config.defaults.interval);
+            if t >= interval {
+                out.push(
+                    err(span, format!(
+                        "timeout ({}) must be shorter than the interval ({})",
+                        humantime::format_duration(t),
+                        humantime::format_duration(interval)
+                    ))
+                    .with_help("a probe that may run longer than its interval would overlap itself"),
+                );
+            }
+        }
+    }
+
+    // Cycles in depends_on: report each cycle once, at the edge that closes it.
+    for (from, to, span) in find_cycles(config, pos) {
+        out.push(
+            err(&span, format!(
+                "dependency cycle: `{}` depends on `{}`, which depends back on it",
+                config.probes[from].short, config.probes[to].short
+            ))
+            .with_help("remove one of the depends_on entries"),
+        );
+    }
+
+    // Overrides must name probes.
+    for (key, span) in &pos.override_keys {
+        if config.probe_index(key).is_none() {
+            out.push(
+                err(span, format!("override for `{key}`, which is not a probe"))
+                    .with_suggestion(key, all_names.iter().copied()),
+            );
+        }
+    }
+
+    // Effective schedules: an override may make timeout >= interval.
+    for inst in config.instances() {
+        if inst.timeout >= inst.interval {
+            let probe = &config.probes[inst.probe];
+            let site = &config.sites[inst.site];
+            let svc = &site.services[inst.service];
+            let probe_has_own = probe.timeout.is_some() && probe.interval.is_some();
+            if !probe_has_own {
+                out.push(
+                    err(&svc.span, format!(
+                        "probe `{}` on {} would have timeout {} ≥ interval {}",
+                        probe.short,
+                        svc.hostname,
+                        humantime::format_duration(inst.timeout),
+                        humantime::format_duration(inst.interval)
+                    ))
+                    .with_help("check the overrides and defaults that apply here"),
+                );
+            }
+        }
+    }
+
+    // Profiles name real metrics and offered flavours.
+    for (pi, metrics) in pos.profile_metrics.iter().enumerate() {
+        for (m, span) in metrics {
+            if config.probe_index(m).is_none() {
+                out.push(
+                    err(span, format!(
+                        "profile `{}` names metric `{m}`, which no probe produces",
+                        config.profiles.get(pi).map(|p| p.name.as_str()).unwrap_or("?")
+                    ))
+                    .with_suggestion(m, all_names.iter().copied()),
+                );
+            }
+        }
+    }
+    for flavours in &pos.profile_flavours {
+        for (f, span) in flavours {
+            if !flavours_offered.contains(f.as_str()) {
+                out.push(
+                    err(span, format!("profile flavour `{f}` is offered by no service"))
+                        .with_suggestion(f, flavours_offered.iter().copied()),
+                );
+            }
+        }
+    }
+    let mut profile_names = BTreeMap::new();
+    for p in &config.profiles {
+        *profile_names.entry(p.name.as_str()).or_insert(0) += 1;
+    }
+    for (name, n) in profile_names {
+        if n > 1 {
+            out.push(Diagnostic::plain(format!("profile `{name}` is defined {n} times")));
+        }
+    }
+    out
+}
+
+/// Edges (from, to, span of the entry) that close a cycle in the dependency graph.
+fn find_cycles(config: &Config, pos: &Positions) -> Vec<(usize, usize, Span)> {
+    let n = config.probes.len();
+    let edges: Vec<Vec<(usize, Span)>> = (0..n)
+        .map(|i| {
+            pos.probe_depends
+                .get(i)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|(d, s)| config.probe_index(d).filter(|j| *j != i).map(|j| (j, s.clone())))
+                .collect()
+        })
+        .collect();
+    // Iterative DFS with colours: 0 unvisited, 1 on stack, 2 done.
+    let mut colour = vec![0u8; n];
+    let mut found = Vec::new();
+    for start in 0..n {
+        if colour[start] != 0 {
+            continue;
+        }
+        let mut stack = vec![(start, 0usize)];
+        colour[start] = 1;
+        while let Some((node, next)) = stack.last().cloned() {
+            if let Some((to, span)) = edges[node].get(next) {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                match colour[*to] {
+                    0 => {
+                        colour[*to] = 1;
+                        stack.push((*to, 0));
+                    }
+                    1 => found.push((node, *to, span.clone())),
+                    _ => {}
+                }
+            } else {
+                colour[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    found
+}

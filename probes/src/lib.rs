@@ -1,0 +1,69 @@
+//! gridprobe probes: the [`Probe`] trait, the outcome model, and one module per probe kind.
+//!
+//! A module's name is the config `kind` and the metrics label. The [`registry`] maps each kind
+//! name to its builder and its parameter documentation, like blackbox_exporter's `prober/` map.
+
+pub mod outcome;
+pub mod perfdata;
+pub mod placeholders;
+pub mod registry;
+
+pub mod http;
+pub mod nagios;
+pub mod tcp;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+pub use outcome::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
+
+/// Where and how one probe instance runs.
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    /// Virtual organisation.
+    pub vo: String,
+    /// Site name.
+    pub site: String,
+    /// Site tier.
+    pub tier: u8,
+    /// The service instance under test.
+    pub service: gridprobe_config::Service,
+    /// Full metric name.
+    pub metric: String,
+    /// Time allowed for this attempt.
+    pub timeout: Duration,
+    /// When the attempt must be over.
+    pub deadline: Instant,
+    /// Cancelled on shutdown; a probe stops its work (and its child processes) when it fires.
+    pub cancel: CancellationToken,
+}
+
+impl ProbeContext {
+    /// Time left before the deadline (zero when past it).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// A probe: built once from its config by the registry, run many times.
+///
+/// `run` must return within the context's deadline (plus a moment to clean up) and must stop
+/// when the cancellation token fires; it reports every failure as an [`Outcome`], never as a
+/// panic. The runner still guards against both.
+#[async_trait]
+pub trait Probe: Send + Sync + std::fmt::Debug {
+    /// Runs one attempt against the context's service instance.
+    async fn run(&self, ctx: &ProbeContext) -> Outcome;
+
+    /// Checks that this probe can run on one instance (e.g. that every placeholder it uses has a
+    /// value there). Called by `gridprobe check` for every instance.
+    fn check_instance(&self, _ctx: &ProbeContext) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A built probe, shared by every instance of its definition.
+pub type SharedProbe = Arc<dyn Probe>;

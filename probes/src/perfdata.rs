@@ -1,0 +1,1 @@
+//! Nagios performance data parsing (being written).

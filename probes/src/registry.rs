@@ -1,0 +1,172 @@
+//! The map from probe kind name to its builder and parameter documentation.
+//!
+//! Adding a kind: write `probes/src/<kind>.rs` with `NAME`, `SUMMARY`, `PARAMS` and `build`, and
+//! add one line to [`KINDS`]. `gridprobe probes` prints this table, so documentation and config
+//! cannot drift apart (each kind's tests compare `PARAMS` with its serde fields).
+
+use gridprobe_config::{Config, Diagnostic, Diagnostics, ProbeDef, ProbeInstance};
+
+use crate::{ProbeContext, SharedProbe};
+
+/// Documentation of one kind parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamDoc {
+    /// Key in `[probe.params]`.
+    pub name: &'static str,
+    /// Type as written in TOML (`string`, `integer`, `bool`, `duration`, `[string]`, `table`).
+    pub ty: &'static str,
+    /// Default value, or `None` when the key is required.
+    pub default: Option<&'static str>,
+    /// What it does.
+    pub description: &'static str,
+}
+
+/// Builds a probe from its definition. Errors carry positions in the config files.
+pub type BuildFn = fn(&ProbeDef, &Config) -> Result<SharedProbe, Vec<Diagnostic>>;
+
+/// One probe kind.
+#[derive(Debug, Clone, Copy)]
+pub struct KindSpec {
+    /// The config `kind`, module name and metrics label.
+    pub name: &'static str,
+    /// One-line description.
+    pub summary: &'static str,
+    /// The `[probe.params]` keys.
+    pub params: &'static [ParamDoc],
+    /// The builder.
+    pub build: BuildFn,
+}
+
+/// Every probe kind gridprobe knows.
+pub static KINDS: &[KindSpec] = &[
+    KindSpec {
+        name: crate::nagios::NAME,
+        summary: crate::nagios::SUMMARY,
+        params: crate::nagios::PARAMS,
+        build: crate::nagios::build,
+    },
+    KindSpec {
+        name: crate::http::NAME,
+        summary: crate::http::SUMMARY,
+        params: crate::http::PARAMS,
+        build: crate::http::build,
+    },
+    KindSpec {
+        name: crate::tcp::NAME,
+        summary: crate::tcp::SUMMARY,
+        params: crate::tcp::PARAMS,
+        build: crate::tcp::build,
+    },
+];
+
+/// The kind with this name.
+pub fn kind(name: &str) -> Option<&'static KindSpec> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// Builds one probe definition, or explains (with positions) why it cannot be built.
+pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
+    match kind(&def.kind) {
+        Some(spec) => (spec.build)(def, config),
+        None => {
+            let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+            let d = config
+                .sources
+                .error(&def.kind_span, format!("unknown probe kind `{}`", def.kind))
+                .with_suggestion(&def.kind, names.iter().copied());
+            let d = if d.help.is_none() {
+                d.with_help(format!(
+                    "known kinds: {} (see `gridprobe probes`)",
+                    names.join(", ")
+                ))
+            } else {
+                d
+            };
+            Err(vec![d])
+        }
+    }
+}
+
+/// Every probe of a configuration, built; `None` where a probe could not be built.
+pub struct BuiltProbes {
+    /// One entry per `config.probes`.
+    pub probes: Vec<Option<SharedProbe>>,
+}
+
+impl BuiltProbes {
+    /// The built probe of an instance, if it built.
+    pub fn get(&self, probe_index: usize) -> Option<&SharedProbe> {
+        self.probes.get(probe_index).and_then(Option::as_ref)
+    }
+}
+
+/// Builds every probe and checks every instance (placeholders and the like). All problems are
+/// returned together.
+pub fn build_all(config: &Config) -> (BuiltProbes, Diagnostics) {
+    let mut diagnostics = Diagnostics::default();
+    let mut probes = Vec::with_capacity(config.probes.len());
+    for def in &config.probes {
+        match build(def, config) {
+            Ok(p) => probes.push(Some(p)),
+            Err(ds) => {
+                diagnostics.extend(ds);
+                probes.push(None);
+            }
+        }
+    }
+    let built = BuiltProbes { probes };
+    for inst in config.instances() {
+        let Some(probe) = built.get(inst.probe) else {
+            continue;
+        };
+        let ctx = context_for(config, &inst, Default::default());
+        if let Err(msg) = probe.check_instance(&ctx) {
+            let def = &config.probes[inst.probe];
+            diagnostics.push(config.sources.error(&def.params.table_span, msg));
+        }
+    }
+    (built, diagnostics)
+}
+
+/// The context for one instance, with its deadline starting now.
+pub fn context_for(
+    config: &Config,
+    inst: &ProbeInstance,
+    cancel: tokio_util::sync::CancellationToken,
+) -> ProbeContext {
+    let site = &config.sites[inst.site];
+    ProbeContext {
+        vo: config.vo.clone(),
+        site: site.name.clone(),
+        tier: site.tier,
+        service: site.services[inst.service].clone(),
+        metric: config.probes[inst.probe].metric.clone(),
+        timeout: inst.timeout,
+        deadline: std::time::Instant::now() + inst.timeout,
+        cancel,
+    }
+}
+
+/// The field names serde accepts for a params struct, read from its "unknown field" error.
+/// Used by each kind's tests to prove its `PARAMS` documentation matches its struct.
+pub fn serde_field_names<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let probe = "__gridprobe_no_such_key__ = 1";
+    let err = match toml::from_str::<T>(probe) {
+        Ok(_) => return Vec::new(),
+        Err(e) => e.message().to_string(),
+    };
+    err.split('`')
+        .skip(3)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts that `docs` lists exactly the fields of `T` (for kind tests).
+pub fn assert_params_documented<T: serde::de::DeserializeOwned>(docs: &[ParamDoc]) {
+    let mut fields = serde_field_names::<T>();
+    fields.sort();
+    let mut documented: Vec<String> = docs.iter().map(|d| d.name.to_string()).collect();
+    documented.sort();
+    assert_eq!(fields, documented, "PARAMS must document exactly the serde fields");
+}
