@@ -1,1 +1,103 @@
-fn main() {}
+//! `gridprobe`: the command line of the gridprobe framework.
+//!
+//! Each subcommand lives in its own module under `src/commands/`; rendering shared by several
+//! commands (SAM tokens, colours, tables) is in `src/render.rs`.
+
+mod commands;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Automated functional tests for distributed computing sites.
+#[derive(Parser, Debug)]
+#[command(name = "gridprobe", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (e.g. `info`, `gridprobe_runner=debug`); also read from GRIDPROBE_LOG.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output formats of commands that print results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table for people (coloured on a terminal).
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a configuration: exits 0 when valid, 1 with every error otherwise.
+    Check {
+        /// The VO's main TOML file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Run the selected probes now and print the site × probe table. The exit code is the worst
+    /// status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also when nothing could run).
+    Run {
+        /// The VO's main TOML file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Only this service host name.
+        #[arg(long, value_name = "HOST")]
+        service: Option<String>,
+        /// Only this probe (full metric or short name); the probes it depends on run too.
+        #[arg(long, value_name = "METRIC")]
+        probe: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List the probe kinds with their parameters and defaults.
+    Probes {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("GRIDPROBE_LOG").ok())
+        .unwrap_or_else(|| "warn".into());
+    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    let result = match cli.command {
+        Command::Check { file } => commands::check::run(&file),
+        Command::Run {
+            config,
+            site,
+            service,
+            probe,
+            format,
+        } => commands::run::run(&config, site, service, probe, format),
+        Command::Probes { format } => commands::probes::run(format),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

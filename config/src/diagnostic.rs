@@ -69,7 +69,10 @@ impl SourceMap {
             .max(span.range.start);
         let width = file
             .text
-            .get(clamp_to_boundary(&file.text, span.range.start)..clamp_to_boundary(&file.text, end_in_line))
+            .get(
+                clamp_to_boundary(&file.text, span.range.start)
+                    ..clamp_to_boundary(&file.text, end_in_line),
+            )
             .map(|s| s.chars().count())
             .unwrap_or(1)
             .max(1);
@@ -229,6 +232,15 @@ impl Diagnostics {
         self.0.extend(other);
     }
 
+    /// Orders the problems by file and position (those without a position first), keeping
+    /// the order of problems at the same place.
+    pub fn sort(&mut self) {
+        self.0.sort_by(|a, b| {
+            let key = |d: &Diagnostic| d.location.as_ref().map(|l| (l.path.clone(), l.line, l.col));
+            key(a).cmp(&key(b))
+        });
+    }
+
     /// Iterates over the problems.
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter()
@@ -250,7 +262,10 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// The closest candidate to `got`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(got: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    got: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let got_lower = got.to_ascii_lowercase();
     let limit = (got.chars().count() / 3).max(1);
     candidates
@@ -287,10 +302,19 @@ mod tests {
         let mut map = SourceMap::default();
         let id = map.add("vo.toml".into(), "[defaults]\nintervall = \"5m\"\n".into());
         let d = map
-            .error(&Span { file: id, range: 11..20 }, "unknown key `intervall`")
+            .error(
+                &Span {
+                    file: id,
+                    range: 11..20,
+                },
+                "unknown key `intervall`",
+            )
             .with_suggestion("intervall", ["interval", "timeout"]);
         let text = d.to_string();
-        assert!(text.starts_with("vo.toml:2:1: error: unknown key `intervall`"), "{text}");
+        assert!(
+            text.starts_with("vo.toml:2:1: error: unknown key `intervall`"),
+            "{text}"
+        );
         assert!(text.contains("2 | intervall = \"5m\""), "{text}");
         assert!(text.contains("  | ^^^^^^^^^"), "{text}");
         assert!(text.contains("did you mean `interval`?"), "{text}");
@@ -298,7 +322,10 @@ mod tests {
 
     #[test]
     fn suggestion_only_for_near_misses() {
-        assert_eq!(did_you_mean("flavor", ["flavours", "flavour"]), Some("flavour"));
+        assert_eq!(
+            did_you_mean("flavor", ["flavours", "flavour"]),
+            Some("flavour")
+        );
         assert_eq!(did_you_mean("zzz", ["interval"]), None);
         assert_eq!(did_you_mean("ce", ["CE"]), Some("CE"));
     }

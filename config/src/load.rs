@@ -144,7 +144,10 @@ pub fn load(path: &Path) -> Loaded {
 /// Reads a configuration from a string (for tests and tools); `path` names it in errors.
 pub fn load_str(path: &Path, text: &str) -> Loaded {
     let mut loader = Loader::default();
-    let id = loader.config.sources.add(path.to_path_buf(), text.to_string());
+    let id = loader
+        .config
+        .sources
+        .add(path.to_path_buf(), text.to_string());
     loader.parse_file(id, true, path.parent().unwrap_or(Path::new(".")));
     let mut loaded = loader.finish();
     let extra = crate::validate::validate(&loaded.config, &loaded.positions);
@@ -171,15 +174,23 @@ struct Loader {
 
 fn read_file(path: &Path) -> Result<String, Diagnostic> {
     let meta = std::fs::metadata(path).map_err(|e| {
-        Diagnostic::for_file(path, format!("cannot read configuration: {}", io_reason(&e)))
-            .with_help("check the path; `gridprobe check FILE` takes the main TOML file of the VO")
+        Diagnostic::for_file(
+            path,
+            format!("cannot read configuration: {}", io_reason(&e)),
+        )
+        .with_help("check the path; `gridprobe check FILE` takes the main TOML file of the VO")
     })?;
     if meta.is_dir() {
-        return Err(Diagnostic::for_file(path, "is a directory, not a configuration file")
-            .with_help("name the TOML file inside it, e.g. `vo.toml`"));
+        return Err(
+            Diagnostic::for_file(path, "is a directory, not a configuration file")
+                .with_help("name the TOML file inside it, e.g. `vo.toml`"),
+        );
     }
     let bytes = std::fs::read(path).map_err(|e| {
-        Diagnostic::for_file(path, format!("cannot read configuration: {}", io_reason(&e)))
+        Diagnostic::for_file(
+            path,
+            format!("cannot read configuration: {}", io_reason(&e)),
+        )
     })?;
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
@@ -225,7 +236,12 @@ impl Loader {
         Span { file, range }
     }
 
-    fn error(&mut self, file: FileId, range: std::ops::Range<usize>, msg: impl Into<String>) -> Diagnostic {
+    fn error(
+        &mut self,
+        file: FileId,
+        range: std::ops::Range<usize>,
+        msg: impl Into<String>,
+    ) -> Diagnostic {
         self.config.sources.error(&self.span(file, range), msg)
     }
 
@@ -251,7 +267,11 @@ impl Loader {
         let had_syntax_errors = !errors.is_empty();
         for e in errors {
             let range = e.span().unwrap_or(0..0);
-            let d = self.error(file, range, format!("TOML syntax error: {}", e.message().trim()));
+            let d = self.error(
+                file,
+                range,
+                format!("TOML syntax error: {}", e.message().trim()),
+            );
             self.diagnostics.push(d);
         }
         if had_syntax_errors {
@@ -273,19 +293,25 @@ impl Loader {
                     }
                     Some(_) => {
                         let d = self.error(file, value.span(), "`vo` must not be empty");
-                        self.diagnostics.push(d.with_help("name the virtual organisation, e.g. vo = \"lhcb\""));
+                        self.diagnostics
+                            .push(d.with_help("name the virtual organisation, e.g. vo = \"lhcb\""));
                     }
                     None => {
                         let d = self.error(
                             file,
                             value.span(),
-                            format!("`vo` must be a string, found {}", value.get_ref().type_str()),
+                            format!(
+                                "`vo` must be a string, found {}",
+                                value.get_ref().type_str()
+                            ),
                         );
                         self.diagnostics.push(d);
                     }
                 },
                 "include" if is_main => {
-                    if let Some(v) = self.deserialize::<Vec<Spanned<String>>>(file, value, "include") {
+                    if let Some(v) =
+                        self.deserialize::<Vec<Spanned<String>>>(file, value, "include")
+                    {
                         includes = v;
                     }
                 }
@@ -306,7 +332,8 @@ impl Loader {
                 }
                 "profile" => {
                     for item in self.array_of_tables(file, value, "profile") {
-                        if let Some(raw) = self.deserialize::<RawProfile>(file, item, "[[profile]]") {
+                        if let Some(raw) = self.deserialize::<RawProfile>(file, item, "[[profile]]")
+                        {
                             self.read_profile(file, raw);
                         }
                     }
@@ -331,8 +358,11 @@ impl Loader {
         }
         if is_main && !self.saw_vo {
             self.diagnostics.push(
-                Diagnostic::for_file(&path, "missing `vo`: the configuration must name its virtual organisation")
-                    .with_help("add a line such as vo = \"lhcb\" at the top"),
+                Diagnostic::for_file(
+                    &path,
+                    "missing `vo`: the configuration must name its virtual organisation",
+                )
+                .with_help("add a line such as vo = \"lhcb\" at the top"),
             );
         }
         for pattern in includes {
@@ -368,7 +398,11 @@ impl Loader {
         };
         if paths.is_empty() {
             let d = self
-                .error(file, span, format!("include pattern `{raw}` matches no file"))
+                .error(
+                    file,
+                    span,
+                    format!("include pattern `{raw}` matches no file"),
+                )
                 .with_help(format!("patterns are relative to {}", base.display()));
             self.diagnostics.push(d);
             return;
@@ -402,6 +436,7 @@ impl Loader {
         what: &str,
     ) -> Option<T> {
         let fallback = self.span(file, value.span());
+        let value = self.drop_unknown_keys::<T>(file, value, what);
         match T::deserialize(toml::de::ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -410,6 +445,44 @@ impl Loader {
                 None
             }
         }
+    }
+
+    /// Reports every unknown key of a table (serde would stop at the first) and removes them,
+    /// so that the remaining keys are still checked in the same pass.
+    fn drop_unknown_keys<T: serde::de::DeserializeOwned>(
+        &mut self,
+        file: FileId,
+        value: Spanned<DeValue<'static>>,
+        what: &str,
+    ) -> Spanned<DeValue<'static>> {
+        let span = value.span();
+        let mut table = match value.into_inner() {
+            DeValue::Table(t) => t,
+            other => return Spanned::new(span, other),
+        };
+        let allowed = field_names::<T>();
+        if allowed.is_empty() {
+            return Spanned::new(span, DeValue::Table(table));
+        }
+        let unknown: Vec<_> = table
+            .keys()
+            .filter(|k| !allowed.iter().any(|a| a == k.get_ref().as_ref()))
+            .cloned()
+            .collect();
+        for key in unknown {
+            let name = key.get_ref().to_string();
+            let d = self
+                .error(file, key.span(), format!("unknown key `{name}` in {what}"))
+                .with_suggestion(&name, allowed.iter().map(String::as_str));
+            let d = if d.help.is_none() {
+                d.with_help(format!("valid keys: {}", allowed.join(", ")))
+            } else {
+                d
+            };
+            self.diagnostics.push(d);
+            table.remove(&key);
+        }
+        Spanned::new(span, DeValue::Table(table))
     }
 
     fn array_of_tables(
@@ -429,9 +502,13 @@ impl Loader {
                         let d = self.error(
                             file,
                             item.span(),
-                            format!("each `{key}` must be a table, found {}", item.get_ref().type_str()),
+                            format!(
+                                "each `{key}` must be a table, found {}",
+                                item.get_ref().type_str()
+                            ),
                         );
-                        self.diagnostics.push(d.with_help(format!("write each one as [[{key}]]")));
+                        self.diagnostics
+                            .push(d.with_help(format!("write each one as [[{key}]]")));
                     }
                 }
                 out
@@ -440,10 +517,14 @@ impl Loader {
                 let d = self.error(
                     file,
                     span,
-                    format!("`{key}` must be an array of tables, found {}", other.type_str()),
+                    format!(
+                        "`{key}` must be an array of tables, found {}",
+                        other.type_str()
+                    ),
                 );
-                self.diagnostics
-                    .push(d.with_help(format!("write [[{key}]] (double brackets), once per {key}")));
+                self.diagnostics.push(
+                    d.with_help(format!("write [[{key}]] (double brackets), once per {key}")),
+                );
                 Vec::new()
             }
         }
@@ -455,8 +536,9 @@ impl Loader {
             Ok(d) => Some(d),
             Err(msg) => {
                 let d = self.error(file, raw.span(), msg);
-                self.diagnostics
-                    .push(d.with_help("write durations like \"30s\", \"5m\", \"1h 30m\" or \"2d\""));
+                self.diagnostics.push(
+                    d.with_help("write durations like \"30s\", \"5m\", \"1h 30m\" or \"2d\""),
+                );
                 None
             }
         }
@@ -475,15 +557,23 @@ impl Loader {
 
     fn apply_defaults(&mut self, file: FileId, raw: RawDefaults) {
         let base = Defaults::default();
-        let interval = self.duration(file, raw.interval.clone()).unwrap_or(base.interval);
-        let timeout = self.duration(file, raw.timeout.clone()).unwrap_or(base.timeout);
+        let interval = self
+            .duration(file, raw.interval.clone())
+            .unwrap_or(base.interval);
+        let timeout = self
+            .duration(file, raw.timeout.clone())
+            .unwrap_or(base.timeout);
         if let Some(t) = &raw.timeout {
             if timeout >= interval {
-                let d = self.error(file, t.span(), format!(
-                    "default timeout ({}) must be shorter than the default interval ({})",
-                    t.get_ref(),
-                    humantime::format_duration(interval)
-                ));
+                let d = self.error(
+                    file,
+                    t.span(),
+                    format!(
+                        "default timeout ({}) must be shorter than the default interval ({})",
+                        t.get_ref(),
+                        humantime::format_duration(interval)
+                    ),
+                );
                 self.diagnostics.push(d);
             }
         }
@@ -497,8 +587,12 @@ impl Loader {
             interval,
             timeout,
             retries: raw.retries.unwrap_or(base.retries),
-            retry_interval: self.duration(file, raw.retry_interval).unwrap_or(base.retry_interval),
-            concurrency: self.positive(file, raw.concurrency, "concurrency").unwrap_or(base.concurrency),
+            retry_interval: self
+                .duration(file, raw.retry_interval)
+                .unwrap_or(base.retry_interval),
+            concurrency: self
+                .positive(file, raw.concurrency, "concurrency")
+                .unwrap_or(base.concurrency),
             site_concurrency: self
                 .positive(file, raw.site_concurrency, "site_concurrency")
                 .unwrap_or(base.site_concurrency),
@@ -506,7 +600,11 @@ impl Loader {
         };
     }
 
-    fn overrides(&mut self, file: FileId, raw: BTreeMap<Spanned<String>, RawOverride>) -> BTreeMap<String, Overrides> {
+    fn overrides(
+        &mut self,
+        file: FileId,
+        raw: BTreeMap<Spanned<String>, RawOverride>,
+    ) -> BTreeMap<String, Overrides> {
         let mut out = BTreeMap::new();
         for (key, o) in raw {
             self.positions
@@ -533,7 +631,11 @@ impl Loader {
         let tier_span = self.span(file, raw.tier.span());
         let tier = *raw.tier.get_ref();
         if !(0..=3).contains(&tier) {
-            let d = self.error(file, raw.tier.span(), format!("tier must be 0, 1, 2 or 3, found {tier}"));
+            let d = self.error(
+                file,
+                raw.tier.span(),
+                format!("tier must be 0, 1, 2 or 3, found {tier}"),
+            );
             self.diagnostics.push(d);
         }
         let overrides = self.overrides(file, raw.overrides);
@@ -550,17 +652,26 @@ impl Loader {
         let mut flavour_spans = Vec::new();
         if let Some(services) = services {
             for item in self.array_of_tables(file, services, "site.service") {
-                let Some(raw) = self.deserialize::<RawService>(file, item, "[[site.service]]") else {
+                let Some(raw) = self.deserialize::<RawService>(file, item, "[[site.service]]")
+                else {
                     continue;
                 };
-                let endpoint = raw.endpoint.and_then(|e| match url::Url::parse(e.get_ref()) {
-                    Ok(u) => Some(u),
-                    Err(err) => {
-                        let d = self.error(file, e.span(), format!("invalid endpoint URL `{}`: {err}", e.get_ref()));
-                        self.diagnostics.push(d.with_help("write a full URL such as \"https://host.example.org:8443/path\""));
-                        None
-                    }
-                });
+                let endpoint = raw
+                    .endpoint
+                    .and_then(|e| match url::Url::parse(e.get_ref()) {
+                        Ok(u) => Some(u),
+                        Err(err) => {
+                            let d = self.error(
+                                file,
+                                e.span(),
+                                format!("invalid endpoint URL `{}`: {err}", e.get_ref()),
+                            );
+                            self.diagnostics.push(d.with_help(
+                                "write a full URL such as \"https://host.example.org:8443/path\"",
+                            ));
+                            None
+                        }
+                    });
                 if raw.hostname.get_ref().trim().is_empty() {
                     let d = self.error(file, raw.hostname.span(), "`hostname` must not be empty");
                     self.diagnostics.push(d);
@@ -591,18 +702,35 @@ impl Loader {
         };
         if let Some(p) = &params {
             if !p.get_ref().is_table() {
-                let d = self.error(file, p.span(), format!("`params` must be a table, found {}", p.get_ref().type_str()));
-                self.diagnostics.push(d.with_help("write [probe.params] or params = { key = \"value\" }"));
+                let d = self.error(
+                    file,
+                    p.span(),
+                    format!("`params` must be a table, found {}", p.get_ref().type_str()),
+                );
+                self.diagnostics
+                    .push(d.with_help("write [probe.params] or params = { key = \"value\" }"));
             }
         }
         let metric = raw.metric.get_ref().trim().to_string();
         if metric.is_empty() || metric.contains(char::is_whitespace) {
-            let d = self.error(file, raw.metric.span(), format!("invalid metric name `{}`: it must be non-empty and contain no spaces", raw.metric.get_ref()));
-            self.diagnostics.push(d.with_help("use a reverse-DNS style name such as \"org.lhcb.CE-lhcb-install\""));
+            let d = self.error(
+                file,
+                raw.metric.span(),
+                format!(
+                    "invalid metric name `{}`: it must be non-empty and contain no spaces",
+                    raw.metric.get_ref()
+                ),
+            );
+            self.diagnostics.push(
+                d.with_help("use a reverse-DNS style name such as \"org.lhcb.CE-lhcb-install\""),
+            );
         }
         let (short, short_span) = match &raw.name {
             Some(n) => (n.get_ref().clone(), self.span(file, n.span())),
-            None => (short_metric_name(&metric).to_string(), self.span(file, raw.metric.span())),
+            None => (
+                short_metric_name(&metric).to_string(),
+                self.span(file, raw.metric.span()),
+            ),
         };
         let interval = self.duration(file, raw.interval.clone());
         let timeout = self.duration(file, raw.timeout.clone());
@@ -632,7 +760,11 @@ impl Loader {
             timeout,
             retries: raw.retries,
             retry_interval,
-            depends_on: raw.depends_on.into_iter().map(Spanned::into_inner).collect(),
+            depends_on: raw
+                .depends_on
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             description: raw.description,
             params: KindParams {
                 value: params.filter(|p| p.get_ref().is_table()),
@@ -687,6 +819,26 @@ fn intern(text: &str) -> &'static str {
     leaked
 }
 
+/// The keys a `deny_unknown_fields` struct accepts, read from serde's own "unknown field" error
+/// (so the list cannot drift from the struct). Empty for types that accept any key.
+pub fn field_names<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let probe = "__gridprobe_no_such_key__ = 1";
+    match toml::from_str::<T>(probe) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            let msg = e.message();
+            if !msg.starts_with("unknown field") {
+                return Vec::new();
+            }
+            msg.split('`')
+                .skip(3)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        }
+    }
+}
+
 /// Removes `key` from a table value, returning the rest and the removed value.
 fn take_key(
     item: Spanned<DeValue<'static>>,
@@ -695,10 +847,7 @@ fn take_key(
     let span = item.span();
     match item.into_inner() {
         DeValue::Table(mut table) => {
-            let found = table
-                .keys()
-                .find(|k| k.get_ref().as_ref() == key)
-                .cloned();
+            let found = table.keys().find(|k| k.get_ref().as_ref() == key).cloned();
             let taken = found.and_then(|k| table.remove(&k));
             (Spanned::new(span, DeValue::Table(table)), taken)
         }
@@ -708,8 +857,8 @@ fn take_key(
 
 /// Parses a duration such as `30s`, `5m`, `1h 30m`, `2d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration `{s}`: {e}"))?;
+    let d =
+        humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration `{s}`: {e}"))?;
     if d.is_zero() {
         return Err(format!("invalid duration `{s}`: must be greater than zero"));
     }

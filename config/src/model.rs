@@ -249,7 +249,9 @@ impl Config {
                     if site_o.is_some_and(|o| o.disabled) || svc_o.is_some_and(|o| o.disabled) {
                         continue;
                     }
-                    let pick = |f: fn(&Overrides) -> Option<Duration>, p: Option<Duration>, d: Duration| {
+                    let pick = |f: fn(&Overrides) -> Option<Duration>,
+                                p: Option<Duration>,
+                                d: Duration| {
                         svc_o
                             .and_then(f)
                             .or_else(|| site_o.and_then(f))
@@ -310,7 +312,10 @@ mod tests {
 
     #[test]
     fn short_names_drop_reverse_dns_prefix() {
-        assert_eq!(short_metric_name("org.lhcb.CE-lhcb-install"), "CE-lhcb-install");
+        assert_eq!(
+            short_metric_name("org.lhcb.CE-lhcb-install"),
+            "CE-lhcb-install"
+        );
         assert_eq!(short_metric_name("ch.cern.FTS.ftsinfo"), "FTS.ftsinfo");
         assert_eq!(short_metric_name("CE-lhcb-os"), "CE-lhcb-os");
         assert_eq!(short_metric_name("org.example.http"), "http");

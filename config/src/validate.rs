@@ -35,8 +35,14 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         for svc in &site.services {
             if let Some(first) = seen_services.insert((&svc.hostname, &svc.flavour), &svc.span) {
                 out.push(
-                    err(&svc.span, format!("duplicate service `{}` of flavour {}", svc.hostname, svc.flavour))
-                        .with_help(format!("first defined at {}", where_is(first))),
+                    err(
+                        &svc.span,
+                        format!(
+                            "duplicate service `{}` of flavour {}",
+                            svc.hostname, svc.flavour
+                        ),
+                    )
+                    .with_help(format!("first defined at {}", where_is(first))),
                 );
             }
         }
@@ -48,17 +54,23 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
     for (i, probe) in config.probes.iter().enumerate() {
         if let Some(first) = seen_metrics.insert(&probe.metric, &probe.span) {
             out.push(
-                err(&probe.span, format!("duplicate probe metric `{}`", probe.metric))
-                    .with_help(format!("first defined at {}", where_is(first))),
+                err(
+                    &probe.span,
+                    format!("duplicate probe metric `{}`", probe.metric),
+                )
+                .with_help(format!("first defined at {}", where_is(first))),
             );
         } else if let Some(short_span) = pos.probe_short.get(i) {
             if let Some(first) = seen_short.insert(&probe.short, short_span) {
                 out.push(
-                    err(short_span, format!("two probes share the display name `{}`", probe.short))
-                        .with_help(format!(
-                            "the other is at {}; give one of them `name = \"...\"`",
-                            where_is(first)
-                        )),
+                    err(
+                        short_span,
+                        format!("two probes share the display name `{}`", probe.short),
+                    )
+                    .with_help(format!(
+                        "the other is at {}; give one of them `name = \"...\"`",
+                        where_is(first)
+                    )),
                 );
             }
         }
@@ -80,15 +92,24 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         let flavours = pos.probe_flavours.get(i).map(Vec::as_slice).unwrap_or(&[]);
         if flavours.is_empty() {
             out.push(
-                err(&probe.span, format!("probe `{}` applies to no flavour", probe.metric))
-                    .with_help("set flavours = [\"CE\"] (or the flavours it tests)"),
+                err(
+                    &probe.span,
+                    format!("probe `{}` applies to no flavour", probe.metric),
+                )
+                .with_help("set flavours = [\"CE\"] (or the flavours it tests)"),
             );
         }
         for (flavour, span) in flavours {
             if !flavours_offered.contains(flavour.as_str()) {
                 out.push(
-                    err(span, format!("no service has flavour `{flavour}`, so probe `{}` would never run", probe.short))
-                        .with_suggestion(flavour, flavours_offered.iter().copied()),
+                    err(
+                        span,
+                        format!(
+                            "no service has flavour `{flavour}`, so probe `{}` would never run",
+                            probe.short
+                        ),
+                    )
+                    .with_suggestion(flavour, flavours_offered.iter().copied()),
                 );
             }
         }
@@ -96,24 +117,38 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         for (dep, span) in pos.probe_depends.get(i).map(Vec::as_slice).unwrap_or(&[]) {
             match config.probe_index(dep) {
                 None => out.push(
-                    err(span, format!("`depends_on` names `{dep}`, which is not a probe"))
-                        .with_suggestion(dep, all_names.iter().copied()),
+                    err(
+                        span,
+                        format!("`depends_on` names `{dep}`, which is not a probe"),
+                    )
+                    .with_suggestion(dep, all_names.iter().copied()),
                 ),
-                Some(j) if j == i => out.push(err(span, format!("probe `{}` depends on itself", probe.short))),
+                Some(j) if j == i => out.push(err(
+                    span,
+                    format!("probe `{}` depends on itself", probe.short),
+                )),
                 Some(_) => {}
             }
         }
         // Timeout against interval, on the probe itself.
-        if let (Some(t), Some(span)) = (probe.timeout, pos.probe_timeout.get(i).and_then(Option::as_ref)) {
+        if let (Some(t), Some(span)) = (
+            probe.timeout,
+            pos.probe_timeout.get(i).and_then(Option::as_ref),
+        ) {
             let interval = probe.interval.unwrap_or(config.defaults.interval);
             if t >= interval {
                 out.push(
-                    err(span, format!(
-                        "timeout ({}) must be shorter than the interval ({})",
-                        humantime::format_duration(t),
-                        humantime::format_duration(interval)
-                    ))
-                    .with_help("a probe that may run longer than its interval would overlap itself"),
+                    err(
+                        span,
+                        format!(
+                            "timeout ({}) must be shorter than the interval ({})",
+                            humantime::format_duration(t),
+                            humantime::format_duration(interval)
+                        ),
+                    )
+                    .with_help(
+                        "a probe that may run longer than its interval would overlap itself",
+                    ),
                 );
             }
         }
@@ -122,10 +157,13 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
     // Cycles in depends_on: report each cycle once, at the edge that closes it.
     for (from, to, span) in find_cycles(config, pos) {
         out.push(
-            err(&span, format!(
-                "dependency cycle: `{}` depends on `{}`, which depends back on it",
-                config.probes[from].short, config.probes[to].short
-            ))
+            err(
+                &span,
+                format!(
+                    "dependency cycle: `{}` depends on `{}`, which depends back on it",
+                    config.probes[from].short, config.probes[to].short
+                ),
+            )
             .with_help("remove one of the depends_on entries"),
         );
     }
@@ -149,13 +187,16 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
             let probe_has_own = probe.timeout.is_some() && probe.interval.is_some();
             if !probe_has_own {
                 out.push(
-                    err(&svc.span, format!(
-                        "probe `{}` on {} would have timeout {} ≥ interval {}",
-                        probe.short,
-                        svc.hostname,
-                        humantime::format_duration(inst.timeout),
-                        humantime::format_duration(inst.interval)
-                    ))
+                    err(
+                        &svc.span,
+                        format!(
+                            "probe `{}` on {} would have timeout {} ≥ interval {}",
+                            probe.short,
+                            svc.hostname,
+                            humantime::format_duration(inst.timeout),
+                            humantime::format_duration(inst.interval)
+                        ),
+                    )
                     .with_help("check the overrides and defaults that apply here"),
                 );
             }
@@ -167,10 +208,17 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         for (m, span) in metrics {
             if config.probe_index(m).is_none() {
                 out.push(
-                    err(span, format!(
-                        "profile `{}` names metric `{m}`, which no probe produces",
-                        config.profiles.get(pi).map(|p| p.name.as_str()).unwrap_or("?")
-                    ))
+                    err(
+                        span,
+                        format!(
+                            "profile `{}` names metric `{m}`, which no probe produces",
+                            config
+                                .profiles
+                                .get(pi)
+                                .map(|p| p.name.as_str())
+                                .unwrap_or("?")
+                        ),
+                    )
                     .with_suggestion(m, all_names.iter().copied()),
                 );
             }
@@ -180,8 +228,11 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         for (f, span) in flavours {
             if !flavours_offered.contains(f.as_str()) {
                 out.push(
-                    err(span, format!("profile flavour `{f}` is offered by no service"))
-                        .with_suggestion(f, flavours_offered.iter().copied()),
+                    err(
+                        span,
+                        format!("profile flavour `{f}` is offered by no service"),
+                    )
+                    .with_suggestion(f, flavours_offered.iter().copied()),
                 );
             }
         }
@@ -192,7 +243,9 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
     }
     for (name, n) in profile_names {
         if n > 1 {
-            out.push(Diagnostic::plain(format!("profile `{name}` is defined {n} times")));
+            out.push(Diagnostic::plain(format!(
+                "profile `{name}` is defined {n} times"
+            )));
         }
     }
     out
@@ -208,7 +261,12 @@ fn find_cycles(config: &Config, pos: &Positions) -> Vec<(usize, usize, Span)> {
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
                 .iter()
-                .filter_map(|(d, s)| config.probe_index(d).filter(|j| *j != i).map(|j| (j, s.clone())))
+                .filter_map(|(d, s)| {
+                    config
+                        .probe_index(d)
+                        .filter(|j| *j != i)
+                        .map(|j| (j, s.clone()))
+                })
                 .collect()
         })
         .collect();

@@ -14,5 +14,7 @@ pub const PARAMS: &[ParamDoc] = &[];
 
 /// Builds the probe.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    Err(vec![config.sources.error(&def.kind_span, "kind nagios is not built yet")])
+    Err(vec![config
+        .sources
+        .error(&def.kind_span, "kind nagios is not built yet")])
 }

@@ -60,7 +60,10 @@ fn lookup(name: &str, ctx: &ProbeContext) -> Result<String, String> {
     })
 }
 
-fn scan(template: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Result<String, String> {
+fn scan(
+    template: &str,
+    mut f: impl FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut chars = template.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -80,7 +83,10 @@ fn scan(template: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Re
                 };
                 let name = rest[..end].trim();
                 if name.is_empty() || name.contains(['{', ' ']) {
-                    return Err(format!("invalid placeholder `{{{}}}` in `{template}`", &rest[..end]));
+                    return Err(format!(
+                        "invalid placeholder `{{{}}}` in `{template}`",
+                        &rest[..end]
+                    ));
                 }
                 out.push_str(&f(name)?);
                 for _ in 0..=end {
@@ -88,7 +94,10 @@ fn scan(template: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Re
                 }
             }
             '}' => {
-                return Err(format!("stray `}}` at character {} of `{template}` (write `}}}}` for a literal brace)", i + 1));
+                return Err(format!(
+                    "stray `}}` at character {} of `{template}` (write `}}}}` for a literal brace)",
+                    i + 1
+                ));
             }
             c => out.push(c),
         }
@@ -115,7 +124,10 @@ pub(crate) mod tests {
                 tags: vec![],
                 params,
                 overrides: Default::default(),
-                span: gridprobe_config::Span { file: 0, range: 0..0 },
+                span: gridprobe_config::Span {
+                    file: 0,
+                    range: 0..0,
+                },
             },
             metric: "org.lhcb.CE-lhcb-os".into(),
             timeout: Duration::from_secs(30),
@@ -128,7 +140,11 @@ pub(crate) mod tests {
     fn expands_builtins_and_params() {
         let ctx = context();
         assert_eq!(
-            expand("-H {hostname} -q {queue} -t {timeout} {param.queue} {{x}}", &ctx).as_deref(),
+            expand(
+                "-H {hostname} -q {queue} -t {timeout} {param.queue} {{x}}",
+                &ctx
+            )
+            .as_deref(),
             Ok("-H ce01.example.org -q long -t 30 long {x}")
         );
     }

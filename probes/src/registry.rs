@@ -147,26 +147,14 @@ pub fn context_for(
     }
 }
 
-/// The field names serde accepts for a params struct, read from its "unknown field" error.
-/// Used by each kind's tests to prove its `PARAMS` documentation matches its struct.
-pub fn serde_field_names<T: serde::de::DeserializeOwned>() -> Vec<String> {
-    let probe = "__gridprobe_no_such_key__ = 1";
-    let err = match toml::from_str::<T>(probe) {
-        Ok(_) => return Vec::new(),
-        Err(e) => e.message().to_string(),
-    };
-    err.split('`')
-        .skip(3)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
-}
-
 /// Asserts that `docs` lists exactly the fields of `T` (for kind tests).
 pub fn assert_params_documented<T: serde::de::DeserializeOwned>(docs: &[ParamDoc]) {
-    let mut fields = serde_field_names::<T>();
+    let mut fields = gridprobe_config::load::field_names::<T>();
     fields.sort();
     let mut documented: Vec<String> = docs.iter().map(|d| d.name.to_string()).collect();
     documented.sort();
-    assert_eq!(fields, documented, "PARAMS must document exactly the serde fields");
+    assert_eq!(
+        fields, documented,
+        "PARAMS must document exactly the serde fields"
+    );
 }

@@ -1,1 +1,8 @@
-//! placeholder
+//! gridprobe runner: executing probes safely (timeouts, panics, retries), concurrency limits,
+//! and on-demand batches honouring `depends_on`. The scheduler and HTTP server live here too.
+
+pub mod batch;
+pub mod execute;
+
+pub use batch::{run_batch, select, Event, InstanceRun, Limits, SelectError, Selection};
+pub use execute::{humanize, run_attempt, run_with_retries, ResultLabels};

@@ -1,0 +1,290 @@
+//! Running one probe attempt safely, and one instance with its retries.
+//!
+//! Invariant: a probe never blocks its caller. Each attempt runs in its own task, is cut at its
+//! timeout (plus a short grace for the probe's own cleanup), and a panic becomes UNKNOWN.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use gridprobe_probes::outcome::unix_ms;
+use gridprobe_probes::{Outcome, ProbeContext, ProbeResult, SharedProbe, Status, Trigger};
+use tokio_util::sync::CancellationToken;
+
+/// Extra time a probe gets past its deadline to clean up (kill its processes, close sockets)
+/// before the runner abandons it.
+pub const CLEANUP_GRACE: Duration = Duration::from_secs(5);
+
+/// Identity of the instance an attempt belongs to, copied into each result.
+#[derive(Debug, Clone)]
+pub struct ResultLabels {
+    /// Full metric name.
+    pub metric: String,
+    /// Probe kind.
+    pub kind: String,
+    /// VO name.
+    pub vo: String,
+    /// Site name.
+    pub site: String,
+    /// Service host name.
+    pub hostname: String,
+    /// Service flavour.
+    pub flavour: String,
+}
+
+impl ResultLabels {
+    /// Wraps an outcome into a result record.
+    pub fn result(
+        &self,
+        outcome: Outcome,
+        started: SystemTime,
+        duration: Duration,
+        attempt: u32,
+        trigger: Trigger,
+    ) -> ProbeResult {
+        ProbeResult {
+            metric: self.metric.clone(),
+            kind: self.kind.clone(),
+            vo: self.vo.clone(),
+            site: self.site.clone(),
+            hostname: self.hostname.clone(),
+            flavour: self.flavour.clone(),
+            started_at_ms: unix_ms(started),
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            outcome,
+            attempt,
+            trigger,
+        }
+    }
+}
+
+/// Runs one attempt: in its own task, bounded by the context's deadline plus
+/// [`CLEANUP_GRACE`], with panics turned into UNKNOWN.
+pub async fn run_attempt(probe: SharedProbe, ctx: ProbeContext) -> Outcome {
+    let timeout = ctx.timeout;
+    let hard_limit = ctx.remaining() + CLEANUP_GRACE;
+    // Cancellation is the probe's job (it owns its child processes and sockets); the runner
+    // only enforces the hard limit.
+    let mut task = tokio::spawn(async move { probe.run(&ctx).await });
+    tokio::select! {
+        joined = &mut task => match joined {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-text panic payload".into());
+                tracing::error!(panic = %msg, "probe panicked");
+                Outcome::unknown(format!("probe panicked: {msg}"))
+            }
+            Err(_) => Outcome::unknown("probe task was cancelled"),
+        },
+        _ = tokio::time::sleep(hard_limit) => {
+            // Dropping the task drops the probe's future; probes clean up in Drop guards.
+            task.abort();
+            Outcome::unknown(format!(
+                "probe did not return within its timeout of {} (and {} of grace); abandoned",
+                humanize(timeout),
+                humanize(CLEANUP_GRACE)
+            ))
+        }
+    }
+}
+
+/// Formats a duration briefly (`30s`, `1m 30s`, `250ms`).
+pub fn humanize(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_millis());
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+/// Runs an instance: the first attempt, then up to `retries` more after `retry_interval` while
+/// the status is not OK. Every attempt is returned, in order; the last is the hard state.
+/// Cancellation stops the retries (the attempt in flight ends as the probe decides).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with_retries(
+    probe: SharedProbe,
+    make_ctx: impl Fn() -> ProbeContext,
+    labels: &ResultLabels,
+    retries: u32,
+    retry_interval: Duration,
+    trigger: Trigger,
+    cancel: &CancellationToken,
+    mut on_attempt: impl FnMut(&ProbeResult),
+) -> Vec<ProbeResult> {
+    let mut out = Vec::new();
+    for attempt in 1..=retries.saturating_add(1) {
+        let started = SystemTime::now();
+        let clock = Instant::now();
+        let outcome = run_attempt(probe.clone(), make_ctx()).await;
+        let result = labels.result(outcome, started, clock.elapsed(), attempt, trigger);
+        on_attempt(&result);
+        let status = result.outcome.status;
+        out.push(result);
+        if status == Status::Ok || status == Status::Standby || attempt > retries {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry_interval) => {}
+            _ = cancel.cancelled() => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use gridprobe_probes::Probe;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Panics;
+    #[async_trait]
+    impl Probe for Panics {
+        async fn run(&self, _ctx: &ProbeContext) -> Outcome {
+            panic!("boom at the probe")
+        }
+    }
+
+    #[derive(Debug)]
+    struct Hangs;
+    #[async_trait]
+    impl Probe for Hangs {
+        async fn run(&self, _ctx: &ProbeContext) -> Outcome {
+            std::future::pending::<()>().await;
+            Outcome::ok("never")
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct FailsTwice(AtomicU32);
+    #[async_trait]
+    impl Probe for FailsTwice {
+        async fn run(&self, _ctx: &ProbeContext) -> Outcome {
+            if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
+                Outcome::critical("not yet")
+            } else {
+                Outcome::ok("fine")
+            }
+        }
+    }
+
+    pub(crate) fn ctx(timeout: Duration) -> ProbeContext {
+        ProbeContext {
+            vo: "vo".into(),
+            site: "SITE".into(),
+            tier: 2,
+            service: gridprobe_config::Service {
+                flavour: "CE".into(),
+                hostname: "ce.example.org".into(),
+                endpoint: None,
+                tags: vec![],
+                params: Default::default(),
+                overrides: Default::default(),
+                span: gridprobe_config::Span {
+                    file: 0,
+                    range: 0..0,
+                },
+            },
+            metric: "org.vo.test".into(),
+            timeout,
+            deadline: Instant::now() + timeout,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn labels() -> ResultLabels {
+        ResultLabels {
+            metric: "org.vo.test".into(),
+            kind: "test".into(),
+            vo: "vo".into(),
+            site: "SITE".into(),
+            hostname: "ce.example.org".into(),
+            flavour: "CE".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn panic_becomes_unknown_with_message() {
+        let out = run_attempt(Arc::new(Panics), ctx(Duration::from_secs(5))).await;
+        assert_eq!(out.status, Status::Unknown);
+        assert!(out.summary.contains("boom at the probe"), "{}", out.summary);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hung_probe_is_abandoned_after_timeout_and_grace() {
+        let out = run_attempt(Arc::new(Hangs), ctx(Duration::from_secs(2))).await;
+        assert_eq!(out.status, Status::Unknown);
+        assert!(
+            out.summary
+                .contains("did not return within its timeout of 2s"),
+            "{}",
+            out.summary
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_until_ok_and_keeps_every_attempt() {
+        let probe = Arc::new(FailsTwice::default());
+        let results = run_with_retries(
+            probe,
+            || ctx(Duration::from_secs(5)),
+            &labels(),
+            3,
+            Duration::from_secs(60),
+            Trigger::OnDemand,
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await;
+        let statuses: Vec<(u32, Status)> = results
+            .iter()
+            .map(|r| (r.attempt, r.outcome.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                (1, Status::Critical),
+                (2, Status::Critical),
+                (3, Status::Ok)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_at_the_limit() {
+        let probe = Arc::new(FailsTwice::default());
+        let results = run_with_retries(
+            probe,
+            || ctx(Duration::from_secs(5)),
+            &labels(),
+            1,
+            Duration::from_secs(1),
+            Trigger::Scheduled,
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await;
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[1].outcome.status, Status::Critical);
+    }
+
+    #[test]
+    fn humanize_is_brief() {
+        assert_eq!(humanize(Duration::from_millis(250)), "250ms");
+        assert_eq!(humanize(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(humanize(Duration::from_secs(3600)), "1h");
+    }
+}
