@@ -903,6 +903,201 @@ pub(crate) fn serde_diagnostic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const VALID: &str = r#"
+vo = "lhcb"
+
+[defaults]
+interval = "1h"
+timeout = "5m"
+
+[[site]]
+name = "LCG.CERN.ch"
+tier = 0
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce01.example.org"
+  endpoint = "https://ce01.example.org:9619"
+  params = { queue = "long" }
+    [site.service.override."CE-lhcb-install"]
+    timeout = "20m"
+
+[[site]]
+name = "LCG.RAL.uk"
+tier = 1
+  [site.override."CE-lhcb-os"]
+  disabled = true
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.ral.example.org"
+
+[[probe]]
+metric = "org.lhcb.CE-lhcb-os"
+kind = "nagios"
+flavours = ["CE"]
+retries = 2
+  [probe.params]
+  command = "/bin/true"
+
+[[probe]]
+metric = "org.lhcb.CE-lhcb-install"
+kind = "nagios"
+flavours = ["CE"]
+depends_on = ["CE-lhcb-os"]
+interval = "2h"
+  [probe.params]
+  command = "/bin/true"
+
+[[profile]]
+name = "critical"
+critical = { CE = ["CE-lhcb-install"] }
+"#;
+
+    fn load_text(text: &str) -> Loaded {
+        load_str(Path::new("vo.toml"), text)
+    }
+
+    fn positions(l: &Loaded) -> Vec<String> {
+        l.diagnostics.iter().filter_map(|d| d.position()).collect()
+    }
+
+    #[test]
+    fn valid_config_loads_with_inheritance() {
+        let l = load_text(VALID);
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let c = &l.config;
+        assert_eq!(c.vo, "lhcb");
+        assert_eq!(c.sites.len(), 2);
+        assert_eq!(c.probes[1].short, "CE-lhcb-install");
+        let inst = c.instances();
+        // CE-lhcb-os is disabled at RAL: 2 + 1 instances.
+        assert_eq!(inst.len(), 3);
+        let install_cern = inst
+            .iter()
+            .find(|i| i.probe == 1 && i.site == 0)
+            .expect("install at CERN");
+        assert_eq!(install_cern.timeout, Duration::from_secs(1200), "service override");
+        assert_eq!(install_cern.interval, Duration::from_secs(7200), "probe value");
+        let os_cern = inst.iter().find(|i| i.probe == 0).expect("os at CERN");
+        assert_eq!(os_cern.retries, 2);
+        assert_eq!(os_cern.timeout, Duration::from_secs(300), "default");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_position() {
+        let text = "vo = \"x\"\n[defaults]\nintervall = \"1h\"\ntimeot = \"5m\"\nretries = \"two\"\n";
+        let l = load_text(text);
+        assert_eq!(positions(&l), vec!["vo.toml:3:1", "vo.toml:4:1", "vo.toml:5:11"], "{}", l.diagnostics);
+        let text = l.diagnostics.to_string();
+        assert!(text.contains("did you mean `interval`?"), "{text}");
+        assert!(text.contains("did you mean `timeout`?"), "{text}");
+    }
+
+    #[test]
+    fn syntax_errors_are_positioned() {
+        let l = load_text("vo = \"x\"\n[[site]\nname = 1\n");
+        assert_eq!(positions(&l).first().map(String::as_str), Some("vo.toml:2:8"), "{}", l.diagnostics);
+    }
+
+    #[test]
+    fn semantic_errors_point_at_values() {
+        let broken = VALID
+            .replace("depends_on = [\"CE-lhcb-os\"]", "depends_on = [\"CE-lhcb-oss\"]")
+            .replace("tier = 1", "tier = 7");
+        let l = load_text(&broken);
+        let text = l.diagnostics.to_string();
+        assert!(text.contains("vo.toml:21:8: error: tier must be 0, 1, 2 or 3, found 7"), "{text}");
+        assert!(text.contains("`depends_on` names `CE-lhcb-oss`, which is not a probe"), "{text}");
+        assert!(text.contains("did you mean `CE-lhcb-os`?"), "{text}");
+    }
+
+    #[test]
+    fn profile_naming_unknown_metric_is_rejected() {
+        let l = load_text(&VALID.replace("CE = [\"CE-lhcb-install\"]", "CE = [\"CE-lhcb-instal\"]"));
+        let text = l.diagnostics.to_string();
+        assert!(text.contains("names metric `CE-lhcb-instal`, which no probe produces"), "{text}");
+    }
+
+    #[test]
+    fn override_of_unknown_probe_is_rejected() {
+        let l = load_text(&VALID.replace("[site.override.\"CE-lhcb-os\"]", "[site.override.\"CE-lhcb-xx\"]"));
+        assert!(l.diagnostics.to_string().contains("override for `CE-lhcb-xx`, which is not a probe"));
+    }
+
+    #[test]
+    fn includes_are_read_and_positioned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sites = dir.path().join("sites");
+        std::fs::create_dir(&sites).expect("mkdir");
+        std::fs::write(
+            sites.join("a.toml"),
+            "[[site]]\nname = \"A\"\ntier = 2\n  [[site.service]]\n  flavour = \"CE\"\n  hostname = \"a\"\n",
+        )
+        .expect("write");
+        std::fs::write(sites.join("b.toml"), "[[site]]\nname = \"B\"\ntier = 9\n").expect("write");
+        let main = dir.path().join("vo.toml");
+        std::fs::write(
+            &main,
+            "vo = \"x\"\ninclude = [\"sites/*.toml\", \"missing/*.toml\"]\n[[probe]]\nmetric = \"p\"\nkind = \"tcp\"\nflavours = [\"CE\"]\n",
+        )
+        .expect("write");
+        let l = load(&main);
+        let text = l.diagnostics.to_string();
+        assert_eq!(l.config.sites.len(), 2, "{text}");
+        assert!(text.contains("b.toml:3:8: error: tier must be"), "{text}");
+        assert!(text.contains("vo.toml:2:28: error: include pattern `missing/*.toml` matches no file"), "{text}");
+    }
+
+    #[test]
+    fn bad_files_give_precise_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = load(&dir.path().join("nope.toml"));
+        assert!(l.diagnostics.to_string().contains("no such file"), "{}", l.diagnostics);
+        let l = load(dir.path());
+        assert!(l.diagnostics.to_string().contains("is a directory"), "{}", l.diagnostics);
+        let empty = dir.path().join("empty.toml");
+        std::fs::write(&empty, "  \n").expect("write");
+        assert!(load(&empty).diagnostics.to_string().contains("configuration file is empty"));
+        let latin1 = dir.path().join("latin1.toml");
+        std::fs::write(&latin1, b"vo = \"caf\xe9\"\n").expect("write");
+        let text = load(&latin1).diagnostics.to_string();
+        assert!(text.contains("latin1.toml:1:10: file is not valid UTF-8"), "{text}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let l = load_text(&text);
+            // Either valid, or every error explains itself.
+            for d in l.diagnostics.iter() {
+                prop_assert!(!d.message.is_empty());
+            }
+        }
+
+        #[test]
+        fn mutated_valid_config_never_panics(
+            cut in 0usize..VALID.len(),
+            len in 0usize..40,
+            insert in "[a-z\\[\\]=\" \n{}.,0-9]{0,12}",
+        ) {
+            let mut text = VALID.to_string();
+            let start = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let end = (start + len).min(text.len());
+            let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+            text.replace_range(start..end, &insert);
+            let l = load_text(&text);
+            for d in l.diagnostics.iter() {
+                prop_assert!(!d.message.is_empty());
+                if let Some(loc) = &d.location {
+                    prop_assert!(loc.line >= 1 && loc.col >= 1);
+                }
+            }
+        }
+    }
 
     #[test]
     fn durations() {

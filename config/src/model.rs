@@ -244,8 +244,13 @@ impl Config {
                     if !probe.flavours.iter().any(|f| f == &service.flavour) {
                         continue;
                     }
-                    let site_o = site.overrides.get(&probe.metric);
-                    let svc_o = service.overrides.get(&probe.metric);
+                    // Overrides may name the probe by full metric or by short name.
+                    let lookup = |m: &'_ BTreeMap<String, Overrides>| {
+                        m.get(&probe.metric).or_else(|| m.get(&probe.short)).cloned()
+                    };
+                    let site_o = lookup(&site.overrides);
+                    let svc_o = lookup(&service.overrides);
+                    let (site_o, svc_o) = (site_o.as_ref(), svc_o.as_ref());
                     if site_o.is_some_and(|o| o.disabled) || svc_o.is_some_and(|o| o.disabled) {
                         continue;
                     }

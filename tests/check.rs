@@ -1,0 +1,135 @@
+//! End-to-end tests of `gridprobe check` through the built binary.
+
+mod common;
+
+use common::{gridprobe, repo, texts};
+
+#[test]
+fn every_sample_config_is_valid() {
+    let dir = repo().join("config/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let rel = path.strip_prefix(repo()).expect("inside repo");
+        let out = gridprobe(&["check", rel.to_str().expect("utf-8 path")]);
+        let (stdout, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(0), "{}:\n{stdout}{stderr}", rel.display());
+        assert!(stdout.contains(": valid: vo "), "{stdout}");
+        checked += 1;
+    }
+    assert!(checked >= 2, "expected several sample configs, found {checked}");
+}
+
+#[test]
+fn sample_summary_counts_sites_services_and_instances() {
+    let out = gridprobe(&["check", "config/examples/lhcb.toml"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // 3 sites; 5 + 2 + 2 services; CE probes: 5 per CE on 4 CEs minus Brunel at CNAF = 19,
+    // SRM 3, FTS 1, CONDDB 1.
+    assert_eq!(
+        stdout.trim(),
+        "config/examples/lhcb.toml: valid: vo lhcb, 3 sites, 9 services, 24 probe instances (8 probes)"
+    );
+}
+
+#[test]
+fn broken_config_reports_every_error_with_its_position() {
+    let out = gridprobe(&["check", "tests/fixtures/broken/many-errors.toml"]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let f = "tests/fixtures/broken/many-errors.toml";
+    let expected = [
+        format!("{f}:4:1: error: unknown key `intervall` in [defaults]"),
+        format!("{f}:5:11: error: invalid duration `10 parsecs`"),
+        format!("{f}:9:8: error: tier must be 0, 1, 2 or 3, found 5"),
+        format!("{f}:14:14: error: invalid endpoint URL `not a url`"),
+        format!("{f}:17:8: error: duplicate site name `SITE-A`"),
+        format!("{f}:21:3: error: unknown key `flavor` in [[site.service]]"),
+        format!("{f}:26:8: error: unknown probe kind `nagois`"),
+        format!("{f}:32:13: error: no service has flavour `ce`"),
+        format!("{f}:33:15: error: `depends_on` names `CE-oss`, which is not a probe"),
+        format!("{f}:35:11: error: timeout (2m) must be shorter than the interval (1m)"),
+        format!("{f}:51:15: error: dependency cycle: `B` depends on `A`"),
+    ];
+    for line in &expected {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line.as_str())),
+            "missing `{line}` in:\n{stderr}"
+        );
+    }
+    for hint in [
+        "did you mean `interval`?",
+        "did you mean `flavour`?",
+        "did you mean `nagios`?",
+        "did you mean `CE`?",
+        "did you mean `CE-os`?",
+    ] {
+        assert!(stderr.contains(hint), "missing hint {hint}:\n{stderr}");
+    }
+    // The offending line is quoted with a caret under the value.
+    assert!(stderr.contains("4 | intervall = \"5m\"\n  | ^^^^^^^^^"), "{stderr}");
+    assert!(stderr.contains("errors found; the configuration was not accepted"), "{stderr}");
+}
+
+#[test]
+fn unreadable_inputs_fail_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").expect("write");
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x41]).expect("write");
+    let cases = [
+        (dir.path().join("missing.toml"), "no such file"),
+        (dir.path().to_path_buf(), "is a directory"),
+        (empty, "configuration file is empty"),
+        (binary, "file is not valid UTF-8"),
+    ];
+    for (path, expect) in cases {
+        let out = gridprobe(&["check", path.to_str().expect("utf-8")]);
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", path.display());
+        assert!(stderr.contains(expect), "{}: {stderr}", path.display());
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = gridprobe(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = gridprobe(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn probes_lists_every_kind_with_parameters() {
+    let out = gridprobe(&["probes", "--format", "json"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let kinds: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let names: Vec<&str> = kinds
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|k| k["kind"].as_str())
+        .collect();
+    assert_eq!(names, ["nagios", "http", "tcp"]);
+    for k in kinds.as_array().expect("array") {
+        assert!(
+            !k["params"].as_array().expect("params").is_empty(),
+            "{k}"
+        );
+    }
+    let nagios = &kinds[0]["params"];
+    let command = nagios
+        .as_array()
+        .expect("params")
+        .iter()
+        .find(|p| p["name"] == "command")
+        .expect("nagios has command");
+    assert_eq!(command["required"], true);
+}
