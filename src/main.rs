@@ -5,6 +5,7 @@
 
 mod commands;
 mod render;
+mod store_location;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,74 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Run every probe on its schedule, record every result, serve HTTP; SIGHUP reloads the
+    /// configuration, SIGTERM / Ctrl-C stops cleanly.
+    Serve {
+        /// The VO's main TOML file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Result store (SQLite file); default: [server] store, $GRIDPROBE_STORE, or
+        /// $XDG_STATE_HOME/gridprobe/<vo>.sqlite (~/.local/state/gridprobe/<vo>.sqlite).
+        #[arg(long, value_name = "PATH")]
+        store: Option<String>,
+        /// HTTP listen address; default: [server] listen (127.0.0.1:8479).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Print the availability matrix from the store: sites × probes, latest status and age.
+    Matrix {
+        /// The VO's main TOML file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Result store (as for serve).
+        #[arg(long, value_name = "PATH")]
+        store: Option<String>,
+        /// Only this VO (must be the configuration's).
+        #[arg(long)]
+        vo: Option<String>,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Only services of this flavour.
+        #[arg(long)]
+        flavour: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
+        format: commands::TableFormat,
+    },
+    /// Show the history of one cell (newest first), or one result whole with --id.
+    Results {
+        /// The VO's main TOML file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Result store (as for serve).
+        #[arg(long, value_name = "PATH")]
+        store: Option<String>,
+        /// Site of the cell.
+        #[arg(long)]
+        site: Option<String>,
+        /// Service host name.
+        #[arg(long, value_name = "HOST")]
+        service: Option<String>,
+        /// Probe (full metric or short name).
+        #[arg(long, value_name = "METRIC")]
+        probe: Option<String>,
+        /// How far back, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// At most this many results.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Include retried attempts, not only recorded (hard) states.
+        #[arg(long)]
+        attempts: bool,
+        /// One result by id, whole: full output and perfdata.
+        #[arg(long, conflicts_with_all = ["site", "service", "probe"])]
+        id: Option<i64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
+        format: commands::TableFormat,
+    },
     /// List the probe kinds with their parameters and defaults.
     Probes {
         /// Output format.
@@ -92,6 +161,44 @@ fn main() -> ExitCode {
             format,
         } => commands::run::run(&config, site, service, probe, format),
         Command::Probes { format } => commands::probes::run(format),
+        Command::Serve {
+            config,
+            store,
+            listen,
+        } => commands::serve::run(&config, store.as_deref(), listen.as_deref()),
+        Command::Matrix {
+            config,
+            store,
+            vo,
+            site,
+            flavour,
+            format,
+        } => commands::matrix::run(&config, store.as_deref(), vo, site, flavour, format),
+        Command::Results {
+            config,
+            store,
+            site,
+            service,
+            probe,
+            since,
+            limit,
+            attempts,
+            id,
+            format,
+        } => commands::results::run(
+            &config,
+            store.as_deref(),
+            commands::results::ResultsArgs {
+                site,
+                service,
+                probe,
+                since,
+                limit,
+                id,
+                attempts,
+                format,
+            },
+        ),
     };
     match result {
         Ok(code) => code,

@@ -16,11 +16,19 @@ fn every_sample_config_is_valid() {
         let rel = path.strip_prefix(repo()).expect("inside repo");
         let out = gridprobe(&["check", rel.to_str().expect("utf-8 path")]);
         let (stdout, stderr) = texts(&out);
-        assert_eq!(out.status.code(), Some(0), "{}:\n{stdout}{stderr}", rel.display());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}:\n{stdout}{stderr}",
+            rel.display()
+        );
         assert!(stdout.contains(": valid: vo "), "{stdout}");
         checked += 1;
     }
-    assert!(checked >= 2, "expected several sample configs, found {checked}");
+    assert!(
+        checked >= 2,
+        "expected several sample configs, found {checked}"
+    );
 }
 
 #[test]
@@ -71,8 +79,14 @@ fn broken_config_reports_every_error_with_its_position() {
         assert!(stderr.contains(hint), "missing hint {hint}:\n{stderr}");
     }
     // The offending line is quoted with a caret under the value.
-    assert!(stderr.contains("4 | intervall = \"5m\"\n  | ^^^^^^^^^"), "{stderr}");
-    assert!(stderr.contains("errors found; the configuration was not accepted"), "{stderr}");
+    assert!(
+        stderr.contains("4 | intervall = \"5m\"\n  | ^^^^^^^^^"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("errors found; the configuration was not accepted"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -119,10 +133,7 @@ fn probes_lists_every_kind_with_parameters() {
         .collect();
     assert_eq!(names, ["nagios", "http", "tcp"]);
     for k in kinds.as_array().expect("array") {
-        assert!(
-            !k["params"].as_array().expect("params").is_empty(),
-            "{k}"
-        );
+        assert!(!k["params"].as_array().expect("params").is_empty(), "{k}");
     }
     let nagios = &kinds[0]["params"];
     let command = nagios

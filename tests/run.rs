@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{closed_port, gridprobe, http_server, plugins_dir, process_alive, script, texts, wait_until};
+use common::{
+    closed_port, gridprobe, http_server, plugins_dir, process_alive, script, texts, wait_until,
+};
 
 fn write_config(dir: &Path, body: &str) -> String {
     let path = dir.join("vo.toml");
@@ -19,8 +21,8 @@ fn run_json(config: &str, extra: &[&str]) -> (Option<i32>, Vec<serde_json::Value
     args.extend_from_slice(extra);
     let out = gridprobe(&args);
     let (stdout, stderr) = texts(&out);
-    let items: Vec<serde_json::Value> = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("json ({e}):\n{stdout}\n{stderr}"));
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("json ({e}):\n{stdout}\n{stderr}"));
     (out.status.code(), items, stderr)
 }
 
@@ -85,7 +87,11 @@ flavours = ["DB"]
     let db = result_of(&items, "org.test.db-port");
     assert_eq!(db["status"], "CRITICAL", "{db}");
     assert!(
-        db["summary"].as_str().unwrap_or("").to_lowercase().contains("refused"),
+        db["summary"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("refused"),
         "{db}"
     );
 
@@ -96,7 +102,10 @@ flavours = ["DB"]
     assert!(stdout.contains("T2_TEST"), "{stdout}");
     assert!(stdout.contains(" ok "), "{stdout}");
     assert!(stdout.contains(" error "), "{stdout}");
-    assert!(stdout.contains("CRITICAL db-port on localhost (DB) at T2_TEST:"), "{stdout}");
+    assert!(
+        stdout.contains("CRITICAL db-port on localhost (DB) at T2_TEST:"),
+        "{stdout}"
+    );
 
     // Selecting the healthy service only: exit 0.
     let out = gridprobe(&["run", "--config", &config, "--service", "127.0.0.1"]);
@@ -151,17 +160,30 @@ flavours = ["CE"]
     assert_eq!(code, Some(1), "{stderr}");
     let warn = result_of(&items, "org.test.dummy-warn");
     assert_eq!(warn["status"], "WARNING");
-    assert!(warn["summary"].as_str().unwrap_or("").contains("disk almost full"), "{warn}");
+    assert!(
+        warn["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("disk almost full"),
+        "{warn}"
+    );
     let tcp = result_of(&items, "org.test.tcp");
     assert_eq!(tcp["status"], "OK", "{tcp}");
     let perf = tcp["perfdata"].as_array().expect("perfdata");
-    assert!(perf.iter().any(|p| p["label"] == "time" && p["uom"] == "s"), "{tcp}");
+    assert!(
+        perf.iter().any(|p| p["label"] == "time" && p["uom"] == "s"),
+        "{tcp}"
+    );
 }
 
 #[test]
 fn dependency_chain_records_standby_when_parent_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fail = script(dir.path(), "fail.sh", "echo 'LOCK CRITICAL - lock area unwritable'; exit 2");
+    let fail = script(
+        dir.path(),
+        "fail.sh",
+        "echo 'LOCK CRITICAL - lock area unwritable'; exit 2",
+    );
     let ok = script(dir.path(), "ok.sh", "echo 'OK - ran'; exit 0");
     let config = write_config(
         dir.path(),
@@ -213,7 +235,10 @@ timeout = "10s"
     let install = result_of(&items, "org.test.CE-install");
     assert_eq!(install["status"], "STANDBY", "{install}");
     assert!(
-        install["summary"].as_str().unwrap_or("").contains("CE-lock on ce.local is CRITICAL"),
+        install["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CE-lock on ce.local is CRITICAL"),
         "{install}"
     );
     let job = result_of(&items, "org.test.CE-job");
@@ -264,7 +289,11 @@ timeout = "2s"
     let took = started.elapsed();
     assert_eq!(code, Some(2), "timeout is CRITICAL by default: {stderr}");
     let r = result_of(&items, "org.test.hang");
-    assert!(r["summary"].as_str().unwrap_or("").contains("timed out") || r["summary"].as_str().unwrap_or("").contains("timeout"), "{r}");
+    assert!(
+        r["summary"].as_str().unwrap_or("").contains("timed out")
+            || r["summary"].as_str().unwrap_or("").contains("timeout"),
+        "{r}"
+    );
     assert!(took < Duration::from_secs(15), "run took {took:?}");
     for suffix in ["self", "child"] {
         let pid: i32 = std::fs::read_to_string(format!("{}.{suffix}", pids.display()))
@@ -316,7 +345,11 @@ timeout = "60s"
     assert_eq!(r["status"], "OK");
     assert_eq!(r["summary"], "LOUD OK - printing a lot");
     let details = r["details"].as_str().expect("details");
-    assert!(details.len() <= 64 * 1024, "details are {} bytes", details.len());
+    assert!(
+        details.len() <= 64 * 1024,
+        "details are {} bytes",
+        details.len()
+    );
     assert!(details.contains("truncated"), "no truncation marker");
 }
 
@@ -332,11 +365,26 @@ fn sample_local_config_runs_and_shows_every_kind_of_cell() {
 
 #[test]
 fn unknown_selection_is_a_clear_error() {
-    let out = gridprobe(&["run", "--config", "config/examples/local.toml", "--site", "LOCAL.localhst"]);
+    let out = gridprobe(&[
+        "run",
+        "--config",
+        "config/examples/local.toml",
+        "--site",
+        "LOCAL.localhst",
+    ]);
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr.contains("no site named `LOCAL.localhst` (did you mean `LOCAL.localhost`?)"), "{stderr}");
-    let out = gridprobe(&["run", "--config", "config/examples/local.toml", "--probe", "CE-o"]);
+    assert!(
+        stderr.contains("no site named `LOCAL.localhst` (did you mean `LOCAL.localhost`?)"),
+        "{stderr}"
+    );
+    let out = gridprobe(&[
+        "run",
+        "--config",
+        "config/examples/local.toml",
+        "--probe",
+        "CE-o",
+    ]);
     let (_, stderr) = texts(&out);
     assert!(stderr.contains("no probe named `CE-o`"), "{stderr}");
 }

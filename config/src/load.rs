@@ -16,7 +16,9 @@ use crate::model::{
 };
 
 /// Keys allowed at the top of the main file.
-const MAIN_KEYS: &[&str] = &["vo", "include", "defaults", "site", "probe", "profile"];
+const MAIN_KEYS: &[&str] = &[
+    "vo", "include", "defaults", "server", "site", "probe", "profile",
+];
 /// Keys allowed at the top of an included file.
 const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile"];
 
@@ -31,6 +33,16 @@ struct RawDefaults {
     site_concurrency: Option<Spanned<u32>>,
     #[serde(default)]
     kind_concurrency: BTreeMap<String, Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+    startup_spread: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +93,7 @@ struct RawProbe {
     timeout: Option<Spanned<String>>,
     retries: Option<u32>,
     retry_interval: Option<Spanned<String>>,
+    freshness: Option<Spanned<String>>,
     #[serde(default)]
     depends_on: Vec<Spanned<String>>,
     description: Option<String>,
@@ -318,6 +331,11 @@ impl Loader {
                 "defaults" if is_main => {
                     if let Some(raw) = self.deserialize::<RawDefaults>(file, value, "[defaults]") {
                         self.apply_defaults(file, raw);
+                    }
+                }
+                "server" if is_main => {
+                    if let Some(raw) = self.deserialize::<RawServer>(file, value, "[server]") {
+                        self.apply_server(file, raw);
                     }
                 }
                 "site" => {
@@ -600,6 +618,52 @@ impl Loader {
         };
     }
 
+    fn apply_server(&mut self, file: FileId, raw: RawServer) {
+        let base = crate::model::Server::default();
+        let listen = match raw.listen {
+            Some(l) => {
+                match l.get_ref().parse::<std::net::SocketAddr>() {
+                    Ok(_) => l.into_inner(),
+                    Err(e) => {
+                        let d = self.error(
+                            file,
+                            l.span(),
+                            format!("invalid listen address `{}`: {e}", l.get_ref()),
+                        );
+                        self.diagnostics.push(d.with_help("write an IP address and port, e.g. \"127.0.0.1:8479\" or \"[::]:8479\""));
+                        base.listen.clone()
+                    }
+                }
+            }
+            None => base.listen.clone(),
+        };
+        let store = raw.store.and_then(|s| {
+            let v = s.get_ref().trim();
+            if v.is_empty() {
+                let d = self.error(file, s.span(), "`store` must not be empty");
+                self.diagnostics.push(d.with_help("name a SQLite file, e.g. store = \"/var/lib/gridprobe/results.sqlite\", or leave it out for the default"));
+                None
+            } else if v.contains("://") && !v.starts_with("sqlite:") {
+                let d = self.error(file, s.span(), format!("unsupported store `{v}`: this gridprobe supports SQLite files"));
+                self.diagnostics.push(d.with_help("write a file path or sqlite:PATH"));
+                None
+            } else {
+                Some(v.to_string())
+            }
+        });
+        self.config.server = crate::model::Server {
+            listen,
+            store,
+            retention: self.duration(file, raw.retention).unwrap_or(base.retention),
+            shutdown_grace: self
+                .duration(file, raw.shutdown_grace)
+                .unwrap_or(base.shutdown_grace),
+            startup_spread: self
+                .duration(file, raw.startup_spread)
+                .unwrap_or(base.startup_spread),
+        };
+    }
+
     fn overrides(
         &mut self,
         file: FileId,
@@ -735,6 +799,7 @@ impl Loader {
         let interval = self.duration(file, raw.interval.clone());
         let timeout = self.duration(file, raw.timeout.clone());
         let retry_interval = self.duration(file, raw.retry_interval);
+        let freshness = self.duration(file, raw.freshness);
         self.positions.probe_flavours.push(
             raw.flavours
                 .iter()
@@ -760,6 +825,7 @@ impl Loader {
             timeout,
             retries: raw.retries,
             retry_interval,
+            freshness,
             depends_on: raw
                 .depends_on
                 .into_iter()
@@ -977,8 +1043,16 @@ critical = { CE = ["CE-lhcb-install"] }
             .iter()
             .find(|i| i.probe == 1 && i.site == 0)
             .expect("install at CERN");
-        assert_eq!(install_cern.timeout, Duration::from_secs(1200), "service override");
-        assert_eq!(install_cern.interval, Duration::from_secs(7200), "probe value");
+        assert_eq!(
+            install_cern.timeout,
+            Duration::from_secs(1200),
+            "service override"
+        );
+        assert_eq!(
+            install_cern.interval,
+            Duration::from_secs(7200),
+            "probe value"
+        );
         let os_cern = inst.iter().find(|i| i.probe == 0).expect("os at CERN");
         assert_eq!(os_cern.retries, 2);
         assert_eq!(os_cern.timeout, Duration::from_secs(300), "default");
@@ -986,9 +1060,15 @@ critical = { CE = ["CE-lhcb-install"] }
 
     #[test]
     fn every_unknown_key_is_reported_with_position() {
-        let text = "vo = \"x\"\n[defaults]\nintervall = \"1h\"\ntimeot = \"5m\"\nretries = \"two\"\n";
+        let text =
+            "vo = \"x\"\n[defaults]\nintervall = \"1h\"\ntimeot = \"5m\"\nretries = \"two\"\n";
         let l = load_text(text);
-        assert_eq!(positions(&l), vec!["vo.toml:3:1", "vo.toml:4:1", "vo.toml:5:11"], "{}", l.diagnostics);
+        assert_eq!(
+            positions(&l),
+            vec!["vo.toml:3:1", "vo.toml:4:1", "vo.toml:5:11"],
+            "{}",
+            l.diagnostics
+        );
         let text = l.diagnostics.to_string();
         assert!(text.contains("did you mean `interval`?"), "{text}");
         assert!(text.contains("did you mean `timeout`?"), "{text}");
@@ -997,32 +1077,56 @@ critical = { CE = ["CE-lhcb-install"] }
     #[test]
     fn syntax_errors_are_positioned() {
         let l = load_text("vo = \"x\"\n[[site]\nname = 1\n");
-        assert_eq!(positions(&l).first().map(String::as_str), Some("vo.toml:2:8"), "{}", l.diagnostics);
+        assert_eq!(
+            positions(&l).first().map(String::as_str),
+            Some("vo.toml:2:8"),
+            "{}",
+            l.diagnostics
+        );
     }
 
     #[test]
     fn semantic_errors_point_at_values() {
         let broken = VALID
-            .replace("depends_on = [\"CE-lhcb-os\"]", "depends_on = [\"CE-lhcb-oss\"]")
+            .replace(
+                "depends_on = [\"CE-lhcb-os\"]",
+                "depends_on = [\"CE-lhcb-oss\"]",
+            )
             .replace("tier = 1", "tier = 7");
         let l = load_text(&broken);
         let text = l.diagnostics.to_string();
-        assert!(text.contains("vo.toml:21:8: error: tier must be 0, 1, 2 or 3, found 7"), "{text}");
-        assert!(text.contains("`depends_on` names `CE-lhcb-oss`, which is not a probe"), "{text}");
+        assert!(
+            text.contains("vo.toml:21:8: error: tier must be 0, 1, 2 or 3, found 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`depends_on` names `CE-lhcb-oss`, which is not a probe"),
+            "{text}"
+        );
         assert!(text.contains("did you mean `CE-lhcb-os`?"), "{text}");
     }
 
     #[test]
     fn profile_naming_unknown_metric_is_rejected() {
-        let l = load_text(&VALID.replace("CE = [\"CE-lhcb-install\"]", "CE = [\"CE-lhcb-instal\"]"));
+        let l =
+            load_text(&VALID.replace("CE = [\"CE-lhcb-install\"]", "CE = [\"CE-lhcb-instal\"]"));
         let text = l.diagnostics.to_string();
-        assert!(text.contains("names metric `CE-lhcb-instal`, which no probe produces"), "{text}");
+        assert!(
+            text.contains("names metric `CE-lhcb-instal`, which no probe produces"),
+            "{text}"
+        );
     }
 
     #[test]
     fn override_of_unknown_probe_is_rejected() {
-        let l = load_text(&VALID.replace("[site.override.\"CE-lhcb-os\"]", "[site.override.\"CE-lhcb-xx\"]"));
-        assert!(l.diagnostics.to_string().contains("override for `CE-lhcb-xx`, which is not a probe"));
+        let l = load_text(&VALID.replace(
+            "[site.override.\"CE-lhcb-os\"]",
+            "[site.override.\"CE-lhcb-xx\"]",
+        ));
+        assert!(l
+            .diagnostics
+            .to_string()
+            .contains("override for `CE-lhcb-xx`, which is not a probe"));
     }
 
     #[test]
@@ -1046,23 +1150,40 @@ critical = { CE = ["CE-lhcb-install"] }
         let text = l.diagnostics.to_string();
         assert_eq!(l.config.sites.len(), 2, "{text}");
         assert!(text.contains("b.toml:3:8: error: tier must be"), "{text}");
-        assert!(text.contains("vo.toml:2:28: error: include pattern `missing/*.toml` matches no file"), "{text}");
+        assert!(
+            text.contains("vo.toml:2:28: error: include pattern `missing/*.toml` matches no file"),
+            "{text}"
+        );
     }
 
     #[test]
     fn bad_files_give_precise_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let l = load(&dir.path().join("nope.toml"));
-        assert!(l.diagnostics.to_string().contains("no such file"), "{}", l.diagnostics);
+        assert!(
+            l.diagnostics.to_string().contains("no such file"),
+            "{}",
+            l.diagnostics
+        );
         let l = load(dir.path());
-        assert!(l.diagnostics.to_string().contains("is a directory"), "{}", l.diagnostics);
+        assert!(
+            l.diagnostics.to_string().contains("is a directory"),
+            "{}",
+            l.diagnostics
+        );
         let empty = dir.path().join("empty.toml");
         std::fs::write(&empty, "  \n").expect("write");
-        assert!(load(&empty).diagnostics.to_string().contains("configuration file is empty"));
+        assert!(load(&empty)
+            .diagnostics
+            .to_string()
+            .contains("configuration file is empty"));
         let latin1 = dir.path().join("latin1.toml");
         std::fs::write(&latin1, b"vo = \"caf\xe9\"\n").expect("write");
         let text = load(&latin1).diagnostics.to_string();
-        assert!(text.contains("latin1.toml:1:10: file is not valid UTF-8"), "{text}");
+        assert!(
+            text.contains("latin1.toml:1:10: file is not valid UTF-8"),
+            "{text}"
+        );
     }
 
     proptest! {

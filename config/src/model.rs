@@ -22,6 +22,8 @@ pub struct Config {
     pub probes: Vec<ProbeDef>,
     /// Availability profiles: which metrics are critical for which flavour.
     pub profiles: Vec<Profile>,
+    /// `[server]`: how `gridprobe serve` runs and where it keeps results.
+    pub server: Server,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
 }
@@ -55,6 +57,33 @@ impl Default for Defaults {
             concurrency: 32,
             site_concurrency: 8,
             kind_concurrency: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[server]`: settings of the long-running service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// HTTP listen address (health, reload, later the API and dashboard).
+    pub listen: String,
+    /// Result store: a SQLite file path (or `sqlite:PATH`); `None` means the default location.
+    pub store: Option<String>,
+    /// Raw results older than this are deleted in the background.
+    pub retention: Duration,
+    /// On shutdown, probes in flight get this long to finish before they are interrupted.
+    pub shutdown_grace: Duration,
+    /// Entries with no recent result start within this window after start-up, spread evenly.
+    pub startup_spread: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8479".into(),
+            store: None,
+            retention: Duration::from_secs(400 * 86_400),
+            shutdown_grace: Duration::from_secs(10),
+            startup_spread: Duration::from_secs(30),
         }
     }
 }
@@ -133,6 +162,8 @@ pub struct ProbeDef {
     pub retries: Option<u32>,
     /// Retry interval, if the probe sets one.
     pub retry_interval: Option<Duration>,
+    /// How long a result stays current; default 2 × interval + timeout.
+    pub freshness: Option<Duration>,
     /// Full metric names of probes that must be OK (or WARNING) on the same target first.
     pub depends_on: Vec<String>,
     /// Human description.
@@ -218,6 +249,8 @@ pub struct ProbeInstance {
     pub retries: u32,
     /// Effective retry interval.
     pub retry_interval: Duration,
+    /// How long a result stays current before the cell shows MISSING.
+    pub freshness: Duration,
 }
 
 impl Config {
@@ -246,7 +279,9 @@ impl Config {
                     }
                     // Overrides may name the probe by full metric or by short name.
                     let lookup = |m: &'_ BTreeMap<String, Overrides>| {
-                        m.get(&probe.metric).or_else(|| m.get(&probe.short)).cloned()
+                        m.get(&probe.metric)
+                            .or_else(|| m.get(&probe.short))
+                            .cloned()
                     };
                     let site_o = lookup(&site.overrides);
                     let svc_o = lookup(&service.overrides);
@@ -263,12 +298,15 @@ impl Config {
                             .or(p)
                             .unwrap_or(d)
                     };
+                    let interval = pick(|o| o.interval, probe.interval, self.defaults.interval);
+                    let timeout = pick(|o| o.timeout, probe.timeout, self.defaults.timeout);
                     out.push(ProbeInstance {
                         probe: pi,
                         site: si,
                         service: vi,
-                        interval: pick(|o| o.interval, probe.interval, self.defaults.interval),
-                        timeout: pick(|o| o.timeout, probe.timeout, self.defaults.timeout),
+                        interval,
+                        timeout,
+                        freshness: probe.freshness.unwrap_or(interval * 2 + timeout),
                         retry_interval: pick(
                             |o| o.retry_interval,
                             probe.retry_interval,

@@ -11,6 +11,7 @@ pub mod registry;
 pub mod http;
 pub mod nagios;
 pub mod tcp;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -51,8 +51,13 @@ pub fn split_plugin_output(stdout: &str) -> PluginOutput {
     let (long, perf_rest) = rest.split_once('|').unwrap_or((rest, ""));
 
     // Line breaks inside performance data separate items just like spaces; other spaces are
-    // kept as they are, since they may be inside a quoted label.
-    let flatten = |s: &str| s.replace(['\r', '\n'], " ").trim().to_string();
+    // kept as they are, since they may be inside a quoted label. Only ASCII whitespace separates
+    // items, so only that is trimmed (a label may be a no-break space).
+    let flatten = |s: &str| {
+        s.replace(['\r', '\n'], " ")
+            .trim_matches(|c: char| c.is_ascii_whitespace())
+            .to_string()
+    };
     let mut perfdata_text = flatten(perf_first);
     let more = flatten(perf_rest);
     if !more.is_empty() {
@@ -202,7 +207,8 @@ fn parse_item(label: String, data: &str) -> Result<(Perfdatum, Vec<String>), Str
     if uom.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '.' | ',' | '+' | '-')) {
         return Err(format!("value `{raw_value}` is not a number"));
     }
-    let value = to_f64(number).ok_or_else(|| format!("value `{raw_value}` is not a finite number"))?;
+    let value =
+        to_f64(number).ok_or_else(|| format!("value `{raw_value}` is not a finite number"))?;
 
     let range = |n: usize| {
         fields
@@ -213,7 +219,10 @@ fn parse_item(label: String, data: &str) -> Result<(Perfdatum, Vec<String>), Str
     let mut warnings = Vec::new();
     let mut bound = |n: usize, name: &str| -> Option<f64> {
         let raw = fields.get(n).copied().filter(|f| !f.is_empty())?;
-        let number = raw.strip_suffix(uom).filter(|_| !uom.is_empty()).unwrap_or(raw);
+        let number = raw
+            .strip_suffix(uom)
+            .filter(|_| !uom.is_empty())
+            .unwrap_or(raw);
         let parsed = if split_number(number).1.is_empty() {
             to_f64(number)
         } else {
@@ -308,8 +317,9 @@ impl Warnings {
         if snippet.len() < item.len() {
             snippet.push('…');
         }
-        self.list
-            .push(format!("perfdata item `{snippet}` skipped or partial: {reason}"));
+        self.list.push(format!(
+            "perfdata item `{snippet}` skipped or partial: {reason}"
+        ));
     }
 
     fn finish(mut self) -> Vec<String> {
@@ -332,7 +342,10 @@ mod tests {
         let (items, warnings) = parse(text);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(items.len(), 1, "{items:?}");
-        items.into_iter().next().unwrap_or_else(|| Perfdatum::new("", 0.0, ""))
+        items
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Perfdatum::new("", 0.0, ""))
     }
 
     #[test]
@@ -352,7 +365,10 @@ mod tests {
         assert_eq!(one("a=1"), Perfdatum::new("a", 1.0, ""));
         assert_eq!(one("a=1;;;;"), Perfdatum::new("a", 1.0, ""));
         let p = one("a=1;;;0");
-        assert_eq!((p.warn, p.crit, p.min, p.max), (None, None, Some(0.0), None));
+        assert_eq!(
+            (p.warn, p.crit, p.min, p.max),
+            (None, None, Some(0.0), None)
+        );
         let p = one("a=1;;@10:20");
         assert_eq!(p.crit.as_deref(), Some("@10:20"));
     }
@@ -458,7 +474,10 @@ mod tests {
         let (items, warnings) = parse(&text);
         assert!(items.is_empty());
         assert_eq!(warnings.len(), MAX_WARNINGS + 1);
-        assert!(warnings.last().is_some_and(|w| w.contains("81 more")), "{warnings:?}");
+        assert!(
+            warnings.last().is_some_and(|w| w.contains("81 more")),
+            "{warnings:?}"
+        );
         assert!(warnings.iter().all(|w| w.len() < 300));
     }
 

@@ -3,6 +3,8 @@
 
 pub mod batch;
 pub mod execute;
+pub mod http;
+pub mod schedule;
 
 pub use batch::{run_batch, select, Event, InstanceRun, Limits, SelectError, Selection};
 pub use execute::{humanize, run_attempt, run_with_retries, ResultLabels};

@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod matrix;
 pub mod probes;
+pub mod results;
 pub mod run;
+pub mod serve;
 
 use std::path::Path;
 
@@ -44,4 +47,50 @@ pub fn report_diagnostics(diagnostics: &Diagnostics) {
         "\n{n} error{} found; the configuration was not accepted",
         if n == 1 { "" } else { "s" }
     );
+}
+
+/// Output formats of commands that print tables of results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableFormat {
+    /// A table for people (coloured on a terminal).
+    Table,
+    /// JSON for programs.
+    Json,
+    /// CSV for spreadsheets.
+    Csv,
+}
+
+/// Loads a valid configuration and opens its existing result store for reading. Prints the
+/// problem and returns `None` when either cannot be had.
+pub fn open_store_for(
+    config_path: &Path,
+    store_flag: Option<&str>,
+) -> anyhow::Result<Option<(Config, gridprobe_results::SqliteStore)>> {
+    let checked = load_checked(config_path);
+    if !checked.diagnostics.is_empty() {
+        report_diagnostics(&checked.diagnostics);
+        return Ok(None);
+    }
+    let config = checked.config;
+    let path =
+        crate::store_location::resolve(store_flag, config.server.store.as_deref(), &config.vo);
+    if !path.exists() {
+        eprintln!(
+            "error: no result store at {}: nothing has been recorded for vo {} yet",
+            path.display(),
+            config.vo
+        );
+        eprintln!(
+            "  = help: start `gridprobe serve --config {}` (or pass --store PATH)",
+            config_path.display()
+        );
+        return Ok(None);
+    }
+    match gridprobe_results::SqliteStore::open(&path) {
+        Ok(store) => Ok(Some((config, store))),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(None)
+        }
+    }
 }

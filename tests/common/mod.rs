@@ -75,7 +75,11 @@ pub fn http_server(status: u16, body: &'static str) -> u16 {
                     }
                 }
                 let mut stream = &stream;
-                let reason = if status == 200 { "OK" } else { "Service Unavailable" };
+                let reason = if status == 200 {
+                    "OK"
+                } else {
+                    "Service Unavailable"
+                };
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -124,4 +128,193 @@ pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     cond()
+}
+
+/// An HTTP server that can be stopped (its port then refuses connections).
+pub struct StoppableHttp {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoppableHttp {
+    /// Starts answering 200 with `body`.
+    pub fn start(body: &'static str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let mut reader = BufReader::new(&stream);
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) if line == "\r\n" || line == "\n" => break,
+                                Ok(_) => {}
+                            }
+                        }
+                        let mut s = &stream;
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Dropping the listener closes the port.
+        });
+        StoppableHttp {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops serving and closes the port.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StoppableHttp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `gridprobe serve`, with its output collected.
+pub struct Serve {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Serve {
+    /// Starts `gridprobe serve --config CONFIG --store STORE --listen 127.0.0.1:0`.
+    pub fn start(config: &str, store: &str) -> Self {
+        use std::process::Stdio;
+        let mut child = Command::new(bin())
+            .args([
+                "serve",
+                "--config",
+                config,
+                "--store",
+                store,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .current_dir(repo())
+            .env("NO_COLOR", "1")
+            .env("GRIDPROBE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        Serve { child, output }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until the output contains `needle`; panics with the output otherwise.
+    pub fn wait_for(&self, needle: &str, deadline: Duration) {
+        let ok = wait_until(deadline, || self.output().contains(needle));
+        assert!(
+            ok,
+            "serve did not print `{needle}` within {deadline:?}:\n{}",
+            self.output()
+        );
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (TERM, HUP, INT).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for exit; returns the exit code, or None if it did not exit in time.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs gridprobe and parses its JSON stdout.
+pub fn json(args: &[&str]) -> serde_json::Value {
+    let out = gridprobe(args);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "gridprobe {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("json ({e}): {stdout}"))
 }

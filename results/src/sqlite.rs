@@ -1,0 +1,1018 @@
+//! The embedded SQLite result store: one file, WAL mode, schema versioned by `PRAGMA
+//! user_version` and upgraded in place.
+//!
+//! The SQL is kept portable (plain types, `ON CONFLICT ... DO UPDATE`) so the PostgreSQL
+//! backend can follow the same schema behind the same trait.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
+use rusqlite::{params, params_from_iter, Connection, Row, TransactionBehavior};
+
+use crate::store::{
+    CellFilter, HistoryQuery, NewResult, ResultStore, StoreError, StoreEvent, StoredResult,
+};
+
+/// Schema migrations; entry `i` upgrades a file from version `i` to `i + 1`. Never edit an
+/// entry once released: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the results table and the per-cell history index.
+    r#"
+CREATE TABLE results (
+    id INTEGER PRIMARY KEY,
+    vo TEXT NOT NULL,
+    site TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    flavour TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    details TEXT NOT NULL,
+    perfdata TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    "trigger" TEXT NOT NULL
+);
+CREATE INDEX results_cell_time ON results (site, hostname, flavour, metric, started_at_ms);
+"#,
+    // 2: retry attempts (`final`), the per-cell `latest` pointer, retention index, events.
+    // Version 1 stored only hard results, so its rows are final and seed `latest`.
+    r#"
+ALTER TABLE results ADD COLUMN final INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE latest (
+    site TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    flavour TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    result_id INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (site, hostname, flavour, metric)
+) WITHOUT ROWID;
+INSERT INTO latest (site, hostname, flavour, metric, result_id, started_at_ms)
+SELECT r.site, r.hostname, r.flavour, r.metric, r.id, r.started_at_ms
+FROM results r
+WHERE NOT EXISTS (
+    SELECT 1 FROM results n
+    WHERE n.site = r.site AND n.hostname = r.hostname AND n.flavour = r.flavour
+      AND n.metric = r.metric
+      AND (n.started_at_ms > r.started_at_ms
+           OR (n.started_at_ms = r.started_at_ms AND n.id > r.id))
+);
+CREATE INDEX results_started ON results (started_at_ms);
+CREATE TABLE store_events (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX store_events_at ON store_events (at_ms);
+"#,
+];
+
+/// The schema version this build writes (and the newest it can read).
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows deleted per retention transaction, so a big purge never holds the write lock long.
+const DELETE_CHUNK: i64 = 10_000;
+/// History rows returned when the query sets no limit.
+const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+/// Columns read into a [`StoredResult`], in the order [`read_row`] expects.
+const RESULT_COLUMNS: &str = "r.id, r.final, r.vo, r.site, r.hostname, r.flavour, r.metric, \
+     r.kind, r.started_at_ms, r.duration_ms, r.status, r.summary, r.details, r.perfdata, \
+     r.attempt, r.\"trigger\"";
+
+const INSERT_RESULT: &str = "INSERT INTO results (vo, site, hostname, flavour, metric, kind, \
+     started_at_ms, duration_ms, status, summary, details, perfdata, attempt, \"trigger\", final) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+// `>=`: of two results with the same start, the one inserted later wins.
+const UPSERT_LATEST: &str = "INSERT INTO latest (site, hostname, flavour, metric, result_id, \
+     started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (site, hostname, flavour, metric) DO UPDATE SET \
+     result_id = excluded.result_id, started_at_ms = excluded.started_at_ms \
+     WHERE excluded.started_at_ms >= latest.started_at_ms";
+
+/// The SQLite-backed [`ResultStore`].
+///
+/// The connection sits behind a mutex and every operation runs on tokio's blocking pool, so
+/// database latency never stalls the async runtime. Several stores (or processes) may open the
+/// same file: WAL mode lets readers proceed while one writes.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    location: String,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its parent directories if needed) the store at `path`, and
+    /// upgrades its schema to [`SCHEMA_VERSION`].
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let location = path.display().to_string();
+        let open_err = |reason: String| StoreError::Open {
+            location: location.clone(),
+            reason,
+        };
+        if path.is_dir() {
+            return Err(open_err("is a directory, not a database file".into()));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                open_err(format!("cannot create directory {}: {e}", parent.display()))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        Self::setup(conn, location.clone(), true)
+    }
+
+    /// A private in-memory store (for tests and dry runs).
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let location = ":memory:".to_string();
+        let conn = Connection::open_in_memory().map_err(|e| StoreError::Open {
+            location: location.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::setup(conn, location, false)
+    }
+
+    /// Where the store lives (path, or `:memory:`).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn setup(mut conn: Connection, location: String, wal: bool) -> Result<SqliteStore, StoreError> {
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            location: location.clone(),
+            reason: e.to_string(),
+        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // The first statement that reads the file: "file is not a database" surfaces here.
+        let found = user_version(&conn).map_err(open_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                location,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if wal {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(open_err)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                // Some file systems (e.g. network mounts) refuse WAL; the store still works.
+                tracing::warn!(%location, %mode, "result store could not enable WAL mode");
+            }
+        }
+        // NORMAL is durable across application crashes in WAL mode, and much faster than FULL.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(open_err)?;
+        // Room for every history query shape (see `history`) plus the fixed statements.
+        conn.set_prepared_statement_cache_capacity(128);
+        migrate(&mut conn, &location)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            location,
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| StoreError::Query(format!("result store task failed: {e}")))?
+    }
+}
+
+/// Locks the connection; a panic in another operation leaves SQLite itself consistent (its
+/// transaction is rolled back on drop), so a poisoned mutex is simply taken over.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Applies the missing migrations, each in its own transaction together with its version bump.
+fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {
+    let fail = |version: usize, e: rusqlite::Error| StoreError::Open {
+        location: location.to_string(),
+        reason: format!("schema upgrade to version {version} failed: {e}"),
+    };
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i + 1;
+        // IMMEDIATE takes the write lock first, so two processes opening an old file at once
+        // do not both migrate it: the second re-reads the version below and skips.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| fail(version, e))?;
+        let current = user_version(&tx).map_err(|e| fail(version, e))?;
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                location: location.to_string(),
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if current >= version as i64 {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(|e| fail(version, e))?;
+        tx.pragma_update(None, "user_version", version as i64)
+            .map_err(|e| fail(version, e))?;
+        tx.commit().map_err(|e| fail(version, e))?;
+        if current > 0 {
+            tracing::info!(%location, from = current, to = version, "upgraded result store schema");
+        }
+    }
+    Ok(())
+}
+
+fn query_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Query(e.to_string())
+}
+
+fn trigger_name(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Scheduled => "scheduled",
+        Trigger::OnDemand => "on_demand",
+    }
+}
+
+fn parse_trigger(s: &str) -> Option<Trigger> {
+    match s {
+        "scheduled" => Some(Trigger::Scheduled),
+        "on_demand" => Some(Trigger::OnDemand),
+        _ => None,
+    }
+}
+
+fn parse_status(s: &str) -> Option<Status> {
+    Status::ALL.into_iter().find(|st| st.name() == s)
+}
+
+/// Reads one row selected with [`RESULT_COLUMNS`]; bad data is an error naming the row, never a
+/// panic.
+fn read_row(row: &Row<'_>) -> Result<StoredResult, StoreError> {
+    let id: i64 = row.get(0).map_err(query_err)?;
+    let bad = |what: String| StoreError::Query(format!("result {id}: {what}"));
+    let col = |e: rusqlite::Error| bad(e.to_string());
+    let is_final: i64 = row.get(1).map_err(col)?;
+    let duration_ms: i64 = row.get(9).map_err(col)?;
+    let status: String = row.get(10).map_err(col)?;
+    let perfdata: String = row.get(13).map_err(col)?;
+    let attempt: i64 = row.get(14).map_err(col)?;
+    let trigger: String = row.get(15).map_err(col)?;
+    let status = parse_status(&status).ok_or_else(|| bad(format!("unknown status {status:?}")))?;
+    let perfdata: Vec<Perfdatum> =
+        serde_json::from_str(&perfdata).map_err(|e| bad(format!("invalid perfdata JSON: {e}")))?;
+    Ok(StoredResult {
+        id,
+        is_final: is_final != 0,
+        result: ProbeResult {
+            vo: row.get(2).map_err(col)?,
+            site: row.get(3).map_err(col)?,
+            hostname: row.get(4).map_err(col)?,
+            flavour: row.get(5).map_err(col)?,
+            metric: row.get(6).map_err(col)?,
+            kind: row.get(7).map_err(col)?,
+            started_at_ms: row.get(8).map_err(col)?,
+            duration_ms: u64::try_from(duration_ms)
+                .map_err(|_| bad(format!("negative duration {duration_ms}")))?,
+            outcome: Outcome {
+                status,
+                summary: row.get(11).map_err(col)?,
+                details: row.get(12).map_err(col)?,
+                perfdata,
+            },
+            attempt: u32::try_from(attempt)
+                .map_err(|_| bad(format!("attempt {attempt} out of range")))?,
+            trigger: parse_trigger(&trigger)
+                .ok_or_else(|| bad(format!("unknown trigger {trigger:?}")))?,
+        },
+    })
+}
+
+/// Runs a cached result query and reads every row.
+fn query_results(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredResult>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(query_err)?;
+    let mut rows = stmt.query(params).map_err(query_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(query_err)? {
+        out.push(read_row(row)?);
+    }
+    Ok(out)
+}
+
+fn insert_all(conn: &mut Connection, results: &[NewResult]) -> Result<Vec<i64>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(query_err)?;
+    let mut ids = Vec::with_capacity(results.len());
+    {
+        let mut insert = tx.prepare_cached(INSERT_RESULT).map_err(query_err)?;
+        let mut upsert = tx.prepare_cached(UPSERT_LATEST).map_err(query_err)?;
+        for new in results {
+            let r = &new.result;
+            let perfdata = if r.outcome.perfdata.is_empty() {
+                "[]".to_string()
+            } else {
+                serde_json::to_string(&r.outcome.perfdata)
+                    .map_err(|e| StoreError::Query(format!("cannot encode perfdata: {e}")))?
+            };
+            insert
+                .execute(params![
+                    r.vo,
+                    r.site,
+                    r.hostname,
+                    r.flavour,
+                    r.metric,
+                    r.kind,
+                    r.started_at_ms,
+                    i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
+                    r.outcome.status.name(),
+                    r.outcome.summary,
+                    r.outcome.details,
+                    perfdata,
+                    i64::from(r.attempt),
+                    trigger_name(r.trigger),
+                    i64::from(new.is_final),
+                ])
+                .map_err(query_err)?;
+            let id = tx.last_insert_rowid();
+            if new.is_final {
+                upsert
+                    .execute(params![
+                        r.site,
+                        r.hostname,
+                        r.flavour,
+                        r.metric,
+                        id,
+                        r.started_at_ms
+                    ])
+                    .map_err(query_err)?;
+            }
+            ids.push(id);
+        }
+    }
+    tx.commit().map_err(query_err)?;
+    Ok(ids)
+}
+
+/// Builds the history statement with only the conditions that are set, so SQLite can use the
+/// cell or time index (a `?n IS NULL OR ...` form would force a full scan).
+fn history_sql(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut sql = format!("SELECT {RESULT_COLUMNS} FROM results r WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    let mut cond = |sql: &mut String, clause: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(site) = &q.site {
+        cond(&mut sql, "r.site =", Value::Text(site.clone()));
+    }
+    if let Some(host) = &q.hostname {
+        cond(&mut sql, "r.hostname =", Value::Text(host.clone()));
+    }
+    if let Some(metric) = &q.metric {
+        cond(&mut sql, "r.metric =", Value::Text(metric.clone()));
+    }
+    if let Some(since) = q.since_ms {
+        cond(&mut sql, "r.started_at_ms >=", Value::Integer(since));
+    }
+    if let Some(until) = q.until_ms {
+        cond(&mut sql, "r.started_at_ms <", Value::Integer(until));
+    }
+    if !q.include_attempts {
+        sql.push_str(" AND r.final = 1");
+    }
+    let limit = if q.limit == 0 {
+        DEFAULT_HISTORY_LIMIT
+    } else {
+        q.limit
+    };
+    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    sql.push_str(&format!(
+        " ORDER BY r.started_at_ms DESC, r.id DESC LIMIT ?{}",
+        args.len()
+    ));
+    (sql, args)
+}
+
+#[async_trait]
+impl ResultStore for SqliteStore {
+    async fn insert(&self, results: &[NewResult]) -> Result<Vec<i64>, StoreError> {
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The blocking pool needs owned data; one clone per batch is cheap next to the writes.
+        let results = results.to_vec();
+        self.with_conn(move |conn| insert_all(conn, &results)).await
+    }
+
+    async fn latest(&self, filter: &CellFilter) -> Result<Vec<StoredResult>, StoreError> {
+        let filter = filter.clone();
+        self.with_conn(move |conn| {
+            let sql = format!(
+                "SELECT {RESULT_COLUMNS} FROM latest l JOIN results r ON r.id = l.result_id \
+                 WHERE (?1 IS NULL OR r.vo = ?1) AND (?2 IS NULL OR l.site = ?2) \
+                 AND (?3 IS NULL OR l.flavour = ?3) \
+                 ORDER BY l.site, l.hostname, l.flavour, l.metric"
+            );
+            query_results(conn, &sql, params![filter.vo, filter.site, filter.flavour])
+        })
+        .await
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredResult>, StoreError> {
+        let (sql, args) = history_sql(query);
+        self.with_conn(move |conn| query_results(conn, &sql, params_from_iter(args)))
+            .await
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<StoredResult>, StoreError> {
+        self.with_conn(move |conn| {
+            let sql = format!("SELECT {RESULT_COLUMNS} FROM results r WHERE r.id = ?1");
+            Ok(query_results(conn, &sql, [id])?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut total = 0u64;
+            loop {
+                // Lock per chunk so other operations of this process interleave with a purge.
+                let mut guard = lock(&conn);
+                let tx = guard
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(query_err)?;
+                let n = tx
+                    .prepare_cached(
+                        "DELETE FROM results WHERE id IN (SELECT r.id FROM results r \
+                         WHERE r.started_at_ms < ?1 AND NOT EXISTS (SELECT 1 FROM latest l \
+                         WHERE l.site = r.site AND l.hostname = r.hostname \
+                         AND l.flavour = r.flavour AND l.metric = r.metric \
+                         AND l.result_id = r.id) LIMIT ?2)",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![cutoff_ms, DELETE_CHUNK]))
+                    .map_err(query_err)?;
+                tx.commit().map_err(query_err)?;
+                total += n as u64;
+                if (n as i64) < DELETE_CHUNK {
+                    return Ok(total);
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Query(format!("result store task failed: {e}")))?
+    }
+
+    async fn record_event(&self, event: &StoreEvent) -> Result<(), StoreError> {
+        let event = event.clone();
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO store_events (at_ms, kind, message) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![event.at_ms, event.kind, event.message]))
+            .map_err(query_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events(&self, since_ms: i64) -> Result<Vec<StoreEvent>, StoreError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT at_ms, kind, message FROM store_events WHERE at_ms >= ?1 \
+                     ORDER BY at_ms, id",
+                )
+                .map_err(query_err)?;
+            let rows = stmt
+                .query_map([since_ms], |r| {
+                    Ok(StoreEvent {
+                        at_ms: r.get(0)?,
+                        kind: r.get(1)?,
+                        message: r.get(2)?,
+                    })
+                })
+                .map_err(query_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(query_err)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// The schema version of the open file (for diagnostics).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.with_conn(|conn| user_version(conn).map_err(query_err))
+            .await
+    }
+
+    /// Number of stored results (for diagnostics and tests).
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn| {
+            let n: i64 = conn
+                .query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0))
+                .map_err(query_err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
+
+    use super::*;
+
+    fn result(site: &str, flavour: &str, metric: &str, started_at_ms: i64) -> ProbeResult {
+        ProbeResult {
+            metric: metric.into(),
+            kind: "tcp".into(),
+            vo: "ops".into(),
+            site: site.into(),
+            hostname: format!(
+                "{}.{}.example.org",
+                flavour.to_lowercase(),
+                site.to_lowercase()
+            ),
+            flavour: flavour.into(),
+            started_at_ms,
+            duration_ms: 12,
+            outcome: Outcome::ok("connected"),
+            attempt: 1,
+            trigger: Trigger::Scheduled,
+        }
+    }
+
+    fn hard(r: ProbeResult) -> NewResult {
+        NewResult {
+            result: r,
+            is_final: true,
+        }
+    }
+
+    fn attempt(mut r: ProbeResult, n: u32) -> NewResult {
+        r.attempt = n;
+        NewResult {
+            result: r,
+            is_final: false,
+        }
+    }
+
+    fn times(rows: &[StoredResult]) -> Vec<i64> {
+        rows.iter().map(|r| r.result.started_at_ms).collect()
+    }
+
+    #[tokio::test]
+    async fn result_with_perfdata_round_trips() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut perf = Perfdatum::new("time to connect", 0.25, "s");
+        perf.warn = Some("1".into());
+        perf.crit = Some("@2:5".into());
+        perf.min = Some(0.0);
+        perf.max = Some(10.0);
+        let mut r = result("SITE-A", "CE", "org.example.Connect", 1_000);
+        r.outcome = Outcome::critical("refused")
+            .with_details("line 1\nline 2 with 'quotes' and \u{e9}")
+            .with_perfdata(vec![perf, Perfdatum::new("size", 3.0, "B")]);
+        r.attempt = 2;
+        r.trigger = Trigger::OnDemand;
+        r.duration_ms = 1234;
+        let ids = store
+            .insert(&[attempt(r.clone(), 2), hard(r.clone())])
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0] < ids[1]);
+        let got = store.get(ids[0]).await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            StoredResult {
+                id: ids[0],
+                is_final: false,
+                result: r.clone()
+            }
+        );
+        let got = store.get(ids[1]).await.unwrap().unwrap();
+        assert!(got.is_final);
+        assert_eq!(got.result, r);
+        assert_eq!(store.get(ids[1] + 100).await.unwrap(), None);
+        assert!(store.insert(&[]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn latest_is_the_newest_final_result_per_cell() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let a = |t| result("SITE-A", "CE", "org.example.Ping", t);
+        let mut other_vo = result("SITE-B", "SRM", "org.example.Ping", 50);
+        other_vo.vo = "atlas".into();
+        store
+            .insert(&[hard(a(100)), hard(a(300)), hard(other_vo.clone())])
+            .await
+            .unwrap();
+        // A newer retry attempt and an older (out of order) hard result change nothing.
+        store.insert(&[attempt(a(400), 1)]).await.unwrap();
+        store.insert(&[hard(a(200))]).await.unwrap();
+        let all = store.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(times(&all), vec![300, 50]);
+        assert!(all.iter().all(|r| r.is_final));
+
+        let by_site = CellFilter {
+            site: Some("SITE-B".into()),
+            ..Default::default()
+        };
+        assert_eq!(times(&store.latest(&by_site).await.unwrap()), vec![50]);
+        let by_vo = CellFilter {
+            vo: Some("ops".into()),
+            ..Default::default()
+        };
+        assert_eq!(times(&store.latest(&by_vo).await.unwrap()), vec![300]);
+        let by_flavour = CellFilter {
+            flavour: Some("SRM".into()),
+            vo: Some("atlas".into()),
+            site: Some("SITE-B".into()),
+        };
+        assert_eq!(store.latest(&by_flavour).await.unwrap()[0].result, other_vo);
+        let none = CellFilter {
+            flavour: Some("XROOTD".into()),
+            ..Default::default()
+        };
+        assert!(store.latest(&none).await.unwrap().is_empty());
+
+        // A newer hard result takes over; a same-time one inserted later wins too.
+        store.insert(&[hard(a(500))]).await.unwrap();
+        let ids = store.insert(&[hard(a(500))]).await.unwrap();
+        let all = store.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(all[0].id, ids[0]);
+    }
+
+    #[tokio::test]
+    async fn history_filters_orders_and_limits() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut batch = Vec::new();
+        for t in 0..150 {
+            batch.push(hard(result("SITE-A", "CE", "org.example.Ping", t * 10)));
+        }
+        batch.push(attempt(result("SITE-A", "CE", "org.example.Ping", 5), 1));
+        batch.push(hard(result("SITE-A", "CE", "org.example.Other", 7)));
+        batch.push(hard(result("SITE-B", "CE", "org.example.Ping", 8)));
+        // Same start time: the later id comes first.
+        batch.push(hard(result("SITE-C", "CE", "org.example.Ping", 1)));
+        batch.push(hard(result("SITE-C", "CE", "org.example.Ping", 1)));
+        let ids = store.insert(&batch).await.unwrap();
+
+        // Limit 0 means the default.
+        let all = store.history(&HistoryQuery::default()).await.unwrap();
+        assert_eq!(all.len(), DEFAULT_HISTORY_LIMIT);
+        assert_eq!(all[0].result.started_at_ms, 1490);
+        assert!(all
+            .windows(2)
+            .all(|w| w[0].result.started_at_ms >= w[1].result.started_at_ms));
+
+        let ping_a = HistoryQuery {
+            site: Some("SITE-A".into()),
+            hostname: Some("ce.site-a.example.org".into()),
+            metric: Some("org.example.Ping".into()),
+            since_ms: Some(0),
+            until_ms: Some(30),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            times(&store.history(&ping_a).await.unwrap()),
+            vec![20, 10, 0]
+        );
+        let with_attempts = HistoryQuery {
+            include_attempts: true,
+            ..ping_a.clone()
+        };
+        let rows = store.history(&with_attempts).await.unwrap();
+        assert_eq!(times(&rows), vec![20, 10, 5, 0]);
+        assert!(!rows[2].is_final);
+        let limited = HistoryQuery {
+            limit: 2,
+            ..with_attempts
+        };
+        assert_eq!(times(&store.history(&limited).await.unwrap()), vec![20, 10]);
+
+        let site_c = HistoryQuery {
+            site: Some("SITE-C".into()),
+            ..Default::default()
+        };
+        let rows = store.history(&site_c).await.unwrap();
+        let n = ids.len();
+        assert_eq!(
+            rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[n - 1], ids[n - 2]]
+        );
+        let other = HistoryQuery {
+            metric: Some("org.example.Other".into()),
+            ..Default::default()
+        };
+        assert_eq!(times(&store.history(&other).await.unwrap()), vec![7]);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_in_chunks_and_keeps_latest() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let metrics = ["m1", "m2", "m3", "m4", "m5"];
+        let mut batch = Vec::new();
+        for t in 0..5_000 {
+            for m in metrics {
+                batch.push(hard(result("SITE-A", "CE", m, t)));
+            }
+        }
+        // Retry attempts newer than the hard results are not `latest` and may go.
+        batch.push(attempt(result("SITE-A", "CE", "m1", 6_000), 1));
+        store.insert(&batch).await.unwrap();
+        assert_eq!(store.delete_before(100).await.unwrap(), 500);
+        assert_eq!(store.count().await.unwrap(), 25_001 - 500);
+        // More than one chunk, everything old except each cell's latest.
+        assert_eq!(store.delete_before(10_000).await.unwrap(), 25_001 - 500 - 5);
+        let latest = store.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(times(&latest), vec![4_999; 5]);
+        assert_eq!(store.count().await.unwrap(), 5);
+        assert_eq!(store.delete_before(10_000).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn events_round_trip_oldest_first() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        for (at_ms, kind) in [(30, "c"), (10, "a"), (20, "b")] {
+            store
+                .record_event(&StoreEvent {
+                    at_ms,
+                    kind: kind.into(),
+                    message: format!("event {kind}"),
+                })
+                .await
+                .unwrap();
+        }
+        let kinds: Vec<String> = store
+            .events(15)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, vec!["b", "c"]);
+    }
+
+    /// Inserts a row with raw SQL (for old-schema and corrupt-data tests).
+    fn raw_insert(conn: &Connection, site: &str, metric: &str, t: i64, status: &str, perf: &str) {
+        // The same host name as `result` gives, so both land in one cell.
+        let host = format!("ce.{}.example.org", site.to_lowercase());
+        conn.execute(
+            "INSERT INTO results (vo, site, hostname, flavour, metric, kind, started_at_ms, \
+             duration_ms, status, summary, details, perfdata, attempt, \"trigger\") \
+             VALUES ('ops', ?1, ?6, 'CE', ?2, 'tcp', ?3, 10, ?4, 'summary', '', ?5, 1, \
+             'scheduled')",
+            params![site, metric, t, status, perf, host],
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn version_1_file_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            raw_insert(&conn, "SITE-A", "m1", 100, "OK", "[]");
+            raw_insert(&conn, "SITE-A", "m1", 300, "CRITICAL", "[]");
+            raw_insert(&conn, "SITE-A", "m1", 200, "WARNING", "[]");
+            raw_insert(
+                &conn,
+                "SITE-B",
+                "m2",
+                150,
+                "UNKNOWN",
+                r#"[{"label":"t","value":1.5,"uom":"s"}]"#,
+            );
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+        let latest = store.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(times(&latest), vec![300, 150]);
+        assert_eq!(latest[0].result.outcome.status, Status::Critical);
+        assert_eq!(latest[1].result.outcome.perfdata[0].value, 1.5);
+        let history = store.history(&HistoryQuery::default()).await.unwrap();
+        assert_eq!(times(&history), vec![300, 200, 150, 100]);
+        assert!(history.iter().all(|r| r.is_final));
+
+        // The upgraded file takes new results, and opens again without migrating twice.
+        store
+            .insert(&[hard(result("SITE-A", "CE", "m1", 400))])
+            .await
+            .unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let latest = store.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(times(&latest), vec![400, 150]);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        match SqliteStore::open(&path) {
+            Err(StoreError::TooNew {
+                found, supported, ..
+            }) => {
+                assert_eq!(found, 99);
+                assert_eq!(supported, SCHEMA_VERSION);
+            }
+            other => panic!("expected TooNew, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn open_errors_name_the_path_and_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_db = dir.path().join("notes.txt");
+        std::fs::write(&not_db, "these are notes, not a database\n".repeat(100)).unwrap();
+        let err = SqliteStore::open(&not_db).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Open { .. }), "{msg}");
+        assert!(msg.contains(&not_db.display().to_string()), "{msg}");
+        assert!(msg.contains("file is not a database"), "{msg}");
+
+        let err = SqliteStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+
+        // A parent that is a file cannot be created (this holds for root too).
+        let under_file = not_db.join("sub").join("results.db");
+        let err = SqliteStore::open(&under_file).unwrap_err().to_string();
+        assert!(err.contains("cannot create directory"), "{err}");
+        assert!(err.contains(&under_file.display().to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn open_creates_parent_directories_and_uses_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("b").join("results.db");
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(path.is_file());
+        assert_eq!(store.location(), path.display().to_string());
+        let mode: String = lock(&store.conn)
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn corrupt_rows_are_errors_not_panics() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        raw_insert(&lock(&store.conn), "SITE-A", "m1", 1, "BOGUS", "[]");
+        let bad_status_id = lock(&store.conn).last_insert_rowid();
+        raw_insert(&lock(&store.conn), "SITE-A", "m2", 2, "OK", "{not json");
+        let bad_json_id = lock(&store.conn).last_insert_rowid();
+        match store.get(bad_status_id).await {
+            Err(StoreError::Query(m)) => {
+                assert!(m.contains(&format!("result {bad_status_id}")), "{m}");
+                assert!(m.contains("BOGUS"), "{m}");
+            }
+            other => panic!("expected a query error, got {other:?}"),
+        }
+        match store.get(bad_json_id).await {
+            Err(StoreError::Query(m)) => {
+                assert!(m.contains(&format!("result {bad_json_id}")), "{m}");
+                assert!(m.contains("perfdata"), "{m}");
+            }
+            other => panic!("expected a query error, got {other:?}"),
+        }
+        assert!(store.history(&HistoryQuery::default()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn poisoned_connection_mutex_is_recovered() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let conn = Arc::clone(&store.conn);
+        let _ = std::thread::spawn(move || {
+            let _guard = conn.lock();
+            panic!("poison the mutex (expected in this test)");
+        })
+        .join();
+        assert!(store.conn.is_poisoned());
+        store
+            .insert(&[hard(result("SITE-A", "CE", "m1", 1))])
+            .await
+            .unwrap();
+        assert_eq!(store.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reader_proceeds_while_another_store_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.db");
+        let writer = SqliteStore::open(&path).unwrap();
+        let reader = SqliteStore::open(&path).unwrap();
+        let write = tokio::spawn(async move {
+            for b in 0..50 {
+                let batch: Vec<NewResult> = (0..200)
+                    .map(|i| hard(result("SITE-A", "CE", &format!("m{i}"), b)))
+                    .collect();
+                writer.insert(&batch).await.unwrap();
+            }
+        });
+        let mut reads = 0;
+        while !write.is_finished() {
+            reader.latest(&CellFilter::default()).await.unwrap();
+            reader
+                .history(&HistoryQuery {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            reads += 1;
+        }
+        write.await.unwrap();
+        assert!(reads > 0);
+        assert_eq!(reader.count().await.unwrap(), 10_000);
+        let latest = reader.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(latest.len(), 200);
+        assert!(latest.iter().all(|r| r.result.started_at_ms == 49));
+    }
+
+    /// Quick throughput check: `cargo test --release -p gridprobe-results -- --ignored
+    /// insert_throughput --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark; run in release mode"]
+    async fn insert_throughput() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("results.db")).unwrap();
+        if let Ok(p) = std::env::var("GP_PRAGMAS") {
+            lock(&store.conn).execute_batch(&p).unwrap();
+        }
+        let total: usize = std::env::var("GP_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let batch_size = 1_000;
+        let batches: Vec<Vec<NewResult>> = (0..total / batch_size)
+            .map(|b| {
+                (0..batch_size)
+                    .map(|i| {
+                        let n = b * batch_size + i;
+                        let mut r = result("SITE-A", "CE", &format!("m{}", n % 5_000), n as i64);
+                        r.outcome.perfdata = vec![Perfdatum::new("time", 0.5, "s")];
+                        hard(r)
+                    })
+                    .collect()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for batch in &batches {
+            store.insert(batch).await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{total} results in {secs:.2} s: {:.0} results/s",
+            total as f64 / secs
+        );
+        assert_eq!(store.count().await.unwrap(), total as u64);
+    }
+}

@@ -1,0 +1,139 @@
+//! The `ResultStore` trait: what the rest of gridprobe may ask of a results database. It holds
+//! no SQLite types, so the PostgreSQL backend can implement it too.
+
+use async_trait::async_trait;
+use gridprobe_probes::ProbeResult;
+use serde::{Deserialize, Serialize};
+
+/// Identity of one cell of the matrix: a metric on a service instance of a site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CellKey {
+    /// Site name.
+    pub site: String,
+    /// Service host name.
+    pub hostname: String,
+    /// Service flavour.
+    pub flavour: String,
+    /// Full metric name.
+    pub metric: String,
+}
+
+impl CellKey {
+    /// The cell a result belongs to.
+    pub fn of(r: &ProbeResult) -> Self {
+        CellKey {
+            site: r.site.clone(),
+            hostname: r.hostname.clone(),
+            flavour: r.flavour.clone(),
+            metric: r.metric.clone(),
+        }
+    }
+}
+
+/// A result as stored, with its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResult {
+    /// Store-assigned id, increasing with insertion.
+    pub id: i64,
+    /// Whether this attempt is the hard (recorded) state; earlier retry attempts are not.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// The result.
+    #[serde(flatten)]
+    pub result: ProbeResult,
+}
+
+/// A result to write, with whether it is the hard state of its run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewResult {
+    /// The result.
+    pub result: ProbeResult,
+    /// True for the last attempt of a run (the hard state).
+    pub is_final: bool,
+}
+
+/// Which latest cells to read.
+#[derive(Debug, Clone, Default)]
+pub struct CellFilter {
+    /// Only this VO.
+    pub vo: Option<String>,
+    /// Only this site.
+    pub site: Option<String>,
+    /// Only this flavour.
+    pub flavour: Option<String>,
+}
+
+/// A history query for one cell or a set of cells, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Site (required by the CLI, optional here).
+    pub site: Option<String>,
+    /// Service host name.
+    pub hostname: Option<String>,
+    /// Full metric name.
+    pub metric: Option<String>,
+    /// Results started at or after (ms since epoch).
+    pub since_ms: Option<i64>,
+    /// Results started before (ms since epoch).
+    pub until_ms: Option<i64>,
+    /// Include non-final retry attempts.
+    pub include_attempts: bool,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Something a store records about itself (e.g. results dropped while it was unavailable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreEvent {
+    /// When (ms since epoch).
+    pub at_ms: i64,
+    /// Short kind, e.g. `results_dropped`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open result store {location}: {reason}")]
+    Open {
+        /// Path or URL.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database file belongs to a newer gridprobe.
+    #[error("result store {location} has schema version {found}, newer than this gridprobe supports ({supported}); upgrade gridprobe")]
+    TooNew {
+        /// Path or URL.
+        location: String,
+        /// Version in the file.
+        found: i64,
+        /// Newest version known here.
+        supported: i64,
+    },
+    /// A query failed (locked database, full disk, ...).
+    #[error("result store error: {0}")]
+    Query(String),
+}
+
+/// The results database.
+#[async_trait]
+pub trait ResultStore: Send + Sync + std::fmt::Debug {
+    /// Writes results in one transaction; returns their ids in order.
+    async fn insert(&self, results: &[NewResult]) -> Result<Vec<i64>, StoreError>;
+    /// The latest hard result of every cell matching the filter.
+    async fn latest(&self, filter: &CellFilter) -> Result<Vec<StoredResult>, StoreError>;
+    /// History, newest first.
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredResult>, StoreError>;
+    /// One result by id.
+    async fn get(&self, id: i64) -> Result<Option<StoredResult>, StoreError>;
+    /// Deletes results started before the cutoff (keeping each cell's latest); returns how many.
+    async fn delete_before(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+    /// Records an event about the store itself.
+    async fn record_event(&self, event: &StoreEvent) -> Result<(), StoreError>;
+    /// Events since a time, oldest first.
+    async fn events(&self, since_ms: i64) -> Result<Vec<StoreEvent>, StoreError>;
+}

@@ -1,0 +1,575 @@
+//! The scheduler: every probe instance runs on its interval, forever.
+//!
+//! - Start times are spread over the interval by a stable hash of the entry's identity, aligned
+//!   to the Unix epoch, so 10,000 entries do not fire together and a restart keeps the spread.
+//! - After a restart an entry waits for its next slot after `last run + interval`; entries with
+//!   no recent run start within `startup_spread`.
+//! - Missed slots (laptop sleep, VM freeze, clock jump) are skipped, never replayed.
+//! - A due entry is handed to its own task, which waits for concurrency slots; the scheduler
+//!   loop itself never waits on a probe. An entry still running at its next slot skips it.
+//! - On shutdown, probes in flight get a grace period, then are cancelled and recorded UNKNOWN
+//!   "interrupted by shutdown"; every result goes to the writer before the scheduler returns.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use gridprobe_config::{Config, ProbeInstance};
+use gridprobe_probes::outcome::unix_ms;
+use gridprobe_probes::registry::{context_for, BuiltProbes};
+use gridprobe_probes::{Outcome, Status, Trigger};
+use gridprobe_results::{CellKey, NewResult, WriterHandle};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::batch::{parent_map, Limits};
+use crate::execute::{run_with_retries, ResultLabels};
+
+/// A configuration ready to schedule: validated, with its probes built.
+#[derive(Clone)]
+pub struct Plan {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Its probes.
+    pub probes: Arc<BuiltProbes>,
+}
+
+/// Counters the scheduler keeps, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Runs started (first attempts).
+    pub runs_started: AtomicU64,
+    /// Runs finished.
+    pub runs_finished: AtomicU64,
+    /// Runs in flight (waiting for a slot or running).
+    pub inflight: AtomicI64,
+    /// Slots skipped because the previous run of the entry was still in flight.
+    pub skipped_busy: AtomicU64,
+    /// Slots skipped because they were missed (pause, clock change).
+    pub skipped_late: AtomicU64,
+    /// Total time runs waited for a concurrency slot, in milliseconds.
+    pub queue_wait_ms_total: AtomicU64,
+    /// Number of schedule entries.
+    pub entries: AtomicU64,
+    /// Configuration reloads applied.
+    pub reloads: AtomicU64,
+}
+
+/// The last hard result of each cell, as the scheduler knows it (for `depends_on`).
+#[derive(Debug, Default)]
+pub struct CellStates {
+    inner: Mutex<HashMap<CellKey, (Status, String, i64)>>,
+}
+
+impl CellStates {
+    /// Records a cell's latest hard status, summary and start time (ms), keeping the newest.
+    pub fn set(&self, key: CellKey, status: Status, summary: String, started_ms: i64) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = map.get(&key).is_none_or(|(_, _, t)| *t <= started_ms);
+        if newer {
+            map.insert(key, (status, summary, started_ms));
+        }
+    }
+
+    /// A cell's latest status and summary.
+    pub fn get(&self, key: &CellKey) -> Option<(Status, String, i64)> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).cloned()
+    }
+}
+
+/// Tunables of the scheduler (from `[server]`).
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Window over which entries without a recent run start.
+    pub startup_spread: Duration,
+    /// Time probes in flight get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl SchedulerOptions {
+    /// Options from a configuration's `[server]` table.
+    pub fn from_config(c: &Config) -> Self {
+        SchedulerOptions {
+            startup_spread: c.server.startup_spread,
+            shutdown_grace: c.server.shutdown_grace,
+        }
+    }
+}
+
+/// One schedule entry.
+#[derive(Debug, Clone)]
+struct Entry {
+    key: CellKey,
+    instance: ProbeInstance,
+    interval_ms: i64,
+    offset_ms: i64,
+    parents: Vec<CellKey>,
+}
+
+/// The cell of an instance.
+pub fn cell_key(config: &Config, inst: &ProbeInstance) -> CellKey {
+    let site = &config.sites[inst.site];
+    let svc = &site.services[inst.service];
+    CellKey {
+        site: site.name.clone(),
+        hostname: svc.hostname.clone(),
+        flavour: svc.flavour.clone(),
+        metric: config.probes[inst.probe].metric.clone(),
+    }
+}
+
+/// FNV-1a: a hash that is the same in every build and release, unlike std's.
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn entries_of(config: &Config) -> Vec<Entry> {
+    let instances = config.instances();
+    let parents = parent_map(config, &instances);
+    instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let key = cell_key(config, inst);
+            let interval_ms = i64::try_from(inst.interval.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1);
+            let hash = stable_hash(&[&key.site, &key.hostname, &key.flavour, &key.metric]);
+            Entry {
+                offset_ms: (hash % interval_ms as u64) as i64,
+                interval_ms,
+                parents: parents[i]
+                    .iter()
+                    .map(|p| cell_key(config, &instances[*p]))
+                    .collect(),
+                key,
+                instance: inst.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The first slot of an entry at or after `t`: slots are `k × interval + offset` since the epoch.
+fn slot_at_or_after(t: i64, interval: i64, offset: i64) -> i64 {
+    let k = (t - offset).div_euclid(interval);
+    let slot = k * interval + offset;
+    if slot >= t {
+        slot
+    } else {
+        slot + interval
+    }
+}
+
+/// When an entry first runs, given its last run (if any).
+fn first_due(e: &Entry, now: i64, last_run: Option<i64>, spread_ms: i64) -> i64 {
+    // Slightly early slots still count, so that a small skew does not cost a whole interval.
+    let soon = now + (e.offset_ms % spread_ms.max(1));
+    match last_run {
+        Some(last) => {
+            let earliest = last + e.interval_ms * 9 / 10;
+            if earliest <= now {
+                soon
+            } else {
+                slot_at_or_after(earliest, e.interval_ms, e.offset_ms)
+            }
+        }
+        None => soon,
+    }
+}
+
+/// How late a slot may fire before it counts as missed.
+fn late_tolerance(interval_ms: i64) -> i64 {
+    (interval_ms / 2).clamp(1_000, 30_000)
+}
+
+/// A request to replace the schedule; the reply says whether it was applied.
+pub type ReloadRequest = (Plan, tokio::sync::oneshot::Sender<usize>);
+
+/// Runs the schedule until `shutdown` fires, then drains as described in the module docs.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_scheduler(
+    plan: Plan,
+    last_runs: HashMap<CellKey, i64>,
+    states: Arc<CellStates>,
+    writer: WriterHandle,
+    mut reloads: mpsc::Receiver<ReloadRequest>,
+    shutdown: CancellationToken,
+    stats: Arc<SchedulerStats>,
+) {
+    let mut opts = SchedulerOptions::from_config(&plan.config);
+    let mut plan = plan;
+    let mut limits = Arc::new(Limits::from_defaults(&plan.config.defaults));
+    let mut entries = entries_of(&plan.config);
+    let mut last_runs = last_runs;
+    let mut queue: BTreeSet<(i64, usize)> = BTreeSet::new();
+    let now = unix_ms(SystemTime::now());
+    let spread = i64::try_from(opts.startup_spread.as_millis()).unwrap_or(30_000);
+    for (i, e) in entries.iter().enumerate() {
+        queue.insert((first_due(e, now, last_runs.get(&e.key).copied(), spread), i));
+    }
+    stats.entries.store(entries.len() as u64, Ordering::Relaxed);
+    tracing::info!(entries = entries.len(), "scheduler started");
+
+    let tracker = TaskTracker::new();
+    let inflight: Arc<Mutex<HashSet<CellKey>>> = Default::default();
+    // Fired after the shutdown grace: probes still running stop and are recorded interrupted.
+    let interrupt = CancellationToken::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(CellKey, i64)>();
+
+    loop {
+        let now = unix_ms(SystemTime::now());
+        while let Some(&(due, idx)) = queue.first() {
+            if due > now {
+                break;
+            }
+            queue.pop_first();
+            let Some(entry) = entries.get(idx) else {
+                continue;
+            };
+            let next = if now - due > late_tolerance(entry.interval_ms) {
+                // Missed (pause or clock jump): skip to the next slot, do not replay.
+                stats.skipped_late.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(cell = ?entry.key, late_ms = now - due, "missed slot skipped");
+                slot_at_or_after(now, entry.interval_ms, entry.offset_ms)
+            } else {
+                let busy = {
+                    let mut set = inflight.lock().unwrap_or_else(|p| p.into_inner());
+                    !set.insert(entry.key.clone())
+                };
+                if busy {
+                    stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(cell = ?entry.key, "previous run still in flight; slot skipped");
+                } else {
+                    tracker.spawn(run_entry(
+                        entry.clone(),
+                        plan.clone(),
+                        limits.clone(),
+                        states.clone(),
+                        writer.clone(),
+                        interrupt.clone(),
+                        stats.clone(),
+                        inflight.clone(),
+                        done_tx.clone(),
+                    ));
+                }
+                slot_at_or_after(due + 1, entry.interval_ms, entry.offset_ms)
+            };
+            queue.insert((next, idx));
+        }
+        // Wake at the next due time, but at least every second so that a wall-clock change is
+        // noticed promptly.
+        let wait = queue
+            .first()
+            .map(|(due, _)| (due - now).clamp(0, 1000))
+            .unwrap_or(1000);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            Some((key, started)) = done_rx.recv() => {
+                last_runs.insert(key, started);
+            }
+            Some((new_plan, reply)) = reloads.recv() => {
+                let now = unix_ms(SystemTime::now());
+                let new_entries = entries_of(&new_plan.config);
+                let old_due: HashMap<&CellKey, (i64, i64)> = queue
+                    .iter()
+                    .filter_map(|(due, i)| entries.get(*i).map(|e| (&e.key, (*due, e.interval_ms))))
+                    .collect();
+                let spread = i64::try_from(new_plan.config.server.startup_spread.as_millis()).unwrap_or(30_000);
+                let mut new_queue = BTreeSet::new();
+                for (i, e) in new_entries.iter().enumerate() {
+                    // An unchanged entry keeps its slot; a new or changed one is placed afresh.
+                    let due = match old_due.get(&e.key) {
+                        Some((due, interval)) if *interval == e.interval_ms => *due,
+                        _ => first_due(e, now, last_runs.get(&e.key).copied(), spread),
+                    };
+                    new_queue.insert((due, i));
+                }
+                queue = new_queue;
+                entries = new_entries;
+                limits = Arc::new(Limits::from_defaults(&new_plan.config.defaults));
+                opts = SchedulerOptions::from_config(&new_plan.config);
+                plan = new_plan;
+                stats.entries.store(entries.len() as u64, Ordering::Relaxed);
+                stats.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(entries = entries.len(), "configuration reloaded; schedule replaced");
+                let _ = reply.send(entries.len());
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+
+    tracker.close();
+    let running = stats.inflight.load(Ordering::Relaxed);
+    if running > 0 {
+        tracing::info!(running, grace = ?opts.shutdown_grace, "shutting down: waiting for probes in flight");
+    }
+    if tokio::time::timeout(opts.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace over: interrupting probes still running");
+        interrupt.cancel();
+        tracker.wait().await;
+    }
+    tracing::info!("scheduler stopped");
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_entry(
+    entry: Entry,
+    plan: Plan,
+    limits: Arc<Limits>,
+    states: Arc<CellStates>,
+    writer: WriterHandle,
+    interrupt: CancellationToken,
+    stats: Arc<SchedulerStats>,
+    inflight: Arc<Mutex<HashSet<CellKey>>>,
+    done: mpsc::UnboundedSender<(CellKey, i64)>,
+) {
+    stats.inflight.fetch_add(1, Ordering::Relaxed);
+    let config = &plan.config;
+    let inst = &entry.instance;
+    let def = &config.probes[inst.probe];
+    let labels = ResultLabels {
+        metric: def.metric.clone(),
+        kind: def.kind.clone(),
+        vo: config.vo.clone(),
+        site: entry.key.site.clone(),
+        hostname: entry.key.hostname.clone(),
+        flavour: entry.key.flavour.clone(),
+    };
+    let started = SystemTime::now();
+    let attempts = match standby_reason(&entry, &states) {
+        Some(reason) => {
+            let outcome = Outcome::standby(format!("not run: dependency {reason}"))
+                .with_details(format!("depends_on not satisfied:\n{reason}"));
+            vec![labels.result(outcome, started, Duration::ZERO, 1, Trigger::Scheduled)]
+        }
+        None => match plan.probes.get(inst.probe).cloned() {
+            None => vec![labels.result(
+                Outcome::unknown(format!("probe `{}` could not be built", def.metric)),
+                started,
+                Duration::ZERO,
+                1,
+                Trigger::Scheduled,
+            )],
+            Some(probe) => {
+                let waiting = std::time::Instant::now();
+                let permits = tokio::select! {
+                    p = limits.acquire(&entry.key.site, &def.kind) => p,
+                    // Shutting down while waiting for a slot: nothing was measured, nothing to record.
+                    _ = interrupt.cancelled() => None,
+                };
+                stats
+                    .queue_wait_ms_total
+                    .fetch_add(waiting.elapsed().as_millis() as u64, Ordering::Relaxed);
+                match permits {
+                    None => Vec::new(),
+                    Some(_permits) => {
+                        stats.runs_started.fetch_add(1, Ordering::Relaxed);
+                        let mut results = run_with_retries(
+                            probe,
+                            || context_for(config, inst, interrupt.clone()),
+                            &labels,
+                            inst.retries,
+                            inst.retry_interval,
+                            Trigger::Scheduled,
+                            &interrupt,
+                            |_| {},
+                        )
+                        .await;
+                        if interrupt.is_cancelled() {
+                            if let Some(last) = results.last_mut() {
+                                let original = std::mem::replace(
+                                    &mut last.outcome,
+                                    Outcome::unknown("interrupted by shutdown"),
+                                );
+                                last.outcome = last
+                                    .outcome
+                                    .clone()
+                                    .with_details(format!(
+                                        "the probe was stopped when gridprobe shut down; it had reported {}: {}\n{}",
+                                        original.status, original.summary, original.details
+                                    ))
+                                    .with_perfdata(original.perfdata);
+                            }
+                        }
+                        results
+                    }
+                }
+            }
+        },
+    };
+    let n = attempts.len();
+    if let Some(last) = attempts.last() {
+        states.set(
+            entry.key.clone(),
+            last.outcome.status,
+            last.outcome.summary.clone(),
+            last.started_at_ms,
+        );
+        let _ = done.send((entry.key.clone(), attempts[0].started_at_ms));
+    }
+    for (i, result) in attempts.into_iter().enumerate() {
+        writer.send(NewResult {
+            result,
+            is_final: i + 1 == n,
+        });
+    }
+    inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&entry.key);
+    stats.runs_finished.fetch_add(1, Ordering::Relaxed);
+    stats.inflight.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Why an entry must not run now: every parent with a known state is down.
+fn standby_reason(entry: &Entry, states: &CellStates) -> Option<String> {
+    let known: Vec<(String, Status, String)> = entry
+        .parents
+        .iter()
+        .filter_map(|p| {
+            states.get(p).map(|(s, summary, _)| {
+                (
+                    format!("{} on {}", short(&p.metric), p.hostname),
+                    s,
+                    summary,
+                )
+            })
+        })
+        .collect();
+    if known.is_empty() || known.iter().any(|(_, s, _)| s.is_up()) {
+        return None;
+    }
+    Some(
+        known
+            .iter()
+            .map(|(n, s, summary)| format!("{n} is {s}: {summary}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+fn short(metric: &str) -> &str {
+    gridprobe_config::short_metric_name(metric)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(interval_ms: i64, offset_ms: i64) -> Entry {
+        Entry {
+            key: CellKey {
+                site: "S".into(),
+                hostname: "h".into(),
+                flavour: "CE".into(),
+                metric: "m".into(),
+            },
+            instance: ProbeInstance {
+                probe: 0,
+                site: 0,
+                service: 0,
+                interval: Duration::from_millis(interval_ms as u64),
+                timeout: Duration::from_secs(1),
+                retries: 0,
+                retry_interval: Duration::from_secs(1),
+                freshness: Duration::from_secs(3),
+            },
+            interval_ms,
+            offset_ms,
+            parents: vec![],
+        }
+    }
+
+    #[test]
+    fn slots_are_aligned_to_interval_and_offset() {
+        assert_eq!(slot_at_or_after(0, 100, 30), 30);
+        assert_eq!(slot_at_or_after(30, 100, 30), 30);
+        assert_eq!(slot_at_or_after(31, 100, 30), 130);
+        assert_eq!(
+            slot_at_or_after(1_000_000_007, 3_600_000, 42),
+            1_000_800_042
+        );
+    }
+
+    #[test]
+    fn recent_run_waits_for_next_slot_after_interval() {
+        let hour = 3_600_000;
+        let e = entry(hour, 1_234);
+        let now = 100 * hour + 50_000;
+        // Ran 2 minutes ago: next run is about an hour after that, not now.
+        let due = first_due(&e, now, Some(now - 120_000), 30_000);
+        assert!(due >= now - 120_000 + hour * 9 / 10, "due {due} too early");
+        assert!(due <= now - 120_000 + hour * 2, "due {due} too late");
+        assert_eq!((due - 1_234).rem_euclid(hour), 0, "keeps the spread");
+    }
+
+    #[test]
+    fn never_run_or_overdue_starts_within_spread() {
+        let e = entry(3_600_000, 1_234_567);
+        let now = 1_000_000_000;
+        let due = first_due(&e, now, None, 30_000);
+        assert!(due >= now && due < now + 30_000);
+        let due = first_due(&e, now, Some(now - 7_200_000), 30_000);
+        assert!(due >= now && due < now + 30_000);
+    }
+
+    #[test]
+    fn spread_of_many_entries_is_even() {
+        // 10,000 entries with the same interval land in every tenth of it.
+        let interval = 600_000i64;
+        let mut buckets = [0u32; 10];
+        for i in 0..10_000 {
+            let h = stable_hash(&["site", &format!("host{i}"), "CE", "org.vo.metric"]);
+            let offset = (h % interval as u64) as i64;
+            buckets[(offset * 10 / interval) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((800..1200).contains(&b), "uneven spread: {buckets:?}");
+        }
+    }
+
+    #[test]
+    fn hash_is_stable_across_builds() {
+        // A fixed value: changing the hash would move every schedule after an upgrade.
+        assert_eq!(stable_hash(&["a"]), 0x089b_e207_b544_f1e4);
+    }
+
+    #[test]
+    fn standby_when_every_known_parent_is_down() {
+        let states = CellStates::default();
+        let parent = CellKey {
+            site: "S".into(),
+            hostname: "h".into(),
+            flavour: "CE".into(),
+            metric: "org.vo.lock".into(),
+        };
+        let mut e = entry(1000, 0);
+        e.parents = vec![parent.clone()];
+        assert_eq!(
+            standby_reason(&e, &states),
+            None,
+            "no parent result yet: run"
+        );
+        states.set(parent.clone(), Status::Critical, "lock held".into(), 10);
+        let reason = standby_reason(&e, &states).expect("standby");
+        assert!(
+            reason.contains("lock on h is CRITICAL: lock held"),
+            "{reason}"
+        );
+        states.set(parent, Status::Warning, "slow".into(), 20);
+        assert_eq!(standby_reason(&e, &states), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! `gridprobe matrix`: today's availability matrix from the store.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use comfy_table::{Cell, Color};
+use gridprobe_results::matrix::{build_matrix, CellState, Matrix, MatrixFilter};
+use gridprobe_results::{CellFilter, ResultStore};
+
+use super::{open_store_for, TableFormat};
+use crate::render::{colour_stdout, status_colour, table};
+
+/// Prints the matrix.
+pub fn run(
+    config_path: &Path,
+    store_flag: Option<&str>,
+    vo: Option<String>,
+    site: Option<String>,
+    flavour: Option<String>,
+    format: TableFormat,
+) -> anyhow::Result<ExitCode> {
+    let Some((config, store)) = open_store_for(config_path, store_flag)? else {
+        return Ok(ExitCode::from(1));
+    };
+    if let Some(vo) = &vo {
+        if vo != &config.vo {
+            eprintln!(
+                "error: --vo {vo} does not match the configuration, which describes vo `{}`",
+                config.vo
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
+    if let Some(s) = &site {
+        if config.site_index(s).is_none() {
+            let hint =
+                gridprobe_config::did_you_mean(s, config.sites.iter().map(|x| x.name.as_str()))
+                    .map(|b| format!(" (did you mean `{b}`?)"))
+                    .unwrap_or_default();
+            eprintln!(
+                "error: no site named `{s}` in {}{hint}",
+                config_path.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let latest = runtime.block_on(store.latest(&CellFilter {
+        vo: Some(config.vo.clone()),
+        site: site.clone(),
+        flavour: flavour.clone(),
+    }))?;
+    let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
+    let matrix = build_matrix(&config, &latest, now, &MatrixFilter { site, flavour });
+    if matrix.sites.is_empty() {
+        eprintln!("error: the filters select no service instance");
+        return Ok(ExitCode::from(1));
+    }
+    match format {
+        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&matrix)?),
+        TableFormat::Csv => print_csv(&matrix)?,
+        TableFormat::Table => print_table(&matrix),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `3m`, `2h`, `5d`: the age of a cell, briefly.
+pub fn age(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn state_colour(state: CellState) -> Color {
+    match state {
+        CellState::Current(s) => status_colour(s),
+        CellState::Missing | CellState::NoResult => Color::DarkGrey,
+    }
+}
+
+fn print_table(m: &Matrix) {
+    let colour = colour_stdout();
+    let mut t = table(colour);
+    let mut header = vec![Cell::new("site / service")];
+    header.extend(m.columns.iter().map(|c| Cell::new(&c.short)));
+    t.set_header(header);
+    let paint = |text: String, state: CellState| {
+        let cell = Cell::new(text);
+        if colour {
+            cell.fg(state_colour(state))
+        } else {
+            cell
+        }
+    };
+    for site in &m.sites {
+        let mut row = vec![Cell::new(format!("{} (T{})", site.site, site.tier))];
+        row.extend(site.summary.iter().map(|s| match s {
+            Some(state) => paint(state.token().to_string(), *state),
+            None => Cell::new(""),
+        }));
+        t.add_row(row);
+        for inst in &site.instances {
+            let mut row = vec![Cell::new(format!("  {} ({})", inst.hostname, inst.flavour))];
+            row.extend(inst.cells.iter().map(|c| match c {
+                None => Cell::new(""),
+                Some(cell) => {
+                    let text = match cell.age_seconds {
+                        Some(a) => format!("{} {}", cell.state.token(), age(a)),
+                        None => cell.state.token().to_string(),
+                    };
+                    paint(text, cell.state)
+                }
+            }));
+            t.add_row(row);
+        }
+    }
+    println!("{t}");
+    println!("cells: status and age of the latest result; `missing` = older than its freshness window; `na` = no result; site rows show the best instance");
+}
+
+fn print_csv(m: &Matrix) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "site,tier,hostname,flavour,metric,state,last_status,age_seconds,result_id,summary"
+    )?;
+    for site in &m.sites {
+        for inst in &site.instances {
+            for cell in inst.cells.iter().flatten() {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{}",
+                    csv(&site.site),
+                    site.tier,
+                    csv(&inst.hostname),
+                    csv(&inst.flavour),
+                    csv(&cell.metric),
+                    cell.state.token(),
+                    cell.last_status.map(|s| s.name()).unwrap_or(""),
+                    cell.age_seconds.map(|a| a.to_string()).unwrap_or_default(),
+                    cell.result_id.map(|a| a.to_string()).unwrap_or_default(),
+                    csv(cell.summary.as_deref().unwrap_or("")),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Quotes a CSV field when it needs it (RFC 4180).
+pub fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

@@ -1,0 +1,246 @@
+//! `gridprobe serve`: the always-on service. Runs every probe instance on its schedule, records
+//! every outcome, serves HTTP, reloads on SIGHUP or `POST /-/reload`, and stops cleanly on
+//! SIGTERM / Ctrl-C without losing what was measured.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gridprobe_results::{
+    spawn_writer, CellFilter, CellKey, ResultStore, SqliteStore, WriterConfig,
+};
+use gridprobe_runner::http::{self, HttpState};
+use gridprobe_runner::schedule::{run_scheduler, CellStates, Plan, ReloadRequest, SchedulerStats};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{load_checked, report_diagnostics};
+use crate::store_location;
+
+/// Runs the service until a termination signal.
+pub fn run(
+    config_path: &Path,
+    store_flag: Option<&str>,
+    listen_flag: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let checked = load_checked(config_path);
+    if !checked.diagnostics.is_empty() {
+        report_diagnostics(&checked.diagnostics);
+        return Ok(ExitCode::from(1));
+    }
+    let config = Arc::new(checked.config);
+    let store_path =
+        store_location::resolve(store_flag, config.server.store.as_deref(), &config.vo);
+    let listen = listen_flag
+        .map(str::to_string)
+        .unwrap_or_else(|| config.server.listen.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(
+        config_path.to_path_buf(),
+        Plan {
+            config,
+            probes: Arc::new(checked.probes),
+        },
+        store_path,
+        listen,
+    ))
+}
+
+async fn serve(
+    config_path: PathBuf,
+    plan: Plan,
+    store_path: PathBuf,
+    listen: String,
+) -> anyhow::Result<ExitCode> {
+    let store: Arc<dyn ResultStore> = Arc::new(
+        SqliteStore::open(&store_path)
+            .with_context(|| "the result store could not be opened".to_string())?,
+    );
+    // Resume from what the store knows: last runs for the schedule, last states for depends_on.
+    let latest = store
+        .latest(&CellFilter::default())
+        .await
+        .context("reading the latest results from the store")?;
+    let states = Arc::new(CellStates::default());
+    let mut last_runs = HashMap::new();
+    for r in &latest {
+        let key = CellKey::of(&r.result);
+        states.set(
+            key.clone(),
+            r.result.outcome.status,
+            r.result.outcome.summary.clone(),
+            r.result.started_at_ms,
+        );
+        last_runs.insert(key, r.result.started_at_ms);
+    }
+
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (set [server] listen or --listen to a free address)")
+        })?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen.clone());
+
+    let (writer, writer_task) = spawn_writer(store.clone(), WriterConfig::default());
+    let shutdown = CancellationToken::new();
+    let stats = Arc::new(SchedulerStats::default());
+    let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let (http_reload_tx, mut http_reload_rx) =
+        mpsc::channel::<oneshot::Sender<Result<String, String>>>(4);
+
+    let config = plan.config.clone();
+    let instances = config.instances().len();
+    let retention = config.server.retention;
+    let scheduler = tokio::spawn(run_scheduler(
+        plan,
+        last_runs,
+        states,
+        writer.clone(),
+        reload_rx,
+        shutdown.clone(),
+        stats.clone(),
+    ));
+    let server = tokio::spawn(http::serve(
+        listener,
+        http::router(HttpState {
+            stats: stats.clone(),
+            reload: http_reload_tx,
+        }),
+        shutdown.clone(),
+    ));
+    let retention_task = tokio::spawn(retention_loop(store.clone(), retention, shutdown.clone()));
+
+    println!(
+        "gridprobe serving vo {}: {} probe instances on {} sites",
+        config.vo,
+        instances,
+        config.sites.len()
+    );
+    println!("  results: {}", store_path.display());
+    println!("  http:    http://{local}/healthz");
+    println!(
+        "  matrix:  gridprobe matrix --config {}   (fills within {} of start)",
+        config_path.display(),
+        gridprobe_runner::humanize(config.server.startup_spread + Duration::from_secs(5))
+    );
+    println!("  stop with Ctrl-C or SIGTERM; reload the configuration with SIGHUP");
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("interrupt: shutting down"); break; }
+            _ = sighup.recv() => {
+                let outcome = reload(&config_path, &reload_tx).await;
+                if let Err(errors) = outcome {
+                    eprintln!("reload rejected; the running schedule is kept:\n{errors}");
+                }
+            }
+            Some(reply) = http_reload_rx.recv() => {
+                let outcome = reload(&config_path, &reload_tx).await;
+                if let Err(errors) = &outcome {
+                    eprintln!("reload rejected; the running schedule is kept:\n{errors}");
+                }
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+    eprintln!(
+        "gridprobe: shutting down (probes in flight get {} to finish)",
+        gridprobe_runner::humanize(config.server.shutdown_grace)
+    );
+    shutdown.cancel();
+    if let Err(e) = scheduler.await {
+        tracing::error!(error = %e, "scheduler task failed");
+    }
+    let _ = retention_task.await;
+    match server.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
+        Err(e) => tracing::error!(error = %e, "http server task failed"),
+        Ok(Ok(())) => {}
+    }
+    // Every result has been handed to the writer; closing the last handle makes it flush.
+    let stats = writer.stats();
+    drop(writer);
+    if let Err(e) = writer_task.await {
+        tracing::error!(error = %e, "result writer task failed");
+    }
+    let pending = stats.pending.load(std::sync::atomic::Ordering::Relaxed);
+    if pending > 0 {
+        eprintln!(
+            "gridprobe: {pending} results could not be written to {}",
+            store_path.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    eprintln!("gridprobe: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the configuration; a valid one replaces the schedule, an invalid one is rejected
+/// with the same errors as `gridprobe check`.
+async fn reload(
+    config_path: &Path,
+    scheduler: &mpsc::Sender<ReloadRequest>,
+) -> Result<String, String> {
+    let path = config_path.to_path_buf();
+    let checked = tokio::task::spawn_blocking(move || load_checked(&path))
+        .await
+        .map_err(|e| format!("reload failed: {e}"))?;
+    if !checked.diagnostics.is_empty() {
+        let text = checked.diagnostics.to_string();
+        tracing::error!(
+            errors = checked.diagnostics.len(),
+            "configuration reload rejected:\n{text}"
+        );
+        return Err(text);
+    }
+    let (tx, rx) = oneshot::channel();
+    let plan = Plan {
+        config: Arc::new(checked.config),
+        probes: Arc::new(checked.probes),
+    };
+    scheduler
+        .send((plan, tx))
+        .await
+        .map_err(|_| "the scheduler is stopping".to_string())?;
+    let entries = rx
+        .await
+        .map_err(|_| "the scheduler is stopping".to_string())?;
+    let summary = format!("configuration reloaded: {entries} schedule entries");
+    tracing::info!("{summary}");
+    eprintln!("gridprobe: {summary}");
+    Ok(summary)
+}
+
+/// Deletes raw results older than the retention period, at start and then hourly.
+async fn retention_loop(
+    store: Arc<dyn ResultStore>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let cutoff = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now())
+            - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match store.delete_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention: old results deleted"),
+            Err(e) => tracing::error!(error = %e, "retention: delete failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
