@@ -42,3 +42,8 @@ pub fn table(colour: bool) -> Table {
     }
     t
 }
+
+/// `1 site`, `3 sites`.
+pub fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}

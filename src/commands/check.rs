@@ -13,7 +13,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let c = &checked.config;
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    use crate::render::plural;
     println!(
         "{}: valid: vo {}, {}, {}, {} ({})",
         path.display(),

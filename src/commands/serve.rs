@@ -120,10 +120,10 @@ async fn serve(
     let retention_task = tokio::spawn(retention_loop(store.clone(), retention, shutdown.clone()));
 
     println!(
-        "gridprobe serving vo {}: {} probe instances on {} sites",
+        "gridprobe serving vo {}: {} on {}",
         config.vo,
-        instances,
-        config.sites.len()
+        crate::render::plural(instances, "probe instance"),
+        crate::render::plural(config.sites.len(), "site")
     );
     println!("  results: {}", store_path.display());
     println!("  http:    http://{local}/healthz");
