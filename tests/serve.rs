@@ -352,3 +352,96 @@ fn matrix_without_a_store_explains_how_to_get_one() {
     assert!(stderr.contains("no result store at"), "{stderr}");
     assert!(stderr.contains("gridprobe serve --config"), "{stderr}");
 }
+
+#[test]
+fn standby_dependants_run_as_soon_as_their_parent_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("lock-released");
+    let lock = script(
+        dir.path(),
+        "lock.sh",
+        &format!(
+            "if [ -e {m} ]; then echo 'LOCK OK - free'; exit 0; fi\necho 'LOCK CRITICAL - held by install 42'; exit 2",
+            m = marker.display()
+        ),
+    );
+    let install = script(dir.path(), "install.sh", "echo 'INSTALL OK - done'; exit 0");
+    let config = write(
+        dir.path(),
+        "vo.toml",
+        &format!(
+            r#"
+vo = "e2e"
+[server]
+startup_spread = "1s"
+shutdown_grace = "1s"
+[[site]]
+name = "T2_DEP"
+tier = 2
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.local"
+[[probe]]
+metric = "org.e2e.CE-lock"
+kind = "nagios"
+flavours = ["CE"]
+interval = "1s"
+timeout = "900ms"
+  [probe.params]
+  command = "{lock}"
+[[probe]]
+metric = "org.e2e.CE-install"
+kind = "nagios"
+flavours = ["CE"]
+depends_on = ["CE-lock"]
+interval = "1h"
+timeout = "10s"
+  [probe.params]
+  command = "{install}"
+"#,
+            lock = lock.display(),
+            install = install.display()
+        ),
+    );
+    let store = dir.path().join("results.sqlite");
+    let store = store.to_str().expect("utf-8");
+    let mut serve = Serve::start(&config, store);
+    // The lock is held: once the lock cell is red, the install cell is standby with the reason.
+    let standby = wait_until(Duration::from_secs(20), || {
+        store_exists(store)
+            && cell_state(&config, store, "ce.local", "org.e2e.CE-install").as_deref()
+                == Some("STANDBY")
+    });
+    assert!(standby, "install never went standby:\n{}", serve.output());
+    let h = json(&[
+        "results",
+        "--config",
+        &config,
+        "--store",
+        store,
+        "--site",
+        "T2_DEP",
+        "--probe",
+        "CE-install",
+        "--format",
+        "json",
+    ]);
+    let summary = h[0]["summary"].as_str().unwrap_or("").to_string();
+    assert!(
+        summary.contains("CE-lock on ce.local is CRITICAL: LOCK CRITICAL - held by install 42"),
+        "{summary}"
+    );
+
+    // Release the lock: the install runs at once, not an hour later.
+    std::fs::write(&marker, "").expect("marker");
+    let ran = wait_until(Duration::from_secs(10), || {
+        cell_state(&config, store, "ce.local", "org.e2e.CE-install").as_deref() == Some("OK")
+    });
+    assert!(
+        ran,
+        "install did not run after the lock was released:\n{}",
+        serve.output()
+    );
+    serve.signal("TERM");
+    assert_eq!(serve.wait_exit(Duration::from_secs(10)), Some(0));
+}

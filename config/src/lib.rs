@@ -8,11 +8,12 @@
 pub mod diagnostic;
 pub mod load;
 pub mod model;
+pub mod time;
 mod validate;
 
 pub use diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
 pub use load::{load, load_str, parse_duration, Loaded};
 pub use model::{
-    short_metric_name, Config, Defaults, KindParams, Overrides, ProbeDef, ProbeInstance, Profile,
+    short_metric_name, Config, Defaults, Downtime, KindParams, Overrides, ProbeDef, ProbeInstance, Profile,
     Service, Site,
 };

@@ -17,10 +17,10 @@ use crate::model::{
 
 /// Keys allowed at the top of the main file.
 const MAIN_KEYS: &[&str] = &[
-    "vo", "include", "defaults", "server", "site", "probe", "profile",
+    "vo", "include", "defaults", "server", "site", "probe", "profile", "downtime",
 ];
 /// Keys allowed at the top of an included file.
-const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile"];
+const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +107,33 @@ struct RawProfile {
     critical: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDowntime {
+    site: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
+    flavour: Option<Spanned<String>>,
+    start: Spanned<RawTime>,
+    end: Spanned<RawTime>,
+    classification: Spanned<String>,
+    #[serde(default = "default_severity")]
+    severity: Spanned<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+fn default_severity() -> Spanned<String> {
+    Spanned::new(0..0, "outage".to_string())
+}
+
+/// A time written as a string or as a TOML datetime.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTime {
+    Text(String),
+    Toml(toml::value::Datetime),
+}
+
 /// The positions of things that validation may need to point at, beside the model.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Positions {
@@ -128,6 +155,9 @@ pub(crate) struct Positions {
     pub profile_flavours: Vec<Vec<(String, Span)>>,
     /// Per probe: the span of `name` or `metric` (what its short name comes from).
     pub probe_short: Vec<Span>,
+    /// Per downtime: site and service names with their spans.
+    #[allow(clippy::type_complexity)]
+    pub downtime_refs: Vec<(Option<String>, Option<Span>, Option<String>, Option<Span>)>,
 }
 
 /// A configuration as far as it could be read, and every problem found.
@@ -346,6 +376,15 @@ impl Loader {
                 "probe" => {
                     for item in self.array_of_tables(file, value, "probe") {
                         self.read_probe(file, item);
+                    }
+                }
+                "downtime" => {
+                    for item in self.array_of_tables(file, value, "downtime") {
+                        if let Some(raw) =
+                            self.deserialize::<RawDowntime>(file, item, "[[downtime]]")
+                        {
+                            self.read_downtime(file, raw);
+                        }
                     }
                 }
                 "profile" => {
@@ -839,6 +878,79 @@ impl Loader {
             },
             span: self.span(file, raw.metric.span()),
             kind_span: self.span(file, raw.kind.span()),
+        });
+    }
+
+    fn time(&mut self, file: FileId, raw: &Spanned<RawTime>) -> Option<i64> {
+        let text = match raw.get_ref() {
+            RawTime::Text(t) => t.clone(),
+            RawTime::Toml(d) => d.to_string(),
+        };
+        match crate::time::parse_utc(&text) {
+            Ok(ms) => Some(ms),
+            Err(e) => {
+                let d = self.error(file, raw.span(), e);
+                self.diagnostics.push(d.with_help(
+                    "write \"2026-10-05 08:00\" (UTC), \"2026-10-05T08:00:00Z\" or an RFC 3339 time with its offset",
+                ));
+                None
+            }
+        }
+    }
+
+    fn read_downtime(&mut self, file: FileId, raw: RawDowntime) {
+        let start = self.time(file, &raw.start);
+        let end = self.time(file, &raw.end);
+        let scheduled = match raw.classification.get_ref().to_ascii_lowercase().as_str() {
+            "scheduled" => Some(true),
+            "unscheduled" => Some(false),
+            other => {
+                let d = self.error(file, raw.classification.span(), format!("unknown classification `{other}`"));
+                self.diagnostics.push(d.with_help("write classification = \"scheduled\" (declared at least 24 h ahead) or \"unscheduled\""));
+                None
+            }
+        };
+        let outage = match raw.severity.get_ref().to_ascii_lowercase().as_str() {
+            "outage" => Some(true),
+            "warning" => Some(false),
+            other => {
+                let d = self.error(file, raw.severity.span(), format!("unknown severity `{other}`"));
+                self.diagnostics.push(d.with_help("write severity = \"outage\" (the service is down) or \"warning\" (at risk)"));
+                None
+            }
+        };
+        if raw.site.is_none() && raw.service.is_none() {
+            let span = raw.start.span();
+            let d = self.error(file, span, "a downtime must name a `site` or a `service`");
+            self.diagnostics.push(d.with_help("add site = \"SITE\" (the whole site) or service = \"HOSTNAME\""));
+            return;
+        }
+        let (Some(start), Some(end), Some(scheduled), Some(outage)) = (start, end, scheduled, outage) else {
+            return;
+        };
+        if end <= start {
+            let d = self.error(file, raw.end.span(), "a downtime must end after it starts");
+            self.diagnostics.push(d);
+            return;
+        }
+        let span_of = |s: &Option<Spanned<String>>| s.as_ref().map(|v| Span { file, range: v.span() });
+        self.positions.downtime_refs.push((
+            raw.site.as_ref().map(|s| s.get_ref().clone()),
+            span_of(&raw.site),
+            raw.service.as_ref().map(|s| s.get_ref().clone()),
+            span_of(&raw.service),
+        ));
+        self.config.downtimes.push(crate::model::Downtime {
+            id: format!("config:{}:{}", self.config.downtimes.len() + 1, start),
+            site: raw.site.map(Spanned::into_inner),
+            hostname: raw.service.map(Spanned::into_inner),
+            flavour: raw.flavour.map(Spanned::into_inner),
+            start_ms: start,
+            end_ms: end,
+            scheduled,
+            outage,
+            reason: raw.reason,
+            source: "config".into(),
         });
     }
 

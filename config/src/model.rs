@@ -24,6 +24,8 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     /// `[server]`: how `gridprobe serve` runs and where it keeps results.
     pub server: Server,
+    /// Downtimes declared in the configuration (`[[downtime]]`).
+    pub downtimes: Vec<Downtime>,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
 }
@@ -85,6 +87,41 @@ impl Default for Server {
             shutdown_grace: Duration::from_secs(10),
             startup_spread: Duration::from_secs(30),
         }
+    }
+}
+
+/// A declared downtime of a site or of a service instance (from the config or from GOCDB).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Downtime {
+    /// Identity (GOCDB's id, or `config:N:start`).
+    pub id: String,
+    /// The whole site, when given.
+    pub site: Option<String>,
+    /// One service host, when given.
+    pub hostname: Option<String>,
+    /// With `hostname`: only this flavour on that host.
+    pub flavour: Option<String>,
+    /// Start, ms since the epoch.
+    pub start_ms: i64,
+    /// End, ms since the epoch.
+    pub end_ms: i64,
+    /// Declared at least 24 h ahead.
+    pub scheduled: bool,
+    /// OUTAGE severity (only outages take a service down; WARNING means "at risk").
+    pub outage: bool,
+    /// Why.
+    pub reason: String,
+    /// Where it came from: `config` or `gocdb`.
+    pub source: String,
+}
+
+impl Downtime {
+    /// Whether this downtime covers a service instance of a site.
+    pub fn covers(&self, site: &str, hostname: &str, flavour: &str) -> bool {
+        let site_ok = self.site.as_deref().is_none_or(|s| s == site);
+        let host_ok = self.hostname.as_deref().is_none_or(|h| h == hostname);
+        let flavour_ok = self.flavour.as_deref().is_none_or(|f| f == flavour);
+        site_ok && host_ok && flavour_ok
     }
 }
 

@@ -237,6 +237,31 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
             }
         }
     }
+    // Downtimes name real sites and services.
+    let hosts: BTreeSet<&str> = config
+        .sites
+        .iter()
+        .flat_map(|s| s.services.iter().map(|v| v.hostname.as_str()))
+        .collect();
+    for (site, site_span, host, host_span) in &pos.downtime_refs {
+        if let (Some(site), Some(span)) = (site, site_span) {
+            if config.site_index(site).is_none() {
+                out.push(
+                    err(span, format!("downtime names site `{site}`, which is not configured"))
+                        .with_suggestion(site, config.sites.iter().map(|s| s.name.as_str())),
+                );
+            }
+        }
+        if let (Some(host), Some(span)) = (host, host_span) {
+            if !hosts.contains(host.as_str()) {
+                out.push(
+                    err(span, format!("downtime names service `{host}`, which no site has"))
+                        .with_suggestion(host, hosts.iter().copied()),
+                );
+            }
+        }
+    }
+
     let mut profile_names = BTreeMap::new();
     for p in &config.profiles {
         *profile_names.entry(p.name.as_str()).or_insert(0) += 1;

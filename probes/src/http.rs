@@ -313,17 +313,72 @@ struct HttpProbe {
 }
 
 /// One response, with at most `max_body` bytes of its body.
-struct Response {
-    parts: hyper::http::response::Parts,
-    body: Vec<u8>,
-    truncated: bool,
+pub(crate) struct Response {
+    /// Status, version and headers.
+    pub parts: hyper::http::response::Parts,
+    /// The body, cut at `max_body`.
+    pub body: Vec<u8>,
+    /// Whether the body was longer than `max_body`.
+    pub truncated: bool,
 }
 
 /// How far one exchange got, readable after a timeout.
 #[derive(Default)]
-struct Progress {
-    phase: &'static str,
-    ttfb: Option<Duration>,
+pub(crate) struct Progress {
+    /// The phase the exchange is in, for timeout messages.
+    pub phase: &'static str,
+    /// Time to the response headers.
+    pub ttfb: Option<Duration>,
+}
+
+/// One request/response on a new connection to `url` (HTTP or HTTPS with `tls`), the body read
+/// up to `max_body` bytes. Records the connection phases in `timings`, how far the exchange got
+/// in `progress`, the exchange in `log` (credentials hidden) and each server certificate in
+/// `certs`. Shared with the kinds that speak HTTP (the `storage` kind's WebDAV steps).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn fetch(
+    ctx: &ProbeContext,
+    url: &Url,
+    req: Request<Full<Bytes>>,
+    tls: &TlsSettings,
+    max_body: usize,
+    timings: &mut Timings,
+    progress: &mut Progress,
+    log: &mut String,
+    certs: &mut Vec<(String, CertInfo)>,
+) -> Result<Response, Failure> {
+    let https = url.scheme() == "https";
+    let host = strip_brackets(url.host_str().unwrap_or_default());
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
+    let tls = https.then_some((tls, ALPN));
+    let _ = writeln!(log, "{} {url}", req.method());
+    let opened = open(ctx, host, port, tls, timings, log).await?;
+    if let Some(cert) = opened.cert {
+        certs.push((host_port(host, port), cert));
+    }
+    let _ = writeln!(log, "> {} {} {:?}", req.method(), req.uri(), req.version());
+    for (name, value) in req.headers() {
+        let _ = writeln!(log, "> {name}: {}", shown_header(name, value));
+    }
+    let result = bounded(ctx, exchange(opened.stream, req, max_body, https, progress)).await;
+    match result {
+        Err(stop) => Err(Failure::Stopped(stop, progress.phase)),
+        Ok(Err(msg)) => Err(Failure::Critical(msg)),
+        Ok(Ok(resp)) => {
+            let _ = writeln!(
+                log,
+                "< {:?} {}",
+                resp.parts.version,
+                status_text(resp.parts.status).trim_start_matches("HTTP ")
+            );
+            for (name, value) in &resp.parts.headers {
+                let _ = writeln!(log, "< {name}: {}", shown_header(name, value));
+            }
+            Ok(resp)
+        }
+    }
 }
 
 impl HttpProbe {
@@ -427,42 +482,18 @@ impl HttpProbe {
         log: &mut String,
         certs: &mut Vec<(String, CertInfo)>,
     ) -> Result<Response, Failure> {
-        let https = url.scheme() == "https";
-        let host = strip_brackets(url.host_str().unwrap_or_default());
-        let port = url
-            .port_or_known_default()
-            .unwrap_or(if https { 443 } else { 80 });
-        let tls = https.then_some((&self.tls, ALPN));
-        let _ = writeln!(log, "{} {url}", req.method());
-        let opened = open(ctx, host, port, tls, timings, log).await?;
-        if let Some(cert) = opened.cert {
-            certs.push((host_port(host, port), cert));
-        }
-        let _ = writeln!(log, "> {} {} {:?}", req.method(), req.uri(), req.version());
-        for (name, value) in req.headers() {
-            let _ = writeln!(log, "> {name}: {}", shown_header(name, value));
-        }
-        let result = bounded(
+        fetch(
             ctx,
-            exchange(opened.stream, req, self.max_body, https, progress),
+            url,
+            req,
+            &self.tls,
+            self.max_body,
+            timings,
+            progress,
+            log,
+            certs,
         )
-        .await;
-        match result {
-            Err(stop) => Err(Failure::Stopped(stop, progress.phase)),
-            Ok(Err(msg)) => Err(Failure::Critical(msg)),
-            Ok(Ok(resp)) => {
-                let _ = writeln!(
-                    log,
-                    "< {:?} {}",
-                    resp.parts.version,
-                    status_text(resp.parts.status).trim_start_matches("HTTP ")
-                );
-                for (name, value) in &resp.parts.headers {
-                    let _ = writeln!(log, "< {name}: {}", shown_header(name, value));
-                }
-                Ok(resp)
-            }
-        }
+        .await
     }
 
     fn status_expected(&self, code: u16) -> bool {
@@ -801,7 +832,7 @@ fn parse_target(text: &str) -> Result<Url, String> {
 }
 
 /// `HTTP 503 Service Unavailable`.
-fn status_text(status: StatusCode) -> String {
+pub(crate) fn status_text(status: StatusCode) -> String {
     match status.canonical_reason() {
         Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
         None => format!("HTTP {}", status.as_u16()),
@@ -809,7 +840,7 @@ fn status_text(status: StatusCode) -> String {
 }
 
 /// Headers that carry credentials.
-fn is_credential(name: &HeaderName) -> bool {
+pub(crate) fn is_credential(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
@@ -817,7 +848,7 @@ fn is_credential(name: &HeaderName) -> bool {
 }
 
 /// A header value for the details, with credentials hidden.
-fn shown_header(name: &HeaderName, value: &HeaderValue) -> String {
+pub(crate) fn shown_header(name: &HeaderName, value: &HeaderValue) -> String {
     if is_credential(name) {
         "[hidden]".to_string()
     } else {

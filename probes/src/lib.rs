@@ -10,6 +10,7 @@ pub mod registry;
 
 pub mod http;
 pub mod nagios;
+pub mod process;
 pub mod tcp;
 pub mod tls;
 

@@ -4,41 +4,25 @@
 //! of its standard output the summary, the following lines (and its standard error, labelled)
 //! the details, and its performance data is parsed by [`crate::perfdata`].
 //!
-//! Process handling:
-//!
-//! * the plugin runs in its own process group, so that it and everything it starts can be
-//!   signalled together;
-//! * at the deadline (or on cancellation) the group gets SIGTERM, then SIGKILL after
-//!   [`TERM_GRACE`] or as soon as the plugin itself exits. SIGTERM first lets Python/Perl probes
-//!   remove their temporary files and proxies; the grace is short so that a run ends only a
-//!   moment after its deadline;
-//! * when the plugin exits normally, whatever it left behind in its group is killed too: a check
-//!   that has answered has no business leaving processes behind in a long-running monitor;
-//! * if the run future is dropped half-way (the runner may do so), a drop guard kills the group;
-//! * stdout and stderr are read concurrently, each kept up to `output_limit` bytes; the rest is
-//!   read and discarded so that the plugin never blocks on a full pipe.
-//!
-//! A process that leaves the group on purpose (`setsid`) escapes all of this, as it does in
-//! Nagios.
+//! Process handling (own process group, SIGTERM then SIGKILL at the deadline, leftovers killed
+//! after exit, bounded pipes drained to the end) is shared with other kinds in
+//! [`crate::process`].
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use gridprobe_config::{Config, Diagnostic, ProbeDef};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Child;
-use tokio_util::sync::CancellationToken;
 
 use crate::outcome::{Outcome, Status, DETAILS_LIMIT, SUMMARY_LIMIT, TRUNCATION_MARKER};
 use crate::perfdata;
 use crate::placeholders;
+use crate::process::{self, signal_name, Captured, Ending, Finished};
 use crate::registry::ParamDoc;
 use crate::{Probe, ProbeContext, SharedProbe};
 
@@ -100,18 +84,10 @@ pub const MIN_OUTPUT_LIMIT: u64 = 1 << 10;
 pub const MAX_OUTPUT_LIMIT: u64 = 64 << 20;
 
 /// Time between SIGTERM and SIGKILL of the plugin's process group at a timeout.
-pub const TERM_GRACE: Duration = Duration::from_secs(2);
-/// Time given, after the final SIGKILL, for the plugin to be reaped and its pipes to close
-/// (a process stuck in the kernel, e.g. on a hung NFS or CVMFS mount, may never die).
-const FINAL_GRACE: Duration = Duration::from_secs(1);
-/// Time given, after the plugin exits, for its pipes to close; longer means a background
-/// process inherited them.
-const PIPE_GRACE: Duration = Duration::from_secs(1);
+pub use crate::process::TERM_GRACE;
 /// Share of the details given at most to stderr and to gridprobe's notes; stdout gets the rest.
 const STDERR_SHARE: usize = 16 * 1024;
 const NOTES_SHARE: usize = 4 * 1024;
-/// Read buffer size (a Linux pipe holds 64 KiB).
-const CHUNK: usize = 64 * 1024;
 
 const PLACEHOLDER_HELP: &str = "placeholders are {hostname}, {endpoint}, {site}, {vo}, {flavour}, \
     {metric}, {timeout}, {tier} and service parameters as {param.NAME} or {NAME}; write {{ and }} \
@@ -305,86 +281,6 @@ impl Probe for NagiosProbe {
     }
 }
 
-/// Sends signals to the plugin's process group, and SIGKILL when dropped while armed.
-///
-/// The group id is the plugin's pid. While the plugin is not reaped its pid cannot be reused,
-/// and while any member lives the group id cannot either; after both, a new group with the same
-/// id would need a full wrap of the pid space between two of our system calls, which we accept.
-struct ProcessGroup {
-    pgid: Option<libc::pid_t>,
-}
-
-impl ProcessGroup {
-    fn new(pid: Option<u32>) -> Self {
-        // Never 0 or 1: killpg(0) would signal gridprobe's own group.
-        let pgid = pid
-            .and_then(|p| libc::pid_t::try_from(p).ok())
-            .filter(|p| *p > 1);
-        ProcessGroup { pgid }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let Some(pgid) = self.pgid else { return };
-        // SAFETY: killpg only sends a signal; pgid > 1 is the plugin's own group.
-        let rc = unsafe { libc::killpg(pgid, signal) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            // ESRCH: nothing left in the group, which is the goal.
-            if err.raw_os_error() != Some(libc::ESRCH) {
-                tracing::warn!(pgid, signal, %err, "cannot signal plugin process group");
-            }
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        if self.pgid.is_some() {
-            tracing::debug!(
-                pgid = self.pgid,
-                "plugin run dropped: killing its process group"
-            );
-        }
-        self.signal(libc::SIGKILL);
-    }
-}
-
-/// Why supervision ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    Exited,
-    TimedOut,
-    Cancelled,
-}
-
-/// What supervision saw of the plugin process.
-#[derive(Debug)]
-struct Supervised {
-    ending: Ending,
-    status: Option<ExitStatus>,
-    wait_error: Option<io::Error>,
-    /// The plugin exited but something kept its pipes open past [`PIPE_GRACE`].
-    pipes_held: bool,
-}
-
-/// Bytes read from one pipe.
-#[derive(Debug, Default)]
-struct Captured {
-    bytes: Vec<u8>,
-    total: u64,
-    error: Option<io::Error>,
-}
-
-impl Captured {
-    fn truncated(&self) -> bool {
-        self.total > self.bytes.len() as u64
-    }
-}
-
 async fn run_plugin(
     inv: &Invocation,
     ctx: &ProbeContext,
@@ -402,149 +298,15 @@ async fn run_plugin(
     }
 
     let mut cmd = tokio::process::Command::new(&inv.program);
-    cmd.args(&inv.args)
-        .envs(inv.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    cmd.args(&inv.args).envs(inv.env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &inv.workdir {
         cmd.current_dir(dir);
     }
-    let started = Instant::now();
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => return spawn_error(inv, &e),
-    };
-    // Declared after `child`, so dropped first: the group is killed while the plugin is still
-    // unreaped.
-    let mut group = ProcessGroup::new(child.id());
-    tracing::debug!(program = %inv.program, pid = child.id(), metric = %ctx.metric, "plugin started");
-
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let stop = CancellationToken::new();
-    let eof = CancellationToken::new();
-    let reading = async {
-        let captured = tokio::join!(capture(stdout, limit, &stop), capture(stderr, limit, &stop));
-        eof.cancel();
-        captured
-    };
-    let supervising = async {
-        let s = supervise(&mut child, &mut group, ctx, &eof).await;
-        stop.cancel();
-        s
-    };
-    let ((out, err), sup) = tokio::join!(reading, supervising);
-    let elapsed = started.elapsed();
-    tracing::debug!(
-        program = %inv.program,
-        ending = ?sup.ending,
-        status = ?sup.status,
-        stdout_bytes = out.total,
-        stderr_bytes = err.total,
-        elapsed_ms = elapsed.as_millis() as u64,
-        "plugin finished"
-    );
-    outcome(&sup, &out, &err, ctx, timeout_status, limit)
-}
-
-/// Waits for the plugin to exit, the deadline or cancellation, and kills its process group.
-async fn supervise(
-    child: &mut Child,
-    group: &mut ProcessGroup,
-    ctx: &ProbeContext,
-    eof: &CancellationToken,
-) -> Supervised {
-    let deadline = tokio::time::Instant::from_std(ctx.deadline);
-    let mut sup = Supervised {
-        ending: Ending::Exited,
-        status: None,
-        wait_error: None,
-        pipes_held: false,
-    };
-    let record = |sup: &mut Supervised, r: io::Result<ExitStatus>| match r {
-        Ok(s) => sup.status = Some(s),
-        Err(e) => sup.wait_error = Some(e),
-    };
-
-    tokio::select! {
-        biased;
-        _ = ctx.cancel.cancelled() => sup.ending = Ending::Cancelled,
-        r = child.wait() => record(&mut sup, r),
-        _ = tokio::time::sleep_until(deadline) => sup.ending = Ending::TimedOut,
+    tracing::debug!(program = %inv.program, metric = %ctx.metric, "starting plugin");
+    match process::run(cmd, ctx.deadline, &ctx.cancel, limit).await {
+        Ok(finished) => outcome(&finished, ctx, timeout_status, limit),
+        Err(e) => spawn_error(inv, &e),
     }
-
-    if sup.ending == Ending::Exited {
-        // Output written before exit is already in the pipes: EOF should follow at once,
-        // unless a background process inherited them.
-        tokio::select! {
-            _ = eof.cancelled() => {}
-            _ = tokio::time::sleep(PIPE_GRACE) => sup.pipes_held = true,
-            _ = ctx.cancel.cancelled() => sup.pipes_held = !eof.is_cancelled(),
-        }
-        group.signal(libc::SIGKILL);
-        if sup.pipes_held {
-            let _ = tokio::time::timeout(FINAL_GRACE, eof.cancelled()).await;
-        }
-    } else {
-        tracing::info!(metric = %ctx.metric, ending = ?sup.ending, "killing plugin process group");
-        group.signal(libc::SIGTERM);
-        tokio::select! {
-            r = child.wait() => record(&mut sup, r),
-            _ = tokio::time::sleep(TERM_GRACE) => {}
-        }
-        // Also kills members that outlived the plugin or ignore SIGTERM.
-        group.signal(libc::SIGKILL);
-        let reaped = sup.status.is_some() || sup.wait_error.is_some();
-        let final_wait = async {
-            if !reaped {
-                let r = child.wait().await;
-                record(&mut sup, r);
-            }
-            eof.cancelled().await;
-        };
-        // Past this, `kill_on_drop` and tokio's orphan reaping take over.
-        let _ = tokio::time::timeout(FINAL_GRACE, final_wait).await;
-    }
-    group.disarm();
-    sup
-}
-
-/// Reads a pipe to its end or until `stop`, keeping the first `limit` bytes.
-async fn capture<R: AsyncRead + Unpin>(
-    reader: Option<R>,
-    limit: usize,
-    stop: &CancellationToken,
-) -> Captured {
-    let mut cap = Captured::default();
-    let Some(mut reader) = reader else {
-        return cap;
-    };
-    let mut chunk = vec![0u8; CHUNK];
-    loop {
-        let read = tokio::select! {
-            // Stop first: a process writing without pause must not keep us here.
-            biased;
-            _ = stop.cancelled() => break,
-            r = reader.read(&mut chunk) => r,
-        };
-        match read {
-            Ok(0) => break,
-            Ok(n) => {
-                let keep = n.min(limit.saturating_sub(cap.bytes.len()));
-                cap.bytes.extend_from_slice(&chunk[..keep]);
-                cap.total += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                cap.error = Some(e);
-                break;
-            }
-        }
-    }
-    cap
 }
 
 /// Explains a spawn failure precisely: which path, and why.
@@ -588,32 +350,6 @@ fn spawn_error(inv: &Invocation, e: &io::Error) -> Outcome {
         _ => format!("cannot run plugin `{program}`: {e}"),
     };
     Outcome::unknown(summary)
-}
-
-/// The signal's conventional name.
-fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGSYS => "SIGSYS",
-        _ => return format!("signal {signal}"),
-    };
-    format!("{name} ({signal})")
 }
 
 /// "30s", "1.5s".
@@ -662,14 +398,8 @@ fn section(title: &str, text: &str, cap: &Captured, limit: usize, kept: usize) -
 }
 
 /// Turns what was seen and read into the outcome.
-fn outcome(
-    sup: &Supervised,
-    out: &Captured,
-    err: &Captured,
-    ctx: &ProbeContext,
-    timeout_status: Status,
-    limit: usize,
-) -> Outcome {
+fn outcome(sup: &Finished, ctx: &ProbeContext, timeout_status: Status, limit: usize) -> Outcome {
+    let (out, err) = (&sup.stdout, &sup.stderr);
     let stdout = String::from_utf8_lossy(&out.bytes);
     let stderr = String::from_utf8_lossy(&err.bytes);
     let stderr = stderr.trim_end();
@@ -809,6 +539,9 @@ fn outcome(
 mod tests {
     use super::*;
     use std::path::PathBuf;
+    use std::time::Instant;
+
+    use crate::process::FINAL_GRACE;
 
     const PLUGINS: &str = "/usr/lib/nagios/plugins";
     /// Allowance for scheduling noise in timing assertions.
@@ -1454,14 +1187,17 @@ mod tests {
             bytes: out_bytes,
             error: None,
         };
-        let sup = Supervised {
+        let sup = Finished {
             ending: Ending::Exited,
-            status: Some(ExitStatus::from_raw(0)),
+            status: Some(std::process::ExitStatus::from_raw(0)),
             wait_error: None,
             pipes_held: true,
+            stdout: out,
+            stderr: big(100_000),
+            elapsed: Duration::ZERO,
         };
         let ctx = context(Duration::from_secs(1));
-        let o = outcome(&sup, &out, &big(100_000), &ctx, Status::Critical, 1 << 20);
+        let o = outcome(&sup, &ctx, Status::Critical, 1 << 20);
         assert_eq!(o.status, Status::Ok);
         assert!(o.details.len() <= DETAILS_LIMIT);
         assert!(o

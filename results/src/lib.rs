@@ -1,6 +1,7 @@
 //! gridprobe results: the result store (SQLite embedded by default), the batching writer that
 //! keeps the probe path free of database latency, and (later) availability and reports.
 
+pub mod availability;
 pub mod matrix;
 pub mod sqlite;
 pub mod store;

@@ -136,4 +136,24 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug {
     async fn record_event(&self, event: &StoreEvent) -> Result<(), StoreError>;
     /// Events since a time, oldest first.
     async fn events(&self, since_ms: i64) -> Result<Vec<StoreEvent>, StoreError>;
+    /// Final results `(start, status)` per cell started in `[since, until)`, each cell led by
+    /// its last final result before `since`; for availability.
+    async fn timelines(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        filter: &CellFilter,
+    ) -> Result<Vec<(CellKey, Vec<(i64, gridprobe_probes::Status)>)>, StoreError>;
+    /// Replaces every downtime of one source (e.g. `gocdb`) at once: all or nothing.
+    async fn replace_downtimes(
+        &self,
+        source: &str,
+        downtimes: &[gridprobe_config::Downtime],
+    ) -> Result<(), StoreError>;
+    /// Stored downtimes overlapping `[since, until)`.
+    async fn downtimes(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<gridprobe_config::Downtime>, StoreError>;
 }

@@ -192,6 +192,27 @@ fn late_tolerance(interval_ms: i64) -> i64 {
     (interval_ms / 2).clamp(1_000, 30_000)
 }
 
+/// A finished run, reported back to the scheduler loop.
+#[derive(Debug)]
+struct Finished {
+    key: CellKey,
+    started_ms: i64,
+    /// The cell reported for the first time, or went from down to up: its dependants that are
+    /// waiting or on standby may run now.
+    wake_children: bool,
+}
+
+/// For each cell, the entries that depend on it.
+fn children_of(entries: &[Entry]) -> HashMap<CellKey, Vec<usize>> {
+    let mut map: HashMap<CellKey, Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        for p in &e.parents {
+            map.entry(p.clone()).or_default().push(i);
+        }
+    }
+    map
+}
+
 /// A request to replace the schedule; the reply says whether it was applied.
 pub type ReloadRequest = (Plan, tokio::sync::oneshot::Sender<usize>);
 
@@ -224,7 +245,8 @@ pub async fn run_scheduler(
     let inflight: Arc<Mutex<HashSet<CellKey>>> = Default::default();
     // Fired after the shutdown grace: probes still running stop and are recorded interrupted.
     let interrupt = CancellationToken::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(CellKey, i64)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    let mut children = children_of(&entries);
 
     loop {
         let now = unix_ms(SystemTime::now());
@@ -242,11 +264,16 @@ pub async fn run_scheduler(
                 tracing::debug!(cell = ?entry.key, late_ms = now - due, "missed slot skipped");
                 slot_at_or_after(now, entry.interval_ms, entry.offset_ms)
             } else {
-                let busy = {
+                // A child whose parent has not reported yet waits for it: the parent's first
+                // result wakes it (below), so it is judged with the parent's state.
+                let parent_pending = entry.parents.iter().any(|p| states.get(p).is_none());
+                let busy = parent_pending || {
                     let mut set = inflight.lock().unwrap_or_else(|p| p.into_inner());
                     !set.insert(entry.key.clone())
                 };
-                if busy {
+                if parent_pending {
+                    tracing::debug!(cell = ?entry.key, "waiting for a parent's first result");
+                } else if busy {
                     stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(cell = ?entry.key, "previous run still in flight; slot skipped");
                 } else {
@@ -274,8 +301,23 @@ pub async fn run_scheduler(
             .unwrap_or(1000);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
-            Some((key, started)) = done_rx.recv() => {
-                last_runs.insert(key, started);
+            Some(done) = done_rx.recv() => {
+                if done.wake_children {
+                    // A parent reported for the first time or is up again: its waiting and
+                    // standby dependants run now, not an interval later.
+                    let now = unix_ms(SystemTime::now());
+                    for &child in children.get(&done.key).map(Vec::as_slice).unwrap_or(&[]) {
+                        let waiting = entries
+                            .get(child)
+                            .map(|e| states.get(&e.key))
+                            .is_some_and(|st| st.is_none_or(|(s, _, _)| s == Status::Standby));
+                        if waiting {
+                            queue.retain(|(_, i)| *i != child);
+                            queue.insert((now, child));
+                        }
+                    }
+                }
+                last_runs.insert(done.key, done.started_ms);
             }
             Some((new_plan, reply)) = reloads.recv() => {
                 let now = unix_ms(SystemTime::now());
@@ -296,6 +338,7 @@ pub async fn run_scheduler(
                 }
                 queue = new_queue;
                 entries = new_entries;
+                children = children_of(&entries);
                 limits = Arc::new(Limits::from_defaults(&new_plan.config.defaults));
                 opts = SchedulerOptions::from_config(&new_plan.config);
                 plan = new_plan;
@@ -334,7 +377,7 @@ async fn run_entry(
     interrupt: CancellationToken,
     stats: Arc<SchedulerStats>,
     inflight: Arc<Mutex<HashSet<CellKey>>>,
-    done: mpsc::UnboundedSender<(CellKey, i64)>,
+    done: mpsc::UnboundedSender<Finished>,
 ) {
     stats.inflight.fetch_add(1, Ordering::Relaxed);
     let config = &plan.config;
@@ -412,13 +455,20 @@ async fn run_entry(
     };
     let n = attempts.len();
     if let Some(last) = attempts.last() {
+        let was_up = states.get(&entry.key).map(|(s, _, _)| s.is_up());
+        let wake_children =
+            was_up.is_none() || (last.outcome.status.is_up() && was_up == Some(false));
         states.set(
             entry.key.clone(),
             last.outcome.status,
             last.outcome.summary.clone(),
             last.started_at_ms,
         );
-        let _ = done.send((entry.key.clone(), attempts[0].started_at_ms));
+        let _ = done.send(Finished {
+            key: entry.key.clone(),
+            started_ms: attempts[0].started_at_ms,
+            wake_children,
+        });
     }
     for (i, result) in attempts.into_iter().enumerate() {
         writer.send(NewResult {
