@@ -127,6 +127,52 @@ enum Command {
         #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
         format: commands::TableFormat,
     },
+    /// Availability and reliability per site (and tier, flavour or instance) over a period.
+    Report {
+        /// The VO's main TOML file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Result store (as for serve).
+        #[arg(long, value_name = "PATH")]
+        store: Option<String>,
+        /// A month (2026-10), day (2026-10-05), hour (2026-10-05T14), the last 24h / 7d / 30d,
+        /// or a range (2026-10-01..2026-10-15); UTC.
+        #[arg(long)]
+        period: String,
+        /// Rows: per site, per flavour or per service instance.
+        #[arg(long, value_enum, default_value_t = commands::report::Level::Site)]
+        level: commands::report::Level,
+        /// Availability profile (default: the first in the configuration).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Figures are n/a when more than this fraction of the period is unknown.
+        #[arg(long, default_value_t = 0.9)]
+        unknown_threshold: f64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
+        format: commands::TableFormat,
+    },
+    /// The most frequent failure reasons, with the sites they affect.
+    Reasons {
+        /// The VO's main TOML file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Result store (as for serve).
+        #[arg(long, value_name = "PATH")]
+        store: Option<String>,
+        /// How far back, e.g. 24h or 7d.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// At most this many reasons.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
+        format: commands::TableFormat,
+    },
     /// List the probe kinds with their parameters and defaults.
     Probes {
         /// Output format.
@@ -161,6 +207,32 @@ fn main() -> ExitCode {
             format,
         } => commands::run::run(&config, site, service, probe, format),
         Command::Probes { format } => commands::probes::run(format),
+        Command::Report {
+            config,
+            store,
+            period,
+            level,
+            profile,
+            site,
+            unknown_threshold,
+            format,
+        } => commands::report::run(
+            &config,
+            store.as_deref(),
+            &period,
+            level,
+            profile.as_deref(),
+            site.as_deref(),
+            unknown_threshold,
+            format,
+        ),
+        Command::Reasons {
+            config,
+            store,
+            since,
+            limit,
+            format,
+        } => commands::report::reasons(&config, store.as_deref(), &since, limit, format),
         Command::Serve {
             config,
             store,

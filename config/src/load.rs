@@ -67,8 +67,14 @@ struct RawService {
     tags: Vec<String>,
     #[serde(default)]
     params: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    production: bool,
     #[serde(default, rename = "override")]
     overrides: BTreeMap<Spanned<String>, RawOverride>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -787,6 +793,7 @@ impl Loader {
                     endpoint,
                     tags: raw.tags,
                     params: raw.params,
+                    production: raw.production,
                     overrides,
                     span: self.span(file, raw.hostname.span()),
                 });
@@ -905,7 +912,11 @@ impl Loader {
             "scheduled" => Some(true),
             "unscheduled" => Some(false),
             other => {
-                let d = self.error(file, raw.classification.span(), format!("unknown classification `{other}`"));
+                let d = self.error(
+                    file,
+                    raw.classification.span(),
+                    format!("unknown classification `{other}`"),
+                );
                 self.diagnostics.push(d.with_help("write classification = \"scheduled\" (declared at least 24 h ahead) or \"unscheduled\""));
                 None
             }
@@ -914,18 +925,28 @@ impl Loader {
             "outage" => Some(true),
             "warning" => Some(false),
             other => {
-                let d = self.error(file, raw.severity.span(), format!("unknown severity `{other}`"));
-                self.diagnostics.push(d.with_help("write severity = \"outage\" (the service is down) or \"warning\" (at risk)"));
+                let d = self.error(
+                    file,
+                    raw.severity.span(),
+                    format!("unknown severity `{other}`"),
+                );
+                self.diagnostics.push(d.with_help(
+                    "write severity = \"outage\" (the service is down) or \"warning\" (at risk)",
+                ));
                 None
             }
         };
         if raw.site.is_none() && raw.service.is_none() {
             let span = raw.start.span();
             let d = self.error(file, span, "a downtime must name a `site` or a `service`");
-            self.diagnostics.push(d.with_help("add site = \"SITE\" (the whole site) or service = \"HOSTNAME\""));
+            self.diagnostics.push(
+                d.with_help("add site = \"SITE\" (the whole site) or service = \"HOSTNAME\""),
+            );
             return;
         }
-        let (Some(start), Some(end), Some(scheduled), Some(outage)) = (start, end, scheduled, outage) else {
+        let (Some(start), Some(end), Some(scheduled), Some(outage)) =
+            (start, end, scheduled, outage)
+        else {
             return;
         };
         if end <= start {
@@ -933,7 +954,12 @@ impl Loader {
             self.diagnostics.push(d);
             return;
         }
-        let span_of = |s: &Option<Spanned<String>>| s.as_ref().map(|v| Span { file, range: v.span() });
+        let span_of = |s: &Option<Spanned<String>>| {
+            s.as_ref().map(|v| Span {
+                file,
+                range: v.span(),
+            })
+        };
         self.positions.downtime_refs.push((
             raw.site.as_ref().map(|s| s.get_ref().clone()),
             span_of(&raw.site),

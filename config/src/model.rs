@@ -159,6 +159,8 @@ pub struct Service {
     pub tags: Vec<String>,
     /// Arbitrary string parameters, usable as `{name}` placeholders by probes.
     pub params: BTreeMap<String, String>,
+    /// Counted in availability (`production = false` services are probed and shown only).
+    pub production: bool,
     /// Per-probe overrides for this instance, keyed by metric.
     pub overrides: BTreeMap<String, Overrides>,
     /// Where the service's `hostname` is written.

@@ -247,16 +247,22 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         if let (Some(site), Some(span)) = (site, site_span) {
             if config.site_index(site).is_none() {
                 out.push(
-                    err(span, format!("downtime names site `{site}`, which is not configured"))
-                        .with_suggestion(site, config.sites.iter().map(|s| s.name.as_str())),
+                    err(
+                        span,
+                        format!("downtime names site `{site}`, which is not configured"),
+                    )
+                    .with_suggestion(site, config.sites.iter().map(|s| s.name.as_str())),
                 );
             }
         }
         if let (Some(host), Some(span)) = (host, host_span) {
             if !hosts.contains(host.as_str()) {
                 out.push(
-                    err(span, format!("downtime names service `{host}`, which no site has"))
-                        .with_suggestion(host, hosts.iter().copied()),
+                    err(
+                        span,
+                        format!("downtime names service `{host}`, which no site has"),
+                    )
+                    .with_suggestion(host, hosts.iter().copied()),
                 );
             }
         }

@@ -37,7 +37,7 @@ pub const SUMMARY: &str = "HTTP(S) request with per-phase timings, status and bo
                            server certificate expiry";
 
 /// Sent as `User-Agent` unless the `headers` table sets one.
-const USER_AGENT_VALUE: &str = concat!("gridprobe/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT_VALUE: &str = concat!("gridprobe/", env!("CARGO_PKG_VERSION"));
 /// Methods a probe may use.
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PROPFIND",

@@ -11,6 +11,7 @@ pub mod registry;
 pub mod http;
 pub mod nagios;
 pub mod process;
+pub mod storage;
 pub mod tcp;
 pub mod tls;
 

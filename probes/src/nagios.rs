@@ -298,7 +298,8 @@ async fn run_plugin(
     }
 
     let mut cmd = tokio::process::Command::new(&inv.program);
-    cmd.args(&inv.args).envs(inv.env.iter().map(|(k, v)| (k, v)));
+    cmd.args(&inv.args)
+        .envs(inv.env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &inv.workdir {
         cmd.current_dir(dir);
     }

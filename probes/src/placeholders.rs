@@ -124,6 +124,7 @@ pub(crate) mod tests {
                 tags: vec![],
                 params,
                 overrides: Default::default(),
+                production: true,
                 span: gridprobe_config::Span {
                     file: 0,
                     range: 0..0,

@@ -96,12 +96,14 @@ impl Finished {
 /// The group id is the program's pid. While the program is not reaped its pid cannot be reused,
 /// and while any member lives the group id cannot either; after both, a new group with the same
 /// id would need a full wrap of the pid space between two of our system calls, which we accept.
-struct ProcessGroup {
+/// Also used by the `ce` kind's local backend, whose jobs run in a group of their own.
+pub(crate) struct ProcessGroup {
     pgid: Option<libc::pid_t>,
 }
 
 impl ProcessGroup {
-    fn new(pid: Option<u32>) -> Self {
+    /// The group led by `pid` (none for a missing or unusable pid).
+    pub(crate) fn new(pid: Option<u32>) -> Self {
         // Never 0 or 1: killpg(0) would signal gridprobe's own group.
         let pgid = pid
             .and_then(|p| libc::pid_t::try_from(p).ok())
@@ -109,7 +111,8 @@ impl ProcessGroup {
         ProcessGroup { pgid }
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    /// Sends `signal` to every member; a group already gone is fine.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         let Some(pgid) = self.pgid else { return };
         // SAFETY: killpg only sends a signal; pgid > 1 is the program's own group.
         let rc = unsafe { libc::killpg(pgid, signal) };
@@ -122,7 +125,8 @@ impl ProcessGroup {
         }
     }
 
-    fn disarm(&mut self) {
+    /// Forgets the group: no signal is sent any more, on drop neither.
+    pub(crate) fn disarm(&mut self) {
         self.pgid = None;
     }
 }
@@ -356,11 +360,20 @@ mod tests {
         cmd.args(["-c", "sleep 1000"]);
         let cancel = CancellationToken::new();
         let start = Instant::now();
-        let f = run(cmd, Instant::now() + Duration::from_millis(300), &cancel, 1024)
-            .await
-            .expect("spawn");
+        let f = run(
+            cmd,
+            Instant::now() + Duration::from_millis(300),
+            &cancel,
+            1024,
+        )
+        .await
+        .expect("spawn");
         assert_eq!(f.ending, Ending::TimedOut);
-        assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

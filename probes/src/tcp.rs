@@ -769,7 +769,7 @@ pub(crate) fn fmt_secs(d: Duration) -> String {
 }
 
 /// A timeout as configured: `30s`, `0.5s`.
-fn fmt_timeout(d: Duration) -> String {
+pub(crate) fn fmt_timeout(d: Duration) -> String {
     let text = format!("{:.3}", d.as_secs_f64());
     format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
 }
@@ -810,6 +810,26 @@ pub(crate) fn check_template(
             .error(&def.params.key_span(key), format!("`{key}`: {e}"))
             .with_help("placeholders look like {hostname} or {param.NAME}; write {{ and }} for literal braces")
     })
+}
+
+/// Parses the duration param `key` (`30s`, `1h`), or a positioned diagnostic; `None` when the
+/// key is absent.
+pub(crate) fn duration_param(
+    def: &ProbeDef,
+    config: &Config,
+    key: &str,
+    value: Option<&str>,
+) -> Result<Option<Duration>, Diagnostic> {
+    value
+        .map(|v| {
+            gridprobe_config::parse_duration(v).map_err(|e| {
+                config
+                    .sources
+                    .error(&def.params.key_span(key), format!("`{key}`: {e}"))
+                    .with_help("write a duration such as \"30s\", \"5m\" or \"1h 30m\"")
+            })
+        })
+        .transpose()
 }
 
 /// Compiles the regex of `key`, or a positioned diagnostic with the parser's reason.

@@ -142,7 +142,12 @@ pub fn metric_timeline(
             push(&mut raw, cursor, t, AStatus::Missing);
         }
         let valid_until = t.saturating_add(freshness).min(next);
-        push(&mut raw, t.max(cursor), valid_until, AStatus::from_probe(status));
+        push(
+            &mut raw,
+            t.max(cursor),
+            valid_until,
+            AStatus::from_probe(status),
+        );
         if valid_until < next {
             push(&mut raw, valid_until, next, AStatus::Missing);
         }
@@ -156,16 +161,25 @@ pub fn metric_timeline(
 
 /// Replaces the parts of a timeline covered by downtimes with DOWNTIME. Where a scheduled and
 /// an unscheduled downtime overlap, the time counts as scheduled: it was announced ahead.
-pub fn overlay_downtimes(timeline: Timeline, downtimes: &[DowntimeSpan], period: &Range<Ms>) -> Timeline {
+pub fn overlay_downtimes(
+    timeline: Timeline,
+    downtimes: &[DowntimeSpan],
+    period: &Range<Ms>,
+) -> Timeline {
     if downtimes.is_empty() {
         return timeline;
     }
     let dt = downtime_timeline(downtimes, period);
     let mut out = Vec::with_capacity(timeline.len() + dt.len() * 2);
-    sweep(&[timeline, dt], period, |statuses| match statuses[1] {
-        Some(d @ AStatus::Downtime { .. }) => d,
-        _ => statuses[0].unwrap_or(AStatus::Missing),
-    }, &mut out);
+    sweep(
+        &[timeline, dt],
+        period,
+        |statuses| match statuses[1] {
+            Some(d @ AStatus::Downtime { .. }) => d,
+            _ => statuses[0].unwrap_or(AStatus::Missing),
+        },
+        &mut out,
+    );
     out
 }
 
@@ -194,7 +208,11 @@ fn downtime_timeline(downtimes: &[DowntimeSpan], period: &Range<Ms>) -> Timeline
         };
         match out.last_mut() {
             Some(last) if last.status == status => last.end = b,
-            _ => out.push(Segment { start: a, end: b, status }),
+            _ => out.push(Segment {
+                start: a,
+                end: b,
+                status,
+            }),
         }
     }
     out
@@ -232,7 +250,11 @@ fn sweep(
         let status = pick(&current);
         match out.last_mut() {
             Some(last) if last.status == status && last.end == t => last.end = next,
-            _ => out.push(Segment { start: t, end: next, status }),
+            _ => out.push(Segment {
+                start: t,
+                end: next,
+                status,
+            }),
         }
         t = next;
     }
@@ -260,14 +282,19 @@ pub fn combine(timelines: &[Timeline], op: Combine, period: &Range<Ms>) -> Timel
         }
         return out;
     }
-    sweep(timelines, period, |statuses| {
-        let present = statuses.iter().map(|s| s.unwrap_or(AStatus::Missing));
-        match op {
-            Combine::And => present.max_by_key(|s| s.and_rank()),
-            Combine::Or => present.max_by_key(|s| s.or_rank()),
-        }
-        .unwrap_or(AStatus::Missing)
-    }, &mut out);
+    sweep(
+        timelines,
+        period,
+        |statuses| {
+            let present = statuses.iter().map(|s| s.unwrap_or(AStatus::Missing));
+            match op {
+                Combine::And => present.max_by_key(|s| s.and_rank()),
+                Combine::Or => present.max_by_key(|s| s.or_rank()),
+            }
+            .unwrap_or(AStatus::Missing)
+        },
+        &mut out,
+    );
     out
 }
 
@@ -365,10 +392,18 @@ mod tests {
     fn worked_example_from_the_docs() {
         let period = day();
         let fresh = 2 * H + 10 * 60_000;
-        let hourly = |f: &dyn Fn(Ms) -> Status| -> Vec<(Ms, Status)> { (0..24).map(|h| (h * H, f(h))).collect() };
+        let hourly = |f: &dyn Fn(Ms) -> Status| -> Vec<(Ms, Status)> {
+            (0..24).map(|h| (h * H, f(h))).collect()
+        };
         // ce1: CRITICAL from 06:00 to 12:00, OK otherwise.
         let ce1 = metric_timeline(
-            &hourly(&|h| if (6..12).contains(&h) { Status::Critical } else { Status::Ok }),
+            &hourly(&|h| {
+                if (6..12).contains(&h) {
+                    Status::Critical
+                } else {
+                    Status::Ok
+                }
+            }),
             fresh,
             &period,
             &[],
@@ -378,7 +413,10 @@ mod tests {
             &hourly(&|_| Status::Ok),
             fresh,
             &period,
-            &[DowntimeSpan { span: 8 * H..14 * H, scheduled: true }],
+            &[DowntimeSpan {
+                span: 8 * H..14 * H,
+                scheduled: true,
+            }],
         );
         // se1: OK until its probe stops after the 18:00 result; from 20:10 MISSING.
         let se1 = metric_timeline(
@@ -400,8 +438,14 @@ mod tests {
         assert_eq!(f.up_ms, 24 * H - 4 * H - missing);
         assert_eq!(f.known_ms, 24 * H - missing);
         // availability = 16h10m / 20h10m
-        assert!(approx(f.availability, (16.0 * 60.0 + 10.0) / (20.0 * 60.0 + 10.0)), "{f:?}");
-        assert!(approx(f.reliability, (16.0 * 60.0 + 10.0) / (20.0 * 60.0 + 10.0)));
+        assert!(
+            approx(f.availability, (16.0 * 60.0 + 10.0) / (20.0 * 60.0 + 10.0)),
+            "{f:?}"
+        );
+        assert!(approx(
+            f.reliability,
+            (16.0 * 60.0 + 10.0) / (20.0 * 60.0 + 10.0)
+        ));
         // ce2 alone: 6 h scheduled downtime lowers availability, not reliability.
         let f2 = figures(&ce2, &period, DEFAULT_UNKNOWN_THRESHOLD);
         assert!(approx(f2.availability, 18.0 / 24.0), "{f2:?}");
@@ -413,12 +457,26 @@ mod tests {
     fn metric_missing_for_half_the_period() {
         // One OK result at 00:00 with a 12 h freshness and nothing after: half OK, half MISSING.
         let tl = metric_timeline(&[(0, Status::Ok)], 12 * H, &day(), &[]);
-        assert_eq!(tl, vec![
-            Segment { start: 0, end: 12 * H, status: AStatus::Ok },
-            Segment { start: 12 * H, end: DAY, status: AStatus::Missing },
-        ]);
+        assert_eq!(
+            tl,
+            vec![
+                Segment {
+                    start: 0,
+                    end: 12 * H,
+                    status: AStatus::Ok
+                },
+                Segment {
+                    start: 12 * H,
+                    end: DAY,
+                    status: AStatus::Missing
+                },
+            ]
+        );
         let f = figures(&tl, &day(), 0.9);
-        assert!(approx(f.availability, 1.0), "unknown time is excluded: {f:?}");
+        assert!(
+            approx(f.availability, 1.0),
+            "unknown time is excluded: {f:?}"
+        );
         assert!((f.unknown_fraction - 0.5).abs() < 1e-9);
     }
 
@@ -426,7 +484,14 @@ mod tests {
     fn result_before_the_period_holds_into_it() {
         // Last result 30 min before the day, freshness 1 h: OK for the first 30 min.
         let tl = metric_timeline(&[(-30 * 60_000, Status::Ok)], H, &day(), &[]);
-        assert_eq!(tl[0], Segment { start: 0, end: 30 * 60_000, status: AStatus::Ok });
+        assert_eq!(
+            tl[0],
+            Segment {
+                start: 0,
+                end: 30 * 60_000,
+                status: AStatus::Ok
+            }
+        );
         assert_eq!(tl[1].status, AStatus::Missing);
     }
 
@@ -436,12 +501,28 @@ mod tests {
         let fresh = 2 * H;
         let flap = |even_ok: bool| -> Timeline {
             let r: Vec<(Ms, Status)> = (0..24)
-                .map(|h| (h * H, if (h % 2 == 0) == even_ok { Status::Ok } else { Status::Critical }))
+                .map(|h| {
+                    (
+                        h * H,
+                        if (h % 2 == 0) == even_ok {
+                            Status::Ok
+                        } else {
+                            Status::Critical
+                        },
+                    )
+                })
                 .collect();
             metric_timeline(&r, fresh, &day(), &[])
         };
         let ce = combine(&[flap(true), flap(false)], Combine::Or, &day());
-        assert_eq!(ce, vec![Segment { start: 0, end: DAY, status: AStatus::Ok }]);
+        assert_eq!(
+            ce,
+            vec![Segment {
+                start: 0,
+                end: DAY,
+                status: AStatus::Ok
+            }]
+        );
         // AND of the same two: always CRITICAL.
         let both = combine(&[flap(true), flap(false)], Combine::And, &day());
         assert!(approx(figures(&both, &day(), 0.9).availability, 0.0));
@@ -451,13 +532,24 @@ mod tests {
     fn overlapping_downtimes_count_once_and_scheduled_wins() {
         // Scheduled 02-06 and unscheduled 04-10 over a CRITICAL day.
         let tl = metric_timeline(
-            &(0..24).map(|h| (h * H, Status::Critical)).collect::<Vec<_>>(),
+            &(0..24)
+                .map(|h| (h * H, Status::Critical))
+                .collect::<Vec<_>>(),
             2 * H,
             &day(),
             &[
-                DowntimeSpan { span: 2 * H..6 * H, scheduled: true },
-                DowntimeSpan { span: 4 * H..10 * H, scheduled: false },
-                DowntimeSpan { span: 3 * H..5 * H, scheduled: true },
+                DowntimeSpan {
+                    span: 2 * H..6 * H,
+                    scheduled: true,
+                },
+                DowntimeSpan {
+                    span: 4 * H..10 * H,
+                    scheduled: false,
+                },
+                DowntimeSpan {
+                    span: 3 * H..5 * H,
+                    scheduled: true,
+                },
             ],
         );
         let f = figures(&tl, &day(), 0.9);
@@ -472,11 +564,23 @@ mod tests {
     #[test]
     fn unscheduled_downtime_is_an_outage_for_both_figures() {
         let ok_all_day: Vec<(Ms, Status)> = (0..24).map(|h| (h * H, Status::Ok)).collect();
-        let tl = metric_timeline(&ok_all_day, 2 * H, &day(), &[DowntimeSpan { span: 0..6 * H, scheduled: false }]);
+        let tl = metric_timeline(
+            &ok_all_day,
+            2 * H,
+            &day(),
+            &[DowntimeSpan {
+                span: 0..6 * H,
+                scheduled: false,
+            }],
+        );
         let f = figures(&tl, &day(), 0.9);
         assert!(approx(f.availability, 0.75));
         assert!(approx(f.reliability, 0.75));
-        assert_eq!(status_at(&tl, H), Some(AStatus::Downtime { scheduled: false }), "shown as DOWNTIME");
+        assert_eq!(
+            status_at(&tl, H),
+            Some(AStatus::Downtime { scheduled: false }),
+            "shown as DOWNTIME"
+        );
     }
 
     #[test]
@@ -492,7 +596,12 @@ mod tests {
 
     #[test]
     fn standby_counts_as_unknown_and_warning_as_up() {
-        let r = [(0, Status::Warning), (6 * H, Status::Standby), (12 * H, Status::Ok), (18 * H, Status::Critical)];
+        let r = [
+            (0, Status::Warning),
+            (6 * H, Status::Standby),
+            (12 * H, Status::Ok),
+            (18 * H, Status::Critical),
+        ];
         let tl = metric_timeline(&r, 6 * H, &day(), &[]);
         let f = figures(&tl, &day(), 0.9);
         // UP = 12 h (WARNING + OK), KNOWN = 18 h.
@@ -502,7 +611,13 @@ mod tests {
     #[test]
     fn and_and_or_follow_the_argo_truth_tables() {
         let p = 0..10;
-        let one = |s: AStatus| vec![Segment { start: 0, end: 10, status: s }];
+        let one = |s: AStatus| {
+            vec![Segment {
+                start: 0,
+                end: 10,
+                status: s,
+            }]
+        };
         let dt = AStatus::Downtime { scheduled: true };
         let and = |a, b| combine(&[one(a), one(b)], Combine::And, &p)[0].status;
         let or = |a, b| combine(&[one(a), one(b)], Combine::Or, &p)[0].status;
@@ -521,11 +636,26 @@ mod tests {
 
     #[test]
     fn results_out_of_the_period_are_ignored_and_boundaries_are_exact() {
-        let r = [(-5 * H, Status::Critical), (-H, Status::Ok), (DAY + H, Status::Critical)];
+        let r = [
+            (-5 * H, Status::Critical),
+            (-H, Status::Ok),
+            (DAY + H, Status::Critical),
+        ];
         let tl = metric_timeline(&r, 3 * H, &day(), &[]);
-        assert_eq!(tl, vec![
-            Segment { start: 0, end: 2 * H, status: AStatus::Ok },
-            Segment { start: 2 * H, end: DAY, status: AStatus::Missing },
-        ]);
+        assert_eq!(
+            tl,
+            vec![
+                Segment {
+                    start: 0,
+                    end: 2 * H,
+                    status: AStatus::Ok
+                },
+                Segment {
+                    start: 2 * H,
+                    end: DAY,
+                    status: AStatus::Missing
+                },
+            ]
+        );
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod availability;
 pub mod matrix;
+pub mod reasons;
+pub mod report;
 pub mod sqlite;
 pub mod store;
 pub mod writer;

@@ -478,6 +478,9 @@ fn history_sql(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
     if !q.include_attempts {
         sql.push_str(" AND r.final = 1");
     }
+    if q.non_ok_only {
+        sql.push_str(" AND r.status <> 'OK'");
+    }
     let limit = if q.limit == 0 {
         DEFAULT_HISTORY_LIMIT
     } else {
@@ -585,7 +588,11 @@ impl ResultStore for SqliteStore {
             .await
     }
 
-    async fn replace_downtimes(&self, source: &str, downtimes: &[Downtime]) -> Result<(), StoreError> {
+    async fn replace_downtimes(
+        &self,
+        source: &str,
+        downtimes: &[Downtime],
+    ) -> Result<(), StoreError> {
         let source = source.to_string();
         let downtimes = downtimes.to_vec();
         self.with_conn(move |conn| {
@@ -606,8 +613,16 @@ impl ResultStore for SqliteStore {
                     .map_err(query_err)?;
                 for d in &downtimes {
                     stmt.execute(params![
-                        source, d.id, d.site, d.hostname, d.flavour, d.start_ms, d.end_ms,
-                        d.scheduled, d.outage, d.reason
+                        source,
+                        d.id,
+                        d.site,
+                        d.hostname,
+                        d.flavour,
+                        d.start_ms,
+                        d.end_ms,
+                        d.scheduled,
+                        d.outage,
+                        d.reason
                     ])
                     .map_err(query_err)?;
                 }
@@ -691,7 +706,9 @@ impl SqliteStore {
         // Cells known to the store, with their last result before `since`.
         {
             let mut cells = conn
-                .prepare_cached("SELECT site, hostname, flavour, metric FROM latest ORDER BY 1, 2, 3, 4")
+                .prepare_cached(
+                    "SELECT site, hostname, flavour, metric FROM latest ORDER BY 1, 2, 3, 4",
+                )
                 .map_err(query_err)?;
             let keys: Vec<CellKey> = cells
                 .query_map([], |r| {

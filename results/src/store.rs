@@ -78,6 +78,8 @@ pub struct HistoryQuery {
     pub until_ms: Option<i64>,
     /// Include non-final retry attempts.
     pub include_attempts: bool,
+    /// Only results that are not OK (for failure reasons).
+    pub non_ok_only: bool,
     /// At most this many.
     pub limit: usize,
 }

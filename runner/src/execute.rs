@@ -193,6 +193,7 @@ mod tests {
                 tags: vec![],
                 params: Default::default(),
                 overrides: Default::default(),
+                production: true,
                 span: gridprobe_config::Span {
                     file: 0,
                     range: 0..0,

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod matrix;
 pub mod probes;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod serve;

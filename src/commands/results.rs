@@ -105,6 +105,7 @@ pub fn run(
         until_ms: None,
         include_attempts: args.attempts,
         limit: args.limit,
+        ..Default::default()
     }))?;
     match args.format {
         TableFormat::Json => println!("{}", serde_json::to_string_pretty(&history)?),

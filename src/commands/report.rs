@@ -1,0 +1,303 @@
+//! `gridprobe report` (availability and reliability over a period) and `gridprobe reasons`
+//! (top failure reasons).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use comfy_table::Cell;
+use gridprobe_results::availability::Figures;
+use gridprobe_results::report::{compute, parse_period, Report};
+use gridprobe_results::{CellFilter, HistoryQuery, ResultStore};
+
+use super::{open_store_for, TableFormat};
+use crate::render::{colour_stdout, table};
+
+/// Which rows a report shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Level {
+    /// One row per site (and per tier).
+    Site,
+    /// One row per flavour of each site.
+    Flavour,
+    /// One row per service instance.
+    Instance,
+}
+
+/// `0.973` → `97.3%`; `None` → `n/a`.
+fn pct(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.1}%", v * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// A row of figures, for table and CSV.
+fn figure_cells(f: &Figures) -> [String; 4] {
+    [
+        pct(f.availability),
+        pct(f.reliability),
+        pct(Some(f.maintenance)),
+        pct(Some(f.unknown_fraction)),
+    ]
+}
+
+/// Prints the report.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    config_path: &Path,
+    store_flag: Option<&str>,
+    period_text: &str,
+    level: Level,
+    profile: Option<&str>,
+    site: Option<&str>,
+    unknown_threshold: f64,
+    format: TableFormat,
+) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&unknown_threshold) {
+        eprintln!("error: --unknown-threshold must be between 0 and 1, got {unknown_threshold}");
+        return Ok(ExitCode::from(2));
+    }
+    let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
+    let period = match parse_period(period_text, now) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --period: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some((config, store)) = open_store_for(config_path, store_flag)? else {
+        return Ok(ExitCode::from(1));
+    };
+    if let Some(s) = site {
+        if config.site_index(s).is_none() {
+            let hint =
+                gridprobe_config::did_you_mean(s, config.sites.iter().map(|x| x.name.as_str()))
+                    .map(|b| format!(" (did you mean `{b}`?)"))
+                    .unwrap_or_default();
+            eprintln!("error: no site named `{s}`{hint}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let filter = CellFilter {
+        vo: None,
+        site: site.map(str::to_string),
+        flavour: None,
+    };
+    let (cells, downtimes) = runtime.block_on(async {
+        let cells = store
+            .timelines(period.start_ms, period.end_ms, &filter)
+            .await?;
+        let downtimes = store.downtimes(period.start_ms, period.end_ms).await?;
+        Ok::<_, gridprobe_results::StoreError>((cells, downtimes))
+    })?;
+    let mut report = match compute(
+        &config,
+        profile,
+        &period,
+        &cells,
+        &downtimes,
+        unknown_threshold,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Some(s) = site {
+        report.sites.retain(|r| r.site == s);
+    }
+    match format {
+        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        TableFormat::Csv => print_csv(&report, level),
+        TableFormat::Table => print_table(&report, level),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rows(report: &Report, level: Level) -> Vec<(Vec<String>, Figures)> {
+    let mut out = Vec::new();
+    for s in &report.sites {
+        match level {
+            Level::Site => out.push((vec![s.site.clone(), s.tier.to_string()], s.figures)),
+            Level::Flavour => {
+                for f in &s.flavours {
+                    out.push((
+                        vec![s.site.clone(), s.tier.to_string(), f.flavour.clone()],
+                        f.figures,
+                    ));
+                }
+            }
+            Level::Instance => {
+                for f in &s.flavours {
+                    for i in &f.instances {
+                        out.push((
+                            vec![
+                                s.site.clone(),
+                                s.tier.to_string(),
+                                f.flavour.clone(),
+                                i.hostname.clone(),
+                            ],
+                            i.figures,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn key_headers(level: Level) -> Vec<&'static str> {
+    match level {
+        Level::Site => vec!["site", "tier"],
+        Level::Flavour => vec!["site", "tier", "flavour"],
+        Level::Instance => vec!["site", "tier", "flavour", "service"],
+    }
+}
+
+fn print_table(report: &Report, level: Level) {
+    println!(
+        "vo {}: availability and reliability for {} ({} to {} UTC), profile {}",
+        report.vo,
+        report.period.label,
+        gridprobe_config::time::format_utc(report.period.start_ms),
+        gridprobe_config::time::format_utc(report.period.end_ms),
+        report.profile
+    );
+    let mut t = table(colour_stdout());
+    let mut header = key_headers(level);
+    header.extend(["availability", "reliability", "maintenance", "unknown"]);
+    t.set_header(header);
+    for (keys, f) in rows(report, level) {
+        let mut row: Vec<Cell> = keys.into_iter().map(Cell::new).collect();
+        row.extend(figure_cells(&f).into_iter().map(Cell::new));
+        t.add_row(row);
+    }
+    println!("{t}");
+    if level == Level::Site && !report.tiers.is_empty() {
+        let mut t = table(colour_stdout());
+        t.set_header(["tier", "sites", "availability (mean)", "reliability (mean)"]);
+        for tier in &report.tiers {
+            t.add_row([
+                format!("Tier-{}", tier.tier),
+                tier.sites.to_string(),
+                pct(tier.availability),
+                pct(tier.reliability),
+            ]);
+        }
+        println!("{t}");
+    }
+    println!(
+        "availability = up / (period - unknown); reliability = up / (period - unknown - scheduled downtime); \
+         n/a when more than {:.0}% of the period is unknown (docs/availability.md)",
+        report.unknown_threshold * 100.0
+    );
+}
+
+fn print_csv(report: &Report, level: Level) {
+    let mut header: Vec<&str> = key_headers(level);
+    header.extend([
+        "availability",
+        "reliability",
+        "maintenance",
+        "unknown_fraction",
+        "period_start",
+        "period_end",
+    ]);
+    println!("{}", header.join(","));
+    let num = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+    for (keys, f) in rows(report, level) {
+        let keys: Vec<String> = keys.iter().map(|k| super::matrix::csv(k)).collect();
+        println!(
+            "{},{},{},{},{},{},{}",
+            keys.join(","),
+            num(f.availability),
+            num(f.reliability),
+            num(Some(f.maintenance)),
+            num(Some(f.unknown_fraction)),
+            report.period.start_ms,
+            report.period.end_ms
+        );
+    }
+}
+
+/// Prints the top failure reasons since a time.
+pub fn reasons(
+    config_path: &Path,
+    store_flag: Option<&str>,
+    since: &str,
+    limit: usize,
+    format: TableFormat,
+) -> anyhow::Result<ExitCode> {
+    let since_d = match gridprobe_config::parse_duration(since) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --since: {e}; write a duration back from now such as 30m, 24h or 7d");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some((_config, store)) = open_store_for(config_path, store_flag)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let failures = runtime.block_on(store.history(&HistoryQuery {
+        since_ms: Some(now - i64::try_from(since_d.as_millis()).unwrap_or(i64::MAX)),
+        non_ok_only: true,
+        limit: 1_000_000,
+        ..Default::default()
+    }))?;
+    let mut reasons = gridprobe_results::reasons::group(&failures);
+    reasons.truncate(limit);
+    match format {
+        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&reasons)?),
+        TableFormat::Csv => {
+            println!("count,sites,status,reason,example_id");
+            for r in &reasons {
+                println!(
+                    "{},{},{},{},{}",
+                    r.count,
+                    super::matrix::csv(&r.sites.join(" ")),
+                    r.status.name(),
+                    super::matrix::csv(&r.reason),
+                    r.example_id
+                );
+            }
+        }
+        TableFormat::Table => {
+            if reasons.is_empty() {
+                println!("no failures in the last {since}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let colour = colour_stdout();
+            let mut t = table(colour);
+            t.set_header([
+                "results",
+                "sites",
+                "status",
+                "reason",
+                "example (result id)",
+            ]);
+            for r in &reasons {
+                let sites = if r.sites.len() > 4 {
+                    format!("{} sites: {}, …", r.sites.len(), r.sites[..3].join(", "))
+                } else {
+                    r.sites.join(", ")
+                };
+                t.add_row(vec![
+                    Cell::new(r.count),
+                    Cell::new(sites),
+                    crate::render::status_cell(r.status, colour),
+                    Cell::new(&r.reason),
+                    Cell::new(format!("{} ({})", r.example, r.example_id)),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
