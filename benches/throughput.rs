@@ -648,6 +648,9 @@ fn bare_sqlite(path: &Path, n: usize, cells: usize, epoch_ms: i64) -> anyhow::Re
     conn.execute_batch(SCHEMA_V1)?;
     conn.execute_batch(SCHEMA_V2)?;
     conn.pragma_update(None, "user_version", 2)?;
+    if let Ok(extra) = std::env::var("GPB_EXPERIMENT_PRAGMAS") {
+        conn.execute_batch(&extra)?;
+    }
 
     let started = Instant::now();
     let tx = conn.transaction()?;

@@ -57,6 +57,12 @@ pub static KINDS: &[KindSpec] = &[
         params: crate::tcp::PARAMS,
         build: crate::tcp::build,
     },
+    KindSpec {
+        name: crate::storage::NAME,
+        summary: crate::storage::SUMMARY,
+        params: crate::storage::PARAMS,
+        build: crate::storage::build,
+    },
 ];
 
 /// The kind with this name.

@@ -1071,7 +1071,8 @@ impl Run<'_> {
                 .dav(ctx, Method::PUT, &url, body, &octets, MAX_SMALL_BODY)
                 .await?;
         }
-        expect_success(&resp)
+        // A PUT refused with an answer stored nothing: there is nothing to clean up.
+        expect_success(&resp).inspect_err(|_| self.written = false)
     }
 
     async fn dav_stat(&mut self, ctx: &ProbeContext) -> Result<Option<u64>, StepError> {
@@ -1268,14 +1269,16 @@ impl Run<'_> {
         self.written = true;
         // --posc: the server removes the file unless the upload completes.
         let path = local.path.to_string_lossy().into_owned();
-        self.xrd(
-            ctx,
-            "xrdcp",
-            &["--nopbar", "--posc", &path, &url],
-            MAX_SMALL_BODY,
-        )
-        .await
-        .map(|_| ())
+        let args = ["--nopbar", "--posc", path.as_str(), url.as_str()];
+        let finished = self.xrd_run(ctx, "xrdcp", &args, MAX_SMALL_BODY).await?;
+        if finished.success() {
+            return Ok(());
+        }
+        // With --posc a failed upload that xrdcp saw to its end left nothing behind.
+        if finished.ending == Ending::Exited {
+            self.written = false;
+        }
+        Err(xrd_failure(&finished, "xrdcp", ctx))
     }
 
     async fn xrd_stat(&mut self, ctx: &ProbeContext) -> Result<Option<u64>, StepError> {

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod execute;
 pub mod http;
 pub mod schedule;
+pub mod service;
 
 pub use batch::{run_batch, select, Event, InstanceRun, Limits, SelectError, Selection};
 pub use execute::{humanize, run_attempt, run_with_retries, ResultLabels};

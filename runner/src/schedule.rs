@@ -10,7 +10,7 @@
 //! - On shutdown, probes in flight get a grace period, then are cancelled and recorded UNKNOWN
 //!   "interrupted by shutdown"; every result goes to the writer before the scheduler returns.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -19,12 +19,13 @@ use gridprobe_config::{Config, ProbeInstance};
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::registry::{context_for, BuiltProbes};
 use gridprobe_probes::{Outcome, Status, Trigger};
-use gridprobe_results::{CellKey, NewResult, WriterHandle};
+use gridprobe_results::CellKey;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{parent_map, Limits};
+use crate::batch::parent_map;
+use crate::service::Shared;
 use crate::execute::{run_with_retries, ResultLabels};
 
 /// A configuration ready to schedule: validated, with its probes built.
@@ -217,19 +218,16 @@ fn children_of(entries: &[Entry]) -> HashMap<CellKey, Vec<usize>> {
 pub type ReloadRequest = (Plan, tokio::sync::oneshot::Sender<usize>);
 
 /// Runs the schedule until `shutdown` fires, then drains as described in the module docs.
-#[allow(clippy::too_many_arguments)]
 pub async fn run_scheduler(
-    plan: Plan,
+    shared: Arc<Shared>,
     last_runs: HashMap<CellKey, i64>,
-    states: Arc<CellStates>,
-    writer: WriterHandle,
     mut reloads: mpsc::Receiver<ReloadRequest>,
     shutdown: CancellationToken,
-    stats: Arc<SchedulerStats>,
 ) {
+    let stats = shared.stats.clone();
+    let states = shared.states.clone();
+    let mut plan = shared.plan();
     let mut opts = SchedulerOptions::from_config(&plan.config);
-    let mut plan = plan;
-    let mut limits = Arc::new(Limits::from_defaults(&plan.config.defaults));
     let mut entries = entries_of(&plan.config);
     let mut last_runs = last_runs;
     let mut queue: BTreeSet<(i64, usize)> = BTreeSet::new();
@@ -242,9 +240,6 @@ pub async fn run_scheduler(
     tracing::info!(entries = entries.len(), "scheduler started");
 
     let tracker = TaskTracker::new();
-    let inflight: Arc<Mutex<HashSet<CellKey>>> = Default::default();
-    // Fired after the shutdown grace: probes still running stop and are recorded interrupted.
-    let interrupt = CancellationToken::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let mut children = children_of(&entries);
 
@@ -267,10 +262,7 @@ pub async fn run_scheduler(
                 // A child whose parent has not reported yet waits for it: the parent's first
                 // result wakes it (below), so it is judged with the parent's state.
                 let parent_pending = entry.parents.iter().any(|p| states.get(p).is_none());
-                let busy = parent_pending || {
-                    let mut set = inflight.lock().unwrap_or_else(|p| p.into_inner());
-                    !set.insert(entry.key.clone())
-                };
+                let busy = parent_pending || shared.try_claim(std::slice::from_ref(&entry.key)).is_err();
                 if parent_pending {
                     tracing::debug!(cell = ?entry.key, "waiting for a parent's first result");
                 } else if busy {
@@ -280,12 +272,7 @@ pub async fn run_scheduler(
                     tracker.spawn(run_entry(
                         entry.clone(),
                         plan.clone(),
-                        limits.clone(),
-                        states.clone(),
-                        writer.clone(),
-                        interrupt.clone(),
-                        stats.clone(),
-                        inflight.clone(),
+                        shared.clone(),
                         done_tx.clone(),
                     ));
                 }
@@ -339,7 +326,7 @@ pub async fn run_scheduler(
                 queue = new_queue;
                 entries = new_entries;
                 children = children_of(&entries);
-                limits = Arc::new(Limits::from_defaults(&new_plan.config.defaults));
+                shared.set_plan(new_plan.clone());
                 opts = SchedulerOptions::from_config(&new_plan.config);
                 plan = new_plan;
                 stats.entries.store(entries.len() as u64, Ordering::Relaxed);
@@ -361,24 +348,16 @@ pub async fn run_scheduler(
         .is_err()
     {
         tracing::warn!("shutdown grace over: interrupting probes still running");
-        interrupt.cancel();
+        shared.interrupt.cancel();
         tracker.wait().await;
     }
     tracing::info!("scheduler stopped");
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_entry(
-    entry: Entry,
-    plan: Plan,
-    limits: Arc<Limits>,
-    states: Arc<CellStates>,
-    writer: WriterHandle,
-    interrupt: CancellationToken,
-    stats: Arc<SchedulerStats>,
-    inflight: Arc<Mutex<HashSet<CellKey>>>,
-    done: mpsc::UnboundedSender<Finished>,
-) {
+async fn run_entry(entry: Entry, plan: Plan, shared: Arc<Shared>, done: mpsc::UnboundedSender<Finished>) {
+    let stats = &shared.stats;
+    let interrupt = &shared.interrupt;
+    let limits = shared.limits();
     stats.inflight.fetch_add(1, Ordering::Relaxed);
     let config = &plan.config;
     let inst = &entry.instance;
@@ -392,7 +371,7 @@ async fn run_entry(
         flavour: entry.key.flavour.clone(),
     };
     let started = SystemTime::now();
-    let attempts = match standby_reason(&entry, &states) {
+    let attempts = match standby_reason(&entry, &shared.states) {
         Some(reason) => {
             let outcome = Outcome::standby(format!("not run: dependency {reason}"))
                 .with_details(format!("depends_on not satisfied:\n{reason}"));
@@ -427,7 +406,7 @@ async fn run_entry(
                             inst.retries,
                             inst.retry_interval,
                             Trigger::Scheduled,
-                            &interrupt,
+                            interrupt,
                             |_| {},
                         )
                         .await;
@@ -453,33 +432,16 @@ async fn run_entry(
             }
         },
     };
-    let n = attempts.len();
-    if let Some(last) = attempts.last() {
-        let was_up = states.get(&entry.key).map(|(s, _, _)| s.is_up());
-        let wake_children =
-            was_up.is_none() || (last.outcome.status.is_up() && was_up == Some(false));
-        states.set(
-            entry.key.clone(),
-            last.outcome.status,
-            last.outcome.summary.clone(),
-            last.started_at_ms,
-        );
+    if let Some(first) = attempts.first() {
+        let started_ms = first.started_at_ms;
+        let wake_children = shared.record(attempts);
         let _ = done.send(Finished {
             key: entry.key.clone(),
-            started_ms: attempts[0].started_at_ms,
+            started_ms,
             wake_children,
         });
     }
-    for (i, result) in attempts.into_iter().enumerate() {
-        writer.send(NewResult {
-            result,
-            is_final: i + 1 == n,
-        });
-    }
-    inflight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&entry.key);
+    shared.release(std::slice::from_ref(&entry.key));
     stats.runs_finished.fetch_add(1, Ordering::Relaxed);
     stats.inflight.fetch_sub(1, Ordering::Relaxed);
 }

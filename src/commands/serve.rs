@@ -13,7 +13,8 @@ use gridprobe_results::{
     spawn_writer, CellFilter, CellKey, ResultStore, SqliteStore, WriterConfig,
 };
 use gridprobe_runner::http::{self, HttpState};
-use gridprobe_runner::schedule::{run_scheduler, CellStates, Plan, ReloadRequest, SchedulerStats};
+use gridprobe_runner::schedule::{run_scheduler, Plan, ReloadRequest};
+use gridprobe_runner::service::Shared;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -67,11 +68,13 @@ async fn serve(
         .latest(&CellFilter::default())
         .await
         .context("reading the latest results from the store")?;
-    let states = Arc::new(CellStates::default());
+    let (writer, writer_task) = spawn_writer(store.clone(), WriterConfig::default());
+    let config = plan.config.clone();
+    let shared = Shared::new(plan, writer.clone(), Vec::new());
     let mut last_runs = HashMap::new();
     for r in &latest {
         let key = CellKey::of(&r.result);
-        states.set(
+        shared.states.set(
             key.clone(),
             r.result.outcome.status,
             r.result.outcome.summary.clone(),
@@ -90,25 +93,15 @@ async fn serve(
         .map(|a| a.to_string())
         .unwrap_or(listen.clone());
 
-    let (writer, writer_task) = spawn_writer(store.clone(), WriterConfig::default());
     let shutdown = CancellationToken::new();
-    let stats = Arc::new(SchedulerStats::default());
+    let stats = shared.stats.clone();
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let (http_reload_tx, mut http_reload_rx) =
         mpsc::channel::<oneshot::Sender<Result<String, String>>>(4);
 
-    let config = plan.config.clone();
     let instances = config.instances().len();
     let retention = config.server.retention;
-    let scheduler = tokio::spawn(run_scheduler(
-        plan,
-        last_runs,
-        states,
-        writer.clone(),
-        reload_rx,
-        shutdown.clone(),
-        stats.clone(),
-    ));
+    let scheduler = tokio::spawn(run_scheduler(shared.clone(), last_runs, reload_rx, shutdown.clone()));
     let server = tokio::spawn(http::serve(
         listener,
         http::router(HttpState {
@@ -173,6 +166,7 @@ async fn serve(
     // Every result has been handed to the writer; closing the last handle makes it flush.
     let stats = writer.stats();
     drop(writer);
+    drop(shared);
     if let Err(e) = writer_task.await {
         tracing::error!(error = %e, "result writer task failed");
     }
