@@ -173,6 +173,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
         format: commands::TableFormat,
     },
+    /// Import topology from a WLCG VO feed, or downtimes from GOCDB.
+    Import {
+        #[command(subcommand)]
+        what: commands::import::ImportCommand,
+    },
     /// List the probe kinds with their parameters and defaults.
     Probes {
         /// Output format.
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
             format,
         } => commands::run::run(&config, site, service, probe, format),
         Command::Probes { format } => commands::probes::run(format),
+        Command::Import { what } => commands::import::run(what),
         Command::Report {
             config,
             store,

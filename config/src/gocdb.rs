@@ -333,7 +333,7 @@ mod tests {
                 "<SEVERITY>WARNING</SEVERITY>",
                 "<SEVERITY>MAYBE</SEVERITY>",
                 "SEVERITY",
-                41,
+                43,
                 "OUTAGE or WARNING",
             ),
             (
@@ -354,14 +354,14 @@ mod tests {
                 "<HOSTNAME>arc-ce01.ral.example</HOSTNAME>",
                 "",
                 "DOWNTIME",
-                31,
+                30,
                 "has no <HOSTNAME>",
             ),
             (
                 "CLASSIFICATION=\"UNSCHEDULED\"",
                 "CLASSIFICATION=\"SURPRISE\"",
                 "DOWNTIME",
-                31,
+                30,
                 "SCHEDULED or UNSCHEDULED",
             ),
             (
@@ -413,7 +413,8 @@ tier = 1
         let mut downtimes = parse(DOWNTIMES).expect("parses").downtimes;
         let a = align_with_config(&mut downtimes, &loaded.config);
         assert_eq!(
-            a.sites.get(&("CERN-PROD".to_string(), "LCG.CERN.cern".to_string())),
+            a.sites
+                .get(&("CERN-PROD".to_string(), "LCG.CERN.cern".to_string())),
             Some(&2)
         );
         assert_eq!(a.flavours.len(), 2, "{:?}", a.flavours);

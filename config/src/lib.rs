@@ -16,8 +16,8 @@ pub mod xml;
 
 pub use diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
 pub use load::{load, load_str, parse_duration, Loaded};
-pub use xml::XmlError;
 pub use model::{
     short_metric_name, Config, Defaults, Downtime, KindParams, Overrides, ProbeDef, ProbeInstance,
     Profile, Service, Site,
 };
+pub use xml::XmlError;

@@ -222,16 +222,12 @@ fn new_element(e: &BytesStart<'_>, (line, column): (usize, usize)) -> Result<Ele
         element,
         message,
     };
-    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+    let name = e.name().as_ref().to_string();
     let mut attrs = Vec::new();
     for attr in e.attributes() {
-        let attr = attr.map_err(|err| {
-            bad(
-                name.clone(),
-                format!("malformed XML: bad attribute: {err}"),
-            )
-        })?;
-        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        let attr =
+            attr.map_err(|err| bad(name.clone(), format!("malformed XML: bad attribute: {err}")))?;
+        let key = attr.key.as_ref().to_string();
         let value = attr
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|err| {
@@ -320,7 +316,8 @@ mod tests {
 
     #[test]
     fn tree_with_lines_attributes_and_entities() {
-        let doc = "<?xml version=\"1.0\"?>\n<a x=\"1 &amp; 2\">\n  <b>t &lt; u &#65;</b>\n  <c/>\n</a>\n";
+        let doc =
+            "<?xml version=\"1.0\"?>\n<a x=\"1 &amp; 2\">\n  <b>t &lt; u &#65;</b>\n  <c/>\n</a>\n";
         let root = parse(doc).expect("parses");
         assert_eq!(root.name, "a");
         assert_eq!(root.attr("x"), Some("1 & 2"));

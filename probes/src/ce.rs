@@ -42,7 +42,7 @@ use gridprobe_config::{Config, Diagnostic, ProbeDef};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::outcome::{Outcome, Perfdatum, Status};
+use crate::outcome::{Outcome, Perfdatum};
 use crate::process::{self, Finished};
 use crate::registry::ParamDoc;
 use crate::tcp::check_template;
@@ -101,7 +101,8 @@ pub const DOC_SCHEDD: ParamDoc = ParamDoc {
     name: "schedd",
     ty: "string",
     default: Some("the local schedd"),
-    description: "htcondor only: the schedd to submit to (condor_submit -remote, then -name), e.g. \
+    description:
+        "htcondor only: the schedd to submit to (condor_submit -remote, then -name), e.g. \
                   \"{hostname}\" for an HTCondor-CE; the job's files are spooled and fetched back \
                   with condor_transfer_data",
 };
@@ -385,7 +386,12 @@ impl CeSettings {
             }
         };
         only("queue", p.queue.is_some(), BackendKind::Slurm, &mut errors);
-        only("schedd", p.schedd.is_some(), BackendKind::HtCondor, &mut errors);
+        only(
+            "schedd",
+            p.schedd.is_some(),
+            BackendKind::HtCondor,
+            &mut errors,
+        );
         only("pool", p.pool.is_some(), BackendKind::HtCondor, &mut errors);
         if kind == Some(BackendKind::Local) {
             for (key, set) in [
@@ -803,8 +809,6 @@ fn command_result(
 /// A job's state, as gridprobe understands it across batch systems.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum JobState {
-    /// Accepted by the batch system.
-    Submitted,
     /// Waiting in the queue.
     Pending,
     /// Running (or starting, or cleaning up).
@@ -835,7 +839,6 @@ impl JobState {
     /// Lower-case label for the timeline.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            JobState::Submitted => "submitted",
             JobState::Pending => "pending",
             JobState::Running => "running",
             JobState::Suspended => "suspended",
@@ -855,7 +858,7 @@ impl JobState {
     pub(crate) fn is_final(&self) -> bool {
         !matches!(
             self,
-            JobState::Submitted | JobState::Pending | JobState::Running | JobState::Suspended
+            JobState::Pending | JobState::Running | JobState::Suspended
         )
     }
 
@@ -874,7 +877,8 @@ pub(crate) struct Exit {
 }
 
 impl Exit {
-    fn describe(&self) -> String {
+    /// "exit code 3", "killed by SIGKILL (9)".
+    pub(crate) fn describe(&self) -> String {
         match (self.code, self.signal) {
             (_, Some(sig)) if sig != 0 => format!("killed by {}", process::signal_name(sig)),
             (Some(code), _) if code > 128 && code <= 128 + 64 => format!(
@@ -948,16 +952,6 @@ pub(crate) enum Phase {
     Run,
 }
 
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Submit => "submit",
-            Phase::Queue => "queue",
-            Phase::Run => "run",
-        }
-    }
-}
-
 /// How a job run ended, from gridprobe's side.
 #[derive(Debug, Clone)]
 pub(crate) enum End {
@@ -1008,9 +1002,9 @@ pub(crate) struct JobRun {
     /// What the job's program wrote, bounded.
     pub stdout: String,
     pub stderr: String,
-    /// The job's directory; `None` once removed.
+    /// The job's directory when kept (`keep_workdir`).
     pub dir: Option<PathBuf>,
-    /// Produced files, copied out of the job's directory before it is removed (name, path).
+    /// Remarks for the details (what could not be measured, cleanup problems).
     pub notes: Vec<String>,
     /// How the job was cancelled at the batch system, when it was.
     pub cancel_note: Option<String>,
@@ -1045,14 +1039,6 @@ impl JobRun {
         });
     }
 
-    /// The final state the batch system reported, when the run got that far.
-    pub(crate) fn final_state(&self) -> Option<&JobState> {
-        match self.end {
-            End::Finished => self.last.as_ref().map(|o| &o.state),
-            _ => None,
-        }
-    }
-
     /// "job 123 (slurm)".
     pub(crate) fn job_name(&self) -> String {
         match &self.id {
@@ -1085,10 +1071,17 @@ impl JobRun {
                     .unwrap_or_default();
                 match last.state {
                     JobState::Completed => return None,
-                    JobState::Failed => Outcome::critical(format!(
-                        "{job} failed ({}{exit}){reason}",
-                        last.raw
-                    )),
+                    // Slurm calls a non-zero exit FAILED: the exit code is the caller's to judge.
+                    JobState::Failed
+                        if self
+                            .exit
+                            .is_some_and(|e| e.code.is_some() && e.signal.is_none()) =>
+                    {
+                        return None
+                    }
+                    JobState::Failed => {
+                        Outcome::critical(format!("{job} failed ({}{exit}){reason}", last.raw))
+                    }
                     JobState::Cancelled => Outcome::critical(format!(
                         "{job} was cancelled at the batch system, not by gridprobe ({}){reason}",
                         last.raw
@@ -1114,10 +1107,7 @@ impl JobRun {
                     JobState::Vanished => Outcome::unknown(format!(
                         "{job} left the queue, but its final state is not known{reason}"
                     )),
-                    JobState::Submitted
-                    | JobState::Pending
-                    | JobState::Running
-                    | JobState::Suspended => Outcome::unknown(format!(
+                    JobState::Pending | JobState::Running | JobState::Suspended => Outcome::unknown(format!(
                         "{job} ended in state {} without a final state",
                         last.raw
                     )),
@@ -1128,9 +1118,9 @@ impl JobRun {
                 "submission to {} failed: {e}{cancelled}",
                 self.backend
             )),
-            End::LostTrack(e) => Outcome::critical(format!(
-                "{job}: cannot query its state: {e}{cancelled}"
-            )),
+            End::LostTrack(e) => {
+                Outcome::critical(format!("{job}: cannot query its state: {e}{cancelled}"))
+            }
             End::TimedOut {
                 phase: Phase::Submit,
                 limit,
@@ -1180,9 +1170,9 @@ impl JobRun {
                     fmt_duration(*limit)
                 ))
             }
-            End::Cancelled => Outcome::unknown(format!(
-                "cancelled (gridprobe is stopping){cancelled}"
-            )),
+            End::Cancelled => {
+                Outcome::unknown(format!("cancelled (gridprobe is stopping){cancelled}"))
+            }
         };
         Some(o)
     }
@@ -1401,10 +1391,7 @@ fn wrapper_text(tag: &str, command: &str, spec: &JobSpec) -> String {
         w.push(' ');
         w.push_str(&sh_quote(a));
     }
-    let _ = write!(
-        w,
-        "\nrc=$?\ntimes > {TIMES_FILE} 2>/dev/null\nexit $rc\n"
-    );
+    let _ = write!(w, "\nrc=$?\ntimes > {TIMES_FILE} 2>/dev/null\nexit $rc\n");
     w
 }
 
@@ -1512,7 +1499,12 @@ pub(crate) fn read_bounded(path: &Path) -> (String, Option<String>) {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return (String::new(), None),
-        Err(e) => return (String::new(), Some(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => {
+            return (
+                String::new(),
+                Some(format!("cannot read {}: {e}", path.display())),
+            )
+        }
     };
     let mut bytes = Vec::new();
     let read = file.take(OUTPUT_LIMIT as u64 + 1).read_to_end(&mut bytes);
@@ -1567,25 +1559,37 @@ async fn race<F: std::future::Future>(
     }
 }
 
+/// What became of a file the job should produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Produced {
+    /// There, not empty (and copied out when asked), with its size.
+    Ok(u64),
+    /// Missing or empty: the job's fault.
+    Missing(String),
+    /// There, but copying it out failed: gridprobe's side.
+    CopyFailed(String),
+}
+
 /// Runs one job through `settings`' backend: prepare, submit, follow, cancel at a deadline,
-/// account, read the output, clean up. `keep` lists produced files to copy to `stage_out`
-/// before the directory is removed (relative name, destination).
+/// account, read the output, clean up. `produced` names files the job should leave in its
+/// directory, each with where to copy it before the directory is removed.
 pub(crate) async fn run_job(
     settings: &CeSettings,
     spec: &JobSpec,
     ctx: &ProbeContext,
-    stage_out: &[(String, PathBuf)],
-) -> (JobRun, Vec<(String, Result<u64, String>)>) {
+    produced_files: &[(String, Option<PathBuf>)],
+) -> (JobRun, Vec<(String, Produced)>) {
     let started = Instant::now();
-    let mut run = JobRun::new(settings.kind.name());
     let mut produced = Vec::new();
     let backend = match settings.backend(ctx) {
         Ok(b) => b,
         Err(e) => {
+            let mut run = JobRun::new(settings.kind.name());
             run.end = End::Setup(e);
             return (run, produced);
         }
     };
+    let mut run = JobRun::new(backend.name());
     let base = match settings.workdir(ctx) {
         Ok(b) => b,
         Err(e) => {
@@ -1594,7 +1598,10 @@ pub(crate) async fn run_job(
         }
     };
     let tag = job_tag(ctx);
-    let queue_limit = settings.queue_timeout.unwrap_or(ctx.timeout).min(ctx.timeout);
+    let queue_limit = settings
+        .queue_timeout
+        .unwrap_or(ctx.timeout)
+        .min(ctx.timeout);
     let run_limit = settings.run_timeout.unwrap_or(ctx.timeout).min(ctx.timeout);
     let prepared = match prepare(&base, &tag, spec, queue_limit, run_limit) {
         Ok(p) => p,
@@ -1624,14 +1631,22 @@ pub(crate) async fn run_job(
             run.acct.cpu = parse_times(&t);
         }
     }
-    for (name, dest) in stage_out {
+    for (name, dest) in produced_files {
         let from = prepared.dir.join(name);
         let r = match std::fs::metadata(&from) {
-            Ok(m) if m.is_file() && m.len() > 0 => copy_out(&from, dest).map(|()| m.len()),
-            Ok(m) if m.is_file() => Err("is empty".to_string()),
-            Ok(_) => Err("is not a regular file".to_string()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err("was not produced".to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(m) if m.is_file() && m.len() > 0 => match dest {
+                Some(dest) => match copy_out(&from, dest) {
+                    Ok(()) => Produced::Ok(m.len()),
+                    Err(e) => Produced::CopyFailed(e),
+                },
+                None => Produced::Ok(m.len()),
+            },
+            Ok(m) if m.is_file() => Produced::Missing("is empty".to_string()),
+            Ok(_) => Produced::Missing("is not a regular file".to_string()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Produced::Missing("was not produced".to_string())
+            }
+            Err(e) => Produced::Missing(format!("cannot be read: {e}")),
         };
         produced.push((name.clone(), r));
     }
@@ -1647,23 +1662,13 @@ pub(crate) async fn run_job(
     (run, produced)
 }
 
-/// Copies a produced file to its destination (a directory or a file path).
+/// Copies a produced file into the directory `dest` (made when missing).
 fn copy_out(from: &Path, dest: &Path) -> Result<(), String> {
-    if dest.as_os_str().is_empty() {
-        return Ok(());
-    }
-    let to = if dest.is_dir() {
-        match from.file_name() {
-            Some(n) => dest.join(n),
-            None => dest.to_path_buf(),
-        }
-    } else {
-        dest.to_path_buf()
+    std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let to = match from.file_name() {
+        Some(n) => dest.join(n),
+        None => return Err(format!("{} names no file", from.display())),
     };
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    }
     // Through a temporary name, so that a reader never sees half a file.
     let tmp = to.with_extension("gridprobe-partial");
     std::fs::copy(from, &tmp)
@@ -1762,13 +1767,15 @@ async fn follow(
                 run.end = End::Cancelled;
                 break;
             }
-            Race::Done(Err(BackendError::TimedOut { .. })) | Race::Deadline
-                if Instant::now() >= phase_deadline =>
-            {
+            Race::Deadline => {
                 timed_out(run);
                 break;
             }
-            Race::Done(Err(e)) | Race::Done(Err(e @ BackendError::TimedOut { .. })) => {
+            Race::Done(Err(BackendError::TimedOut { .. })) if Instant::now() >= phase_deadline => {
+                timed_out(run);
+                break;
+            }
+            Race::Done(Err(e)) => {
                 failures += 1;
                 run.notes.push(format!("state query failed: {e}"));
                 if failures >= MAX_POLL_FAILURES {
@@ -1777,21 +1784,28 @@ async fn follow(
                 }
                 None
             }
-            Race::Deadline => {
-                timed_out(run);
-                break;
-            }
         };
 
         if let Some(o) = observed {
             let mut label = o.state.label().to_string();
             if o.state == JobState::Pending {
-                if let Some(r) = o.reason.as_deref().filter(|r| !r.is_empty() && *r != "None") {
+                if let Some(r) = o
+                    .reason
+                    .as_deref()
+                    .filter(|r| !r.is_empty() && *r != "None")
+                {
                     label = format!("pending ({r})");
                 }
             }
             if label != last_label {
                 let mut note = o.raw.clone();
+                if let Some(r) = o
+                    .reason
+                    .as_deref()
+                    .filter(|r| !r.is_empty() && *r != "None")
+                {
+                    let _ = write!(note, ": {r}");
+                }
                 if let Some(h) = &o.host {
                     let _ = write!(note, " on {h}");
                 }
@@ -1900,12 +1914,7 @@ async fn cleanup_tagged(backend: &dyn Backend, job: &Prepared, run: &mut JobRun)
                 job.tag
             ))
         }
-        Err(e) => {
-            run.cancel_note = Some(format!(
-                "cancelling jobs named {} failed: {e}",
-                job.tag
-            ))
-        }
+        Err(e) => run.cancel_note = Some(format!("cancelling jobs named {} failed: {e}", job.tag)),
     }
 }
 
@@ -1959,10 +1968,9 @@ impl Probe for CeProbe {
                         Some(w) => Outcome::warning(format!("{w}: {job} completed{timing}")),
                         None => Outcome::ok(format!("{job} completed{timing}")),
                     },
-                    Some(e) => Outcome::critical(format!(
-                        "{job} completed with {}{timing}",
-                        e.describe()
-                    )),
+                    Some(e) => {
+                        Outcome::critical(format!("{job} completed with {}{timing}", e.describe()))
+                    }
                     None => Outcome::unknown(format!(
                         "{job} completed, but its exit code is not known{timing}"
                     )),

@@ -8,7 +8,9 @@ pub mod perfdata;
 pub mod placeholders;
 pub mod registry;
 
+pub mod ce;
 pub mod http;
+pub mod job;
 pub mod nagios;
 pub mod process;
 pub mod storage;

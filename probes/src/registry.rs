@@ -63,6 +63,18 @@ pub static KINDS: &[KindSpec] = &[
         params: crate::storage::PARAMS,
         build: crate::storage::build,
     },
+    KindSpec {
+        name: crate::ce::NAME,
+        summary: crate::ce::SUMMARY,
+        params: crate::ce::PARAMS,
+        build: crate::ce::build,
+    },
+    KindSpec {
+        name: crate::job::NAME,
+        summary: crate::job::SUMMARY,
+        params: crate::job::PARAMS,
+        build: crate::job::build,
+    },
 ];
 
 /// The kind with this name.

@@ -1,5 +1,6 @@
-//! The HTTP server of `gridprobe serve`: health and reload now; the JSON API, the dashboard and
-//! `/metrics` are added here as routes.
+//! The HTTP server of `gridprobe serve`: health and reload here; the JSON API (`api.rs`), the
+//! dashboard (`dashboard.rs`) and `/metrics` (`metrics.rs`) are merged in as routers over the same
+//! [`HttpState`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use axum::{Json, Router};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::schedule::SchedulerStats;
+use gridprobe_results::ResultStore;
+
+use crate::service::Shared;
 
 /// A reload request: the reply is a one-line summary, or every configuration error.
 pub type ReloadTrigger = mpsc::Sender<oneshot::Sender<Result<String, String>>>;
@@ -20,10 +23,14 @@ pub type ReloadTrigger = mpsc::Sender<oneshot::Sender<Result<String, String>>>;
 /// What the routes share.
 #[derive(Clone)]
 pub struct HttpState {
-    /// Scheduler counters.
-    pub stats: Arc<SchedulerStats>,
+    /// The running service: plan, cell states, limits, recording.
+    pub shared: Arc<Shared>,
+    /// The result store, for reads.
+    pub store: Arc<dyn ResultStore>,
     /// Asks the service to re-read its configuration.
     pub reload: ReloadTrigger,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The router of the service.
@@ -31,11 +38,13 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/-/reload", post(reload))
+        .merge(crate::metrics::routes())
+        .merge(crate::dashboard::routes())
         .with_state(state)
 }
 
 async fn health(State(state): State<HttpState>) -> Json<serde_json::Value> {
-    let s = &state.stats;
+    let s = &state.shared.stats;
     Json(serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),

@@ -2,8 +2,10 @@
 //! and on-demand batches honouring `depends_on`. The scheduler and HTTP server live here too.
 
 pub mod batch;
+pub mod dashboard;
 pub mod execute;
 pub mod http;
+pub mod metrics;
 pub mod schedule;
 pub mod service;
 

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::parent_map;
-use crate::service::Shared;
 use crate::execute::{run_with_retries, ResultLabels};
+use crate::service::Shared;
 
 /// A configuration ready to schedule: validated, with its probes built.
 #[derive(Clone)]
@@ -262,7 +262,8 @@ pub async fn run_scheduler(
                 // A child whose parent has not reported yet waits for it: the parent's first
                 // result wakes it (below), so it is judged with the parent's state.
                 let parent_pending = entry.parents.iter().any(|p| states.get(p).is_none());
-                let busy = parent_pending || shared.try_claim(std::slice::from_ref(&entry.key)).is_err();
+                let busy =
+                    parent_pending || shared.try_claim(std::slice::from_ref(&entry.key)).is_err();
                 if parent_pending {
                     tracing::debug!(cell = ?entry.key, "waiting for a parent's first result");
                 } else if busy {
@@ -354,7 +355,12 @@ pub async fn run_scheduler(
     tracing::info!("scheduler stopped");
 }
 
-async fn run_entry(entry: Entry, plan: Plan, shared: Arc<Shared>, done: mpsc::UnboundedSender<Finished>) {
+async fn run_entry(
+    entry: Entry,
+    plan: Plan,
+    shared: Arc<Shared>,
+    done: mpsc::UnboundedSender<Finished>,
+) {
     let stats = &shared.stats;
     let interrupt = &shared.interrupt;
     let limits = shared.limits();

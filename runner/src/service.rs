@@ -43,7 +43,11 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     /// State for a plan, recording through `writer` and telling `observers`.
-    pub fn new(plan: Plan, writer: WriterHandle, observers: Vec<Arc<dyn ResultObserver>>) -> Arc<Self> {
+    pub fn new(
+        plan: Plan,
+        writer: WriterHandle,
+        observers: Vec<Arc<dyn ResultObserver>>,
+    ) -> Arc<Self> {
         let limits = Arc::new(Limits::from_defaults(&plan.config.defaults));
         let (tx, _) = watch::channel(plan);
         Arc::new(Shared {
@@ -77,7 +81,10 @@ impl Shared {
 
     /// The current concurrency limits (shared by scheduled and on-demand runs).
     pub fn limits(&self) -> Arc<Limits> {
-        self.limits.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Marks cells as running; fails (changing nothing) if any of them already is.

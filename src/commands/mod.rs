@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod import;
 pub mod matrix;
 pub mod probes;
 pub mod report;

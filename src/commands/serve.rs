@@ -70,7 +70,8 @@ async fn serve(
         .context("reading the latest results from the store")?;
     let (writer, writer_task) = spawn_writer(store.clone(), WriterConfig::default());
     let config = plan.config.clone();
-    let shared = Shared::new(plan, writer.clone(), Vec::new());
+    let metrics = gridprobe_runner::metrics::Metrics::new();
+    let shared = Shared::new(plan, writer.clone(), vec![metrics.clone()]);
     let mut last_runs = HashMap::new();
     for r in &latest {
         let key = CellKey::of(&r.result);
@@ -94,19 +95,25 @@ async fn serve(
         .unwrap_or(listen.clone());
 
     let shutdown = CancellationToken::new();
-    let stats = shared.stats.clone();
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let (http_reload_tx, mut http_reload_rx) =
         mpsc::channel::<oneshot::Sender<Result<String, String>>>(4);
 
     let instances = config.instances().len();
     let retention = config.server.retention;
-    let scheduler = tokio::spawn(run_scheduler(shared.clone(), last_runs, reload_rx, shutdown.clone()));
+    let scheduler = tokio::spawn(run_scheduler(
+        shared.clone(),
+        last_runs,
+        reload_rx,
+        shutdown.clone(),
+    ));
     let server = tokio::spawn(http::serve(
         listener,
         http::router(HttpState {
-            stats: stats.clone(),
+            shared: shared.clone(),
+            store: store.clone(),
             reload: http_reload_tx,
+            metrics,
         }),
         shutdown.clone(),
     ));

@@ -82,11 +82,7 @@ impl HtCondor {
             dir = job.dir.display(),
         );
         if !job.staged.is_empty() {
-            let _ = writeln!(
-                d,
-                "transfer_input_files    = {}",
-                job.staged.join(", ")
-            );
+            let _ = writeln!(d, "transfer_input_files    = {}", job.staged.join(", "));
         }
         let queue = (job.queue_limit + LIMIT_MARGIN).as_secs();
         let run = (job.run_limit + LIMIT_MARGIN).as_secs();
@@ -174,9 +170,8 @@ impl Backend for HtCondor {
         cancel: &CancellationToken,
     ) -> Result<Box<dyn Handle>, BackendError> {
         let path = job.dir.join(SUBMIT_FILE);
-        std::fs::write(&path, self.submit_description(job)).map_err(|e| {
-            BackendError::Invalid(format!("cannot write {}: {e}", path.display()))
-        })?;
+        std::fs::write(&path, self.submit_description(job))
+            .map_err(|e| BackendError::Invalid(format!("cannot write {}: {e}", path.display())))?;
         let out = self
             .cli
             .run("condor_submit", &self.submit_args(job), deadline, cancel)
@@ -206,9 +201,9 @@ pub(crate) fn parse_submit(stdout: &str) -> Result<String, BackendError> {
         .find(|l| !l.is_empty())
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_default();
-    let valid = first
-        .split_once('.')
-        .is_some_and(|(c, p)| !c.is_empty() && c.chars().chain(p.chars()).all(|ch| ch.is_ascii_digit()));
+    let valid = first.split_once('.').is_some_and(|(c, p)| {
+        !c.is_empty() && c.chars().chain(p.chars()).all(|ch| ch.is_ascii_digit())
+    });
     if !valid {
         return Err(BackendError::Invalid(format!(
             "condor_submit printed no job id: `{}`",
@@ -348,14 +343,16 @@ impl Handle for CondorJob {
         // Left the queue: its end is in the history.
         let out = b
             .cli
-            .run("condor_history", &b.history_args(&self.id), deadline, cancel)
+            .run(
+                "condor_history",
+                &b.history_args(&self.id),
+                deadline,
+                cancel,
+            )
             .await?;
         Ok(match parse_ads(&out.stdout)?.first() {
             Some(ad) => observe_ad(ad),
-            None => Observed::state(
-                JobState::Vanished,
-                "in neither condor_q nor condor_history",
-            ),
+            None => Observed::state(JobState::Vanished, "in neither condor_q nor condor_history"),
         })
     }
 
@@ -378,7 +375,12 @@ impl Handle for CondorJob {
         let never = CancellationToken::new();
         if let Err(e) = b
             .cli
-            .run("condor_transfer_data", &b.rm_args(&self.id), deadline, &never)
+            .run(
+                "condor_transfer_data",
+                &b.rm_args(&self.id),
+                deadline,
+                &never,
+            )
             .await
         {
             notes.push(format!("cannot fetch the job's output: {e}"));
@@ -388,7 +390,9 @@ impl Handle for CondorJob {
             .run("condor_rm", &b.rm_args(&self.id), deadline, &never)
             .await
         {
-            notes.push(format!("cannot remove the finished job from the queue: {e}"));
+            notes.push(format!(
+                "cannot remove the finished job from the queue: {e}"
+            ));
         }
     }
 

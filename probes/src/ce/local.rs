@@ -142,7 +142,9 @@ impl LocalJob {
         let Some(ended) = &self.ended else {
             return Ok(Observed::state(JobState::Running, "running"));
         };
-        let ended = ended.as_ref().map_err(|e| BackendError::Invalid(e.clone()))?;
+        let ended = ended
+            .as_ref()
+            .map_err(|e| BackendError::Invalid(e.clone()))?;
         let exit = if libc::WIFEXITED(ended.status) {
             Exit {
                 code: Some(libc::WEXITSTATUS(ended.status)),
@@ -220,7 +222,8 @@ impl Handle for LocalJob {
         }
         self.cancelled = true;
         self.group.signal(libc::SIGTERM);
-        self.wait_end((Instant::now() + TERM_GRACE).min(deadline)).await;
+        self.wait_end((Instant::now() + TERM_GRACE).min(deadline))
+            .await;
         // Also kills members that outlived the wrapper or ignore SIGTERM.
         self.group.signal(libc::SIGKILL);
         self.wait_end((Instant::now() + FINAL_GRACE).min(deadline + FINAL_GRACE))

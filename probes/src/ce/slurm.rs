@@ -204,14 +204,7 @@ impl Handle for SlurmJob {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<Observed, BackendError> {
-        let args = [
-            "-h",
-            "-j",
-            &self.id,
-            "--states=all",
-            "--format=%T|%r|%N|%M",
-        ]
-        .map(String::from);
+        let args = ["-h", "-j", &self.id, "--states=all", "--format=%T|%r|%N|%M"].map(String::from);
         let listed = match self.cli.run("squeue", &args, deadline, cancel).await {
             Ok(out) => parse_squeue(&out.stdout),
             // The controller forgot the job (MinJobAge passed): not an error of the query.
@@ -488,8 +481,13 @@ mod tests {
             Some(JobState::Cancelled)
         );
 
-        let kv = parse_key_values("JobId=1 JobState=FAILED Reason=NonZeroExitCode ExitCode=2:0 RunTime=00:00:01");
-        let exit = kv.iter().find(|(k, _)| k == "ExitCode").map(|(_, v)| v.as_str());
+        let kv = parse_key_values(
+            "JobId=1 JobState=FAILED Reason=NonZeroExitCode ExitCode=2:0 RunTime=00:00:01",
+        );
+        let exit = kv
+            .iter()
+            .find(|(k, _)| k == "ExitCode")
+            .map(|(_, v)| v.as_str());
         assert_eq!(
             exit.and_then(parse_exit),
             Some(Exit {
