@@ -178,12 +178,27 @@ enum Command {
         #[command(subcommand)]
         what: commands::import::ImportCommand,
     },
+    /// Bearer tokens for the API: `token new` makes one, `token hash` prints the SHA-256 of a
+    /// token read from standard input (what `[access]` stores).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// List the probe kinds with their parameters and defaults.
     Probes {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Generate a random token; prints the token (give it to its holder) and its SHA-256 (put it
+    /// in the config).
+    New,
+    /// Print the SHA-256 of the token read from standard input.
+    Hash,
 }
 
 fn init_logging(filter: Option<&str>) {
@@ -212,6 +227,7 @@ fn main() -> ExitCode {
             format,
         } => commands::run::run(&config, site, service, probe, format),
         Command::Probes { format } => commands::probes::run(format),
+        Command::Token { action } => commands::token::run(matches!(action, TokenAction::New)),
         Command::Import { what } => commands::import::run(what),
         Command::Report {
             config,

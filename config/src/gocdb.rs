@@ -319,6 +319,32 @@ mod tests {
         assert!(d[3].scheduled && !d[3].outage);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any damage to an answer gives downtimes that end after they start, or an error with
+        /// a position; never a panic.
+        #[test]
+        fn damaged_answers_never_panic(
+            cut in 0usize..DOWNTIMES.len(),
+            len in 0usize..60,
+            insert in "[<>/=\" A-Z_&;#0-9\n]{0,16}",
+        ) {
+            let mut text = DOWNTIMES.to_string();
+            let start = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let end = (start + len).min(text.len());
+            text.replace_range(start..end, &insert);
+            match parse(&text) {
+                Ok(page) => {
+                    for d in page.downtimes {
+                        proptest::prop_assert!(d.end_ms > d.start_ms);
+                    }
+                }
+                Err(e) => proptest::prop_assert!(e.line >= 1 && e.column >= 1 && !e.message.is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn an_empty_answer_is_no_downtime() {
         let page = parse("<?xml version=\"1.0\"?>\n<results/>\n").expect("parses");

@@ -17,7 +17,7 @@ pub mod xml;
 pub use diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
 pub use load::{load, load_str, parse_duration, Loaded};
 pub use model::{
-    short_metric_name, Config, Defaults, Downtime, KindParams, Overrides, ProbeDef, ProbeInstance,
-    Profile, Service, Site,
+    short_metric_name, Access, Config, Defaults, Downtime, KindParams, Overrides, ProbeDef,
+    ProbeInstance, Profile, Role, Service, Site, Token,
 };
 pub use xml::XmlError;

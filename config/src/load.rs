@@ -17,7 +17,7 @@ use crate::model::{
 
 /// Keys allowed at the top of the main file.
 const MAIN_KEYS: &[&str] = &[
-    "vo", "include", "defaults", "server", "site", "probe", "profile", "downtime",
+    "vo", "include", "defaults", "server", "access", "site", "probe", "profile", "downtime",
 ];
 /// Keys allowed at the top of an included file.
 const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime"];
@@ -43,6 +43,27 @@ struct RawServer {
     retention: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
     startup_spread: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    read: Option<Spanned<String>>,
+    runs_per_hour: Option<Spanned<u32>>,
+    #[serde(default)]
+    token: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Spanned<String>,
+    sha256: Option<Spanned<String>>,
+    sha256_file: Option<Spanned<String>>,
+    sha256_env: Option<Spanned<String>>,
+    role: Spanned<String>,
+    #[serde(default)]
+    sites: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +182,8 @@ pub(crate) struct Positions {
     pub profile_flavours: Vec<Vec<(String, Span)>>,
     /// Per probe: the span of `name` or `metric` (what its short name comes from).
     pub probe_short: Vec<Span>,
+    /// Sites named by site-admin tokens, with their spans.
+    pub access_sites: Vec<(String, Span)>,
     /// Per downtime: site and service names with their spans.
     #[allow(clippy::type_complexity)]
     pub downtime_refs: Vec<(Option<String>, Option<Span>, Option<String>, Option<Span>)>,
@@ -367,6 +390,11 @@ impl Loader {
                 "defaults" if is_main => {
                     if let Some(raw) = self.deserialize::<RawDefaults>(file, value, "[defaults]") {
                         self.apply_defaults(file, raw);
+                    }
+                }
+                "access" if is_main => {
+                    if let Some(raw) = self.deserialize::<RawAccess>(file, value, "[access]") {
+                        self.apply_access(file, raw);
                     }
                 }
                 "server" if is_main => {
@@ -661,6 +689,131 @@ impl Loader {
                 .unwrap_or(base.site_concurrency),
             kind_concurrency,
         };
+    }
+
+    fn apply_access(&mut self, file: FileId, raw: RawAccess) {
+        let mut access = crate::model::Access::default();
+        if let Some(r) = raw.read {
+            match r.get_ref().as_str() {
+                "open" => access.read_requires_token = false,
+                "token" => access.read_requires_token = true,
+                other => {
+                    let d = self.error(file, r.span(), format!("unknown read access `{other}`"));
+                    self.diagnostics.push(d.with_help("write read = \"open\" (anyone may read) or \"token\" (a valid token is needed)"));
+                }
+            }
+        }
+        if let Some(n) = self.positive(file, raw.runs_per_hour, "runs_per_hour") {
+            access.runs_per_hour = n;
+        }
+        for t in raw.token {
+            let sources = [&t.sha256, &t.sha256_file, &t.sha256_env];
+            let given = sources.iter().filter(|s| s.is_some()).count();
+            if given != 1 {
+                let d = self.error(
+                    file,
+                    t.name.span(),
+                    format!(
+                        "token `{}` needs exactly one of `sha256`, `sha256_file`, `sha256_env`",
+                        t.name.get_ref()
+                    ),
+                );
+                self.diagnostics.push(d.with_help("store the SHA-256 of the token (`gridprobe token hash` prints it), never the token itself"));
+                continue;
+            }
+            let (hash, span) = if let Some(h) = &t.sha256 {
+                (Ok(h.get_ref().trim().to_string()), h.span())
+            } else if let Some(f) = &t.sha256_file {
+                let path = std::path::Path::new(f.get_ref());
+                (
+                    std::fs::read_to_string(path)
+                        .map(|s| s.trim().to_string())
+                        .map_err(|e| format!("cannot read `{}`: {e}", f.get_ref())),
+                    f.span(),
+                )
+            } else if let Some(v) = &t.sha256_env {
+                (
+                    std::env::var(v.get_ref())
+                        .map(|s| s.trim().to_string())
+                        .map_err(|_| format!("environment variable `{}` is not set", v.get_ref())),
+                    v.span(),
+                )
+            } else {
+                continue;
+            };
+            let hash = match hash {
+                Ok(h) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    h.to_ascii_lowercase()
+                }
+                Ok(_) => {
+                    let d = self.error(
+                        file,
+                        span,
+                        format!(
+                            "token `{}`: not a SHA-256 hex digest (64 hex digits)",
+                            t.name.get_ref()
+                        ),
+                    );
+                    self.diagnostics.push(d.with_help("`gridprobe token hash` prints the digest of a token read from standard input"));
+                    continue;
+                }
+                Err(e) => {
+                    let d = self.error(file, span, format!("token `{}`: {e}", t.name.get_ref()));
+                    self.diagnostics.push(d);
+                    continue;
+                }
+            };
+            let role = match t.role.get_ref().as_str() {
+                "operator" => {
+                    if let Some(s) = t.sites.first() {
+                        let d = self.error(
+                            file,
+                            s.span(),
+                            "an operator token covers every site; `sites` is for site-admin tokens",
+                        );
+                        self.diagnostics.push(d);
+                    }
+                    crate::model::Role::Operator
+                }
+                "site-admin" => {
+                    if t.sites.is_empty() {
+                        let d = self.error(
+                            file,
+                            t.role.span(),
+                            format!("site-admin token `{}` names no sites", t.name.get_ref()),
+                        );
+                        self.diagnostics
+                            .push(d.with_help("add sites = [\"SITE\", ...]"));
+                        continue;
+                    }
+                    for s in &t.sites {
+                        self.positions.access_sites.push((
+                            s.get_ref().clone(),
+                            Span {
+                                file,
+                                range: s.span(),
+                            },
+                        ));
+                    }
+                    crate::model::Role::SiteAdmin(
+                        t.sites.iter().map(|s| s.get_ref().clone()).collect(),
+                    )
+                }
+                other => {
+                    let d = self
+                        .error(file, t.role.span(), format!("unknown role `{other}`"))
+                        .with_suggestion(other, ["operator", "site-admin"]);
+                    self.diagnostics.push(d);
+                    continue;
+                }
+            };
+            access.tokens.push(crate::model::Token {
+                name: t.name.into_inner(),
+                sha256: hash,
+                role,
+            });
+        }
+        self.config.access = access;
     }
 
     fn apply_server(&mut self, file: FileId, raw: RawServer) {

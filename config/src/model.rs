@@ -24,6 +24,8 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     /// `[server]`: how `gridprobe serve` runs and where it keeps results.
     pub server: Server,
+    /// `[access]`: who may read and who may start runs.
+    pub access: Access,
     /// Downtimes declared in the configuration (`[[downtime]]`).
     pub downtimes: Vec<Downtime>,
     /// The files this configuration was read from, for positioning later errors.
@@ -86,6 +88,58 @@ impl Default for Server {
             retention: Duration::from_secs(400 * 86_400),
             shutdown_grace: Duration::from_secs(10),
             startup_spread: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[access]`: reading is open by default; starting runs needs a token whose SHA-256 is
+/// declared here (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// Reading the API and dashboard needs a valid token too.
+    pub read_requires_token: bool,
+    /// On-demand runs allowed per site per hour.
+    pub runs_per_hour: u32,
+    /// The tokens.
+    pub tokens: Vec<Token>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access {
+            read_requires_token: false,
+            runs_per_hour: 60,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// A bearer token, known by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Name, for logs.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Start runs on every site.
+    Operator,
+    /// Start runs on these sites only.
+    SiteAdmin(Vec<String>),
+}
+
+impl Role {
+    /// Whether this role may start runs at a site.
+    pub fn may_run_at(&self, site: &str) -> bool {
+        match self {
+            Role::Operator => true,
+            Role::SiteAdmin(sites) => sites.iter().any(|s| s == site),
         }
     }
 }

@@ -237,6 +237,19 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
             }
         }
     }
+    // Site-admin tokens name real sites.
+    for (site, span) in &pos.access_sites {
+        if config.site_index(site).is_none() {
+            out.push(
+                err(
+                    span,
+                    format!("token names site `{site}`, which is not configured"),
+                )
+                .with_suggestion(site, config.sites.iter().map(|s| s.name.as_str())),
+            );
+        }
+    }
+
     // Downtimes name real sites and services.
     let hosts: BTreeSet<&str> = config
         .sites

@@ -724,10 +724,11 @@ fn emit(feed: &VoFeed, options: &RenderOptions<'_>, sites: &[toml::Table]) -> St
     );
     let _ = writeln!(
         out,
-        "# Re-importing rewrites this file. Kept for the services that stay in the feed: keys the\n\
-         # feed does not give (override tables, tags, params other than {}, grid, country,\n\
-         # contact, a tier the feed lacks). Not kept: comments, and services the feed dropped.",
-        FEED_PARAMS.join("/")
+        "# Re-importing rewrites this file from the feed. For the services still in the feed it\n\
+         # keeps the keys the feed does not give: override tables, tags, params other than\n\
+         # {}, and on sites grid, country, contact and a tier\n\
+         # the feed lacks. Comments, and services the feed dropped, are not kept.",
+        FEED_PARAMS.join(", ")
     );
     let mut about = Vec::new();
     if let Some(vo) = &feed.vo {
@@ -905,6 +906,31 @@ mod tests {
         assert!(!ral.services[2].production);
         assert_eq!(ral.services[2].line, 23);
         assert!(feed.warnings.is_empty(), "{:?}", feed.warnings);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any damage to a feed gives a feed or an error with a position, never a panic, and
+        /// whatever parses renders to a file that reads back.
+        #[test]
+        fn damaged_feeds_never_panic(
+            cut in 0usize..FEED.len(),
+            len in 0usize..60,
+            insert in "[<>/=\" a-z_&;#0-9\n]{0,16}",
+        ) {
+            let mut text = FEED.to_string();
+            let start = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let end = (start + len).min(text.len());
+            text.replace_range(start..end, &insert);
+            match parse(&text) {
+                Ok(feed) => {
+                    let rendered = render_include(&feed, None, &options());
+                    proptest::prop_assert!(rendered.is_ok(), "{:?}", rendered.err());
+                }
+                Err(e) => proptest::prop_assert!(e.line >= 1 && e.column >= 1 && !e.message.is_empty()),
+            }
+        }
     }
 
     #[test]

@@ -129,7 +129,8 @@ pub(crate) fn parse(text: &str) -> Result<Element, XmlError> {
                     line,
                     column,
                     element: innermost(&stack),
-                    message: format!("malformed XML: {e}"),
+                    // quick-xml may quote markup spanning lines; one line reads better.
+                    message: format!("malformed XML: {}", one_line(&e.to_string())),
                 });
             }
         };
@@ -206,6 +207,10 @@ pub(crate) fn parse(text: &str) -> Result<Element, XmlError> {
         element: "document".into(),
         message: "no root element: the document is empty".into(),
     })
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn innermost(stack: &[Element]) -> String {

@@ -1107,10 +1107,12 @@ impl JobRun {
                     JobState::Vanished => Outcome::unknown(format!(
                         "{job} left the queue, but its final state is not known{reason}"
                     )),
-                    JobState::Pending | JobState::Running | JobState::Suspended => Outcome::unknown(format!(
-                        "{job} ended in state {} without a final state",
-                        last.raw
-                    )),
+                    JobState::Pending | JobState::Running | JobState::Suspended => {
+                        Outcome::unknown(format!(
+                            "{job} ended in state {} without a final state",
+                            last.raw
+                        ))
+                    }
                 }
             }
             End::Setup(msg) => Outcome::unknown(format!("cannot set up the job: {msg}")),
@@ -1327,8 +1329,16 @@ fn humanize(d: Duration) -> String {
         return format!("{}ms", d.as_millis());
     }
     let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let (days, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
     let mut out = Vec::new();
+    if days > 0 {
+        out.push(format!("{days}d"));
+    }
     if h > 0 {
         out.push(format!("{h}h"));
     }

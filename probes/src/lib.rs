@@ -9,10 +9,12 @@ pub mod placeholders;
 pub mod registry;
 
 pub mod ce;
+pub mod conddb;
 pub mod http;
 pub mod job;
 pub mod nagios;
 pub mod process;
+pub mod software;
 pub mod storage;
 pub mod tcp;
 pub mod tls;

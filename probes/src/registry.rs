@@ -64,6 +64,12 @@ pub static KINDS: &[KindSpec] = &[
         build: crate::storage::build,
     },
     KindSpec {
+        name: crate::conddb::NAME,
+        summary: crate::conddb::SUMMARY,
+        params: crate::conddb::PARAMS,
+        build: crate::conddb::build,
+    },
+    KindSpec {
         name: crate::ce::NAME,
         summary: crate::ce::SUMMARY,
         params: crate::ce::PARAMS,
@@ -74,6 +80,12 @@ pub static KINDS: &[KindSpec] = &[
         summary: crate::job::SUMMARY,
         params: crate::job::PARAMS,
         build: crate::job::build,
+    },
+    KindSpec {
+        name: crate::software::NAME,
+        summary: crate::software::SUMMARY,
+        params: crate::software::PARAMS,
+        build: crate::software::build,
     },
 ];
 

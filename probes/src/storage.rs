@@ -221,14 +221,16 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
         "require" => ServerChecksum::Require,
         "off" => ServerChecksum::Off,
         other => {
-            errors.push(
-                err(
-                    "server_checksum",
-                    format!("unknown `server_checksum` value `{other}`"),
-                )
-                .with_suggestion(other, ["auto", "require", "off"])
-                .with_help("use \"auto\", \"require\" or \"off\""),
-            );
+            let d = err(
+                "server_checksum",
+                format!("unknown `server_checksum` value `{other}`"),
+            )
+            .with_suggestion(other, ["auto", "require", "off"]);
+            errors.push(if d.help.is_none() {
+                d.with_help("use \"auto\", \"require\" or \"off\"")
+            } else {
+                d
+            });
             ServerChecksum::Auto
         }
     };

@@ -481,6 +481,21 @@ fn history_sql(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
     if q.non_ok_only {
         sql.push_str(" AND r.status <> 'OK'");
     }
+    if let Some(status) = q.status {
+        cond(
+            &mut sql,
+            "r.status =",
+            Value::Text(status.name().to_string()),
+        );
+    }
+    if let Some((t, id)) = q.before {
+        args.push(Value::Integer(t));
+        args.push(Value::Integer(id));
+        let (a, b) = (args.len() - 1, args.len());
+        sql.push_str(&format!(
+            " AND (r.started_at_ms < ?{a} OR (r.started_at_ms = ?{a} AND r.id < ?{b}))"
+        ));
+    }
     let limit = if q.limit == 0 {
         DEFAULT_HISTORY_LIMIT
     } else {

@@ -80,6 +80,11 @@ pub struct HistoryQuery {
     pub include_attempts: bool,
     /// Only results that are not OK (for failure reasons).
     pub non_ok_only: bool,
+    /// Only results with this status.
+    pub status: Option<gridprobe_probes::Status>,
+    /// Paging: only results older than this `(started_at_ms, id)` (the last row of the previous
+    /// page), in the history's newest-first order.
+    pub before: Option<(i64, i64)>,
     /// At most this many.
     pub limit: usize,
 }

@@ -241,6 +241,21 @@ impl Intake {
             }
         }
     }
+
+    /// Waits until `wake` while accepting results; if the channel closes meanwhile, the wait
+    /// ends no later than the flush deadline instead.
+    async fn idle_until(&mut self, wake: Instant, flush_timeout: Duration) {
+        loop {
+            let until = match self.closed_at {
+                Some(closed) => wake.min(closed + flush_timeout),
+                None => wake,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                msg = self.rx.recv(), if self.open => self.on_message(msg),
+            }
+        }
+    }
 }
 
 async fn run(store: Arc<dyn ResultStore>, cfg: WriterConfig, mut intake: Intake) {
@@ -286,16 +301,15 @@ async fn run(store: Arc<dyn ResultStore>, cfg: WriterConfig, mut intake: Intake)
                 for r in batch.into_iter().rev() {
                     intake.pending.push_front(r);
                 }
-                let mut wait = delay;
-                if let Some(closed_at) = intake.closed_at {
-                    let deadline = closed_at + cfg.flush_timeout;
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    wait = wait.min(deadline - now);
+                if intake
+                    .closed_at
+                    .is_some_and(|closed| Instant::now() >= closed + cfg.flush_timeout)
+                {
+                    break;
                 }
-                intake.while_receiving(tokio::time::sleep(wait)).await;
+                intake
+                    .idle_until(Instant::now() + delay, cfg.flush_timeout)
+                    .await;
                 delay = (delay * 2).min(cfg.retry_max).max(cfg.retry_min);
             }
         }
@@ -656,6 +670,32 @@ mod tests {
         assert_eq!(load(&stats.dropped), 7);
         assert_eq!(load(&stats.pending), 0);
         assert!(load(&stats.write_errors) >= 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_during_a_long_backoff_still_ends_at_the_flush_deadline() {
+        let store = FlakyStore::new();
+        store.down.store(true, Ordering::SeqCst);
+        let cfg = WriterConfig {
+            retry_min: Duration::from_secs(60),
+            retry_max: Duration::from_secs(60),
+            flush_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let (handle, task) = spawn_writer(store.clone(), cfg);
+        let stats = handle.stats();
+        handle.send(result(0));
+        wait_for("the first failure", Duration::from_secs(10), || {
+            load(&stats.write_errors) == 1
+        })
+        .await;
+        let closed = Instant::now();
+        drop(handle);
+        task.await.expect("writer task");
+        let waited = closed.elapsed();
+        assert!(waited >= Duration::from_secs(2), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        assert_eq!(load(&stats.dropped), 1);
     }
 
     #[tokio::test]

@@ -31,6 +31,8 @@ pub struct HttpState {
     pub reload: ReloadTrigger,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// On-demand runs.
+    pub runs: Arc<crate::ondemand::RunManager>,
 }
 
 /// The router of the service.
@@ -38,8 +40,13 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/-/reload", post(reload))
+        .merge(crate::api::routes())
         .merge(crate::metrics::routes())
         .merge(crate::dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::api::read_guard,
+        ))
         .with_state(state)
 }
 

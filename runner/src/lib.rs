@@ -1,11 +1,14 @@
 //! gridprobe runner: executing probes safely (timeouts, panics, retries), concurrency limits,
 //! and on-demand batches honouring `depends_on`. The scheduler and HTTP server live here too.
 
+pub mod access;
+pub mod api;
 pub mod batch;
 pub mod dashboard;
 pub mod execute;
 pub mod http;
 pub mod metrics;
+pub mod ondemand;
 pub mod schedule;
 pub mod service;
 

@@ -1,29 +1,1232 @@
-//! Prometheus metrics at `/metrics` (being written).
+//! Prometheus metrics at `/metrics`, in the text exposition format (`prometheus` crate, without
+//! protobuf). `docs/metrics.md` lists every series; the encodings are in each metric's HELP.
+//!
+//! Three sources, each read where it is cheapest and cannot drift:
+//! - **Cells** (`gridprobe_probe_status`, `_last_run_timestamp_seconds`, `_stale`) are rendered at
+//!   scrape time from the service's current plan and the cells' latest hard states
+//!   ([`crate::schedule::CellStates`], seeded from the store at start). So a restart does not
+//!   empty them, and a cell removed by a reload disappears at the next scrape (the gauges are
+//!   reset whenever the plan changes). One series per cell; no timestamps or run ids as labels.
+//! - **Runs** (`gridprobe_probe_duration_seconds`, `_runs_total`, `_attempts_total`) are counted
+//!   as results are recorded, through [`ResultObserver`], for scheduled and on-demand runs alike.
+//! - **Sites** (`gridprobe_site_*`) need the store and the availability algorithm
+//!   ([`gridprobe_results::report::compute`]); a background task ([`Metrics::spawn_refresh`])
+//!   recomputes them — never a scrape — and only while someone scrapes: the first scrape starts
+//!   it, the 24 h window is then refreshed every [`DAY_REFRESH`] and the 30 d window every
+//!   [`MONTH_REFRESH`] (a few minutes move a 30-day figure by less than 0.01 %).
+//!
+//! Scheduler and store figures are mirrored from [`crate::schedule::SchedulerStats`] and
+//! [`gridprobe_results::WriterStats`] at scrape time.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
-use gridprobe_probes::ProbeResult;
+use gridprobe_config::Config;
+use gridprobe_probes::outcome::unix_ms;
+use gridprobe_probes::{ProbeResult, Status};
+use gridprobe_results::availability::DEFAULT_UNKNOWN_THRESHOLD;
+use gridprobe_results::report::{compute, default_thresholds, site_status, Period, SiteStatus};
+use gridprobe_results::{CellFilter, CellKey, ResultStore};
+use prometheus::core::Collector;
+use prometheus::{
+    Counter, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::http::HttpState;
-use crate::service::ResultObserver;
+use crate::service::{ResultObserver, Shared};
 
-/// The service's metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {}
+/// How often the 24-hour site figures (and the site status) are recomputed while scraped.
+pub const DAY_REFRESH: Duration = Duration::from_secs(60);
+/// How often the 30-day site figures are recomputed while scraped.
+pub const MONTH_REFRESH: Duration = Duration::from_secs(15 * 60);
+/// How long the very first scrape waits for the first site figures, so that it already has
+/// them; later scrapes never wait.
+const FIRST_SCRAPE_WAIT: Duration = Duration::from_secs(3);
 
-impl Metrics {
-    /// New metrics.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Metrics {})
+/// Labels of every per-cell series, in this order. `probe` is the full metric name
+/// (`org.lhcb.CE-lhcb-install`): the cell's identity in the store, the API and `--probe`.
+pub const CELL_LABELS: [&str; 5] = ["vo", "site", "flavour", "host", "probe"];
+/// Labels of the per-site series (plus `window` on availability and reliability).
+const SITE_LABELS: [&str; 3] = ["vo", "site", "tier"];
+
+/// Upper bounds of the probe duration histogram, in seconds: from a TCP connect to a grid job
+/// that uses its whole 10-minute timeout.
+const DURATION_BUCKETS: [f64; 15] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// The value of `gridprobe_probe_status` for a status: the Nagios return code (0 OK,
+/// 1 WARNING, 2 CRITICAL, 3 UNKNOWN), and 4 for STANDBY, which has none (not run on purpose).
+pub fn probe_status_value(status: Status) -> i64 {
+    status.nagios_code().map(i64::from).unwrap_or(4)
+}
+
+/// The value of `gridprobe_site_status`: 0 good, 1 degraded, 2 failed, 3 maintenance,
+/// 4 inactive.
+pub fn site_status_value(status: SiteStatus) -> i64 {
+    match status {
+        SiteStatus::Good => 0,
+        SiteStatus::Degraded => 1,
+        SiteStatus::Failed => 2,
+        SiteStatus::Maintenance => 3,
+        SiteStatus::Inactive => 4,
     }
 }
 
+/// A window of the site figures.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// The `window` label.
+    label: &'static str,
+    /// Its length.
+    length: Duration,
+    /// How often it is recomputed.
+    refresh: Duration,
+    /// Whether the site status comes from it (the dashboards' status is a 24-hour one).
+    gives_status: bool,
+}
+
+const WINDOWS: [Window; 2] = [
+    Window {
+        label: "24h",
+        length: Duration::from_secs(24 * 3600),
+        refresh: DAY_REFRESH,
+        gives_status: true,
+    },
+    Window {
+        label: "30d",
+        length: Duration::from_secs(30 * 24 * 3600),
+        refresh: MONTH_REFRESH,
+        gives_status: false,
+    },
+];
+
+/// One site's figures over one window.
+#[derive(Debug, Clone)]
+struct SiteRow {
+    site: String,
+    availability: Option<f64>,
+    reliability: Option<f64>,
+    status: Option<SiteStatus>,
+}
+
+/// The per-cell label values of a plan, computed once per plan rather than per scrape.
+#[derive(Debug)]
+struct CellRow {
+    key: CellKey,
+    labels: [String; 5],
+    freshness_ms: i64,
+}
+
+/// What scrapes and the refresh task share; one lock, so that a scrape never sees a vector
+/// half reset.
+#[derive(Debug, Default)]
+struct RenderState {
+    /// The configuration `cells` was built from (compared by pointer: a reload installs a new
+    /// `Arc` even for an identical file, which only costs one reset).
+    cells_for: Option<Arc<Config>>,
+    cells: Vec<CellRow>,
+    /// Site rows per window (index into [`WINDOWS`]), as last computed.
+    sites: [Option<Vec<SiteRow>>; 2],
+    /// Queue wait already mirrored into its counter, in ms (the source counts ms).
+    queue_wait_ms: u64,
+}
+
+/// The service's metrics: a private registry (no global state, so tests can make many).
+pub struct Metrics {
+    registry: Registry,
+    duration: HistogramVec,
+    runs: IntCounterVec,
+    attempts: IntCounterVec,
+    probe_status: IntGaugeVec,
+    last_run: GaugeVec,
+    stale: IntGaugeVec,
+    site_availability: GaugeVec,
+    site_reliability: GaugeVec,
+    site_status: IntGaugeVec,
+    site_refresh_time: GaugeVec,
+    site_refresh_errors: IntCounter,
+    entries: IntGauge,
+    inflight: IntGauge,
+    runs_started: IntCounter,
+    runs_finished: IntCounter,
+    skipped: IntCounterVec,
+    queue_wait: Counter,
+    reloads: IntCounter,
+    written: IntCounter,
+    write_errors: IntCounter,
+    dropped: IntCounter,
+    pending: IntGauge,
+    /// Every registered family: name and whether it is a histogram (for [`metric_names`]).
+    families: Vec<(String, bool)>,
+    state: Mutex<RenderState>,
+    /// Scrapes so far; the refresh task works only when this moved.
+    scrapes: AtomicU64,
+    /// Wakes the refresh task on a scrape.
+    scraped: Notify,
+    /// Whether a refresh task runs (only then does the first scrape wait for it).
+    refreshing: AtomicBool,
+    /// Counts finished 24-hour refreshes (successful or not), for the first scrape's wait.
+    refreshed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("families", &self.families.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers a collector and remembers its family names.
+struct Builder {
+    registry: Registry,
+    families: Vec<(String, bool)>,
+}
+
+impl Builder {
+    fn add<C: Collector + Clone + 'static>(&mut self, c: C, histogram: bool) -> C {
+        for d in c.desc() {
+            self.families.push((d.fq_name.clone(), histogram));
+        }
+        // Names and labels are constants of this file: a failure is a bug caught by the tests.
+        if let Err(e) = self.registry.register(Box::new(c.clone())) {
+            tracing::error!(error = %e, "metric registration failed");
+        }
+        c
+    }
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// New metrics, with `gridprobe_build_info` set.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::build())
+    }
+
+    fn build() -> Self {
+        let mut b = Builder {
+            registry: Registry::new(),
+            families: Vec::new(),
+        };
+        // The constructors fail only on invalid names or label sets, which are literals here;
+        // `expect` states that invariant (the unit tests build every metric).
+        let duration = b.add(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "gridprobe_probe_duration_seconds",
+                    "Run time of every probe attempt (retries included; STANDBY results, which \
+                     run nothing, excluded), by probe kind.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["kind"],
+            )
+            .expect("valid histogram"),
+            true,
+        );
+        let runs = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_probe_runs_total",
+                    "Runs finished, scheduled or on demand, by probe kind and hard status (the \
+                     last attempt's: OK, WARNING, CRITICAL, UNKNOWN, STANDBY). One per run; \
+                     retried attempts are in gridprobe_probe_attempts_total.",
+                ),
+                &["kind", "status"],
+            )
+            .expect("valid counter"),
+            false,
+        );
+        let attempts = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_probe_attempts_total",
+                    "Probe attempts, retries included, by probe kind and status; minus \
+                     gridprobe_probe_runs_total it gives the retries.",
+                ),
+                &["kind", "status"],
+            )
+            .expect("valid counter"),
+            false,
+        );
+        let probe_status = b.add(
+            IntGaugeVec::new(
+                opts(
+                    "gridprobe_probe_status",
+                    "Latest hard status of a cell (probe on a service instance): the Nagios code \
+                     0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, and 4 STANDBY (not run on purpose: \
+                     a dependency is down). probe is the full metric name. Check \
+                     gridprobe_probe_stale: a stale status is not current.",
+                ),
+                &CELL_LABELS,
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let last_run = b.add(
+            GaugeVec::new(
+                opts(
+                    "gridprobe_probe_last_run_timestamp_seconds",
+                    "Start of the cell's latest hard result, in seconds since the Unix epoch.",
+                ),
+                &CELL_LABELS,
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let stale = b.add(
+            IntGaugeVec::new(
+                opts(
+                    "gridprobe_probe_stale",
+                    "1 when the cell's latest result is older than its freshness window (2 x \
+                     interval + timeout unless configured): the matrix shows it MISSING. 0 \
+                     otherwise.",
+                ),
+                &CELL_LABELS,
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let site_availability = b.add(
+            GaugeVec::new(
+                opts(
+                    "gridprobe_site_availability",
+                    "Site availability (UP / KNOWN time, 0 to 1) over the window ending now \
+                     (24h or 30d), computed as `gridprobe report` does with the first profile. \
+                     Absent when n/a (too much unknown time).",
+                ),
+                &["vo", "site", "tier", "window"],
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let site_reliability = b.add(
+            GaugeVec::new(
+                opts(
+                    "gridprobe_site_reliability",
+                    "Site reliability (UP / (KNOWN - scheduled downtime), 0 to 1) over the window \
+                     ending now (24h or 30d). Absent when n/a.",
+                ),
+                &["vo", "site", "tier", "window"],
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let site_status = b.add(
+            IntGaugeVec::new(
+                opts(
+                    "gridprobe_site_status",
+                    "Site status from its last-24-hours availability and the tier thresholds \
+                     (Tier-0/1: good above 0.9, degraded from 0.6; Tier-2/3: 0.6 and 0.4): \
+                     0 good, 1 degraded, 2 failed, 3 maintenance (in scheduled downtime now), \
+                     4 inactive (no results).",
+                ),
+                &SITE_LABELS,
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let site_refresh_time = b.add(
+            GaugeVec::new(
+                opts(
+                    "gridprobe_site_refresh_timestamp_seconds",
+                    "When the site figures of a window were last computed (end of the window), \
+                     in seconds since the Unix epoch.",
+                ),
+                &["window"],
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let site_refresh_errors = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_site_refresh_errors_total",
+                "Failed recomputations of the site figures (store read errors); the previous \
+                 figures are kept.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let entries = b.add(
+            IntGauge::with_opts(opts(
+                "gridprobe_scheduler_entries",
+                "Probe instances in the schedule.",
+            ))
+            .expect("valid gauge"),
+            false,
+        );
+        let inflight = b.add(
+            IntGauge::with_opts(opts(
+                "gridprobe_scheduler_inflight",
+                "Scheduled runs in flight: waiting for a concurrency slot or running.",
+            ))
+            .expect("valid gauge"),
+            false,
+        );
+        let runs_started = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_scheduler_runs_started_total",
+                "Scheduled runs that got their concurrency slots and started.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let runs_finished = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_scheduler_runs_finished_total",
+                "Scheduled runs finished (STANDBY ones included); flat while entries > 0 means \
+                 the scheduler is stalled.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let skipped = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_scheduler_skipped_total",
+                    "Slots skipped: reason=busy (the previous run of the entry was still in \
+                     flight), reason=late (missed by a pause or clock jump, never replayed).",
+                ),
+                &["reason"],
+            )
+            .expect("valid counter"),
+            false,
+        );
+        let queue_wait = b.add(
+            Counter::with_opts(opts(
+                "gridprobe_scheduler_queue_wait_seconds_total",
+                "Total time scheduled runs waited for concurrency slots (kind, site, global). \
+                 Divided by the rate of gridprobe_scheduler_runs_started_total it gives the \
+                 mean wait per run.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let reloads = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_scheduler_reloads_total",
+                "Configuration reloads applied.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let written = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_store_written_total",
+                "Results (attempts) written to the result store.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let write_errors = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_store_write_errors_total",
+                "Failed writes to the result store (each is retried with backoff).",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let dropped = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_store_dropped_total",
+                "Results lost: beyond the writer's memory bound while the store failed, or \
+                 unwritten at shutdown.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let pending = b.add(
+            IntGauge::with_opts(opts(
+                "gridprobe_store_pending",
+                "Results handed to the writer and not yet written or dropped.",
+            ))
+            .expect("valid gauge"),
+            false,
+        );
+        let build_info = b.add(
+            IntGaugeVec::new(
+                opts(
+                    "gridprobe_build_info",
+                    "Always 1; the version label is the gridprobe version.",
+                ),
+                &["version"],
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let (refreshed, _) = watch::channel(0);
+        Metrics {
+            registry: b.registry,
+            duration,
+            runs,
+            attempts,
+            probe_status,
+            last_run,
+            stale,
+            site_availability,
+            site_reliability,
+            site_status,
+            site_refresh_time,
+            site_refresh_errors,
+            entries,
+            inflight,
+            runs_started,
+            runs_finished,
+            skipped,
+            queue_wait,
+            reloads,
+            written,
+            write_errors,
+            dropped,
+            pending,
+            families: b.families,
+            state: Mutex::new(RenderState::default()),
+            scrapes: AtomicU64::new(0),
+            scraped: Notify::new(),
+            refreshing: AtomicBool::new(false),
+            refreshed,
+        }
+    }
+
+    /// The names of the series `/metrics` can expose, as PromQL sees them (a histogram gives
+    /// `_bucket`, `_sum` and `_count`), sorted. Tests check the Grafana dashboard and the alert
+    /// rules against this list.
+    pub fn names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (name, histogram) in &self.families {
+            if *histogram {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    out.push(format!("{name}{suffix}"));
+                }
+            } else {
+                out.push(name.clone());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Renders the text exposition of every metric for the service's current state.
+    pub fn render(&self, shared: &Shared) -> Result<String, String> {
+        let now_ms = unix_ms(SystemTime::now());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.mirror_counters(&mut st, shared);
+        self.update_cells(&mut st, shared, now_ms);
+        self.update_sites(&st, &shared.plan().config);
+        let families = self.registry.gather();
+        drop(st);
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&families, &mut buf)
+            .map_err(|e| e.to_string())?;
+        String::from_utf8(buf).map_err(|e| e.to_string())
+    }
+
+    /// Copies the scheduler's and the writer's counters.
+    fn mirror_counters(&self, st: &mut RenderState, shared: &Shared) {
+        let s = &shared.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.entries
+            .set(i64::try_from(load(&s.entries)).unwrap_or(i64::MAX));
+        self.inflight.set(s.inflight.load(Ordering::Relaxed).max(0));
+        // The sources only grow, so adding the difference keeps these true counters.
+        let follow = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        follow(&self.runs_started, load(&s.runs_started));
+        follow(&self.runs_finished, load(&s.runs_finished));
+        follow(&self.reloads, load(&s.reloads));
+        follow(
+            &self.skipped.with_label_values(&["busy"]),
+            load(&s.skipped_busy),
+        );
+        follow(
+            &self.skipped.with_label_values(&["late"]),
+            load(&s.skipped_late),
+        );
+        let wait_ms = load(&s.queue_wait_ms_total);
+        if wait_ms > st.queue_wait_ms {
+            self.queue_wait
+                .inc_by((wait_ms - st.queue_wait_ms) as f64 / 1000.0);
+            st.queue_wait_ms = wait_ms;
+        }
+        let w = shared.writer().stats();
+        follow(&self.written, load(&w.written));
+        follow(&self.write_errors, load(&w.write_errors));
+        follow(&self.dropped, load(&w.dropped));
+        self.pending
+            .set(i64::try_from(load(&w.pending)).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the per-cell gauges of every cell of the current plan that has a result.
+    fn update_cells(&self, st: &mut RenderState, shared: &Shared, now_ms: i64) {
+        let plan = shared.plan();
+        if !st
+            .cells_for
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &plan.config))
+        {
+            // A new plan: forget every cell, so removed ones disappear.
+            st.cells = cell_rows(&plan.config);
+            st.cells_for = Some(plan.config.clone());
+            self.probe_status.reset();
+            self.last_run.reset();
+            self.stale.reset();
+        }
+        for row in &st.cells {
+            let Some((status, _, started_ms)) = shared.states.get(&row.key) else {
+                continue;
+            };
+            let labels = [
+                row.labels[0].as_str(),
+                row.labels[1].as_str(),
+                row.labels[2].as_str(),
+                row.labels[3].as_str(),
+                row.labels[4].as_str(),
+            ];
+            self.probe_status
+                .with_label_values(&labels)
+                .set(probe_status_value(status));
+            self.last_run
+                .with_label_values(&labels)
+                .set(started_ms as f64 / 1000.0);
+            let stale = now_ms.saturating_sub(started_ms) > row.freshness_ms;
+            self.stale.with_label_values(&labels).set(i64::from(stale));
+        }
+    }
+
+    /// Sets the site gauges from the last computed rows, for the sites of the current plan.
+    fn update_sites(&self, st: &RenderState, config: &Config) {
+        self.site_availability.reset();
+        self.site_reliability.reset();
+        self.site_status.reset();
+        for (w, window) in WINDOWS.iter().enumerate() {
+            let Some(rows) = &st.sites[w] else { continue };
+            for row in rows {
+                // A site removed by a reload goes at once, before the next refresh.
+                let Some(site) = config.sites.iter().find(|s| s.name == row.site) else {
+                    continue;
+                };
+                let tier = site.tier.to_string();
+                let labels = [config.vo.as_str(), row.site.as_str(), tier.as_str()];
+                let windowed = [labels[0], labels[1], labels[2], window.label];
+                if let Some(a) = row.availability {
+                    self.site_availability.with_label_values(&windowed).set(a);
+                }
+                if let Some(r) = row.reliability {
+                    self.site_reliability.with_label_values(&windowed).set(r);
+                }
+                if let Some(s) = row.status {
+                    self.site_status
+                        .with_label_values(&labels)
+                        .set(site_status_value(s));
+                }
+            }
+        }
+    }
+
+    /// Starts the background task that computes the site figures from the store while
+    /// `/metrics` is being scraped (see the module docs). It holds the service only weakly and
+    /// ends promptly when `shutdown` fires; await the handle before dropping the service's
+    /// last [`Shared`], so that the writer is not kept open.
+    pub fn spawn_refresh(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        store: Arc<dyn ResultStore>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        self.refreshing.store(true, Ordering::SeqCst);
+        let this = self.clone();
+        let plans = shared.subscribe();
+        let shared = Arc::downgrade(shared);
+        tokio::spawn(async move {
+            this.refresh_loop(shared, plans, store, shutdown.clone())
+                .await;
+            this.refreshing.store(false, Ordering::SeqCst);
+        })
+    }
+
+    async fn refresh_loop(
+        &self,
+        shared: Weak<Shared>,
+        mut plans: watch::Receiver<crate::schedule::Plan>,
+        store: Arc<dyn ResultStore>,
+        shutdown: CancellationToken,
+    ) {
+        // Per window: when it was last computed and the scrape count then.
+        let mut last: [Option<(Instant, u64)>; 2] = [None, None];
+        loop {
+            let mut plan_changed = false;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.scraped.notified() => {}
+                changed = plans.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    plan_changed = true;
+                }
+                _ = tokio::time::sleep(DAY_REFRESH) => {}
+            }
+            let scrapes = self.scrapes.load(Ordering::Relaxed);
+            if scrapes == 0 {
+                // Nobody scrapes: a big VO does not pay for figures no one reads.
+                continue;
+            }
+            for (w, window) in WINDOWS.iter().enumerate() {
+                let due = plan_changed
+                    || last[w]
+                        .is_none_or(|(at, seen)| at.elapsed() >= window.refresh && seen != scrapes);
+                if !due {
+                    continue;
+                }
+                let Some(plan) = shared.upgrade().map(|s| s.plan()) else {
+                    return;
+                };
+                let outcome = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = site_rows(&plan.config, store.as_ref(), window) => r,
+                };
+                last[w] = Some((Instant::now(), scrapes));
+                match outcome {
+                    Ok((rows, end_ms)) => {
+                        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                        st.sites[w] = Some(rows);
+                        drop(st);
+                        self.site_refresh_time
+                            .with_label_values(&[window.label])
+                            .set(end_ms as f64 / 1000.0);
+                    }
+                    Err(e) => {
+                        self.site_refresh_errors.inc();
+                        tracing::warn!(window = window.label, error = %e,
+                            "site metrics not refreshed; keeping the previous figures");
+                    }
+                }
+                if window.gives_status {
+                    self.refreshed.send_modify(|n| *n += 1);
+                }
+            }
+        }
+    }
+
+    /// Counts a scrape and wakes the refresh task; the first scrape waits (briefly) for the
+    /// first site figures.
+    async fn note_scrape(&self) {
+        self.scrapes.fetch_add(1, Ordering::Relaxed);
+        self.scraped.notify_one();
+        if self.refreshing.load(Ordering::SeqCst) {
+            let mut rx = self.refreshed.subscribe();
+            let _ = tokio::time::timeout(FIRST_SCRAPE_WAIT, rx.wait_for(|n| *n > 0)).await;
+        }
+    }
+}
+
+/// The names of every series `/metrics` can expose (see [`Metrics::names`]).
+pub fn metric_names() -> Vec<String> {
+    Metrics::build().names()
+}
+
 impl ResultObserver for Metrics {
-    fn observe(&self, _result: &ProbeResult, _is_final: bool) {}
+    fn observe(&self, result: &ProbeResult, is_final: bool) {
+        let status = result.outcome.status.name();
+        let kind = result.kind.as_str();
+        self.attempts.with_label_values(&[kind, status]).inc();
+        if is_final {
+            self.runs.with_label_values(&[kind, status]).inc();
+        }
+        // A STANDBY result ran nothing: its zero duration would drag the quantiles down.
+        if result.outcome.status != Status::Standby {
+            self.duration
+                .with_label_values(&[kind])
+                .observe(result.duration_ms as f64 / 1000.0);
+        }
+    }
+}
+
+/// The cells of a configuration with their label values and freshness.
+fn cell_rows(config: &Config) -> Vec<CellRow> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for inst in config.instances() {
+        let (Some(site), Some(probe)) =
+            (config.sites.get(inst.site), config.probes.get(inst.probe))
+        else {
+            continue;
+        };
+        let Some(svc) = site.services.get(inst.service) else {
+            continue;
+        };
+        let key = CellKey {
+            site: site.name.clone(),
+            hostname: svc.hostname.clone(),
+            flavour: svc.flavour.clone(),
+            metric: probe.metric.clone(),
+        };
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        out.push(CellRow {
+            labels: [
+                config.vo.clone(),
+                key.site.clone(),
+                key.flavour.clone(),
+                key.hostname.clone(),
+                key.metric.clone(),
+            ],
+            freshness_ms: i64::try_from(inst.freshness.as_millis()).unwrap_or(i64::MAX),
+            key,
+        });
+    }
+    out
+}
+
+/// Computes the site rows of one window ending now; returns them with the window's end (ms).
+async fn site_rows(
+    config: &Arc<Config>,
+    store: &dyn ResultStore,
+    window: &Window,
+) -> Result<(Vec<SiteRow>, i64), String> {
+    let end_ms = unix_ms(SystemTime::now());
+    let length_ms = i64::try_from(window.length.as_millis()).unwrap_or(i64::MAX);
+    let period = Period {
+        start_ms: end_ms.saturating_sub(length_ms),
+        end_ms,
+        label: window.label.to_string(),
+    };
+    let filter = CellFilter {
+        vo: Some(config.vo.clone()),
+        ..CellFilter::default()
+    };
+    let cells = store
+        .timelines(period.start_ms, period.end_ms, &filter)
+        .await
+        .map_err(|e| e.to_string())?;
+    let downtimes = store
+        .downtimes(period.start_ms, period.end_ms)
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = config.clone();
+    let gives_status = window.gives_status;
+    // Thirty days of a large VO is real work: off the async workers.
+    let rows = tokio::task::spawn_blocking(move || {
+        let report = compute(
+            &config,
+            None,
+            &period,
+            &cells,
+            &downtimes,
+            DEFAULT_UNKNOWN_THRESHOLD,
+        )?;
+        Ok::<_, String>(
+            report
+                .sites
+                .iter()
+                .map(|s| SiteRow {
+                    site: s.site.clone(),
+                    availability: s.figures.availability,
+                    reliability: s.figures.reliability,
+                    status: gives_status.then(|| site_status(s, default_thresholds(s.tier))),
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .map_err(|e| format!("site figures task failed: {e}"))??;
+    Ok((rows, end_ms))
 }
 
 /// The `/metrics` route.
 pub fn routes() -> Router<HttpState> {
-    Router::new()
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape(State(state): State<HttpState>) -> Response {
+    state.metrics.note_scrape().await;
+    let metrics = state.metrics.clone();
+    let shared = state.shared.clone();
+    // Rendering 10,000 cells is a few milliseconds of CPU: keep it off the async workers that
+    // also drive the scheduler.
+    match tokio::task::spawn_blocking(move || metrics.render(&shared)).await {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Ok(Err(e)) => crate::http::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be rendered",
+            &e,
+        ),
+        Err(e) => crate::http::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be rendered",
+            &e.to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    use gridprobe_probes::{Outcome, Trigger};
+    use gridprobe_results::{spawn_writer, NewResult, SqliteStore, WriterConfig};
+
+    use crate::schedule::Plan;
+
+    const CONFIG: &str = r#"
+vo = "v"
+[defaults]
+interval = "10m"
+timeout = "1m"
+[[site]]
+name = "T1_A"
+tier = 1
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce1"
+[[site]]
+name = "T2_B"
+tier = 2
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce2"
+[[probe]]
+metric = "org.v.ce-job"
+kind = "tcp"
+flavours = ["CE"]
+params = { port = 1 }
+"#;
+
+    fn plan(text: &str) -> Plan {
+        let l = gridprobe_config::load_str(Path::new("v.toml"), text);
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let (probes, diags) = gridprobe_probes::registry::build_all(&l.config);
+        assert!(diags.is_empty(), "{diags}");
+        Plan {
+            config: Arc::new(l.config),
+            probes: Arc::new(probes),
+        }
+    }
+
+    fn result(site: &str, host: &str, status: Status, started_ms: i64) -> ProbeResult {
+        ProbeResult {
+            metric: "org.v.ce-job".into(),
+            kind: "tcp".into(),
+            vo: "v".into(),
+            site: site.into(),
+            hostname: host.into(),
+            flavour: "CE".into(),
+            started_at_ms: started_ms,
+            duration_ms: 1500,
+            outcome: Outcome::new(status, "summary"),
+            attempt: 1,
+            trigger: Trigger::Scheduled,
+        }
+    }
+
+    /// The value of the one sample of `family` whose labels contain every `a="b"` in `labels`.
+    fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn service(plan: Plan, metrics: &Arc<Metrics>) -> (Arc<Shared>, Arc<dyn ResultStore>) {
+        let store: Arc<dyn ResultStore> = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let (writer, _task) = spawn_writer(store.clone(), WriterConfig::default());
+        let observers: Vec<Arc<dyn ResultObserver>> = vec![metrics.clone()];
+        (Shared::new(plan, writer, observers), store)
+    }
+
+    #[test]
+    fn names_cover_the_issue_and_expand_histograms() {
+        let names = metric_names();
+        for n in [
+            "gridprobe_probe_status",
+            "gridprobe_probe_duration_seconds_bucket",
+            "gridprobe_probe_duration_seconds_sum",
+            "gridprobe_probe_duration_seconds_count",
+            "gridprobe_probe_last_run_timestamp_seconds",
+            "gridprobe_probe_runs_total",
+            "gridprobe_site_availability",
+            "gridprobe_site_reliability",
+            "gridprobe_site_status",
+            "gridprobe_scheduler_queue_wait_seconds_total",
+            "gridprobe_scheduler_inflight",
+            "gridprobe_scheduler_entries",
+            "gridprobe_store_write_errors_total",
+            "gridprobe_store_dropped_total",
+            "gridprobe_store_pending",
+            "gridprobe_build_info",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert!(!names
+            .iter()
+            .any(|x| x == "gridprobe_probe_duration_seconds"));
+        assert!(names.iter().all(|n| n.starts_with("gridprobe_")));
+    }
+
+    #[test]
+    fn encodings_follow_nagios_and_the_documented_site_codes() {
+        assert_eq!(probe_status_value(Status::Ok), 0);
+        assert_eq!(probe_status_value(Status::Warning), 1);
+        assert_eq!(probe_status_value(Status::Critical), 2);
+        assert_eq!(probe_status_value(Status::Unknown), 3);
+        assert_eq!(probe_status_value(Status::Standby), 4);
+        assert_eq!(site_status_value(SiteStatus::Good), 0);
+        assert_eq!(site_status_value(SiteStatus::Failed), 2);
+        assert_eq!(site_status_value(SiteStatus::Inactive), 4);
+    }
+
+    #[tokio::test]
+    async fn cells_render_from_states_and_vanish_when_a_reload_removes_them() {
+        let metrics = Metrics::new();
+        let (shared, _store) = service(plan(CONFIG), &metrics);
+        let now = unix_ms(SystemTime::now());
+        shared.record(vec![result("T1_A", "ce1", Status::Critical, now - 1000)]);
+        // Ancient: older than its freshness (2 × 10m + 1m), so stale.
+        shared.record(vec![result(
+            "T2_B",
+            "ce2",
+            Status::Standby,
+            now - 3_600_000,
+        )]);
+        let text = metrics.render(&shared).expect("render");
+        let a = [("site", "T1_A"), ("host", "ce1"), ("probe", "org.v.ce-job")];
+        assert_eq!(
+            sample(&text, "gridprobe_probe_status", &a),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "gridprobe_probe_stale", &a), Some(0.0));
+        let t = sample(&text, "gridprobe_probe_last_run_timestamp_seconds", &a).expect("ts");
+        assert!((t - (now - 1000) as f64 / 1000.0).abs() < 0.01, "{t}");
+        let b = [("site", "T2_B"), ("vo", "v"), ("flavour", "CE")];
+        assert_eq!(sample(&text, "gridprobe_probe_status", &b), Some(4.0));
+        assert_eq!(sample(&text, "gridprobe_probe_stale", &b), Some(1.0));
+        assert_eq!(
+            sample(
+                &text,
+                "gridprobe_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            Some(1.0)
+        );
+
+        // Reload without T2_B: its series go at the next scrape, T1_A's stay.
+        let smaller = CONFIG.replace("name = \"T2_B\"", "name = \"T2_C\"");
+        shared.set_plan(plan(&smaller));
+        let text = metrics.render(&shared).expect("render");
+        assert!(!text.contains("T2_B"), "{text}");
+        assert_eq!(sample(&text, "gridprobe_probe_status", &a), Some(2.0));
+        // T2_C has no result yet: no series rather than a made-up status.
+        assert!(!text.contains("site=\"T2_C\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn runs_attempts_and_durations_are_counted_as_recorded() {
+        let metrics = Metrics::new();
+        let (shared, _store) = service(plan(CONFIG), &metrics);
+        let now = unix_ms(SystemTime::now());
+        // One run of two attempts (a retry), then a STANDBY run.
+        let mut first = result("T1_A", "ce1", Status::Unknown, now - 2000);
+        first.attempt = 1;
+        let mut second = result("T1_A", "ce1", Status::Ok, now - 1000);
+        second.attempt = 2;
+        shared.record(vec![first, second]);
+        shared.record(vec![result("T2_B", "ce2", Status::Standby, now)]);
+        let text = metrics.render(&shared).expect("render");
+        let runs = |s| {
+            sample(
+                &text,
+                "gridprobe_probe_runs_total",
+                &[("kind", "tcp"), ("status", s)],
+            )
+        };
+        assert_eq!(runs("OK"), Some(1.0), "{text}");
+        assert_eq!(runs("STANDBY"), Some(1.0));
+        assert_eq!(runs("UNKNOWN"), None);
+        let attempts = |s| {
+            sample(
+                &text,
+                "gridprobe_probe_attempts_total",
+                &[("kind", "tcp"), ("status", s)],
+            )
+        };
+        assert_eq!(attempts("UNKNOWN"), Some(1.0));
+        assert_eq!(attempts("OK"), Some(1.0));
+        // Two measured attempts of 1.5 s; the STANDBY result is not a measurement.
+        assert_eq!(
+            sample(
+                &text,
+                "gridprobe_probe_duration_seconds_count",
+                &[("kind", "tcp")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gridprobe_probe_duration_seconds_bucket",
+                &[("kind", "tcp"), ("le", "1")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gridprobe_probe_duration_seconds_bucket",
+                &[("kind", "tcp"), ("le", "2.5")]
+            ),
+            Some(2.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn scheduler_and_store_counters_are_mirrored() {
+        let metrics = Metrics::new();
+        let (shared, _store) = service(plan(CONFIG), &metrics);
+        shared.stats.entries.store(2, Ordering::Relaxed);
+        shared.stats.inflight.store(1, Ordering::Relaxed);
+        shared.stats.runs_finished.store(7, Ordering::Relaxed);
+        shared.stats.skipped_late.store(3, Ordering::Relaxed);
+        shared
+            .stats
+            .queue_wait_ms_total
+            .store(1500, Ordering::Relaxed);
+        let text = metrics.render(&shared).expect("render");
+        assert_eq!(sample(&text, "gridprobe_scheduler_entries", &[]), Some(2.0));
+        assert_eq!(
+            sample(&text, "gridprobe_scheduler_inflight", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "gridprobe_scheduler_runs_finished_total", &[]),
+            Some(7.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "gridprobe_scheduler_skipped_total",
+                &[("reason", "late")]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, "gridprobe_scheduler_queue_wait_seconds_total", &[]),
+            Some(1.5)
+        );
+        // Counters follow their sources without double counting on the next scrape.
+        shared.stats.runs_finished.store(9, Ordering::Relaxed);
+        shared
+            .stats
+            .queue_wait_ms_total
+            .store(2000, Ordering::Relaxed);
+        let text = metrics.render(&shared).expect("render");
+        assert_eq!(
+            sample(&text, "gridprobe_scheduler_runs_finished_total", &[]),
+            Some(9.0)
+        );
+        assert_eq!(
+            sample(&text, "gridprobe_scheduler_queue_wait_seconds_total", &[]),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "gridprobe_store_write_errors_total", &[]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "gridprobe_store_dropped_total", &[]),
+            Some(0.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn site_figures_are_computed_in_the_background_once_scraped() {
+        let metrics = Metrics::new();
+        let (shared, store) = service(plan(CONFIG), &metrics);
+        let now = unix_ms(SystemTime::now());
+        // T1_A OK for the last 10 hours; T2_B never measured.
+        store
+            .insert(&[NewResult {
+                result: result("T1_A", "ce1", Status::Ok, now - 10 * 3_600_000),
+                is_final: true,
+            }])
+            .await
+            .expect("insert");
+        let shutdown = CancellationToken::new();
+        let task = metrics.spawn_refresh(&shared, store.clone(), shutdown.clone());
+        // Nothing is computed before anyone scrapes.
+        tokio::task::yield_now().await;
+        assert!(!metrics
+            .render(&shared)
+            .expect("render")
+            .contains("gridprobe_site_status"));
+        // The first scrape waits for the 24-hour figures.
+        metrics.note_scrape().await;
+        let text = metrics.render(&shared).expect("render");
+        let a = [("site", "T1_A"), ("tier", "1"), ("window", "24h")];
+        // Freshness is 21 minutes: OK for 21 of the 24 hours known; the first 14 are MISSING,
+        // so availability (UP / KNOWN) is 1 while the result was current, then missing.
+        assert_eq!(
+            sample(&text, "gridprobe_site_availability", &a),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "gridprobe_site_status", &[("site", "T1_A")]),
+            Some(0.0),
+            "{text}"
+        );
+        // No results at T2_B: inactive, and n/a figures are absent rather than 0.
+        assert_eq!(
+            sample(&text, "gridprobe_site_status", &[("site", "T2_B")]),
+            Some(4.0)
+        );
+        assert_eq!(
+            sample(&text, "gridprobe_site_availability", &[("site", "T2_B")]),
+            None
+        );
+        // The 30-day window follows shortly after.
+        let mut month = None;
+        for _ in 0..100 {
+            let text = metrics.render(&shared).expect("render");
+            month = sample(
+                &text,
+                "gridprobe_site_availability",
+                &[("site", "T1_A"), ("window", "30d")],
+            );
+            if month.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(month.is_some(), "no 30d figure");
+        shutdown.cancel();
+        task.await.expect("refresh task ends on shutdown");
+    }
 }

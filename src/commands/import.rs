@@ -151,13 +151,20 @@ fn import_vofeed(
 
     // The summary: what was written, what changed, what needs a person.
     println!(
-        "wrote {}: {} site{}, {} service{} ({} not in production: probed, not counted in availability)",
+        "wrote {}: {} site{}, {} service{}{}",
         output.display(),
         summary.sites,
         plural(summary.sites),
         summary.services,
         plural(summary.services),
-        summary.non_production
+        if summary.non_production == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({} not in production: probed, not counted in availability)",
+                summary.non_production
+            )
+        }
     );
     if existing.is_some() {
         println!(
@@ -305,7 +312,8 @@ fn import_downtimes(
         .count();
     runtime.block_on(store.replace_downtimes(gocdb::SOURCE, &downtimes))?;
 
-    let count = |f: fn(&gridprobe_config::Downtime) -> bool| downtimes.iter().filter(|d| f(d)).count();
+    let count =
+        |f: fn(&gridprobe_config::Downtime) -> bool| downtimes.iter().filter(|d| f(d)).count();
     let now = jiff::Timestamp::now().as_millisecond();
     println!(
         "imported {} GOCDB downtime record{} from {source} into {} (replacing {before})",
@@ -330,7 +338,10 @@ fn import_downtimes(
         } else {
             gocdb_site
         };
-        println!("  site {from} is {site} in the configuration (by host name; {n} record{})", plural(*n));
+        println!(
+            "  site {from} is {site} in the configuration (by host name; {n} record{})",
+            plural(*n)
+        );
     }
     for ((kind, flavour), n) in &alignment.flavours {
         println!(
@@ -368,7 +379,9 @@ fn fetch(source: &str) -> anyhow::Result<String> {
         let path = reqwest::Url::parse(source)
             .ok()
             .and_then(|u| u.to_file_path().ok())
-            .ok_or_else(|| anyhow!("{source}: not a local file URL (write file:///absolute/path)"))?;
+            .ok_or_else(|| {
+                anyhow!("{source}: not a local file URL (write file:///absolute/path)")
+            })?;
         read_file(&path)?
     } else if let Some((scheme, _)) = source.split_once("://") {
         bail!("{source}: unsupported scheme `{scheme}`; give a file path, or a file://, http:// or https:// URL");
@@ -422,7 +435,10 @@ fn fetch_url(url: &str) -> anyhow::Result<Vec<u8>> {
         .read_to_end(&mut body)
         .map_err(|e| anyhow!("cannot fetch {url}: reading the answer failed: {e}"))?;
     if body.len() as u64 > MAX_BODY {
-        bail!("{url}: the answer is larger than {} MiB; refused", MAX_BODY >> 20);
+        bail!(
+            "{url}: the answer is larger than {} MiB; refused",
+            MAX_BODY >> 20
+        );
     }
     Ok(body)
 }
@@ -459,7 +475,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
         if let Ok(c) = p.canonicalize() {
             return Some(c);
         }
-        let parent = p.parent().filter(|q| !q.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = p
+            .parent()
+            .filter(|q| !q.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Some(parent.canonicalize().ok()?.join(p.file_name()?))
     };
     match (canon(a), canon(b)) {

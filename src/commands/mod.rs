@@ -8,6 +8,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod serve;
+pub mod token;
 
 use std::path::Path;
 

@@ -114,6 +114,7 @@ async fn serve(
             store: store.clone(),
             reload: http_reload_tx,
             metrics,
+            runs: gridprobe_runner::ondemand::RunManager::new(),
         }),
         shutdown.clone(),
     ));

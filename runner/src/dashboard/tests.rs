@@ -1,0 +1,1 @@
+//! Dashboard tests (in process, through the router).
