@@ -575,22 +575,26 @@ fn bench_store(rt: &tokio::runtime::Runtime, opts: &Opts) -> anyhow::Result<Vec<
             let dir = tempfile::tempdir().context("temporary directory")?;
             if ours {
                 let path = dir.path().join("store.sqlite");
+                let wrote = written_bytes();
                 let elapsed = rt.block_on(store_path(&path, n, &stream))?;
                 println!(
-                    "   writer -> SqliteStore:          {:>10} results/s  ({:.2}s)",
+                    "   writer -> SqliteStore:          {:>10} results/s  ({:.2}s, {})",
                     thousands(rate(n, elapsed)),
-                    elapsed.as_secs_f64()
+                    elapsed.as_secs_f64(),
+                    per_result(written_bytes() - wrote, n)
                 );
                 best_ours = best_ours.min(elapsed);
                 if schema_note.is_none() {
                     schema_note = Some(schema_matches(&path)?);
                 }
             } else {
+                let wrote = written_bytes();
                 let elapsed = bare_sqlite(&dir.path().join("bare.sqlite"), n, &stream, None)?;
                 println!(
-                    "   bare rusqlite, one transaction: {:>10} results/s  ({:.2}s)",
+                    "   bare rusqlite, one transaction: {:>10} results/s  ({:.2}s, {})",
                     thousands(rate(n, elapsed)),
-                    elapsed.as_secs_f64()
+                    elapsed.as_secs_f64(),
+                    per_result(written_bytes() - wrote, n)
                 );
                 best_base = best_base.min(elapsed);
             }
@@ -599,12 +603,15 @@ fn bench_store(rt: &tokio::runtime::Runtime, opts: &Opts) -> anyhow::Result<Vec<
     // Not a pair: the baseline again, committing every writer batch, to show what one
     // transaction per batch costs by itself (see BENCHMARKS.md).
     let dir = tempfile::tempdir().context("temporary directory")?;
+    let wrote = written_bytes();
     let per_batch = bare_sqlite(&dir.path().join("bare.sqlite"), n, &stream, Some(batch))?;
+    let wrote = written_bytes() - wrote;
     drop(dir);
     println!(
-        "   (diagnostic) bare rusqlite, commit every {batch}: {} results/s  ({:.2}s)",
+        "   (diagnostic) bare rusqlite, commit every {batch}: {} results/s  ({:.2}s, {})",
         thousands(rate(n, per_batch)),
-        per_batch.as_secs_f64()
+        per_batch.as_secs_f64(),
+        per_result(wrote, n)
     );
     if let Some(Some(diff)) = &schema_note {
         println!("   WARNING: the baseline schema differs from the store's: {diff}");
@@ -1020,6 +1027,26 @@ fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
 
 // ---------------------------------------------------------------------------------------------
 // Reporting
+
+/// Bytes this process has passed to write(2) so far (`wchar` of /proc/self/io): what SQLite
+/// writes to its WAL and database, the main cost of an insert.
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn per_result(bytes: u64, n: usize) -> String {
+    format!(
+        "{:.1} KB written per result",
+        bytes as f64 / n as f64 / 1000.0
+    )
+}
 
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)

@@ -1904,22 +1904,17 @@ mod tests {
         );
         assert!(took < timeout + CANCEL_BUDGET, "took {took:?}");
         let admin = pg_admin(&url).await;
-        let running = |admin: &tokio_postgres::Client| {
-            let q = format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-                 AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
-            );
-            async move {
-                admin
-                    .query_one(&q, &[])
-                    .await
-                    .map(|r| r.get::<_, i64>(0))
-                    .expect("pg_stat_activity")
-            }
-        };
+        let running = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+        );
         let mut left = 1;
         for _ in 0..20 {
-            left = running(&admin).await;
+            left = admin
+                .query_one(&running, &[])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+                .expect("pg_stat_activity");
             if left == 0 {
                 break;
             }

@@ -11,6 +11,6 @@ pub mod writer;
 
 pub use sqlite::SqliteStore;
 pub use store::{
-    CellFilter, CellKey, HistoryQuery, NewResult, ResultStore, StoreError, StoreEvent, StoredResult,
+    CellFilter, CellKey, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError, StoreEvent, StoredResult,
 };
 pub use writer::{spawn_writer, WriterConfig, WriterHandle, WriterStats};

@@ -597,7 +597,7 @@ impl ResultStore for SqliteStore {
         since_ms: i64,
         until_ms: i64,
         filter: &CellFilter,
-    ) -> Result<Vec<(CellKey, Vec<(i64, Status)>)>, StoreError> {
+    ) -> Result<Vec<crate::store::CellTimeline>, StoreError> {
         let filter = filter.clone();
         self.with_conn(move |conn| Self::timelines_blocking(conn, since_ms, until_ms, &filter))
             .await
@@ -710,10 +710,10 @@ impl SqliteStore {
         since_ms: i64,
         until_ms: i64,
         filter: &CellFilter,
-    ) -> Result<Vec<(CellKey, Vec<(i64, Status)>)>, StoreError> {
+    ) -> Result<Vec<crate::store::CellTimeline>, StoreError> {
         use std::collections::HashMap;
         let mut index: HashMap<CellKey, usize> = HashMap::new();
-        let mut out: Vec<(CellKey, Vec<(i64, Status)>)> = Vec::new();
+        let mut out: Vec<crate::store::CellTimeline> = Vec::new();
         let wanted = |site: &str, flavour: &str| {
             filter.site.as_deref().is_none_or(|s| s == site)
                 && filter.flavour.as_deref().is_none_or(|f| f == flavour)

@@ -89,6 +89,9 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+/// One cell's hard results `(start ms, status)` in time order, for availability.
+pub type CellTimeline = (CellKey, Vec<(i64, gridprobe_probes::Status)>);
+
 /// Something a store records about itself (e.g. results dropped while it was unavailable).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreEvent {
@@ -150,7 +153,7 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug {
         since_ms: i64,
         until_ms: i64,
         filter: &CellFilter,
-    ) -> Result<Vec<(CellKey, Vec<(i64, gridprobe_probes::Status)>)>, StoreError>;
+    ) -> Result<Vec<CellTimeline>, StoreError>;
     /// Replaces every downtime of one source (e.g. `gocdb`) at once: all or nothing.
     async fn replace_downtimes(
         &self,

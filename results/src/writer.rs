@@ -454,7 +454,7 @@ mod tests {
             since_ms: i64,
             until_ms: i64,
             filter: &CellFilter,
-        ) -> Result<Vec<(crate::CellKey, Vec<(i64, gridprobe_probes::Status)>)>, StoreError>
+        ) -> Result<Vec<crate::store::CellTimeline>, StoreError>
         {
             self.inner.timelines(since_ms, until_ms, filter).await
         }

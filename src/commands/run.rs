@@ -157,11 +157,19 @@ fn print_table(config: &gridprobe_config::Config, runs: &[InstanceRun]) {
     let mut header = vec![Cell::new("site"), Cell::new("service")];
     header.extend(columns.iter().map(|p| Cell::new(&config.probes[*p].short)));
     t.set_header(header);
+    let mut previous_site = None;
     for ((si, vi), cells) in &rows {
         let site = &config.sites[*si];
         let svc = &site.services[*vi];
+        // Name each site once, on its first row, as in the SAM table.
+        let site_label = if previous_site == Some(*si) {
+            ""
+        } else {
+            site.name.as_str()
+        };
+        previous_site = Some(*si);
         let mut row = vec![
-            Cell::new(&site.name),
+            Cell::new(site_label),
             Cell::new(format!("{} ({})", svc.hostname, svc.flavour)),
         ];
         // An empty cell: the probe does not apply to this service (as in the SAM table).
@@ -201,11 +209,13 @@ fn print_table(config: &gridprobe_config::Config, runs: &[InstanceRun]) {
         if run.attempts.len() > 1 {
             println!("  attempts: {}", run.attempts.len());
         }
-        println!(
-            "  took {} ({})",
-            gridprobe_runner::humanize(Duration::from_millis(last.duration_ms)),
-            def.metric
-        );
+        if last.outcome.status != Status::Standby {
+            println!(
+                "  took {} ({})",
+                gridprobe_runner::humanize(Duration::from_millis(last.duration_ms)),
+                def.metric
+            );
+        }
         for line in last.outcome.details.lines() {
             println!("  | {line}");
         }

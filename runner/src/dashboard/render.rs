@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use gridprobe_probes::Trigger;
+use gridprobe_results::availability::AStatus;
 use gridprobe_results::matrix::CellState;
 use gridprobe_results::report::SiteStatus;
 use maud::{html, Markup, DOCTYPE};
@@ -45,6 +46,15 @@ pub(super) fn error_body(status: StatusCode, heading: &str, message: &str) -> Ma
         h1 { (heading) }
         p.error data-status=(status.as_u16()) { (message) }
         p { a href="/" { "Back to the matrix" } }
+    }
+}
+
+/// `1 site`, `3 sites`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
@@ -146,7 +156,7 @@ pub(super) fn matrix(p: &MatrixPage) -> Markup {
             @if filtered { a href="/" { "clear filters" } }
         }
         p.note {
-            (sites) " sites × " (p.columns.len()) " probes"
+            (plural(sites, "site")) " × " (plural(p.columns.len(), "probe"))
             @for (s, n) in &p.counts { " · " (n) " " (s.name().to_lowercase()) }
             ". Each cell is the best instance of the site; the dot is the site status over the last 24 h."
         }
@@ -168,7 +178,7 @@ pub(super) fn matrix(p: &MatrixPage) -> Markup {
                         tbody {
                             tr.tier {
                                 th colspan=(p.columns.len() + 1) scope="rowgroup" {
-                                    "Tier " (g.tier) " · " (g.sites.len()) " sites"
+                                    "Tier " (g.tier) " · " (plural(g.sites.len(), "site"))
                                 }
                             }
                             @for s in &g.sites {
@@ -192,13 +202,22 @@ pub(super) fn matrix(p: &MatrixPage) -> Markup {
 /// minute) coordinate system stretched to the column width.
 fn strip(s: &Strip, start: i64, end: i64) -> Markup {
     let span = (end - start).max(1) as f64;
-    let x = |t: i64| format!("{:.2}", (t - start) as f64 / span * 1440.0);
+    // A result of the last minute would be a fraction of a pixel wide: measured stretches get
+    // at least 1.5 units (about a pixel) so a fresh result shows; MISSING stays true to scale.
+    let geometry = |seg: &gridprobe_results::availability::Segment| {
+        let x = (seg.start - start) as f64 / span * 1440.0;
+        let mut w = (seg.end - seg.start) as f64 / span * 1440.0;
+        if seg.status != AStatus::Missing {
+            w = w.max(1.5);
+        }
+        (format!("{:.2}", x.min(1440.0 - w).max(0.0)), format!("{w:.2}"))
+    };
     html! {
         svg.strip viewBox="0 0 1440 10" preserveAspectRatio="none" role="img"
             aria-label={ (s.short) " on " (s.hostname) ", last 24 hours" } {
             @for seg in &s.segments {
-                rect class=(segment_class(seg.status)) x=(x(seg.start)) y="0"
-                    width=(format!("{:.2}", (seg.end - seg.start) as f64 / span * 1440.0)) height="10" {
+                @let (x, w) = geometry(seg);
+                rect class=(segment_class(seg.status)) x=(x) y="0" width=(w) height="10" {
                     title { (seg.status.name()) " " (hhmm(seg.start)) "–" (hhmm(seg.end)) " UTC" }
                 }
             }
@@ -255,7 +274,7 @@ pub(super) fn site(p: &SitePage) -> Markup {
         @if p.strips.is_empty() {
             p.muted { "No probe applies to this site's services." }
         } @else {
-            div.scroll {
+            div.scroll.wide {
                 table.plain.strips {
                     thead {
                         tr {
@@ -263,7 +282,7 @@ pub(super) fn site(p: &SitePage) -> Markup {
                             th { "Probe" }
                             th.strip {
                                 div.axis {
-                                    span { (hhmm(p.day_start)) }
+                                    span { "−24h" }
                                     span { "−18h" } span { "−12h" } span { "−6h" }
                                     span { "now " (hhmm(p.now)) " UTC" }
                                 }
