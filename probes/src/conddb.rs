@@ -2101,7 +2101,7 @@ mod tests {
         .run(&ctx(Duration::from_secs(5)))
         .await;
         assert_eq!(o.status, Status::Ok, "{o:?}");
-        assert!(o.summary.contains("(120 s old)"), "{}", o.summary);
+        assert!(o.summary.contains("(2.0 min old)"), "{}", o.summary);
 
         let o = probe(&format!(
             "url = '{url}'\nquery = 'SELECT max(since) FROM iov'\nwarn_age = '1m'\ncrit_age = '1d'"

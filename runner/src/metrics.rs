@@ -1168,7 +1168,12 @@ params = { port = 1 }
     #[tokio::test]
     async fn site_figures_are_computed_in_the_background_once_scraped() {
         let metrics = Metrics::new();
-        let (shared, store) = service(plan(CONFIG), &metrics);
+        // A result stays current for a day here, so one result 10 hours ago covers the rest.
+        let config = CONFIG.replace(
+            "params = { port = 1 }",
+            "params = { port = 1 }\nfreshness = \"1d\"",
+        );
+        let (shared, store) = service(plan(&config), &metrics);
         let now = unix_ms(SystemTime::now());
         // T1_A OK for the last 10 hours; T2_B never measured.
         store
@@ -1190,8 +1195,7 @@ params = { port = 1 }
         metrics.note_scrape().await;
         let text = metrics.render(&shared).expect("render");
         let a = [("site", "T1_A"), ("tier", "1"), ("window", "24h")];
-        // Freshness is 21 minutes: OK for 21 of the 24 hours known; the first 14 are MISSING,
-        // so availability (UP / KNOWN) is 1 while the result was current, then missing.
+        // MISSING for 14 hours (unknown, 58 % < the 90 % threshold), then OK: UP / KNOWN = 1.
         assert_eq!(
             sample(&text, "gridprobe_site_availability", &a),
             Some(1.0),
@@ -1211,21 +1215,27 @@ params = { port = 1 }
             sample(&text, "gridprobe_site_availability", &[("site", "T2_B")]),
             None
         );
-        // The 30-day window follows shortly after.
+        // The 30-day window follows shortly after; there 97 % of the time is unknown, so its
+        // figures are n/a (absent), but its refresh time shows it was computed.
         let mut month = None;
         for _ in 0..100 {
             let text = metrics.render(&shared).expect("render");
             month = sample(
                 &text,
-                "gridprobe_site_availability",
-                &[("site", "T1_A"), ("window", "30d")],
+                "gridprobe_site_refresh_timestamp_seconds",
+                &[("window", "30d")],
             );
             if month.is_some() {
+                assert_eq!(
+                    sample(&text, "gridprobe_site_availability", &[("window", "30d")]),
+                    None,
+                    "{text}"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(month.is_some(), "no 30d figure");
+        assert!(month.is_some(), "the 30-day figures were never computed");
         shutdown.cancel();
         task.await.expect("refresh task ends on shutdown");
     }

@@ -95,6 +95,8 @@ async fn serve(
         .unwrap_or(listen.clone());
 
     let shutdown = CancellationToken::new();
+    // Site availability for /metrics: computed in the background, only once scraped.
+    let metrics_refresh = metrics.spawn_refresh(&shared, store.clone(), shutdown.clone());
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let (http_reload_tx, mut http_reload_rx) =
         mpsc::channel::<oneshot::Sender<Result<String, String>>>(4);
@@ -166,6 +168,8 @@ async fn serve(
         tracing::error!(error = %e, "scheduler task failed");
     }
     let _ = retention_task.await;
+    // Before the last `shared` goes: the refresh task must not keep the writer open.
+    let _ = metrics_refresh.await;
     match server.await {
         Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
         Err(e) => tracing::error!(error = %e, "http server task failed"),
