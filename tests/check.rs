@@ -135,8 +135,7 @@ fn probes_lists_every_kind_with_parameters() {
         assert!(names.contains(&kind), "{kind} missing from {names:?}");
     }
     // The same list as the registry, in its order, with no duplicates.
-    let mut unique = names.clone();
-    unique.dedup();
+    let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
     assert_eq!(unique.len(), names.len(), "{names:?}");
     for k in kinds.as_array().expect("array") {
         assert!(!k["params"].as_array().expect("params").is_empty(), "{k}");
