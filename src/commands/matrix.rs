@@ -33,15 +33,7 @@ pub fn run(
         }
     }
     if let Some(s) = &site {
-        if config.site_index(s).is_none() {
-            let hint =
-                gridprobe_config::did_you_mean(s, config.sites.iter().map(|x| x.name.as_str()))
-                    .map(|b| format!(" (did you mean `{b}`?)"))
-                    .unwrap_or_default();
-            eprintln!(
-                "error: no site named `{s}` in {}{hint}",
-                config_path.display()
-            );
+        if !super::known_site(&config, s) {
             return Ok(ExitCode::from(1));
         }
     }

@@ -97,3 +97,20 @@ pub fn open_store_for(
         }
     }
 }
+
+/// ` (did you mean `X`?)` when a candidate is close to `got`, else nothing.
+pub fn hint<'a>(got: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    gridprobe_config::did_you_mean(got, candidates)
+        .map(|b| format!(" (did you mean `{b}`?)"))
+        .unwrap_or_default()
+}
+
+/// Whether the configuration has this site; prints a precise error (with a hint) when not.
+pub fn known_site(config: &Config, site: &str) -> bool {
+    if config.site_index(site).is_some() {
+        return true;
+    }
+    let h = hint(site, config.sites.iter().map(|s| s.name.as_str()));
+    eprintln!("error: no site named `{site}`{h}");
+    false
+}

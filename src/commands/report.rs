@@ -67,12 +67,7 @@ pub fn run(
         return Ok(ExitCode::from(1));
     };
     if let Some(s) = site {
-        if config.site_index(s).is_none() {
-            let hint =
-                gridprobe_config::did_you_mean(s, config.sites.iter().map(|x| x.name.as_str()))
-                    .map(|b| format!(" (did you mean `{b}`?)"))
-                    .unwrap_or_default();
-            eprintln!("error: no site named `{s}`{hint}");
+        if !super::known_site(&config, s) {
             return Ok(ExitCode::from(1));
         }
     }

@@ -65,24 +65,14 @@ pub fn run(
         eprintln!("error: name a cell with --site (and optionally --service and --probe), or one result with --id");
         return Ok(ExitCode::from(2));
     };
-    if config.site_index(&site).is_none() {
-        let hint =
-            gridprobe_config::did_you_mean(&site, config.sites.iter().map(|s| s.name.as_str()))
-                .map(|b| format!(" (did you mean `{b}`?)"))
-                .unwrap_or_default();
-        eprintln!("error: no site named `{site}`{hint}");
+    if !super::known_site(&config, &site) {
         return Ok(ExitCode::from(1));
     }
     let metric = match &args.probe {
         Some(p) => match config.probe_index(p) {
             Some(i) => Some(config.probes[i].metric.clone()),
             None => {
-                let hint = gridprobe_config::did_you_mean(
-                    p,
-                    config.probes.iter().map(|x| x.short.as_str()),
-                )
-                .map(|b| format!(" (did you mean `{b}`?)"))
-                .unwrap_or_default();
+                let hint = super::hint(p, config.probes.iter().map(|x| x.short.as_str()));
                 eprintln!("error: no probe named `{p}`{hint}");
                 return Ok(ExitCode::from(1));
             }
