@@ -36,11 +36,12 @@ fn sample_summary_counts_sites_services_and_instances() {
     let out = gridprobe(&["check", "config/examples/lhcb.toml"]);
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    // 3 sites; 5 + 2 + 2 services; CE probes: 5 per CE on 4 CEs minus Brunel at CNAF = 19,
-    // SRM 3, FTS 1, CONDDB 1.
+    // 3 sites; 6 + 4 + 4 services; CE probes: 5 per CE on 4 CEs minus Brunel at CNAF = 19;
+    // SRMv2 2 probes on 3 = 6; XROOTD 1; FTS 3 probes on 3 = 9; CONDDB port 1; conditions
+    // freshness on the CERN database and 2 Frontiers = 3.
     assert_eq!(
         stdout.trim(),
-        "config/examples/lhcb.toml: valid: vo lhcb, 3 sites, 9 services, 24 probe instances (8 probes)"
+        "config/examples/lhcb.toml: valid: vo lhcb, 3 sites, 14 services, 39 probe instances (13 probes)"
     );
 }
 

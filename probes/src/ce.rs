@@ -1855,6 +1855,13 @@ async fn follow(
             }
         }
 
+        // A quick answer does not stop the clock: the phase may be over all the same (unless
+        // the job just moved on to the next phase, which has a clock of its own).
+        let same_phase = running_since.is_some() == (phase == Phase::Run);
+        if same_phase && Instant::now() >= phase_deadline {
+            timed_out(run);
+            break;
+        }
         let next = (Instant::now() + settings.poll_interval).min(phase_deadline);
         if let Race::Cancelled = race(&ctx.cancel, next + CANCEL_BUDGET, handle.wait(next)).await {
             run.end = End::Cancelled;

@@ -125,14 +125,16 @@ pub const PARAMS: &[ParamDoc] = &[
         name: "tls_verify",
         ty: "bool",
         default: Some("true"),
-        description: "Frontier over https: verify the server certificate. PostgreSQL and \
-                      MariaDB connections are made without TLS",
+        description: "Verify the server certificate: Frontier over https, PostgreSQL with \
+                      `?sslmode=require` in the URL (other modes connect without TLS). MariaDB \
+                      connections are made without TLS",
     },
     ParamDoc {
         name: "ca_file",
         ty: "string",
         default: None,
-        description: "Frontier over https: extra trust anchors (PEM file or directory). Optional",
+        description: "Extra trust anchors (PEM file or directory) for Frontier over https and \
+                      PostgreSQL with sslmode=require; relative to the config file. Optional",
     },
 ];
 
@@ -701,7 +703,7 @@ impl Probe for CondDbProbe {
         let mut log = format!("{} {shown}\nquery: {query}\n", target.backend.name());
         let start = Instant::now();
         let answer = match target.backend {
-            Backend::Postgres => postgres(ctx, &target.url, password, &query).await,
+            Backend::Postgres => postgres(ctx, &target.url, password, &query, &self.tls).await,
             Backend::MySql => mysql(ctx, &target.url, password, &query).await,
             Backend::Sqlite => sqlite(ctx, self.sqlite_path(&target.url), query.clone()).await,
             Backend::Frontier => frontier(ctx, &target.url, &query, &self.tls, &mut log).await,
@@ -862,23 +864,26 @@ fn pg_reason(e: &tokio_postgres::Error) -> String {
     text
 }
 
-async fn postgres(
+/// The TLS of a PostgreSQL connection: none, unless the URL says `sslmode=require` (then
+/// rustls, verified as `tls_verify` and `ca_file` say). `prefer`, libpq's default, stays
+/// plain: falling back after a failed handshake would hide the failure.
+#[derive(Clone)]
+enum PgTls {
+    Plain,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// Connects, and drives the connection in a task of its own (it ends with the client).
+async fn pg_connect<T>(
     ctx: &ProbeContext,
-    url: &Url,
-    password: Option<String>,
-    query: &str,
-) -> Result<Answer, DbError> {
-    let mut config: tokio_postgres::Config = url
-        .as_str()
-        .parse()
-        .map_err(|e| DbError::Local(format!("invalid PostgreSQL URL: {e}")))?;
-    if let Some(p) = password {
-        config.password(p);
-    }
-    config.application_name("gridprobe");
-    config.connect_timeout(ctx.remaining().max(Duration::from_millis(1)));
-    let start = Instant::now();
-    let (client, connection) = match bounded(ctx, config.connect(tokio_postgres::NoTls)).await {
+    config: &tokio_postgres::Config,
+    tls: T,
+) -> Result<tokio_postgres::Client, DbError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = match bounded(ctx, config.connect(tls)).await {
         Err(Stop::Timeout) => {
             return Err(DbError::Timeout {
                 phase: PHASE_CONNECT,
@@ -889,13 +894,44 @@ async fn postgres(
         Ok(Err(e)) => return Err(DbError::Connect(pg_reason(&e))),
         Ok(Ok(c)) => c,
     };
-    let connect = start.elapsed();
-    // The connection task ends when the client is dropped.
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "conddb PostgreSQL connection ended");
         }
     });
+    Ok(client)
+}
+
+async fn postgres(
+    ctx: &ProbeContext,
+    url: &Url,
+    password: Option<String>,
+    query: &str,
+    tls: &TlsSettings,
+) -> Result<Answer, DbError> {
+    let mut config: tokio_postgres::Config = url
+        .as_str()
+        .parse()
+        .map_err(|e| DbError::Local(format!("invalid PostgreSQL URL: {e}")))?;
+    if let Some(p) = password {
+        config.password(p);
+    }
+    config.application_name("gridprobe");
+    config.connect_timeout(ctx.remaining().max(Duration::from_millis(1)));
+    let pg_tls = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        let (client_config, _) = tls.client_config(&[]).map_err(DbError::Local)?;
+        PgTls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(
+            client_config.as_ref().clone(),
+        ))
+    } else {
+        PgTls::Plain
+    };
+    let start = Instant::now();
+    let client = match &pg_tls {
+        PgTls::Plain => pg_connect(ctx, &config, tokio_postgres::NoTls).await?,
+        PgTls::Rustls(t) => pg_connect(ctx, &config, t.clone()).await?,
+    };
+    let connect = start.elapsed();
     let cancel_token = client.cancel_token();
     let mut client = client;
     // The server stops the statement by itself shortly after our deadline, should our cancel
@@ -917,10 +953,12 @@ async fn postgres(
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => return Err(DbError::Query(pg_reason(&e))),
         Err(stop) => {
-            let cancel = tokio::time::timeout(
-                CANCEL_BUDGET,
-                cancel_token.cancel_query(tokio_postgres::NoTls),
-            )
+            let cancel = tokio::time::timeout(CANCEL_BUDGET, async {
+                match pg_tls {
+                    PgTls::Plain => cancel_token.cancel_query(tokio_postgres::NoTls).await,
+                    PgTls::Rustls(t) => cancel_token.cancel_query(t).await,
+                }
+            })
             .await;
             let cancel = match cancel {
                 Ok(Ok(())) => Ok(()),

@@ -10,6 +10,7 @@ pub mod registry;
 
 pub mod ce;
 pub mod conddb;
+pub mod fts;
 pub mod http;
 pub mod job;
 pub mod nagios;

@@ -70,6 +70,12 @@ pub static KINDS: &[KindSpec] = &[
         build: crate::conddb::build,
     },
     KindSpec {
+        name: crate::fts::NAME,
+        summary: crate::fts::SUMMARY,
+        params: crate::fts::PARAMS,
+        build: crate::fts::build,
+    },
+    KindSpec {
         name: crate::ce::NAME,
         summary: crate::ce::SUMMARY,
         params: crate::ce::PARAMS,

@@ -324,6 +324,14 @@ impl Target {
         }
     }
 
+    /// The directory's URL, as shown in messages.
+    fn dir_url(&self) -> String {
+        match self.protocol {
+            Protocol::WebDav => self.dir.to_string(),
+            Protocol::XRootD => format!("{}/{}", self.server(), self.dir.path()),
+        }
+    }
+
     /// `root://host:port` of an XRootD target.
     fn server(&self) -> String {
         let host = self.dir.host_str().unwrap_or_default();
@@ -406,8 +414,8 @@ impl StorageProbe {
         let svc = &ctx.service;
         let area_text = placeholders::expand(&self.test_area, ctx)?;
         let area_text = area_text.trim();
-        let endpoint = match &svc.endpoint {
-            Some(e) => Some(parse_storage_url(e.as_str()).map_err(|e| {
+        let endpoint = svc.endpoint.as_ref().map(|e| {
+            parse_storage_url(e.as_str()).map_err(|e| {
                 format!(
                     "service {} ({}) endpoint: {e}{}",
                     svc.hostname,
@@ -418,9 +426,8 @@ impl StorageProbe {
                         "; set `url` for this probe"
                     }
                 )
-            })),
-            None => None,
-        };
+            })
+        });
         // A relative test area hangs below the endpoint's path.
         let area_path = if area_text.starts_with('/') {
             area_text.to_string()
@@ -730,7 +737,7 @@ impl Run<'_> {
             ),
             Ok(()) => {
                 let mut summary = format!(
-                    "{} round trip of {} bytes in {} (put, stat, get, {}list, delete) on {}",
+                    "{} round trip of {} bytes in {} (put, stat, get, {}list, delete, gone) on {}",
                     match self.target.protocol {
                         Protocol::WebDav => "WebDAV",
                         Protocol::XRootD => "XRootD",
@@ -742,7 +749,7 @@ impl Run<'_> {
                     } else {
                         "checksum, "
                     },
-                    self.target.dir
+                    self.target.dir_url()
                 );
                 if !self.warnings.is_empty() {
                     summary = format!("{}; {summary}", self.warnings.join("; "));
@@ -859,7 +866,7 @@ impl Run<'_> {
             Protocol::WebDav => self.dav_list(ctx).await?,
             Protocol::XRootD => self.xrd_list(ctx).await?,
         };
-        if !names.iter().any(|n| *n == self.name) {
+        if !names.contains(&self.name) {
             return Err(StepError::critical(format!(
                 "{} is not in the listing of {} ({} entries{})",
                 self.name,

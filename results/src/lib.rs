@@ -1,16 +1,22 @@
-//! gridprobe results: the result store (SQLite embedded by default), the batching writer that
-//! keeps the probe path free of database latency, and (later) availability and reports.
+//! gridprobe results: the result store (SQLite embedded by default, PostgreSQL for shared
+//! deployments), the batching writer that keeps the probe path free of database latency, and
+//! availability and reports.
 
 pub mod availability;
 pub mod matrix;
+pub mod postgres;
 pub mod reasons;
 pub mod report;
 pub mod sqlite;
 pub mod store;
+#[cfg(test)]
+mod store_tests;
 pub mod writer;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::{
-    CellFilter, CellKey, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError, StoreEvent, StoredResult,
+    CellFilter, CellKey, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError,
+    StoreEvent, StoredResult,
 };
 pub use writer::{spawn_writer, WriterConfig, WriterHandle, WriterStats};

@@ -16,7 +16,8 @@ use rusqlite::{params, params_from_iter, Connection, Row, TransactionBehavior};
 use gridprobe_config::Downtime;
 
 use crate::store::{
-    CellFilter, CellKey, HistoryQuery, NewResult, ResultStore, StoreError, StoreEvent, StoredResult,
+    CellFilter, CellKey, HistoryQuery, NewResult, ResultStore, StoreError, StoreEvent,
+    StoredResult, DEFAULT_HISTORY_LIMIT,
 };
 
 /// Schema migrations; entry `i` upgrades a file from version `i` to `i + 1`. Never edit an
@@ -102,8 +103,6 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rows deleted per retention transaction, so a big purge never holds the write lock long.
 const DELETE_CHUNK: i64 = 10_000;
-/// History rows returned when the query sets no limit.
-const DEFAULT_HISTORY_LIMIT: usize = 100;
 
 /// Columns read into a [`StoredResult`], in the order [`read_row`] expects.
 const RESULT_COLUMNS: &str = "r.id, r.final, r.vo, r.site, r.hostname, r.flavour, r.metric, \
@@ -288,14 +287,14 @@ fn query_err(e: rusqlite::Error) -> StoreError {
     StoreError::Query(e.to_string())
 }
 
-fn trigger_name(t: Trigger) -> &'static str {
+pub(crate) fn trigger_name(t: Trigger) -> &'static str {
     match t {
         Trigger::Scheduled => "scheduled",
         Trigger::OnDemand => "on_demand",
     }
 }
 
-fn parse_trigger(s: &str) -> Option<Trigger> {
+pub(crate) fn parse_trigger(s: &str) -> Option<Trigger> {
     match s {
         "scheduled" => Some(Trigger::Scheduled),
         "on_demand" => Some(Trigger::OnDemand),
@@ -303,7 +302,7 @@ fn parse_trigger(s: &str) -> Option<Trigger> {
     }
 }
 
-fn parse_status(s: &str) -> Option<Status> {
+pub(crate) fn parse_status(s: &str) -> Option<Status> {
     Status::ALL.into_iter().find(|st| st.name() == s)
 }
 
@@ -827,6 +826,24 @@ impl SqliteStore {
             .await
     }
 
+    /// Results, retry attempts included, with ids above `after_id`, ascending, at most `limit`:
+    /// the order they were inserted in, for copying the store elsewhere (`gridprobe
+    /// migrate-store` pages through with the last id it got).
+    pub async fn results_after(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredResult>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let sql = format!(
+                "SELECT {RESULT_COLUMNS} FROM results r WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"
+            );
+            query_results(conn, &sql, params![after_id, limit])
+        })
+        .await
+    }
+
     /// Number of stored results (for diagnostics and tests).
     pub async fn count(&self) -> Result<u64, StoreError> {
         self.with_conn(|conn| {
@@ -841,243 +858,13 @@ impl SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
+    //! SQLite-only behaviour: files, upgrades of old files, corrupt rows, the connection
+    //! mutex. The store contract shared with PostgreSQL is in `store_tests.rs`.
+
+    use gridprobe_probes::Status;
 
     use super::*;
-
-    fn result(site: &str, flavour: &str, metric: &str, started_at_ms: i64) -> ProbeResult {
-        ProbeResult {
-            metric: metric.into(),
-            kind: "tcp".into(),
-            vo: "ops".into(),
-            site: site.into(),
-            hostname: format!(
-                "{}.{}.example.org",
-                flavour.to_lowercase(),
-                site.to_lowercase()
-            ),
-            flavour: flavour.into(),
-            started_at_ms,
-            duration_ms: 12,
-            outcome: Outcome::ok("connected"),
-            attempt: 1,
-            trigger: Trigger::Scheduled,
-        }
-    }
-
-    fn hard(r: ProbeResult) -> NewResult {
-        NewResult {
-            result: r,
-            is_final: true,
-        }
-    }
-
-    fn attempt(mut r: ProbeResult, n: u32) -> NewResult {
-        r.attempt = n;
-        NewResult {
-            result: r,
-            is_final: false,
-        }
-    }
-
-    fn times(rows: &[StoredResult]) -> Vec<i64> {
-        rows.iter().map(|r| r.result.started_at_ms).collect()
-    }
-
-    #[tokio::test]
-    async fn result_with_perfdata_round_trips() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let mut perf = Perfdatum::new("time to connect", 0.25, "s");
-        perf.warn = Some("1".into());
-        perf.crit = Some("@2:5".into());
-        perf.min = Some(0.0);
-        perf.max = Some(10.0);
-        let mut r = result("SITE-A", "CE", "org.example.Connect", 1_000);
-        r.outcome = Outcome::critical("refused")
-            .with_details("line 1\nline 2 with 'quotes' and \u{e9}")
-            .with_perfdata(vec![perf, Perfdatum::new("size", 3.0, "B")]);
-        r.attempt = 2;
-        r.trigger = Trigger::OnDemand;
-        r.duration_ms = 1234;
-        let ids = store
-            .insert(&[attempt(r.clone(), 2), hard(r.clone())])
-            .await
-            .unwrap();
-        assert_eq!(ids.len(), 2);
-        assert!(ids[0] < ids[1]);
-        let got = store.get(ids[0]).await.unwrap().unwrap();
-        assert_eq!(
-            got,
-            StoredResult {
-                id: ids[0],
-                is_final: false,
-                result: r.clone()
-            }
-        );
-        let got = store.get(ids[1]).await.unwrap().unwrap();
-        assert!(got.is_final);
-        assert_eq!(got.result, r);
-        assert_eq!(store.get(ids[1] + 100).await.unwrap(), None);
-        assert!(store.insert(&[]).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn latest_is_the_newest_final_result_per_cell() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let a = |t| result("SITE-A", "CE", "org.example.Ping", t);
-        let mut other_vo = result("SITE-B", "SRM", "org.example.Ping", 50);
-        other_vo.vo = "atlas".into();
-        store
-            .insert(&[hard(a(100)), hard(a(300)), hard(other_vo.clone())])
-            .await
-            .unwrap();
-        // A newer retry attempt and an older (out of order) hard result change nothing.
-        store.insert(&[attempt(a(400), 1)]).await.unwrap();
-        store.insert(&[hard(a(200))]).await.unwrap();
-        let all = store.latest(&CellFilter::default()).await.unwrap();
-        assert_eq!(times(&all), vec![300, 50]);
-        assert!(all.iter().all(|r| r.is_final));
-
-        let by_site = CellFilter {
-            site: Some("SITE-B".into()),
-            ..Default::default()
-        };
-        assert_eq!(times(&store.latest(&by_site).await.unwrap()), vec![50]);
-        let by_vo = CellFilter {
-            vo: Some("ops".into()),
-            ..Default::default()
-        };
-        assert_eq!(times(&store.latest(&by_vo).await.unwrap()), vec![300]);
-        let by_flavour = CellFilter {
-            flavour: Some("SRM".into()),
-            vo: Some("atlas".into()),
-            site: Some("SITE-B".into()),
-        };
-        assert_eq!(store.latest(&by_flavour).await.unwrap()[0].result, other_vo);
-        let none = CellFilter {
-            flavour: Some("XROOTD".into()),
-            ..Default::default()
-        };
-        assert!(store.latest(&none).await.unwrap().is_empty());
-
-        // A newer hard result takes over; a same-time one inserted later wins too.
-        store.insert(&[hard(a(500))]).await.unwrap();
-        let ids = store.insert(&[hard(a(500))]).await.unwrap();
-        let all = store.latest(&CellFilter::default()).await.unwrap();
-        assert_eq!(all[0].id, ids[0]);
-    }
-
-    #[tokio::test]
-    async fn history_filters_orders_and_limits() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let mut batch = Vec::new();
-        for t in 0..150 {
-            batch.push(hard(result("SITE-A", "CE", "org.example.Ping", t * 10)));
-        }
-        batch.push(attempt(result("SITE-A", "CE", "org.example.Ping", 5), 1));
-        batch.push(hard(result("SITE-A", "CE", "org.example.Other", 7)));
-        batch.push(hard(result("SITE-B", "CE", "org.example.Ping", 8)));
-        // Same start time: the later id comes first.
-        batch.push(hard(result("SITE-C", "CE", "org.example.Ping", 1)));
-        batch.push(hard(result("SITE-C", "CE", "org.example.Ping", 1)));
-        let ids = store.insert(&batch).await.unwrap();
-
-        // Limit 0 means the default.
-        let all = store.history(&HistoryQuery::default()).await.unwrap();
-        assert_eq!(all.len(), DEFAULT_HISTORY_LIMIT);
-        assert_eq!(all[0].result.started_at_ms, 1490);
-        assert!(all
-            .windows(2)
-            .all(|w| w[0].result.started_at_ms >= w[1].result.started_at_ms));
-
-        let ping_a = HistoryQuery {
-            site: Some("SITE-A".into()),
-            hostname: Some("ce.site-a.example.org".into()),
-            metric: Some("org.example.Ping".into()),
-            since_ms: Some(0),
-            until_ms: Some(30),
-            limit: 10,
-            ..Default::default()
-        };
-        assert_eq!(
-            times(&store.history(&ping_a).await.unwrap()),
-            vec![20, 10, 0]
-        );
-        let with_attempts = HistoryQuery {
-            include_attempts: true,
-            ..ping_a.clone()
-        };
-        let rows = store.history(&with_attempts).await.unwrap();
-        assert_eq!(times(&rows), vec![20, 10, 5, 0]);
-        assert!(!rows[2].is_final);
-        let limited = HistoryQuery {
-            limit: 2,
-            ..with_attempts
-        };
-        assert_eq!(times(&store.history(&limited).await.unwrap()), vec![20, 10]);
-
-        let site_c = HistoryQuery {
-            site: Some("SITE-C".into()),
-            ..Default::default()
-        };
-        let rows = store.history(&site_c).await.unwrap();
-        let n = ids.len();
-        assert_eq!(
-            rows.iter().map(|r| r.id).collect::<Vec<_>>(),
-            vec![ids[n - 1], ids[n - 2]]
-        );
-        let other = HistoryQuery {
-            metric: Some("org.example.Other".into()),
-            ..Default::default()
-        };
-        assert_eq!(times(&store.history(&other).await.unwrap()), vec![7]);
-    }
-
-    #[tokio::test]
-    async fn retention_deletes_in_chunks_and_keeps_latest() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let metrics = ["m1", "m2", "m3", "m4", "m5"];
-        let mut batch = Vec::new();
-        for t in 0..5_000 {
-            for m in metrics {
-                batch.push(hard(result("SITE-A", "CE", m, t)));
-            }
-        }
-        // Retry attempts newer than the hard results are not `latest` and may go.
-        batch.push(attempt(result("SITE-A", "CE", "m1", 6_000), 1));
-        store.insert(&batch).await.unwrap();
-        assert_eq!(store.delete_before(100).await.unwrap(), 500);
-        assert_eq!(store.count().await.unwrap(), 25_001 - 500);
-        // More than one chunk, everything old except each cell's latest.
-        assert_eq!(store.delete_before(10_000).await.unwrap(), 25_001 - 500 - 5);
-        let latest = store.latest(&CellFilter::default()).await.unwrap();
-        assert_eq!(times(&latest), vec![4_999; 5]);
-        assert_eq!(store.count().await.unwrap(), 5);
-        assert_eq!(store.delete_before(10_000).await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn events_round_trip_oldest_first() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        for (at_ms, kind) in [(30, "c"), (10, "a"), (20, "b")] {
-            store
-                .record_event(&StoreEvent {
-                    at_ms,
-                    kind: kind.into(),
-                    message: format!("event {kind}"),
-                })
-                .await
-                .unwrap();
-        }
-        let kinds: Vec<String> = store
-            .events(15)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(kinds, vec!["b", "c"]);
-    }
+    use crate::store_tests::{hard, result, times};
 
     /// Inserts a row with raw SQL (for old-schema and corrupt-data tests).
     fn raw_insert(conn: &Connection, site: &str, metric: &str, t: i64, status: &str, perf: &str) {
@@ -1227,39 +1014,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.count().await.unwrap(), 1);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reader_proceeds_while_another_store_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("results.db");
-        let writer = SqliteStore::open(&path).unwrap();
-        let reader = SqliteStore::open(&path).unwrap();
-        let write = tokio::spawn(async move {
-            for b in 0..50 {
-                let batch: Vec<NewResult> = (0..200)
-                    .map(|i| hard(result("SITE-A", "CE", &format!("m{i}"), b)))
-                    .collect();
-                writer.insert(&batch).await.unwrap();
-            }
-        });
-        let mut reads = 0;
-        while !write.is_finished() {
-            reader.latest(&CellFilter::default()).await.unwrap();
-            reader
-                .history(&HistoryQuery {
-                    limit: 10,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            reads += 1;
-        }
-        write.await.unwrap();
-        assert!(reads > 0);
-        assert_eq!(reader.count().await.unwrap(), 10_000);
-        let latest = reader.latest(&CellFilter::default()).await.unwrap();
-        assert_eq!(latest.len(), 200);
-        assert!(latest.iter().all(|r| r.result.started_at_ms == 49));
     }
 }

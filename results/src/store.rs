@@ -85,9 +85,12 @@ pub struct HistoryQuery {
     /// Paging: only results older than this `(started_at_ms, id)` (the last row of the previous
     /// page), in the history's newest-first order.
     pub before: Option<(i64, i64)>,
-    /// At most this many.
+    /// At most this many; 0 means [`DEFAULT_HISTORY_LIMIT`].
     pub limit: usize,
 }
+
+/// History rows returned when a [`HistoryQuery`] sets no limit (every backend).
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 
 /// One cell's hard results `(start ms, status)` in time order, for availability.
 pub type CellTimeline = (CellKey, Vec<(i64, gridprobe_probes::Status)>);

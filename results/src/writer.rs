@@ -454,8 +454,7 @@ mod tests {
             since_ms: i64,
             until_ms: i64,
             filter: &CellFilter,
-        ) -> Result<Vec<crate::store::CellTimeline>, StoreError>
-        {
+        ) -> Result<Vec<crate::store::CellTimeline>, StoreError> {
             self.inner.timelines(since_ms, until_ms, filter).await
         }
         async fn replace_downtimes(

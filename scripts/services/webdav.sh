@@ -68,8 +68,11 @@ http {
 EOF
 }
 
+# Running: the pid file names a live nginx (after a reboot or a kill the pid may be reused).
 webdav_running() {
-    [ -s "$webdav_dir/nginx.pid" ] && as_root kill -0 "$(cat "$webdav_dir/nginx.pid")" 2>/dev/null
+    local pid
+    pid="$(cat "$webdav_dir/nginx.pid" 2>/dev/null)" || return 1
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nginx ]
 }
 
 webdav_up() {

@@ -26,9 +26,11 @@ xrootd.chksum adler32
 EOF
 }
 
+# Running: the pid file names a live xrootd (after a reboot or a kill the pid may be reused).
 xrootd_running() {
-    [ -s "$xrootd_dir/run/xrootd.pid" ] &&
-        as_root kill -0 "$(cat "$xrootd_dir/run/xrootd.pid")" 2>/dev/null
+    local pid
+    pid="$(cat "$xrootd_dir/run/xrootd.pid" 2>/dev/null)" || return 1
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = xrootd ]
 }
 
 xrootd_up() {
@@ -45,7 +47,7 @@ xrootd_up() {
     if xrootd_running; then
         # This script's configuration changed: XRootD has no reload, so restart it.
         as_root kill "$(cat "$xrootd_dir/run/xrootd.pid")"
-        wait_for 10 bash -c "! kill -0 $(cat "$xrootd_dir/run/xrootd.pid") 2>/dev/null" || true
+        wait_for 10 bash -c "! exec 3<>/dev/tcp/127.0.0.1/$xrootd_port" || true
     fi
     log "starting xrootd on 127.0.0.1:$xrootd_port"
     printf '%s\n' "$new" | as_root tee "$conf" >/dev/null

@@ -177,9 +177,12 @@ pub(super) fn matrix(p: &MatrixPage) -> Markup {
                     @for g in &p.groups {
                         tbody {
                             tr.tier {
-                                th colspan=(p.columns.len() + 1) scope="rowgroup" {
+                                // The label sits in the sticky first column so it stays in view
+                                // when the matrix scrolls sideways.
+                                th.site scope="rowgroup" {
                                     "Tier " (g.tier) " · " (plural(g.sites.len(), "site"))
                                 }
+                                td colspan=(p.columns.len()) {}
                             }
                             @for s in &g.sites {
                                 tr data-site=(s.name) {
@@ -210,7 +213,10 @@ fn strip(s: &Strip, start: i64, end: i64) -> Markup {
         if seg.status != AStatus::Missing {
             w = w.max(1.5);
         }
-        (format!("{:.2}", x.min(1440.0 - w).max(0.0)), format!("{w:.2}"))
+        (
+            format!("{:.2}", x.min(1440.0 - w).max(0.0)),
+            format!("{w:.2}"),
+        )
     };
     html! {
         svg.strip viewBox="0 0 1440 10" preserveAspectRatio="none" role="img"

@@ -1,1 +1,456 @@
-//! Dashboard tests (in process, through the router).
+//! Dashboard tests in process, through the router, on a real SQLite store in a temporary file
+//! (and a store that always fails, for the 500 page). The browser tests are in
+//! `tests/dashboard.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
+use gridprobe_results::{
+    spawn_writer, CellFilter, CellKey, HistoryQuery, NewResult, ResultStore, SqliteStore,
+    StoreError, StoreEvent, StoredResult, WriterConfig,
+};
+use tower::ServiceExt;
+
+use super::*;
+use crate::schedule::Plan;
+
+const CONFIG: &str = r#"
+vo = "v"
+[defaults]
+interval = "10m"
+timeout = "1m"
+[[site]]
+name = "T1_A"
+tier = 1
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce1.a"
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce2.a"
+[[site]]
+name = "T2 B/<i>"
+tier = 2
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce3.b"
+  [[site.service]]
+  flavour = "SE"
+  hostname = "se1.b"
+[[probe]]
+metric = "org.v.ce-job"
+kind = "tcp"
+flavours = ["CE"]
+  [probe.params]
+  port = 9
+[[probe]]
+metric = "org.v.se-put"
+kind = "tcp"
+flavours = ["SE"]
+  [probe.params]
+  port = 9
+[[downtime]]
+service = "se1.b"
+start = "2000-01-01 00:00"
+end = "2999-01-01 00:00"
+classification = "scheduled"
+reason = "disk <b>replacement</b>"
+"#;
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "gridprobe-dashboard-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn plan(text: &str) -> Plan {
+    let loaded = gridprobe_config::load_str(Path::new("v.toml"), text);
+    assert!(loaded.diagnostics.is_empty(), "{}", loaded.diagnostics);
+    let (probes, diagnostics) = gridprobe_probes::registry::build_all(&loaded.config);
+    assert!(diagnostics.is_empty(), "{diagnostics}");
+    Plan {
+        config: Arc::new(loaded.config),
+        probes: Arc::new(probes),
+    }
+}
+
+fn state(store: Arc<dyn ResultStore>) -> HttpState {
+    let (writer, _task) = spawn_writer(store.clone(), WriterConfig::default());
+    let (reload, _) = tokio::sync::mpsc::channel(1);
+    HttpState {
+        shared: crate::service::Shared::new(plan(CONFIG), writer, vec![]),
+        store,
+        reload,
+        metrics: crate::metrics::Metrics::new(),
+        runs: crate::ondemand::RunManager::new(),
+    }
+}
+
+fn result(site: &str, host: &str, flavour: &str, metric: &str, status: Status) -> ProbeResult {
+    ProbeResult {
+        metric: metric.into(),
+        kind: "tcp".into(),
+        vo: "v".into(),
+        site: site.into(),
+        hostname: host.into(),
+        flavour: flavour.into(),
+        started_at_ms: now_ms() - 60_000,
+        duration_ms: 12,
+        outcome: Outcome::new(status, format!("{} on {host}", status.name())),
+        attempt: 1,
+        trigger: Trigger::Scheduled,
+    }
+}
+
+/// Ids of the inserted results, in order.
+async fn fill(store: &SqliteStore, results: Vec<ProbeResult>) -> Vec<i64> {
+    let rows: Vec<NewResult> = results
+        .into_iter()
+        .map(|result| NewResult {
+            result,
+            is_final: true,
+        })
+        .collect();
+    store.insert(&rows).await.expect("insert")
+}
+
+async fn get(state: &HttpState, uri: &str) -> (StatusCode, String) {
+    let response = routes()
+        .with_state(state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 64 << 20)
+        .await
+        .expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The HTML of the matrix row of a site.
+fn row<'a>(html: &'a str, site_attr: &str) -> &'a str {
+    let start = html
+        .find(&format!("<tr data-site=\"{site_attr}\""))
+        .unwrap_or_else(|| panic!("no row for {site_attr} in {html}"));
+    let end = html[start..]
+        .find("</tr>")
+        .map_or(html.len(), |e| start + e);
+    &html[start..end]
+}
+
+/// The cell classes of a row, in column order.
+fn classes(row: &str) -> Vec<&str> {
+    row.split("<td class=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect()
+}
+
+#[tokio::test]
+async fn matrix_groups_by_tier_colours_cells_and_escapes() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let mut evil = result("T2 B/<i>", "ce3.b", "CE", "org.v.ce-job", Status::Critical);
+    evil.outcome.summary = "<script>alert(1)</script> & \"quoted\"".into();
+    let ids = fill(
+        &store,
+        vec![
+            result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Critical),
+            result("T1_A", "ce2.a", "CE", "org.v.ce-job", Status::Ok),
+            evil,
+            result("T2 B/<i>", "se1.b", "SE", "org.v.se-put", Status::Critical),
+        ],
+    )
+    .await;
+    let st = state(store);
+    let (code, html) = get(&st, "/").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    // Tiers in order, each with its sites.
+    let t1 = html.find("Tier 1 · 1 site").expect("tier 1 group");
+    let t2 = html.find("Tier 2 · 1 site").expect("tier 2 group");
+    assert!(t1 < t2);
+    // Site A: one CE is enough (OK beats CRITICAL), linked to the OK instance's result.
+    let a = row(&html, "T1_A");
+    assert_eq!(classes(a), vec!["st-ok", "none"], "{a}");
+    assert!(a.contains(&format!("href=\"/results/{}\"", ids[1])), "{a}");
+    assert!(a.contains("best of 2 instances"), "{a}");
+    // Site B: CRITICAL CE, and the SE in a configured outage shows as downtime, not red.
+    let b = row(&html, "T2 B/&lt;i&gt;");
+    assert_eq!(classes(b), vec!["st-error", "st-dt"], "{b}");
+    assert!(b.contains("href=\"/sites/T2%20B%2F%3Ci%3E\""), "{b}");
+    assert!(b.contains("disk &lt;b&gt;replacement&lt;/b&gt;"), "{b}");
+    // Nothing from the store or the config is markup.
+    assert!(!html.contains("<script>alert"), "unescaped summary");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quoted&quot;"));
+    assert!(!html.contains("<i>"));
+}
+
+#[tokio::test]
+async fn filters_are_validated_and_named() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let st = state(store);
+    let (code, html) = get(&st, "/?tier=2").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(!html.contains("data-site=\"T1_A\""));
+    assert!(html.contains("Tier 2 · 1 site"));
+    // Empty values are "all", as a form's first option sends them.
+    let (code, html) = get(&st, "/?vo=&tier=&flavour=").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(html.contains("data-site=\"T1_A\""));
+    let (code, html) = get(&st, "/?flavour=SE").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(!html.contains("data-site=\"T1_A\""), "no SE at T1_A");
+    assert!(
+        !html.contains("data-metric=\"org.v.ce-job\""),
+        "CE column dropped"
+    );
+    for (uri, param, words) in [
+        ("/?tier=7", "tier", "write 0, 1, 2 or 3"),
+        ("/?tier=one", "tier", "`one` is not a tier"),
+        ("/?flavour=SRM", "flavour", "known: CE, SE"),
+        ("/?flavour=ce", "flavour", "did you mean `CE`"),
+        ("/?vo=atlas", "vo", "this service monitors `v`"),
+        ("/?colour=red", "colour", "unknown parameter"),
+        ("/?tier=1&tier=2", "tier", "more than once"),
+        ("/reasons?since=yesterday", "since", "24h"),
+        ("/reasons?since=0s", "since", "duration"),
+        ("/results/abc", "id", "not a result id"),
+    ] {
+        let (code, html) = get(&st, uri).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {html}");
+        assert!(
+            html.contains(&format!("parameter `{param}`")),
+            "{uri}: {html}"
+        );
+        assert!(html.contains(words), "{uri}: {html}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_site_and_result_are_404_pages() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let st = state(store);
+    let (code, html) = get(&st, "/sites/T1_B").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(html.contains("no site named `T1_B`"), "{html}");
+    assert!(html.contains("did you mean `T1_A`"), "{html}");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    let (code, html) = get(&st, "/results/424242").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(html.contains("no result with id 424242"), "{html}");
+}
+
+#[tokio::test]
+async fn site_page_has_strips_figures_downtimes_and_run_form_state() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let mut old = result("T2 B/<i>", "ce3.b", "CE", "org.v.ce-job", Status::Ok);
+    old.started_at_ms = now_ms() - 3 * 3_600_000;
+    fill(
+        &store,
+        vec![
+            old,
+            result("T2 B/<i>", "ce3.b", "CE", "org.v.ce-job", Status::Critical),
+        ],
+    )
+    .await;
+    let st = state(store);
+    let (code, html) = get(&st, "/sites/T2%20B%2F%3Ci%3E").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("<h1>T2 B/&lt;i&gt; "), "{html}");
+    // One strip per instance × probe, with the OK stretch, then the CRITICAL one.
+    assert_eq!(html.matches("<svg class=\"strip\"").count(), 2, "{html}");
+    let ce = &html[html
+        .find("data-metric=\"org.v.ce-job\"><td>")
+        .expect("ce strip")..];
+    let ok = ce.find("class=\"t-ok\"").expect("ok segment");
+    let crit = ce.find("class=\"t-error\"").expect("critical segment");
+    assert!(ok < crit, "segments in time order");
+    // The SE is in downtime all day.
+    let se = &html[html
+        .find("data-metric=\"org.v.se-put\"><td>")
+        .expect("se strip")..];
+    assert!(se.contains("class=\"t-dt\""));
+    assert!(html.contains("This month ("));
+    assert!(html.contains("disk &lt;b&gt;replacement&lt;/b&gt;"));
+    // No token in [access]: the page says runs are off instead of showing a useless form.
+    assert!(html.contains("On-demand runs are off"));
+    assert!(!html.contains("id=\"run-now\""));
+}
+
+#[tokio::test]
+async fn result_page_shows_output_perfdata_and_previous_results() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let mut first = result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Ok);
+    first.started_at_ms -= 600_000;
+    let mut second = result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Critical);
+    second.outcome = Outcome::critical("connect failed <b>")
+        .with_details("line 1\n<script>x</script>\nline 3")
+        .with_perfdata(vec![Perfdatum::new("time", 0.25, "s")]);
+    let ids = fill(&store, vec![first, second]).await;
+    let st = state(store);
+    let (code, html) = get(&st, &format!("/results/{}", ids[1])).await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("<p class=\"summary\">connect failed &lt;b&gt;</p>"));
+    assert!(
+        html.contains("<pre class=\"output\">line 1\n&lt;script&gt;x&lt;/script&gt;\nline 3</pre>")
+    );
+    assert!(html.contains("<td>time</td><td class=\"num\">0.25</td><td>s</td>"));
+    assert!(
+        html.contains(&format!("href=\"/results/{}\"", ids[0])),
+        "previous result linked"
+    );
+    assert!(!html.contains("newer result"));
+    // The older one points at the newer.
+    let (_, html) = get(&st, &format!("/results/{}", ids[0])).await;
+    assert!(html.contains("This cell has a newer result"), "{html}");
+    assert!(html.contains("None before this one."));
+}
+
+#[tokio::test]
+async fn reasons_page_groups_failures() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let mut a = result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Critical);
+    a.outcome.summary = "proxy expired on ce1.a.example.org".into();
+    let mut b = result("T2 B/<i>", "ce3.b", "CE", "org.v.ce-job", Status::Critical);
+    b.outcome.summary = "proxy expired on ce3.b.example.org".into();
+    fill(&store, vec![a, b]).await;
+    let st = state(store);
+    let (code, html) = get(&st, "/reasons?since=2h").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("proxy expired on &lt;host&gt;"), "{html}");
+    assert!(html.contains("href=\"/sites/T1_A\""));
+    assert!(html.contains("last 2h"));
+}
+
+/// A store whose every read fails, as a locked or vanished database would.
+#[derive(Debug)]
+struct BrokenStore;
+
+fn broken<T>() -> Result<T, StoreError> {
+    Err(StoreError::Query("database is locked".into()))
+}
+
+#[async_trait]
+impl ResultStore for BrokenStore {
+    async fn insert(&self, _: &[NewResult]) -> Result<Vec<i64>, StoreError> {
+        broken()
+    }
+    async fn latest(&self, _: &CellFilter) -> Result<Vec<StoredResult>, StoreError> {
+        broken()
+    }
+    async fn history(&self, _: &HistoryQuery) -> Result<Vec<StoredResult>, StoreError> {
+        broken()
+    }
+    async fn get(&self, _: i64) -> Result<Option<StoredResult>, StoreError> {
+        broken()
+    }
+    async fn delete_before(&self, _: i64) -> Result<u64, StoreError> {
+        broken()
+    }
+    async fn record_event(&self, _: &StoreEvent) -> Result<(), StoreError> {
+        broken()
+    }
+    async fn events(&self, _: i64) -> Result<Vec<StoreEvent>, StoreError> {
+        broken()
+    }
+    async fn timelines(
+        &self,
+        _: i64,
+        _: i64,
+        _: &CellFilter,
+    ) -> Result<Vec<(CellKey, Vec<(i64, Status)>)>, StoreError> {
+        broken()
+    }
+    async fn replace_downtimes(
+        &self,
+        _: &str,
+        _: &[gridprobe_config::Downtime],
+    ) -> Result<(), StoreError> {
+        broken()
+    }
+    async fn downtimes(
+        &self,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<gridprobe_config::Downtime>, StoreError> {
+        broken()
+    }
+}
+
+#[tokio::test]
+async fn store_errors_are_500_pages_with_the_message() {
+    let st = state(Arc::new(BrokenStore));
+    for uri in ["/", "/sites/T1_A", "/results/1", "/reasons"] {
+        let (code, html) = get(&st, uri).await;
+        assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{uri}");
+        assert!(html.contains("database is locked"), "{uri}: {html}");
+    }
+}
+
+#[tokio::test]
+async fn assets_are_served_and_pages_carry_a_strict_policy() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let st = state(store);
+    let (code, css) = get(&st, "/static/gridprobe.css").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(css.contains(".st-error"));
+    let (code, js) = get(&st, "/static/gridprobe.js").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(js.contains("/api/v1/runs") || js.contains("form.action"));
+    let response = routes()
+        .with_state(st)
+        .oneshot(Request::get("/").body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let csp = response
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    assert!(response.headers().contains_key("server-timing"));
+}
+
+#[test]
+fn path_segments_are_percent_encoded() {
+    assert_eq!(enc("LCG.CERN.ch"), "LCG.CERN.ch");
+    assert_eq!(enc("a b/c?d#e"), "a%20b%2Fc%3Fd%23e");
+    assert_eq!(enc("é"), "%C3%A9");
+}
+
+#[test]
+fn instances_rank_best_first_with_downtime_above_stale() {
+    let s = |st| Shown::State(CellState::Current(st));
+    assert!(s(Status::Ok).rank() > s(Status::Critical).rank());
+    assert!(s(Status::Standby).rank() > Shown::Downtime.rank());
+    assert!(Shown::Downtime.rank() > Shown::State(CellState::Missing).rank());
+    assert_eq!(Shown::Downtime.class(), "st-dt");
+    assert_eq!(s(Status::Standby).class(), "st-stb");
+}

@@ -1,0 +1,1233 @@
+//! The store contract: one test body, two backends. Every test of [`ResultStore`] semantics is
+//! an async fn taking a [`Backend`]; `both_backends!` instantiates it once on a SQLite file and
+//! once on PostgreSQL (a schema of its own in the database of `GRIDPROBE_TEST_PG`, dropped
+//! afterwards). Backend-specific behaviour (SQLite's file handling, PostgreSQL's connection
+//! errors) is tested next to each backend's own helpers below or in `sqlite.rs`.
+//!
+//! Without `GRIDPROBE_TEST_PG` the PostgreSQL instances print a note and pass, except under
+//! `CI=true`, where a missing server is a failure: CI must run the whole contract.
+
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use gridprobe_config::Downtime;
+use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
+
+use crate::postgres::PgStore;
+use crate::sqlite::SqliteStore;
+use crate::store::{
+    CellFilter, CellKey, HistoryQuery, NewResult, ResultStore, StoreError, StoreEvent,
+    StoredResult, DEFAULT_HISTORY_LIMIT,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// A result of `metric` on the `flavour` service of `site`, started at `started_at_ms`.
+pub(crate) fn result(site: &str, flavour: &str, metric: &str, started_at_ms: i64) -> ProbeResult {
+    ProbeResult {
+        metric: metric.into(),
+        kind: "tcp".into(),
+        vo: "ops".into(),
+        site: site.into(),
+        hostname: format!(
+            "{}.{}.example.org",
+            flavour.to_lowercase(),
+            site.to_lowercase()
+        ),
+        flavour: flavour.into(),
+        started_at_ms,
+        duration_ms: 12,
+        outcome: Outcome::ok("connected"),
+        attempt: 1,
+        trigger: Trigger::Scheduled,
+    }
+}
+
+/// A hard (final) result.
+pub(crate) fn hard(r: ProbeResult) -> NewResult {
+    NewResult {
+        result: r,
+        is_final: true,
+    }
+}
+
+/// Retry attempt `n`, not final.
+pub(crate) fn attempt(mut r: ProbeResult, n: u32) -> NewResult {
+    r.attempt = n;
+    NewResult {
+        result: r,
+        is_final: false,
+    }
+}
+
+/// A result with another status.
+pub(crate) fn with_status(mut r: ProbeResult, status: Status, summary: &str) -> ProbeResult {
+    r.outcome = Outcome {
+        status,
+        summary: summary.into(),
+        details: String::new(),
+        perfdata: Vec::new(),
+    };
+    r
+}
+
+pub(crate) fn times(rows: &[StoredResult]) -> Vec<i64> {
+    rows.iter().map(|r| r.result.started_at_ms).collect()
+}
+
+fn ids_of(rows: &[StoredResult]) -> Vec<i64> {
+    rows.iter().map(|r| r.id).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two backends
+
+/// A store under test, with what it needs to stay alive (temporary file or schema).
+pub(crate) struct Backend {
+    store: Arc<dyn ResultStore>,
+    kind: Kind,
+}
+
+enum Kind {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        store: SqliteStore,
+    },
+    Postgres {
+        store: PgStore,
+        scratch: pg::Scratch,
+    },
+}
+
+impl Backend {
+    /// A fresh SQLite store in a temporary file (WAL mode, as deployed).
+    pub(crate) fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("results.sqlite");
+        let store = SqliteStore::open(&path).expect("SQLite store opens");
+        Backend {
+            store: Arc::new(store.clone()),
+            kind: Kind::Sqlite {
+                _dir: dir,
+                path,
+                store,
+            },
+        }
+    }
+
+    /// A fresh PostgreSQL store in a schema of its own, or `None` (with a note) when no server
+    /// is configured outside CI.
+    pub(crate) async fn postgres(test: &str) -> Option<Backend> {
+        let scratch = pg::Scratch::new(test).await?;
+        let store = PgStore::open_config(scratch.config(), 4)
+            .await
+            .expect("PostgreSQL store opens");
+        Some(Backend {
+            store: Arc::new(store.clone()),
+            kind: Kind::Postgres { store, scratch },
+        })
+    }
+
+    /// Number of stored results.
+    pub(crate) async fn count(&self) -> u64 {
+        match &self.kind {
+            Kind::Sqlite { store, .. } => store.count().await.expect("count"),
+            Kind::Postgres { store, .. } => store.count().await.expect("count"),
+        }
+    }
+
+    /// A second, independent handle on the same data (another connection or pool), as a second
+    /// process would have.
+    pub(crate) async fn reopen(&self) -> Arc<dyn ResultStore> {
+        match &self.kind {
+            Kind::Sqlite { path, .. } => Arc::new(SqliteStore::open(path).expect("reopen")),
+            Kind::Postgres { scratch, .. } => Arc::new(
+                PgStore::open_config(scratch.config(), 4)
+                    .await
+                    .expect("reopen"),
+            ),
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self.kind, Kind::Postgres { .. })
+    }
+}
+
+impl Deref for Backend {
+    type Target = dyn ResultStore;
+
+    fn deref(&self) -> &Self::Target {
+        self.store.as_ref()
+    }
+}
+
+/// Instantiates each listed contract test for both backends: `on_sqlite::NAME` and
+/// `on_postgres::NAME`.
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::sqlite()).await;
+                }
+            )+
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(backend) = super::Backend::postgres(stringify!($name)).await else {
+                        return;
+                    };
+                    super::$name(backend).await;
+                }
+            )+
+        }
+    };
+}
+
+both_backends!(
+    result_with_perfdata_round_trips,
+    text_round_trips_whole,
+    latest_is_the_newest_final_result_per_cell,
+    latest_ties_in_one_batch_go_to_the_later_row,
+    history_filters_orders_and_limits,
+    history_pages_with_the_before_cursor,
+    history_filters_by_status_and_non_ok,
+    retention_deletes_in_chunks_and_keeps_latest,
+    events_round_trip_oldest_first,
+    timelines_lead_with_the_prior_result_and_follow_filters,
+    downtimes_are_replaced_per_source,
+    reader_proceeds_while_another_handle_writes,
+    concurrent_writers_on_the_same_cells_agree,
+);
+
+// ---------------------------------------------------------------------------------------------
+// The contract
+
+async fn result_with_perfdata_round_trips(store: Backend) {
+    let mut perf = Perfdatum::new("time to connect", 0.25, "s");
+    perf.warn = Some("1".into());
+    perf.crit = Some("@2:5".into());
+    perf.min = Some(0.0);
+    perf.max = Some(10.0);
+    let mut r = result("SITE-A", "CE", "org.example.Connect", 1_000);
+    r.outcome = Outcome::critical("refused")
+        .with_details("line 1\nline 2 with 'quotes' and \u{e9}")
+        .with_perfdata(vec![perf, Perfdatum::new("size", 3.0, "B")]);
+    r.attempt = 2;
+    r.trigger = Trigger::OnDemand;
+    r.duration_ms = 1234;
+    let ids = store
+        .insert(&[attempt(r.clone(), 2), hard(r.clone())])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+    let got = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        StoredResult {
+            id: ids[0],
+            is_final: false,
+            result: r.clone()
+        }
+    );
+    let got = store.get(ids[1]).await.unwrap().unwrap();
+    assert!(got.is_final);
+    assert_eq!(got.result, r);
+    assert_eq!(store.get(ids[1] + 100).await.unwrap(), None);
+    assert!(store.insert(&[]).await.unwrap().is_empty());
+}
+
+async fn text_round_trips_whole(store: Backend) {
+    let mut r = result("SITE-Ü", "CE", "org.example.Ünïcode", 5);
+    r.outcome = Outcome::warning("ça marche à moitié — 50 % ✓ 🚀")
+        .with_details("tab\tnewline\n\"double\" 'single' back\\slash; DROP TABLE results;--");
+    r.kind = "nagios".into();
+    r.duration_ms = u64::try_from(i64::MAX).unwrap();
+    let ids = store.insert(&[hard(r.clone())]).await.unwrap();
+    assert_eq!(store.get(ids[0]).await.unwrap().unwrap().result, r);
+    let latest = store
+        .latest(&CellFilter {
+            site: Some("SITE-Ü".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].result, r);
+}
+
+async fn latest_is_the_newest_final_result_per_cell(store: Backend) {
+    let a = |t| result("SITE-A", "CE", "org.example.Ping", t);
+    let mut other_vo = result("SITE-B", "SRM", "org.example.Ping", 50);
+    other_vo.vo = "atlas".into();
+    store
+        .insert(&[hard(a(100)), hard(a(300)), hard(other_vo.clone())])
+        .await
+        .unwrap();
+    // A newer retry attempt and an older (out of order) hard result change nothing.
+    store.insert(&[attempt(a(400), 1)]).await.unwrap();
+    store.insert(&[hard(a(200))]).await.unwrap();
+    let all = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(times(&all), vec![300, 50]);
+    assert!(all.iter().all(|r| r.is_final));
+
+    let by_site = CellFilter {
+        site: Some("SITE-B".into()),
+        ..Default::default()
+    };
+    assert_eq!(times(&store.latest(&by_site).await.unwrap()), vec![50]);
+    let by_vo = CellFilter {
+        vo: Some("ops".into()),
+        ..Default::default()
+    };
+    assert_eq!(times(&store.latest(&by_vo).await.unwrap()), vec![300]);
+    let by_flavour = CellFilter {
+        flavour: Some("SRM".into()),
+        vo: Some("atlas".into()),
+        site: Some("SITE-B".into()),
+    };
+    assert_eq!(store.latest(&by_flavour).await.unwrap()[0].result, other_vo);
+    let none = CellFilter {
+        flavour: Some("XROOTD".into()),
+        ..Default::default()
+    };
+    assert!(store.latest(&none).await.unwrap().is_empty());
+
+    // A newer hard result takes over; a same-time one inserted later wins too.
+    store.insert(&[hard(a(500))]).await.unwrap();
+    let ids = store.insert(&[hard(a(500))]).await.unwrap();
+    let all = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(all[0].id, ids[0]);
+
+    // Cells come in (site, host, flavour, metric) byte order, upper case before lower.
+    store
+        .insert(&[
+            hard(result("site-c", "CE", "m", 1)),
+            hard(result("SITE-C", "CE", "m", 1)),
+            hard(result("SITE-A", "CE", "a.first", 1)),
+        ])
+        .await
+        .unwrap();
+    let cells: Vec<CellKey> = store
+        .latest(&CellFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| CellKey::of(&r.result))
+        .collect();
+    let mut sorted = cells.clone();
+    sorted.sort();
+    assert_eq!(cells, sorted);
+    assert_eq!(cells.len(), 5);
+}
+
+async fn latest_ties_in_one_batch_go_to_the_later_row(store: Backend) {
+    let a = |t| result("SITE-A", "CE", "org.example.Ping", t);
+    let b = |t| result("SITE-B", "CE", "org.example.Ping", t);
+    // Interleaved cells; in each cell the last of the equal newest starts must win, and ids
+    // grow in input order within a cell.
+    let batch = vec![
+        hard(a(10)),
+        hard(b(7)),
+        hard(a(10)),
+        attempt(b(9), 1),
+        hard(b(7)),
+        hard(a(3)),
+    ];
+    let ids = store.insert(&batch).await.unwrap();
+    assert!(ids[0] < ids[2] && ids[2] < ids[5]);
+    assert!(ids[1] < ids[3] && ids[3] < ids[4]);
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(ids_of(&latest), vec![ids[2], ids[4]]);
+    // A later batch with the same start wins over both.
+    let again = store.insert(&[hard(a(10))]).await.unwrap();
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(latest[0].id, again[0]);
+}
+
+async fn history_filters_orders_and_limits(store: Backend) {
+    let mut batch = Vec::new();
+    for t in 0..150 {
+        batch.push(hard(result("SITE-A", "CE", "org.example.Ping", t * 10)));
+    }
+    batch.push(attempt(result("SITE-A", "CE", "org.example.Ping", 5), 1));
+    batch.push(hard(result("SITE-A", "CE", "org.example.Other", 7)));
+    batch.push(hard(result("SITE-B", "CE", "org.example.Ping", 8)));
+    // Same start time: the later id comes first.
+    batch.push(hard(result("SITE-C", "CE", "org.example.Ping", 1)));
+    batch.push(hard(result("SITE-C", "CE", "org.example.Ping", 1)));
+    let ids = store.insert(&batch).await.unwrap();
+
+    // Limit 0 means the default.
+    let all = store.history(&HistoryQuery::default()).await.unwrap();
+    assert_eq!(all.len(), DEFAULT_HISTORY_LIMIT);
+    assert_eq!(all[0].result.started_at_ms, 1490);
+    assert!(all
+        .windows(2)
+        .all(|w| w[0].result.started_at_ms >= w[1].result.started_at_ms));
+
+    let ping_a = HistoryQuery {
+        site: Some("SITE-A".into()),
+        hostname: Some("ce.site-a.example.org".into()),
+        metric: Some("org.example.Ping".into()),
+        since_ms: Some(0),
+        until_ms: Some(30),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        times(&store.history(&ping_a).await.unwrap()),
+        vec![20, 10, 0]
+    );
+    let with_attempts = HistoryQuery {
+        include_attempts: true,
+        ..ping_a.clone()
+    };
+    let rows = store.history(&with_attempts).await.unwrap();
+    assert_eq!(times(&rows), vec![20, 10, 5, 0]);
+    assert!(!rows[2].is_final);
+    let limited = HistoryQuery {
+        limit: 2,
+        ..with_attempts
+    };
+    assert_eq!(times(&store.history(&limited).await.unwrap()), vec![20, 10]);
+
+    let site_c = HistoryQuery {
+        site: Some("SITE-C".into()),
+        ..Default::default()
+    };
+    let rows = store.history(&site_c).await.unwrap();
+    let n = ids.len();
+    assert_eq!(ids_of(&rows), vec![ids[n - 1], ids[n - 2]]);
+    let other = HistoryQuery {
+        metric: Some("org.example.Other".into()),
+        ..Default::default()
+    };
+    assert_eq!(times(&store.history(&other).await.unwrap()), vec![7]);
+    let nobody = HistoryQuery {
+        site: Some("SITE-Z".into()),
+        ..Default::default()
+    };
+    assert!(store.history(&nobody).await.unwrap().is_empty());
+}
+
+async fn history_pages_with_the_before_cursor(store: Backend) {
+    // Three cells, many equal start times across them, retry attempts in between.
+    let mut batch = Vec::new();
+    for t in 0..40 {
+        for site in ["SITE-A", "SITE-B", "SITE-C"] {
+            batch.push(hard(result(site, "CE", "m", t / 3)));
+        }
+        if t % 7 == 0 {
+            batch.push(attempt(result("SITE-A", "CE", "m", t / 3), 1));
+        }
+    }
+    store.insert(&batch).await.unwrap();
+    for include_attempts in [false, true] {
+        let whole = store
+            .history(&HistoryQuery {
+                include_attempts,
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(whole.len(), if include_attempts { 126 } else { 120 });
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .history(&HistoryQuery {
+                    include_attempts,
+                    before,
+                    limit: 7,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some((last.result.started_at_ms, last.id));
+            assert!(page.len() <= 7);
+            paged.extend(page);
+        }
+        assert_eq!(ids_of(&paged), ids_of(&whole));
+        // Newest first, ties by id, newest first too.
+        assert!(paged.windows(2).all(|w| {
+            (w[0].result.started_at_ms, w[0].id) > (w[1].result.started_at_ms, w[1].id)
+        }));
+    }
+    // The cursor combines with a cell and a time window.
+    let one_cell = HistoryQuery {
+        site: Some("SITE-B".into()),
+        since_ms: Some(3),
+        until_ms: Some(10),
+        limit: 5,
+        ..Default::default()
+    };
+    let first = store.history(&one_cell).await.unwrap();
+    assert_eq!(times(&first), vec![9, 9, 9, 8, 8]);
+    let last = first.last().unwrap();
+    let second = store
+        .history(&HistoryQuery {
+            before: Some((last.result.started_at_ms, last.id)),
+            ..one_cell.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(times(&second), vec![8, 7, 7, 7, 6]);
+    assert!(second
+        .iter()
+        .all(|r| r.result.site == "SITE-B" && r.id != last.id));
+}
+
+async fn history_filters_by_status_and_non_ok(store: Backend) {
+    let cell = |t, status, summary| with_status(result("SITE-A", "CE", "m", t), status, summary);
+    store
+        .insert(&[
+            hard(cell(1, Status::Ok, "fine")),
+            hard(cell(2, Status::Critical, "refused")),
+            attempt(cell(3, Status::Critical, "refused again"), 1),
+            hard(cell(3, Status::Warning, "slow")),
+            hard(cell(4, Status::Unknown, "timeout")),
+            hard(cell(5, Status::Ok, "fine")),
+            hard(cell(6, Status::Critical, "refused")),
+        ])
+        .await
+        .unwrap();
+    let non_ok = store
+        .history(&HistoryQuery {
+            non_ok_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(times(&non_ok), vec![6, 4, 3, 2]);
+    let critical = HistoryQuery {
+        status: Some(Status::Critical),
+        ..Default::default()
+    };
+    assert_eq!(times(&store.history(&critical).await.unwrap()), vec![6, 2]);
+    let with_attempts = HistoryQuery {
+        include_attempts: true,
+        ..critical.clone()
+    };
+    let rows = store.history(&with_attempts).await.unwrap();
+    assert_eq!(times(&rows), vec![6, 3, 2]);
+    assert_eq!(rows[1].result.outcome.summary, "refused again");
+    let since = HistoryQuery {
+        since_ms: Some(3),
+        non_ok_only: true,
+        status: Some(Status::Unknown),
+        ..Default::default()
+    };
+    assert_eq!(times(&store.history(&since).await.unwrap()), vec![4]);
+    let ok = HistoryQuery {
+        status: Some(Status::Ok),
+        non_ok_only: true,
+        ..Default::default()
+    };
+    assert!(store.history(&ok).await.unwrap().is_empty());
+}
+
+async fn retention_deletes_in_chunks_and_keeps_latest(store: Backend) {
+    let metrics = ["m1", "m2", "m3", "m4", "m5"];
+    let mut batch = Vec::new();
+    for t in 0..5_000 {
+        for m in metrics {
+            batch.push(hard(result("SITE-A", "CE", m, t)));
+        }
+    }
+    // Retry attempts newer than the hard results are not `latest` and may go.
+    batch.push(attempt(result("SITE-A", "CE", "m1", 6_000), 1));
+    store.insert(&batch).await.unwrap();
+    assert_eq!(store.delete_before(100).await.unwrap(), 500);
+    assert_eq!(store.count().await, 25_001 - 500);
+    // More than one chunk, everything old except each cell's latest.
+    assert_eq!(store.delete_before(10_000).await.unwrap(), 25_001 - 500 - 5);
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(times(&latest), vec![4_999; 5]);
+    assert_eq!(store.count().await, 5);
+    assert_eq!(store.delete_before(10_000).await.unwrap(), 0);
+    // The kept rows are whole, and the store goes on.
+    assert_eq!(store.get(latest[0].id).await.unwrap().unwrap(), latest[0]);
+    store
+        .insert(&[hard(result("SITE-A", "CE", "m1", 20_000))])
+        .await
+        .unwrap();
+    assert_eq!(store.delete_before(30_000).await.unwrap(), 1);
+    assert_eq!(store.count().await, 5);
+}
+
+async fn events_round_trip_oldest_first(store: Backend) {
+    for (at_ms, kind) in [(30, "c"), (10, "a"), (20, "b"), (20, "b2")] {
+        store
+            .record_event(&StoreEvent {
+                at_ms,
+                kind: kind.into(),
+                message: format!("event {kind}: 3 results dropped"),
+            })
+            .await
+            .unwrap();
+    }
+    let kinds: Vec<String> = store
+        .events(15)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    // Equal times keep their recording order.
+    assert_eq!(kinds, vec!["b", "b2", "c"]);
+    let all = store.events(i64::MIN).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].message, "event a: 3 results dropped");
+    assert!(store.events(31).await.unwrap().is_empty());
+}
+
+async fn timelines_lead_with_the_prior_result_and_follow_filters(store: Backend) {
+    let st = |site, flavour, t, status| {
+        with_status(result(site, flavour, "org.example.Ping", t), status, "x")
+    };
+    let mut other_vo = st("SITE-B", "CE", 150, Status::Critical);
+    other_vo.vo = "atlas".into();
+    store
+        .insert(&[
+            // SITE-A CE: two before the period (the later leads), three inside, one after.
+            hard(st("SITE-A", "CE", 10, Status::Critical)),
+            hard(st("SITE-A", "CE", 90, Status::Warning)),
+            hard(st("SITE-A", "CE", 100, Status::Ok)),
+            attempt(st("SITE-A", "CE", 120, Status::Critical), 1),
+            hard(st("SITE-A", "CE", 130, Status::Critical)),
+            hard(st("SITE-A", "CE", 199, Status::Ok)),
+            hard(st("SITE-A", "CE", 200, Status::Unknown)),
+            // SITE-A SRM: only before the period.
+            hard(st("SITE-A", "SRM", 50, Status::Ok)),
+            // SITE-B CE: only inside, from another VO (timelines ignore the VO filter).
+            hard(other_vo),
+            // SITE-C CE: only after the period.
+            hard(st("SITE-C", "CE", 300, Status::Ok)),
+        ])
+        .await
+        .unwrap();
+    let all = store
+        .timelines(100, 200, &CellFilter::default())
+        .await
+        .unwrap();
+    let keys: Vec<(String, String)> = all
+        .iter()
+        .map(|(k, _)| (k.site.clone(), k.flavour.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("SITE-A".to_string(), "CE".to_string()),
+            ("SITE-A".to_string(), "SRM".to_string()),
+            ("SITE-B".to_string(), "CE".to_string()),
+            ("SITE-C".to_string(), "CE".to_string()),
+        ]
+    );
+    assert_eq!(
+        all[0].1,
+        vec![
+            (90, Status::Warning),
+            (100, Status::Ok),
+            (130, Status::Critical),
+            (199, Status::Ok)
+        ]
+    );
+    assert_eq!(all[1].1, vec![(50, Status::Ok)]);
+    assert_eq!(all[2].1, vec![(150, Status::Critical)]);
+    assert!(all[3].1.is_empty());
+    assert_eq!(all[0].0.hostname, "ce.site-a.example.org");
+    assert_eq!(all[0].0.metric, "org.example.Ping");
+
+    let srm = store
+        .timelines(
+            100,
+            200,
+            &CellFilter {
+                flavour: Some("SRM".into()),
+                vo: Some("nobody".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(srm.len(), 1);
+    assert_eq!(srm[0].0.flavour, "SRM");
+    let site_b = store
+        .timelines(
+            0,
+            1_000,
+            &CellFilter {
+                site: Some("SITE-B".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(site_b.len(), 1);
+    assert_eq!(site_b[0].1, vec![(150, Status::Critical)]);
+    // An empty period still lists the cells with what held before it.
+    let later = store
+        .timelines(5_000, 6_000, &CellFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 4);
+    assert_eq!(later[0].1, vec![(200, Status::Unknown)]);
+}
+
+async fn downtimes_are_replaced_per_source(store: Backend) {
+    let dt = |id: &str, host: Option<&str>, start, end| Downtime {
+        id: id.into(),
+        site: Some("SITE-A".into()),
+        hostname: host.map(str::to_string),
+        flavour: host.map(|_| "CE".to_string()),
+        start_ms: start,
+        end_ms: end,
+        scheduled: true,
+        outage: true,
+        reason: format!("maintenance {id}"),
+        source: "gocdb".into(),
+    };
+    let mut site_wide = dt("200", None, 50, 500);
+    site_wide.outage = false;
+    site_wide.scheduled = false;
+    site_wide.hostname = None;
+    site_wide.flavour = None;
+    let first = vec![
+        dt("100", Some("ce1.example.org"), 100, 200),
+        dt("100", Some("ce2.example.org"), 100, 200),
+        site_wide.clone(),
+    ];
+    store.replace_downtimes("gocdb", &first).await.unwrap();
+    let mut config_dt = dt("config:1:0", Some("ce1.example.org"), 0, 1_000);
+    config_dt.source = "manual".into();
+    store
+        .replace_downtimes("manual", std::slice::from_ref(&config_dt))
+        .await
+        .unwrap();
+
+    let all = store.downtimes(i64::MIN, i64::MAX).await.unwrap();
+    let mut got: Vec<(i64, &str, Option<&str>)> = all
+        .iter()
+        .map(|d| (d.start_ms, d.id.as_str(), d.hostname.as_deref()))
+        .collect();
+    // Ordered by (start, id); rows equal in both come in no particular order.
+    assert!(got.windows(2).all(|w| (w[0].0, w[0].1) <= (w[1].0, w[1].1)));
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (0, "config:1:0", Some("ce1.example.org")),
+            (50, "200", None),
+            (100, "100", Some("ce1.example.org")),
+            (100, "100", Some("ce2.example.org")),
+        ]
+    );
+    assert_eq!(all[1], site_wide);
+    assert_eq!(all[0], config_dt);
+    // Overlap with [since, until): ends after since, starts before until.
+    let window = store.downtimes(200, 300).await.unwrap();
+    assert_eq!(
+        window.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        vec!["config:1:0", "200"]
+    );
+
+    // A replacement of one source leaves the other alone; duplicates (same id, host, flavour)
+    // keep the first row and take the last times.
+    let mut dup = dt("300", Some("ce1.example.org"), 600, 700);
+    dup.reason = "first".into();
+    let mut dup2 = dt("300", Some("ce1.example.org"), 650, 750);
+    dup2.reason = "second".into();
+    store
+        .replace_downtimes("gocdb", &[dup.clone(), dup2])
+        .await
+        .unwrap();
+    let all = store.downtimes(i64::MIN, i64::MAX).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], config_dt);
+    assert_eq!((all[1].start_ms, all[1].end_ms), (650, 750));
+    assert_eq!(all[1].reason, "first");
+    // Replacing with nothing empties the source.
+    store.replace_downtimes("gocdb", &[]).await.unwrap();
+    assert_eq!(
+        store.downtimes(i64::MIN, i64::MAX).await.unwrap(),
+        vec![config_dt]
+    );
+}
+
+async fn reader_proceeds_while_another_handle_writes(store: Backend) {
+    let writer = store.reopen().await;
+    let write = tokio::spawn(async move {
+        for b in 0..50 {
+            let batch: Vec<NewResult> = (0..200)
+                .map(|i| hard(result("SITE-A", "CE", &format!("m{i}"), b)))
+                .collect();
+            writer.insert(&batch).await.unwrap();
+        }
+    });
+    let mut reads = 0;
+    while !write.is_finished() {
+        store.latest(&CellFilter::default()).await.unwrap();
+        store
+            .history(&HistoryQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        reads += 1;
+    }
+    write.await.unwrap();
+    assert!(reads > 0);
+    assert_eq!(store.count().await, 10_000);
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(latest.len(), 200);
+    assert!(latest.iter().all(|r| r.result.started_at_ms == 49));
+}
+
+async fn concurrent_writers_on_the_same_cells_agree(store: Backend) {
+    // Two handles (two processes' worth) write interleaved batches over the same cells, each
+    // batch in its own cell order; nothing deadlocks or is lost, and `latest` is the newest.
+    let mut tasks = Vec::new();
+    for w in 0..2i64 {
+        let handle = store.reopen().await;
+        tasks.push(tokio::spawn(async move {
+            for b in 0..20i64 {
+                let mut batch: Vec<NewResult> = (0..30)
+                    .map(|i| {
+                        hard(result(
+                            &format!("SITE-{}", i % 5),
+                            "CE",
+                            &format!("m{i}"),
+                            b * 2 + w,
+                        ))
+                    })
+                    .collect();
+                if (b + w) % 2 == 1 {
+                    batch.reverse();
+                }
+                handle.insert(&batch).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.count().await, 2 * 20 * 30);
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(latest.len(), 30);
+    assert!(latest.iter().all(|r| r.result.started_at_ms == 39));
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL only: schema, connection errors, what SQLite has no equivalent for.
+
+/// Runs a PostgreSQL-only test body on a fresh scratch schema (skipped as the contract is).
+macro_rules! postgres_only {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres_only {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(scratch) = super::pg::Scratch::new(stringify!($name)).await else {
+                        return;
+                    };
+                    super::$name(scratch).await;
+                }
+            )+
+        }
+    };
+}
+
+postgres_only!(
+    pg_schema_is_created_once_under_concurrent_opens,
+    pg_newer_schema_is_refused,
+    pg_nul_characters_are_stored_as_replacement,
+    pg_import_keeps_ids_and_moves_the_sequence,
+    pg_cells_deleted_behind_the_cache_heal_on_retry,
+    pg_connection_errors_name_host_port_and_database,
+);
+
+async fn pg_schema_is_created_once_under_concurrent_opens(scratch: pg::Scratch) {
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let config = scratch.config();
+            tokio::spawn(async move { PgStore::open_config(config, 1).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().expect("every concurrent open succeeds"));
+    }
+    for s in &stores {
+        assert_eq!(
+            s.schema_version().await.unwrap(),
+            crate::postgres::SCHEMA_VERSION
+        );
+    }
+    let admin = scratch.admin().await;
+    let n: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {}.gridprobe_schema", scratch.schema()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // Reopening an up-to-date schema changes nothing and keeps the data.
+    stores[0]
+        .insert(&[hard(result("SITE-A", "CE", "m", 1))])
+        .await
+        .unwrap();
+    let again = PgStore::open_config(scratch.config(), 1).await.unwrap();
+    assert_eq!(again.count().await.unwrap(), 1);
+    assert!(
+        again.location().starts_with("postgresql://"),
+        "{}",
+        again.location()
+    );
+}
+
+async fn pg_newer_schema_is_refused(scratch: pg::Scratch) {
+    PgStore::open_config(scratch.config(), 1).await.unwrap();
+    let admin = scratch.admin().await;
+    admin
+        .execute(
+            &format!(
+                "UPDATE {}.gridprobe_schema SET version = 99",
+                scratch.schema()
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    match PgStore::open_config(scratch.config(), 1).await {
+        Err(StoreError::TooNew {
+            found, supported, ..
+        }) => {
+            assert_eq!(found, 99);
+            assert_eq!(supported, crate::postgres::SCHEMA_VERSION);
+        }
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+}
+
+async fn pg_nul_characters_are_stored_as_replacement(scratch: pg::Scratch) {
+    let store = PgStore::open_config(scratch.config(), 1).await.unwrap();
+    let mut r = result("SITE-A", "CE", "m", 1);
+    r.outcome = Outcome::critical("bad\0output").with_details("binary\0\0junk");
+    let ids = store.insert(&[hard(r.clone())]).await.unwrap();
+    let got = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(got.result.outcome.summary, "bad\u{fffd}output");
+    assert_eq!(got.result.outcome.details, "binary\u{fffd}\u{fffd}junk");
+    // A NUL in a cell name maps to the same cell every time.
+    let mut odd = result("SITE\0X", "CE", "m", 2);
+    odd.hostname = "h".into();
+    store.insert(&[hard(odd.clone())]).await.unwrap();
+    odd.started_at_ms = 3;
+    store.insert(&[hard(odd)]).await.unwrap();
+    let latest = store
+        .latest(&CellFilter {
+            site: Some("SITE\0X".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(times(&latest), vec![3]);
+    assert_eq!(latest[0].result.site, "SITE\u{fffd}X");
+}
+
+async fn pg_import_keeps_ids_and_moves_the_sequence(scratch: pg::Scratch) {
+    let store = PgStore::open_config(scratch.config(), 2).await.unwrap();
+    assert_eq!(store.last_result_id().await.unwrap(), None);
+    let rows: Vec<StoredResult> = [
+        (7, true, 10),
+        (9, false, 30),
+        (12, true, 20),
+        (40, true, 20),
+    ]
+    .into_iter()
+    .map(|(id, is_final, t)| StoredResult {
+        id,
+        is_final,
+        result: result("SITE-A", "CE", "m", t),
+    })
+    .collect();
+    store.import_results(&rows).await.unwrap();
+    assert_eq!(store.last_result_id().await.unwrap(), Some(40));
+    for r in &rows {
+        assert_eq!(store.get(r.id).await.unwrap().as_ref(), Some(r));
+    }
+    // Latest: the newest final start, ties to the later row (id 40).
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(ids_of(&latest), vec![40]);
+    // New results continue after the copied ids.
+    let new = store
+        .insert(&[hard(result("SITE-A", "CE", "m", 50))])
+        .await
+        .unwrap();
+    assert!(new[0] > 40, "{new:?}");
+    // A copy of lower ids never moves the sequence back.
+    store
+        .import_results(&[StoredResult {
+            id: 3,
+            is_final: true,
+            result: result("SITE-B", "CE", "m", 1),
+        }])
+        .await
+        .unwrap();
+    let newer = store
+        .insert(&[hard(result("SITE-A", "CE", "m", 60))])
+        .await
+        .unwrap();
+    assert!(newer[0] > new[0]);
+    // The same id twice is refused, and nothing of that batch stays.
+    let err = store
+        .import_results(&[
+            StoredResult {
+                id: 1_000,
+                is_final: true,
+                result: result("SITE-C", "CE", "m", 1),
+            },
+            rows[0].clone(),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Query(_)), "{err}");
+    assert_eq!(store.get(1_000).await.unwrap(), None);
+}
+
+async fn pg_cells_deleted_behind_the_cache_heal_on_retry(scratch: pg::Scratch) {
+    let store = PgStore::open_config(scratch.config(), 1).await.unwrap();
+    store
+        .insert(&[hard(result("SITE-A", "CE", "m", 1))])
+        .await
+        .unwrap();
+    let admin = scratch.admin().await;
+    admin
+        .batch_execute(&format!(
+            "TRUNCATE {s}.results, {s}.cells",
+            s = scratch.schema()
+        ))
+        .await
+        .unwrap();
+    // The cached cell id is gone: the first write fails (the writer retries), the next one
+    // resolves the cell again.
+    let batch = [hard(result("SITE-A", "CE", "m", 2))];
+    let first = store.insert(&batch).await;
+    assert!(matches!(first, Err(StoreError::Query(_))), "{first:?}");
+    store.insert(&batch).await.unwrap();
+    assert_eq!(
+        times(&store.latest(&CellFilter::default()).await.unwrap()),
+        vec![2]
+    );
+}
+
+async fn pg_connection_errors_name_host_port_and_database(scratch: pg::Scratch) {
+    let base = scratch.config();
+    let host = match base.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    let port = base.get_ports().first().copied().unwrap_or(5432);
+
+    // Nothing listens on port 1.
+    let mut refused = base.clone();
+    refused.port(1);
+    let err = PgStore::open_config(refused, 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{host}:1")), "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+
+    // A database that does not exist.
+    let mut missing = base.clone();
+    missing.dbname("gridprobe_no_such_database");
+    let err = PgStore::open_config(missing, 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{host}:{port}")), "{err}");
+    assert!(
+        err.contains("database `gridprobe_no_such_database` does not exist"),
+        "{err}"
+    );
+
+    // A connection string that is not one.
+    let err = PgStore::open("postgresql://u:secret@[::1", None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid connection string"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+
+    // Wrong password, when the machine has a password-only role (scripts/services).
+    if let Ok(url) = std::env::var("GRIDPROBE_TEST_PG_AUTH") {
+        let err = PgStore::open(&url, Some("wrong-password".into()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("authentication failed for user"), "{err}");
+        assert!(err.contains("PGPASSWORD"), "{err}");
+        assert!(!err.contains("wrong-password"), "{err}");
+        let err = PgStore::open(&url, None).await.unwrap_err().to_string();
+        assert!(err.contains("asks for a password"), "{err}");
+    }
+}
+
+/// Scratch schemas on the test server.
+pub(crate) mod pg {
+    use super::*;
+
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    static SWEPT: AtomicBool = AtomicBool::new(false);
+    const PREFIX: &str = "gp_t_";
+
+    /// The test server's connection string, or `None` (with a note) when it is not configured;
+    /// under CI a missing server fails the test instead.
+    pub(crate) fn conninfo(test: &str) -> Option<String> {
+        match std::env::var("GRIDPROBE_TEST_PG") {
+            Ok(s) if !s.trim().is_empty() => Some(s),
+            _ => {
+                let ci = std::env::var("CI")
+                    .map(|v| !v.is_empty() && v != "false" && v != "0")
+                    .unwrap_or(false);
+                assert!(
+                    !ci,
+                    "GRIDPROBE_TEST_PG is not set: under CI the PostgreSQL store tests must run \
+                     (scripts/test-env.sh starts the server and exports it)"
+                );
+                eprintln!(
+                    "note: {test}: GRIDPROBE_TEST_PG is not set, PostgreSQL part skipped \
+                     (eval \"$(scripts/test-env.sh databases)\" to run it)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A schema of its own on the test server, dropped when this is dropped (also when the
+    /// test panics).
+    pub(crate) struct Scratch {
+        admin: tokio_postgres::Config,
+        schema: String,
+    }
+
+    impl Scratch {
+        pub(crate) async fn new(test: &str) -> Option<Scratch> {
+            let conninfo = conninfo(test)?;
+            let admin: tokio_postgres::Config = conninfo
+                .parse()
+                .unwrap_or_else(|e| panic!("GRIDPROBE_TEST_PG={conninfo:?} does not parse: {e}"));
+            let mut name = format!(
+                "{PREFIX}{}_{}_{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed),
+                test.to_ascii_lowercase()
+            );
+            name.truncate(63);
+            let scratch = Scratch {
+                admin,
+                schema: name,
+            };
+            let client = scratch.admin().await;
+            if !SWEPT.swap(true, Ordering::Relaxed) {
+                sweep_stale(&client).await;
+            }
+            client
+                .batch_execute(&format!("CREATE SCHEMA {}", scratch.schema))
+                .await
+                .expect("create the scratch schema");
+            Some(scratch)
+        }
+
+        /// The schema's name.
+        pub(crate) fn schema(&self) -> &str {
+            &self.schema
+        }
+
+        /// The store's connection settings: the server's, tables in the scratch schema.
+        pub(crate) fn config(&self) -> tokio_postgres::Config {
+            let mut c = self.admin.clone();
+            c.options(format!("-c search_path={}", self.schema));
+            c
+        }
+
+        /// A plain connection to the server (default search path).
+        pub(crate) async fn admin(&self) -> tokio_postgres::Client {
+            let (client, connection) = self
+                .admin
+                .connect(tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("GRIDPROBE_TEST_PG is set but the server does not answer: {e:?}")
+                });
+            tokio::spawn(connection);
+            client
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let admin = self.admin.clone();
+            let schema = self.schema.clone();
+            // A thread with its own runtime: Drop cannot await, and the test's runtime may be
+            // unwinding. A lock timeout keeps a leftover session from hanging the run.
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async move {
+                    let (client, connection) = admin.connect(tokio_postgres::NoTls).await.ok()?;
+                    tokio::spawn(connection);
+                    client
+                        .batch_execute(&format!(
+                            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                        ))
+                        .await
+                        .ok()
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Some(()))) {
+                eprintln!("note: scratch schema {} was not dropped", self.schema);
+            }
+        }
+    }
+
+    /// Drops scratch schemas of test processes that are gone (killed runs leave them).
+    async fn sweep_stale(client: &tokio_postgres::Client) {
+        let Ok(rows) = client
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'gp\\_t\\_%'",
+                &[],
+            )
+            .await
+        else {
+            return;
+        };
+        for row in rows {
+            let name: String = row.get(0);
+            let pid = name[PREFIX.len()..].split('_').next().unwrap_or("");
+            if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .await;
+            }
+        }
+    }
+}
