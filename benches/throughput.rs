@@ -10,8 +10,7 @@
 //! Environment: `GRIDPROBE_BENCH_SCALE` (size multiplier; default 1, or 0.02 with `--quick`),
 //! `GRIDPROBE_BENCH_QUICK=1` (as `--quick`), `GRIDPROBE_BENCH_ROUNDS` (times each pair is
 //! measured, alternating which side goes first; the best of each side is kept; default 2, 1
-//! with `--quick`),
-//! `GRIDPROBE_BENCH_ONLY` (comma-separated pairs).
+//! with `--quick`), `GRIDPROBE_BENCH_ONLY` (comma-separated pairs).
 //!
 //! Targets are reported, never asserted: the process exits non-zero only when a run fails
 //! outright (a probe or a write failed, `gridprobe serve` did not come up).
@@ -571,10 +570,7 @@ fn bench_store(rt: &tokio::runtime::Runtime, opts: &Opts) -> anyhow::Result<Vec<
         "== store ingest: {n} results over {cells} cells into a SQLite file in {}",
         std::env::temp_dir().display()
     );
-    let batch = std::env::var("GPB_X")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(WriterConfig::default().batch_size);
+    let batch = WriterConfig::default().batch_size;
     let (mut best_ours, mut best_base) = (Duration::MAX, Duration::MAX);
     let mut schema_note = None;
     for round in 0..opts.rounds {

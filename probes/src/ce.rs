@@ -1741,26 +1741,38 @@ async fn follow(
     let mut running_since: Option<Instant> = None;
     let mut last_label = String::new();
     let mut failures = 0;
-    loop {
+    // The phase the job is in, and when it runs out: its own limit or the probe's deadline.
+    let clock = |running_since: Option<Instant>| {
         let (phase, limit, start) = match running_since {
             None => (Phase::Queue, settings.queue_timeout, submitted_at),
             Some(t) => (Phase::Run, settings.run_timeout, t),
         };
-        let phase_deadline = match limit {
+        let deadline = match limit {
             Some(l) => ctx.deadline.min(start + l),
             None => ctx.deadline,
         };
         let by_probe = limit.is_none_or(|l| ctx.deadline < start + l);
-        let timed_out = |run: &mut JobRun| {
-            if phase == Phase::Queue {
-                run.queued = Some(submitted_at.elapsed());
-            }
-            run.end = End::TimedOut {
-                phase,
-                limit: phase_deadline.saturating_duration_since(start),
-                by_probe,
-            };
+        let end = End::TimedOut {
+            phase,
+            limit: deadline.saturating_duration_since(start),
+            by_probe,
         };
+        (deadline, end)
+    };
+    let timed_out = |run: &mut JobRun, end: End| {
+        if matches!(
+            end,
+            End::TimedOut {
+                phase: Phase::Queue,
+                ..
+            }
+        ) {
+            run.queued = Some(submitted_at.elapsed());
+        }
+        run.end = end;
+    };
+    loop {
+        let (phase_deadline, phase_end) = clock(running_since);
 
         let observed = match race(
             &ctx.cancel,
@@ -1778,11 +1790,11 @@ async fn follow(
                 break;
             }
             Race::Deadline => {
-                timed_out(run);
+                timed_out(run, phase_end);
                 break;
             }
             Race::Done(Err(BackendError::TimedOut { .. })) if Instant::now() >= phase_deadline => {
-                timed_out(run);
+                timed_out(run, phase_end);
                 break;
             }
             Race::Done(Err(e)) => {
@@ -1855,11 +1867,10 @@ async fn follow(
             }
         }
 
-        // A quick answer does not stop the clock: the phase may be over all the same (unless
-        // the job just moved on to the next phase, which has a clock of its own).
-        let same_phase = running_since.is_some() == (phase == Phase::Run);
-        if same_phase && Instant::now() >= phase_deadline {
-            timed_out(run);
+        // A quick answer does not stop the clock: the phase (maybe a new one) may be over.
+        let (phase_deadline, phase_end) = clock(running_since);
+        if Instant::now() >= phase_deadline {
+            timed_out(run, phase_end);
             break;
         }
         let next = (Instant::now() + settings.poll_interval).min(phase_deadline);

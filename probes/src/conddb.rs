@@ -63,10 +63,12 @@ const MAX_FRONTIER_BODY: usize = 16 << 20;
 const SHOWN_ROWS: usize = 5;
 /// Words that have no place in a read-only query (outside literals and comments). The
 /// read-only transaction is the real guard; this catches mistakes at `gridprobe check`.
+/// (Words common as column names, such as COMMENT or LOCK, are left out: they cannot start a
+/// statement here anyway, since the query must start with SELECT and hold one statement.)
 const WRITE_WORDS: &[&str] = &[
     "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "CREATE", "DROP", "ALTER", "TRUNCATE",
-    "GRANT", "REVOKE", "CALL", "EXEC", "EXECUTE", "COPY", "LOCK", "ATTACH", "DETACH", "PRAGMA",
-    "VACUUM", "INTO", "HANDLER", "LOAD", "RENAME", "COMMENT",
+    "GRANT", "REVOKE", "CALL", "EXEC", "EXECUTE", "COPY", "ATTACH", "DETACH", "PRAGMA", "VACUUM",
+    "INTO",
 ];
 
 /// Parameters.
@@ -769,7 +771,13 @@ impl CondDbProbe {
         perfdata.push(Perfdatum::new("rows", answer.count as f64, ""));
         perfdata.extend(answer.perfdata.iter().cloned());
 
-        let _ = writeln!(log, "{} rows in {}", answer.count, fmt_secs(total));
+        let _ = writeln!(
+            log,
+            "{} row{} in {}",
+            answer.count,
+            if answer.count == 1 { "" } else { "s" },
+            fmt_secs(total)
+        );
         if !answer.columns.is_empty() {
             let _ = writeln!(log, "columns: {}", answer.columns.join(", "));
         }
@@ -1020,6 +1028,9 @@ fn pg_cell(row: &tokio_postgres::Row, i: usize) -> Cell {
             .try_get::<_, Option<f32>>(i)
             .map(|v| v.map(|n| Cell::Float(n.into())))),
         Type::FLOAT8 => get(row.try_get::<_, Option<f64>>(i).map(|v| v.map(Cell::Float))),
+        Type::BOOL => get(row
+            .try_get::<_, Option<bool>>(i)
+            .map(|v| v.map(|b| Cell::Text(b.to_string())))),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => get(row
             .try_get::<_, Option<String>>(i)
             .map(|v| v.map(Cell::Text))),
@@ -1630,7 +1641,7 @@ mod tests {
             "  with t as (select 1 as a) select a from t;",
             "select 1 -- then delete everything\n",
             "/* update */ SELECT \"insert\" FROM t",
-            "SELECT $$;delete$$, created_at, updated_by FROM t",
+            "SELECT $$;delete$$, created_at, updated_by, comment, lock FROM t",
             "VALUES (1)",
         ] {
             assert_eq!(check_read_only(ok), Ok(()), "{ok}");
@@ -1918,6 +1929,43 @@ mod tests {
             "{}",
             o.summary
         );
+    }
+
+    #[tokio::test]
+    async fn postgres_with_sslmode_require_speaks_tls() {
+        let Some(url) = test_service("GRIDPROBE_TEST_PG") else {
+            return;
+        };
+        let admin = pg_admin(&url).await;
+        let ssl = admin
+            .query_one("SHOW ssl", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default();
+        if ssl != "on" {
+            eprintln!("note: the test PostgreSQL has ssl off; TLS test not run");
+            return;
+        }
+        let tls_url = format!("{url}?sslmode=require");
+        // Debian's server certificate is self-signed ("snakeoil"): verification must fail...
+        let o = probe(&format!("url = '{tls_url}'\nquery = 'SELECT 1'"))
+            .run(&ctx(Duration::from_secs(10)))
+            .await;
+        assert_eq!(o.status, Status::Critical, "{o:?}");
+        assert!(
+            o.summary.starts_with("connection failed: "),
+            "{}",
+            o.summary
+        );
+        assert!(o.summary.contains("certificate"), "{}", o.summary);
+        // ... and the connection is TLS when it is not verified.
+        let o = probe(&format!(
+            "url = '{tls_url}'\nquery = 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'\ntls_verify = false"
+        ))
+        .run(&ctx(Duration::from_secs(10)))
+        .await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.details.contains("  'true'"), "{}", o.details);
     }
 
     #[tokio::test]

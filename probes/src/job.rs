@@ -14,7 +14,8 @@
 //!   inputs.
 //!
 //! With `lock`, a held lock (the VO's software installation lock, taken by an install or lock
-//! probe) makes the result STANDBY ("lock held by ...") without submitting anything.
+//! probe) makes the result STANDBY ("lock held by ...") without submitting anything; so does a
+//! missing input file (the step before has not produced it).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -594,6 +595,16 @@ impl Probe for JobProbe {
                     self.application
                 ));
             }
+        }
+        // A chain step whose input the step before has not produced (yet) is not run: the
+        // cause is upstream, and the scheduler runs standby dependants again when their
+        // parent reports.
+        if let Some(missing) = filled.spec.inputs.iter().find(|i| !i.exists()) {
+            return Outcome::standby(format!(
+                "input {} is missing (not produced by the step before?); {} not submitted",
+                missing.display(),
+                self.application
+            ));
         }
         if let Payload::Script(path) = &filled.spec.payload {
             if !path.is_file() {

@@ -2347,13 +2347,22 @@ mod tests {
     #[tokio::test]
     async fn server_digest_is_compared_and_redirects_followed() {
         let port = dav_server(DigestMode::Right).await;
+        // A davs endpoint is spoken to as https, in the test area relative to its path (this
+        // plain-HTTP server never answers the TLS handshake).
         let endpoint = format!("davs://127.0.0.1:{port}/pnfs/example.org/lhcb/");
-        let p = probe("test_area = 'gridprobe/'\nserver_checksum = 'require'\ntls_verify = false");
-        // The endpoint says davs, the test server speaks plain HTTP: give `url` instead.
-        let mut c = ctx(Duration::from_secs(10));
+        let p = probe("test_area = 'gridprobe/'");
+        let mut c = ctx(Duration::from_secs(1));
         c.service.endpoint = Url::parse(&endpoint).ok();
         let e = p.run(&c).await;
         assert_eq!(e.status, Status::Critical, "{e:?}");
+        assert!(
+            e.summary.starts_with(&format!(
+                "put failed: timeout after 1s during TLS handshake on \
+                 https://127.0.0.1:{port}/pnfs/example.org/lhcb/gridprobe/gridprobe-"
+            )),
+            "{}",
+            e.summary
+        );
 
         let p = probe(&format!(
             "test_area = '/pnfs/example.org/lhcb/gridprobe/'\n\

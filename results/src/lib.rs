@@ -4,9 +4,11 @@
 
 pub mod availability;
 pub mod matrix;
+pub mod message;
 pub mod postgres;
 pub mod reasons;
 pub mod report;
+pub mod spool;
 pub mod sqlite;
 pub mod store;
 #[cfg(test)]
@@ -15,8 +17,12 @@ pub mod writer;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use message::{message_id, ResultMessage};
+pub use spool::{Spool, SpoolConfig, SpoolError};
 pub use store::{
-    CellFilter, CellKey, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError,
-    StoreEvent, StoredResult,
+    CellFilter, CellKey, CellTimeline, HistoryQuery, InsertedOnce, NewResult, ResultStore,
+    StoreError, StoreEvent, StoredResult,
 };
-pub use writer::{spawn_writer, WriterConfig, WriterHandle, WriterStats};
+pub use writer::{
+    spawn_relay, spawn_store_writer, spawn_writer, Target, WriterConfig, WriterHandle, WriterStats,
+};

@@ -769,9 +769,14 @@ impl PgStore {
                 .map(|(_, i)| input[*i].1.started_at_ms)
                 .collect();
             // Row locks in id order first: two writers updating overlapping cells then queue
-            // instead of deadlocking (UPDATE ... FROM locks in join order).
+            // instead of deadlocking (UPDATE ... FROM locks in join order). NO KEY UPDATE, the
+            // lock the UPDATE takes anyway: it does not conflict with the KEY SHARE locks the
+            // foreign-key checks of the other writer's COPY hold (FOR UPDATE would, and
+            // deadlocks).
             let lock_stmt = tx
-                .prepare_cached("SELECT id FROM cells WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .prepare_cached(
+                    "SELECT id FROM cells WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+                )
                 .await
                 .map_err(query_err)?;
             tx.execute(&lock_stmt, &[&cells]).await.map_err(query_err)?;

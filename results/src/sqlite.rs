@@ -16,8 +16,8 @@ use rusqlite::{params, params_from_iter, Connection, Row, TransactionBehavior};
 use gridprobe_config::Downtime;
 
 use crate::store::{
-    CellFilter, CellKey, HistoryQuery, NewResult, ResultStore, StoreError, StoreEvent,
-    StoredResult, DEFAULT_HISTORY_LIMIT,
+    CellFilter, CellKey, HistoryQuery, InsertedOnce, NewResult, ResultStore, StoreError,
+    StoreEvent, StoredResult, DEFAULT_HISTORY_LIMIT,
 };
 
 /// Schema migrations; entry `i` upgrades a file from version `i` to `i + 1`. Never edit an
@@ -93,6 +93,16 @@ CREATE TABLE downtimes (
     PRIMARY KEY (source, id, hostname, flavour)
 );
 CREATE INDEX downtimes_time ON downtimes (end_ms, start_ms);
+"#,
+    // 4: message ids of results written with `insert_once` (spool replays, `gridprobe
+    // consume`), so a result delivered twice is stored once.
+    r#"
+CREATE TABLE message_ids (
+    message_id TEXT PRIMARY KEY,
+    result_id INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX message_ids_started ON message_ids (started_at_ms);
 "#,
 ];
 
@@ -375,12 +385,67 @@ fn cell_of(r: &ProbeResult) -> (&str, &str, &str, &str) {
 /// most of the cost of a large batch, and `latest` is updated once per cell rather than once
 /// per row. Ids are returned in input order.
 fn insert_all(conn: &mut Connection, results: &[NewResult]) -> Result<Vec<i64>, StoreError> {
-    let mut order: Vec<usize> = (0..results.len()).collect();
-    order.sort_by(|&a, &b| cell_of(&results[a].result).cmp(&cell_of(&results[b].result)));
-
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(query_err)?;
+    let all: Vec<&NewResult> = results.iter().collect();
+    let ids = insert_rows(&tx, &all)?;
+    tx.commit().map_err(query_err)?;
+    Ok(ids)
+}
+
+/// Writes the results whose message ids are not stored yet, in one transaction; see
+/// [`ResultStore::insert_once`].
+fn insert_once_all(
+    conn: &mut Connection,
+    results: &[(String, NewResult)],
+) -> Result<InsertedOnce, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(query_err)?;
+    let mut fresh: Vec<(&str, &NewResult)> = Vec::with_capacity(results.len());
+    {
+        // Claiming the id first also drops a repeat inside the batch itself.
+        let mut claim = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO message_ids (message_id, result_id, started_at_ms) \
+                 VALUES (?1, 0, ?2)",
+            )
+            .map_err(query_err)?;
+        for (id, r) in results {
+            if claim
+                .execute(params![id, r.result.started_at_ms])
+                .map_err(query_err)?
+                == 1
+            {
+                fresh.push((id.as_str(), r));
+            }
+        }
+    }
+    let rows: Vec<&NewResult> = fresh.iter().map(|(_, r)| *r).collect();
+    let ids = insert_rows(&tx, &rows)?;
+    {
+        let mut link = tx
+            .prepare_cached("UPDATE message_ids SET result_id = ?2 WHERE message_id = ?1")
+            .map_err(query_err)?;
+        for ((message_id, _), id) in fresh.iter().zip(&ids) {
+            link.execute(params![message_id, id]).map_err(query_err)?;
+        }
+    }
+    tx.commit().map_err(query_err)?;
+    Ok(InsertedOnce {
+        inserted: fresh.len(),
+        duplicates: results.len() - fresh.len(),
+    })
+}
+
+/// Inserts rows inside the caller's transaction; ids in input order.
+fn insert_rows(
+    tx: &rusqlite::Transaction<'_>,
+    results: &[&NewResult],
+) -> Result<Vec<i64>, StoreError> {
+    let mut order: Vec<usize> = (0..results.len()).collect();
+    order.sort_by(|&a, &b| cell_of(&results[a].result).cmp(&cell_of(&results[b].result)));
     let mut ids = vec![0i64; results.len()];
     {
         let mut insert = tx.prepare_cached(INSERT_RESULT).map_err(query_err)?;
@@ -445,7 +510,6 @@ fn insert_all(conn: &mut Connection, results: &[NewResult]) -> Result<Vec<i64>, 
         }
         write_latest(best)?;
     }
-    tx.commit().map_err(query_err)?;
     Ok(ids)
 }
 
@@ -570,12 +634,33 @@ impl ResultStore for SqliteStore {
                 tx.commit().map_err(query_err)?;
                 total += n as u64;
                 if (n as i64) < DELETE_CHUNK {
+                    // The message ids of deleted results go too (a cell's kept latest keeps
+                    // its id, so a late redelivery of it is still recognised).
+                    guard
+                        .prepare_cached(
+                            "DELETE FROM message_ids WHERE started_at_ms < ?1 AND NOT EXISTS \
+                             (SELECT 1 FROM results r WHERE r.id = message_ids.result_id)",
+                        )
+                        .and_then(|mut stmt| stmt.execute(params![cutoff_ms]))
+                        .map_err(query_err)?;
                     return Ok(total);
                 }
             }
         })
         .await
         .map_err(|e| StoreError::Query(format!("result store task failed: {e}")))?
+    }
+
+    async fn insert_once(
+        &self,
+        results: &[(String, NewResult)],
+    ) -> Result<InsertedOnce, StoreError> {
+        if results.is_empty() {
+            return Ok(InsertedOnce::default());
+        }
+        let results = results.to_vec();
+        self.with_conn(move |conn| insert_once_all(conn, &results))
+            .await
     }
 
     async fn record_event(&self, event: &StoreEvent) -> Result<(), StoreError> {
@@ -878,6 +963,41 @@ mod tests {
             params![site, metric, t, status, perf, host],
         )
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn insert_once_stores_each_message_id_once() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let keyed = |id: &str, t: i64| {
+            (
+                id.to_string(),
+                hard(result("SITE-A", "CE", "org.example.M", t)),
+            )
+        };
+        let first = store
+            .insert_once(&[keyed("a", 1), keyed("b", 2), keyed("a", 1)])
+            .await
+            .unwrap();
+        assert_eq!(first.inserted, 2);
+        assert_eq!(first.duplicates, 1);
+        // A replay of the same batch (a crash before the spool's acknowledgement) and a new one.
+        let again = store
+            .insert_once(&[keyed("a", 1), keyed("b", 2), keyed("c", 3)])
+            .await
+            .unwrap();
+        assert_eq!((again.inserted, again.duplicates), (1, 2));
+        let rows = store
+            .history(&HistoryQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(times(&rows), vec![3, 2, 1]);
+        // Retention forgets the ids of deleted results, not of a cell's kept latest.
+        assert_eq!(store.delete_before(3).await.unwrap(), 2);
+        let after = store.insert_once(&[keyed("c", 3)]).await.unwrap();
+        assert_eq!(after.duplicates, 1);
     }
 
     #[tokio::test]

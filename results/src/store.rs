@@ -130,6 +130,18 @@ pub enum StoreError {
     /// A query failed (locked database, full disk, ...).
     #[error("result store error: {0}")]
     Query(String),
+    /// This backend does not implement the operation (yet).
+    #[error("this result store does not support {0}")]
+    Unsupported(String),
+}
+
+/// What [`ResultStore::insert_once`] did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertedOnce {
+    /// Results written.
+    pub inserted: usize,
+    /// Results skipped because their message id was already stored.
+    pub duplicates: usize,
 }
 
 /// The results database.
@@ -169,4 +181,20 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<Vec<gridprobe_config::Downtime>, StoreError>;
+    /// Writes results in one transaction, each keyed by its message id
+    /// ([`crate::message::message_id`]); a result whose id is already stored (or repeated in
+    /// the batch) is skipped, so replaying a spool or a broker redelivery never stores a result
+    /// twice. Backends remember ids at least as long as the results themselves (retention).
+    ///
+    /// The default implementation refuses ([`StoreError::Unsupported`]); the batching writer
+    /// then falls back to [`ResultStore::insert`] (at-least-once instead of exactly-once).
+    async fn insert_once(
+        &self,
+        results: &[(String, NewResult)],
+    ) -> Result<InsertedOnce, StoreError> {
+        let _ = results;
+        Err(StoreError::Unsupported(
+            "insert_once (deduplication by message id)".into(),
+        ))
+    }
 }

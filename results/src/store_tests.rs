@@ -152,10 +152,6 @@ impl Backend {
             ),
         }
     }
-
-    fn is_postgres(&self) -> bool {
-        matches!(self.kind, Kind::Postgres { .. })
-    }
 }
 
 impl Deref for Backend {
@@ -1042,11 +1038,15 @@ async fn pg_connection_errors_name_host_port_and_database(scratch: pg::Scratch) 
         _ => "127.0.0.1".to_string(),
     };
     let port = base.get_ports().first().copied().unwrap_or(5432);
+    let user = base.get_user().unwrap_or("postgres").to_string();
+    let config = |port: u16, dbname: &str| {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&host).port(port).user(&user).dbname(dbname);
+        c
+    };
 
     // Nothing listens on port 1.
-    let mut refused = base.clone();
-    refused.port(1);
-    let err = PgStore::open_config(refused, 1)
+    let err = PgStore::open_config(config(1, "test"), 1)
         .await
         .unwrap_err()
         .to_string();
@@ -1054,8 +1054,7 @@ async fn pg_connection_errors_name_host_port_and_database(scratch: pg::Scratch) 
     assert!(err.contains("connection refused"), "{err}");
 
     // A database that does not exist.
-    let mut missing = base.clone();
-    missing.dbname("gridprobe_no_such_database");
+    let missing = config(port, "gridprobe_no_such_database");
     let err = PgStore::open_config(missing, 1)
         .await
         .unwrap_err()

@@ -1,38 +1,103 @@
 //! The batching writer: probes hand results to a [`WriterHandle`] that never blocks, and one
-//! task writes them to the [`ResultStore`] in batches. While the store is unavailable the
-//! results wait in memory (up to [`WriterConfig::max_pending`]) and the writes are retried with
-//! backoff; whatever has to be dropped is counted, logged and recorded as a store event once the
-//! store is back, so nothing is lost silently.
+//! task delivers them to a [`Target`] in batches: the [`ResultStore`] ([`spawn_writer`]), or a
+//! message broker (the `gridprobe-broker` crate builds its publishers on [`spawn_relay`]).
+//!
+//! While the target is unavailable the results go to a durable [`Spool`] when there is one (and
+//! wait in memory, up to [`WriterConfig::max_pending`], when there is none or it is full); the
+//! delivery is retried with backoff, and the spool is replayed first and in order once the
+//! target is back, also after a restart or a kill -9. Whatever has to be dropped is counted,
+//! logged and recorded as a store event, so nothing is lost silently.
+//!
+//! Order: the results waiting form one queue, the spooled ones (oldest) then the ones in memory.
+//! While the spool holds anything, new results are appended behind it, never delivered around
+//! it.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use gridprobe_probes::outcome::unix_ms;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
-use crate::store::{NewResult, ResultStore, StoreEvent};
+use crate::message::ResultMessage;
+use crate::spool::{Position, Spool, SpoolError};
+use crate::store::{NewResult, ResultStore, StoreError, StoreEvent};
 
 /// Event kind recorded when results had to be dropped.
 pub const RESULTS_DROPPED: &str = "results_dropped";
+/// Event kind recorded when a spool was full and results had to wait in memory instead.
+pub const SPOOL_FULL: &str = "spool_full";
 
-/// Tuning of the batching writer.
+/// Where a relay delivers results.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// What it is, for logs and events (e.g. `result store`, `amqp publisher central`).
+    fn name(&self) -> String;
+    /// Delivers a batch, in order; `ids` are the results' message ids. `Ok` means every
+    /// result is safely with the target (written, or confirmed by the broker).
+    async fn deliver(&self, batch: &[NewResult], ids: &[String]) -> Result<(), String>;
+}
+
+/// The result store as a [`Target`]: `insert_once` (so a spool replayed twice stores nothing
+/// twice), or `insert` for a backend without it.
+struct StoreTarget {
+    store: Arc<dyn ResultStore>,
+    dedupe: AtomicBool,
+}
+
+#[async_trait]
+impl Target for StoreTarget {
+    fn name(&self) -> String {
+        "result store".into()
+    }
+
+    async fn deliver(&self, batch: &[NewResult], ids: &[String]) -> Result<(), String> {
+        if self.dedupe.load(Ordering::Relaxed) {
+            let keyed: Vec<(String, NewResult)> =
+                ids.iter().cloned().zip(batch.iter().cloned()).collect();
+            match self.store.insert_once(&keyed).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Unsupported(what)) => {
+                    tracing::warn!(
+                        "the result store does not support {what}: results are written with \
+                         plain inserts, so a crash during a spool replay may store one twice"
+                    );
+                    self.dedupe.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        self.store
+            .insert(batch)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Tuning of the batching writer (and of every relay).
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Most results written in one `insert` call.
+    /// Most results delivered in one call.
     pub batch_size: usize,
-    /// Most results held in memory while the store is unavailable; newer ones are dropped.
+    /// Most results held in memory while the target is unavailable and cannot be spooled;
+    /// newer ones are dropped.
     pub max_pending: usize,
-    /// First retry delay after a failed write.
+    /// First retry delay after a failed delivery.
     pub retry_min: Duration,
     /// Longest retry delay (the delay doubles up to this).
     pub retry_max: Duration,
-    /// How long to keep retrying pending results once every handle is dropped.
+    /// How long to keep retrying once every handle is dropped; then what is left stays in the
+    /// spool for the next start (or, without a spool, is counted as dropped).
     pub flush_timeout: Duration,
+    /// The gridprobe instance name, part of every message id.
+    pub instance: String,
 }
 
 impl Default for WriterConfig {
@@ -43,30 +108,45 @@ impl Default for WriterConfig {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(10),
+            instance: String::new(),
         }
     }
 }
 
-/// Counters of the writer, shared with every handle.
+/// Counters of a writer, shared with every handle.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Results written to the store.
+    /// Results delivered to the target (written to the store, confirmed by the broker).
     pub written: AtomicU64,
-    /// Failed `insert` calls (each retried).
+    /// Failed deliveries (each retried).
     pub write_errors: AtomicU64,
-    /// Results dropped: beyond `max_pending`, unwritten at shutdown, or sent after the writer
-    /// ended.
+    /// Results dropped: beyond `max_pending` (no room in the spool either), unwritten at
+    /// shutdown without a spool, or sent after the writer ended.
     pub dropped: AtomicU64,
-    /// Results sent but neither written nor dropped yet.
+    /// Results sent and held in memory: neither delivered, spooled nor dropped yet.
     pub pending: AtomicU64,
+    /// Results in the spool now, waiting for replay (survive a restart).
+    pub spooled: AtomicU64,
+    /// Bytes the spool takes on disk.
+    pub spool_bytes: AtomicU64,
+    /// Results the spool refused because it was full (each counted once; they waited in
+    /// memory instead, or were dropped past `max_pending`).
+    pub spool_full: AtomicU64,
+    /// Spool reads or writes that failed for another reason (I/O errors).
+    pub spool_errors: AtomicU64,
+    /// Results delivered from the spool (a subset of `written`).
+    pub replayed: AtomicU64,
+    /// Spooled records that could not be decoded and were skipped.
+    pub corrupt: AtomicU64,
 }
 
-/// The sending side of the writer; cheap to clone. The writer flushes and ends once every
+/// The sending side of a writer; cheap to clone. The writer flushes and ends once every
 /// handle is dropped.
 #[derive(Clone, Debug)]
 pub struct WriterHandle {
     tx: mpsc::UnboundedSender<NewResult>,
     stats: Arc<WriterStats>,
+    spool_dir: Option<PathBuf>,
 }
 
 impl WriterHandle {
@@ -95,15 +175,53 @@ impl WriterHandle {
     pub fn stats(&self) -> Arc<WriterStats> {
         Arc::clone(&self.stats)
     }
+
+    /// The spool directory, when the writer has one.
+    pub fn spool_dir(&self) -> Option<&std::path::Path> {
+        self.spool_dir.as_deref()
+    }
 }
 
-/// Starts the writer task on the current tokio runtime.
+/// Starts the store writer on the current tokio runtime, without a spool (results wait in
+/// memory while the store is down).
 pub fn spawn_writer(
     store: Arc<dyn ResultStore>,
     cfg: WriterConfig,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    spawn_store_writer(store, cfg, None)
+}
+
+/// Starts the store writer with an optional durable spool: while the store is down results go
+/// to the spool, which is replayed first (also what an earlier run left in it).
+pub fn spawn_store_writer(
+    store: Arc<dyn ResultStore>,
+    cfg: WriterConfig,
+    spool: Option<Spool>,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let target = Arc::new(StoreTarget {
+        store: store.clone(),
+        dedupe: AtomicBool::new(true),
+    });
+    spawn_relay(target, Some(store), false, cfg, spool)
+}
+
+/// Starts a relay to any [`Target`]. `events` is where drops and a full spool are recorded;
+/// `events_independent` says it stays up when the target is down (e.g. the result store for a
+/// broker publisher), so events are recorded without waiting for the target to recover.
+pub fn spawn_relay(
+    target: Arc<dyn Target>,
+    events: Option<Arc<dyn ResultStore>>,
+    events_independent: bool,
+    cfg: WriterConfig,
+    spool: Option<Spool>,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(WriterStats::default());
+    let spool_dir = spool.as_ref().map(|s| s.dir().to_path_buf());
+    if let Some(s) = &spool {
+        stats.spooled.store(s.len(), Ordering::Relaxed);
+        stats.spool_bytes.store(s.bytes(), Ordering::Relaxed);
+    }
     let intake = Intake {
         rx,
         open: true,
@@ -114,23 +232,61 @@ pub fn spawn_writer(
         stats: Arc::clone(&stats),
         drops: None,
         last_error: None,
+        spool_refusing: false,
+        target_name: target.name(),
     };
-    let task = tokio::spawn(run(store, cfg, intake));
-    (WriterHandle { tx, stats }, task)
+    let relay = Relay {
+        target,
+        events,
+        events_independent,
+        cfg,
+        intake,
+        spool: spool.map(|s| Arc::new(Mutex::new(s))),
+        full: None,
+        full_reported: 0,
+    };
+    let task = tokio::spawn(relay.run());
+    (
+        WriterHandle {
+            tx,
+            stats,
+            spool_dir,
+        },
+        task,
+    )
 }
 
-/// Results dropped since the store last accepted a write.
+/// Something that happened repeatedly since the events store last accepted a write: results
+/// dropped, or refused by a full spool.
 #[derive(Debug)]
-struct DropWindow {
+struct EventWindow {
+    kind: &'static str,
     count: u64,
     first_ms: i64,
     last_ms: i64,
     reason: String,
 }
 
-impl DropWindow {
-    /// Folds drops that happened after `self` into it.
-    fn merge(mut self, later: Option<DropWindow>) -> DropWindow {
+impl EventWindow {
+    fn new(kind: &'static str, count: u64, reason: String) -> Self {
+        let now = unix_ms(SystemTime::now());
+        EventWindow {
+            kind,
+            count,
+            first_ms: now,
+            last_ms: now,
+            reason,
+        }
+    }
+
+    fn add(&mut self, count: u64, reason: String) {
+        self.count += count;
+        self.last_ms = unix_ms(SystemTime::now());
+        self.reason = reason;
+    }
+
+    /// Folds what happened after `self` into it.
+    fn merge(mut self, later: Option<EventWindow>) -> EventWindow {
         if let Some(later) = later {
             self.count += later.count;
             self.last_ms = later.last_ms;
@@ -139,23 +295,34 @@ impl DropWindow {
         self
     }
 
-    fn event(&self) -> StoreEvent {
-        StoreEvent {
-            at_ms: unix_ms(SystemTime::now()),
-            kind: RESULTS_DROPPED.to_string(),
-            message: format!(
-                "{} results dropped between {} and {}: result store unavailable ({})",
+    fn event(&self, target: &str) -> StoreEvent {
+        let message = match self.kind {
+            SPOOL_FULL => format!(
+                "{} results could not be spooled between {} and {}: {}; they waited in memory \
+                 (those beyond the memory bound are counted as dropped)",
                 self.count,
                 format_utc_ms(self.first_ms),
                 format_utc_ms(self.last_ms),
                 self.reason
             ),
+            _ => format!(
+                "{} results dropped between {} and {}: {target} unavailable ({})",
+                self.count,
+                format_utc_ms(self.first_ms),
+                format_utc_ms(self.last_ms),
+                self.reason
+            ),
+        };
+        StoreEvent {
+            at_ms: unix_ms(SystemTime::now()),
+            kind: self.kind.to_string(),
+            message,
         }
     }
 }
 
-/// The receiving side and the in-memory buffer; kept apart from the store so a write can be in
-/// progress while new results are accepted.
+/// The receiving side and the in-memory buffer; kept apart from the target so a delivery can
+/// be in progress while new results are accepted.
 struct Intake {
     rx: mpsc::UnboundedReceiver<NewResult>,
     /// False once every handle is dropped and the channel is empty.
@@ -163,47 +330,46 @@ struct Intake {
     /// When the channel closed (the flush deadline counts from here).
     closed_at: Option<Instant>,
     pending: VecDeque<NewResult>,
-    /// Results taken out of `pending` for the write in progress.
+    /// Results taken out of `pending` for the delivery in progress.
     in_flight: usize,
     max_pending: usize,
     stats: Arc<WriterStats>,
-    drops: Option<DropWindow>,
+    drops: Option<EventWindow>,
     last_error: Option<String>,
+    /// The spool refused the last append as full: what arrives now waits in memory, and is
+    /// counted in `spool_full`.
+    spool_refusing: bool,
+    target_name: String,
 }
 
 impl Intake {
     fn accept(&mut self, r: NewResult) {
         if self.pending.len() + self.in_flight < self.max_pending {
+            if self.spool_refusing {
+                self.stats.spool_full.fetch_add(1, Ordering::Relaxed);
+            }
             self.pending.push_back(r);
             return;
         }
         // Full: the newest result is the one dropped, so the buffer keeps the oldest history.
         self.stats.pending.fetch_sub(1, Ordering::Relaxed);
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        let now = unix_ms(SystemTime::now());
         let reason = self
             .last_error
             .clone()
             .unwrap_or_else(|| "writes not keeping up".to_string());
         match &mut self.drops {
-            Some(w) => {
-                w.count += 1;
-                w.last_ms = now;
-                w.reason = reason;
-            }
+            Some(w) => w.add(1, reason),
             None => {
                 tracing::error!(
+                    target_name = %self.target_name,
                     max_pending = self.max_pending,
                     error = %reason,
-                    "result store unavailable and the pending buffer is full: dropping new \
-                     results until it accepts writes again"
+                    "{} unavailable and the pending buffer is full: dropping new results until \
+                     it accepts them again",
+                    self.target_name
                 );
-                self.drops = Some(DropWindow {
-                    count: 1,
-                    first_ms: now,
-                    last_ms: now,
-                    reason,
-                });
+                self.drops = Some(EventWindow::new(RESULTS_DROPPED, 1, reason));
             }
         }
     }
@@ -230,7 +396,7 @@ impl Intake {
     }
 
     /// Drives `fut` to completion while still accepting results, so the channel never backs up
-    /// behind a slow write or a retry delay (and `max_pending` is enforced meanwhile).
+    /// behind a slow delivery or a retry delay (and `max_pending` is enforced meanwhile).
     async fn while_receiving<F: Future>(&mut self, fut: F) -> F::Output {
         tokio::pin!(fut);
         loop {
@@ -242,9 +408,9 @@ impl Intake {
         }
     }
 
-    /// Waits until `wake` while accepting results; if the channel closes meanwhile, the wait
-    /// ends no later than the flush deadline instead.
-    async fn idle_until(&mut self, wake: Instant, flush_timeout: Duration) {
+    /// Waits until `wake` (or the flush deadline once the channel is closed) while accepting
+    /// results; returns early, with results in the buffer, when `return_on_result` is set.
+    async fn idle_until(&mut self, wake: Instant, flush_timeout: Duration, return_on_result: bool) {
         loop {
             let until = match self.closed_at {
                 Some(closed) => wake.min(closed + flush_timeout),
@@ -252,103 +418,413 @@ impl Intake {
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return,
-                msg = self.rx.recv(), if self.open => self.on_message(msg),
+                msg = self.rx.recv(), if self.open => {
+                    self.on_message(msg);
+                    if return_on_result && !self.pending.is_empty() {
+                        return;
+                    }
+                }
             }
         }
     }
+
+    fn past_flush_deadline(&self, flush_timeout: Duration) -> bool {
+        self.closed_at
+            .is_some_and(|closed| Instant::now() >= closed + flush_timeout)
+    }
 }
 
-async fn run(store: Arc<dyn ResultStore>, cfg: WriterConfig, mut intake: Intake) {
-    let batch_size = cfg.batch_size.max(1);
-    let stats = Arc::clone(&intake.stats);
-    let mut delay = cfg.retry_min;
-    loop {
-        if intake.pending.is_empty() {
-            if !intake.open {
+/// One relay task: the target, the spool, the intake.
+struct Relay {
+    target: Arc<dyn Target>,
+    events: Option<Arc<dyn ResultStore>>,
+    events_independent: bool,
+    cfg: WriterConfig,
+    intake: Intake,
+    spool: Option<Arc<Mutex<Spool>>>,
+    /// The spool was full since the last recorded event.
+    full: Option<EventWindow>,
+    /// `spool_full` as of the last recorded event.
+    full_reported: u64,
+}
+
+/// A spool operation that failed: whether because the spool is full, and the message.
+type SpoolFailure = (bool, String);
+
+/// Runs a spool operation on the blocking pool (it reads, writes and fsyncs files); returns its
+/// output with the spool's records and bytes afterwards.
+async fn on_spool<T: Send + 'static>(
+    spool: &Arc<Mutex<Spool>>,
+    f: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+) -> Result<(T, u64, u64), SpoolFailure> {
+    let spool = Arc::clone(spool);
+    tokio::task::spawn_blocking(move || {
+        let mut s = spool.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f(&mut s).map_err(|e| (matches!(e, SpoolError::Full { .. }), e.to_string()))?;
+        Ok((out, s.len(), s.bytes()))
+    })
+    .await
+    .map_err(|e| (false, format!("spool task failed: {e}")))?
+}
+
+impl Relay {
+    fn spooled(&self) -> u64 {
+        self.intake.stats.spooled.load(Ordering::Relaxed)
+    }
+
+    fn set_spool_gauges(&self, len: u64, bytes: u64) {
+        self.intake.stats.spooled.store(len, Ordering::Relaxed);
+        self.intake.stats.spool_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Moves every result held in memory to the end of the spool (one fsynced append). On
+    /// failure they stay in memory, in order.
+    async fn pending_to_spool(&mut self) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        if self.intake.pending.is_empty() {
+            return;
+        }
+        let records: Vec<Vec<u8>> = self
+            .intake
+            .pending
+            .iter()
+            .map(|r| ResultMessage::new(&self.cfg.instance, r).to_json())
+            .collect();
+        let n = records.len() as u64;
+        let outcome = self
+            .intake
+            .while_receiving(on_spool(&spool, move |s| s.append(&records)))
+            .await;
+        match outcome {
+            Ok(((), len, bytes)) => {
+                self.intake.pending.drain(..n as usize);
+                self.intake.stats.pending.fetch_sub(n, Ordering::Relaxed);
+                self.set_spool_gauges(len, bytes);
+                if self.intake.spool_refusing {
+                    self.intake.spool_refusing = false;
+                    tracing::warn!(target_name = %self.intake.target_name, "the spool accepts results again");
+                }
+            }
+            Err((full, e)) => {
+                if full {
+                    if !self.intake.spool_refusing {
+                        // Counted once per result: these now, later arrivals in `accept`.
+                        self.intake.stats.spool_full.fetch_add(n, Ordering::Relaxed);
+                        self.intake.spool_refusing = true;
+                        tracing::error!(
+                            target_name = %self.intake.target_name,
+                            error = %e,
+                            max_pending = self.intake.max_pending,
+                            "spool full: results wait in memory until it drains; beyond the memory \
+                             bound they are dropped"
+                        );
+                    }
+                    match &mut self.full {
+                        Some(w) => w.add(0, e),
+                        None => self.full = Some(EventWindow::new(SPOOL_FULL, 0, e)),
+                    }
+                } else {
+                    self.intake.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        target_name = %self.intake.target_name,
+                        error = %e,
+                        "cannot write to the spool; results wait in memory"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Records the pending event windows (drops, full spool) in the events store.
+    async fn report_events(&mut self) {
+        let Some(store) = self.events.clone() else {
+            return;
+        };
+        // Results refused by the spool are counted once, in `spool_full`; the window only
+        // gathers them when it is reported.
+        let full_total = self.intake.stats.spool_full.load(Ordering::Relaxed);
+        if let Some(w) = &mut self.full {
+            w.count = full_total.saturating_sub(self.full_reported);
+        }
+        let target = self.intake.target_name.clone();
+        if let Some(window) = self.intake.drops.take() {
+            let event = window.event(&target);
+            match self.intake.while_receiving(store.record_event(&event)).await {
+                Ok(()) => tracing::warn!(dropped = window.count, "{}", event.message),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record dropped results; will retry");
+                    let later = self.intake.drops.take();
+                    self.intake.drops = Some(window.merge(later));
+                }
+            }
+        }
+        if !self.intake.spool_refusing {
+            if let Some(window) = self.full.take() {
+                let event = window.event(&target);
+                match self.intake.while_receiving(store.record_event(&event)).await {
+                    Ok(()) => {
+                        self.full_reported = full_total;
+                        tracing::warn!("{}", event.message);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record the full spool; will retry");
+                        self.full = Some(window);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a failed delivery: count it, log it, wait with backoff. Returns false when the
+    /// flush deadline has passed (time to stop).
+    async fn after_failure(&mut self, error: String, batch: usize, delay: &mut Duration) -> bool {
+        let stats = Arc::clone(&self.intake.stats);
+        stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        let spooled = self.spooled();
+        tracing::error!(
+            target_name = %self.intake.target_name,
+            error = %error,
+            batch,
+            pending = self.intake.pending.len(),
+            spooled,
+            retry_in = ?delay,
+            "cannot deliver results to the {}; {} and retrying",
+            self.intake.target_name,
+            if self.spool.is_some() { "spooling them" } else { "keeping them in memory" }
+        );
+        self.intake.last_error = Some(error);
+        if self.events_independent {
+            self.report_events().await;
+        }
+        if self.intake.past_flush_deadline(self.cfg.flush_timeout) {
+            return false;
+        }
+        let wake = Instant::now() + *delay;
+        // With a spool, results arriving during the wait are appended to it at once, so a kill
+        // meanwhile loses nothing.
+        loop {
+            let spooling = self.spool.is_some() && !self.intake.spool_refusing;
+            self.intake
+                .idle_until(wake, self.cfg.flush_timeout, spooling)
+                .await;
+            if spooling && !self.intake.pending.is_empty() {
+                self.intake.fill(self.cfg.batch_size);
+                self.pending_to_spool().await;
+            }
+            let deadline = self
+                .intake
+                .closed_at
+                .map(|c| c + self.cfg.flush_timeout);
+            if Instant::now() >= wake || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            let msg = intake.rx.recv().await;
-            intake.on_message(msg);
-            continue;
         }
-        intake.fill(batch_size);
-        let n = batch_size.min(intake.pending.len());
-        let batch: Vec<NewResult> = intake.pending.drain(..n).collect();
-        intake.in_flight = n;
-        let result = intake.while_receiving(store.insert(&batch)).await;
-        intake.in_flight = 0;
-        match result {
-            Ok(_) => {
-                stats.written.fetch_add(n as u64, Ordering::Relaxed);
-                stats.pending.fetch_sub(n as u64, Ordering::Relaxed);
-                delay = cfg.retry_min;
-                intake.last_error = None;
-                if let Some(window) = intake.drops.take() {
-                    report_drops(&*store, &mut intake, window).await;
-                }
-            }
-            Err(e) => {
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    error = %e,
-                    batch = n,
-                    pending = intake.pending.len() + n,
-                    retry_in = ?delay,
-                    "cannot write results; keeping them in memory and retrying"
-                );
-                intake.last_error = Some(e.to_string());
-                // Back at the front, in their order, so results are written oldest first.
-                for r in batch.into_iter().rev() {
-                    intake.pending.push_front(r);
-                }
-                if intake
-                    .closed_at
-                    .is_some_and(|closed| Instant::now() >= closed + cfg.flush_timeout)
-                {
-                    break;
-                }
-                intake
-                    .idle_until(Instant::now() + delay, cfg.flush_timeout)
-                    .await;
-                delay = (delay * 2).min(cfg.retry_max).max(cfg.retry_min);
-            }
+        *delay = (*delay * 2).min(self.cfg.retry_max).max(self.cfg.retry_min);
+        true
+    }
+
+    async fn after_success(&mut self, n: u64, from_spool: bool, delay: &mut Duration) {
+        let stats = &self.intake.stats;
+        stats.written.fetch_add(n, Ordering::Relaxed);
+        if from_spool {
+            stats.replayed.fetch_add(n, Ordering::Relaxed);
+        } else {
+            stats.pending.fetch_sub(n, Ordering::Relaxed);
+        }
+        *delay = self.cfg.retry_min;
+        if self.intake.last_error.take().is_some() {
+            tracing::info!(target_name = %self.intake.target_name, "{} accepts results again", self.intake.target_name);
+        }
+        if self.intake.drops.is_some() || (self.full.is_some() && !self.intake.spool_refusing) {
+            self.report_events().await;
         }
     }
 
-    let lost = intake.pending.len() as u64;
-    if lost > 0 {
-        stats.pending.fetch_sub(lost, Ordering::Relaxed);
-        stats.dropped.fetch_add(lost, Ordering::Relaxed);
-        tracing::error!(
-            lost,
-            flush_timeout = ?cfg.flush_timeout,
-            error = intake.last_error.as_deref().unwrap_or(""),
-            "result writer stopping: {lost} results could not be written and are lost"
-        );
+    /// Delivers one batch from the head of the spool. Returns false when it is time to stop.
+    async fn replay_batch(&mut self, spool: Arc<Mutex<Spool>>, delay: &mut Duration) -> bool {
+        let batch_size = self.cfg.batch_size.max(1);
+        let peeked = self
+            .intake
+            .while_receiving(on_spool(&spool, move |s| s.peek(batch_size, 8 << 20)))
+            .await;
+        let ((records, upto), len, bytes) = match peeked {
+            Ok(x) => x,
+            Err((_, e)) => {
+                self.intake.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                return self.after_failure(e, 0, delay).await;
+            }
+        };
+        if records.is_empty() {
+            // Nothing readable although records were counted (damaged on disk since open).
+            self.set_spool_gauges(0, bytes);
+            let _ = on_spool(&spool, move |s| s.ack(upto, len)).await;
+            return true;
+        }
+        let count = records.len() as u64;
+        let mut batch = Vec::with_capacity(records.len());
+        let mut ids = Vec::with_capacity(records.len());
+        for rec in &records {
+            match ResultMessage::from_json(rec).and_then(|m| Ok((m.to_new_result()?, m))) {
+                Ok((r, m)) => {
+                    batch.push(r);
+                    ids.push(m.message_id);
+                }
+                Err(e) => {
+                    self.intake.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(target_name = %self.intake.target_name, error = %e, "unreadable spool record skipped");
+                }
+            }
+        }
+        let delivered = if batch.is_empty() {
+            Ok(())
+        } else {
+            let target = Arc::clone(&self.target);
+            self.intake
+                .while_receiving(target.deliver(&batch, &ids))
+                .await
+        };
+        match delivered {
+            Ok(()) => {
+                match self
+                    .intake
+                    .while_receiving(on_spool(&spool, move |s| s.ack(upto, count)))
+                    .await
+                {
+                    Ok(((), len, bytes)) => self.set_spool_gauges(len, bytes),
+                    Err((_, e)) => {
+                        // Delivered but not marked: they would be replayed (and deduplicated).
+                        self.intake.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "cannot acknowledge spool records");
+                    }
+                }
+                self.after_success(batch.len() as u64, true, delay).await;
+                true
+            }
+            Err(e) => self.after_failure(e, batch.len(), delay).await,
+        }
     }
-    if let Some(window) = intake.drops.take() {
-        // A last chance to leave a trace in the store itself.
-        report_drops(&*store, &mut intake, window).await;
-        if let Some(w) = &intake.drops {
-            tracing::error!(
-                dropped = w.count,
-                "result writer stopping: the drop of {} results could not be recorded in the \
-                 result store",
-                w.count
+
+    async fn run(mut self) {
+        let batch_size = self.cfg.batch_size.max(1);
+        let mut delay = self.cfg.retry_min;
+        let replay_at_start = self.spooled();
+        if replay_at_start > 0 {
+            tracing::info!(
+                target_name = %self.intake.target_name,
+                records = replay_at_start,
+                "replaying the spool before new results"
             );
         }
+        loop {
+            if self.intake.spool_refusing && self.spooled() == 0 {
+                // Drained: the spool has room again.
+                self.intake.spool_refusing = false;
+            }
+            let spool = self.spool.clone().filter(|_| self.spooled() > 0);
+            if spool.is_none() && self.intake.pending.is_empty() {
+                if !self.intake.open {
+                    break;
+                }
+                let msg = self.intake.rx.recv().await;
+                self.intake.on_message(msg);
+                continue;
+            }
+            if let Some(spool) = spool {
+                // Behind the spool: what is in memory joins it first, keeping the order.
+                if !self.intake.pending.is_empty() && !self.intake.spool_refusing {
+                    self.intake.fill(batch_size);
+                    self.pending_to_spool().await;
+                }
+                if !self.replay_batch(spool, &mut delay).await {
+                    break;
+                }
+                continue;
+            }
+            self.intake.fill(batch_size);
+            let n = batch_size.min(self.intake.pending.len());
+            let batch: Vec<NewResult> = self.intake.pending.drain(..n).collect();
+            let ids: Vec<String> = batch
+                .iter()
+                .map(|r| crate::message::message_id(&self.cfg.instance, &r.result))
+                .collect();
+            self.intake.in_flight = n;
+            let target = Arc::clone(&self.target);
+            let result = self
+                .intake
+                .while_receiving(target.deliver(&batch, &ids))
+                .await;
+            self.intake.in_flight = 0;
+            match result {
+                Ok(()) => self.after_success(n as u64, false, &mut delay).await,
+                Err(e) => {
+                    // Back at the front, in their order, so results are delivered oldest first.
+                    for r in batch.into_iter().rev() {
+                        self.intake.pending.push_front(r);
+                    }
+                    self.pending_to_spool().await;
+                    if !self.after_failure(e, n, &mut delay).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.finish().await;
     }
-}
 
-/// Records a `results_dropped` event; on failure the window is kept for the next success.
-async fn report_drops(store: &dyn ResultStore, intake: &mut Intake, window: DropWindow) {
-    let event = window.event();
-    match intake.while_receiving(store.record_event(&event)).await {
-        Ok(()) => tracing::warn!(dropped = window.count, "{}", event.message),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot record dropped results; will retry");
-            let later = intake.drops.take();
-            intake.drops = Some(window.merge(later));
+    /// Stopping: what is still in memory goes to the spool if it can; the rest is counted lost.
+    async fn finish(mut self) {
+        let stats = Arc::clone(&self.intake.stats);
+        self.pending_to_spool().await;
+        let lost = self.intake.pending.len() as u64;
+        if lost > 0 {
+            stats.pending.fetch_sub(lost, Ordering::Relaxed);
+            stats.dropped.fetch_add(lost, Ordering::Relaxed);
+            tracing::error!(
+                lost,
+                flush_timeout = ?self.cfg.flush_timeout,
+                error = self.intake.last_error.as_deref().unwrap_or(""),
+                "{} relay stopping: {lost} results could not be delivered and are lost",
+                self.intake.target_name
+            );
+            let reason = self
+                .intake
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "stopping".into());
+            match &mut self.intake.drops {
+                Some(w) => w.add(0, reason),
+                None => {
+                    // Counted above already; the window only carries it to the events store.
+                    self.intake.drops = Some(EventWindow::new(RESULTS_DROPPED, 0, reason));
+                }
+            }
+            if let Some(w) = &mut self.intake.drops {
+                w.count += lost;
+            }
+        }
+        let spooled = self.spooled();
+        if spooled > 0 {
+            tracing::warn!(
+                spooled,
+                target_name = %self.intake.target_name,
+                "{spooled} results stay in the spool; they are delivered after the next start"
+            );
+        }
+        if self.intake.drops.is_some() || self.full.is_some() {
+            // A last chance to leave a trace in the store itself.
+            self.intake.spool_refusing = false;
+            self.report_events().await;
+            if let Some(w) = &self.intake.drops {
+                tracing::error!(
+                    dropped = w.count,
+                    "{} relay stopping: the drop of {} results could not be recorded in the \
+                     result store",
+                    self.intake.target_name,
+                    w.count
+                );
+            }
         }
     }
 }

@@ -534,10 +534,10 @@ async fn slurm_job_over_its_run_time_is_cancelled_and_leaves_the_queue() {
 async fn slurm_job_stuck_in_the_queue_warns_then_fails_at_its_limit() {
     let Some(partition) = slurm() else { return };
     let dir = slurm_workdir();
-    // --begin keeps the job pending (Reason=BeginTime): a queue that does not move.
+    // A held job stays pending (Reason=JobHeldUser): a queue that does not move.
     let common = format!(
         "backend = 'slurm'\nqueue = '{partition}'\npoll_interval = '200ms'\n\
-         submit_args = ['--begin=now+3600']\nworkdir = {}",
+         submit_args = ['--hold']\nworkdir = {}",
         lit(dir.path())
     );
 
@@ -546,7 +546,7 @@ async fn slurm_job_stuck_in_the_queue_warns_then_fails_at_its_limit() {
     assert_eq!(o.status, Status::Warning, "{o:?}");
     assert!(o.summary.starts_with("queued "), "{}", o.summary);
     assert!(
-        o.summary.contains("(BeginTime)")
+        o.summary.contains("(JobHeldUser)")
             && o.summary.contains("still pending at the probe's timeout"),
         "{}",
         o.summary
@@ -566,7 +566,7 @@ async fn slurm_job_stuck_in_the_queue_warns_then_fails_at_its_limit() {
         o.summary
     );
     assert!(
-        o.details.contains("  pending  PENDING: BeginTime"),
+        o.details.contains("  pending  PENDING: JobHeldUser"),
         "{}",
         o.details
     );

@@ -83,8 +83,8 @@ fn payload_and_check_errors_are_reported_together() {
         ds[0].message,
         "`stage_out` copies `produced_files`, but none are listed"
     );
-    let ds = errors("backend = 'local'\ncommand = 'x'\nforbid = 'x'");
-    assert_eq!(ds[0].message, "unknown key `forbid` in params");
+    let ds = errors("backend = 'local'\ncommand = 'x'\nforbid_regx = 'x'");
+    assert_eq!(ds[0].message, "unknown key `forbid_regx` in params");
     assert_eq!(ds[0].help.as_deref(), Some("did you mean `forbid_regex`?"));
     let ds = errors("backend = 'lcoal'\ncommand = 'x'");
     assert_eq!(ds[0].help.as_deref(), Some("did you mean `local`?"));
@@ -217,7 +217,7 @@ async fn held_install_lock_is_standby_and_submits_nothing() {
 }
 
 #[tokio::test]
-async fn missing_input_at_run_time_is_unknown() {
+async fn missing_input_at_run_time_is_standby_and_unreadable_is_unknown() {
     let work = tempfile::tempdir().expect("tempdir");
     let p = job_probe(&format!(
         "backend = 'local'\ncommand = 'true'\ninputs = ['/nonexistent/{{site}}/gauss.sim']\n\
@@ -225,11 +225,27 @@ async fn missing_input_at_run_time_is_unknown() {
         lit(work.path())
     ));
     let o = p.run(&ctx()).await;
+    assert_eq!(o.status, Status::Standby, "{o:?}");
+    assert_eq!(
+        o.summary,
+        "input /nonexistent/LCG.CERN.ch/gauss.sim is missing (not produced by the step before?); \
+         true not submitted"
+    );
+
+    // A directory where a file should be: the job cannot be set up.
+    let input = tempfile::tempdir().expect("tempdir");
+    let p = job_probe(&format!(
+        "backend = 'local'\ncommand = 'true'\ninputs = ['{}/{{site}}']\nworkdir = {}",
+        input.path().display(),
+        lit(work.path())
+    ));
+    std::fs::create_dir(input.path().join("LCG.CERN.ch")).expect("mkdir");
+    let o = p.run(&ctx()).await;
     assert_eq!(o.status, Status::Unknown, "{o:?}");
     assert!(
-        o.summary.starts_with(
-            "true: cannot set up the job: cannot stage input /nonexistent/LCG.CERN.ch/gauss.sim"
-        ),
+        o.summary
+            .starts_with("true: cannot set up the job: cannot stage input ")
+            && o.summary.ends_with("LCG.CERN.ch: not a regular file"),
         "{}",
         o.summary
     );

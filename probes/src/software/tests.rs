@@ -274,12 +274,8 @@ async fn corrupt_truncated_and_foreign_manifests_are_critical() {
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(o.summary.contains("unparsable manifest"), "{}", o.summary);
 
-    let o = probe(&format!(
-        "repository = '{REPO}'\nurl = 'http://127.0.0.1:{}/other/atlas.cern.ch'",
-        srv.port
-    ))
-    .run(&ctx())
-    .await;
+    // A server that answers for lhcb.cern.ch with another repository's manifest.
+    let o = probe(&params(srv.port, "other", "")).run(&ctx()).await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary
