@@ -245,6 +245,11 @@ fn stats(mut times: Vec<Duration>) -> Stats {
 
 /// One GET through the router: server time and body size.
 async fn get(app: &axum::Router, uri: &str) -> anyhow::Result<(Duration, usize)> {
+    get_body(app, uri).await.map(|(d, b)| (d, b.len()))
+}
+
+/// One GET through the router: server time and body.
+async fn get_body(app: &axum::Router, uri: &str) -> anyhow::Result<(Duration, axum::body::Bytes)> {
     let start = Instant::now();
     let response = app
         .clone()
@@ -260,7 +265,7 @@ async fn get(app: &axum::Router, uri: &str) -> anyhow::Result<(Duration, usize)>
             String::from_utf8_lossy(&body[..body.len().min(2000)])
         );
     }
-    Ok((elapsed, body.len()))
+    Ok((elapsed, body))
 }
 
 async fn times(app: &axum::Router, uri: &str, n: usize) -> anyhow::Result<(Stats, usize)> {
@@ -322,7 +327,47 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         let text = serde_json::to_string(&m)?;
         anyhow::Ok((built, start.elapsed(), text.len()))
     };
+    // Where the time of a matrix goes, for the record (median of five).
+    let mut parts: [Vec<Duration>; 4] = Default::default();
+    for _ in 0..5 {
+        let now = unix_ms(std::time::SystemTime::now());
+        let t = Instant::now();
+        let latest = store_dyn.latest(&filter).await?;
+        parts[0].push(t.elapsed());
+        let t = Instant::now();
+        let _m = build_matrix(&config, &latest, now, &MatrixFilter::default());
+        parts[1].push(t.elapsed());
+        let t = Instant::now();
+        let cells = store_dyn
+            .timelines(now - 24 * HOUR, now, &CellFilter::default())
+            .await?;
+        parts[2].push(t.elapsed());
+        let t = Instant::now();
+        let period = gridprobe_results::report::Period {
+            start_ms: now - 24 * HOUR,
+            end_ms: now,
+            label: "24h".into(),
+        };
+        gridprobe_results::report::compute(&config, None, &period, &cells, &[], 0.9)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        parts[3].push(t.elapsed());
+    }
+    let [latest_t, build_t, timelines_t, report_t] = parts.map(|v| stats(v).p50);
+
     let (cold, _) = get(&app, "/").await?;
+    // The statuses are computed in the background: measure pages once they are shown.
+    let computed = Instant::now();
+    loop {
+        let (_, body) = get_body(&app, "/").await?;
+        if !String::from_utf8_lossy(&body).contains("ss-pending") {
+            break;
+        }
+        if computed.elapsed() > Duration::from_secs(120) {
+            bail!("site statuses not computed within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let statuses_ready = computed.elapsed() + cold;
     baseline().await?;
     let mut build = Vec::with_capacity(opts.renders);
     let mut json = Vec::with_capacity(opts.renders);
@@ -361,8 +406,12 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         json_size as f64 / 1e6
     );
     println!(
-        "| `GET /` first request (computes 24 h site statuses) | {:.1} | | |",
+        "| `GET /` first request (site statuses start in the background; waits ≤ 150 ms) | {:.1} | | |",
         cold.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| site statuses shown after (24 h report of every site, then cached 60 s) | {:.1} | | |",
+        statuses_ready.as_secs_f64() * 1000.0
     );
     println!(
         "| `GET /` | {:.1} | {:.1} | {:.1} MB |",
@@ -378,6 +427,9 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     println!(
         "| `GET /reasons` (24 h) | {:.1} | {:.1} | |",
         reasons.p50, reasons.p99
+    );
+    println!(
+        "| parts: store.latest {latest_t:.1}, build_matrix {build_t:.1}, 24 h timelines {timelines_t:.1}, 24 h report {report_t:.1} | | | |"
     );
     println!();
     println!(

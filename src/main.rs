@@ -4,8 +4,10 @@
 //! commands (SAM tokens, colours, tables) is in `src/render.rs`.
 
 mod commands;
+mod relays;
 mod render;
 mod store_location;
+mod store_open;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,13 +67,26 @@ enum Command {
         /// The VO's main TOML file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
-        /// Result store (SQLite file); default: [server] store, $GRIDPROBE_STORE, or
-        /// $XDG_STATE_HOME/gridprobe/<vo>.sqlite (~/.local/state/gridprobe/<vo>.sqlite).
-        #[arg(long, value_name = "PATH")]
+        /// Result store: an SQLite file, or postgresql://USER@HOST:PORT/DB (password from
+        /// PGPASSWORD or [server] store_password_file); default: [server] store,
+        /// $GRIDPROBE_STORE, or $XDG_STATE_HOME/gridprobe/<vo>.sqlite
+        /// (~/.local/state/gridprobe/<vo>.sqlite).
+        #[arg(long, value_name = "PATH|URL")]
         store: Option<String>,
         /// HTTP listen address; default: [server] listen (127.0.0.1:8479).
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+    },
+    /// Read result messages from the `[[publish]]` brokers of the configuration into a store
+    /// (once per message id), so this instance can show the matrix of probes run elsewhere.
+    /// SIGTERM / Ctrl-C stops cleanly.
+    Consume {
+        /// The VO's main TOML file (its `[[publish]]` tables name the brokers).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Result store to write into (as for serve).
+        #[arg(long, value_name = "PATH")]
+        store: Option<String>,
     },
     /// Print the availability matrix from the store: sites × probes, latest status and age.
     Matrix {
@@ -173,6 +188,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
         format: commands::TableFormat,
     },
+    /// Copy the history of an SQLite store (results, events, downtimes) into PostgreSQL, for a
+    /// shared deployment. Resumable: a second run continues after the last result copied.
+    MigrateStore {
+        /// The VO's main TOML file (its [server] store password settings are used).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The SQLite store to copy (sqlite:PATH); default: the VO's default file.
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: Option<String>,
+        /// The PostgreSQL store to fill (postgresql://USER@HOST:PORT/DB); default: [server]
+        /// store.
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Results per transaction.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+    },
     /// Import topology from a WLCG VO feed, or downtimes from GOCDB.
     Import {
         #[command(subcommand)]
@@ -229,6 +261,12 @@ fn main() -> ExitCode {
         Command::Probes { format } => commands::probes::run(format),
         Command::Token { action } => commands::token::run(matches!(action, TokenAction::New)),
         Command::Import { what } => commands::import::run(what),
+        Command::MigrateStore {
+            config,
+            from,
+            to,
+            batch,
+        } => commands::migrate_store::run(&config, from.as_deref(), to.as_deref(), batch),
         Command::Report {
             config,
             store,
@@ -260,6 +298,7 @@ fn main() -> ExitCode {
             store,
             listen,
         } => commands::serve::run(&config, store.as_deref(), listen.as_deref()),
+        Command::Consume { config, store } => commands::consume::run(&config, store.as_deref()),
         Command::Matrix {
             config,
             store,

@@ -36,12 +36,13 @@ fn sample_summary_counts_sites_services_and_instances() {
     let out = gridprobe(&["check", "config/examples/lhcb.toml"]);
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    // 3 sites; 6 + 4 + 4 services; CE probes: 5 per CE on 4 CEs minus Brunel at CNAF = 19;
-    // SRMv2 2 probes on 3 = 6; XROOTD 1; FTS 3 probes on 3 = 9; CONDDB port 1; conditions
-    // freshness on the CERN database and 2 Frontiers = 3.
+    // 3 sites; 7 + 4 + 4 services; CE probes: 6 per CE on 4 CEs = 24, minus Brunel at CNAF and
+    // the 3 HTCondor job probes at GRIDKA's ARC CE = 20; SRMv2 2 probes on 3 = 6; XROOTD 1;
+    // FTS 3 probes on 3 = 9; CONDDB port 1; conditions freshness on the CERN database and
+    // 2 Frontiers = 3; CVMFS repository on the CERN Stratum-1 = 1.
     assert_eq!(
         stdout.trim(),
-        "config/examples/lhcb.toml: valid: vo lhcb, 3 sites, 14 services, 39 probe instances (13 probes)"
+        "config/examples/lhcb.toml: valid: vo lhcb, 3 sites, 15 services, 41 probe instances (15 probes)"
     );
 }
 

@@ -17,6 +17,10 @@ use std::time::Duration;
 use common::{closed_port, http_server, script, wait_until, Serve};
 use serde_json::{json, Value};
 
+/// The operator token of the test configuration, and its SHA-256 (what the config holds).
+const TOKEN: &str = "dashboard-test-token";
+const TOKEN_SHA256: &str = "6a946eaf9a423f13d666e070cdbba678b3054c81e01574b708f31b6d4d764d93";
+
 const SUMMARY_WITH_MARKUP: &str = "PAGE OK - <script>alert(1)</script> & \"all\" fine";
 
 /// A config with three kinds of cell: T1_GOOD's web probe OK (a local server answering 200),
@@ -55,6 +59,12 @@ tier = 2
   flavour = "WEB"
   hostname = "bad.localhost"
   endpoint = "http://127.0.0.1:{bad}/"
+
+[access]
+  [[access.token]]
+  name = "dashboard-test"
+  sha256 = "{TOKEN_SHA256}"
+  role = "operator"
 
 [[probe]]
 metric = "org.e2e.web"
@@ -376,6 +386,14 @@ impl Browser {
         );
     }
 
+    fn type_text(&self, element: &str, text: &str) {
+        self.cmd(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
     fn window(&self, width: u32, height: u32) {
         self.cmd(
             "POST",
@@ -567,6 +585,33 @@ fn browser_shows_coloured_matrix_clicks_through_and_draws_strips() {
     assert_eq!(cells[..2], ["st-error", "st-stb"], "{site}");
     assert!(cells[2..].iter().all(|c| *c == "st-ok"), "{site}");
     b.screenshot("site");
+
+    // "Run now" with the operator token: the form posts to the API, shows its JSON answer as
+    // text and follows the run until it has finished.
+    let token = b.find("#run-now input[name='token']");
+    b.type_text(&token, TOKEN);
+    let probe = b.exec(
+        "const s = document.querySelector(\"#run-now select[name='probe']\"); \
+         s.value = 'org.e2e.web'; return s.value;",
+    );
+    assert_eq!(probe, "org.e2e.web");
+    let button = b.find("#run-now button");
+    b.click(&button);
+    let answer = || {
+        b.exec("return document.getElementById('run-answer').textContent;")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let finished = wait_until(Duration::from_secs(30), || {
+        let a = answer();
+        a.contains("\"state\": \"finished\"")
+    });
+    assert!(finished, "the run never finished: {}", answer());
+    let a = answer();
+    assert!(a.starts_with("HTTP 200"), "{a}");
+    assert!(a.contains("\"site\": \"T2_BAD\""), "{a}");
+    b.screenshot("site-run");
 
     // A narrow window: the matrix scrolls inside its box, the site column stays put.
     b.window(420, 800);

@@ -15,9 +15,12 @@ use crate::model::{
     short_metric_name, Config, Defaults, KindParams, Overrides, ProbeDef, Profile, Service, Site,
 };
 
+mod publish;
+
 /// Keys allowed at the top of the main file.
 const MAIN_KEYS: &[&str] = &[
     "vo", "include", "defaults", "server", "access", "site", "probe", "profile", "downtime",
+    "publish",
 ];
 /// Keys allowed at the top of an included file.
 const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime"];
@@ -40,9 +43,15 @@ struct RawDefaults {
 struct RawServer {
     listen: Option<Spanned<String>>,
     store: Option<Spanned<String>>,
+    store_password_env: Option<Spanned<String>>,
+    store_password_file: Option<Spanned<String>>,
     retention: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
     startup_spread: Option<Spanned<String>>,
+    // Publishing and spooling (read in load/publish.rs).
+    instance: Option<Spanned<String>>,
+    spool_dir: Option<Spanned<String>>,
+    spool_max_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -418,6 +427,15 @@ impl Loader {
                             self.deserialize::<RawDowntime>(file, item, "[[downtime]]")
                         {
                             self.read_downtime(file, raw);
+                        }
+                    }
+                }
+                "publish" if is_main => {
+                    for item in self.array_of_tables(file, value, "publish") {
+                        if let Some(raw) =
+                            self.deserialize::<publish::RawPublish>(file, item, "[[publish]]")
+                        {
+                            self.read_publish(file, raw);
                         }
                     }
                 }
@@ -817,6 +835,7 @@ impl Loader {
     }
 
     fn apply_server(&mut self, file: FileId, raw: RawServer) {
+        self.apply_spool_settings(file, raw.instance, raw.spool_dir, raw.spool_max_size);
         let base = crate::model::Server::default();
         let listen = match raw.listen {
             Some(l) => {
@@ -835,23 +854,89 @@ impl Loader {
             }
             None => base.listen.clone(),
         };
+        let mut store_is_sqlite = false;
         let store = raw.store.and_then(|s| {
             let v = s.get_ref().trim();
             if v.is_empty() {
                 let d = self.error(file, s.span(), "`store` must not be empty");
                 self.diagnostics.push(d.with_help("name a SQLite file, e.g. store = \"/var/lib/gridprobe/results.sqlite\", or leave it out for the default"));
-                None
-            } else if v.contains("://") && !v.starts_with("sqlite:") {
-                let d = self.error(file, s.span(), format!("unsupported store `{v}`: this gridprobe supports SQLite files"));
-                self.diagnostics.push(d.with_help("write a file path or sqlite:PATH"));
-                None
-            } else {
-                Some(v.to_string())
+                return None;
+            }
+            match crate::model::StoreSpec::parse(v) {
+                Ok(spec) => {
+                    store_is_sqlite = matches!(spec, crate::model::StoreSpec::Sqlite(_));
+                    Some(v.to_string())
+                }
+                Err(e) => {
+                    let help = if e.contains("password") {
+                        "keep the URL without it, e.g. postgresql://gridprobe@db.example.org:5432/gridprobe, and set store_password_file = \"/etc/gridprobe/pgpass\" (or store_password_env)"
+                    } else {
+                        "write a file path, sqlite:PATH, or postgresql://USER@HOST:PORT/DATABASE"
+                    };
+                    let mut d = self.error(file, s.span(), e);
+                    // The source line is shown under the message: never with the password.
+                    if let Some(loc) = &mut d.location {
+                        for secret in crate::model::store_url_secrets(v) {
+                            if !secret.is_empty() {
+                                let stars = "*".repeat(secret.chars().count());
+                                loc.line_text = loc.line_text.replace(&secret, &stars);
+                            }
+                        }
+                    }
+                    self.diagnostics.push(d.with_help(help));
+                    None
+                }
             }
         });
+        // Password sources of a PostgreSQL store: at most one, and not beside a SQLite file
+        // (where it would silently do nothing). Read when the store is opened, not here, so
+        // the configuration never holds the secret.
+        if let (Some(_), Some(f)) = (&raw.store_password_env, &raw.store_password_file) {
+            let d = self.error(
+                file,
+                f.span(),
+                "give the store password in one of `store_password_env` and `store_password_file`, not both",
+            );
+            self.diagnostics.push(d);
+        }
+        for key in [&raw.store_password_env, &raw.store_password_file]
+            .into_iter()
+            .flatten()
+        {
+            if key.get_ref().trim().is_empty() {
+                let d = self.error(file, key.span(), "must not be empty");
+                self.diagnostics.push(d);
+            } else if store_is_sqlite {
+                let d = self.error(
+                    file,
+                    key.span(),
+                    "a store password is only used with a PostgreSQL store, and `store` names a SQLite file",
+                );
+                self.diagnostics.push(d.with_help(
+                    "remove it, or set store = \"postgresql://USER@HOST:PORT/DATABASE\"",
+                ));
+            }
+        }
+        let store_password_env = raw
+            .store_password_env
+            .map(|v| v.into_inner().trim().to_string())
+            .filter(|v| !v.is_empty());
+        let base_dir = self
+            .config
+            .sources
+            .file(file)
+            .and_then(|f| f.path.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let store_password_file = raw
+            .store_password_file
+            .map(|v| v.into_inner().trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(|v| base_dir.join(v));
         self.config.server = crate::model::Server {
             listen,
             store,
+            store_password_env,
+            store_password_file,
             retention: self.duration(file, raw.retention).unwrap_or(base.retention),
             shutdown_grace: self
                 .duration(file, raw.shutdown_grace)
@@ -1517,5 +1602,102 @@ critical = { CE = ["CE-lhcb-install"] }
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("0s").is_err());
+    }
+
+    fn with_server(server: &str) -> Loaded {
+        load_text(&format!("{VALID}\n[server]\n{server}\n"))
+    }
+
+    #[test]
+    fn store_takes_sqlite_files_and_postgres_urls() {
+        for (store, spec) in [
+            (
+                "/var/lib/gridprobe/lhcb.sqlite",
+                crate::StoreSpec::Sqlite("/var/lib/gridprobe/lhcb.sqlite".into()),
+            ),
+            ("sqlite:rel.db", crate::StoreSpec::Sqlite("rel.db".into())),
+            (
+                "postgresql://gridprobe@db.example.org:5432/gridprobe",
+                crate::StoreSpec::Postgres(
+                    "postgresql://gridprobe@db.example.org:5432/gridprobe".into(),
+                ),
+            ),
+            (
+                "postgres://db.example.org/gp?sslmode=require",
+                crate::StoreSpec::Postgres("postgres://db.example.org/gp?sslmode=require".into()),
+            ),
+        ] {
+            let l = with_server(&format!("store = \"{store}\""));
+            assert!(l.diagnostics.is_empty(), "{store}: {}", l.diagnostics);
+            assert_eq!(l.config.server.store.as_deref(), Some(store));
+            assert_eq!(crate::StoreSpec::parse(store), Ok(spec));
+        }
+        let l = with_server(
+            "store = \"postgresql://gridprobe@db/gp\"\nstore_password_file = \"secrets/pg\"",
+        );
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        // Relative to the directory of the file that says it.
+        assert_eq!(
+            l.config.server.store_password_file,
+            Some(PathBuf::from("secrets/pg"))
+        );
+        let l = with_server(
+            "store = \"postgresql://gridprobe@db/gp\"\nstore_password_env = \"GP_DB_PASSWORD\"",
+        );
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        assert_eq!(
+            l.config.server.store_password_env.as_deref(),
+            Some("GP_DB_PASSWORD")
+        );
+    }
+
+    #[test]
+    fn store_url_with_a_password_is_refused_where_it_is_written() {
+        for store in [
+            "postgresql://gridprobe:s3cret@db.example.org/gridprobe",
+            "postgres://db.example.org/gridprobe?sslmode=require&password=s3cret",
+        ] {
+            let l = with_server(&format!("store = \"{store}\""));
+            assert_eq!(l.diagnostics.len(), 1, "{}", l.diagnostics);
+            let d = &l.diagnostics.0[0];
+            let line = VALID.lines().count() + 3;
+            assert_eq!(d.position(), Some(format!("vo.toml:{line}:9")));
+            let text = l.diagnostics.to_string();
+            assert!(
+                text.contains("put the password in PGPASSWORD or [server] store_password_file"),
+                "{text}"
+            );
+            assert!(!text.contains("s3cret"), "{text}");
+            assert_eq!(l.config.server.store, None);
+        }
+    }
+
+    #[test]
+    fn store_password_keys_are_checked() {
+        let l = with_server(
+            "store = \"postgresql://gp@db/gp\"\nstore_password_env = \"X\"\nstore_password_file = \"f\"",
+        );
+        assert!(
+            l.diagnostics.to_string().contains("not both"),
+            "{}",
+            l.diagnostics
+        );
+        let l = with_server("store = \"/tmp/x.sqlite\"\nstore_password_file = \"f\"");
+        assert!(
+            l.diagnostics
+                .to_string()
+                .contains("only used with a PostgreSQL store"),
+            "{}",
+            l.diagnostics
+        );
+        let l = with_server("store = \"mysql://db/gp\"");
+        let text = l.diagnostics.to_string();
+        assert!(text.contains("unsupported store `mysql://...`"), "{text}");
+        let l = with_server("store_pasword_file = \"f\"");
+        assert!(
+            l.diagnostics.to_string().contains("store_password_file"),
+            "{}",
+            l.diagnostics
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! and the expansion of probes over services into probe instances.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::de::DeValue;
@@ -28,6 +29,8 @@ pub struct Config {
     pub access: Access,
     /// Downtimes declared in the configuration (`[[downtime]]`).
     pub downtimes: Vec<Downtime>,
+    /// `[[publish]]` targets and the spool settings of `[server]`.
+    pub publish: crate::publish::Publishing,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
 }
@@ -70,8 +73,14 @@ impl Default for Defaults {
 pub struct Server {
     /// HTTP listen address (health, reload, later the API and dashboard).
     pub listen: String,
-    /// Result store: a SQLite file path (or `sqlite:PATH`); `None` means the default location.
+    /// Result store: a SQLite file path (or `sqlite:PATH`), or a `postgresql://` URL without
+    /// a password (see [`StoreSpec`]); `None` means the default SQLite location.
     pub store: Option<String>,
+    /// With a PostgreSQL store: the environment variable holding its password.
+    pub store_password_env: Option<String>,
+    /// With a PostgreSQL store: a file holding its password (relative paths are taken from the
+    /// directory of the file that sets it). Without either, `PGPASSWORD` is used if set.
+    pub store_password_file: Option<PathBuf>,
     /// Raw results older than this are deleted in the background.
     pub retention: Duration,
     /// On shutdown, probes in flight get this long to finish before they are interrupted.
@@ -85,11 +94,113 @@ impl Default for Server {
         Server {
             listen: "127.0.0.1:8479".into(),
             store: None,
+            store_password_env: None,
+            store_password_file: None,
             retention: Duration::from_secs(400 * 86_400),
             shutdown_grace: Duration::from_secs(10),
             startup_spread: Duration::from_secs(30),
         }
     }
+}
+
+/// Where results are kept, as `[server] store`, `--store` or `$GRIDPROBE_STORE` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// The embedded default: an SQLite file (`PATH` or `sqlite:PATH`).
+    Sqlite(PathBuf),
+    /// A shared PostgreSQL database: its `postgres://` or `postgresql://` URL, which holds no
+    /// password (that comes from `PGPASSWORD` or `[server] store_password_file`/`_env`).
+    Postgres(String),
+}
+
+impl StoreSpec {
+    /// Reads a store location. Refused: a URL of a kind gridprobe has no backend for, and a
+    /// PostgreSQL URL holding a password (configuration files are read by many; passwords
+    /// belong in a file or variable of their own). The error never repeats the password.
+    pub fn parse(text: &str) -> Result<StoreSpec, String> {
+        let text = text.trim();
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            if let Some(shown) = postgres_url_password(text) {
+                return Err(format!(
+                    "the store URL `{shown}` holds a password: put the password in PGPASSWORD \
+                     or [server] store_password_file"
+                ));
+            }
+            return Ok(StoreSpec::Postgres(text.to_string()));
+        }
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            // `sqlite://PATH` is read as a path too, as SQLite URIs are.
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("`sqlite:` names no file".into());
+            }
+            return Ok(StoreSpec::Sqlite(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(format!(
+                "unsupported store `{scheme}://...`: gridprobe keeps results in an SQLite file \
+                 or in PostgreSQL"
+            ));
+        }
+        Ok(StoreSpec::Sqlite(PathBuf::from(text)))
+    }
+}
+
+/// The URL with its password masked, when it has one (in the user info or as a `password`
+/// query parameter); `None` when it has none.
+fn postgres_url_password(url: &str) -> Option<String> {
+    let (masked, secrets) = mask_url_passwords(url);
+    (!secrets.is_empty()).then_some(masked)
+}
+
+/// The passwords written in a store URL (to mask them wherever the URL is shown, e.g. the
+/// source line of a diagnostic).
+pub(crate) fn store_url_secrets(url: &str) -> Vec<String> {
+    mask_url_passwords(url).1
+}
+
+/// The URL with every password replaced by `***`, and the passwords found.
+fn mask_url_passwords(url: &str) -> (String, Vec<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), Vec::new());
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let mut masked = format!("{scheme}://");
+    let mut secrets = Vec::new();
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, password)) => {
+                secrets.push(password.to_string());
+                masked.push_str(&format!("{user}:***@{hosts}"));
+            }
+            None => masked.push_str(authority),
+        },
+        None => masked.push_str(authority),
+    }
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tail, None),
+    };
+    masked.push_str(path);
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|kv| {
+                let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+                if key.eq_ignore_ascii_case("password") {
+                    secrets.push(value.to_string());
+                    format!("{key}=***")
+                } else {
+                    kv.to_string()
+                }
+            })
+            .collect();
+        masked.push('?');
+        masked.push_str(&pairs.join("&"));
+    }
+    (masked, secrets)
 }
 
 /// `[access]`: reading is open by default; starting runs needs a token whose SHA-256 is

@@ -141,8 +141,8 @@ pub const DOC_QUEUE_TIMEOUT: ParamDoc = ParamDoc {
 pub const DOC_QUEUE_WARN: ParamDoc = ParamDoc {
     name: "queue_warn",
     ty: "duration",
-    default: None,
-    description: "A job queued longer than this is WARNING even when it then succeeds. Optional",
+    default: Some("none"),
+    description: "A job queued longer than this is WARNING even when it then succeeds",
 };
 /// `run_timeout`.
 pub const DOC_RUN_TIMEOUT: ParamDoc = ParamDoc {
@@ -538,13 +538,13 @@ impl CeSettings {
     pub(crate) fn check_instance(&self, ctx: &ProbeContext) -> Result<(), String> {
         self.backend(ctx)?;
         self.workdir(ctx)?;
+        // `submit_timeout` is left out: its default may well exceed a short probe timeout.
         for (key, d) in [
-            ("submit_timeout", Some(self.submit_timeout)),
             ("queue_timeout", self.queue_timeout),
             ("run_timeout", self.run_timeout),
         ] {
             if let Some(d) = d {
-                if d > ctx.timeout && key != "submit_timeout" {
+                if d > ctx.timeout {
                     return Err(format!(
                         "`{key}` ({}) is longer than the probe's timeout ({}), so it can never \
                          apply: raise the probe's `timeout` or lower `{key}`",
@@ -1621,11 +1621,7 @@ pub(crate) async fn run_job(
             return (run, produced);
         }
     };
-    run.notes.push(format!(
-        "{}; job directory {}",
-        backend.describe(),
-        prepared.dir.display()
-    ));
+    run.notes.push(backend.describe());
 
     follow(settings, backend.as_ref(), &prepared, ctx, &mut run).await;
 
@@ -1662,11 +1658,17 @@ pub(crate) async fn run_job(
     }
     if settings.keep_workdir {
         run.dir = Some(prepared.dir.clone());
-    } else if let Err(e) = std::fs::remove_dir_all(&prepared.dir) {
-        run.notes.push(format!(
-            "cannot remove the job directory {}: {e}",
-            prepared.dir.display()
-        ));
+    } else {
+        match std::fs::remove_dir_all(&prepared.dir) {
+            Ok(()) => run.notes.push(format!(
+                "job directory {} (removed after the run)",
+                prepared.dir.display()
+            )),
+            Err(e) => run.notes.push(format!(
+                "cannot remove the job directory {}: {e}",
+                prepared.dir.display()
+            )),
+        }
     }
     run.total = started.elapsed();
     (run, produced)
@@ -1839,11 +1841,17 @@ async fn follow(
                 run.event(o.state.label(), note);
                 last_label = label;
             }
+            run.acct.merge(&o.acct);
             if running_since.is_none() && (o.state.is_running() || o.state.is_final()) {
                 running_since = Some(Instant::now());
-                run.queued = Some(submitted_at.elapsed());
+                let mut queued = submitted_at.elapsed();
+                if o.state.is_final() {
+                    // Never seen running (a short job between two polls): its run time, as
+                    // the batch system reports it, was not spent in the queue.
+                    queued = queued.saturating_sub(run.acct.wall.unwrap_or_default());
+                }
+                run.queued = Some(queued);
             }
-            run.acct.merge(&o.acct);
             if o.exit.is_some() {
                 run.exit = o.exit;
             }
@@ -1852,17 +1860,14 @@ async fn follow(
             run.last = Some(o);
             if is_final {
                 run.end = End::Finished;
+                // Accounting and output retrieval may use the rest of the probe's time.
+                let deadline = (Instant::now() + CANCEL_BUDGET).max(ctx.deadline);
                 if held {
                     // A held job stays in the queue until removed: do it.
-                    cancel_handle(handle.as_mut(), run, "removed").await;
+                    let cleanup = Instant::now() + CANCEL_BUDGET;
+                    cancel_handle(handle.as_mut(), run, "removed", cleanup).await;
                 }
-                handle.settle();
-                let deadline = Instant::now() + CANCEL_BUDGET;
-                let mut notes = Vec::new();
-                let mut acct = run.acct;
-                handle.finish(deadline, &mut acct, &mut notes).await;
-                run.acct = acct;
-                run.notes.extend(notes);
+                wrap_up(handle.as_mut(), run, deadline).await;
                 return;
             }
         }
@@ -1880,21 +1885,26 @@ async fn follow(
         }
     }
 
-    // Timed out, lost or cancelled: the job must not be left behind.
-    cancel_handle(handle.as_mut(), run, "cancelled").await;
+    // Timed out, lost or cancelled: the job must not be left behind. The cleanup has one
+    // budget, within the runner's grace past the deadline.
+    let cleanup = Instant::now() + CANCEL_BUDGET;
+    cancel_handle(handle.as_mut(), run, "cancelled", cleanup).await;
+    wrap_up(handle.as_mut(), run, cleanup).await;
+}
+
+/// The job is over: the handle no longer cancels it on drop; accounting and output by
+/// `deadline`.
+async fn wrap_up(handle: &mut dyn Handle, run: &mut JobRun, deadline: Instant) {
     handle.settle();
     let mut notes = Vec::new();
     let mut acct = run.acct;
-    handle
-        .finish(Instant::now() + CANCEL_BUDGET, &mut acct, &mut notes)
-        .await;
+    handle.finish(deadline, &mut acct, &mut notes).await;
     run.acct = acct;
     run.notes.extend(notes);
 }
 
-/// Cancels the job at the batch system and waits (briefly) to see it gone.
-async fn cancel_handle(handle: &mut dyn Handle, run: &mut JobRun, verb: &str) {
-    let deadline = Instant::now() + CANCEL_BUDGET;
+/// Cancels the job at the batch system and waits (until `deadline`) to see it gone.
+async fn cancel_handle(handle: &mut dyn Handle, run: &mut JobRun, verb: &str, deadline: Instant) {
     let id = handle.id().to_string();
     // Cleanup must happen even when gridprobe is stopping: a token that never fires.
     let never = CancellationToken::new();
@@ -1911,7 +1921,8 @@ async fn cancel_handle(handle: &mut dyn Handle, run: &mut JobRun, verb: &str) {
     // Seeing the final state confirms it and gives the accounting of what ran.
     while Instant::now() < deadline {
         match handle.poll(deadline, &never).await {
-            Ok(o) if o.state.is_final() => {
+            // Held is final for gridprobe, but a removed job has not left that state yet.
+            Ok(o) if o.state.is_final() && o.state != JobState::Held => {
                 run.event(o.state.label(), o.raw.clone());
                 run.acct.merge(&o.acct);
                 if o.exit.is_some() {

@@ -64,7 +64,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "script",
         ty: "string",
-        default: None,
+        default: Some("none"),
         description: "Payload script on gridprobe's host (relative to the file defining the \
                       probe), staged into the job's directory and run there; placeholders \
                       allowed. One of `script` and `command`",
@@ -72,7 +72,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "command",
         ty: "string",
-        default: None,
+        default: Some("none"),
         description: "Payload program on the worker node (an absolute path, or a name in its \
                       PATH), e.g. \"lb-run\"; placeholders allowed. One of `script` and `command`",
     },
@@ -105,16 +105,16 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "output_regex",
         ty: "string",
-        default: None,
+        default: Some("none"),
         description: "Regular expression the payload's standard output must match, e.g. \
-                      \"Application Manager Terminated successfully\". Optional",
+                      \"Application Manager Terminated successfully\"",
     },
     ParamDoc {
         name: "forbid_regex",
         ty: "string",
-        default: None,
+        default: Some("none"),
         description: "Regular expression neither output may match, e.g. \
-                      \"Segmentation fault|G4Exception\". Optional",
+                      \"Segmentation fault|G4Exception\"",
     },
     ParamDoc {
         name: "produced_files",
@@ -125,17 +125,17 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "stage_out",
         ty: "string",
-        default: None,
+        default: Some("none"),
         description: "Directory on gridprobe's host where `produced_files` are copied after the \
-                      job, for the next step of a chain; placeholders allowed. Optional",
+                      job, for the next step of a chain; placeholders allowed",
     },
     ParamDoc {
         name: "lock",
         ty: "string",
-        default: None,
+        default: Some("none"),
         description: "Path of the VO's installation lock (a file, or a directory holding an \
                       `owner` file): while it exists the probe is STANDBY (\"lock held by ...\") \
-                      and submits nothing; placeholders allowed. Optional",
+                      and submits nothing; placeholders allowed",
     },
 ];
 

@@ -64,17 +64,17 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "proxy",
         ty: "string",
-        default: None,
+        default: Some("none"),
         description: "HTTP proxy to go through, as the site's clients do, e.g. \
-                      \"http://{squid}:3128\". Optional",
+                      \"http://{squid}:3128\"",
     },
     ParamDoc {
         name: "reference",
         ty: "string",
-        default: None,
+        default: Some("none"),
         description: "URL of the same repository on a reference server (the Stratum-0 or a \
                       trusted Stratum-1), @fqrn@ allowed: a revision behind the reference's for \
-                      longer than `revision_grace` is WARNING. Optional",
+                      longer than `revision_grace` is WARNING",
     },
     ParamDoc {
         name: "warn_age",
@@ -85,8 +85,8 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "crit_age",
         ty: "duration",
-        default: None,
-        description: "CRITICAL when the revision was published longer ago than this. Optional",
+        default: Some("none"),
+        description: "CRITICAL when the revision was published longer ago than this",
     },
     ParamDoc {
         name: "revision_grace",

@@ -15,10 +15,10 @@ pub mod store;
 mod store_tests;
 pub mod writer;
 
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
 pub use message::{message_id, ResultMessage};
+pub use postgres::PgStore;
 pub use spool::{Spool, SpoolConfig, SpoolError};
+pub use sqlite::SqliteStore;
 pub use store::{
     CellFilter, CellKey, CellTimeline, HistoryQuery, InsertedOnce, NewResult, ResultStore,
     StoreError, StoreEvent, StoredResult,

@@ -63,7 +63,10 @@ CREATE TABLE cells (
 );
 CREATE TABLE results (
     id BIGSERIAL PRIMARY KEY,
-    cell_id BIGINT NOT NULL REFERENCES cells (id),
+    -- No REFERENCES cells: a foreign-key check is a locking query per inserted row, which
+    -- measured as a large share of ingest; cells are never deleted, and a write naming an
+    -- unknown cell id comes only from a stale cache, which the next attempt rebuilds.
+    cell_id BIGINT NOT NULL,
     started_at_ms BIGINT NOT NULL,
     duration_ms BIGINT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -115,6 +118,8 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an operation waits for a free pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(30);
+/// Tries of a batch that deadlocks with another writer before the error is returned.
+const WRITE_ATTEMPTS: u32 = 3;
 /// Rows deleted per retention statement, so a big purge never holds locks long.
 const DELETE_CHUNK: i64 = 10_000;
 /// First key of the advisory lock taken while migrating (the second is the schema's hash),
@@ -665,11 +670,25 @@ impl PgStore {
         given_ids: Option<&[i64]>,
     ) -> Result<Vec<i64>, StoreError> {
         let mut client = self.client().await?;
-        let outcome = self.write_on(&mut client, input, given_ids).await;
-        if outcome.is_err() {
+        let mut attempt = 1;
+        loop {
+            let outcome = self.write_on(&mut client, input, given_ids).await;
+            let Err(e) = &outcome else {
+                return outcome;
+            };
             lock(&self.cells).clear();
+            // PostgreSQL aborted the batch to break a deadlock with another writer (they
+            // update the same cells' `latest`): the batch is intact, so try again at once.
+            let deadlock = matches!(e, StoreError::Query(m) if m.contains("(SQLSTATE 40P01)"));
+            if !deadlock || attempt == WRITE_ATTEMPTS {
+                return outcome;
+            }
+            tracing::debug!(
+                attempt,
+                "result batch deadlocked with another writer; retrying"
+            );
+            attempt += 1;
         }
-        outcome
     }
 
     async fn write_on(
@@ -768,18 +787,8 @@ impl PgStore {
                 .iter()
                 .map(|(_, i)| input[*i].1.started_at_ms)
                 .collect();
-            // Row locks in id order first: two writers updating overlapping cells then queue
-            // instead of deadlocking (UPDATE ... FROM locks in join order). NO KEY UPDATE, the
-            // lock the UPDATE takes anyway: it does not conflict with the KEY SHARE locks the
-            // foreign-key checks of the other writer's COPY hold (FOR UPDATE would, and
-            // deadlocks).
-            let lock_stmt = tx
-                .prepare_cached(
-                    "SELECT id FROM cells WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-                )
-                .await
-                .map_err(query_err)?;
-            tx.execute(&lock_stmt, &[&cells]).await.map_err(query_err)?;
+            // Arrays in cell id order, so two writers updating overlapping cells mostly lock
+            // them in the same order; a deadlock that still happens is retried by `write`.
             let update = tx.prepare_cached(UPDATE_LATEST).await.map_err(query_err)?;
             tx.execute(&update, &[&cells, &result_ids, &starts])
                 .await
@@ -864,20 +873,51 @@ impl PgStore {
                 found.insert(key, id);
             }
         }
-        let cache = lock(&self.cells);
         let mut ids = Vec::with_capacity(keys.len());
-        for k in keys {
-            let id = cache
-                .get(k)
-                .or_else(|| found.get(k))
-                .copied()
-                .ok_or_else(|| {
-                    StoreError::Query(format!(
-                        "cell {}/{}/{}/{} has no id after insertion",
-                        k.site, k.hostname, k.flavour, k.metric
-                    ))
-                })?;
-            ids.push(id);
+        let mut cached: Vec<i64> = Vec::new();
+        {
+            let cache = lock(&self.cells);
+            for k in keys {
+                let id = match (cache.get(k), found.get(k)) {
+                    (_, Some(id)) => *id,
+                    (Some(id), None) => {
+                        cached.push(*id);
+                        *id
+                    }
+                    (None, None) => {
+                        return Err(StoreError::Query(format!(
+                            "cell {}/{}/{}/{} has no id after insertion",
+                            k.site, k.hostname, k.flavour, k.metric
+                        )))
+                    }
+                };
+                ids.push(id);
+            }
+        }
+        if !cached.is_empty() {
+            // What the foreign key would check, once per batch instead of once per row: every
+            // cached cell still exists (the tables may have been emptied or recreated behind
+            // this process). Fails the batch, whose retry resolves the cells afresh.
+            cached.sort_unstable();
+            cached.dedup();
+            let stmt = tx
+                .prepare_cached("SELECT count(*) FROM cells WHERE id = ANY($1)")
+                .await
+                .map_err(query_err)?;
+            let n: i64 = tx
+                .query_one(&stmt, &[&cached])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(query_err)?;
+            if usize::try_from(n).ok() != Some(cached.len()) {
+                return Err(StoreError::Query(format!(
+                    "{} of {} cells known to this process are gone from {} (tables emptied or \
+                     recreated?); they are looked up again on the next write",
+                    cached.len().saturating_sub(usize::try_from(n).unwrap_or(0)),
+                    cached.len(),
+                    self.location
+                )));
+            }
         }
         let new_cells = found.into_iter().map(|(k, id)| (k.clone(), id)).collect();
         Ok((ids, new_cells))

@@ -69,6 +69,12 @@ pub enum SpoolError {
         /// The record's size.
         size: u64,
     },
+    /// Another process has the spool open.
+    #[error("spool {dir} is in use by another gridprobe process (give each instance its own [server] spool_dir)")]
+    Locked {
+        /// The spool directory.
+        dir: String,
+    },
     /// The file system refused (permissions, disk full, I/O error).
     #[error("spool {dir}: {what}: {source}")]
     Io {
@@ -120,6 +126,41 @@ pub struct Spool {
     tail: Option<File>,
     head: Position,
     records: u64,
+    /// Holds an exclusive `flock` on `<dir>/lock` while open (released by the kernel when the
+    /// process dies, so a kill -9 never leaves the spool locked).
+    _lock: File,
+}
+
+/// Takes the spool's lock file, failing at once if another process holds it.
+fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| SpoolError::Io {
+            dir: dir.display().to_string(),
+            what: format!("cannot open {}", path.display()),
+            source,
+        })?;
+    // SAFETY: flock on a file descriptor this function owns; no memory is shared.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(SpoolError::Locked {
+                dir: dir.display().to_string(),
+            });
+        }
+        return Err(SpoolError::Io {
+            dir: dir.display().to_string(),
+            what: "cannot lock the spool".into(),
+            source: e,
+        });
+    }
+    Ok(f)
 }
 
 impl Spool {
@@ -131,6 +172,7 @@ impl Spool {
             move |source| SpoolError::Io { dir, what, source }
         };
         std::fs::create_dir_all(dir).map_err(io("cannot create the directory".into()))?;
+        let lock = lock_dir(dir)?;
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io("cannot list the directory".into()))? {
             let entry = entry.map_err(io("cannot list the directory".into()))?;
@@ -152,6 +194,7 @@ impl Spool {
             tail: None,
             head: Position { seq: 0, offset: 0 },
             records: 0,
+            _lock: lock,
         };
         let saved = spool.read_head();
         let mut report = OpenReport::default();
@@ -648,11 +691,15 @@ mod tests {
         }
         let (mut s, report) = Spool::open(&dir, small()).expect("reopen");
         assert_eq!(report.records, 70);
-        s.append(&[rec(100), rec(101)]).expect("append after reopen");
+        s.append(&[rec(100), rec(101)])
+            .expect("append after reopen");
         let all = drain(&mut s);
         assert_eq!(all, (30..102).map(rec).collect::<Vec<_>>());
         assert!(s.is_empty());
-        assert!(segment_files(&dir).is_empty(), "acknowledged segments are deleted");
+        assert!(
+            segment_files(&dir).is_empty(),
+            "acknowledged segments are deleted"
+        );
         // And it keeps working after being emptied, also across a reopen.
         s.append(&[rec(7)]).expect("append");
         drop(s);
@@ -717,20 +764,35 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let dir = tmp.path().join("spool");
         let cfg = SpoolConfig {
-            max_bytes: 200,
+            max_bytes: 180,
             segment_bytes: 1000,
         };
         let (mut s, _) = Spool::open(&dir, cfg).expect("open");
-        s.append(&[rec(1), rec(2), rec(3), rec(4), rec(5)]).expect("fits");
+        s.append(&[rec(1), rec(2), rec(3), rec(4), rec(5)])
+            .expect("fits");
         let err = s.append(&[rec(6), rec(7)]).expect_err("full");
         let text = err.to_string();
         assert!(matches!(err, SpoolError::Full { .. }), "{text}");
-        assert!(text.contains("is full") && text.contains("of 200 bytes used"), "{text}");
+        assert!(
+            text.contains("is full") && text.contains("143 of 180 bytes used"),
+            "{text}"
+        );
         assert_eq!(s.len(), 5);
         // Draining makes room again.
         assert_eq!(drain(&mut s).len(), 5);
         s.append(&[rec(6), rec(7)]).expect("room again");
         assert_eq!(drain(&mut s), vec![rec(6), rec(7)]);
+    }
+
+    #[test]
+    fn a_spool_is_used_by_one_owner_at_a_time() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("spool");
+        let first = Spool::open(&dir, SpoolConfig::default()).expect("open");
+        let err = Spool::open(&dir, SpoolConfig::default()).expect_err("locked");
+        assert!(matches!(err, SpoolError::Locked { .. }), "{err}");
+        drop(first);
+        Spool::open(&dir, SpoolConfig::default()).expect("free again");
     }
 
     #[test]

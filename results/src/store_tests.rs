@@ -99,7 +99,7 @@ enum Kind {
     },
     Postgres {
         store: PgStore,
-        scratch: pg::Scratch,
+        scratch: Box<pg::Scratch>,
     },
 }
 
@@ -128,7 +128,10 @@ impl Backend {
             .expect("PostgreSQL store opens");
         Some(Backend {
             store: Arc::new(store.clone()),
-            kind: Kind::Postgres { store, scratch },
+            kind: Kind::Postgres {
+                store,
+                scratch: Box::new(scratch),
+            },
         })
     }
 

@@ -26,7 +26,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
 use crate::message::ResultMessage;
-use crate::spool::{Position, Spool, SpoolError};
+use crate::spool::{Spool, SpoolError};
 use crate::store::{NewResult, ResultStore, StoreError, StoreEvent};
 
 /// Event kind recorded when results had to be dropped.
@@ -474,7 +474,10 @@ impl Relay {
 
     fn set_spool_gauges(&self, len: u64, bytes: u64) {
         self.intake.stats.spooled.store(len, Ordering::Relaxed);
-        self.intake.stats.spool_bytes.store(bytes, Ordering::Relaxed);
+        self.intake
+            .stats
+            .spool_bytes
+            .store(bytes, Ordering::Relaxed);
     }
 
     /// Moves every result held in memory to the end of the spool (one fsynced append). On
@@ -526,7 +529,10 @@ impl Relay {
                         None => self.full = Some(EventWindow::new(SPOOL_FULL, 0, e)),
                     }
                 } else {
-                    self.intake.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    self.intake
+                        .stats
+                        .spool_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
                         target_name = %self.intake.target_name,
                         error = %e,
@@ -551,7 +557,11 @@ impl Relay {
         let target = self.intake.target_name.clone();
         if let Some(window) = self.intake.drops.take() {
             let event = window.event(&target);
-            match self.intake.while_receiving(store.record_event(&event)).await {
+            match self
+                .intake
+                .while_receiving(store.record_event(&event))
+                .await
+            {
                 Ok(()) => tracing::warn!(dropped = window.count, "{}", event.message),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot record dropped results; will retry");
@@ -563,7 +573,11 @@ impl Relay {
         if !self.intake.spool_refusing {
             if let Some(window) = self.full.take() {
                 let event = window.event(&target);
-                match self.intake.while_receiving(store.record_event(&event)).await {
+                match self
+                    .intake
+                    .while_receiving(store.record_event(&event))
+                    .await
+                {
                     Ok(()) => {
                         self.full_reported = full_total;
                         tracing::warn!("{}", event.message);
@@ -613,10 +627,7 @@ impl Relay {
                 self.intake.fill(self.cfg.batch_size);
                 self.pending_to_spool().await;
             }
-            let deadline = self
-                .intake
-                .closed_at
-                .map(|c| c + self.cfg.flush_timeout);
+            let deadline = self.intake.closed_at.map(|c| c + self.cfg.flush_timeout);
             if Instant::now() >= wake || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
@@ -652,7 +663,10 @@ impl Relay {
         let ((records, upto), len, bytes) = match peeked {
             Ok(x) => x,
             Err((_, e)) => {
-                self.intake.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                self.intake
+                    .stats
+                    .spool_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 return self.after_failure(e, 0, delay).await;
             }
         };
@@ -695,7 +709,10 @@ impl Relay {
                     Ok(((), len, bytes)) => self.set_spool_gauges(len, bytes),
                     Err((_, e)) => {
                         // Delivered but not marked: they would be replayed (and deduplicated).
-                        self.intake.stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                        self.intake
+                            .stats
+                            .spool_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::error!(error = %e, "cannot acknowledge spool records");
                     }
                 }
@@ -860,6 +877,7 @@ mod tests {
     use gridprobe_probes::{Outcome, ProbeResult, Trigger};
 
     use super::*;
+    use crate::message::ResultMessage;
     use crate::sqlite::SqliteStore;
     use crate::store::{CellFilter, HistoryQuery, StoreError, StoredResult};
 
@@ -870,6 +888,8 @@ mod tests {
         fail_next: AtomicU32,
         down: AtomicBool,
         inserts: AtomicU32,
+        /// Metrics of the results written, in the order the writer delivered them.
+        seen: std::sync::Mutex<Vec<String>>,
     }
 
     impl FlakyStore {
@@ -879,7 +899,15 @@ mod tests {
                 fail_next: AtomicU32::new(0),
                 down: AtomicBool::new(false),
                 inserts: AtomicU32::new(0),
+                seen: std::sync::Mutex::new(Vec::new()),
             })
+        }
+
+        fn note<'a>(&self, results: impl Iterator<Item = &'a NewResult>) {
+            self.seen
+                .lock()
+                .expect("seen")
+                .extend(results.map(|r| r.result.metric.clone()));
         }
 
         fn check(&self) -> Result<(), StoreError> {
@@ -902,7 +930,19 @@ mod tests {
         async fn insert(&self, results: &[NewResult]) -> Result<Vec<i64>, StoreError> {
             self.inserts.fetch_add(1, Ordering::SeqCst);
             self.check()?;
-            self.inner.insert(results).await
+            let ids = self.inner.insert(results).await?;
+            self.note(results.iter());
+            Ok(ids)
+        }
+        async fn insert_once(
+            &self,
+            results: &[(String, NewResult)],
+        ) -> Result<crate::store::InsertedOnce, StoreError> {
+            self.inserts.fetch_add(1, Ordering::SeqCst);
+            self.check()?;
+            let done = self.inner.insert_once(results).await?;
+            self.note(results.iter().map(|(_, r)| r));
+            Ok(done)
         }
         async fn latest(&self, filter: &CellFilter) -> Result<Vec<StoredResult>, StoreError> {
             self.inner.latest(filter).await
@@ -1183,6 +1223,237 @@ mod tests {
         let stats = handle.stats();
         assert_eq!(load(&stats.dropped), 1);
         assert_eq!(load(&stats.pending), 0);
+    }
+
+    // ---- with a spool (real time: spool operations run on the blocking pool) ----
+
+    fn quick() -> WriterConfig {
+        WriterConfig {
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(50),
+            flush_timeout: Duration::from_secs(2),
+            instance: "test-instance".into(),
+            ..Default::default()
+        }
+    }
+
+    fn open_spool(dir: &std::path::Path, max_bytes: u64) -> Spool {
+        Spool::open(
+            dir,
+            crate::spool::SpoolConfig {
+                max_bytes,
+                segment_bytes: 4096,
+            },
+        )
+        .expect("spool")
+        .0
+    }
+
+    /// Metrics in the order the writer delivered them; duplicates (dropped by `insert_once`)
+    /// are removed, keeping the first.
+    async fn metrics_in_id_order(store: &FlakyStore) -> Vec<String> {
+        let seen = store.seen.lock().expect("seen").clone();
+        let mut out: Vec<String> = Vec::new();
+        for m in seen {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        // And the store holds exactly these, once each.
+        let mut stored = stored_metrics(store).await;
+        let mut expected = out.clone();
+        expected.sort();
+        stored.sort();
+        assert_eq!(stored, expected);
+        out
+    }
+
+    fn names(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| result(i).result.metric).collect()
+    }
+
+    #[tokio::test]
+    async fn store_down_results_go_to_the_spool_and_are_replayed_in_order() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = FlakyStore::new();
+        store.down.store(true, Ordering::SeqCst);
+        let spool = open_spool(&tmp.path().join("spool"), 1 << 20);
+        let (handle, task) = spawn_store_writer(store.clone(), quick(), Some(spool));
+        let stats = handle.stats();
+        for i in 0..40 {
+            handle.send(result(i));
+        }
+        wait_for("40 spooled", Duration::from_secs(20), || {
+            load(&stats.spooled) == 40 && load(&stats.pending) == 0
+        })
+        .await;
+        // More arrive while down: appended behind, in order.
+        for i in 40..60 {
+            handle.send(result(i));
+        }
+        wait_for("60 spooled", Duration::from_secs(20), || {
+            load(&stats.spooled) == 60
+        })
+        .await;
+        assert_eq!(store.inner.count().await.expect("count"), 0);
+        store.down.store(false, Ordering::SeqCst);
+        wait_for("replay", Duration::from_secs(20), || {
+            load(&stats.written) == 60
+        })
+        .await;
+        assert_eq!(load(&stats.replayed), 60);
+        assert_eq!(load(&stats.spooled), 0);
+        assert_eq!(load(&stats.dropped), 0);
+        assert_eq!(metrics_in_id_order(&store).await, names(0..60));
+        // Back to the memory path once drained.
+        handle.send(result(60));
+        wait_for("one more", Duration::from_secs(20), || {
+            load(&stats.written) == 61
+        })
+        .await;
+        assert_eq!(load(&stats.replayed), 60);
+        drop(handle);
+        task.await.expect("writer task");
+        let segments = std::fs::read_dir(tmp.path().join("spool"))
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            })
+            .count();
+        assert_eq!(segments, 0, "acknowledged segments are deleted");
+    }
+
+    #[tokio::test]
+    async fn what_a_previous_run_spooled_is_replayed_first_and_never_stored_twice() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("spool");
+        let store = FlakyStore::new();
+        // A previous run wrote 0..5 to the store and crashed before acknowledging them in the
+        // spool, which also holds 5..10.
+        let keyed: Vec<(String, NewResult)> = (0..5)
+            .map(|i| {
+                let r = result(i);
+                (crate::message::message_id("test-instance", &r.result), r)
+            })
+            .collect();
+        store.inner.insert_once(&keyed).await.expect("seed");
+        {
+            let mut spool = open_spool(&dir, 1 << 20);
+            let records: Vec<Vec<u8>> = (0..10)
+                .map(|i| ResultMessage::new("test-instance", &result(i)).to_json())
+                .collect();
+            spool.append(&records).expect("append");
+        }
+        let (handle, task) =
+            spawn_store_writer(store.clone(), quick(), Some(open_spool(&dir, 1 << 20)));
+        let stats = handle.stats();
+        assert_eq!(load(&stats.spooled), 10);
+        for i in 10..15 {
+            handle.send(result(i));
+        }
+        wait_for("all", Duration::from_secs(20), || {
+            load(&stats.written) == 15
+        })
+        .await;
+        assert_eq!(metrics_in_id_order(&store).await, names(0..15));
+        drop(handle);
+        task.await.expect("writer task");
+    }
+
+    #[tokio::test]
+    async fn closing_while_the_store_is_down_leaves_results_in_the_spool() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("spool");
+        let store = FlakyStore::new();
+        store.down.store(true, Ordering::SeqCst);
+        let cfg = WriterConfig {
+            flush_timeout: Duration::from_millis(300),
+            ..quick()
+        };
+        let (handle, task) =
+            spawn_store_writer(store.clone(), cfg, Some(open_spool(&dir, 1 << 20)));
+        let stats = handle.stats();
+        for i in 0..7 {
+            handle.send(result(i));
+        }
+        drop(handle);
+        task.await.expect("writer task");
+        assert_eq!(load(&stats.dropped), 0, "nothing lost");
+        assert_eq!(load(&stats.spooled), 7);
+        // The next start replays them.
+        store.down.store(false, Ordering::SeqCst);
+        let (handle, task) =
+            spawn_store_writer(store.clone(), quick(), Some(open_spool(&dir, 1 << 20)));
+        let stats = handle.stats();
+        wait_for("replay", Duration::from_secs(20), || {
+            load(&stats.written) == 7
+        })
+        .await;
+        assert_eq!(metrics_in_id_order(&store).await, names(0..7));
+        drop(handle);
+        task.await.expect("writer task");
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_is_counted_and_recorded_and_results_wait_in_memory() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = FlakyStore::new();
+        store.down.store(true, Ordering::SeqCst);
+        // Room for a few results only.
+        let one = ResultMessage::new("test-instance", &result(0))
+            .to_json()
+            .len() as u64
+            + 8;
+        let spool = open_spool(&tmp.path().join("spool"), 8 + 5 * one + one / 2);
+        let (handle, task) = spawn_store_writer(store.clone(), quick(), Some(spool));
+        let stats = handle.stats();
+        for i in 0..5 {
+            handle.send(result(i));
+        }
+        wait_for("5 spooled", Duration::from_secs(20), || {
+            load(&stats.spooled) == 5
+        })
+        .await;
+        for i in 5..30 {
+            handle.send(result(i));
+        }
+        wait_for("refusals counted", Duration::from_secs(20), || {
+            load(&stats.spool_full) == 25 && load(&stats.pending) == 25
+        })
+        .await;
+        assert_eq!(load(&stats.spooled), 5);
+        store.down.store(false, Ordering::SeqCst);
+        wait_for("everything", Duration::from_secs(20), || {
+            load(&stats.written) == 30
+        })
+        .await;
+        assert_eq!(load(&stats.dropped), 0);
+        assert_eq!(metrics_in_id_order(&store).await, names(0..30));
+        let mut events = Vec::new();
+        for _ in 0..400 {
+            events = store.events(0).await.expect("events");
+            if !events.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, SPOOL_FULL);
+        assert!(
+            events[0]
+                .message
+                .starts_with("25 results could not be spooled between "),
+            "{}",
+            events[0].message
+        );
+        assert!(
+            events[0].message.contains("is full"),
+            "{}",
+            events[0].message
+        );
+        drop(handle);
+        task.await.expect("writer task");
     }
 
     #[test]

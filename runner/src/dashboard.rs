@@ -422,91 +422,115 @@ async fn downtimes_between(
 /// counts for availability.
 type SiteStatuses = HashMap<String, (gridprobe_results::report::SiteStatus, Option<f64>)>;
 
+/// How long a page waits for site statuses not computed yet (the first view after a start or
+/// a reload) before it renders without them; a small VO's are ready well within it.
+const COLD_WAIT: Duration = Duration::from_millis(150);
+
+/// What a page shows beside a site.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum StatusView {
+    /// The site's 24-hour status and availability.
+    Known(gridprobe_results::report::SiteStatus, Option<f64>),
+    /// No service of the site counts for availability.
+    NotCounted,
+    /// Still being computed (first view after a start or reload).
+    Pending,
+}
+
+impl StatusView {
+    fn of(statuses: Option<&SiteStatuses>, site: &str) -> Self {
+        match statuses {
+            None => StatusView::Pending,
+            Some(m) => m
+                .get(site)
+                .map_or(StatusView::NotCounted, |(s, a)| StatusView::Known(*s, *a)),
+        }
+    }
+}
+
 struct StatusEntry {
     /// Which service and plan the value belongs to. Holding `Weak`s keeps the allocations, so
     /// a new service (tests, benchmarks) can never reuse an address and get a stale answer.
     shared: Weak<Shared>,
     config: Weak<Config>,
-    at: Instant,
-    value: Arc<SiteStatuses>,
+    /// The statuses and when they were computed; `None` until the first computation ends.
+    value: Option<(Instant, Arc<SiteStatuses>)>,
+    /// A computation is running (one at a time, whatever the number of requests).
     refreshing: bool,
 }
 
-static STATUS_CACHE: Mutex<Option<StatusEntry>> = Mutex::new(None);
-/// One computation at a time when nothing is cached yet, so a burst on a cold start costs one.
-static STATUS_COMPUTE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The 24-hour status of every site: cached for [`STATUS_TTL`]; a stale value is served while
-/// a background task refreshes it; a configuration reload invalidates it.
-async fn site_statuses(
-    state: &HttpState,
-    config: &Arc<Config>,
-) -> Result<Arc<SiteStatuses>, PageError> {
-    enum Found {
-        Fresh(Arc<SiteStatuses>),
-        Stale(Arc<SiteStatuses>, bool),
-        None,
+impl StatusEntry {
+    fn belongs_to(&self, shared: &Arc<Shared>, config: &Arc<Config>) -> bool {
+        Weak::as_ptr(&self.shared) == Arc::as_ptr(shared)
+            && Weak::as_ptr(&self.config) == Arc::as_ptr(config)
     }
-    let lookup = || {
-        let mut guard = STATUS_CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_mut() {
-            Some(e)
-                if Weak::as_ptr(&e.shared) == Arc::as_ptr(&state.shared)
-                    && Weak::as_ptr(&e.config) == Arc::as_ptr(config) =>
-            {
-                if e.at.elapsed() < STATUS_TTL {
-                    Found::Fresh(e.value.clone())
-                } else {
-                    let start = !e.refreshing;
-                    e.refreshing = true;
-                    Found::Stale(e.value.clone(), start)
-                }
-            }
-            _ => Found::None,
-        }
-    };
-    match lookup() {
-        Found::Fresh(v) => return Ok(v),
-        Found::Stale(v, start_refresh) => {
-            if start_refresh {
-                let (state, config) = (state.clone(), config.clone());
-                tokio::spawn(async move {
-                    match compute_statuses(state.store.as_ref(), &config, now_ms()).await {
-                        Ok(value) => {
-                            remember(&state.shared, &config, value);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = ?e, "refreshing the dashboard's site statuses");
-                            let mut guard = STATUS_CACHE.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(e) = guard.as_mut() {
-                                e.refreshing = false;
-                            }
-                        }
-                    }
-                });
-            }
-            return Ok(v);
-        }
-        Found::None => {}
-    }
-    let _one = STATUS_COMPUTE.lock().await;
-    if let Found::Fresh(v) | Found::Stale(v, _) = lookup() {
-        return Ok(v);
-    }
-    let value = compute_statuses(state.store.as_ref(), config, now_ms()).await?;
-    Ok(remember(&state.shared, config, value))
 }
 
-fn remember(shared: &Arc<Shared>, config: &Arc<Config>, value: SiteStatuses) -> Arc<SiteStatuses> {
-    let value = Arc::new(value);
-    *STATUS_CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some(StatusEntry {
-        shared: Arc::downgrade(shared),
-        config: Arc::downgrade(config),
-        at: Instant::now(),
-        value: value.clone(),
-        refreshing: false,
-    });
-    value
+static STATUS_CACHE: Mutex<Option<StatusEntry>> = Mutex::new(None);
+/// Woken when a computation ends, for the requests waiting on a cold cache.
+static STATUS_READY: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// The 24-hour status of every site, computed in the background: reused for [`STATUS_TTL`],
+/// then refreshed while the old value is still served; a reload (new plan) starts afresh.
+/// `None` while the first computation is still running after [`COLD_WAIT`], so that no
+/// request waits seconds for it on a large VO.
+async fn site_statuses(state: &HttpState, config: &Arc<Config>) -> Option<Arc<SiteStatuses>> {
+    let notified = STATUS_READY.notified();
+    tokio::pin!(notified);
+    // Registered before looking, so a computation ending in between still wakes us.
+    notified.as_mut().enable();
+    let (value, start) = {
+        let mut guard = STATUS_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if !guard
+            .as_ref()
+            .is_some_and(|e| e.belongs_to(&state.shared, config))
+        {
+            *guard = None;
+        }
+        let e = guard.get_or_insert_with(|| StatusEntry {
+            shared: Arc::downgrade(&state.shared),
+            config: Arc::downgrade(config),
+            value: None,
+            refreshing: false,
+        });
+        let fresh = e
+            .value
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < STATUS_TTL);
+        let start = !fresh && !e.refreshing;
+        e.refreshing |= start;
+        (e.value.as_ref().map(|(_, v)| v.clone()), start)
+    };
+    if start {
+        let (state, config) = (state.clone(), config.clone());
+        tokio::spawn(async move {
+            let outcome = compute_statuses(state.store.as_ref(), &config, now_ms()).await;
+            {
+                let mut guard = STATUS_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = guard
+                    .as_mut()
+                    .filter(|e| e.belongs_to(&state.shared, &config))
+                {
+                    e.refreshing = false;
+                    match outcome {
+                        Ok(v) => e.value = Some((Instant::now(), Arc::new(v))),
+                        // The page says the statuses are missing; the next request retries.
+                        Err(err) => tracing::warn!(error = ?err, "computing the site statuses"),
+                    }
+                }
+            }
+            STATUS_READY.notify_waiters();
+        });
+    }
+    if value.is_some() {
+        return value;
+    }
+    let _ = tokio::time::timeout(COLD_WAIT, notified).await;
+    let guard = STATUS_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    guard
+        .as_ref()
+        .filter(|e| e.belongs_to(&state.shared, config))
+        .and_then(|e| e.value.as_ref().map(|(_, v)| v.clone()))
 }
 
 /// Site statuses from one availability report over the last 24 hours (the dashboards'
@@ -621,7 +645,7 @@ fn flavours(config: &Config) -> BTreeSet<&str> {
 #[derive(Debug)]
 struct SiteLine {
     name: String,
-    status: Option<(gridprobe_results::report::SiteStatus, Option<f64>)>,
+    status: StatusView,
     instances: usize,
     /// One per shown column; `None` where no probe of the column applies.
     cells: Vec<Option<CellView>>,
@@ -646,6 +670,8 @@ struct MatrixPage {
     groups: Vec<TierGroup>,
     /// Cells per shown state name, for the summary line.
     counts: Vec<(Shown, usize)>,
+    /// Whether the site statuses are still being computed.
+    statuses_pending: bool,
 }
 
 async fn matrix_page(
@@ -688,7 +714,7 @@ async fn build_matrix_page(
         .into_iter()
         .filter(|d| d.outage)
         .collect();
-    let statuses = site_statuses(state, config).await?;
+    let statuses = site_statuses(state, config).await;
     let mut matrix = build_matrix(
         config,
         &latest,
@@ -740,7 +766,7 @@ async fn build_matrix_page(
             }
             sites.push(SiteLine {
                 name: row.site.clone(),
-                status: statuses.get(&row.site).copied(),
+                status: StatusView::of(statuses.as_deref(), &row.site),
                 instances: row.instances.len(),
                 cells,
             });
@@ -767,6 +793,7 @@ async fn build_matrix_page(
             .collect(),
         groups,
         counts,
+        statuses_pending: statuses.is_none(),
     })
 }
 
@@ -787,7 +814,7 @@ struct Strip {
 #[derive(Debug)]
 struct SitePage {
     site: gridprobe_config::Site,
-    status: Option<(gridprobe_results::report::SiteStatus, Option<f64>)>,
+    status: StatusView,
     /// (full metric, short name) per column.
     columns: Vec<(String, String)>,
     /// (hostname, flavour, production, cells) per instance.
@@ -843,10 +870,22 @@ fn month_start(now: i64) -> Option<(i64, String)> {
 
 async fn build_site_page(
     state: &HttpState,
-    config: &Arc<Config>,
-    si: usize,
+    vo_config: &Arc<Config>,
+    site_index: usize,
     now: i64,
 ) -> Result<SitePage, PageError> {
+    // The VO cut down to this site: matrix, strips and report then cost the site's size, not
+    // the VO's (the report otherwise computes every site of a 1,000-site VO).
+    let config = &Config {
+        vo: vo_config.vo.clone(),
+        defaults: vo_config.defaults.clone(),
+        sites: vec![vo_config.sites[site_index].clone()],
+        probes: vo_config.probes.clone(),
+        profiles: vo_config.profiles.clone(),
+        downtimes: vo_config.downtimes.clone(),
+        ..Config::default()
+    };
+    let si = 0;
     let site = &config.sites[si];
     let filter = CellFilter {
         vo: Some(config.vo.clone()),
@@ -864,7 +903,7 @@ async fn build_site_page(
         .timelines(since, now, &CellFilter { vo: None, ..filter })
         .await?;
     let downtimes = downtimes_between(state.store.as_ref(), config, since, now + UPCOMING).await?;
-    let statuses = site_statuses(state, config).await?;
+    let statuses = site_statuses(state, vo_config).await;
 
     let matrix = build_matrix(
         config,
@@ -969,7 +1008,7 @@ async fn build_site_page(
     let probes: Vec<(String, String)> = columns.clone();
     Ok(SitePage {
         site: site.clone(),
-        status: statuses.get(&site.name).copied(),
+        status: StatusView::of(statuses.as_deref(), &site.name),
         columns,
         instances,
         day_start,
@@ -979,7 +1018,7 @@ async fn build_site_page(
         month,
         current,
         upcoming,
-        runs_possible: !config.access.tokens.is_empty(),
+        runs_possible: !vo_config.access.tokens.is_empty(),
         probes,
     })
 }

@@ -19,6 +19,18 @@ pub trait ResultObserver: Send + Sync {
     fn observe(&self, result: &ProbeResult, is_final: bool);
 }
 
+/// A relay other than the store writer (a broker publisher) is fed from the same recording
+/// path: every attempt is queued to it, which never blocks (it spools or counts what it cannot
+/// deliver).
+impl ResultObserver for WriterHandle {
+    fn observe(&self, result: &ProbeResult, is_final: bool) {
+        self.send(NewResult {
+            result: result.clone(),
+            is_final,
+        });
+    }
+}
+
 /// The state of a running service.
 pub struct Shared {
     plan: watch::Sender<Plan>,

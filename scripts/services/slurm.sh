@@ -83,6 +83,7 @@ as_root install -d -o slurm -g slurm -m 0755 /var/lib/slurm/slurmctld /var/lib/s
 # munge: the key comes with the package; create one if it is missing.
 if [ ! -s /etc/munge/munge.key ]; then
     log "creating the munge key"
+    as_root install -d -o munge -g munge -m 0700 /etc/munge
     as_root mungekey --create --force >/dev/null 2>&1 ||
         as_root dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
     as_root chown munge:munge /etc/munge/munge.key

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use gridprobe_config::gocdb;
 use gridprobe_config::vofeed::{self, RenderOptions, SiteNames, GENERATED_MARK};
-use gridprobe_results::ResultStore;
 
 /// Default name of the generated include file, next to the main configuration.
 pub const DEFAULT_OUTPUT: &str = "vofeed-sites.toml";
@@ -298,13 +297,13 @@ fn import_downtimes(
 
     let alignment = gocdb::align_with_config(&mut downtimes, &config);
 
-    let path =
-        crate::store_location::resolve(store_flag, config.server.store.as_deref(), &config.vo);
-    let store = gridprobe_results::SqliteStore::open(&path)?;
+    let path = crate::store_open::locate(store_flag, &config.server, &config.vo)
+        .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    let store = runtime.block_on(crate::store_open::open_store(&path, &config.server))?;
     let before = runtime
         .block_on(store.downtimes(i64::MIN, i64::MAX))?
         .iter()
@@ -319,7 +318,7 @@ fn import_downtimes(
         "imported {} GOCDB downtime record{} from {source} into {} (replacing {before})",
         downtimes.len(),
         plural(downtimes.len()),
-        path.display()
+        path
     );
     println!(
         "  {} outage, {} warning (at risk: shown, not counted as downtime); {} scheduled, {} unscheduled; {} active now",

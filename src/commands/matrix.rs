@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use comfy_table::{Cell, Color};
 use gridprobe_results::matrix::{build_matrix, CellState, Matrix, MatrixFilter};
-use gridprobe_results::{CellFilter, ResultStore};
+use gridprobe_results::CellFilter;
 
 use super::{open_store_for, TableFormat};
 use crate::render::{colour_stdout, status_colour, table};

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod consume;
 pub mod import;
 pub mod matrix;
+pub mod migrate_store;
 pub mod probes;
 pub mod report;
 pub mod results;
@@ -11,9 +13,13 @@ pub mod serve;
 pub mod token;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use gridprobe_config::{Config, Diagnostics};
 use gridprobe_probes::registry::{build_all, BuiltProbes};
+use gridprobe_results::ResultStore;
+
+use crate::store_open;
 
 /// A configuration with its probes built, and every problem found by the config layer and by
 /// the probe kinds together (one pass, all errors).
@@ -63,36 +69,49 @@ pub enum TableFormat {
     Csv,
 }
 
-/// Loads a valid configuration and opens its existing result store for reading. Prints the
-/// problem and returns `None` when either cannot be had.
+/// Loads a valid configuration and opens its existing result store for reading (SQLite file
+/// or PostgreSQL, see `store_open`). Prints the problem and returns `None` when either cannot
+/// be had.
 pub fn open_store_for(
     config_path: &Path,
     store_flag: Option<&str>,
-) -> anyhow::Result<Option<(Config, gridprobe_results::SqliteStore)>> {
+) -> anyhow::Result<Option<(Config, Arc<dyn ResultStore>)>> {
     let checked = load_checked(config_path);
     if !checked.diagnostics.is_empty() {
         report_diagnostics(&checked.diagnostics);
         return Ok(None);
     }
     let config = checked.config;
-    let path =
-        crate::store_location::resolve(store_flag, config.server.store.as_deref(), &config.vo);
-    if !path.exists() {
-        eprintln!(
-            "error: no result store at {}: nothing has been recorded for vo {} yet",
-            path.display(),
-            config.vo
-        );
-        eprintln!(
-            "  = help: start `gridprobe serve --config {}` (or pass --store PATH)",
-            config_path.display()
-        );
-        return Ok(None);
-    }
-    match gridprobe_results::SqliteStore::open(&path) {
-        Ok(store) => Ok(Some((config, store))),
+    let location = match store_open::locate(store_flag, &config.server, &config.vo) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
+            return Ok(None);
+        }
+    };
+    if let store_open::Location::Sqlite(path) = &location {
+        if !path.exists() {
+            eprintln!(
+                "error: no result store at {}: nothing has been recorded for vo {} yet",
+                path.display(),
+                config.vo
+            );
+            eprintln!(
+                "  = help: start `gridprobe serve --config {}` (or pass --store PATH)",
+                config_path.display()
+            );
+            return Ok(None);
+        }
+    }
+    // Opening only checks the server and the schema on a connection of its own; the pool
+    // connects again in the command's runtime, so this short-lived one is enough here.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(store_open::open_store(&location, &config.server)) {
+        Ok(store) => Ok(Some((config, store))),
+        Err(e) => {
+            eprintln!("error: {e:#}");
             Ok(None)
         }
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use comfy_table::Cell;
 use gridprobe_results::availability::Figures;
 use gridprobe_results::report::{compute, parse_period, Report};
-use gridprobe_results::{CellFilter, HistoryQuery, ResultStore};
+use gridprobe_results::{CellFilter, HistoryQuery};
 
 use super::{open_store_for, TableFormat};
 use crate::render::{colour_stdout, table};

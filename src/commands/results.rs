@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use comfy_table::Cell;
-use gridprobe_results::{HistoryQuery, ResultStore, StoredResult};
+use gridprobe_results::{HistoryQuery, StoredResult};
 
 use super::{open_store_for, TableFormat};
 use crate::render::{colour_stdout, status_cell, table};

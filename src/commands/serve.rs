@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gridprobe_results::{
-    spawn_writer, CellFilter, CellKey, ResultStore, SqliteStore, WriterConfig,
-};
+use gridprobe_results::{CellFilter, CellKey, ResultStore};
 use gridprobe_runner::http::{self, HttpState};
 use gridprobe_runner::schedule::{run_scheduler, Plan, ReloadRequest};
 use gridprobe_runner::service::Shared;
@@ -20,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{load_checked, report_diagnostics};
-use crate::store_location;
+use crate::store_open::{self, Location};
 
 /// Runs the service until a termination signal.
 pub fn run(
@@ -34,8 +32,13 @@ pub fn run(
         return Ok(ExitCode::from(1));
     }
     let config = Arc::new(checked.config);
-    let store_path =
-        store_location::resolve(store_flag, config.server.store.as_deref(), &config.vo);
+    let store_location = match store_open::locate(store_flag, &config.server, &config.vo) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let listen = listen_flag
         .map(str::to_string)
         .unwrap_or_else(|| config.server.listen.clone());
@@ -48,7 +51,7 @@ pub fn run(
             config,
             probes: Arc::new(checked.probes),
         },
-        store_path,
+        store_location,
         listen,
     ))
 }
@@ -56,22 +59,37 @@ pub fn run(
 async fn serve(
     config_path: PathBuf,
     plan: Plan,
-    store_path: PathBuf,
+    store_location: Location,
     listen: String,
 ) -> anyhow::Result<ExitCode> {
-    let store: Arc<dyn ResultStore> = Arc::new(
-        SqliteStore::open(&store_path)
-            .with_context(|| "the result store could not be opened".to_string())?,
-    );
+    let store: Arc<dyn ResultStore> = store_open::open_store(&store_location, &plan.config.server)
+        .await
+        .context("the result store could not be opened")?;
     // Resume from what the store knows: last runs for the schedule, last states for depends_on.
     let latest = store
         .latest(&CellFilter::default())
         .await
         .context("reading the latest results from the store")?;
-    let (writer, writer_task) = spawn_writer(store.clone(), WriterConfig::default());
+    // The store writer and the broker publishers, each with its durable spool; what an earlier
+    // run spooled is replayed first.
+    let crate::relays::Relays {
+        writer,
+        writer_task,
+        publishers,
+        spool_root,
+        instance,
+    } = crate::relays::start(&plan.config, &store_location, store.clone())?;
+    let publish_observers: Vec<_> = publishers
+        .list
+        .iter()
+        .map(|p| std::sync::Arc::new(p.handle.clone()) as Arc<dyn gridprobe_runner::service::ResultObserver>)
+        .collect();
     let config = plan.config.clone();
     let metrics = gridprobe_runner::metrics::Metrics::new();
-    let shared = Shared::new(plan, writer.clone(), vec![metrics.clone()]);
+    let mut observers: Vec<Arc<dyn gridprobe_runner::service::ResultObserver>> =
+        vec![metrics.clone()];
+    observers.extend(publish_observers);
+    let shared = Shared::new(plan, writer.clone(), observers);
     let mut last_runs = HashMap::new();
     for r in &latest {
         let key = CellKey::of(&r.result);
@@ -128,7 +146,11 @@ async fn serve(
         crate::render::plural(instances, "probe instance"),
         crate::render::plural(config.sites.len(), "site")
     );
-    println!("  results: {}", store_path.display());
+    println!("  results: {store_location}");
+    println!("  spool:   {} (instance {instance})", spool_root.display());
+    for t in &config.publish.targets {
+        println!("  publish: {} {} ({})", t.kind.name(), t.name, t.url);
+    }
     println!("  http:    http://{local}/healthz");
     println!(
         "  matrix:  gridprobe matrix --config {}   (fills within {} of start)",
@@ -182,11 +204,21 @@ async fn serve(
     if let Err(e) = writer_task.await {
         tracing::error!(error = %e, "result writer task failed");
     }
-    let pending = stats.pending.load(std::sync::atomic::Ordering::Relaxed);
+    // The publishers' last handles went with `shared`: they flush or spool, then end.
+    let publish_dropped = crate::relays::finish_publishers(publishers).await;
+    let spooled = stats.spooled.load(std::sync::atomic::Ordering::Relaxed);
+    if spooled > 0 {
+        eprintln!(
+            "gridprobe: {spooled} results stay in the spool {}; they are written to {store_location} after the next start",
+            spool_root.join("store").display()
+        );
+    }
+    let pending = stats.pending.load(std::sync::atomic::Ordering::Relaxed)
+        + stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        + publish_dropped;
     if pending > 0 {
         eprintln!(
-            "gridprobe: {pending} results could not be written to {}",
-            store_path.display()
+            "gridprobe: {pending} results were lost (not written to {store_location}, or not published); see the log"
         );
         return Ok(ExitCode::from(1));
     }

@@ -56,6 +56,8 @@ impl Backend for Local {
             .stdout(out)
             .stderr(err)
             .process_group(0);
+        // Before the spawn: the child's CPU time starts counting there too.
+        let started = Instant::now();
         let child = cmd.spawn().map_err(|e| BackendError::Spawn {
             program: "/bin/sh".to_string(),
             reason: e.to_string(),
@@ -90,7 +92,7 @@ impl Backend for Local {
             id: pid.to_string(),
             group,
             rx: Some(rx),
-            started: Instant::now(),
+            started,
             ended: None,
             cancelled: false,
         }))

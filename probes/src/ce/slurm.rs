@@ -373,7 +373,7 @@ pub(crate) fn parse_memory(text: &str) -> Option<u64> {
         _ => (t, 1 << 10),
     };
     let v: f64 = num.parse().ok()?;
-    (v >= 0.0).then(|| (v * mult as f64) as u64)
+    (v >= 0.0).then_some((v * mult as f64) as u64)
 }
 
 /// What `sacct` says of a job.

@@ -5,12 +5,11 @@ use axum::http::StatusCode;
 use gridprobe_probes::Trigger;
 use gridprobe_results::availability::AStatus;
 use gridprobe_results::matrix::CellState;
-use gridprobe_results::report::SiteStatus;
 use maud::{html, Markup, DOCTYPE};
 
 use super::{
     age, enc, figure_cells, hhmm, pct, segment_class, utc, CellView, MatrixPage, ReasonsPage,
-    ResultPage, Shown, SitePage, Strip,
+    ResultPage, Shown, SitePage, StatusView, Strip,
 };
 
 /// The page around a body: header with navigation, stylesheet, viewport for narrow windows.
@@ -80,28 +79,37 @@ fn legend() -> Markup {
 }
 
 /// The coloured dot of a site's 24-hour status.
-fn status_dot(status: Option<(SiteStatus, Option<f64>)>) -> Markup {
+fn status_dot(status: StatusView) -> Markup {
     match status {
-        Some((s, availability)) => html! {
+        StatusView::Known(s, availability) => html! {
             span class={ "ss ss-" (s.name()) } role="img"
                 aria-label={ "site status " (s.name()) }
                 title={ "site status over the last 24 h: " (s.name()) " (availability " (pct(availability)) ")" } {}
         },
-        None => html! {
+        StatusView::NotCounted => html! {
             span.ss.ss-none role="img" aria-label="no site status"
                 title="no service of this site counts for availability" {}
+        },
+        StatusView::Pending => html! {
+            span.ss.ss-pending role="img" aria-label="site status pending"
+                title="site status being computed; reload in a few seconds" {}
         },
     }
 }
 
 /// The site status as a labelled badge.
-fn status_badge(status: Option<(SiteStatus, Option<f64>)>) -> Markup {
+fn status_badge(status: StatusView) -> Markup {
     match status {
-        Some((s, availability)) => html! {
+        StatusView::Known(s, availability) => html! {
             span class={ "badge sb-" (s.name()) }
                 title={ "last 24 h, availability " (pct(availability)) } { (s.name()) }
         },
-        None => html! { span.badge.sb-none { "no status" } },
+        StatusView::NotCounted => html! {
+            span.badge.sb-none title="no service of this site counts for availability" { "no status" }
+        },
+        StatusView::Pending => html! {
+            span.badge.sb-none title="being computed; reload in a few seconds" { "status pending" }
+        },
     }
 }
 
@@ -161,6 +169,9 @@ pub(super) fn matrix(p: &MatrixPage) -> Markup {
             ". Each cell is the best instance of the site; the dot is the site status over the last 24 h."
         }
         (legend())
+        @if p.statuses_pending {
+            p.note { "Site statuses are being computed (first view after a start or reload); reload in a few seconds." }
+        }
         @if p.groups.is_empty() {
             p { "The filters select no service instance." }
         } @else {

@@ -454,3 +454,94 @@ fn instances_rank_best_first_with_downtime_above_stale() {
     assert_eq!(Shown::Downtime.class(), "st-dt");
     assert_eq!(s(Status::Standby).class(), "st-stb");
 }
+
+/// A store whose `timelines` (the site statuses' input) takes a second, as on a large VO.
+#[derive(Debug)]
+struct SlowTimelines(SqliteStore);
+
+#[async_trait]
+impl ResultStore for SlowTimelines {
+    async fn insert(&self, r: &[NewResult]) -> Result<Vec<i64>, StoreError> {
+        self.0.insert(r).await
+    }
+    async fn latest(&self, f: &CellFilter) -> Result<Vec<StoredResult>, StoreError> {
+        self.0.latest(f).await
+    }
+    async fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredResult>, StoreError> {
+        self.0.history(q).await
+    }
+    async fn get(&self, id: i64) -> Result<Option<StoredResult>, StoreError> {
+        self.0.get(id).await
+    }
+    async fn delete_before(&self, t: i64) -> Result<u64, StoreError> {
+        self.0.delete_before(t).await
+    }
+    async fn record_event(&self, e: &StoreEvent) -> Result<(), StoreError> {
+        self.0.record_event(e).await
+    }
+    async fn events(&self, t: i64) -> Result<Vec<StoreEvent>, StoreError> {
+        self.0.events(t).await
+    }
+    async fn timelines(
+        &self,
+        since: i64,
+        until: i64,
+        f: &CellFilter,
+    ) -> Result<Vec<(CellKey, Vec<(i64, Status)>)>, StoreError> {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        self.0.timelines(since, until, f).await
+    }
+    async fn replace_downtimes(
+        &self,
+        source: &str,
+        d: &[gridprobe_config::Downtime],
+    ) -> Result<(), StoreError> {
+        self.0.replace_downtimes(source, d).await
+    }
+    async fn downtimes(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<gridprobe_config::Downtime>, StoreError> {
+        self.0.downtimes(since, until).await
+    }
+}
+
+#[tokio::test]
+async fn slow_site_statuses_do_not_hold_up_the_matrix() {
+    let dir = Scratch::new();
+    let store = SqliteStore::open(&dir.0.join("s.sqlite")).expect("store");
+    fill(
+        &store,
+        vec![result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Ok)],
+    )
+    .await;
+    let st = state(Arc::new(SlowTimelines(store)));
+    let started = std::time::Instant::now();
+    let (code, html) = get(&st, "/").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "waited for the statuses: {:?}",
+        started.elapsed()
+    );
+    assert!(html.contains("ss ss-pending"), "{html}");
+    assert!(html.contains("Site statuses are being computed"));
+    // Once computed (in the background), they are shown.
+    let shown = async {
+        loop {
+            let (_, html) = get(&st, "/").await;
+            if !html.contains("ss-pending") {
+                return html;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let html = tokio::time::timeout(std::time::Duration::from_secs(10), shown)
+        .await
+        .expect("statuses computed within 10 s");
+    assert!(
+        html.contains("ss ss-inactive") || html.contains("ss ss-good"),
+        "{html}"
+    );
+}

@@ -1,0 +1,569 @@
+//! Reading `[[publish]]` tables and the spool settings of `[server]` into
+//! [`crate::publish::Publishing`], with positioned errors like every other table.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{FileId, Loader};
+use crate::publish::{
+    parse_size, template_placeholders, PasswordSource, PublishKind, PublishTarget, PLACEHOLDERS,
+};
+
+/// One `[[publish]]` table as written; which keys apply depends on `kind`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPublish {
+    name: Option<Spanned<String>>,
+    kind: Spanned<String>,
+    url: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    exchange: Option<Spanned<String>>,
+    exchange_type: Option<Spanned<String>>,
+    declare: Option<Spanned<bool>>,
+    routing_key: Option<Spanned<String>>,
+    queue: Option<Spanned<String>>,
+    binding_key: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
+    stream: Option<Spanned<String>>,
+    stream_max_age: Option<Spanned<String>>,
+    consumer: Option<Spanned<String>>,
+}
+
+const KINDS: &[&str] = &["amqp", "nats"];
+
+impl Loader {
+    /// `[server] instance`, `spool_dir`, `spool_max_size`.
+    pub(super) fn apply_spool_settings(
+        &mut self,
+        file: FileId,
+        instance: Option<Spanned<String>>,
+        spool_dir: Option<Spanned<String>>,
+        spool_max_size: Option<Spanned<String>>,
+    ) {
+        if let Some(i) = instance {
+            let v = i.get_ref().trim();
+            if v.is_empty() || v.chars().any(char::is_control) {
+                let d = self.error(
+                    file,
+                    i.span(),
+                    "`instance` must be a non-empty name on one line",
+                );
+                self.diagnostics.push(d.with_help(
+                    "e.g. instance = \"gridprobe-cern-1\"; leave it out to use the host name",
+                ));
+            } else {
+                self.config.publish.instance = Some(v.to_string());
+            }
+        }
+        if let Some(dir) = spool_dir {
+            let v = dir.get_ref().trim();
+            if v.is_empty() {
+                let d = self.error(file, dir.span(), "`spool_dir` must not be empty");
+                self.diagnostics.push(d.with_help(
+                    "name a directory, or leave it out to use <store>.spool/ next to the store",
+                ));
+            } else {
+                let base = self.base_dir(file);
+                self.config.publish.spool_dir = Some(base.join(v));
+            }
+        }
+        if let Some(size) = spool_max_size {
+            match parse_size(size.get_ref()) {
+                Ok(n) if n < 64 * 1024 => {
+                    let d =
+                        self.error(file, size.span(), "`spool_max_size` must be at least 64KiB");
+                    self.diagnostics
+                        .push(d.with_help("e.g. spool_max_size = \"1GiB\" (the default)"));
+                }
+                Ok(n) => self.config.publish.spool_max_bytes = n,
+                Err(e) => {
+                    let d = self.error(file, size.span(), e);
+                    self.diagnostics
+                        .push(d.with_help("e.g. spool_max_size = \"1GiB\" (the default)"));
+                }
+            }
+        }
+    }
+
+    fn base_dir(&self, file: FileId) -> std::path::PathBuf {
+        self.config
+            .sources
+            .file(file)
+            .and_then(|f| f.path.parent().map(Path::to_path_buf))
+            .unwrap_or_default()
+    }
+
+    /// One `[[publish]]` table.
+    pub(super) fn read_publish(&mut self, file: FileId, raw: RawPublish) {
+        let kind = raw.kind.get_ref().trim().to_ascii_lowercase();
+        if !KINDS.contains(&kind.as_str()) {
+            let msg = if kind == "stomp" {
+                "publishing over STOMP is not supported yet".to_string()
+            } else {
+                format!("unknown publish kind `{}`", raw.kind.get_ref())
+            };
+            let d = self
+                .error(file, raw.kind.span(), msg)
+                .with_suggestion(&kind, KINDS.iter().copied());
+            let d = if d.help.is_none() {
+                d.with_help("write kind = \"amqp\" (RabbitMQ, AMQP 0-9-1) or kind = \"nats\" (NATS JetStream)")
+            } else {
+                d
+            };
+            self.diagnostics.push(d);
+            return;
+        }
+        let mut ok = true;
+        // Keys that belong to the other kind.
+        let foreign: Vec<(&str, std::ops::Range<usize>)> = if kind == "amqp" {
+            [
+                ("subject", raw.subject.as_ref().map(Spanned::span)),
+                ("stream", raw.stream.as_ref().map(Spanned::span)),
+                (
+                    "stream_max_age",
+                    raw.stream_max_age.as_ref().map(Spanned::span),
+                ),
+                ("consumer", raw.consumer.as_ref().map(Spanned::span)),
+            ]
+            .into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            .collect()
+        } else {
+            [
+                ("exchange", raw.exchange.as_ref().map(Spanned::span)),
+                (
+                    "exchange_type",
+                    raw.exchange_type.as_ref().map(Spanned::span),
+                ),
+                ("declare", raw.declare.as_ref().map(Spanned::span)),
+                ("routing_key", raw.routing_key.as_ref().map(Spanned::span)),
+                ("queue", raw.queue.as_ref().map(Spanned::span)),
+                ("binding_key", raw.binding_key.as_ref().map(Spanned::span)),
+            ]
+            .into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            .collect()
+        };
+        let other = if kind == "amqp" { "nats" } else { "amqp" };
+        for (key, span) in foreign {
+            let d = self.error(
+                file,
+                span,
+                format!("`{key}` is a setting of kind = \"{other}\", not \"{kind}\""),
+            );
+            self.diagnostics.push(d);
+            ok = false;
+        }
+
+        let name = match &raw.name {
+            Some(n) => {
+                let v = n.get_ref().trim();
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    || v.starts_with('.')
+                {
+                    let d = self.error(file, n.span(), format!("invalid publish name `{v}`"));
+                    self.diagnostics.push(d.with_help(
+                        "use letters, digits, `-`, `_` and `.` (it names the spool directory too)",
+                    ));
+                    ok = false;
+                }
+                v.to_string()
+            }
+            None => kind.clone(),
+        };
+        if self.config.publish.targets.iter().any(|t| t.name == name) {
+            let span = raw.name.as_ref().map_or(raw.kind.span(), Spanned::span);
+            let d = self.error(
+                file,
+                span,
+                format!("a [[publish]] target named `{name}` is already defined"),
+            );
+            self.diagnostics
+                .push(d.with_help("give each [[publish]] table its own `name`"));
+            ok = false;
+        }
+
+        let url = match &raw.url {
+            Some(u) => match self.broker_url(file, u, &kind) {
+                Some(u) => u,
+                None => {
+                    ok = false;
+                    String::new()
+                }
+            },
+            None => {
+                if kind == "amqp" {
+                    "amqp://guest@127.0.0.1:5672/%2f".to_string()
+                } else {
+                    "nats://127.0.0.1:4222".to_string()
+                }
+            }
+        };
+
+        let password = match (&raw.password_env, &raw.password_file) {
+            (Some(_), Some(f)) => {
+                let d = self.error(
+                    file,
+                    f.span(),
+                    "give the password in one of `password_env` and `password_file`, not both",
+                );
+                self.diagnostics.push(d);
+                ok = false;
+                PasswordSource::None
+            }
+            (Some(e), None) if !e.get_ref().trim().is_empty() => {
+                PasswordSource::Env(e.get_ref().trim().to_string())
+            }
+            (None, Some(f)) if !f.get_ref().trim().is_empty() => {
+                PasswordSource::File(self.base_dir(file).join(f.get_ref().trim()))
+            }
+            (Some(s), None) | (None, Some(s)) => {
+                let d = self.error(file, s.span(), "must not be empty");
+                self.diagnostics.push(d);
+                ok = false;
+                PasswordSource::None
+            }
+            (None, None) => PasswordSource::None,
+        };
+
+        let text = |v: &Option<Spanned<String>>, default: &str| {
+            v.as_ref()
+                .map(|s| s.get_ref().trim().to_string())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let publish_kind = if kind == "amqp" {
+            if let Some(rk) = &raw.routing_key {
+                ok &= self.check_template(file, rk, false);
+            }
+            let exchange_type = text(&raw.exchange_type, "topic");
+            if !["topic", "direct", "fanout", "headers"].contains(&exchange_type.as_str()) {
+                let span = raw
+                    .exchange_type
+                    .as_ref()
+                    .map_or(raw.kind.span(), Spanned::span);
+                let d = self
+                    .error(
+                        file,
+                        span,
+                        format!("unknown exchange type `{exchange_type}`"),
+                    )
+                    .with_suggestion(&exchange_type, ["topic", "direct", "fanout", "headers"]);
+                self.diagnostics.push(d);
+                ok = false;
+            }
+            let exchange = text(&raw.exchange, "gridprobe.results");
+            if exchange.is_empty() {
+                let span = raw.exchange.as_ref().map_or(raw.kind.span(), Spanned::span);
+                let d = self.error(
+                    file,
+                    span,
+                    "`exchange` must not be empty (the default exchange routes by queue name only)",
+                );
+                self.diagnostics.push(d);
+                ok = false;
+            }
+            PublishKind::Amqp {
+                exchange,
+                exchange_type,
+                declare: raw.declare.as_ref().is_none_or(|d| *d.get_ref()),
+                routing_key: text(&raw.routing_key, "{vo}.{site}.{metric}"),
+                queue: text(&raw.queue, &format!("gridprobe.consume.{name}")),
+                binding_key: text(&raw.binding_key, "#"),
+            }
+        } else {
+            if let Some(s) = &raw.subject {
+                ok &= self.check_template(file, s, true);
+            }
+            let stream = text(&raw.stream, "GRIDPROBE");
+            if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '/', '\\']) {
+                let span = raw.stream.as_ref().map_or(raw.kind.span(), Spanned::span);
+                let d = self.error(file, span, format!("invalid stream name `{stream}`"));
+                self.diagnostics.push(d.with_help("a JetStream stream name has no `.`, `*`, `>`, `/` or spaces, e.g. \"GRIDPROBE\""));
+                ok = false;
+            }
+            let consumer = text(&raw.consumer, "gridprobe-consume");
+            if consumer.is_empty() || consumer.contains(['.', '*', '>', ' ', '/', '\\']) {
+                let span = raw.consumer.as_ref().map_or(raw.kind.span(), Spanned::span);
+                let d = self.error(file, span, format!("invalid consumer name `{consumer}`"));
+                self.diagnostics.push(
+                    d.with_help("no `.`, `*`, `>`, `/` or spaces, e.g. \"gridprobe-central\""),
+                );
+                ok = false;
+            }
+            PublishKind::Nats {
+                subject: text(&raw.subject, "gridprobe.results.{vo}.{site}"),
+                stream,
+                stream_max_age: self.duration(file, raw.stream_max_age.clone()),
+                consumer,
+            }
+        };
+        if ok {
+            self.config.publish.targets.push(PublishTarget {
+                name,
+                url,
+                password,
+                kind: publish_kind,
+            });
+        }
+    }
+
+    /// A broker URL: the right scheme, a host, and no password in it.
+    fn broker_url(&mut self, file: FileId, u: &Spanned<String>, kind: &str) -> Option<String> {
+        let text = u.get_ref().trim();
+        let schemes: &[&str] = if kind == "amqp" {
+            &["amqp", "amqps"]
+        } else {
+            &["nats", "tls"]
+        };
+        let example = if kind == "amqp" {
+            "amqp://gridprobe@mq.example.org:5672/%2f"
+        } else {
+            "nats://nats.example.org:4222"
+        };
+        match url::Url::parse(text) {
+            Ok(parsed) => {
+                if !schemes.contains(&parsed.scheme()) {
+                    let d = self.error(
+                        file,
+                        u.span(),
+                        format!(
+                            "a {kind} URL starts with {}://, not {}://",
+                            schemes.join(":// or "),
+                            parsed.scheme()
+                        ),
+                    );
+                    self.diagnostics
+                        .push(d.with_help(format!("e.g. url = \"{example}\"")));
+                    return None;
+                }
+                if parsed.password().is_some() {
+                    let mut d = self.error(
+                        file,
+                        u.span(),
+                        "the broker URL holds a password: put it in `password_env` or `password_file`",
+                    );
+                    if let (Some(loc), Some(pw)) = (&mut d.location, parsed.password()) {
+                        loc.line_text = loc.line_text.replace(pw, &"*".repeat(pw.len()));
+                    }
+                    self.diagnostics.push(d.with_help(format!(
+                        "keep the URL without it, e.g. url = \"{example}\", and set password_env = \"GRIDPROBE_BROKER_PASSWORD\""
+                    )));
+                    return None;
+                }
+                if parsed.host_str().is_none_or(str::is_empty) {
+                    let d = self.error(file, u.span(), format!("the {kind} URL names no host"));
+                    self.diagnostics
+                        .push(d.with_help(format!("e.g. url = \"{example}\"")));
+                    return None;
+                }
+                Some(text.to_string())
+            }
+            Err(e) => {
+                let d = self.error(file, u.span(), format!("invalid {kind} URL `{text}`: {e}"));
+                self.diagnostics
+                    .push(d.with_help(format!("e.g. url = \"{example}\"")));
+                None
+            }
+        }
+    }
+
+    /// Checks the placeholders of a routing key or subject (and, for a subject, its tokens).
+    fn check_template(&mut self, file: FileId, t: &Spanned<String>, subject: bool) -> bool {
+        let text = t.get_ref();
+        match template_placeholders(text) {
+            Err(e) => {
+                let d = self.error(file, t.span(), format!("invalid template `{text}`: {e}"));
+                self.diagnostics.push(d.with_help(format!(
+                    "placeholders: {}",
+                    PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")
+                )));
+                return false;
+            }
+            Ok(names) => {
+                let mut ok = true;
+                for name in names {
+                    if !PLACEHOLDERS.contains(&name.as_str()) {
+                        let d = self
+                            .error(
+                                file,
+                                t.span(),
+                                format!("unknown placeholder `{{{name}}}` in `{text}`"),
+                            )
+                            .with_suggestion(&name, PLACEHOLDERS.iter().copied());
+                        let d = if d.help.is_none() {
+                            d.with_help(format!("placeholders: {}", PLACEHOLDERS.join(", ")))
+                        } else {
+                            d
+                        };
+                        self.diagnostics.push(d);
+                        ok = false;
+                    }
+                }
+                if !ok {
+                    return false;
+                }
+            }
+        }
+        if subject {
+            let bad = text.is_empty()
+                || text.split('.').any(|tok| {
+                    tok.is_empty()
+                        || (!tok.contains('{') && tok.contains(['*', '>']))
+                        || tok.chars().any(char::is_whitespace)
+                });
+            if bad {
+                let d = self.error(file, t.span(), format!("invalid NATS subject `{text}`"));
+                self.diagnostics.push(d.with_help(
+                    "dot-separated tokens, none empty, without spaces or wildcards, e.g. \"gridprobe.results.{vo}.{site}\"",
+                ));
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::publish::{PasswordSource, PublishKind};
+
+    const BASE: &str = r#"
+vo = "ops"
+[[site]]
+name = "SITE-A"
+tier = 2
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.example.org"
+[[probe]]
+metric = "org.example.Ping"
+kind = "tcp"
+flavours = ["CE"]
+  [probe.params]
+  port = 22
+"#;
+
+    fn load(extra: &str) -> crate::Loaded {
+        crate::load_str(Path::new("/etc/gridprobe/vo.toml"), &format!("{BASE}{extra}"))
+    }
+
+    fn errors(extra: &str) -> String {
+        load(extra).diagnostics.to_string()
+    }
+
+    #[test]
+    fn publish_targets_and_spool_settings_are_read_with_defaults() {
+        let l = load(
+            r#"
+[server]
+instance = "gp-cern-1"
+spool_dir = "spool"
+spool_max_size = "256MiB"
+
+[[publish]]
+kind = "amqp"
+url = "amqp://gridprobe@mq.example.org:5672/%2f"
+password_file = "secrets/mq"
+
+[[publish]]
+name = "central-nats"
+kind = "nats"
+subject = "gridprobe.{vo}.{site}"
+stream_max_age = "7d"
+"#,
+        );
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let p = &l.config.publish;
+        assert_eq!(p.instance.as_deref(), Some("gp-cern-1"));
+        assert_eq!(p.spool_dir.as_deref(), Some(Path::new("/etc/gridprobe/spool")));
+        assert_eq!(p.spool_max_bytes, 256 << 20);
+        assert_eq!(p.targets.len(), 2);
+        let amqp = &p.targets[0];
+        assert_eq!(amqp.name, "amqp");
+        assert_eq!(
+            amqp.password,
+            PasswordSource::File("/etc/gridprobe/secrets/mq".into())
+        );
+        match &amqp.kind {
+            PublishKind::Amqp {
+                exchange,
+                routing_key,
+                declare,
+                queue,
+                ..
+            } => {
+                assert_eq!(exchange, "gridprobe.results");
+                assert_eq!(routing_key, "{vo}.{site}.{metric}");
+                assert!(*declare);
+                assert_eq!(queue, "gridprobe.consume.amqp");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &p.targets[1].kind {
+            PublishKind::Nats {
+                stream,
+                stream_max_age,
+                ..
+            } => {
+                assert_eq!(stream, "GRIDPROBE");
+                assert_eq!(stream_max_age.map(|d| d.as_secs()), Some(7 * 86_400));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_errors_are_positioned_with_hints() {
+        let e = errors(
+            r#"
+[[publish]]
+kind = "amqpp"
+
+[[publish]]
+kind = "amqp"
+url = "amqp://gridprobe:s3cret@mq.example.org/%2f"
+subject = "x"
+routing_key = "{vo}.{sitee}"
+exhange = "x"
+
+[[publish]]
+kind = "nats"
+subject = "a..b"
+"#,
+        );
+        assert!(e.contains("vo.toml:17:8: error: unknown publish kind `amqpp`"), "{e}");
+        assert!(e.contains("did you mean `amqp`"), "{e}");
+        assert!(e.contains("holds a password"), "{e}");
+        assert!(!e.contains("s3cret"), "the password is never shown:\n{e}");
+        assert!(e.contains("`subject` is a setting of kind = \"nats\""), "{e}");
+        assert!(e.contains("unknown placeholder `{sitee}`"), "{e}");
+        assert!(e.contains("did you mean `site`"), "{e}");
+        assert!(e.contains("unknown key `exhange` in [[publish]]"), "{e}");
+        assert!(e.contains("invalid NATS subject `a..b`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_sizes_are_errors() {
+        let e = errors(
+            r#"
+[server]
+spool_max_size = "1 parsec"
+
+[[publish]]
+kind = "nats"
+[[publish]]
+kind = "nats"
+"#,
+        );
+        assert!(e.contains("unknown unit `parsec`"), "{e}");
+        assert!(e.contains("a [[publish]] target named `nats` is already defined"), "{e}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Wiring of `gridprobe serve`'s relays: the store writer with its durable spool, and one
+//! publisher per `[[publish]]` target, each with its own spool under the spool directory
+//! (`[server] spool_dir`, default `<store>.spool/` next to the SQLite file, or next to the
+//! default SQLite location for a PostgreSQL store).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use gridprobe_broker::Publishers;
+use gridprobe_config::Config;
+use gridprobe_results::{spawn_store_writer, ResultStore, Spool, SpoolConfig, WriterConfig, WriterHandle};
+use gridprobe_runner::service::ResultObserver;
+
+use crate::store_open::Location;
+
+/// The name of this gridprobe in messages: `[server] instance`, else the host name.
+pub fn instance_name(config: &Config) -> String {
+    if let Some(i) = &config.publish.instance {
+        return i.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "gridprobe".into())
+}
+
+/// Where the spools live.
+pub fn spool_root(config: &Config, store: &Location) -> PathBuf {
+    if let Some(dir) = &config.publish.spool_dir {
+        return dir.clone();
+    }
+    let base = match store {
+        Location::Sqlite(path) => path.clone(),
+        Location::Postgres(_) => crate::store_location::resolve(None, None, &config.vo),
+    };
+    let mut s = base.into_os_string();
+    s.push(".spool");
+    PathBuf::from(s)
+}
+
+/// The running relays of a service.
+pub struct Relays {
+    /// The store writer.
+    pub writer: WriterHandle,
+    /// Its task.
+    pub writer_task: tokio::task::JoinHandle<()>,
+    /// The broker publishers.
+    pub publishers: Publishers,
+    /// The spool directory.
+    pub spool_root: PathBuf,
+    /// This instance's name.
+    pub instance: String,
+}
+
+impl Relays {
+    /// The publishers as observers of the recording path.
+    pub fn observers(&self) -> Vec<Arc<dyn ResultObserver>> {
+        self.publishers
+            .list
+            .iter()
+            .map(|p| Arc::new(p.handle.clone()) as Arc<dyn ResultObserver>)
+            .collect()
+    }
+}
+
+/// Opens the spools (an unusable spool directory stops the start with the reason) and starts
+/// the store writer and the publishers; what earlier runs spooled is replayed first.
+pub fn start(
+    config: &Config,
+    location: &Location,
+    store: Arc<dyn ResultStore>,
+) -> anyhow::Result<Relays> {
+    let instance = instance_name(config);
+    let root = spool_root(config, location);
+    let spool_cfg = SpoolConfig {
+        max_bytes: config.publish.spool_max_bytes,
+        ..SpoolConfig::default()
+    };
+    let (spool, report) = Spool::open(&root.join("store"), spool_cfg).with_context(|| {
+        format!(
+            "the result spool could not be opened (set [server] spool_dir to a writable directory)"
+        )
+    })?;
+    if report.torn_bytes > 0 || report.corrupt_bytes > 0 {
+        eprintln!(
+            "gridprobe: spool {}: cut a torn record ({} bytes) and skipped {} damaged bytes",
+            root.join("store").display(),
+            report.torn_bytes,
+            report.corrupt_bytes
+        );
+    }
+    if report.records > 0 {
+        eprintln!(
+            "gridprobe: {} results spooled by an earlier run are written to the store first",
+            report.records
+        );
+    }
+    let cfg = WriterConfig {
+        instance: instance.clone(),
+        ..WriterConfig::default()
+    };
+    let (writer, writer_task) = spawn_store_writer(store.clone(), cfg, Some(spool));
+    let publishers = gridprobe_broker::spawn_publishers(
+        &config.publish.targets,
+        &instance,
+        &root,
+        config.publish.spool_max_bytes,
+        Some(store),
+    )
+    .context("a publisher could not start")?;
+    for p in &publishers.list {
+        let spooled = p.handle.stats().spooled.load(Ordering::Relaxed);
+        if spooled > 0 {
+            eprintln!(
+                "gridprobe: {spooled} results spooled for publisher {} by an earlier run are published first",
+                p.name
+            );
+        }
+    }
+    Ok(Relays {
+        writer,
+        writer_task,
+        publishers,
+        spool_root: root,
+        instance,
+    })
+}
+
+/// Waits for the publishers to flush (after every handle but theirs is dropped) and says what
+/// stays spooled. Returns how many results were lost (neither delivered nor spooled).
+pub async fn finish_publishers(publishers: Publishers) -> u64 {
+    let stats: Vec<_> = publishers
+        .list
+        .iter()
+        .map(|p| (p.name.clone(), p.handle.stats()))
+        .collect();
+    publishers.finish().await;
+    let mut lost = 0;
+    for (name, s) in stats {
+        let spooled = s.spooled.load(Ordering::Relaxed);
+        if spooled > 0 {
+            eprintln!(
+                "gridprobe: publisher {name}: {spooled} results stay spooled; they are published after the next start"
+            );
+        }
+        lost += s.dropped.load(Ordering::Relaxed);
+    }
+    lost
+}
