@@ -10,8 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use gridprobe_broker::Publishers;
 use gridprobe_config::Config;
-use gridprobe_results::{spawn_store_writer, ResultStore, Spool, SpoolConfig, WriterConfig, WriterHandle};
-use gridprobe_runner::service::ResultObserver;
+use gridprobe_results::{
+    spawn_store_writer, ResultStore, Spool, SpoolConfig, WriterConfig, WriterHandle,
+};
 
 use crate::store_open::Location;
 
@@ -56,17 +57,6 @@ pub struct Relays {
     pub instance: String,
 }
 
-impl Relays {
-    /// The publishers as observers of the recording path.
-    pub fn observers(&self) -> Vec<Arc<dyn ResultObserver>> {
-        self.publishers
-            .list
-            .iter()
-            .map(|p| Arc::new(p.handle.clone()) as Arc<dyn ResultObserver>)
-            .collect()
-    }
-}
-
 /// Opens the spools (an unusable spool directory stops the start with the reason) and starts
 /// the store writer and the publishers; what earlier runs spooled is replayed first.
 pub fn start(
@@ -80,11 +70,9 @@ pub fn start(
         max_bytes: config.publish.spool_max_bytes,
         ..SpoolConfig::default()
     };
-    let (spool, report) = Spool::open(&root.join("store"), spool_cfg).with_context(|| {
-        format!(
-            "the result spool could not be opened (set [server] spool_dir to a writable directory)"
-        )
-    })?;
+    let (spool, report) = Spool::open(&root.join("store"), spool_cfg).context(
+        "the result spool could not be opened (set [server] spool_dir to a writable directory)",
+    )?;
     if report.torn_bytes > 0 || report.corrupt_bytes > 0 {
         eprintln!(
             "gridprobe: spool {}: cut a torn record ({} bytes) and skipped {} damaged bytes",

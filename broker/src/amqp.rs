@@ -12,9 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gridprobe_config::publish::{PublishKind, PublishTarget};
 use gridprobe_results::{NewResult, ResultMessage, Target};
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
@@ -92,7 +90,12 @@ pub(crate) async fn connect(target: &PublishTarget, confirms: bool) -> Result<Li
     };
     tokio::time::timeout(CONNECT_TIMEOUT, work)
         .await
-        .map_err(|_| format!("connecting to {} timed out after {CONNECT_TIMEOUT:?}", target.url))?
+        .map_err(|_| {
+            format!(
+                "connecting to {} timed out after {CONNECT_TIMEOUT:?}",
+                target.url
+            )
+        })?
 }
 
 /// Publishes to an AMQP exchange with publisher confirms.
@@ -125,7 +128,10 @@ impl AmqpTarget {
             return Err("not an AMQP target".into());
         };
         let mut guard = self.link.lock().await;
-        if guard.as_ref().is_none_or(|l| !l.channel.status().connected()) {
+        if guard
+            .as_ref()
+            .is_none_or(|l| !l.channel.status().connected())
+        {
             *guard = Some(connect(&self.target, true).await?);
             tracing::info!(target_name = %self.target.name, url = %self.target.url, "connected to the AMQP broker");
         }
@@ -180,18 +186,27 @@ impl AmqpTarget {
                 }
             }
             if nacked > 0 {
-                return Err(format!("the broker refused (nack) {nacked} of {} messages", batch.len()));
+                return Err(format!(
+                    "the broker refused (nack) {nacked} of {} messages",
+                    batch.len()
+                ));
             }
             Ok(())
         };
         let result = match tokio::time::timeout(CONFIRM_TIMEOUT, outcome).await {
             Ok(r) => r,
-            Err(_) => Err(format!("publisher confirms did not arrive within {CONFIRM_TIMEOUT:?}")),
+            Err(_) => Err(format!(
+                "publisher confirms did not arrive within {CONFIRM_TIMEOUT:?}"
+            )),
         };
         if result.is_err() {
             // Start afresh next time: a channel with unconfirmed messages cannot be trusted.
             if let Some(link) = guard.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), link.conn.close(200, "gridprobe reconnecting".into())).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    link.conn.close(200, "gridprobe reconnecting".into()),
+                )
+                .await;
             }
         }
         result
@@ -204,7 +219,12 @@ impl Target for AmqpTarget {
         format!("amqp publisher {}", self.target.name)
     }
 
-    async fn deliver(&self, batch: &[NewResult], ids: &[String]) -> Result<(), String> {
+    async fn deliver(
+        &self,
+        batch: &[NewResult],
+        ids: &[String],
+        _replay: bool,
+    ) -> Result<(), String> {
         self.publish(batch, ids).await
     }
 }

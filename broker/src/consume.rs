@@ -172,7 +172,9 @@ async fn consume_amqp(
         FieldTable::default(),
     )
     .await
-    .map_err(|e| format!("cannot bind queue `{queue}` to `{exchange}` with `{binding_key}`: {e}"))?;
+    .map_err(|e| {
+        format!("cannot bind queue `{queue}` to `{exchange}` with `{binding_key}`: {e}")
+    })?;
     ch.basic_qos(BATCH as u16, BasicQosOptions::default())
         .await
         .map_err(|e| format!("cannot set the prefetch: {e}"))?;
@@ -249,7 +251,9 @@ async fn consume_nats(
             },
         )
         .await
-        .map_err(|e| format!("cannot find or create consumer `{name}` on stream `{stream_name}`: {e}"))?;
+        .map_err(|e| {
+            format!("cannot find or create consumer `{name}` on stream `{stream_name}`: {e}")
+        })?;
     on_ready(format!(
         "{}: consuming stream {stream_name} (durable consumer {name}, subjects {}) at {}",
         t.name,

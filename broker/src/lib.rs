@@ -50,7 +50,10 @@ pub(crate) fn url_with_password(
     };
     let mut url = url::Url::parse(&target.url).map_err(|e| format!("invalid URL: {e}"))?;
     if url.username().is_empty() {
-        return Err("a password is configured but the URL names no user (write USER@ before the host)".into());
+        return Err(
+            "a password is configured but the URL names no user (write USER@ before the host)"
+                .into(),
+        );
     }
     url.set_password(Some(&password))
         .map_err(|()| "cannot put the password into the URL".to_string())?;

@@ -22,7 +22,14 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connects and makes sure the stream exists.
 pub(crate) async fn connect(
     target: &PublishTarget,
-) -> Result<(async_nats::Client, jetstream::Context, jetstream::stream::Stream), String> {
+) -> Result<
+    (
+        async_nats::Client,
+        jetstream::Context,
+        jetstream::stream::Stream,
+    ),
+    String,
+> {
     let PublishKind::Nats {
         subject,
         stream,
@@ -61,7 +68,12 @@ pub(crate) async fn connect(
     };
     tokio::time::timeout(CONNECT_TIMEOUT, work)
         .await
-        .map_err(|_| format!("connecting to {} timed out after {CONNECT_TIMEOUT:?}", target.url))?
+        .map_err(|_| {
+            format!(
+                "connecting to {} timed out after {CONNECT_TIMEOUT:?}",
+                target.url
+            )
+        })?
 }
 
 /// Publishes to a JetStream subject, waiting for every acknowledgement.
@@ -117,7 +129,9 @@ impl NatsTarget {
         };
         let result = match tokio::time::timeout(ACK_TIMEOUT, outcome).await {
             Ok(r) => r,
-            Err(_) => Err(format!("JetStream acknowledgements did not arrive within {ACK_TIMEOUT:?}")),
+            Err(_) => Err(format!(
+                "JetStream acknowledgements did not arrive within {ACK_TIMEOUT:?}"
+            )),
         };
         if result.is_err() {
             // Reconnect from scratch next time rather than trust a client mid-reconnect.
@@ -133,7 +147,12 @@ impl Target for NatsTarget {
         format!("nats publisher {}", self.target.name)
     }
 
-    async fn deliver(&self, batch: &[NewResult], ids: &[String]) -> Result<(), String> {
+    async fn deliver(
+        &self,
+        batch: &[NewResult],
+        ids: &[String],
+        _replay: bool,
+    ) -> Result<(), String> {
         self.publish(batch, ids).await
     }
 }

@@ -183,7 +183,11 @@ async fn wait(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 async fn start_consumer(
     target: PublishTarget,
     store: Arc<dyn ResultStore>,
-) -> (Arc<ConsumeStats>, CancellationToken, tokio::task::JoinHandle<()>) {
+) -> (
+    Arc<ConsumeStats>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let stats = Arc::new(ConsumeStats::default());
     let stop = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -204,7 +208,10 @@ async fn start_consumer(
             .await;
         }
     });
-    wait("the consumer", Duration::from_secs(30), || ready.load(Ordering::SeqCst)).await;
+    wait("the consumer", Duration::from_secs(30), || {
+        ready.load(Ordering::SeqCst)
+    })
+    .await;
     (stats, stop, task)
 }
 
@@ -262,7 +269,10 @@ async fn publish_outage_and_consume(target: PublishTarget, upstream: String) {
     for i in 100..300 {
         p.handle.send(result(i));
     }
-    assert!(sent.elapsed() < Duration::from_millis(500), "sending never blocks");
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "sending never blocks"
+    );
     wait("200 spooled", Duration::from_secs(60), || {
         stats.spooled.load(Ordering::Relaxed) == 200
     })
@@ -292,9 +302,11 @@ async fn publish_outage_and_consume(target: PublishTarget, upstream: String) {
     // 4. A duplicate publish (as after a crash before the spool's acknowledgement) is dropped:
     // by the consumer (AMQP), or already by JetStream's duplicate window (NATS, Nats-Msg-Id).
     p.handle.send(result(5));
-    wait("the duplicate to be confirmed", Duration::from_secs(30), || {
-        stats.written.load(Ordering::Relaxed) == 321
-    })
+    wait(
+        "the duplicate to be confirmed",
+        Duration::from_secs(30),
+        || stats.written.load(Ordering::Relaxed) == 321,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(stored_summaries(&sink).await, summaries(0..320));

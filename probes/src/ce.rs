@@ -194,7 +194,7 @@ const DEFAULT_SUBMIT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Shortest `poll_interval` accepted: a batch system is a shared service.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Time a batch command (squeue, scancel...) may take when its phase leaves more.
+/// Time a state query (squeue, condor_q...) may take when its phase leaves more.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed, past a deadline, to cancel the job and see it gone: within the runner's
 /// five-second cleanup grace.
@@ -696,7 +696,6 @@ impl Cli {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<CliOutput, BackendError> {
-        let deadline = deadline.min(Instant::now() + COMMAND_TIMEOUT);
         let started = Instant::now();
         let mut cmd = tokio::process::Command::new(self.program(program));
         cmd.args(args)
@@ -733,6 +732,11 @@ impl Cli {
             Err(e) => tracing::warn!(program, %e, "cannot start the job cancellation"),
         }
     }
+}
+
+/// `deadline`, or sooner: a state query that hangs is a failed query, not the end of a phase.
+pub(crate) fn query_deadline(deadline: Instant) -> Instant {
+    deadline.min(Instant::now() + COMMAND_TIMEOUT)
 }
 
 /// A spawn error in a few words.

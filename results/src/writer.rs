@@ -39,13 +39,16 @@ pub const SPOOL_FULL: &str = "spool_full";
 pub trait Target: Send + Sync {
     /// What it is, for logs and events (e.g. `result store`, `amqp publisher central`).
     fn name(&self) -> String;
-    /// Delivers a batch, in order; `ids` are the results' message ids. `Ok` means every
-    /// result is safely with the target (written, or confirmed by the broker).
-    async fn deliver(&self, batch: &[NewResult], ids: &[String]) -> Result<(), String>;
+    /// Delivers a batch, in order; `ids` are the results' message ids, `replay` says the
+    /// batch comes from the spool (and may have been delivered before a crash). `Ok` means
+    /// every result is safely with the target (written, or confirmed by the broker).
+    async fn deliver(&self, batch: &[NewResult], ids: &[String], replay: bool)
+        -> Result<(), String>;
 }
 
-/// The result store as a [`Target`]: `insert_once` (so a spool replayed twice stores nothing
-/// twice), or `insert` for a backend without it.
+/// The result store as a [`Target`]. Fresh results take the fast `insert`; a spool replay
+/// takes `insert_once` (a crash between the store's commit and the spool's acknowledgement
+/// replays a batch, which must not be stored twice), or `insert` for a backend without it.
 struct StoreTarget {
     store: Arc<dyn ResultStore>,
     dedupe: AtomicBool,
@@ -57,8 +60,13 @@ impl Target for StoreTarget {
         "result store".into()
     }
 
-    async fn deliver(&self, batch: &[NewResult], ids: &[String]) -> Result<(), String> {
-        if self.dedupe.load(Ordering::Relaxed) {
+    async fn deliver(
+        &self,
+        batch: &[NewResult],
+        ids: &[String],
+        replay: bool,
+    ) -> Result<(), String> {
+        if replay && self.dedupe.load(Ordering::Relaxed) {
             let keyed: Vec<(String, NewResult)> =
                 ids.iter().cloned().zip(batch.iter().cloned()).collect();
             match self.store.insert_once(&keyed).await {
@@ -696,7 +704,7 @@ impl Relay {
         } else {
             let target = Arc::clone(&self.target);
             self.intake
-                .while_receiving(target.deliver(&batch, &ids))
+                .while_receiving(target.deliver(&batch, &ids, true))
                 .await
         };
         match delivered {
@@ -770,7 +778,7 @@ impl Relay {
             let target = Arc::clone(&self.target);
             let result = self
                 .intake
-                .while_receiving(target.deliver(&batch, &ids))
+                .while_receiving(target.deliver(&batch, &ids, false))
                 .await;
             self.intake.in_flight = 0;
             match result {

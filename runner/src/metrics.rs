@@ -167,6 +167,15 @@ pub struct Metrics {
     write_errors: IntCounter,
     dropped: IntCounter,
     pending: IntGauge,
+    spooled: IntGauge,
+    spool_full: IntCounter,
+    publish_published: IntCounterVec,
+    publish_errors: IntCounterVec,
+    publish_dropped: IntCounterVec,
+    publish_spooled: IntGaugeVec,
+    publish_spool_full: IntCounterVec,
+    /// Broker publishers whose counters are mirrored: target name and counters.
+    publishers: Mutex<Vec<(String, Arc<gridprobe_results::WriterStats>)>>,
     /// Every registered family: name and whether it is a histogram (for [`metric_names`]).
     families: Vec<(String, bool)>,
     state: Mutex<RenderState>,
@@ -456,6 +465,79 @@ impl Metrics {
             .expect("valid gauge"),
             false,
         );
+        let spooled = b.add(
+            IntGauge::with_opts(opts(
+                "gridprobe_store_spooled",
+                "Results waiting in the durable spool for the result store (kept across restarts).",
+            ))
+            .expect("valid gauge"),
+            false,
+        );
+        let spool_full = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_store_spool_full_total",
+                "Results the store's spool refused because it was full ([server] spool_max_size); \
+                 they waited in memory, beyond its bound they count as dropped.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
+        let target = &["target"];
+        let publish_published = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_publish_published_total",
+                    "Results a broker confirmed ([[publish]] target), replays included.",
+                ),
+                target,
+            )
+            .expect("valid counter"),
+            false,
+        );
+        let publish_errors = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_publish_errors_total",
+                    "Failed publishes (connect, confirm, timeout); each is retried from the spool.",
+                ),
+                target,
+            )
+            .expect("valid counter"),
+            false,
+        );
+        let publish_dropped = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_publish_dropped_total",
+                    "Results lost for a broker: spool full and memory bound exceeded.",
+                ),
+                target,
+            )
+            .expect("valid counter"),
+            false,
+        );
+        let publish_spooled = b.add(
+            IntGaugeVec::new(
+                opts(
+                    "gridprobe_publish_spooled",
+                    "Results waiting in a publisher's durable spool.",
+                ),
+                target,
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let publish_spool_full = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_publish_spool_full_total",
+                    "Results a publisher's spool refused because it was full.",
+                ),
+                target,
+            )
+            .expect("valid counter"),
+            false,
+        );
         let build_info = b.add(
             IntGaugeVec::new(
                 opts(
@@ -495,6 +577,14 @@ impl Metrics {
             write_errors,
             dropped,
             pending,
+            spooled,
+            spool_full,
+            publish_published,
+            publish_errors,
+            publish_dropped,
+            publish_spooled,
+            publish_spool_full,
+            publishers: Mutex::new(Vec::new()),
             families: b.families,
             state: Mutex::new(RenderState::default()),
             scrapes: AtomicU64::new(0),
@@ -571,6 +661,35 @@ impl Metrics {
         follow(&self.dropped, load(&w.dropped));
         self.pending
             .set(i64::try_from(load(&w.pending)).unwrap_or(i64::MAX));
+        self.spooled
+            .set(i64::try_from(load(&w.spooled)).unwrap_or(i64::MAX));
+        follow(&self.spool_full, load(&w.spool_full));
+        let publishers = self
+            .publishers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, p) in &publishers {
+            let l = [name.as_str()];
+            follow(&self.publish_published.with_label_values(&l), load(&p.written));
+            follow(&self.publish_errors.with_label_values(&l), load(&p.write_errors));
+            follow(&self.publish_dropped.with_label_values(&l), load(&p.dropped));
+            follow(
+                &self.publish_spool_full.with_label_values(&l),
+                load(&p.spool_full),
+            );
+            self.publish_spooled
+                .with_label_values(&l)
+                .set(i64::try_from(load(&p.spooled)).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Mirrors a broker publisher's counters into the `gridprobe_publish_*` series.
+    pub fn watch_publisher(&self, target: &str, stats: Arc<gridprobe_results::WriterStats>) {
+        self.publishers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((target.to_string(), stats));
     }
 
     /// Sets the per-cell gauges of every cell of the current plan that has a result.

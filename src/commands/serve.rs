@@ -86,6 +86,9 @@ async fn serve(
         .collect();
     let config = plan.config.clone();
     let metrics = gridprobe_runner::metrics::Metrics::new();
+    for p in &publishers.list {
+        metrics.watch_publisher(&p.name, p.handle.stats());
+    }
     let mut observers: Vec<Arc<dyn gridprobe_runner::service::ResultObserver>> =
         vec![metrics.clone()];
     observers.extend(publish_observers);

@@ -452,7 +452,10 @@ flavours = ["CE"]
 "#;
 
     fn load(extra: &str) -> crate::Loaded {
-        crate::load_str(Path::new("/etc/gridprobe/vo.toml"), &format!("{BASE}{extra}"))
+        crate::load_str(
+            Path::new("/etc/gridprobe/vo.toml"),
+            &format!("{BASE}{extra}"),
+        )
     }
 
     fn errors(extra: &str) -> String {
@@ -483,7 +486,10 @@ stream_max_age = "7d"
         assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
         let p = &l.config.publish;
         assert_eq!(p.instance.as_deref(), Some("gp-cern-1"));
-        assert_eq!(p.spool_dir.as_deref(), Some(Path::new("/etc/gridprobe/spool")));
+        assert_eq!(
+            p.spool_dir.as_deref(),
+            Some(Path::new("/etc/gridprobe/spool"))
+        );
         assert_eq!(p.spool_max_bytes, 256 << 20);
         assert_eq!(p.targets.len(), 2);
         let amqp = &p.targets[0];
@@ -539,11 +545,17 @@ kind = "nats"
 subject = "a..b"
 "#,
         );
-        assert!(e.contains("vo.toml:17:8: error: unknown publish kind `amqpp`"), "{e}");
+        assert!(
+            e.contains("vo.toml:17:8: error: unknown publish kind `amqpp`"),
+            "{e}"
+        );
         assert!(e.contains("did you mean `amqp`"), "{e}");
         assert!(e.contains("holds a password"), "{e}");
         assert!(!e.contains("s3cret"), "the password is never shown:\n{e}");
-        assert!(e.contains("`subject` is a setting of kind = \"nats\""), "{e}");
+        assert!(
+            e.contains("`subject` is a setting of kind = \"nats\""),
+            "{e}"
+        );
         assert!(e.contains("unknown placeholder `{sitee}`"), "{e}");
         assert!(e.contains("did you mean `site`"), "{e}");
         assert!(e.contains("unknown key `exhange` in [[publish]]"), "{e}");
@@ -564,6 +576,9 @@ kind = "nats"
 "#,
         );
         assert!(e.contains("unknown unit `parsec`"), "{e}");
-        assert!(e.contains("a [[publish]] target named `nats` is already defined"), "{e}");
+        assert!(
+            e.contains("a [[publish]] target named `nats` is already defined"),
+            "{e}"
+        );
     }
 }

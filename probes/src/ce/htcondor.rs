@@ -26,8 +26,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Accounting, Backend, BackendError, Cli, Exit, Handle, JobState, Observed, Prepared,
-    STDERR_FILE, STDOUT_FILE, WRAPPER,
+    query_deadline, Accounting, Backend, BackendError, Cli, Exit, Handle, JobState, Observed,
+    Prepared, STDERR_FILE, STDOUT_FILE, WRAPPER,
 };
 
 /// The submit description's file name, in the job's directory.
@@ -332,6 +332,7 @@ impl Handle for CondorJob {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<Observed, BackendError> {
+        let deadline = query_deadline(deadline);
         let b = &self.backend;
         let out = b
             .cli

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Accounting, Backend, BackendError, Cli, Exit, Handle, JobState, Observed, Prepared,
-    STDERR_FILE, STDOUT_FILE, WRAPPER,
+    query_deadline, Accounting, Backend, BackendError, Cli, Exit, Handle, JobState, Observed,
+    Prepared, STDERR_FILE, STDOUT_FILE, WRAPPER,
 };
 
 /// The Slurm backend for one instance.
@@ -204,6 +204,7 @@ impl Handle for SlurmJob {
         deadline: Instant,
         cancel: &CancellationToken,
     ) -> Result<Observed, BackendError> {
+        let deadline = query_deadline(deadline);
         let args = ["-h", "-j", &self.id, "--states=all", "--format=%T|%r|%N|%M"].map(String::from);
         let listed = match self.cli.run("squeue", &args, deadline, cancel).await {
             Ok(out) => parse_squeue(&out.stdout),
