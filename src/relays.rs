@@ -36,11 +36,43 @@ pub fn spool_root(config: &Config, store: &Location) -> PathBuf {
     }
     let base = match store {
         Location::Sqlite(path) => path.clone(),
-        Location::Postgres(_) => crate::store_location::resolve(None, None, &config.vo),
+        // Where the SQLite file would be by default (never `$GRIDPROBE_STORE`, which may name
+        // this very PostgreSQL store).
+        Location::Postgres(_) => default_state_dir().join(format!("{}.pg", safe_name(&config.vo))),
     };
     let mut s = base.into_os_string();
     s.push(".spool");
     PathBuf::from(s)
+}
+
+/// `$XDG_STATE_HOME/gridprobe`, else `~/.local/state/gridprobe`, else `/var/lib/gridprobe`.
+fn default_state_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(state).join("gridprobe");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(home).join(".local/state/gridprobe");
+    }
+    PathBuf::from("/var/lib/gridprobe")
+}
+
+/// A VO name as a file name.
+fn safe_name(vo: &str) -> String {
+    let s: String = vo
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "vo".into()
+    } else {
+        s
+    }
 }
 
 /// The running relays of a service.
@@ -138,4 +170,29 @@ pub async fn finish_publishers(publishers: Publishers) -> u64 {
         lost += s.dropped.load(Ordering::Relaxed);
     }
     lost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spools_live_next_to_the_store_unless_configured() {
+        let mut config = Config {
+            vo: "lhcb".into(),
+            ..Config::default()
+        };
+        let sqlite = Location::Sqlite(PathBuf::from("/var/lib/gp/lhcb.sqlite"));
+        assert_eq!(
+            spool_root(&config, &sqlite),
+            PathBuf::from("/var/lib/gp/lhcb.sqlite.spool")
+        );
+        let pg = Location::Postgres("postgresql://gp@db/gp".into());
+        let root = spool_root(&config, &pg);
+        assert!(root.ends_with("gridprobe/lhcb.pg.spool"), "{}", root.display());
+        config.publish.spool_dir = Some(PathBuf::from("/srv/spool"));
+        assert_eq!(spool_root(&config, &pg), PathBuf::from("/srv/spool"));
+        config.publish.instance = Some("gp-1".into());
+        assert_eq!(instance_name(&config), "gp-1");
+    }
 }

@@ -132,6 +132,15 @@ impl AmqpTarget {
             .as_ref()
             .is_none_or(|l| !l.channel.status().connected())
         {
+            if let Some(old) = guard.take() {
+                // The broker closed the channel (e.g. after an error): close the connection too
+                // rather than leave it behind.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    old.conn.close(200, "gridprobe reconnecting".into()),
+                )
+                .await;
+            }
             *guard = Some(connect(&self.target, true).await?);
             tracing::info!(target_name = %self.target.name, url = %self.target.url, "connected to the AMQP broker");
         }

@@ -198,8 +198,14 @@ fn main() {
         let sq = through_store(&sqlite, &rows).await;
 
         let rate = |secs: f64| n as f64 / secs;
-        println!("ingest of {n} results in batches of {BATCH} (load average: {})", load.trim());
-        println!("  bare COPY (no cells, no indexes):   {:>9.0} results/s", rate(bare));
+        println!(
+            "ingest of {n} results in batches of {BATCH} (load average: {})",
+            load.trim()
+        );
+        println!(
+            "  bare COPY (no cells, no indexes):   {:>9.0} results/s",
+            rate(bare)
+        );
         println!(
             "  PgStore::insert (empty store):      {:>9.0} results/s  ({:.2} of bare COPY)",
             rate(pg),
@@ -210,7 +216,10 @@ fn main() {
             rate(pg_again),
             bare / pg_again
         );
-        println!("  SqliteStore::insert (WAL file):     {:>9.0} results/s", rate(sq));
+        println!(
+            "  SqliteStore::insert (WAL file):     {:>9.0} results/s",
+            rate(sq)
+        );
         client
             .batch_execute(&format!("RESET search_path; DROP SCHEMA {schema} CASCADE"))
             .await

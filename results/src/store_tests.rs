@@ -856,6 +856,7 @@ postgres_only!(
     pg_import_keeps_ids_and_moves_the_sequence,
     pg_cells_deleted_behind_the_cache_heal_on_retry,
     pg_connection_errors_name_host_port_and_database,
+    pg_sslmode_require_verifies_the_server_certificate,
 );
 
 async fn pg_schema_is_created_once_under_concurrent_opens(scratch: pg::Scratch) {
@@ -1088,6 +1089,30 @@ async fn pg_connection_errors_name_host_port_and_database(scratch: pg::Scratch) 
         let err = PgStore::open(&url, None).await.unwrap_err().to_string();
         assert!(err.contains("asks for a password"), "{err}");
     }
+}
+
+async fn pg_sslmode_require_verifies_the_server_certificate(scratch: pg::Scratch) {
+    let ssl: String = scratch
+        .admin()
+        .await
+        .query_one("SHOW ssl", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if ssl != "on" {
+        eprintln!("note: the test server has ssl = {ssl}; TLS not checked");
+        return;
+    }
+    // Local servers have a self-signed certificate (Debian's snakeoil, for `localhost`): with
+    // `require` it must be refused, not silently accepted as libpq's `require` would.
+    let mut config = scratch.config();
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let err = PgStore::open_config(config, 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TLS handshake"), "{err}");
+    assert!(err.contains("certificate"), "{err}");
 }
 
 /// Scratch schemas on the test server.
