@@ -189,7 +189,11 @@ mod tests {
         );
         let pg = Location::Postgres("postgresql://gp@db/gp".into());
         let root = spool_root(&config, &pg);
-        assert!(root.ends_with("gridprobe/lhcb.pg.spool"), "{}", root.display());
+        assert!(
+            root.ends_with("gridprobe/lhcb.pg.spool"),
+            "{}",
+            root.display()
+        );
         config.publish.spool_dir = Some(PathBuf::from("/srv/spool"));
         assert_eq!(spool_root(&config, &pg), PathBuf::from("/srv/spool"));
         config.publish.instance = Some("gp-1".into());

@@ -492,3 +492,38 @@ consumer = "central"
     );
     assert_eq!(consume.stop(), Some(0), "{}", consume.output());
 }
+
+#[test]
+fn consume_needs_a_publish_table() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(dir.path(), "vo.toml", &config(""));
+    let store = dir.path().join("c.sqlite");
+    let out = gridprobe(&[
+        "consume",
+        "--config",
+        &cfg,
+        "--store",
+        store.to_str().expect("utf-8"),
+    ]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has no [[publish]] table"), "{stderr}");
+}
+
+#[test]
+fn a_publish_error_is_positioned_by_check() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(
+        dir.path(),
+        "vo.toml",
+        &config("\n[[publish]]\nkind = \"amqp\"\nroutng_key = \"{vo}\"\n"),
+    );
+    let out = gridprobe(&["check", &cfg]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("vo.toml:12:1: error: unknown key `routng_key` in [[publish]]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("routing_key"), "{stderr}");
+}

@@ -42,8 +42,12 @@ pub trait Target: Send + Sync {
     /// Delivers a batch, in order; `ids` are the results' message ids, `replay` says the
     /// batch comes from the spool (and may have been delivered before a crash). `Ok` means
     /// every result is safely with the target (written, or confirmed by the broker).
-    async fn deliver(&self, batch: &[NewResult], ids: &[String], replay: bool)
-        -> Result<(), String>;
+    async fn deliver(
+        &self,
+        batch: &[NewResult],
+        ids: &[String],
+        replay: bool,
+    ) -> Result<(), String>;
 }
 
 /// The result store as a [`Target`]. Fresh results take the fast `insert`; a spool replay

@@ -671,9 +671,18 @@ impl Metrics {
             .clone();
         for (name, p) in &publishers {
             let l = [name.as_str()];
-            follow(&self.publish_published.with_label_values(&l), load(&p.written));
-            follow(&self.publish_errors.with_label_values(&l), load(&p.write_errors));
-            follow(&self.publish_dropped.with_label_values(&l), load(&p.dropped));
+            follow(
+                &self.publish_published.with_label_values(&l),
+                load(&p.written),
+            );
+            follow(
+                &self.publish_errors.with_label_values(&l),
+                load(&p.write_errors),
+            );
+            follow(
+                &self.publish_dropped.with_label_values(&l),
+                load(&p.dropped),
+            );
             follow(
                 &self.publish_spool_full.with_label_values(&l),
                 load(&p.spool_full),

@@ -47,6 +47,12 @@ pub fn run(config_path: &Path, store_flag: Option<&str>) -> anyhow::Result<ExitC
         let store = store_open::open_store(&location, &config.server)
             .await
             .context("the result store could not be opened")?;
+        // Deduplication is what makes at-least-once delivery safe to store: refuse a backend
+        // that cannot do it rather than store redeliveries twice.
+        if let Err(gridprobe_results::StoreError::Unsupported(what)) = store.insert_once(&[]).await {
+            eprintln!("error: the result store {location} does not support {what}, which `consume` needs");
+            return Ok(ExitCode::from(1));
+        }
         let stats = Arc::new(ConsumeStats::default());
         let shutdown = CancellationToken::new();
         println!(

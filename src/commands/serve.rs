@@ -82,7 +82,10 @@ async fn serve(
     let publish_observers: Vec<_> = publishers
         .list
         .iter()
-        .map(|p| std::sync::Arc::new(p.handle.clone()) as Arc<dyn gridprobe_runner::service::ResultObserver>)
+        .map(|p| {
+            std::sync::Arc::new(p.handle.clone())
+                as Arc<dyn gridprobe_runner::service::ResultObserver>
+        })
         .collect();
     let config = plan.config.clone();
     let metrics = gridprobe_runner::metrics::Metrics::new();
