@@ -1601,10 +1601,7 @@ mod tests {
     use crate::tls::test_support::{build_with, context, line_of};
 
     fn probe(params: &str) -> SharedProbe {
-        match build_with(build, NAME, params) {
-            Ok(p) => p,
-            Err(ds) => panic!("build failed: {ds:?}"),
-        }
+        crate::tls::test_support::built(build, NAME, params)
     }
 
     fn ctx(timeout: Duration) -> ProbeContext {
@@ -1614,7 +1611,7 @@ mod tests {
     }
 
     fn labels(o: &Outcome) -> Vec<&str> {
-        o.perfdata.iter().map(|p| p.label.as_str()).collect()
+        crate::tls::test_support::perf_labels(o)
     }
 
     /// A name no other test uses.

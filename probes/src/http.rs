@@ -989,10 +989,7 @@ mod tests {
     }
 
     fn probe(params: &str) -> SharedProbe {
-        match build_with(build, NAME, params) {
-            Ok(p) => p,
-            Err(ds) => panic!("build failed: {ds:?}"),
-        }
+        crate::tls::test_support::built(build, NAME, params)
     }
 
     fn ctx() -> ProbeContext {
@@ -1000,7 +997,7 @@ mod tests {
     }
 
     fn labels(o: &Outcome) -> Vec<&str> {
-        o.perfdata.iter().map(|p| p.label.as_str()).collect()
+        crate::tls::test_support::perf_labels(o)
     }
 
     fn perf(o: &Outcome, label: &str) -> f64 {

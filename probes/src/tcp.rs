@@ -870,14 +870,11 @@ mod tests {
     use crate::tls::test_support::{build_with, context, line_of, TestCa};
 
     fn probe(params: &str) -> SharedProbe {
-        match build_with(build, NAME, params) {
-            Ok(p) => p,
-            Err(ds) => panic!("build failed: {ds:?}"),
-        }
+        crate::tls::test_support::built(build, NAME, params)
     }
 
     fn labels(o: &Outcome) -> Vec<&str> {
-        o.perfdata.iter().map(|p| p.label.as_str()).collect()
+        crate::tls::test_support::perf_labels(o)
     }
 
     /// A line echo server; with an acceptor it speaks TLS. A line starting with "quiet" gets no

@@ -852,6 +852,20 @@ pub(crate) mod test_support {
     }
 
     /// Loads [`config_text`] and builds its probe with `build`.
+    /// Builds a probe of one kind from its `[probe.params]` text; panics with the diagnostics
+    /// (tests only).
+    pub(crate) fn built(build: crate::registry::BuildFn, kind: &str, params: &str) -> SharedProbe {
+        match build_with(build, kind, params) {
+            Ok(p) => p,
+            Err(ds) => panic!("build failed: {ds:?}"),
+        }
+    }
+
+    /// The labels of an outcome's perfdata, in order.
+    pub(crate) fn perf_labels(o: &crate::Outcome) -> Vec<&str> {
+        o.perfdata.iter().map(|p| p.label.as_str()).collect()
+    }
+
     pub(crate) fn build_with(
         build: crate::registry::BuildFn,
         kind: &str,
