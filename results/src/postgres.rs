@@ -114,6 +114,16 @@ CREATE TABLE downtimes (
 );
 CREATE INDEX downtimes_time ON downtimes (end_ms, start_ms);
 "#,
+    // 2: message ids of results written with `insert_once` (spool replays, `gridprobe
+    // consume`), so a result delivered twice is stored once.
+    r#"
+CREATE TABLE message_ids (
+    message_id TEXT COLLATE "C" PRIMARY KEY,
+    result_id BIGINT NOT NULL,
+    started_at_ms BIGINT NOT NULL
+);
+CREATE INDEX message_ids_started ON message_ids (started_at_ms);
+"#,
 ];
 
 /// The schema version this build writes (and the newest it can read).
@@ -712,9 +722,25 @@ impl PgStore {
         input: &[(bool, &ProbeResult)],
         given_ids: Option<&[i64]>,
     ) -> Result<Vec<i64>, StoreError> {
-        let keys: Vec<CellKey> = input.iter().map(|(_, r)| cell_key(r)).collect();
         let tx = client.transaction().await.map_err(query_err)?;
-        let (cell_ids, new_cells) = self.resolve_cells(&tx, &keys).await?;
+        let (ids, new_cells) = self.write_in(&tx, input, given_ids).await?;
+        tx.commit().await.map_err(query_err)?;
+        if !new_cells.is_empty() {
+            lock(&self.cells).extend(new_cells);
+        }
+        Ok(ids)
+    }
+
+    /// Writes a batch inside the caller's transaction; returns the ids and the cells to cache
+    /// once the transaction has committed.
+    async fn write_in(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        input: &[(bool, &ProbeResult)],
+        given_ids: Option<&[i64]>,
+    ) -> Result<(Vec<i64>, Vec<(CellKey, i64)>), StoreError> {
+        let keys: Vec<CellKey> = input.iter().map(|(_, r)| cell_key(r)).collect();
+        let (cell_ids, new_cells) = self.resolve_cells(tx, &keys).await?;
 
         let ids: Vec<i64> = match given_ids {
             Some(ids) => ids.to_vec(),
@@ -840,11 +866,7 @@ impl PgStore {
                 .map_err(query_err)?;
             }
         }
-        tx.commit().await.map_err(query_err)?;
-        if !new_cells.is_empty() {
-            lock(&self.cells).extend(new_cells);
-        }
-        Ok(ids)
+        Ok((ids, new_cells))
     }
 
     /// The cell id of every key (in order), and the cells that were not cached yet (to cache
@@ -1076,6 +1098,69 @@ impl ResultStore for PgStore {
         self.write(&input, None).await
     }
 
+    async fn insert_once(
+        &self,
+        results: &[(String, NewResult)],
+    ) -> Result<crate::store::InsertedOnce, StoreError> {
+        if results.is_empty() {
+            return Ok(crate::store::InsertedOnce {
+                inserted: 0,
+                duplicates: 0,
+            });
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query_err)?;
+        // Claiming the ids first, in the same transaction as the rows, also drops a repeat
+        // inside the batch itself; a rollback releases the claims with the rows.
+        let message_ids: Vec<&str> = results.iter().map(|(m, _)| m.as_str()).collect();
+        let starts: Vec<i64> = results
+            .iter()
+            .map(|(_, r)| r.result.started_at_ms)
+            .collect();
+        let claimed: std::collections::HashSet<String> = tx
+            .query(
+                "INSERT INTO message_ids (message_id, result_id, started_at_ms) \
+                 SELECT m, 0, t FROM unnest($1::text[], $2::bigint[]) AS u(m, t) \
+                 ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                &[&message_ids, &starts],
+            )
+            .await
+            .map_err(query_err)?
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<_, _>>()
+            .map_err(query_err)?;
+        let mut taken = std::collections::HashSet::new();
+        let fresh: Vec<(&str, &NewResult)> = results
+            .iter()
+            .filter(|(m, _)| claimed.contains(m) && taken.insert(m.as_str()))
+            .map(|(m, r)| (m.as_str(), r))
+            .collect();
+        let input: Vec<(bool, &ProbeResult)> =
+            fresh.iter().map(|(_, n)| (n.is_final, &n.result)).collect();
+        let (ids, new_cells) = if input.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            self.write_in(&tx, &input, None).await?
+        };
+        let linked: Vec<&str> = fresh.iter().map(|(m, _)| *m).collect();
+        tx.execute(
+            "UPDATE message_ids m SET result_id = u.id \
+             FROM unnest($1::text[], $2::bigint[]) AS u(mid, id) WHERE m.message_id = u.mid",
+            &[&linked, &ids],
+        )
+        .await
+        .map_err(query_err)?;
+        tx.commit().await.map_err(query_err)?;
+        if !new_cells.is_empty() {
+            lock(&self.cells).extend(new_cells);
+        }
+        Ok(crate::store::InsertedOnce {
+            inserted: fresh.len(),
+            duplicates: results.len() - fresh.len(),
+        })
+    }
+
     async fn latest(&self, filter: &CellFilter) -> Result<Vec<StoredResult>, StoreError> {
         let client = self.client().await?;
         let stmt = client
@@ -1146,6 +1231,15 @@ impl ResultStore for PgStore {
                 .map_err(query_err)?;
             total += n;
             if n < DELETE_CHUNK as u64 {
+                // The message ids of deleted results go too; those of kept rows stay.
+                client
+                    .execute(
+                        "DELETE FROM message_ids WHERE started_at_ms < $1 \
+                         AND result_id NOT IN (SELECT result_id FROM latest)",
+                        &[&cutoff_ms],
+                    )
+                    .await
+                    .map_err(query_err)?;
                 return Ok(total);
             }
         }

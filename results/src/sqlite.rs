@@ -966,41 +966,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn insert_once_stores_each_message_id_once() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let keyed = |id: &str, t: i64| {
-            (
-                id.to_string(),
-                hard(result("SITE-A", "CE", "org.example.M", t)),
-            )
-        };
-        let first = store
-            .insert_once(&[keyed("a", 1), keyed("b", 2), keyed("a", 1)])
-            .await
-            .unwrap();
-        assert_eq!(first.inserted, 2);
-        assert_eq!(first.duplicates, 1);
-        // A replay of the same batch (a crash before the spool's acknowledgement) and a new one.
-        let again = store
-            .insert_once(&[keyed("a", 1), keyed("b", 2), keyed("c", 3)])
-            .await
-            .unwrap();
-        assert_eq!((again.inserted, again.duplicates), (1, 2));
-        let rows = store
-            .history(&HistoryQuery {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(times(&rows), vec![3, 2, 1]);
-        // Retention forgets the ids of deleted results, not of a cell's kept latest.
-        assert_eq!(store.delete_before(3).await.unwrap(), 2);
-        let after = store.insert_once(&[keyed("c", 3)]).await.unwrap();
-        assert_eq!(after.duplicates, 1);
-    }
-
-    #[tokio::test]
     async fn version_1_file_is_upgraded_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.db");

@@ -205,6 +205,7 @@ both_backends!(
     downtimes_are_replaced_per_source,
     reader_proceeds_while_another_handle_writes,
     concurrent_writers_on_the_same_cells_agree,
+    insert_once_stores_each_message_id_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -564,6 +565,38 @@ async fn retention_deletes_in_chunks_and_keeps_latest(store: Backend) {
         .unwrap();
     assert_eq!(store.delete_before(30_000).await.unwrap(), 1);
     assert_eq!(store.count().await, 5);
+}
+
+async fn insert_once_stores_each_message_id_once(store: Backend) {
+    let keyed = |id: &str, t: i64| {
+        (
+            id.to_string(),
+            hard(result("SITE-A", "CE", "org.example.M", t)),
+        )
+    };
+    let first = store
+        .insert_once(&[keyed("a", 1), keyed("b", 2), keyed("a", 1)])
+        .await
+        .unwrap();
+    assert_eq!((first.inserted, first.duplicates), (2, 1));
+    // A replay of the same batch (a crash before the spool's acknowledgement) and a new one.
+    let again = store
+        .insert_once(&[keyed("a", 1), keyed("b", 2), keyed("c", 3)])
+        .await
+        .unwrap();
+    assert_eq!((again.inserted, again.duplicates), (1, 2));
+    let rows = store
+        .history(&HistoryQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(times(&rows), vec![3, 2, 1]);
+    // Retention forgets the ids of deleted results, not of a cell's kept latest.
+    assert_eq!(store.delete_before(3).await.unwrap(), 2);
+    let after = store.insert_once(&[keyed("c", 3)]).await.unwrap();
+    assert_eq!(after.duplicates, 1);
 }
 
 async fn events_round_trip_oldest_first(store: Backend) {
