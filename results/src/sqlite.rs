@@ -798,6 +798,7 @@ impl SqliteStore {
         use std::collections::HashMap;
         let mut index: HashMap<CellKey, usize> = HashMap::new();
         let mut out: Vec<crate::store::CellTimeline> = Vec::new();
+        let per_site = filter.site.is_some();
         let wanted = |site: &str, flavour: &str| {
             filter.site.as_deref().is_none_or(|s| s == site)
                 && filter.flavour.as_deref().is_none_or(|f| f == flavour)
@@ -829,6 +830,16 @@ impl SqliteStore {
                      ORDER BY started_at_ms DESC LIMIT 1",
                 )
                 .map_err(query_err)?;
+            // One site's cells are read through the per-cell index, cell by cell, instead of
+            // scanning every site's rows of the period (the site page, the API for one site).
+            let mut range = conn
+                .prepare_cached(
+                    "SELECT started_at_ms, status FROM results \
+                     WHERE site = ?1 AND hostname = ?2 AND flavour = ?3 AND metric = ?4 \
+                       AND started_at_ms >= ?5 AND started_at_ms < ?6 AND final = 1 \
+                     ORDER BY started_at_ms, id",
+                )
+                .map_err(query_err)?;
             for key in keys {
                 if !wanted(&key.site, &key.flavour) {
                     continue;
@@ -850,9 +861,33 @@ impl SqliteStore {
                         points.push((t, st));
                     }
                 }
+                if per_site {
+                    let rows = range
+                        .query_map(
+                            params![
+                                key.site,
+                                key.hostname,
+                                key.flavour,
+                                key.metric,
+                                since_ms,
+                                until_ms
+                            ],
+                            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                        )
+                        .map_err(query_err)?;
+                    for row in rows {
+                        let (t, st) = row.map_err(query_err)?;
+                        if let Some(st) = parse_status(&st) {
+                            points.push((t, st));
+                        }
+                    }
+                }
                 index.insert(key.clone(), out.len());
                 out.push((key, points));
             }
+        }
+        if per_site {
+            return Ok(out);
         }
         let mut stmt = conn
             .prepare_cached(

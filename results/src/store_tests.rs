@@ -696,6 +696,19 @@ async fn timelines_lead_with_the_prior_result_and_follow_filters(store: Backend)
         .unwrap();
     assert_eq!(srm.len(), 1);
     assert_eq!(srm[0].0.flavour, "SRM");
+    // A site filter (read cell by cell) gives exactly that site's part of the whole.
+    let site_a = store
+        .timelines(
+            100,
+            200,
+            &CellFilter {
+                site: Some("SITE-A".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(site_a, all[..2].to_vec());
     let site_b = store
         .timelines(
             0,
