@@ -45,16 +45,6 @@ fn call(
     (status, json)
 }
 
-fn http_addr(serve: &Serve) -> String {
-    let out = serve.output();
-    let line = out
-        .lines()
-        .find(|l| l.contains("http://"))
-        .expect("http line");
-    let url = line.split("http://").nth(1).expect("url");
-    url.trim_end_matches("/healthz").trim().to_string()
-}
-
 const OPERATOR: &str = "operator-secret-token";
 const CERN_ADMIN: &str = "cern-admin-secret-token";
 
@@ -126,8 +116,7 @@ fn api_reads_errors_tokens_and_on_demand_runs() {
     let config = config(dir.path(), web.port);
     let store = dir.path().join("r.sqlite");
     let serve = Serve::start(&config, store.to_str().expect("utf-8"));
-    serve.wait_for("http://", Duration::from_secs(20));
-    let addr = http_addr(&serve);
+    let addr = serve.http_addr();
 
     // Reads.
     assert!(

@@ -102,22 +102,12 @@ fn start(dir: &Path) -> (Serve, String) {
     let config = config(dir);
     let store = dir.join("results.sqlite");
     let serve = Serve::start(&config, store.to_str().expect("utf-8"));
-    serve.wait_for("/healthz", Duration::from_secs(30));
-    let out = serve.output();
-    let base = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("http:"))
-        .and_then(|rest| rest.trim().strip_suffix("/healthz"))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no http address in serve's output:\n{out}"));
+    let base = format!("http://{}", serve.http_addr());
     (serve, base)
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("http client")
+    common::http_client()
 }
 
 /// GET a page: status and body.

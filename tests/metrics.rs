@@ -15,9 +15,7 @@ use common::{closed_port, repo, wait_until, Serve};
 use serde_json::Value;
 
 fn write(dir: &Path, name: &str, body: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, body).expect("write");
-    path.to_str().expect("utf-8").to_string()
+    common::write_file(dir, name, body)
 }
 
 /// Every series name `/metrics` can expose, plus `up`, which Prometheus adds to every target.
@@ -503,13 +501,8 @@ fn promtool_checks_and_unit_tests_the_rules() {
     }
 }
 
-/// A client for loopback only: never through a proxy from the environment.
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
+    common::http_client()
 }
 
 /// A service with an OK cell, a CRITICAL one and a STANDBY one, probing itself every second.
@@ -574,15 +567,7 @@ fn start_serve(dir: &Path, open: &TcpListener) -> (Serve, String, String) {
     let config = write(dir, "vo.toml", &config(open_port, closed_port(), true));
     let store = dir.join("results.sqlite");
     let serve = Serve::start(&config, store.to_str().expect("utf-8"));
-    serve.wait_for("/healthz", Duration::from_secs(30));
-    let out = serve.output();
-    let addr = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("http:"))
-        .and_then(|rest| rest.trim().strip_prefix("http://"))
-        .and_then(|rest| rest.strip_suffix("/healthz"))
-        .unwrap_or_else(|| panic!("no http address in:\n{out}"))
-        .to_string();
+    let addr = serve.http_addr();
     (serve, addr, config)
 }
 

@@ -8,9 +8,7 @@ use std::time::Duration;
 use common::{json, process_alive, script, wait_until, Serve, StoppableHttp};
 
 fn write(dir: &Path, name: &str, body: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, body).expect("write");
-    path.to_str().expect("utf-8").to_string()
+    common::write_file(dir, name, body)
 }
 
 /// The state of one cell in `gridprobe matrix --format json`.

@@ -15,9 +15,7 @@ use common::{bin, closed_port, gridprobe, repo, texts, wait_until, Serve};
 use gridprobe_results::{ResultMessage, Spool, SpoolConfig};
 
 fn write(dir: &Path, name: &str, body: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, body).expect("write config");
-    p.to_str().expect("utf-8").to_string()
+    common::write_file(dir, name, body)
 }
 
 /// Probes that give a result every second without touching the network: TCP connects to a

@@ -1084,16 +1084,22 @@ impl Run<'_> {
         expect_success(&resp).inspect_err(|_| self.written = false)
     }
 
-    async fn dav_stat(&mut self, ctx: &ProbeContext) -> Result<Option<u64>, StepError> {
-        let url = self.file(&self.name)?;
+    /// A PROPFIND of `url` at `depth` ("0" or "1"); anything but 207 Multi-Status is CRITICAL.
+    async fn dav_propfind(
+        &mut self,
+        ctx: &ProbeContext,
+        url: &Url,
+        depth_value: &'static str,
+        limit: usize,
+    ) -> Result<Response, StepError> {
         let resp = self
             .dav(
                 ctx,
                 propfind(),
-                &url,
+                url,
                 Bytes::from_static(PROPFIND_BODY),
-                &[(depth(), "0"), (CONTENT_TYPE, "application/xml")],
-                MAX_SMALL_BODY,
+                &[(depth(), depth_value), (CONTENT_TYPE, "application/xml")],
+                limit,
             )
             .await?;
         if resp.parts.status.as_u16() != 207 {
@@ -1102,6 +1108,12 @@ impl Run<'_> {
                 status_text(resp.parts.status)
             )));
         }
+        Ok(resp)
+    }
+
+    async fn dav_stat(&mut self, ctx: &ProbeContext) -> Result<Option<u64>, StepError> {
+        let url = self.file(&self.name)?;
+        let resp = self.dav_propfind(ctx, &url, "0", MAX_SMALL_BODY).await?;
         let entries = parse_multistatus(&resp.body)
             .map_err(|e| StepError::critical(format!("unreadable PROPFIND answer: {e}")))?;
         Ok(entries.iter().find_map(|e| e.length))
@@ -1146,22 +1158,7 @@ impl Run<'_> {
 
     async fn dav_list(&mut self, ctx: &ProbeContext) -> Result<(Vec<String>, bool), StepError> {
         let dir = self.target.dir.clone();
-        let resp = self
-            .dav(
-                ctx,
-                propfind(),
-                &dir,
-                Bytes::from_static(PROPFIND_BODY),
-                &[(depth(), "1"), (CONTENT_TYPE, "application/xml")],
-                MAX_LISTING,
-            )
-            .await?;
-        if resp.parts.status.as_u16() != 207 {
-            return Err(StepError::critical(format!(
-                "PROPFIND answered {} (expected 207 Multi-Status)",
-                status_text(resp.parts.status)
-            )));
-        }
+        let resp = self.dav_propfind(ctx, &dir, "1", MAX_LISTING).await?;
         let entries = match parse_multistatus(&resp.body) {
             Ok(e) => e,
             // A listing cut at the limit ends mid-element; an intact one must parse.

@@ -271,6 +271,18 @@ impl Serve {
         );
     }
 
+    /// The `host:port` serve listens on, read from its start-up lines (`http:    http://A/healthz`).
+    pub fn http_addr(&self) -> String {
+        self.wait_for("/healthz", Duration::from_secs(30));
+        let out = self.output();
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("http:"))
+            .and_then(|rest| rest.trim().strip_prefix("http://"))
+            .and_then(|rest| rest.strip_suffix("/healthz"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no http address in serve's output:\n{out}"))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -317,4 +329,20 @@ pub fn json(args: &[&str]) -> serde_json::Value {
         "gridprobe {args:?} failed:\n{stdout}\n{stderr}"
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("json ({e}): {stdout}"))
+}
+
+/// Writes a file into `dir` and returns its path as a string.
+pub fn write_file(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write file");
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+/// An HTTP client for loopback only: never through a proxy from the environment.
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
 }
