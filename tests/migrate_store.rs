@@ -12,6 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::pg::Pg;
 use common::{gridprobe, json, texts, wait_until, Serve, StoppableHttp};
 use gridprobe_config::Downtime;
 use gridprobe_probes::{Outcome, ProbeResult, Status, Trigger};
@@ -74,89 +75,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-/// A scratch schema on the test server and the URL of a store in it.
-struct Pg {
-    admin: tokio_postgres::Config,
-    schema: String,
-    url: String,
-}
-
-impl Pg {
-    fn new(test: &str) -> Option<Pg> {
-        let Ok(conninfo) = std::env::var("GRIDPROBE_TEST_PG") else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "GRIDPROBE_TEST_PG is not set: under CI the PostgreSQL tests must run \
-                 (scripts/test-env.sh starts the server and exports it)"
-            );
-            eprintln!("note: GRIDPROBE_TEST_PG is not set; {test} not run outside CI");
-            return None;
-        };
-        let admin: tokio_postgres::Config = conninfo.parse().expect("GRIDPROBE_TEST_PG parses");
-        let schema = format!("gp_e2e_{}_{test}", std::process::id());
-        let host = match admin.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".into(),
-        };
-        let port = admin.get_ports().first().copied().unwrap_or(5432);
-        let user = admin.get_user().unwrap_or("postgres").to_string();
-        let db = admin.get_dbname().unwrap_or(&user).to_string();
-        // The binary takes a URL; the schema goes in through `options` (search_path).
-        let url =
-            format!("postgresql://{user}@{host}:{port}/{db}?options=-c%20search_path%3D{schema}");
-        let pg = Pg { admin, schema, url };
-        pg.sql(&format!(
-            "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}",
-            s = pg.schema
-        ));
-        Some(pg)
-    }
-
-    fn sql(&self, sql: &str) {
-        let admin = self.admin.clone();
-        let sql = sql.to_string();
-        // Its own thread and runtime: callable from inside a test's runtime too.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let (client, conn) = admin
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .expect("GRIDPROBE_TEST_PG answers");
-                tokio::spawn(conn);
-                client.batch_execute(&sql).await.expect("admin SQL");
-            });
-        })
-        .join()
-        .expect("admin thread");
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let sql = format!(
-            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {} CASCADE",
-            self.schema
-        );
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async move {
-                let (client, conn) = admin.connect(tokio_postgres::NoTls).await.ok()?;
-                tokio::spawn(conn);
-                client.batch_execute(&sql).await.ok()
-            })
-        })
-        .join();
-    }
 }
 
 /// Fills the SQLite store: every cell every 10 minutes over ~33 hours, some failures, retry

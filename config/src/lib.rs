@@ -19,6 +19,6 @@ pub use diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
 pub use load::{load, load_str, parse_duration, Loaded};
 pub use model::{
     short_metric_name, Access, Config, Defaults, Downtime, KindParams, Overrides, ProbeDef,
-    ProbeInstance, Profile, Role, Service, Site, StoreSpec, Token,
+    ProbeInstance, Profile, Role, ScheduleMode, Service, Site, StoreSpec, Token,
 };
 pub use xml::XmlError;

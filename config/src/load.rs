@@ -48,6 +48,8 @@ struct RawServer {
     retention: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
     startup_spread: Option<Spanned<String>>,
+    schedule: Option<Spanned<String>>,
+    schedule_lease: Option<Spanned<String>>,
     // Publishing and spooling (read in load/publish.rs).
     instance: Option<Spanned<String>>,
     spool_dir: Option<Spanned<String>>,
@@ -932,7 +934,52 @@ impl Loader {
             .map(|v| v.into_inner().trim().to_string())
             .filter(|v| !v.is_empty())
             .map(|v| base_dir.join(v));
+        let schedule = match raw.schedule {
+            None => crate::model::ScheduleMode::Local,
+            Some(v) => match v.get_ref().trim() {
+                "local" => crate::model::ScheduleMode::Local,
+                "shared" if store_is_sqlite => {
+                    let d = self.error(
+                        file,
+                        v.span(),
+                        "a shared schedule needs a PostgreSQL store that every instance reaches, and `store` names a SQLite file",
+                    );
+                    self.diagnostics.push(d.with_help(
+                        "set store = \"postgresql://USER@HOST:PORT/DATABASE\", or schedule = \"local\"",
+                    ));
+                    crate::model::ScheduleMode::Local
+                }
+                "shared" => crate::model::ScheduleMode::Shared,
+                other => {
+                    let d = self.error(file, v.span(), format!("unknown schedule mode `{other}`"));
+                    self.diagnostics.push(d.with_help(
+                        "write schedule = \"local\" (this process runs every entry) or \"shared\" (instances on one PostgreSQL store divide the entries)",
+                    ));
+                    crate::model::ScheduleMode::Local
+                }
+            },
+        };
+        let schedule_lease = match raw.schedule_lease {
+            None => base.schedule_lease,
+            Some(v) => {
+                let span = v.span();
+                match self.duration(file, Some(v)) {
+                    Some(d) if d < Duration::from_secs(1) || d > Duration::from_secs(600) => {
+                        let d =
+                            self.error(file, span, "`schedule_lease` must be between 1s and 10m");
+                        self.diagnostics.push(d.with_help(
+                            "a crashed instance's entries move after one lease; a few times the database's worst response time is enough, e.g. \"15s\"",
+                        ));
+                        base.schedule_lease
+                    }
+                    Some(d) => d,
+                    None => base.schedule_lease,
+                }
+            }
+        };
         self.config.server = crate::model::Server {
+            schedule,
+            schedule_lease,
             listen,
             store,
             store_password_env,
@@ -1606,6 +1653,34 @@ critical = { CE = ["CE-lhcb-install"] }
 
     fn with_server(server: &str) -> Loaded {
         load_text(&format!("{VALID}\n[server]\n{server}\n"))
+    }
+
+    #[test]
+    fn schedule_mode_and_lease() {
+        let l = with_server("");
+        assert_eq!(l.config.server.schedule, crate::ScheduleMode::Local);
+        assert_eq!(l.config.server.schedule_lease, Duration::from_secs(15));
+        let l = with_server(
+            "store = \"postgresql://gp@db/gp\"\nschedule = \"shared\"\nschedule_lease = \"30s\"",
+        );
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        assert_eq!(l.config.server.schedule, crate::ScheduleMode::Shared);
+        assert_eq!(l.config.server.schedule_lease, Duration::from_secs(30));
+        // Without a store in the file it may come from --store: accepted here, checked by serve.
+        let l = with_server("schedule = \"shared\"");
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        for (bad, says) in [
+            ("schedule = \"cluster\"", "unknown schedule mode `cluster`"),
+            (
+                "store = \"x.sqlite\"\nschedule = \"shared\"",
+                "needs a PostgreSQL store",
+            ),
+            ("schedule_lease = \"20m\"", "between 1s and 10m"),
+        ] {
+            let l = with_server(bad);
+            let text = l.diagnostics.to_string();
+            assert!(text.contains(says), "{bad}: {text}");
+        }
     }
 
     #[test]

@@ -87,6 +87,22 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Entries with no recent result start within this window after start-up, spread evenly.
     pub startup_spread: Duration,
+    /// Whether this process runs every entry, or shares the schedule with the other instances
+    /// on the same PostgreSQL store.
+    pub schedule: ScheduleMode,
+    /// Shared schedule: how long an instance's membership lasts without renewal, i.e. how long
+    /// a crashed instance's entries wait before the others take them.
+    pub schedule_lease: Duration,
+}
+
+/// `[server] schedule`: who runs the schedule's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScheduleMode {
+    /// This process runs every entry (the default).
+    #[default]
+    Local,
+    /// Every `serve` on the same PostgreSQL store shares the entries; each slot runs once.
+    Shared,
 }
 
 impl Default for Server {
@@ -99,6 +115,8 @@ impl Default for Server {
             retention: Duration::from_secs(400 * 86_400),
             shutdown_grace: Duration::from_secs(10),
             startup_spread: Duration::from_secs(30),
+            schedule: ScheduleMode::Local,
+            schedule_lease: Duration::from_secs(15),
         }
     }
 }

@@ -3,8 +3,10 @@
 //! availability and reports.
 
 pub mod availability;
+pub mod coordination;
 pub mod matrix;
 pub mod message;
+mod pg_schedule;
 pub mod postgres;
 pub mod reasons;
 pub mod report;
@@ -15,6 +17,7 @@ pub mod store;
 mod store_tests;
 pub mod writer;
 
+pub use coordination::{owner_of, Membership, ScheduleCoordinator, SlotClaim};
 pub use message::{message_id, ResultMessage};
 pub use postgres::PgStore;
 pub use spool::{Spool, SpoolConfig, SpoolError};

@@ -45,10 +45,6 @@ use crate::store::{
 /// Schema migrations; entry `i` upgrades a database from version `i` to `i + 1`. Never edit an
 /// entry once released: add a new one.
 ///
-/// Several instances sharing one schedule (a later migration) will add
-/// `schedule_leases (cell_id BIGINT REFERENCES cells, slot_ms BIGINT, holder TEXT,
-/// expires_at_ms BIGINT, PRIMARY KEY (cell_id))`: schedule entries are per cell, so leases key
-/// on `cells.id` and are claimed with `FOR UPDATE SKIP LOCKED` next to the rows they guard.
 const MIGRATIONS: &[&str] = &[
     // 1: cells, results, each cell's latest hard result, store events, imported downtimes.
     r#"
@@ -123,6 +119,27 @@ CREATE TABLE message_ids (
     started_at_ms BIGINT NOT NULL
 );
 CREATE INDEX message_ids_started ON message_ids (started_at_ms);
+"#,
+    // 3: several `serve` instances on one schedule (see `crate::coordination`): each
+    // instance's membership lease, and one row per claimed slot of a cell, so a slot runs once
+    // however many instances think they own it. Slots are keyed by the cell's names rather
+    // than `cells.id`: a claim comes before the cell's first result, and needs no lookup.
+    r#"
+CREATE TABLE schedule_members (
+    member TEXT COLLATE "C" PRIMARY KEY,
+    started_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE TABLE schedule_slots (
+    site TEXT COLLATE "C" NOT NULL,
+    hostname TEXT COLLATE "C" NOT NULL,
+    flavour TEXT COLLATE "C" NOT NULL,
+    metric TEXT COLLATE "C" NOT NULL,
+    slot_ms BIGINT NOT NULL,
+    member TEXT NOT NULL,
+    claimed_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (site, hostname, flavour, metric, slot_ms)
+);
 "#,
 ];
 
@@ -417,12 +434,12 @@ fn connect_reason(e: &tokio_postgres::Error, target: &Target) -> String {
     }
 }
 
-fn query_err(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn query_err(e: tokio_postgres::Error) -> StoreError {
     StoreError::Query(pg_reason(&e))
 }
 
 /// Text as PostgreSQL can store it: NUL (which `text` cannot hold) becomes U+FFFD.
-fn pg_text(s: &str) -> Cow<'_, str> {
+pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', "\u{fffd}"))
     } else {
@@ -632,7 +649,7 @@ impl PgStore {
         &self.location
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| {
             StoreError::Query(match e {
                 PoolError::Backend(e) => connect_reason(&e, &self.target),

@@ -58,6 +58,15 @@ async fn health(State(state): State<HttpState>) -> Json<serde_json::Value> {
         "entries": s.entries.load(Ordering::Relaxed),
         "inflight": s.inflight.load(Ordering::Relaxed),
         "runs_finished": s.runs_finished.load(Ordering::Relaxed),
+        "schedule": match s.shared_view() {
+            None => serde_json::json!({ "mode": "local" }),
+            Some(v) => serde_json::json!({
+                "mode": "shared",
+                "member": v.member,
+                "members": v.members,
+                "owned": v.owned,
+            }),
+        },
     }))
 }
 

@@ -161,6 +161,8 @@ pub struct Metrics {
     runs_started: IntCounter,
     runs_finished: IntCounter,
     skipped: IntCounterVec,
+    schedule_members: IntGauge,
+    schedule_owned: IntGauge,
     queue_wait: Counter,
     reloads: IntCounter,
     written: IntCounter,
@@ -377,6 +379,23 @@ impl Metrics {
             .expect("valid gauge"),
             false,
         );
+        let schedule_members = b.add(
+            IntGauge::with_opts(opts(
+                "gridprobe_schedule_members",
+                "Shared schedule: live instances sharing it, this one included (0 when the \
+                 schedule is not shared, or this instance lost its lease).",
+            ))
+            .expect("valid gauge"),
+            false,
+        );
+        let schedule_owned = b.add(
+            IntGauge::with_opts(opts(
+                "gridprobe_schedule_owned_entries",
+                "Shared schedule: schedule entries this instance runs.",
+            ))
+            .expect("valid gauge"),
+            false,
+        );
         let inflight = b.add(
             IntGauge::with_opts(opts(
                 "gridprobe_scheduler_inflight",
@@ -407,7 +426,9 @@ impl Metrics {
                 opts(
                     "gridprobe_scheduler_skipped_total",
                     "Slots skipped: reason=busy (the previous run of the entry was still in \
-                     flight), reason=late (missed by a pause or clock jump, never replayed).",
+                     flight), reason=late (missed by a pause or clock jump, never replayed); with a shared \
+                     schedule also reason=claimed (another instance ran the slot) and \
+                     reason=uncoordinated (the slot could not be claimed: database down).",
                 ),
                 &["reason"],
             )
@@ -571,6 +592,8 @@ impl Metrics {
             runs_started,
             runs_finished,
             skipped,
+            schedule_members,
+            schedule_owned,
             queue_wait,
             reloads,
             written,
@@ -649,6 +672,20 @@ impl Metrics {
             &self.skipped.with_label_values(&["late"]),
             load(&s.skipped_late),
         );
+        if let Some(view) = s.shared_view() {
+            follow(
+                &self.skipped.with_label_values(&["claimed"]),
+                load(&s.skipped_claimed),
+            );
+            follow(
+                &self.skipped.with_label_values(&["uncoordinated"]),
+                load(&s.skipped_uncoordinated),
+            );
+            self.schedule_members
+                .set(i64::try_from(view.members.len()).unwrap_or(i64::MAX));
+            self.schedule_owned
+                .set(i64::try_from(view.owned).unwrap_or(i64::MAX));
+        }
         let wait_ms = load(&s.queue_wait_ms_total);
         if wait_ms > st.queue_wait_ms {
             self.queue_wait

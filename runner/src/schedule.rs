@@ -19,8 +19,9 @@ use gridprobe_config::{Config, ProbeInstance};
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::registry::{context_for, BuiltProbes};
 use gridprobe_probes::{Outcome, Status, Trigger};
-use gridprobe_results::CellKey;
-use tokio::sync::mpsc;
+use gridprobe_results::coordination::stable_hash;
+use gridprobe_results::{owner_of, CellKey, ResultStore, ScheduleCoordinator, SlotClaim};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -56,6 +57,38 @@ pub struct SchedulerStats {
     pub entries: AtomicU64,
     /// Configuration reloads applied.
     pub reloads: AtomicU64,
+    /// Shared schedule: slots another instance claimed first.
+    pub skipped_claimed: AtomicU64,
+    /// Shared schedule: slots not run because the claim could not be made (database down).
+    pub skipped_uncoordinated: AtomicU64,
+    /// Shared schedule: this instance's view of it, `None` when the schedule is not shared.
+    pub shared_view: Mutex<Option<SharedView>>,
+}
+
+/// What one instance of a shared schedule knows of it (for `/healthz` and metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedView {
+    /// This instance's member name.
+    pub member: String,
+    /// Live members, this one included; empty while this instance's own lease is not
+    /// confirmed (then it runs nothing).
+    pub members: Vec<String>,
+    /// Schedule entries this instance owns.
+    pub owned: usize,
+}
+
+impl SchedulerStats {
+    /// The shared-schedule view, if the schedule is shared.
+    pub fn shared_view(&self) -> Option<SharedView> {
+        self.shared_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_shared_view(&self, view: SharedView) {
+        *self.shared_view.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
+    }
 }
 
 /// The last hard result of each cell, as the scheduler knows it (for `depends_on`).
@@ -120,18 +153,6 @@ pub fn cell_key(config: &Config, inst: &ProbeInstance) -> CellKey {
         flavour: svc.flavour.clone(),
         metric: config.probes[inst.probe].metric.clone(),
     }
-}
-
-/// FNV-1a: a hash that is the same in every build and release, unlike std's.
-fn stable_hash(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }
 
 fn entries_of(config: &Config) -> Vec<Entry> {
@@ -217,11 +238,43 @@ fn children_of(entries: &[Entry]) -> HashMap<CellKey, Vec<usize>> {
 /// A request to replace the schedule; the reply says whether it was applied.
 pub type ReloadRequest = (Plan, tokio::sync::oneshot::Sender<usize>);
 
+/// Several `serve` instances on one schedule (`[server] schedule = "shared"`); see
+/// [`gridprobe_results::coordination`] for the protocol and ARCHITECTURE.md for the failure
+/// semantics.
+#[derive(Clone)]
+pub struct Coordination {
+    /// The shared database.
+    pub coordinator: Arc<dyn ScheduleCoordinator>,
+    /// This instance's member name, unique among live instances (e.g. `host:pid`).
+    pub member: String,
+    /// How long a membership lasts without renewal: a crashed instance's entries move to the
+    /// others within about this long.
+    pub lease: Duration,
+    /// The shared store, read for the states of cells other instances run (`depends_on`).
+    pub store: Arc<dyn ResultStore>,
+}
+
+/// How long claims are kept: they guard slots of the last interval only, and are worth a day
+/// to an operator asking which instance ran what.
+const CLAIMS_KEPT_MS: i64 = 86_400_000;
+
 /// Runs the schedule until `shutdown` fires, then drains as described in the module docs.
 pub async fn run_scheduler(
     shared: Arc<Shared>,
     last_runs: HashMap<CellKey, i64>,
+    reloads: mpsc::Receiver<ReloadRequest>,
+    shutdown: CancellationToken,
+) {
+    run_scheduler_with(shared, last_runs, reloads, None, shutdown).await
+}
+
+/// As [`run_scheduler`]; with `coordination`, the schedule is shared with the other live
+/// instances: this one runs only the entries it owns, each slot after claiming it.
+pub async fn run_scheduler_with(
+    shared: Arc<Shared>,
+    last_runs: HashMap<CellKey, i64>,
     mut reloads: mpsc::Receiver<ReloadRequest>,
+    coordination: Option<Coordination>,
     shutdown: CancellationToken,
 ) {
     let stats = shared.stats.clone();
@@ -231,13 +284,44 @@ pub async fn run_scheduler(
     let mut entries = entries_of(&plan.config);
     let mut last_runs = last_runs;
     let mut queue: BTreeSet<(i64, usize)> = BTreeSet::new();
+
+    // Shared schedule: the membership task keeps `view` current. The first view is awaited,
+    // so that start-up runs go to their owners rather than being skipped by everyone.
+    let (view_tx, mut view_rx) = watch::channel::<Arc<Vec<String>>>(Arc::new(Vec::new()));
+    let membership = match &coordination {
+        Some(c) => {
+            let Some(first) = first_view(c, &shutdown).await else {
+                return;
+            };
+            view_tx.send_replace(Arc::new(first));
+            Some(tokio::spawn(membership_loop(
+                c.clone(),
+                shared.clone(),
+                view_tx,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let mut view = view_rx.borrow_and_update().clone();
+    let member = coordination.as_ref().map(|c| c.member.clone());
+    let owns = |view: &[String], key: &CellKey| match &member {
+        None => true,
+        Some(me) => owner_of(view, key) == Some(me.as_str()),
+    };
+
     let now = unix_ms(SystemTime::now());
     let spread = i64::try_from(opts.startup_spread.as_millis()).unwrap_or(30_000);
     for (i, e) in entries.iter().enumerate() {
         queue.insert((first_due(e, now, last_runs.get(&e.key).copied(), spread), i));
     }
     stats.entries.store(entries.len() as u64, Ordering::Relaxed);
-    tracing::info!(entries = entries.len(), "scheduler started");
+    publish_view(&shared, &member, &view, &entries);
+    tracing::info!(
+        entries = entries.len(),
+        shared = member.is_some(),
+        "scheduler started"
+    );
 
     let tracker = TaskTracker::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
@@ -245,6 +329,7 @@ pub async fn run_scheduler(
 
     loop {
         let now = unix_ms(SystemTime::now());
+        let mut claims: Vec<(Entry, i64)> = Vec::new();
         while let Some(&(due, idx)) = queue.first() {
             if due > now {
                 break;
@@ -259,27 +344,34 @@ pub async fn run_scheduler(
                 tracing::debug!(cell = ?entry.key, late_ms = now - due, "missed slot skipped");
                 slot_at_or_after(now, entry.interval_ms, entry.offset_ms)
             } else {
-                // A child whose parent has not reported yet waits for it: the parent's first
-                // result wakes it (below), so it is judged with the parent's state.
-                let parent_pending = entry.parents.iter().any(|p| states.get(p).is_none());
-                let busy =
-                    parent_pending || shared.try_claim(std::slice::from_ref(&entry.key)).is_err();
-                if parent_pending {
-                    tracing::debug!(cell = ?entry.key, "waiting for a parent's first result");
-                } else if busy {
-                    stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(cell = ?entry.key, "previous run still in flight; slot skipped");
-                } else {
-                    tracker.spawn(run_entry(
-                        entry.clone(),
-                        plan.clone(),
-                        shared.clone(),
-                        done_tx.clone(),
-                    ));
+                // Another member's entry: its owner runs it (the queue keeps it, so that it
+                // runs here from the next slot on if ownership moves).
+                if owns(&view, &entry.key) && ready_to_run(entry, &shared) {
+                    if coordination.is_some() {
+                        claims.push((entry.clone(), slot_of(entry, due)));
+                    } else {
+                        tracker.spawn(run_entry(
+                            entry.clone(),
+                            plan.clone(),
+                            shared.clone(),
+                            done_tx.clone(),
+                        ));
+                    }
                 }
                 slot_at_or_after(due + 1, entry.interval_ms, entry.offset_ms)
             };
             queue.insert((next, idx));
+        }
+        if let (Some(c), false) = (&coordination, claims.is_empty()) {
+            // Claimed off the loop: the database's latency never delays other entries.
+            tracker.spawn(claim_and_run(
+                c.clone(),
+                claims,
+                plan.clone(),
+                shared.clone(),
+                tracker.clone(),
+                done_tx.clone(),
+            ));
         }
         // Wake at the next due time, but at least every second so that a wall-clock change is
         // noticed promptly.
@@ -307,6 +399,34 @@ pub async fn run_scheduler(
                 }
                 last_runs.insert(done.key, done.started_ms);
             }
+            Ok(()) = view_rx.changed() => {
+                let new_view = view_rx.borrow_and_update().clone();
+                // Entries whose owner left (lease expired or shut down) and which are now
+                // this instance's: their current slot runs now if nobody claimed it, rather
+                // than being lost to the dead owner.
+                let now = unix_ms(SystemTime::now());
+                let mut takeover = Vec::new();
+                for e in &entries {
+                    let previous = owner_of(&view, &e.key);
+                    let gone = previous.is_some_and(|p| !new_view.iter().any(|m| m == p));
+                    if gone && owns(&new_view, &e.key) && ready_to_run(e, &shared) {
+                        takeover.push((e.clone(), slot_of(e, now)));
+                    }
+                }
+                view = new_view;
+                publish_view(&shared, &member, &view, &entries);
+                if let (Some(c), false) = (&coordination, takeover.is_empty()) {
+                    tracing::info!(entries = takeover.len(), "taking over the current slots of a departed instance");
+                    tracker.spawn(claim_and_run(
+                        c.clone(),
+                        takeover,
+                        plan.clone(),
+                        shared.clone(),
+                        tracker.clone(),
+                        done_tx.clone(),
+                    ));
+                }
+            }
             Some((new_plan, reply)) = reloads.recv() => {
                 let now = unix_ms(SystemTime::now());
                 let new_entries = entries_of(&new_plan.config);
@@ -332,6 +452,7 @@ pub async fn run_scheduler(
                 plan = new_plan;
                 stats.entries.store(entries.len() as u64, Ordering::Relaxed);
                 stats.reloads.fetch_add(1, Ordering::Relaxed);
+                publish_view(&shared, &member, &view, &entries);
                 tracing::info!(entries = entries.len(), "configuration reloaded; schedule replaced");
                 let _ = reply.send(entries.len());
             }
@@ -352,7 +473,178 @@ pub async fn run_scheduler(
         shared.interrupt.cancel();
         tracker.wait().await;
     }
+    if let (Some(c), Some(task)) = (&coordination, membership) {
+        let _ = task.await;
+        // The others take this instance's entries at once instead of after the lease.
+        if let Err(e) = c.coordinator.leave(&c.member).await {
+            tracing::warn!(error = %e, "could not give up the schedule lease; it expires by itself");
+        }
+    }
     tracing::info!("scheduler stopped");
+}
+
+/// Whether an entry may start a run now; if so its cell is claimed locally (released by
+/// [`run_entry`], or by [`claim_and_run`] when another instance wins the slot).
+fn ready_to_run(entry: &Entry, shared: &Shared) -> bool {
+    // A child whose parent has not reported yet waits for it: the parent's first result wakes
+    // it, so it is judged with the parent's state.
+    if entry.parents.iter().any(|p| shared.states.get(p).is_none()) {
+        tracing::debug!(cell = ?entry.key, "waiting for a parent's first result");
+        return false;
+    }
+    if shared.try_claim(std::slice::from_ref(&entry.key)).is_err() {
+        shared.stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(cell = ?entry.key, "previous run still in flight; slot skipped");
+        return false;
+    }
+    true
+}
+
+/// The slot a run at `t` belongs to: the latest slot of the entry at or before `t`. Runs
+/// between slots (start-up, wake-ups, take-overs) count for the slot they fall in.
+fn slot_of(entry: &Entry, t: i64) -> i64 {
+    slot_at_or_after(t + 1, entry.interval_ms, entry.offset_ms) - entry.interval_ms
+}
+
+/// Claims the slots and runs the entries whose slot this instance won.
+async fn claim_and_run(
+    c: Coordination,
+    claims: Vec<(Entry, i64)>,
+    plan: Plan,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    done: mpsc::UnboundedSender<Finished>,
+) {
+    let request: Vec<SlotClaim> = claims
+        .iter()
+        .map(|(e, slot_ms)| SlotClaim {
+            cell: e.key.clone(),
+            slot_ms: *slot_ms,
+        })
+        .collect();
+    let won = match c.coordinator.claim(&c.member, &request).await {
+        Ok(won) => won,
+        Err(e) => {
+            // Exactly once is kept over availability: without a claim nobody can tell whether
+            // another instance runs the slot, so it is skipped (and counted).
+            tracing::error!(error = %e, slots = claims.len(), "cannot claim schedule slots; they are skipped");
+            shared
+                .stats
+                .skipped_uncoordinated
+                .fetch_add(claims.len() as u64, Ordering::Relaxed);
+            vec![false; 0]
+        }
+    };
+    for (i, (entry, _)) in claims.into_iter().enumerate() {
+        if won.get(i).copied().unwrap_or(false) {
+            tracker.spawn(run_entry(entry, plan.clone(), shared.clone(), done.clone()));
+        } else {
+            if !won.is_empty() {
+                shared.stats.skipped_claimed.fetch_add(1, Ordering::Relaxed);
+            }
+            shared.release(std::slice::from_ref(&entry.key));
+        }
+    }
+}
+
+/// The first membership view, retried until it comes or the service stops.
+async fn first_view(c: &Coordination, shutdown: &CancellationToken) -> Option<Vec<String>> {
+    let lease_ms = i64::try_from(c.lease.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        match c.coordinator.heartbeat(&c.member, lease_ms).await {
+            Ok(view) => {
+                tracing::info!(member = %c.member, members = ?view.members, "joined the shared schedule");
+                return Some(view.members);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot join the shared schedule; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// Renews this instance's lease every third of the lease period and publishes the live
+/// members. When renewals fail for longer than the lease, the view empties: the others have
+/// taken over, and this instance runs nothing until it is a member again. With dependencies in
+/// the plan, it also reads the states of cells other instances run.
+async fn membership_loop(
+    c: Coordination,
+    shared: Arc<Shared>,
+    view: watch::Sender<Arc<Vec<String>>>,
+    shutdown: CancellationToken,
+) {
+    let lease_ms = i64::try_from(c.lease.as_millis()).unwrap_or(i64::MAX);
+    let period = (c.lease / 3).max(Duration::from_millis(100));
+    let mut last_ok = std::time::Instant::now();
+    let mut last_prune: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match c.coordinator.heartbeat(&c.member, lease_ms).await {
+            Ok(v) => {
+                last_ok = std::time::Instant::now();
+                if **view.borrow() != v.members {
+                    tracing::info!(members = ?v.members, "shared schedule membership changed");
+                    view.send_replace(Arc::new(v.members));
+                }
+                if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                    last_prune = Some(std::time::Instant::now());
+                    if let Err(e) = c.coordinator.prune_claims(v.now_ms - CLAIMS_KEPT_MS).await {
+                        tracing::warn!(error = %e, "cannot prune old schedule claims");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot renew the shared-schedule lease");
+                if last_ok.elapsed() > c.lease && !view.borrow().is_empty() {
+                    tracing::error!("lease lost: running nothing until the database answers");
+                    view.send_replace(Arc::new(Vec::new()));
+                }
+            }
+        }
+        let plan = shared.plan();
+        if plan.config.probes.iter().any(|p| !p.depends_on.is_empty()) {
+            match c
+                .store
+                .latest(&gridprobe_results::CellFilter::default())
+                .await
+            {
+                Ok(latest) => {
+                    for r in latest {
+                        let r = r.result;
+                        shared.states.set(
+                            CellKey::of(&r),
+                            r.outcome.status,
+                            r.outcome.summary,
+                            r.started_at_ms,
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read other instances' cell states"),
+            }
+        }
+    }
+}
+
+/// Publishes the shared-schedule view for `/healthz` and metrics.
+fn publish_view(shared: &Shared, member: &Option<String>, view: &[String], entries: &[Entry]) {
+    if let Some(me) = member {
+        let owned = entries
+            .iter()
+            .filter(|e| owner_of(view, &e.key) == Some(me.as_str()))
+            .count();
+        shared.stats.set_shared_view(SharedView {
+            member: me.clone(),
+            members: view.to_vec(),
+            owned,
+        });
+    }
 }
 
 async fn run_entry(

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gridprobe_results::{CellFilter, CellKey, ResultStore};
+use gridprobe_config::ScheduleMode;
+use gridprobe_results::{CellFilter, CellKey, PgStore, ResultStore};
 use gridprobe_runner::http::{self, HttpState};
-use gridprobe_runner::schedule::{run_scheduler, Plan, ReloadRequest};
+use gridprobe_runner::schedule::{run_scheduler_with, Coordination, Plan, ReloadRequest};
 use gridprobe_runner::service::Shared;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
@@ -62,9 +63,31 @@ async fn serve(
     store_location: Location,
     listen: String,
 ) -> anyhow::Result<ExitCode> {
-    let store: Arc<dyn ResultStore> = store_open::open_store(&store_location, &plan.config.server)
-        .await
-        .context("the result store could not be opened")?;
+    // A shared schedule is coordinated through the shared store, so it must be PostgreSQL.
+    let shared_store = match (&plan.config.server.schedule, &store_location) {
+        (ScheduleMode::Local, _) => None,
+        (ScheduleMode::Shared, Location::Postgres(url)) => {
+            let password = store_open::password(&plan.config.server).map_err(anyhow::Error::msg)?;
+            Some(Arc::new(
+                PgStore::open(url, password)
+                    .await
+                    .context("the result store could not be opened")?,
+            ))
+        }
+        (ScheduleMode::Shared, Location::Sqlite(path)) => {
+            eprintln!(
+                "error: [server] schedule = \"shared\" needs a PostgreSQL store that every instance reaches, but the store is the SQLite file {}\n  help: set [server] store (or --store, or $GRIDPROBE_STORE) to postgresql://USER@HOST:PORT/DATABASE, or remove schedule = \"shared\"",
+                path.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let store: Arc<dyn ResultStore> = match &shared_store {
+        Some(pg) => pg.clone(),
+        None => store_open::open_store(&store_location, &plan.config.server)
+            .await
+            .context("the result store could not be opened")?,
+    };
     // Resume from what the store knows: last runs for the schedule, last states for depends_on.
     let latest = store
         .latest(&CellFilter::default())
@@ -127,10 +150,19 @@ async fn serve(
 
     let instances = config.instances().len();
     let retention = config.server.retention;
-    let scheduler = tokio::spawn(run_scheduler(
+    // The member name is unique per process: several instances may share a host name.
+    let coordination = shared_store.map(|pg| Coordination {
+        coordinator: pg,
+        member: format!("{instance}:{}", std::process::id()),
+        lease: config.server.schedule_lease,
+        store: store.clone(),
+    });
+    let member = coordination.as_ref().map(|c| c.member.clone());
+    let scheduler = tokio::spawn(run_scheduler_with(
         shared.clone(),
         last_runs,
         reload_rx,
+        coordination,
         shutdown.clone(),
     ));
     let server = tokio::spawn(http::serve(
@@ -156,6 +188,12 @@ async fn serve(
     println!("  spool:   {} (instance {instance})", spool_root.display());
     for t in &config.publish.targets {
         println!("  publish: {} {} ({})", t.kind.name(), t.name, t.url);
+    }
+    if let Some(member) = &member {
+        println!(
+            "  schedule: shared with the other instances on this store, as member {member} (lease {})",
+            gridprobe_runner::humanize(config.server.schedule_lease)
+        );
     }
     println!("  http:    http://{local}/healthz");
     println!(
