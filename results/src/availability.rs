@@ -14,6 +14,8 @@
 use std::ops::Range;
 
 use gridprobe_probes::Status;
+
+use crate::store::StatusRun;
 use serde::Serialize;
 
 /// Milliseconds since the Unix epoch.
@@ -122,6 +124,26 @@ pub fn metric_timeline(
     period: &Range<Ms>,
     downtimes: &[DowntimeSpan],
 ) -> Timeline {
+    let runs: Vec<StatusRun> = results
+        .iter()
+        .map(|&(t, status)| StatusRun {
+            start: t,
+            last: t,
+            status,
+        })
+        .collect();
+    metric_timeline_runs(&runs, freshness, period, downtimes)
+}
+
+/// As [`metric_timeline`], from runs of equal results ([`StatusRun`]). Exact when no gap inside
+/// a run exceeds `freshness`: the run then holds from its first result until its last result's
+/// freshness runs out or the next run starts.
+pub fn metric_timeline_runs(
+    results: &[StatusRun],
+    freshness: Ms,
+    period: &Range<Ms>,
+    downtimes: &[DowntimeSpan],
+) -> Timeline {
     let mut raw: Timeline = Vec::with_capacity(results.len() * 2 + 1);
     let mut cursor = period.start;
     let push = |raw: &mut Timeline, start: Ms, end: Ms, status: AStatus| {
@@ -133,15 +155,16 @@ pub fn metric_timeline(
             }
         }
     };
-    for (i, &(t, status)) in results.iter().enumerate() {
-        let next = results.get(i + 1).map(|(n, _)| *n).unwrap_or(Ms::MAX);
+    for (i, run) in results.iter().enumerate() {
+        let (t, status) = (run.start, run.status);
+        let next = results.get(i + 1).map(|n| n.start).unwrap_or(Ms::MAX);
         if next <= period.start || t >= period.end {
             continue;
         }
         if t > cursor {
             push(&mut raw, cursor, t, AStatus::Missing);
         }
-        let valid_until = t.saturating_add(freshness).min(next);
+        let valid_until = run.last.saturating_add(freshness).min(next);
         push(
             &mut raw,
             t.max(cursor),
@@ -657,5 +680,119 @@ mod tests {
                 },
             ]
         );
+    }
+
+    mod properties {
+        use super::*;
+        use crate::store::runs_of;
+        use proptest::prelude::*;
+
+        const STATUSES: [Status; 5] = [
+            Status::Ok,
+            Status::Warning,
+            Status::Critical,
+            Status::Unknown,
+            Status::Standby,
+        ];
+
+        /// Results at increasing times over about 30 days, with random gaps (some longer than
+        /// the freshness window, so MISSING appears) and statuses that tend to persist.
+        fn results() -> impl Strategy<Value = Vec<(Ms, Status)>> {
+            prop::collection::vec((1..(6 * H), 0..STATUSES.len(), any::<bool>()), 0..120).prop_map(
+                |steps| {
+                    let mut t = -H;
+                    let mut status = 0;
+                    let mut out = Vec::new();
+                    for (gap, s, change) in steps {
+                        t += gap;
+                        if change {
+                            status = s;
+                        }
+                        out.push((t, STATUSES[status]));
+                    }
+                    out
+                },
+            )
+        }
+
+        fn downtimes() -> impl Strategy<Value = Vec<DowntimeSpan>> {
+            prop::collection::vec((0..(30 * DAY), 1..(3 * DAY), any::<bool>()), 0..4).prop_map(
+                |v| {
+                    v.into_iter()
+                        .map(|(start, len, scheduled)| DowntimeSpan {
+                            span: start..start + len,
+                            scheduled,
+                        })
+                        .collect()
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// Availability and reliability are fractions, and reliability (which does not
+            /// count scheduled downtime against the site) is never below availability.
+            #[test]
+            fn figures_are_fractions_and_reliability_is_at_least_availability(
+                a in results(), b in results(), dts in downtimes(), fresh in (1..(8 * H)),
+            ) {
+                let period = 0..30 * DAY;
+                let ta = metric_timeline(&a, fresh, &period, &dts);
+                let tb = metric_timeline(&b, fresh, &period, &dts);
+                for tl in [combine(&[ta.clone(), tb.clone()], Combine::And, &period),
+                           combine(&[ta, tb], Combine::Or, &period)] {
+                    let f = figures(&tl, &period, 1.0);
+                    if let Some(av) = f.availability {
+                        prop_assert!((0.0..=1.0).contains(&av), "{f:?}");
+                    }
+                    if let Some(rel) = f.reliability {
+                        prop_assert!((0.0..=1.0).contains(&rel), "{f:?}");
+                        prop_assert!(rel + 1e-12 >= f.availability.unwrap_or(0.0), "{f:?}");
+                    }
+                }
+            }
+
+            /// A month's figure equals its days' figures weighted by their known time.
+            #[test]
+            fn days_weighted_by_known_time_give_the_month(
+                a in results(), dts in downtimes(), fresh in (1..(8 * H)),
+            ) {
+                let month = 0..30 * DAY;
+                let whole = figures(&metric_timeline(&a, fresh, &month, &dts), &month, 1.0);
+                let (mut up, mut known) = (0, 0);
+                for d in 0..30 {
+                    let day = d * DAY..(d + 1) * DAY;
+                    let f = figures(&metric_timeline(&a, fresh, &day, &dts), &day, 1.0);
+                    up += f.up_ms;
+                    known += f.known_ms;
+                    if let Some(av) = f.availability {
+                        prop_assert!((av * f.known_ms as f64 - f.up_ms as f64).abs() < 1e-3);
+                    }
+                }
+                prop_assert_eq!(up, whole.up_ms);
+                prop_assert_eq!(known, whole.known_ms);
+                if known > 0 {
+                    let weighted = up as f64 / known as f64;
+                    prop_assert!((weighted - whole.availability.unwrap_or(-1.0)).abs() < 1e-12);
+                }
+            }
+
+            /// Runs of equal results merged up to the freshness window give the very same
+            /// timeline as the results themselves (what makes month reports cheap).
+            #[test]
+            fn runs_give_the_same_timeline_as_their_results(
+                a in results(), dts in downtimes(), fresh in (1..(8 * H)), gap_part in 0..=100i64,
+            ) {
+                let period = 0..30 * DAY;
+                let merge_gap = fresh * gap_part / 100;
+                let runs = runs_of(&a, merge_gap);
+                prop_assert!(runs.len() <= a.len());
+                prop_assert_eq!(
+                    metric_timeline_runs(&runs, fresh, &period, &dts),
+                    metric_timeline(&a, fresh, &period, &dts)
+                );
+            }
+        }
     }
 }

@@ -10,10 +10,10 @@ use gridprobe_probes::Status;
 use serde::Serialize;
 
 use crate::availability::{
-    combine, figures, metric_timeline, status_at, AStatus, Combine, DowntimeSpan, Figures, Ms,
+    combine, figures, metric_timeline_runs, status_at, AStatus, Combine, DowntimeSpan, Figures, Ms,
     Timeline,
 };
-use crate::store::CellKey;
+use crate::store::{runs_of, CellKey, CellRuns, StatusRun};
 
 /// A reporting period, `[start, end)` in ms since the epoch, with how it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -187,6 +187,81 @@ pub fn compute(
     downtimes: &[Downtime],
     unknown_threshold: f64,
 ) -> Result<Report, String> {
+    // Only identical neighbours merge (gap 0): exact for any freshness.
+    let runs: Vec<CellRuns> = cells
+        .iter()
+        .map(|(key, points)| (key.clone(), runs_of(points, 0)))
+        .collect();
+    compute_runs(
+        config,
+        profile_name,
+        period,
+        &runs,
+        downtimes,
+        unknown_threshold,
+    )
+}
+
+/// Why a report from the store could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The request does not fit the configuration (e.g. an unknown profile).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The report of a period straight from a store: what the CLI, the HTTP API and `/metrics`
+/// all call, so the figures are computed one way. Reads each cell as runs of equal results
+/// (`ResultStore::run_timelines` with [`merge_gap_ms`]) and the stored downtimes.
+pub async fn from_store(
+    store: &dyn crate::store::ResultStore,
+    config: &Config,
+    profile_name: Option<&str>,
+    period: &Period,
+    filter: &crate::store::CellFilter,
+    unknown_threshold: f64,
+) -> Result<Report, ReportError> {
+    let cells = store
+        .run_timelines(period.start_ms, period.end_ms, filter, merge_gap_ms(config))
+        .await?;
+    let downtimes = store.downtimes(period.start_ms, period.end_ms).await?;
+    compute_runs(
+        config,
+        profile_name,
+        period,
+        &cells,
+        &downtimes,
+        unknown_threshold,
+    )
+    .map_err(ReportError::Invalid)
+}
+
+/// The largest merge gap [`compute_runs`] stays exact with for this configuration: the
+/// smallest freshness window of its probe instances (a run may not hide a gap that would
+/// have made a cell MISSING).
+pub fn merge_gap_ms(config: &Config) -> Ms {
+    config
+        .instances()
+        .iter()
+        .map(|i| i64::try_from(i.freshness.as_millis()).unwrap_or(i64::MAX))
+        .min()
+        .unwrap_or(0)
+}
+
+/// As [`compute`], from runs of equal results (`ResultStore::run_timelines` with at most
+/// [`merge_gap_ms`]): the same figures from far fewer items, which is what makes a month report
+/// of a large VO fast.
+pub fn compute_runs(
+    config: &Config,
+    profile_name: Option<&str>,
+    period: &Period,
+    cells: &[CellRuns],
+    downtimes: &[Downtime],
+    unknown_threshold: f64,
+) -> Result<Report, String> {
     let range = period.range();
     let profile =
         match profile_name {
@@ -234,8 +309,7 @@ pub fn compute(
             map
         }
     };
-    let by_cell: HashMap<&CellKey, &Vec<(Ms, Status)>> =
-        cells.iter().map(|(k, v)| (k, v)).collect();
+    let by_cell: HashMap<&CellKey, &Vec<StatusRun>> = cells.iter().map(|(k, v)| (k, v)).collect();
     let instances = config.instances();
 
     let mut sites = Vec::new();
@@ -272,9 +346,9 @@ pub fn compute(
                     metric: metric.clone(),
                 };
                 let results = by_cell.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
-                has_results |= results.iter().any(|(t, _)| *t < range.end);
+                has_results |= results.iter().any(|r| r.start < range.end);
                 let freshness = i64::try_from(inst.freshness.as_millis()).unwrap_or(i64::MAX);
-                timelines.push(metric_timeline(results, freshness, &range, &spans));
+                timelines.push(metric_timeline_runs(results, freshness, &range, &spans));
                 metrics.push(metric.clone());
             }
             if timelines.is_empty() {

@@ -95,6 +95,40 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// One cell's hard results `(start ms, status)` in time order, for availability.
 pub type CellTimeline = (CellKey, Vec<(i64, gridprobe_probes::Status)>);
 
+/// Consecutive final results of one cell with the same status: the first started at `start`,
+/// the last at `last`, and no two consecutive ones further apart than the merge gap the runs
+/// were asked for. For availability such a run is exactly equivalent to its results whenever
+/// the metric's freshness window is at least that gap (each result holds until the next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRun {
+    /// Start of the run's first result (ms).
+    pub start: i64,
+    /// Start of the run's last result (ms).
+    pub last: i64,
+    /// Their status.
+    pub status: gridprobe_probes::Status,
+}
+
+/// A cell's final results in the compact form of [`StatusRun`]s, in time order.
+pub type CellRuns = (CellKey, Vec<StatusRun>);
+
+/// Folds time-ordered `(start, status)` results into runs, starting a new run at a status
+/// change or at a gap longer than `merge_gap_ms`.
+pub fn runs_of(points: &[(i64, gridprobe_probes::Status)], merge_gap_ms: i64) -> Vec<StatusRun> {
+    let mut runs: Vec<StatusRun> = Vec::new();
+    for &(t, status) in points {
+        match runs.last_mut() {
+            Some(r) if r.status == status && t - r.last <= merge_gap_ms => r.last = t,
+            _ => runs.push(StatusRun {
+                start: t,
+                last: t,
+                status,
+            }),
+        }
+    }
+    runs
+}
+
 /// Something a store records about itself (e.g. results dropped while it was unavailable).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreEvent {
@@ -169,6 +203,27 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug {
         until_ms: i64,
         filter: &CellFilter,
     ) -> Result<Vec<CellTimeline>, StoreError>;
+    /// As [`ResultStore::timelines`], folded into [`StatusRun`]s with gaps of at most
+    /// `merge_gap_ms` inside a run (pass the smallest freshness window of the cells asked
+    /// for). A month of a large VO is then a few runs per cell instead of thousands of
+    /// results; backends may answer it from precomputed days.
+    async fn run_timelines(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        filter: &CellFilter,
+        merge_gap_ms: i64,
+    ) -> Result<Vec<CellRuns>, StoreError> {
+        Ok(self
+            .timelines(since_ms, until_ms, filter)
+            .await?
+            .into_iter()
+            .map(|(key, points)| {
+                let runs = runs_of(&points, merge_gap_ms);
+                (key, runs)
+            })
+            .collect())
+    }
     /// Replaces every downtime of one source (e.g. `gocdb`) at once: all or nothing.
     async fn replace_downtimes(
         &self,

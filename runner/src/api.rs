@@ -14,7 +14,8 @@ use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::Status;
 use gridprobe_results::matrix::{build_matrix, MatrixFilter};
 use gridprobe_results::report::{
-    compute, default_thresholds, parse_period, site_status, Period, PERIOD_FORMS,
+    self as report, default_thresholds, parse_period, site_status, Period, ReportError,
+    PERIOD_FORMS,
 };
 use gridprobe_results::{CellFilter, HistoryQuery, StoreError};
 use serde::Deserialize;
@@ -204,16 +205,14 @@ async fn site_statuses(
         site: site.map(str::to_string),
         ..Default::default()
     };
-    let cells = state
-        .store
-        .timelines(period.start_ms, period.end_ms, &filter)
-        .await?;
-    let downtimes = state
-        .store
-        .downtimes(period.start_ms, period.end_ms)
-        .await?;
-    let report = compute(config, None, &period, &cells, &downtimes, 0.9)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "report failed", e))?;
+    let report = report::from_store(state.store.as_ref(), config, None, &period, &filter, 0.9)
+        .await
+        .map_err(|e| match e {
+            ReportError::Store(e) => ApiError::from(e),
+            ReportError::Invalid(e) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "report failed", e)
+            }
+        })?;
     Ok(report
         .sites
         .iter()
@@ -482,23 +481,19 @@ async fn availability(
         site: site.clone(),
         ..Default::default()
     };
-    let cells = state
-        .store
-        .timelines(period.start_ms, period.end_ms, &filter)
-        .await?;
-    let downtimes = state
-        .store
-        .downtimes(period.start_ms, period.end_ms)
-        .await?;
-    let mut report = compute(
+    let mut report = report::from_store(
+        state.store.as_ref(),
         &config,
         p.text("profile").as_deref(),
         &period,
-        &cells,
-        &downtimes,
+        &filter,
         0.9,
     )
-    .map_err(|e| ApiError::bad_param("profile", e))?;
+    .await
+    .map_err(|e| match e {
+        ReportError::Store(e) => ApiError::from(e),
+        ReportError::Invalid(e) => ApiError::bad_param("profile", e),
+    })?;
     if let Some(s) = &site {
         report.sites.retain(|r| &r.site == s);
     }

@@ -32,7 +32,9 @@ use gridprobe_config::Config;
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::{ProbeResult, Status};
 use gridprobe_results::availability::DEFAULT_UNKNOWN_THRESHOLD;
-use gridprobe_results::report::{compute, default_thresholds, site_status, Period, SiteStatus};
+use gridprobe_results::report::{
+    compute_runs, default_thresholds, merge_gap_ms, site_status, Period, SiteStatus,
+};
 use gridprobe_results::{CellFilter, CellKey, ResultStore};
 use prometheus::core::Collector;
 use prometheus::{
@@ -978,8 +980,14 @@ async fn site_rows(
         vo: Some(config.vo.clone()),
         ..CellFilter::default()
     };
+    // Runs of equal results: a month is a few items per cell (same figures as the results).
     let cells = store
-        .timelines(period.start_ms, period.end_ms, &filter)
+        .run_timelines(
+            period.start_ms,
+            period.end_ms,
+            &filter,
+            merge_gap_ms(config),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let downtimes = store
@@ -990,7 +998,7 @@ async fn site_rows(
     let gives_status = window.gives_status;
     // Thirty days of a large VO is real work: off the async workers.
     let rows = tokio::task::spawn_blocking(move || {
-        let report = compute(
+        let report = compute_runs(
             &config,
             None,
             &period,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use comfy_table::Cell;
 use gridprobe_results::availability::Figures;
-use gridprobe_results::report::{compute, parse_period, Report};
+use gridprobe_results::report::{parse_period, Report};
 use gridprobe_results::{CellFilter, HistoryQuery};
 
 use super::{open_store_for, TableFormat};
@@ -79,22 +79,17 @@ pub fn run(
         site: site.map(str::to_string),
         flavour: None,
     };
-    let (cells, downtimes) = runtime.block_on(async {
-        let cells = store
-            .timelines(period.start_ms, period.end_ms, &filter)
-            .await?;
-        let downtimes = store.downtimes(period.start_ms, period.end_ms).await?;
-        Ok::<_, gridprobe_results::StoreError>((cells, downtimes))
-    })?;
-    let mut report = match compute(
+    let computed = runtime.block_on(gridprobe_results::report::from_store(
+        store.as_ref(),
         &config,
         profile,
         &period,
-        &cells,
-        &downtimes,
+        &filter,
         unknown_threshold,
-    ) {
+    ));
+    let mut report = match computed {
         Ok(r) => r,
+        Err(gridprobe_results::report::ReportError::Store(e)) => return Err(e.into()),
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
