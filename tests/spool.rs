@@ -96,7 +96,10 @@ fn kill9(serve: &mut Serve) {
 fn stored_keys(store: &str) -> (BTreeSet<(String, i64, i64)>, usize) {
     let conn = rusqlite::Connection::open(store).expect("open store");
     let mut stmt = conn
-        .prepare("SELECT metric, started_at_ms, attempt FROM results")
+        .prepare(
+            "SELECT c.metric, r.started_at_ms, r.attempt \
+             FROM results r JOIN cells c ON c.id = r.cell_id",
+        )
         .expect("prepare");
     let rows: Vec<(String, i64, i64)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))

@@ -12,6 +12,7 @@ pub mod reasons;
 pub mod report;
 pub mod spool;
 pub mod sqlite;
+mod sqlite_days;
 pub mod store;
 #[cfg(test)]
 mod store_tests;

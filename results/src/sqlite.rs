@@ -4,6 +4,7 @@
 //! The SQL is kept portable (plain types, `ON CONFLICT ... DO UPDATE`) so the PostgreSQL
 //! backend can follow the same schema behind the same trait.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
-use rusqlite::{params, params_from_iter, Connection, Row, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use gridprobe_config::Downtime;
 
@@ -104,6 +105,68 @@ CREATE TABLE message_ids (
 ) WITHOUT ROWID;
 CREATE INDEX message_ids_started ON message_ids (started_at_ms);
 "#,
+    // 5: cells get small integer ids. `results` and `latest` refer to a cell by `cell_id`
+    // instead of repeating its four strings, so the per-cell index holds two integers per row
+    // and a batch dirties few, adjacent pages of it (keyed by the strings, each commit of
+    // 1,000 results rewrote pages all over the index and `latest`: 3.2 KB written per
+    // result). Rows keep their ids, so `latest` and `message_ids` stay valid. `vo` and `kind`
+    // stay per result: a row must read back exactly as it was written. Cells are never
+    // deleted (the store caches their ids).
+    r#"
+CREATE TABLE cells (
+    id INTEGER PRIMARY KEY,
+    site TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    flavour TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    UNIQUE (site, hostname, flavour, metric)
+);
+INSERT INTO cells (site, hostname, flavour, metric)
+SELECT DISTINCT site, hostname, flavour, metric FROM results
+ORDER BY site, hostname, flavour, metric;
+CREATE TABLE results_v5 (
+    id INTEGER PRIMARY KEY,
+    cell_id INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    final INTEGER NOT NULL,
+    vo TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    details TEXT NOT NULL,
+    perfdata TEXT NOT NULL,
+    "trigger" TEXT NOT NULL
+);
+INSERT INTO results_v5 (id, cell_id, started_at_ms, duration_ms, attempt, final, vo, kind,
+    status, summary, details, perfdata, "trigger")
+SELECT r.id, c.id, r.started_at_ms, r.duration_ms, r.attempt, r.final, r.vo, r.kind,
+    r.status, r.summary, r.details, r.perfdata, r."trigger"
+FROM results r JOIN cells c ON c.site = r.site AND c.hostname = r.hostname
+    AND c.flavour = r.flavour AND c.metric = r.metric
+ORDER BY r.id;
+DROP TABLE results;
+ALTER TABLE results_v5 RENAME TO results;
+-- One cell's history by time (the rowid, i.e. the id, is the index's last column).
+CREATE INDEX results_cell_time ON results (cell_id, started_at_ms);
+-- Retention, availability timelines and history across cells.
+CREATE INDEX results_started ON results (started_at_ms);
+CREATE TABLE latest_v5 (
+    cell_id INTEGER PRIMARY KEY,
+    result_id INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO latest_v5 (cell_id, result_id, started_at_ms)
+SELECT c.id, l.result_id, l.started_at_ms
+FROM latest l JOIN cells c ON c.site = l.site AND c.hostname = l.hostname
+    AND c.flavour = l.flavour AND c.metric = l.metric;
+DROP TABLE latest;
+ALTER TABLE latest_v5 RENAME TO latest;
+"#,
+    // 6: each cell's runs of equal results per closed day, for month reports (see
+    // `sqlite_days`).
+    crate::sqlite_days::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).
@@ -114,21 +177,32 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rows deleted per retention transaction, so a big purge never holds the write lock long.
 const DELETE_CHUNK: i64 = 10_000;
 
-/// Columns read into a [`StoredResult`], in the order [`read_row`] expects.
-const RESULT_COLUMNS: &str = "r.id, r.final, r.vo, r.site, r.hostname, r.flavour, r.metric, \
+/// Columns read into a [`StoredResult`], in the order [`read_row`] expects; `r` is `results`
+/// joined with its cell as `c`.
+const RESULT_COLUMNS: &str = "r.id, r.final, r.vo, c.site, c.hostname, c.flavour, c.metric, \
      r.kind, r.started_at_ms, r.duration_ms, r.status, r.summary, r.details, r.perfdata, \
      r.attempt, r.\"trigger\"";
 
-const INSERT_RESULT: &str = "INSERT INTO results (vo, site, hostname, flavour, metric, kind, \
-     started_at_ms, duration_ms, status, summary, details, perfdata, attempt, \"trigger\", final) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+const INSERT_RESULT: &str = "INSERT INTO results (cell_id, started_at_ms, duration_ms, \
+     attempt, final, vo, kind, status, summary, details, perfdata, \"trigger\") \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 // `>=`: of two results with the same start, the one inserted later wins.
-const UPSERT_LATEST: &str = "INSERT INTO latest (site, hostname, flavour, metric, result_id, \
-     started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-     ON CONFLICT (site, hostname, flavour, metric) DO UPDATE SET \
+const UPSERT_LATEST: &str = "INSERT INTO latest (cell_id, result_id, started_at_ms) \
+     VALUES (?1, ?2, ?3) \
+     ON CONFLICT (cell_id) DO UPDATE SET \
      result_id = excluded.result_id, started_at_ms = excluded.started_at_ms \
      WHERE excluded.started_at_ms >= latest.started_at_ms";
+
+/// Cell ids already committed to the store, by cell (the one-string key of
+/// [`EncodedRow::cell`]: one heap string to compare per lookup, not four). Cells are never
+/// deleted, so an entry stays true; an id is added only once the transaction that created it
+/// has committed (a rolled-back insert could hand the same id to another cell later).
+type CellCache = HashMap<Box<str>, i64>;
+
+/// Cells a transaction looked up or created (same key), for the [`CellCache`] once it has
+/// committed.
+type NewCells = HashMap<Box<str>, i64>;
 
 /// The SQLite-backed [`ResultStore`].
 ///
@@ -138,6 +212,9 @@ const UPSERT_LATEST: &str = "INSERT INTO latest (site, hostname, flavour, metric
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Read while a batch is encoded, extended once it has committed; held briefly, and
+    /// never while waiting for `conn`.
+    cells: Arc<Mutex<CellCache>>,
     location: String,
 }
 
@@ -231,6 +308,7 @@ impl SqliteStore {
         migrate(&mut conn, &location)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            cells: Arc::new(Mutex::new(HashMap::new())),
             location,
         })
     }
@@ -248,10 +326,11 @@ impl SqliteStore {
     }
 }
 
-/// Locks the connection; a panic in another operation leaves SQLite itself consistent (its
-/// transaction is rolled back on drop), so a poisoned mutex is simply taken over.
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Locks the connection (or the cell cache); a panic in another operation leaves SQLite itself
+/// consistent (its transaction is rolled back on drop), and the cache only ever holds
+/// committed cells, so a poisoned mutex is simply taken over.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -358,6 +437,14 @@ fn read_row(row: &Row<'_>) -> Result<StoredResult, StoreError> {
     })
 }
 
+/// A status column read in place, without allocating.
+fn status_text<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r str, StoreError> {
+    row.get_ref(i)
+        .map_err(query_err)?
+        .as_str()
+        .map_err(|e| StoreError::Query(format!("bad text in results: {e}")))
+}
+
 /// Runs a cached result query and reads every row.
 fn query_results(
     conn: &Connection,
@@ -373,37 +460,204 @@ fn query_results(
     Ok(out)
 }
 
-/// The cell a result belongs to, as borrowed strings (for sorting and grouping a batch).
-fn cell_of(r: &ProbeResult) -> (&str, &str, &str, &str) {
-    (&r.site, &r.hostname, &r.flavour, &r.metric)
+/// A range of [`Encoded::text`].
+#[derive(Debug, Clone, Copy)]
+struct Span(usize, usize);
+
+/// A batch encoded for the blocking pool: the text of every row back to back in one string,
+/// the rest in fixed-size rows. Building it replaces a deep copy of the batch (a dozen
+/// allocations per result, and as many frees after the write) with one allocation, and
+/// encodes the perfdata JSON on the way.
+#[derive(Debug, Default)]
+struct Encoded {
+    text: String,
+    rows: Vec<EncodedRow>,
 }
 
-/// Writes a batch in one transaction.
+#[derive(Debug)]
+struct EncodedRow {
+    /// The cell as one string, `len:site len:hostname len:flavour len:metric` (lengths in
+    /// bytes, so it is unambiguous whatever the names hold): the key of the [`CellCache`].
+    cell: Span,
+    /// Site, host name, flavour and metric (inside `cell`).
+    names: [Span; 4],
+    /// The cell's id when the cache knew it at encoding (off the writing thread).
+    cell_id: Option<i64>,
+    vo: Span,
+    kind: Span,
+    summary: Span,
+    details: Span,
+    perfdata: Span,
+    started_at_ms: i64,
+    duration_ms: i64,
+    attempt: i64,
+    is_final: bool,
+    status: &'static str,
+    trigger: &'static str,
+}
+
+impl Encoded {
+    fn new<'a>(
+        results: impl Iterator<Item = &'a NewResult> + Clone,
+        cache: &Mutex<CellCache>,
+    ) -> Result<Self, StoreError> {
+        // One allocation for the text: its size is known but for the perfdata JSON.
+        let (mut rows, mut bytes) = (0, 0);
+        for new in results.clone() {
+            let r = &new.result;
+            rows += 1;
+            bytes += [
+                &r.site,
+                &r.hostname,
+                &r.flavour,
+                &r.metric,
+                &r.vo,
+                &r.kind,
+                &r.outcome.summary,
+                &r.outcome.details,
+            ]
+            .iter()
+            .map(|s| s.len())
+            .sum::<usize>()
+                + 24
+                + 64 * r.outcome.perfdata.len();
+        }
+        let mut enc = Encoded {
+            text: String::with_capacity(bytes),
+            rows: Vec::with_capacity(rows),
+        };
+        let mut json: Vec<u8> = Vec::with_capacity(256);
+        for new in results {
+            enc.push(new, &mut json)?;
+        }
+        // Committed cells' ids, looked up here: the lookups (a cache miss or two each) then
+        // overlap with the writing of the previous chunk.
+        let cache = lock(cache);
+        for row in &mut enc.rows {
+            row.cell_id = cache.get(&enc.text[row.cell.0..row.cell.1]).copied();
+        }
+        Ok(enc)
+    }
+
+    fn push(&mut self, new: &NewResult, json: &mut Vec<u8>) -> Result<(), StoreError> {
+        let r = &new.result;
+        let start = self.text.len();
+        let mut names = [Span(0, 0); 4];
+        for (name, s) in names
+            .iter_mut()
+            .zip([&r.site, &r.hostname, &r.flavour, &r.metric])
+        {
+            let mut digits = [0u8; 20];
+            let mut n = s.len();
+            let mut i = digits.len();
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            for d in &digits[i..] {
+                self.text.push(char::from(*d));
+            }
+            self.text.push(':');
+            *name = self.add(s);
+        }
+        let cell = Span(start, self.text.len());
+        json.clear();
+        serde_json::to_writer(&mut *json, &r.outcome.perfdata)
+            .map_err(|e| StoreError::Query(format!("cannot encode perfdata: {e}")))?;
+        let json = std::str::from_utf8(json)
+            .map_err(|e| StoreError::Query(format!("cannot encode perfdata: {e}")))?;
+        let row = EncodedRow {
+            cell,
+            names,
+            cell_id: None,
+            vo: self.add(&r.vo),
+            kind: self.add(&r.kind),
+            summary: self.add(&r.outcome.summary),
+            details: self.add(&r.outcome.details),
+            perfdata: self.add(json),
+            started_at_ms: r.started_at_ms,
+            duration_ms: i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
+            attempt: i64::from(r.attempt),
+            is_final: new.is_final,
+            status: r.outcome.status.name(),
+            trigger: trigger_name(r.trigger),
+        };
+        self.rows.push(row);
+        Ok(())
+    }
+
+    fn add(&mut self, s: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(s);
+        Span(start, self.text.len())
+    }
+
+    fn str(&self, s: Span) -> &str {
+        &self.text[s.0..s.1]
+    }
+
+    /// The cell's names, ordered as [`CellKey`] orders.
+    fn names(&self, row: &EncodedRow) -> (&str, &str, &str, &str) {
+        let [a, b, c, d] = row.names;
+        (self.str(a), self.str(b), self.str(c), self.str(d))
+    }
+}
+
+/// Results encoded per hand-over to the blocking pool (see [`ResultStore::insert`]).
+const ENCODE_CHUNK: usize = 1000;
+
+/// Writes a batch in one transaction, its chunks as they arrive (`None` ends the batch; a
+/// closed channel before it abandons the batch, which is rolled back).
 ///
-/// Rows are inserted grouped by cell (a stable sort, so each cell keeps its input order and
-/// its id order): consecutive inserts then land on the same pages of the cell index, which is
-/// most of the cost of a large batch, and `latest` is updated once per cell rather than once
-/// per row. Ids are returned in input order.
-fn insert_all(conn: &mut Connection, results: &[NewResult]) -> Result<Vec<i64>, StoreError> {
+/// Each chunk's rows are inserted grouped by cell, in cell id order (a stable sort, so each
+/// cell keeps its input order and its id order): consecutive inserts then land on the same
+/// pages of the cell index, which is most of the cost of a large batch, and `latest` is
+/// updated once per cell and chunk rather than once per row. Ids are returned in input order.
+fn insert_chunks(
+    conn: &mut Connection,
+    cells: &Mutex<CellCache>,
+    chunks: &std::sync::mpsc::Receiver<Option<Encoded>>,
+) -> Result<Vec<i64>, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(query_err)?;
-    let all: Vec<&NewResult> = results.iter().collect();
-    let ids = insert_rows(&tx, &all)?;
+    let mut created = NewCells::new();
+    let mut ids = Vec::new();
+    loop {
+        match chunks.recv() {
+            Ok(Some(chunk)) => {
+                let all: Vec<usize> = (0..chunk.rows.len()).collect();
+                ids.extend(insert_rows(&tx, &mut created, &chunk, &all)?);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return Err(StoreError::Query(
+                    "result batch abandoned before it was complete".into(),
+                ))
+            }
+        }
+    }
     tx.commit().map_err(query_err)?;
+    lock(cells).extend(created);
     Ok(ids)
 }
 
 /// Writes the results whose message ids are not stored yet, in one transaction; see
-/// [`ResultStore::insert_once`].
+/// [`ResultStore::insert_once`]. `message_ids` go with `batch`'s rows.
 fn insert_once_all(
     conn: &mut Connection,
-    results: &[(String, NewResult)],
+    cells: &Mutex<CellCache>,
+    message_ids: &[String],
+    batch: &Encoded,
 ) -> Result<InsertedOnce, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(query_err)?;
-    let mut fresh: Vec<(&str, &NewResult)> = Vec::with_capacity(results.len());
+    let mut fresh: Vec<usize> = Vec::with_capacity(message_ids.len());
     {
         // Claiming the id first also drops a repeat inside the batch itself.
         let mut claim = tx
@@ -412,125 +666,198 @@ fn insert_once_all(
                  VALUES (?1, 0, ?2)",
             )
             .map_err(query_err)?;
-        for (id, r) in results {
+        for (i, (id, row)) in message_ids.iter().zip(&batch.rows).enumerate() {
             if claim
-                .execute(params![id, r.result.started_at_ms])
+                .execute(params![id, row.started_at_ms])
                 .map_err(query_err)?
                 == 1
             {
-                fresh.push((id.as_str(), r));
+                fresh.push(i);
             }
         }
     }
-    let rows: Vec<&NewResult> = fresh.iter().map(|(_, r)| *r).collect();
-    let ids = insert_rows(&tx, &rows)?;
+    let mut created = NewCells::new();
+    let ids = insert_rows(&tx, &mut created, batch, &fresh)?;
     {
         let mut link = tx
             .prepare_cached("UPDATE message_ids SET result_id = ?2 WHERE message_id = ?1")
             .map_err(query_err)?;
-        for ((message_id, _), id) in fresh.iter().zip(&ids) {
-            link.execute(params![message_id, id]).map_err(query_err)?;
+        for (&i, id) in fresh.iter().zip(&ids) {
+            link.execute(params![message_ids[i], id])
+                .map_err(query_err)?;
         }
     }
     tx.commit().map_err(query_err)?;
+    lock(cells).extend(created);
     Ok(InsertedOnce {
         inserted: fresh.len(),
-        duplicates: results.len() - fresh.len(),
+        duplicates: message_ids.len() - fresh.len(),
     })
 }
 
-/// Inserts rows inside the caller's transaction; ids in input order.
-fn insert_rows(
+/// The cell id of each of `rows` (in order). Ids the cache knew at encoding come with the
+/// rows; the others are looked up or created here and added to `created` (the transaction's
+/// cells, cached once it has committed).
+fn resolve_cells(
     tx: &rusqlite::Transaction<'_>,
-    results: &[&NewResult],
+    created: &mut NewCells,
+    batch: &Encoded,
+    rows: &[usize],
 ) -> Result<Vec<i64>, StoreError> {
-    let mut order: Vec<usize> = (0..results.len()).collect();
-    order.sort_by(|&a, &b| cell_of(&results[a].result).cmp(&cell_of(&results[b].result)));
-    let mut ids = vec![0i64; results.len()];
-    {
-        let mut insert = tx.prepare_cached(INSERT_RESULT).map_err(query_err)?;
-        let mut upsert = tx.prepare_cached(UPSERT_LATEST).map_err(query_err)?;
-        // The newest final result of the cell being inserted: (index, id).
-        let mut best: Option<(usize, i64)> = None;
-        let mut write_latest = |best: Option<(usize, i64)>| -> Result<(), StoreError> {
-            if let Some((i, id)) = best {
-                let r = &results[i].result;
-                upsert
-                    .execute(params![
-                        r.site,
-                        r.hostname,
-                        r.flavour,
-                        r.metric,
-                        id,
-                        r.started_at_ms
-                    ])
-                    .map_err(query_err)?;
-            }
-            Ok(())
-        };
-        for (pos, &i) in order.iter().enumerate() {
-            let new = &results[i];
-            let r = &new.result;
-            if pos > 0 && cell_of(&results[order[pos - 1]].result) != cell_of(r) {
-                write_latest(best.take())?;
-            }
-            let perfdata = if r.outcome.perfdata.is_empty() {
-                "[]".to_string()
-            } else {
-                serde_json::to_string(&r.outcome.perfdata)
-                    .map_err(|e| StoreError::Query(format!("cannot encode perfdata: {e}")))?
-            };
-            insert
-                .execute(params![
-                    r.vo,
-                    r.site,
-                    r.hostname,
-                    r.flavour,
-                    r.metric,
-                    r.kind,
-                    r.started_at_ms,
-                    i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
-                    r.outcome.status.name(),
-                    r.outcome.summary,
-                    r.outcome.details,
-                    perfdata,
-                    i64::from(r.attempt),
-                    trigger_name(r.trigger),
-                    i64::from(new.is_final),
-                ])
-                .map_err(query_err)?;
-            let id = tx.last_insert_rowid();
-            ids[i] = id;
-            // `>=`: of equal start times the later one wins, as in UPSERT_LATEST.
-            if new.is_final
-                && best.is_none_or(|(b, _)| r.started_at_ms >= results[b].result.started_at_ms)
-            {
-                best = Some((i, id));
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut missing: Vec<usize> = Vec::new();
+    for (at, &i) in rows.iter().enumerate() {
+        let row = &batch.rows[i];
+        match row
+            .cell_id
+            .or_else(|| created.get(batch.str(row.cell)).copied())
+        {
+            Some(id) => ids.push(id),
+            None => {
+                ids.push(0);
+                missing.push(at);
             }
         }
-        write_latest(best)?;
+    }
+    if missing.is_empty() {
+        return Ok(ids);
+    }
+    // New cells in key order, so the cells of a site get adjacent ids.
+    let mut keys: Vec<&EncodedRow> = missing.iter().map(|&at| &batch.rows[rows[at]]).collect();
+    keys.sort_unstable_by(|a, b| batch.names(a).cmp(&batch.names(b)));
+    keys.dedup_by(|a, b| batch.names(a) == batch.names(b));
+    {
+        let mut select = tx
+            .prepare_cached(
+                "SELECT id FROM cells \
+                 WHERE site = ?1 AND hostname = ?2 AND flavour = ?3 AND metric = ?4",
+            )
+            .map_err(query_err)?;
+        // A plain insert: under this transaction's write lock nobody else can create the cell
+        // between the SELECT and here, and a conflict would be an error, never a wrong id.
+        // (Not `RETURNING id`: SQLite builds and drops a temporary b-tree for every such
+        // statement, which measured as 6% of an ingest that creates many cells.)
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO cells (site, hostname, flavour, metric) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(query_err)?;
+        for row in keys {
+            let (site, hostname, flavour, metric) = batch.names(row);
+            let args = params![site, hostname, flavour, metric];
+            // Another store on the file (or process) may have created it already.
+            let id = match select
+                .query_row(args, |r| r.get(0))
+                .optional()
+                .map_err(query_err)?
+            {
+                Some(id) => id,
+                None => {
+                    insert.execute(args).map_err(query_err)?;
+                    tx.last_insert_rowid()
+                }
+            };
+            created.insert(batch.str(row.cell).into(), id);
+        }
+    }
+    for at in missing {
+        let cell = batch.str(batch.rows[rows[at]].cell);
+        ids[at] = *created
+            .get(cell)
+            .ok_or_else(|| StoreError::Query("cell lookup lost a cell".into()))?;
     }
     Ok(ids)
 }
 
+/// Inserts `rows` of the batch inside the caller's transaction; returns their ids (in the
+/// order of `rows`). Cells it creates are added to `created`.
+fn insert_rows(
+    tx: &rusqlite::Transaction<'_>,
+    created: &mut NewCells,
+    batch: &Encoded,
+    rows: &[usize],
+) -> Result<Vec<i64>, StoreError> {
+    let cells = resolve_cells(tx, created, batch, rows)?;
+    // Positions in `rows`, in cell id order.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&at| cells[at]);
+    let mut ids = vec![0i64; rows.len()];
+    {
+        let mut insert = tx.prepare_cached(INSERT_RESULT).map_err(query_err)?;
+        let mut upsert = tx.prepare_cached(UPSERT_LATEST).map_err(query_err)?;
+        // The newest final result of the cell being inserted: (position, id, start).
+        let mut best: Option<(usize, i64, i64)> = None;
+        let mut write_latest = |best: Option<(usize, i64, i64)>| -> Result<(), StoreError> {
+            if let Some((at, id, started_at_ms)) = best {
+                upsert
+                    .execute(params![cells[at], id, started_at_ms])
+                    .map_err(query_err)?;
+            }
+            Ok(())
+        };
+        for (pos, &at) in order.iter().enumerate() {
+            let r = &batch.rows[rows[at]];
+            if pos > 0 && cells[order[pos - 1]] != cells[at] {
+                write_latest(best.take())?;
+            }
+            insert
+                .execute(params![
+                    cells[at],
+                    r.started_at_ms,
+                    r.duration_ms,
+                    r.attempt,
+                    i64::from(r.is_final),
+                    batch.str(r.vo),
+                    batch.str(r.kind),
+                    r.status,
+                    batch.str(r.summary),
+                    batch.str(r.details),
+                    batch.str(r.perfdata),
+                    r.trigger,
+                ])
+                .map_err(query_err)?;
+            let id = tx.last_insert_rowid();
+            ids[at] = id;
+            // `>=`: of equal start times the later one wins, as in UPSERT_LATEST.
+            if r.is_final && best.is_none_or(|(_, _, t)| r.started_at_ms >= t) {
+                best = Some((at, id, r.started_at_ms));
+            }
+        }
+        write_latest(best)?;
+    }
+    // Late results of a closed day: the day's cached runs are rebuilt on the next report.
+    crate::sqlite_days::invalidate(
+        tx,
+        rows.iter()
+            .map(|&row| &batch.rows[row])
+            .filter(|r| r.is_final)
+            .map(|r| r.started_at_ms),
+        gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now()),
+    )?;
+    Ok(ids)
+}
+
 /// Builds the history statement with only the conditions that are set, so SQLite can use the
-/// cell or time index (a `?n IS NULL OR ...` form would force a full scan).
+/// cell or time index (a `?n IS NULL OR ...` form would force a full scan). Cell conditions
+/// apply to `cells`, whose ids then range over the `(cell_id, started_at_ms)` index.
 fn history_sql(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
-    let mut sql = format!("SELECT {RESULT_COLUMNS} FROM results r WHERE 1 = 1");
+    let mut sql = format!(
+        "SELECT {RESULT_COLUMNS} FROM results r JOIN cells c ON c.id = r.cell_id WHERE 1 = 1"
+    );
     let mut args: Vec<Value> = Vec::new();
     let mut cond = |sql: &mut String, clause: &str, v: Value| {
         args.push(v);
         sql.push_str(&format!(" AND {clause} ?{}", args.len()));
     };
     if let Some(site) = &q.site {
-        cond(&mut sql, "r.site =", Value::Text(site.clone()));
+        cond(&mut sql, "c.site =", Value::Text(site.clone()));
     }
     if let Some(host) = &q.hostname {
-        cond(&mut sql, "r.hostname =", Value::Text(host.clone()));
+        cond(&mut sql, "c.hostname =", Value::Text(host.clone()));
     }
     if let Some(metric) = &q.metric {
-        cond(&mut sql, "r.metric =", Value::Text(metric.clone()));
+        cond(&mut sql, "c.metric =", Value::Text(metric.clone()));
     }
     if let Some(since) = q.since_ms {
         cond(&mut sql, "r.started_at_ms >=", Value::Integer(since));
@@ -578,19 +905,49 @@ impl ResultStore for SqliteStore {
         if results.is_empty() {
             return Ok(Vec::new());
         }
-        // The blocking pool needs owned data; one clone per batch is cheap next to the writes.
-        let results = results.to_vec();
-        self.with_conn(move |conn| insert_all(conn, &results)).await
+        // The blocking pool needs owned data: the batch is encoded chunk by chunk, each chunk
+        // handed over as soon as it is ready, so that encoding the rest here overlaps with
+        // writing the first ones there (one transaction all the same).
+        let (chunks, received) = std::sync::mpsc::channel::<Option<Encoded>>();
+        let (conn, cells) = (Arc::clone(&self.conn), Arc::clone(&self.cells));
+        let writing =
+            tokio::task::spawn_blocking(move || insert_chunks(&mut lock(&conn), &cells, &received));
+        let mut encoded = Ok(());
+        for chunk in results.chunks(ENCODE_CHUNK) {
+            match Encoded::new(chunk.iter(), &self.cells) {
+                // A closed channel: the writing side failed already, and says why below.
+                Ok(chunk) => {
+                    if chunks.send(Some(chunk)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    encoded = Err(e);
+                    break;
+                }
+            }
+        }
+        if encoded.is_ok() {
+            let _ = chunks.send(None);
+        }
+        // Without the `None`, dropping the sender abandons (rolls back) the batch.
+        drop(chunks);
+        let written = writing
+            .await
+            .map_err(|e| StoreError::Query(format!("result store task failed: {e}")))?;
+        encoded?;
+        written
     }
 
     async fn latest(&self, filter: &CellFilter) -> Result<Vec<StoredResult>, StoreError> {
         let filter = filter.clone();
         self.with_conn(move |conn| {
             let sql = format!(
-                "SELECT {RESULT_COLUMNS} FROM latest l JOIN results r ON r.id = l.result_id \
-                 WHERE (?1 IS NULL OR r.vo = ?1) AND (?2 IS NULL OR l.site = ?2) \
-                 AND (?3 IS NULL OR l.flavour = ?3) \
-                 ORDER BY l.site, l.hostname, l.flavour, l.metric"
+                "SELECT {RESULT_COLUMNS} FROM latest l JOIN cells c ON c.id = l.cell_id \
+                 JOIN results r ON r.id = l.result_id \
+                 WHERE (?1 IS NULL OR r.vo = ?1) AND (?2 IS NULL OR c.site = ?2) \
+                 AND (?3 IS NULL OR c.flavour = ?3) \
+                 ORDER BY c.site, c.hostname, c.flavour, c.metric"
             );
             query_results(conn, &sql, params![filter.vo, filter.site, filter.flavour])
         })
@@ -605,7 +962,10 @@ impl ResultStore for SqliteStore {
 
     async fn get(&self, id: i64) -> Result<Option<StoredResult>, StoreError> {
         self.with_conn(move |conn| {
-            let sql = format!("SELECT {RESULT_COLUMNS} FROM results r WHERE r.id = ?1");
+            let sql = format!(
+                "SELECT {RESULT_COLUMNS} FROM results r JOIN cells c ON c.id = r.cell_id \
+                 WHERE r.id = ?1"
+            );
             Ok(query_results(conn, &sql, [id])?.into_iter().next())
         })
         .await
@@ -625,9 +985,7 @@ impl ResultStore for SqliteStore {
                     .prepare_cached(
                         "DELETE FROM results WHERE id IN (SELECT r.id FROM results r \
                          WHERE r.started_at_ms < ?1 AND NOT EXISTS (SELECT 1 FROM latest l \
-                         WHERE l.site = r.site AND l.hostname = r.hostname \
-                         AND l.flavour = r.flavour AND l.metric = r.metric \
-                         AND l.result_id = r.id) LIMIT ?2)",
+                         WHERE l.cell_id = r.cell_id AND l.result_id = r.id) LIMIT ?2)",
                     )
                     .and_then(|mut stmt| stmt.execute(params![cutoff_ms, DELETE_CHUNK]))
                     .map_err(query_err)?;
@@ -643,6 +1001,7 @@ impl ResultStore for SqliteStore {
                         )
                         .and_then(|mut stmt| stmt.execute(params![cutoff_ms]))
                         .map_err(query_err)?;
+                    crate::sqlite_days::forget_before(&guard, cutoff_ms)?;
                     return Ok(total);
                 }
             }
@@ -658,8 +1017,10 @@ impl ResultStore for SqliteStore {
         if results.is_empty() {
             return Ok(InsertedOnce::default());
         }
-        let results = results.to_vec();
-        self.with_conn(move |conn| insert_once_all(conn, &results))
+        let message_ids: Vec<String> = results.iter().map(|(id, _)| id.clone()).collect();
+        let batch = Encoded::new(results.iter().map(|(_, r)| r), &self.cells)?;
+        let cells = Arc::clone(&self.cells);
+        self.with_conn(move |conn| insert_once_all(conn, &cells, &message_ids, &batch))
             .await
     }
 
@@ -685,6 +1046,30 @@ impl ResultStore for SqliteStore {
         let filter = filter.clone();
         self.with_conn(move |conn| Self::timelines_blocking(conn, since_ms, until_ms, &filter))
             .await
+    }
+
+    async fn run_timelines(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        filter: &CellFilter,
+        merge_gap_ms: i64,
+    ) -> Result<Vec<crate::store::CellRuns>, StoreError> {
+        let filter = filter.clone();
+        let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
+        // Days to build are built one per lock, so the writer (same connection) waits for one
+        // day's scan at most, not for a month's.
+        let missing = self
+            .with_conn(move |conn| crate::sqlite_days::missing_days(conn, since_ms, until_ms, now))
+            .await?;
+        for day in missing {
+            self.with_conn(move |conn| crate::sqlite_days::cache_day(conn, day))
+                .await?;
+        }
+        self.with_conn(move |conn| {
+            crate::sqlite_days::run_timelines(conn, since_ms, until_ms, &filter, merge_gap_ms, now)
+        })
+        .await
     }
 
     async fn replace_downtimes(
@@ -787,37 +1172,51 @@ impl ResultStore for SqliteStore {
 impl SqliteStore {
     /// Final results of every cell started in `[since, until)`, each cell preceded by its last
     /// final result before `since` (it may still hold at the start), grouped by cell and in
-    /// time order. Rows are read with borrowed strings and grouped through an interning map,
-    /// so a month of results costs one index scan and no per-row allocation of cell names.
+    /// time order. The cells' names are read once from `cells`; the period's rows carry only
+    /// the integer cell id, so a month of results costs one index scan and no per-row string
+    /// work.
     fn timelines_blocking(
         conn: &mut Connection,
         since_ms: i64,
         until_ms: i64,
         filter: &CellFilter,
     ) -> Result<Vec<crate::store::CellTimeline>, StoreError> {
-        use std::collections::HashMap;
-        let mut index: HashMap<CellKey, usize> = HashMap::new();
         let mut out: Vec<crate::store::CellTimeline> = Vec::new();
+        // Cell id → its place in `out`; cells not listed there: their place, or `None` when
+        // the filter leaves them out.
+        let mut slot_of: HashMap<i64, usize> = HashMap::new();
+        let mut others: HashMap<i64, Option<usize>> = HashMap::new();
         let per_site = filter.site.is_some();
         let wanted = |site: &str, flavour: &str| {
             filter.site.as_deref().is_none_or(|s| s == site)
                 && filter.flavour.as_deref().is_none_or(|f| f == flavour)
         };
-        // Cells known to the store, with their last result before `since`.
+        // Cells known to the store (those with a latest result), with their last result
+        // before `since`.
         {
+            // One site's cells through the cells' unique index; all of them otherwise.
             let mut cells = conn
-                .prepare_cached(
-                    "SELECT site, hostname, flavour, metric FROM latest ORDER BY 1, 2, 3, 4",
-                )
+                .prepare_cached(if per_site {
+                    "SELECT c.id, c.site, c.hostname, c.flavour, c.metric \
+                     FROM latest l JOIN cells c ON c.id = l.cell_id WHERE c.site = ?1 \
+                     ORDER BY c.site, c.hostname, c.flavour, c.metric"
+                } else {
+                    "SELECT c.id, c.site, c.hostname, c.flavour, c.metric \
+                     FROM latest l JOIN cells c ON c.id = l.cell_id \
+                     ORDER BY c.site, c.hostname, c.flavour, c.metric"
+                })
                 .map_err(query_err)?;
-            let keys: Vec<CellKey> = cells
-                .query_map([], |r| {
-                    Ok(CellKey {
-                        site: r.get(0)?,
-                        hostname: r.get(1)?,
-                        flavour: r.get(2)?,
-                        metric: r.get(3)?,
-                    })
+            let keys: Vec<(i64, CellKey)> = cells
+                .query_map(params_from_iter(filter.site.iter()), |r| {
+                    Ok((
+                        r.get(0)?,
+                        CellKey {
+                            site: r.get(1)?,
+                            hostname: r.get(2)?,
+                            flavour: r.get(3)?,
+                            metric: r.get(4)?,
+                        },
+                    ))
                 })
                 .map_err(query_err)?
                 .collect::<Result<_, _>>()
@@ -825,9 +1224,8 @@ impl SqliteStore {
             let mut before = conn
                 .prepare_cached(
                     "SELECT started_at_ms, status FROM results \
-                     WHERE site = ?1 AND hostname = ?2 AND flavour = ?3 AND metric = ?4 \
-                       AND started_at_ms < ?5 AND final = 1 \
-                     ORDER BY started_at_ms DESC LIMIT 1",
+                     WHERE cell_id = ?1 AND started_at_ms < ?2 AND final = 1 \
+                     ORDER BY started_at_ms DESC, id DESC LIMIT 1",
                 )
                 .map_err(query_err)?;
             // One site's cells are read through the per-cell index, cell by cell, instead of
@@ -835,25 +1233,19 @@ impl SqliteStore {
             let mut range = conn
                 .prepare_cached(
                     "SELECT started_at_ms, status FROM results \
-                     WHERE site = ?1 AND hostname = ?2 AND flavour = ?3 AND metric = ?4 \
-                       AND started_at_ms >= ?5 AND started_at_ms < ?6 AND final = 1 \
+                     WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 \
+                       AND final = 1 \
                      ORDER BY started_at_ms, id",
                 )
                 .map_err(query_err)?;
-            for key in keys {
+            for (id, key) in keys {
                 if !wanted(&key.site, &key.flavour) {
+                    others.insert(id, None);
                     continue;
                 }
                 let prior: Option<(i64, String)> = before
-                    .query_row(
-                        params![key.site, key.hostname, key.flavour, key.metric, since_ms],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
+                    .query_row(params![id, since_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
                     .map_err(query_err)?;
                 let mut points = Vec::new();
                 if let Some((t, st)) = prior {
@@ -862,80 +1254,73 @@ impl SqliteStore {
                     }
                 }
                 if per_site {
-                    let rows = range
-                        .query_map(
-                            params![
-                                key.site,
-                                key.hostname,
-                                key.flavour,
-                                key.metric,
-                                since_ms,
-                                until_ms
-                            ],
-                            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-                        )
+                    let mut rows = range
+                        .query(params![id, since_ms, until_ms])
                         .map_err(query_err)?;
-                    for row in rows {
-                        let (t, st) = row.map_err(query_err)?;
-                        if let Some(st) = parse_status(&st) {
+                    while let Some(row) = rows.next().map_err(query_err)? {
+                        let t: i64 = row.get(0).map_err(query_err)?;
+                        if let Some(st) = parse_status(status_text(row, 1)?) {
                             points.push((t, st));
                         }
                     }
                 }
-                index.insert(key.clone(), out.len());
+                slot_of.insert(id, out.len());
                 out.push((key, points));
             }
         }
         if per_site {
             return Ok(out);
         }
+        // Cells without a latest result (none are written so, but a file may hold them) join
+        // `out` when a result of theirs turns up, named from `cells`.
+        let mut name = conn
+            .prepare_cached("SELECT site, hostname, flavour, metric FROM cells WHERE id = ?1")
+            .map_err(query_err)?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT site, hostname, flavour, metric, started_at_ms, status FROM results \
+                "SELECT cell_id, started_at_ms, status FROM results \
                  WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND final = 1 \
                  ORDER BY started_at_ms, id",
             )
             .map_err(query_err)?;
         let mut rows = stmt.query(params![since_ms, until_ms]).map_err(query_err)?;
-        let mut probe_key = CellKey {
-            site: String::new(),
-            hostname: String::new(),
-            flavour: String::new(),
-            metric: String::new(),
-        };
         while let Some(row) = rows.next().map_err(query_err)? {
-            let text = |i: usize| -> Result<&str, StoreError> {
-                row.get_ref(i)
-                    .map_err(query_err)?
-                    .as_str()
-                    .map_err(|e| StoreError::Query(format!("bad text in results: {e}")))
-            };
-            let (site, flavour) = (text(0)?, text(2)?);
-            if !wanted(site, flavour) {
-                continue;
-            }
-            // Reuse one key's buffers for the lookup; allocate only for a new cell.
-            probe_key.site.clear();
-            probe_key.site.push_str(site);
-            probe_key.hostname.clear();
-            probe_key.hostname.push_str(text(1)?);
-            probe_key.flavour.clear();
-            probe_key.flavour.push_str(flavour);
-            probe_key.metric.clear();
-            probe_key.metric.push_str(text(3)?);
-            let t: i64 = row.get(4).map_err(query_err)?;
-            let Some(status) = parse_status(text(5)?) else {
-                continue;
-            };
-            let slot = match index.get(&probe_key) {
-                Some(i) => *i,
+            let cell: i64 = row.get(0).map_err(query_err)?;
+            let slot = match slot_of.get(&cell) {
+                Some(slot) => *slot,
                 None => {
-                    index.insert(probe_key.clone(), out.len());
-                    out.push((probe_key.clone(), Vec::new()));
-                    out.len() - 1
+                    let slot = match others.get(&cell) {
+                        Some(slot) => *slot,
+                        None => {
+                            let key = name
+                                .query_row([cell], |r| {
+                                    Ok(CellKey {
+                                        site: r.get(0)?,
+                                        hostname: r.get(1)?,
+                                        flavour: r.get(2)?,
+                                        metric: r.get(3)?,
+                                    })
+                                })
+                                .optional()
+                                .map_err(query_err)?;
+                            let slot = key.filter(|k| wanted(&k.site, &k.flavour)).map(|k| {
+                                out.push((k, Vec::new()));
+                                out.len() - 1
+                            });
+                            others.insert(cell, slot);
+                            slot
+                        }
+                    };
+                    match slot {
+                        Some(slot) => slot,
+                        None => continue,
+                    }
                 }
             };
-            out[slot].1.push((t, status));
+            let t: i64 = row.get(1).map_err(query_err)?;
+            if let Some(status) = parse_status(status_text(row, 2)?) {
+                out[slot].1.push((t, status));
+            }
         }
         Ok(out)
     }
@@ -957,7 +1342,8 @@ impl SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_conn(move |conn| {
             let sql = format!(
-                "SELECT {RESULT_COLUMNS} FROM results r WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"
+                "SELECT {RESULT_COLUMNS} FROM results r JOIN cells c ON c.id = r.cell_id \
+                 WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"
             );
             query_results(conn, &sql, params![after_id, limit])
         })
@@ -986,8 +1372,19 @@ mod tests {
     use super::*;
     use crate::store_tests::{hard, result, times};
 
-    /// Inserts a row with raw SQL (for old-schema and corrupt-data tests).
-    fn raw_insert(conn: &Connection, site: &str, metric: &str, t: i64, status: &str, perf: &str) {
+    fn ids_of(rows: &[StoredResult]) -> Vec<i64> {
+        rows.iter().map(|r| r.id).collect()
+    }
+
+    /// Inserts a row with raw SQL into a file of schema version 1 to 4 (before `cells`).
+    fn raw_insert_v1(
+        conn: &Connection,
+        site: &str,
+        metric: &str,
+        t: i64,
+        status: &str,
+        perf: &str,
+    ) -> i64 {
         // The same host name as `result` gives, so both land in one cell.
         let host = format!("ce.{}.example.org", site.to_lowercase());
         conn.execute(
@@ -996,6 +1393,26 @@ mod tests {
              VALUES ('ops', ?1, ?6, 'CE', ?2, 'tcp', ?3, 10, ?4, 'summary', '', ?5, 1, \
              'scheduled')",
             params![site, metric, t, status, perf, host],
+        )
+        .unwrap();
+        conn.last_insert_rowid()
+    }
+
+    /// Inserts a row with raw SQL into the current schema (for corrupt-data tests).
+    fn raw_insert(conn: &Connection, site: &str, metric: &str, t: i64, status: &str, perf: &str) {
+        let host = format!("ce.{}.example.org", site.to_lowercase());
+        conn.execute(
+            "INSERT OR IGNORE INTO cells (site, hostname, flavour, metric) \
+             VALUES (?1, ?2, 'CE', ?3)",
+            params![site, host, metric],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO results (cell_id, vo, kind, started_at_ms, duration_ms, status, \
+             summary, details, perfdata, attempt, \"trigger\", final) \
+             SELECT id, 'ops', 'tcp', ?4, 10, ?5, 'summary', '', ?6, 1, 'scheduled', 1 \
+             FROM cells WHERE site = ?1 AND hostname = ?2 AND flavour = 'CE' AND metric = ?3",
+            params![site, host, metric, t, status, perf],
         )
         .unwrap();
     }
@@ -1008,10 +1425,10 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
-            raw_insert(&conn, "SITE-A", "m1", 100, "OK", "[]");
-            raw_insert(&conn, "SITE-A", "m1", 300, "CRITICAL", "[]");
-            raw_insert(&conn, "SITE-A", "m1", 200, "WARNING", "[]");
-            raw_insert(
+            raw_insert_v1(&conn, "SITE-A", "m1", 100, "OK", "[]");
+            raw_insert_v1(&conn, "SITE-A", "m1", 300, "CRITICAL", "[]");
+            raw_insert_v1(&conn, "SITE-A", "m1", 200, "WARNING", "[]");
+            raw_insert_v1(
                 &conn,
                 "SITE-B",
                 "m2",
@@ -1039,6 +1456,233 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let latest = store.latest(&CellFilter::default()).await.unwrap();
         assert_eq!(times(&latest), vec![400, 150]);
+    }
+
+    #[tokio::test]
+    async fn version_4_file_is_upgraded_keeping_ids_latest_and_message_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.db");
+        let perf = r#"[{"label":"t","value":1.5,"uom":"s"}]"#;
+        let (a100, a200, a300, a350, b150);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            a100 = raw_insert_v1(&conn, "SITE-A", "m1", 100, "OK", "[]");
+            // A gap in the ids (a row deleted), which must survive the rebuild.
+            let gone = raw_insert_v1(&conn, "SITE-A", "m1", 120, "OK", "[]");
+            b150 = raw_insert_v1(&conn, "SITE-B", "m2", 150, "UNKNOWN", perf);
+            conn.execute("DELETE FROM results WHERE id = ?1", [gone])
+                .unwrap();
+            a300 = raw_insert_v1(&conn, "SITE-A", "m1", 300, "CRITICAL", "[]");
+            a200 = raw_insert_v1(&conn, "SITE-A", "m1", 200, "WARNING", "[]");
+            // A retry attempt, newer than the cell's latest hard result.
+            a350 = raw_insert_v1(&conn, "SITE-A", "m1", 350, "WARNING", "[]");
+            conn.execute(
+                "UPDATE results SET final = 0, attempt = 2, \"trigger\" = 'on_demand' \
+                 WHERE id = ?1",
+                [a350],
+            )
+            .unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO latest (site, hostname, flavour, metric, result_id, started_at_ms) \
+                 VALUES ('SITE-A', 'ce.site-a.example.org', 'CE', 'm1', {a300}, 300), \
+                        ('SITE-B', 'ce.site-b.example.org', 'CE', 'm2', {b150}, 150); \
+                 INSERT INTO message_ids (message_id, result_id, started_at_ms) \
+                 VALUES ('msg-a300', {a300}, 300), ('msg-b150', {b150}, 150);"
+            ))
+            .unwrap();
+        }
+        assert!(b150 > a100 + 1, "the deleted row leaves a gap");
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+        {
+            let conn = lock(&store.conn);
+            let check: String = conn
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(check, "ok");
+            let cells: i64 = conn
+                .query_row("SELECT COUNT(*) FROM cells", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(cells, 2);
+        }
+
+        let latest = store.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(ids_of(&latest), vec![a300, b150]);
+        assert_eq!(latest[0].result.outcome.status, Status::Critical);
+        assert_eq!(latest[1].result.outcome.perfdata[0].value, 1.5);
+        assert_eq!(latest[1].result.hostname, "ce.site-b.example.org");
+
+        let history = store.history(&HistoryQuery::default()).await.unwrap();
+        assert_eq!(ids_of(&history), vec![a300, a200, b150, a100]);
+        let all = store
+            .history(&HistoryQuery {
+                include_attempts: true,
+                ..HistoryQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids_of(&all), vec![a350, a300, a200, b150, a100]);
+        let retry = &all[0];
+        assert!(!retry.is_final);
+        assert_eq!(retry.result.attempt, 2);
+        assert_eq!(retry.result.trigger, Trigger::OnDemand);
+        let one_cell = store
+            .history(&HistoryQuery {
+                site: Some("SITE-A".into()),
+                hostname: Some("ce.site-a.example.org".into()),
+                metric: Some("m1".into()),
+                before: Some((300, a300)),
+                ..HistoryQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids_of(&one_cell), vec![a200, a100]);
+        let got = store.get(b150).await.unwrap().unwrap();
+        assert_eq!(
+            (got.result.vo.as_str(), got.result.kind.as_str()),
+            ("ops", "tcp")
+        );
+        assert_eq!(got.result.metric, "m2");
+
+        // The message ids still point at their rows: a redelivery is recognised.
+        let mut again = hard(result("SITE-A", "CE", "m1", 300));
+        again.result.outcome.status = Status::Critical;
+        let outcome = store
+            .insert_once(&[
+                ("msg-a300".to_string(), again),
+                (
+                    "msg-new".to_string(),
+                    hard(result("SITE-B", "CE", "m2", 400)),
+                ),
+            ])
+            .await
+            .unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (1, 1));
+        // New rows join the old cells, with ids after the old ones.
+        let id = store
+            .insert(&[hard(result("SITE-A", "CE", "m1", 500))])
+            .await
+            .unwrap()[0];
+        assert!(id > a350);
+        let latest = store.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(times(&latest), vec![500, 400]);
+        assert_eq!(
+            lock(&store.conn)
+                .query_row("SELECT COUNT(*) FROM cells", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            2
+        );
+
+        // Retention keeps each cell's latest, and the timelines read the cells by id.
+        let timelines = store
+            .timelines(0, 1_000, &CellFilter::default())
+            .await
+            .unwrap();
+        let names: Vec<&str> = timelines.iter().map(|(k, _)| k.metric.as_str()).collect();
+        assert_eq!(names, vec!["m1", "m2"]);
+        assert_eq!(timelines[0].1.len(), 4);
+        assert_eq!(store.delete_before(450).await.unwrap(), 5);
+        let latest = store.latest(&CellFilter::default()).await.unwrap();
+        assert_eq!(times(&latest), vec![500, 400]);
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.count().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_batch_leaves_no_cell_id_behind() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        lock(&store.conn)
+            .execute_batch(
+                "CREATE TEMP TRIGGER boom BEFORE INSERT ON results WHEN NEW.summary = 'boom' \
+                 BEGIN SELECT RAISE(ABORT, 'boom (test)'); END;",
+            )
+            .unwrap();
+        // The cell is created inside the transaction, then the row fails: all rolled back.
+        let mut failing = hard(result("SITE-A", "CE", "m1", 1));
+        failing.result.outcome.summary = "boom".into();
+        let err = store.insert(&[failing]).await.unwrap_err().to_string();
+        assert!(err.contains("boom (test)"), "{err}");
+        lock(&store.conn)
+            .execute_batch("DROP TRIGGER boom")
+            .unwrap();
+        // Another cell now gets the id the rolled-back one had; the first must not reuse it.
+        store
+            .insert(&[hard(result("SITE-B", "CE", "m2", 2))])
+            .await
+            .unwrap();
+        store
+            .insert(&[hard(result("SITE-A", "CE", "m1", 3))])
+            .await
+            .unwrap();
+        let latest = store.latest(&CellFilter::default()).await.unwrap();
+        let cells: Vec<(&str, &str, i64)> = latest
+            .iter()
+            .map(|r| {
+                (
+                    r.result.site.as_str(),
+                    r.result.metric.as_str(),
+                    r.result.started_at_ms,
+                )
+            })
+            .collect();
+        assert_eq!(cells, vec![("SITE-A", "m1", 3), ("SITE-B", "m2", 2)]);
+    }
+
+    /// One cell's history and timelines read through the `(cell_id, started_at_ms)` index,
+    /// retention through the time index.
+    #[test]
+    fn cell_queries_use_the_cell_index() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let conn = lock(&store.conn);
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let n = stmt.parameter_count();
+            let args: Vec<rusqlite::types::Value> =
+                (0..n).map(|_| rusqlite::types::Value::Integer(1)).collect();
+            let rows: Vec<String> = stmt
+                .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            rows.join("; ")
+        };
+        let (one_cell, _) = history_sql(&HistoryQuery {
+            site: Some("S".into()),
+            hostname: Some("h".into()),
+            metric: Some("m".into()),
+            before: Some((1, 1)),
+            ..HistoryQuery::default()
+        });
+        let p = plan(&one_cell);
+        assert!(
+            p.contains("USING INDEX results_cell_time (cell_id=?"),
+            "{p}"
+        );
+        assert!(!p.contains("SCAN r"), "{p}");
+        let (recent, _) = history_sql(&HistoryQuery {
+            since_ms: Some(1),
+            ..HistoryQuery::default()
+        });
+        let p = plan(&recent);
+        assert!(p.contains("results_started"), "{p}");
+        let p = plan(
+            "SELECT started_at_ms, status FROM results \
+             WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 AND final = 1 \
+             ORDER BY started_at_ms, id",
+        );
+        assert!(
+            p.contains(
+                "USING INDEX results_cell_time (cell_id=? AND started_at_ms>? AND started_at_ms<?)"
+            ),
+            "{p}"
+        );
+        assert!(!p.contains("TEMP B-TREE"), "{p}");
     }
 
     #[test]

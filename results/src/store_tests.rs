@@ -206,6 +206,7 @@ both_backends!(
     reader_proceeds_while_another_handle_writes,
     concurrent_writers_on_the_same_cells_agree,
     insert_once_stores_each_message_id_once,
+    run_timelines_equal_the_results_folded_also_from_cached_days,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1303,4 +1304,92 @@ pub(crate) mod pg {
             }
         }
     }
+}
+
+async fn run_timelines_equal_the_results_folded_also_from_cached_days(store: Backend) {
+    const MIN: i64 = 60_000;
+    const DAY: i64 = 86_400_000;
+    // Four closed days of 2024, every 15 minutes, statuses in long runs; SITE-A CE stays OK
+    // through a 3-hour hole on day 1 (a run whose inner gap is wider than most merge gaps),
+    // SITE-B CE flaps every hour.
+    let day0 = 19_800 * DAY;
+    let st = |site, flavour, t, status| {
+        with_status(result(site, flavour, "org.example.Ping", t), status, "x")
+    };
+    let mut batch = Vec::new();
+    for k in 0..(4 * 96) {
+        let t = day0 + k * 15 * MIN + (k % 7) * 1_000;
+        let in_hole = (96 + 40..96 + 52).contains(&k);
+        if !in_hole {
+            let a = if (200..230).contains(&k) {
+                Status::Critical
+            } else {
+                Status::Ok
+            };
+            batch.push(hard(st("SITE-A", "CE", t, a)));
+        }
+        let b = if (k / 4) % 2 == 0 {
+            Status::Warning
+        } else {
+            Status::Unknown
+        };
+        batch.push(hard(st("SITE-B", "CE", t, b)));
+        // Retry attempts never count.
+        if k % 50 == 0 {
+            batch.push(attempt(st("SITE-B", "CE", t + 1, Status::Critical), 1));
+        }
+    }
+    store.insert(&batch).await.unwrap();
+
+    let check = |what: &'static str, since: i64, until: i64, filter: CellFilter| {
+        let store = &store;
+        async move {
+            for gap in [0, 20 * MIN, 2 * 60 * MIN, 6 * 60 * MIN] {
+                let want: Vec<crate::store::CellRuns> = store
+                    .timelines(since, until, &filter)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, points)| (k, crate::store::runs_of(&points, gap)))
+                    .collect();
+                // Twice: the first call may fill a cache that the second reads.
+                for round in 0..2 {
+                    let got = store
+                        .run_timelines(since, until, &filter, gap)
+                        .await
+                        .unwrap();
+                    assert_eq!(got, want, "{what}, merge gap {gap} ms, round {round}");
+                }
+            }
+        }
+    };
+    let all = CellFilter::default;
+    check("whole days", day0 + DAY, day0 + 3 * DAY, all()).await;
+    check(
+        "parts of days",
+        day0 + 5 * 3_600_000,
+        day0 + 4 * DAY - 7,
+        all(),
+    )
+    .await;
+    let site_b = CellFilter {
+        site: Some("SITE-B".into()),
+        ..Default::default()
+    };
+    check("one site", day0, day0 + 4 * DAY, site_b).await;
+
+    // A late result in a day already read (a spool replay): the answer follows it.
+    store
+        .insert(&[hard(st(
+            "SITE-A",
+            "CE",
+            day0 + DAY + 41 * 15 * MIN,
+            Status::Critical,
+        ))])
+        .await
+        .unwrap();
+    check("after a late result", day0, day0 + 4 * DAY, all()).await;
+    // Retention cutting into day 1: the answer follows it too.
+    store.delete_before(day0 + DAY + 3_600_000).await.unwrap();
+    check("after retention", day0, day0 + 4 * DAY, all()).await;
 }

@@ -48,6 +48,20 @@ pub trait Target: Send + Sync {
         ids: &[String],
         replay: bool,
     ) -> Result<(), String>;
+
+    /// Whether a fresh delivery (`replay == false`) reads `ids`. One that does not is handed
+    /// an empty slice, and the relay saves hashing every result.
+    fn fresh_ids(&self) -> bool {
+        true
+    }
+
+    /// Whether one large delivery costs less per result than several small ones, so that a
+    /// backlog is better delivered in batches of up to [`WriterConfig::backlog_batch_size`]
+    /// (the result store: one transaction per delivery). Brokers keep `batch_size`: a failed
+    /// delivery is resent whole.
+    fn grows_batches(&self) -> bool {
+        false
+    }
 }
 
 /// The result store as a [`Target`]. Fresh results take the fast `insert`; a spool replay
@@ -91,13 +105,28 @@ impl Target for StoreTarget {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+
+    /// A fresh batch takes the plain `insert`, which has no use for message ids.
+    fn fresh_ids(&self) -> bool {
+        false
+    }
+
+    fn grows_batches(&self) -> bool {
+        true
+    }
 }
 
 /// Tuning of the batching writer (and of every relay).
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Most results delivered in one call.
+    /// Most results delivered in one call while the target keeps up.
     pub batch_size: usize,
+    /// Most results delivered in one call once more than `batch_size` wait, to a target that
+    /// delivers a batch more cheaply per result the larger it is (the result store, which
+    /// commits a batch as one transaction: each page the transaction touches is written once
+    /// for more results). Below `batch_size` it counts as `batch_size`. Without a backlog the
+    /// batches stay small, so results are stored as soon as they arrive.
+    pub backlog_batch_size: usize,
     /// Most results held in memory while the target is unavailable and cannot be spooled;
     /// newer ones are dropped.
     pub max_pending: usize,
@@ -116,6 +145,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             batch_size: 1000,
+            backlog_batch_size: 10_000,
             max_pending: 100_000,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
@@ -737,6 +767,17 @@ impl Relay {
 
     async fn run(mut self) {
         let batch_size = self.cfg.batch_size.max(1);
+        // What waits beyond `batch_size` joins the batch, up to this, when it is cheaper so;
+        // never more than memory may hold (filling a batch must not drop anything).
+        let max_batch = if self.target.grows_batches() {
+            self.cfg
+                .backlog_batch_size
+                .min(self.intake.max_pending)
+                .max(batch_size)
+        } else {
+            batch_size
+        };
+        let fresh_ids = self.target.fresh_ids();
         let mut delay = self.cfg.retry_min;
         let replay_at_start = self.spooled();
         if replay_at_start > 0 {
@@ -771,13 +812,18 @@ impl Relay {
                 }
                 continue;
             }
-            self.intake.fill(batch_size);
-            let n = batch_size.min(self.intake.pending.len());
+            // Without a backlog this takes what has arrived (often one result) at once.
+            self.intake.fill(max_batch);
+            let n = max_batch.min(self.intake.pending.len());
             let batch: Vec<NewResult> = self.intake.pending.drain(..n).collect();
-            let ids: Vec<String> = batch
-                .iter()
-                .map(|r| crate::message::message_id(&self.cfg.instance, &r.result))
-                .collect();
+            let ids: Vec<String> = if fresh_ids {
+                batch
+                    .iter()
+                    .map(|r| crate::message::message_id(&self.cfg.instance, &r.result))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             self.intake.in_flight = n;
             let target = Arc::clone(&self.target);
             let result = self
@@ -1064,10 +1110,100 @@ mod tests {
         assert_eq!(store.inner.count().await.expect("count"), 10_000);
         assert_eq!(load(&stats.pending), 0);
         assert_eq!(load(&stats.dropped), 0);
-        // Written in batches of up to 1000, not row by row.
+        // Written in batches (of up to 10,000 under such a backlog), not row by row.
         assert!(store.inserts.load(Ordering::SeqCst) <= 20);
         drop(handle);
         task.await.expect("writer task");
+    }
+
+    /// Records the size of each delivery and how many ids came with it.
+    struct Recorder {
+        grows: bool,
+        fresh_ids: bool,
+        deliveries: Mutex<Vec<(usize, usize)>>,
+    }
+
+    #[async_trait]
+    impl Target for Recorder {
+        fn name(&self) -> String {
+            "recorder".into()
+        }
+        async fn deliver(
+            &self,
+            batch: &[NewResult],
+            ids: &[String],
+            _replay: bool,
+        ) -> Result<(), String> {
+            self.deliveries
+                .lock()
+                .expect("deliveries")
+                .push((batch.len(), ids.len()));
+            Ok(())
+        }
+        fn fresh_ids(&self) -> bool {
+            self.fresh_ids
+        }
+        fn grows_batches(&self) -> bool {
+            self.grows
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backlog_grows_batches_only_for_targets_that_gain_from_it() {
+        for (grows, fresh_ids) in [(true, false), (false, true)] {
+            let target = Arc::new(Recorder {
+                grows,
+                fresh_ids,
+                deliveries: Mutex::new(Vec::new()),
+            });
+            let cfg = WriterConfig {
+                batch_size: 100,
+                backlog_batch_size: 1000,
+                ..WriterConfig::default()
+            };
+            let (handle, task) = spawn_relay(target.clone(), None, false, cfg, None);
+            // Queued before the relay first runs: a backlog of 2,500.
+            for i in 0..2_500 {
+                handle.send(result(i));
+            }
+            drop(handle);
+            task.await.expect("relay task");
+            let deliveries = target.deliveries.lock().expect("deliveries").clone();
+            let sizes: Vec<usize> = deliveries.iter().map(|(n, _)| *n).collect();
+            if grows {
+                assert_eq!(sizes, vec![1000, 1000, 500]);
+            } else {
+                assert_eq!(sizes, vec![100; 25]);
+            }
+            let ids: Vec<usize> = deliveries.iter().map(|(_, n)| *n).collect();
+            let expected: Vec<usize> = if fresh_ids {
+                sizes
+            } else {
+                vec![0; sizes.len()]
+            };
+            assert_eq!(ids, expected);
+        }
+        // Without a backlog a result is delivered as soon as it arrives, alone.
+        let target = Arc::new(Recorder {
+            grows: true,
+            fresh_ids: false,
+            deliveries: Mutex::new(Vec::new()),
+        });
+        let (handle, task) =
+            spawn_relay(target.clone(), None, false, WriterConfig::default(), None);
+        for i in 0..3 {
+            handle.send(result(i));
+            wait_for("the delivery", Duration::from_secs(10), || {
+                target.deliveries.lock().expect("deliveries").len() == i + 1
+            })
+            .await;
+        }
+        drop(handle);
+        task.await.expect("relay task");
+        assert_eq!(
+            *target.deliveries.lock().expect("deliveries"),
+            vec![(1, 0), (1, 0), (1, 0)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

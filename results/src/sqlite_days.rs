@@ -1,0 +1,540 @@
+//! Runs of equal results per cell and closed day, kept in the SQLite store: what makes a month
+//! report of a large VO read a few hundred thousand small rows instead of scanning tens of
+//! millions of results.
+//!
+//! A day is *closed* once it ended more than [`SETTLE_MS`] ago. The first report that needs a
+//! closed day scans that day's final results once (through the time index), folds each cell's
+//! results into runs of one status, and stores them in `cell_day_runs`, marking the day in
+//! `report_days`. A run records its largest internal gap, so a request whose merge gap is
+//! smaller (a cell whose freshness window is shorter than that gap would go MISSING inside the
+//! run) reads that cell's day from the results instead: the answer is always exactly what the
+//! results give (`ResultStore::run_timelines`).
+//!
+//! Invalidation: writing a final result that started in a closed day unmarks the day (cheap:
+//! one delete by key per day touched, only for late results such as spool replays or
+//! `gridprobe consume`); the next report rebuilds it. Retention drops the days it cut into.
+
+use std::collections::{HashMap, HashSet};
+
+use gridprobe_probes::Status;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::sqlite::parse_status;
+use crate::store::{CellFilter, CellKey, CellRuns, StatusRun, StoreError};
+
+/// One day in ms.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+/// A day is cached only this long after it ended: results of runs still in flight at
+/// midnight arrive within it.
+pub(crate) const SETTLE_MS: i64 = 3_600_000;
+
+/// The schema of the cache (a migration of `sqlite.rs`). Keyed by day first: a report reads a
+/// range of days for every cell.
+pub(crate) const MIGRATION: &str = r#"
+CREATE TABLE report_days (
+    day_ms INTEGER PRIMARY KEY
+);
+CREATE TABLE cell_day_runs (
+    day_ms INTEGER NOT NULL,
+    cell_id INTEGER NOT NULL,
+    runs BLOB NOT NULL,
+    PRIMARY KEY (day_ms, cell_id)
+) WITHOUT ROWID;
+"#;
+
+fn query_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Query(e.to_string())
+}
+
+/// Start of the UTC day holding `t`.
+pub(crate) fn day_of(t: i64) -> i64 {
+    t.div_euclid(DAY_MS) * DAY_MS
+}
+
+/// A run inside one day, with its largest gap between consecutive results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DayRun {
+    start: i64,
+    last: i64,
+    status: Status,
+    max_gap: i64,
+}
+
+const STATUSES: [Status; 5] = [
+    Status::Ok,
+    Status::Warning,
+    Status::Critical,
+    Status::Unknown,
+    Status::Standby,
+];
+
+fn status_code(s: Status) -> u8 {
+    STATUSES.iter().position(|x| *x == s).unwrap_or(3) as u8
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Runs as bytes: per run the start (delta from the previous run's last result, or the day),
+/// the length, the status and the largest gap, as varints. A day of a steady cell is a few
+/// bytes.
+fn encode(day_ms: i64, runs: &[DayRun]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(runs.len() * 8);
+    let mut prev = day_ms;
+    for r in runs {
+        put_varint(&mut out, (r.start - prev).max(0) as u64);
+        put_varint(&mut out, (r.last - r.start).max(0) as u64);
+        out.push(status_code(r.status));
+        put_varint(&mut out, r.max_gap.max(0) as u64);
+        prev = r.last;
+    }
+    out
+}
+
+fn decode(day_ms: i64, bytes: &[u8]) -> Option<Vec<DayRun>> {
+    let mut runs = Vec::new();
+    let (mut pos, mut prev) = (0usize, day_ms);
+    while pos < bytes.len() {
+        let start = prev.checked_add(i64::try_from(get_varint(bytes, &mut pos)?).ok()?)?;
+        let last = start.checked_add(i64::try_from(get_varint(bytes, &mut pos)?).ok()?)?;
+        let status = *STATUSES.get(usize::from(*bytes.get(pos)?))?;
+        pos += 1;
+        let max_gap = i64::try_from(get_varint(bytes, &mut pos)?).ok()?;
+        runs.push(DayRun {
+            start,
+            last,
+            status,
+            max_gap,
+        });
+        prev = last;
+    }
+    Some(runs)
+}
+
+/// Appends a result to a cell's runs: a new run at a status change, else the run grows.
+fn push_point(runs: &mut Vec<DayRun>, t: i64, status: Status) {
+    match runs.last_mut() {
+        Some(r) if r.status == status => {
+            r.max_gap = r.max_gap.max(t - r.last);
+            r.last = t;
+        }
+        _ => runs.push(DayRun {
+            start: t,
+            last: t,
+            status,
+            max_gap: 0,
+        }),
+    }
+}
+
+/// The text of a status column without allocating.
+fn status_at(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<Status>, StoreError> {
+    let text = row
+        .get_ref(i)
+        .map_err(query_err)?
+        .as_str()
+        .map_err(|e| StoreError::Query(format!("bad status in results: {e}")))?;
+    Ok(parse_status(text))
+}
+
+/// Every cell's runs of one day, from the results (one scan through the time index).
+fn build_day(conn: &Connection, day_ms: i64) -> Result<HashMap<i64, Vec<DayRun>>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT cell_id, started_at_ms, status FROM results \
+             WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND final = 1 \
+             ORDER BY started_at_ms, id",
+        )
+        .map_err(query_err)?;
+    let mut rows = stmt
+        .query(params![day_ms, day_ms + DAY_MS])
+        .map_err(query_err)?;
+    let mut days: HashMap<i64, Vec<DayRun>> = HashMap::new();
+    while let Some(row) = rows.next().map_err(query_err)? {
+        let cell: i64 = row.get(0).map_err(query_err)?;
+        let t: i64 = row.get(1).map_err(query_err)?;
+        if let Some(status) = status_at(row, 2)? {
+            push_point(days.entry(cell).or_default(), t, status);
+        }
+    }
+    Ok(days)
+}
+
+/// Stores a built day and marks it cached, in one transaction.
+fn store_day(
+    conn: &mut Connection,
+    day_ms: i64,
+    days: &HashMap<i64, Vec<DayRun>>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute("DELETE FROM cell_day_runs WHERE day_ms = ?1", [day_ms])?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO cell_day_runs (day_ms, cell_id, runs) VALUES (?1, ?2, ?3)",
+        )?;
+        for (cell, runs) in days {
+            insert.execute(params![day_ms, cell, encode(day_ms, runs)])?;
+        }
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO report_days (day_ms) VALUES (?1)",
+        [day_ms],
+    )?;
+    tx.commit()
+}
+
+/// Unmarks the closed days that results starting at `starts` fall in (inside the writer's
+/// transaction): they are rebuilt by the next report that needs them.
+pub(crate) fn invalidate(
+    tx: &rusqlite::Transaction<'_>,
+    starts: impl Iterator<Item = i64>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let open_from = day_of(now_ms - SETTLE_MS);
+    let days: HashSet<i64> = starts.filter(|t| *t < open_from).map(day_of).collect();
+    if days.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx
+        .prepare_cached("DELETE FROM report_days WHERE day_ms = ?1")
+        .map_err(query_err)?;
+    for d in days {
+        stmt.execute([d]).map_err(query_err)?;
+    }
+    Ok(())
+}
+
+/// Drops cached days that retention cut into (`cutoff_ms` and before).
+pub(crate) fn forget_before(conn: &Connection, cutoff_ms: i64) -> Result<(), StoreError> {
+    let first_kept = day_of(cutoff_ms) + DAY_MS;
+    conn.execute("DELETE FROM report_days WHERE day_ms < ?1", [first_kept])
+        .and_then(|_| conn.execute("DELETE FROM cell_day_runs WHERE day_ms < ?1", [first_kept]))
+        .map_err(query_err)?;
+    Ok(())
+}
+
+/// One cell being assembled: its runs so far (internal gaps ≤ the merge gap).
+struct Assembly {
+    key: CellKey,
+    runs: Vec<StatusRun>,
+}
+
+impl Assembly {
+    fn push(&mut self, start: i64, last: i64, status: Status, merge_gap: i64) {
+        match self.runs.last_mut() {
+            Some(r) if r.status == status && start - r.last <= merge_gap => r.last = last,
+            _ => self.runs.push(StatusRun {
+                start,
+                last,
+                status,
+            }),
+        }
+    }
+}
+
+/// The closed days of `[since, until)` that are not cached yet (those [`run_timelines`] would
+/// build).
+pub(crate) fn missing_days(
+    conn: &Connection,
+    since_ms: i64,
+    until_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let first_day = day_of(since_ms + DAY_MS - 1);
+    let days_end = day_of(until_ms).min(day_of(now_ms - SETTLE_MS));
+    let cached = cached_days(conn, first_day, days_end)?;
+    Ok((0..)
+        .map(|k| first_day + k * DAY_MS)
+        .take_while(|d| *d < days_end)
+        .filter(|d| !cached.contains(d))
+        .collect())
+}
+
+/// Builds and caches one day. Failing to store it (another process holds the write lock) is
+/// not an error: the day is built again when needed.
+pub(crate) fn cache_day(conn: &mut Connection, day_ms: i64) -> Result<(), StoreError> {
+    let built = build_day(conn, day_ms)?;
+    if let Err(e) = store_day(conn, day_ms, &built) {
+        tracing::debug!(error = %e, day_ms, "could not cache a day's runs");
+    }
+    Ok(())
+}
+
+fn cached_days(conn: &Connection, from: i64, to: i64) -> Result<HashSet<i64>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT day_ms FROM report_days WHERE day_ms >= ?1 AND day_ms < ?2")
+        .map_err(query_err)?;
+    let days = stmt
+        .query_map(params![from, to], |r| r.get::<_, i64>(0))
+        .map_err(query_err)?
+        .collect::<Result<_, _>>()
+        .map_err(query_err)?;
+    Ok(days)
+}
+
+/// `ResultStore::run_timelines` for SQLite: closed days from the cache (built on first use),
+/// the rest of the period from the results.
+pub(crate) fn run_timelines(
+    conn: &mut Connection,
+    since_ms: i64,
+    until_ms: i64,
+    filter: &CellFilter,
+    merge_gap_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<CellRuns>, StoreError> {
+    let merge_gap = merge_gap_ms.max(0);
+    // The cells with a final result (as `timelines` has them), each with its last final
+    // result before the period (it may still hold).
+    let mut cells: Vec<(i64, Assembly)> = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT c.id, c.site, c.hostname, c.flavour, c.metric \
+                 FROM latest l JOIN cells c ON c.id = l.cell_id \
+                 WHERE (?1 IS NULL OR c.site = ?1) AND (?2 IS NULL OR c.flavour = ?2) \
+                 ORDER BY c.site, c.hostname, c.flavour, c.metric",
+            )
+            .map_err(query_err)?;
+        let mut rows = stmt
+            .query(params![filter.site, filter.flavour])
+            .map_err(query_err)?;
+        while let Some(row) = rows.next().map_err(query_err)? {
+            cells.push((
+                row.get(0).map_err(query_err)?,
+                Assembly {
+                    key: CellKey {
+                        site: row.get(1).map_err(query_err)?,
+                        hostname: row.get(2).map_err(query_err)?,
+                        flavour: row.get(3).map_err(query_err)?,
+                        metric: row.get(4).map_err(query_err)?,
+                    },
+                    runs: Vec::new(),
+                },
+            ));
+        }
+    }
+    {
+        let mut before = conn
+            .prepare_cached(
+                "SELECT started_at_ms, status FROM results \
+                 WHERE cell_id = ?1 AND started_at_ms < ?2 AND final = 1 \
+                 ORDER BY started_at_ms DESC, id DESC LIMIT 1",
+            )
+            .map_err(query_err)?;
+        for (id, cell) in &mut cells {
+            let prior: Option<(i64, String)> = before
+                .query_row(params![*id, since_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(query_err)?;
+            if let Some((t, status)) = prior {
+                if let Some(status) = parse_status(&status) {
+                    cell.push(t, t, status, merge_gap);
+                }
+            }
+        }
+    }
+    let slot: HashMap<i64, usize> = cells
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+
+    // The period: raw head, cached closed days, raw tail.
+    let closed_end = day_of(now_ms - SETTLE_MS);
+    let first_day = day_of(since_ms + DAY_MS - 1);
+    let days_end = day_of(until_ms).min(closed_end);
+    if first_day < days_end {
+        read_raw(conn, since_ms, first_day, &slot, &mut cells, merge_gap)?;
+        read_days(conn, first_day, days_end, &slot, &mut cells, merge_gap)?;
+        read_raw(conn, days_end, until_ms, &slot, &mut cells, merge_gap)?;
+    } else {
+        read_raw(conn, since_ms, until_ms, &slot, &mut cells, merge_gap)?;
+    }
+    Ok(cells.into_iter().map(|(_, a)| (a.key, a.runs)).collect())
+}
+
+/// The final results of `[from, to)` from the results table, appended to their cells.
+fn read_raw(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    slot: &HashMap<i64, usize>,
+    cells: &mut [(i64, Assembly)],
+    merge_gap: i64,
+) -> Result<(), StoreError> {
+    if from >= to {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT cell_id, started_at_ms, status FROM results \
+             WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND final = 1 \
+             ORDER BY started_at_ms, id",
+        )
+        .map_err(query_err)?;
+    let mut rows = stmt.query(params![from, to]).map_err(query_err)?;
+    while let Some(row) = rows.next().map_err(query_err)? {
+        let cell: i64 = row.get(0).map_err(query_err)?;
+        let Some(&i) = slot.get(&cell) else {
+            continue;
+        };
+        let t: i64 = row.get(1).map_err(query_err)?;
+        if let Some(status) = status_at(row, 2)? {
+            cells[i].1.push(t, t, status, merge_gap);
+        }
+    }
+    Ok(())
+}
+
+/// The closed days `[from, to)`: cached runs, built (and cached) where missing. A run whose
+/// internal gap exceeds the merge gap is replaced by that cell's results of the day.
+fn read_days(
+    conn: &mut Connection,
+    from: i64,
+    to: i64,
+    slot: &HashMap<i64, usize>,
+    cells: &mut [(i64, Assembly)],
+    merge_gap: i64,
+) -> Result<(), StoreError> {
+    let cached = cached_days(conn, from, to)?;
+    let mut day = from;
+    while day < to {
+        let mut runs_of_day: Vec<(i64, Vec<DayRun>)> = Vec::new();
+        if cached.contains(&day) {
+            let mut stmt = conn
+                .prepare_cached("SELECT cell_id, runs FROM cell_day_runs WHERE day_ms = ?1")
+                .map_err(query_err)?;
+            let mut rows = stmt.query([day]).map_err(query_err)?;
+            while let Some(row) = rows.next().map_err(query_err)? {
+                let cell: i64 = row.get(0).map_err(query_err)?;
+                if !slot.contains_key(&cell) {
+                    continue;
+                }
+                let bytes =
+                    row.get_ref(1).map_err(query_err)?.as_blob().map_err(|e| {
+                        StoreError::Query(format!("bad cached runs of day {day}: {e}"))
+                    })?;
+                let runs = decode(day, bytes).ok_or_else(|| {
+                    StoreError::Query(format!(
+                        "corrupt cached runs of cell {cell} on day {day}: delete the row from \
+                         cell_day_runs and report_days to rebuild it"
+                    ))
+                })?;
+                runs_of_day.push((cell, runs));
+            }
+        } else {
+            let built = build_day(conn, day)?;
+            if let Err(e) = store_day(conn, day, &built) {
+                // Another process holds the write lock: answer from what was built, cache
+                // it another time.
+                tracing::debug!(error = %e, day, "could not cache a day's runs");
+            }
+            runs_of_day.extend(built.into_iter().filter(|(c, _)| slot.contains_key(c)));
+        }
+        for (cell, runs) in runs_of_day {
+            let Some(&i) = slot.get(&cell) else {
+                continue;
+            };
+            if runs.iter().any(|r| r.max_gap > merge_gap) {
+                read_cell_day(conn, cell, day, &mut cells[i].1, merge_gap)?;
+            } else {
+                for r in runs {
+                    cells[i].1.push(r.start, r.last, r.status, merge_gap);
+                }
+            }
+        }
+        day += DAY_MS;
+    }
+    Ok(())
+}
+
+/// One cell's final results of one day, through the per-cell index.
+fn read_cell_day(
+    conn: &Connection,
+    cell: i64,
+    day: i64,
+    into: &mut Assembly,
+    merge_gap: i64,
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT started_at_ms, status FROM results \
+             WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 AND final = 1 \
+             ORDER BY started_at_ms, id",
+        )
+        .map_err(query_err)?;
+    let mut rows = stmt
+        .query(params![cell, day, day + DAY_MS])
+        .map_err(query_err)?;
+    while let Some(row) = rows.next().map_err(query_err)? {
+        let t: i64 = row.get(0).map_err(query_err)?;
+        if let Some(status) = status_at(row, 1)? {
+            into.push(t, t, status, merge_gap);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_round_trip_through_their_encoding() {
+        let day = 20_000 * DAY_MS;
+        let runs = vec![
+            DayRun {
+                start: day + 5,
+                last: day + 900_000,
+                status: Status::Ok,
+                max_gap: 899_995,
+            },
+            DayRun {
+                start: day + 900_000,
+                last: day + 900_000,
+                status: Status::Standby,
+                max_gap: 0,
+            },
+            DayRun {
+                start: day + DAY_MS - 1,
+                last: day + DAY_MS - 1,
+                status: Status::Critical,
+                max_gap: 0,
+            },
+        ];
+        let bytes = encode(day, &runs);
+        assert!(bytes.len() < 20, "{} bytes", bytes.len());
+        assert_eq!(decode(day, &bytes), Some(runs));
+        assert_eq!(decode(day, &[0x80]), None, "a torn varint is an error");
+        assert_eq!(
+            decode(day, &[0, 0, 9, 0]),
+            None,
+            "an unknown status is an error"
+        );
+    }
+
+    #[test]
+    fn days_are_utc_and_floor_negative_times() {
+        assert_eq!(day_of(DAY_MS + 1), DAY_MS);
+        assert_eq!(day_of(DAY_MS), DAY_MS);
+        assert_eq!(day_of(-1), -DAY_MS);
+    }
+}
