@@ -17,8 +17,8 @@
 //! its own: it computes the 24-hour site statuses that later requests reuse (see
 //! `dashboard::STATUS_TTL`). The target (≤ 200 ms at p99) is reported, never asserted.
 
-use std::fmt::Write as _;
-use std::path::Path;
+mod common;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,29 +26,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::percentile_ms;
+use common::vo::{config_text, fill, site_name, HOUR};
 use gridprobe_probes::outcome::unix_ms;
-use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
 use gridprobe_results::matrix::{build_matrix, MatrixFilter};
-use gridprobe_results::{
-    spawn_writer, CellFilter, NewResult, ResultStore, SqliteStore, WriterConfig,
-};
+use gridprobe_results::{spawn_writer, CellFilter, ResultStore, SqliteStore, WriterConfig};
 use gridprobe_runner::http::{router, HttpState};
-use gridprobe_runner::schedule::Plan;
 use tower::ServiceExt;
 
-/// Probes per flavour: six on compute elements, four on storage: ~10 columns.
-const CE_PROBES: [&str; 6] = [
-    "CE-job-submit",
-    "CE-lhcb-install",
-    "CE-lhcb-os",
-    "CE-lhcb-queues",
-    "CE-lhcb-swarea",
-    "CE-lhcb-conddb",
-];
-const SE_PROBES: [&str; 4] = ["SE-put", "SE-get", "SE-del", "SE-space"];
 /// p99 target of the issue, server side.
 const TARGET_MS: f64 = 200.0;
-const HOUR: i64 = 3_600_000;
 
 struct Opts {
     sites: usize,
@@ -74,162 +61,6 @@ fn opts() -> anyhow::Result<Opts> {
     })
 }
 
-fn site_name(i: usize) -> String {
-    format!("T{}_SITE{i:04}", tier_of(i))
-}
-
-/// One Tier-0, a few dozen Tier-1s, then Tier-2s and Tier-3s.
-fn tier_of(i: usize) -> u8 {
-    match i {
-        0 => 0,
-        i if i % 40 == 1 => 1,
-        i if i % 3 == 0 => 3,
-        _ => 2,
-    }
-}
-
-/// The VO: every site has two CEs and one SE; ten sites are in a declared outage.
-fn config_text(sites: usize) -> String {
-    let mut t = String::from("vo = \"bench\"\n[defaults]\ninterval = \"1h\"\ntimeout = \"5m\"\n");
-    for i in 0..sites {
-        let name = site_name(i);
-        let host = format!("site{i:04}.example.org");
-        let _ = write!(
-            t,
-            "\n[[site]]\nname = \"{name}\"\ntier = {tier}\n\
-             [[site.service]]\nflavour = \"CE\"\nhostname = \"ce01.{host}\"\n\
-             [[site.service]]\nflavour = \"CE\"\nhostname = \"ce02.{host}\"\n\
-             [[site.service]]\nflavour = \"SE\"\nhostname = \"se.{host}\"\n",
-            tier = tier_of(i)
-        );
-    }
-    for (flavour, probes) in [("CE", &CE_PROBES[..]), ("SE", &SE_PROBES[..])] {
-        for p in probes {
-            let _ = write!(
-                t,
-                "\n[[probe]]\nmetric = \"org.bench.{p}\"\nkind = \"nagios\"\nflavours = [\"{flavour}\"]\n\
-                 [probe.params]\ncommand = \"/bin/true\"\n"
-            );
-        }
-    }
-    for i in (7..sites).step_by(sites.max(10) / 10) {
-        let _ = write!(
-            t,
-            "\n[[downtime]]\nsite = \"{}\"\nstart = \"2000-01-01 00:00\"\nend = \"2999-01-01 00:00\"\n\
-             classification = \"scheduled\"\nreason = \"bench outage\"\n",
-            site_name(i)
-        );
-    }
-    t
-}
-
-fn plan(text: &str) -> anyhow::Result<Plan> {
-    let loaded = gridprobe_config::load_str(Path::new("bench.toml"), text);
-    if !loaded.diagnostics.is_empty() {
-        bail!(
-            "generated configuration is invalid:\n{}",
-            loaded.diagnostics
-        );
-    }
-    let (probes, diagnostics) = gridprobe_probes::registry::build_all(&loaded.config);
-    if !diagnostics.is_empty() {
-        bail!("generated probes do not build:\n{diagnostics}");
-    }
-    Ok(Plan {
-        config: Arc::new(loaded.config),
-        probes: Arc::new(probes),
-    })
-}
-
-/// A small deterministic generator (xorshift), so every run measures the same store.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Mostly OK, as a real morning: 85% OK, 6% WARNING, 5% CRITICAL, 2% UNKNOWN, 2% STANDBY.
-    fn status(&mut self) -> Status {
-        match self.next() % 100 {
-            0..=84 => Status::Ok,
-            85..=90 => Status::Warning,
-            91..=95 => Status::Critical,
-            96..=97 => Status::Unknown,
-            _ => Status::Standby,
-        }
-    }
-}
-
-/// Fills the store: `history_hours` hourly results per cell, then the latest; every 50th site's
-/// latest is three hours old (MISSING in the matrix).
-async fn fill(store: &SqliteStore, plan: &Plan, opts: &Opts, now: i64) -> anyhow::Result<usize> {
-    let config = &plan.config;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut batch = Vec::with_capacity(10_000);
-    let mut total = 0;
-    for hours_ago in (0..=opts.history_hours).rev() {
-        for inst in config.instances() {
-            let site = &config.sites[inst.site];
-            let svc = &site.services[inst.service];
-            let probe = &config.probes[inst.probe];
-            let stale = inst.site % 50 == 3;
-            if stale && hours_ago < 3 {
-                continue;
-            }
-            let status = rng.status();
-            let started = now - hours_ago * HOUR - 60_000 - (rng.next() % 600_000) as i64;
-            let summary = format!(
-                "{} {}: job {} finished in {} s on {}",
-                probe.short,
-                status.name(),
-                rng.next() % 100_000,
-                rng.next() % 300,
-                svc.hostname
-            );
-            batch.push(NewResult {
-                result: ProbeResult {
-                    metric: probe.metric.clone(),
-                    kind: "nagios".into(),
-                    vo: config.vo.clone(),
-                    site: site.name.clone(),
-                    hostname: svc.hostname.clone(),
-                    flavour: svc.flavour.clone(),
-                    started_at_ms: started,
-                    duration_ms: 1200,
-                    outcome: Outcome::new(status, summary)
-                        .with_details(format!(
-                            "submitted to {}\nwaiting 12 s\nrunning\noutput: 412 lines\ncleanup done",
-                            svc.hostname
-                        ))
-                        .with_perfdata(vec![Perfdatum::new("time", 41.5, "s")]),
-                    attempt: 1,
-                    trigger: Trigger::Scheduled,
-                },
-                is_final: true,
-            });
-            if batch.len() == batch.capacity() {
-                total += store.insert(&batch).await?.len();
-                batch.clear();
-            }
-        }
-    }
-    total += store.insert(&batch).await?.len();
-    Ok(total)
-}
-
-/// p-th percentile (0–100) of sorted durations, in ms.
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
-}
-
 struct Stats {
     p50: f64,
     p99: f64,
@@ -238,8 +69,8 @@ struct Stats {
 fn stats(mut times: Vec<Duration>) -> Stats {
     times.sort();
     Stats {
-        p50: percentile(&times, 50.0),
-        p99: percentile(&times, 99.0),
+        p50: percentile_ms(&times, 50.0),
+        p99: percentile_ms(&times, 99.0),
     }
 }
 
@@ -280,7 +111,7 @@ async fn times(app: &axum::Router, uri: &str, n: usize) -> anyhow::Result<(Stats
 }
 
 async fn run(opts: Opts) -> anyhow::Result<()> {
-    let plan = plan(&config_text(opts.sites))?;
+    let plan = common::plan(&config_text(opts.sites))?;
     let config = plan.config.clone();
     let cells = config.instances().len();
     let dir = tempfile::tempdir()?;
@@ -295,7 +126,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         opts.renders
     );
     let filled = Instant::now();
-    let rows = fill(&store, &plan, &opts, now).await?;
+    let rows = fill(&store, &plan, opts.history_hours, now).await?;
     println!(
         "store: {rows} results written in {:.1} s",
         filled.elapsed().as_secs_f64()

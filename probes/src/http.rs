@@ -5,6 +5,7 @@
 //! The connection is made by hand (the transport in [`crate::tcp`], then hyper's HTTP/1
 //! handshake) because a client such as reqwest hides the phases an operator needs to see.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -167,15 +168,20 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             errors.extend(check_template(def, config, key, v));
         }
     }
+    let mut fixed_url = None;
     if let Some(url) = &p.url {
         // Without placeholders the URL can be checked now rather than per instance.
         if placeholders::names(url).is_ok_and(|n| n.is_empty()) {
-            if let Err(e) = parse_target(url) {
-                errors.push(
-                    err("url", e).with_help(
+            match parse_target(url) {
+                // Without any brace (not even an escaped one) expanding changes nothing: the
+                // URL is the same for every instance and is parsed once, not on every run.
+                Ok(u) if !url.contains(['{', '}']) => fixed_url = Some(u),
+                Ok(_) => {}
+                Err(e) => {
+                    errors.push(err("url", e).with_help(
                         "write a full URL such as \"https://host.example.org:8443/path\"",
-                    ),
-                );
+                    ))
+                }
             }
         }
         if p.path.is_some() {
@@ -277,6 +283,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
     match (method, tls) {
         (Some(method), Some(tls)) if errors.is_empty() => Ok(Arc::new(HttpProbe {
             url: p.url,
+            fixed_url,
             path: p.path,
             method,
             expect_status: p.expect_status,
@@ -297,6 +304,8 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
 struct HttpProbe {
     /// URL template.
     url: Option<String>,
+    /// `url` parsed, when it has no brace at all (then it is the same for every instance).
+    fixed_url: Option<Url>,
     /// Path template, appended to the endpoint.
     path: Option<String>,
     method: Method,
@@ -385,6 +394,9 @@ impl HttpProbe {
     /// The URL for one instance.
     fn target_url(&self, ctx: &ProbeContext) -> Result<Url, String> {
         let svc = &ctx.service;
+        if let Some(url) = &self.fixed_url {
+            return Ok(url.clone());
+        }
         if let Some(template) = &self.url {
             return parse_target(&placeholders::expand(template, ctx)?)
                 .map_err(|e| format!("`url`: {e}"));
@@ -589,8 +601,12 @@ impl HttpProbe {
             }
         };
 
-        let mut details = format!("{ok_text} ({url})\n{log}");
         let shown = &resp.body[..resp.body.len().min(DETAIL_BODY)];
+        // Sized for everything written below, so that it is allocated once.
+        let mut details = String::with_capacity(
+            ok_text.len() + url.as_str().len() + log.len() + shown.len() + 96,
+        );
+        let _ = write!(details, "{ok_text} ({url})\n{log}");
         let _ = write!(
             details,
             "\nbody: {} bytes{}",
@@ -610,7 +626,9 @@ impl HttpProbe {
             );
         }
 
-        let mut perfdata = timings.perfdata();
+        // dns, connect, tls, ttfb, total, size, cert_days_left at most.
+        let mut perfdata = Vec::with_capacity(7);
+        perfdata.extend(timings.perfdata());
         perfdata.extend(progress.ttfb.map(|d| seconds("ttfb", d)));
         perfdata.push(seconds("total", total));
         perfdata.push(Perfdatum::new("size", resp.body.len() as f64, "B"));
@@ -640,7 +658,8 @@ impl Probe for HttpProbe {
         };
         let mut method = self.method.clone();
         let start = Instant::now();
-        let mut log = String::new();
+        // Sized for a plain exchange (about ten lines), so that it is not regrown line by line.
+        let mut log = String::with_capacity(1024);
         let mut certs = Vec::new();
         let mut redirects = 0;
         loop {
@@ -847,12 +866,13 @@ pub(crate) fn is_credential(name: &HeaderName) -> bool {
     )
 }
 
-/// A header value for the details, with credentials hidden.
-pub(crate) fn shown_header(name: &HeaderName, value: &HeaderValue) -> String {
+/// A header value for the details, with credentials hidden. Borrowed when the value is UTF-8
+/// (nearly always), so that logging an exchange's headers copies nothing.
+pub(crate) fn shown_header<'a>(name: &HeaderName, value: &'a HeaderValue) -> Cow<'a, str> {
     if is_credential(name) {
-        "[hidden]".to_string()
+        Cow::Borrowed("[hidden]")
     } else {
-        String::from_utf8_lossy(value.as_bytes()).into_owned()
+        String::from_utf8_lossy(value.as_bytes())
     }
 }
 

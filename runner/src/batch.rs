@@ -54,10 +54,14 @@ impl Limits {
         };
         let site_sem = {
             let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
-            sites
-                .entry(site.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.site_limit)))
-                .clone()
+            // Looked up by `&str` first: the site's name is copied only the first time.
+            match sites.get(site) {
+                Some(s) => s.clone(),
+                None => sites
+                    .entry(site.to_string())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.site_limit)))
+                    .clone(),
+            }
         };
         let site_permit = site_sem.acquire_owned().await.ok()?;
         let global = self.global.clone().acquire_owned().await.ok()?;

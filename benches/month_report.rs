@@ -1,0 +1,390 @@
+//! A month availability report over a store the size of a large VO, against the cost of the
+//! data's own scan: 1,000 service instances × 10 metrics × 30 days at one result every 15
+//! minutes (28.8 million results), the report as `gridprobe report --period 2026-09` computes
+//! it (`report::from_store` on the SQLite store), and, as the baseline, one SQL aggregate of the
+//! same rows (`SELECT cell, status, count(*) … GROUP BY cell, status`, through the time index
+//! or as a full scan, whichever is faster), which computes a much simpler figure (shares of
+//! results, not time-weighted AND/OR of timelines).
+//!
+//! ```text
+//! cargo bench --bench month_report              # 28.8 M results (generated once, then reused)
+//! cargo bench --bench month_report -- --quick   # 100 instances (2.9 M results)
+//! ```
+//!
+//! Environment: `GRIDPROBE_BENCH_INSTANCES` (default 1000), `GRIDPROBE_BENCH_DATA` (directory
+//! of the generated store; default `target/bench-data`), `GRIDPROBE_BENCH_ROUNDS` (default 3).
+//!
+//! The data is generated through the store's own `insert` (so it has the store's real schema
+//! and indexes) and kept: a later run with the same size and schema reuses it. Statuses persist
+//! like real ones (each result keeps the previous status with probability 0.97, otherwise draws
+//! from 85% OK, 6% WARNING, 5% CRITICAL, 2% UNKNOWN, 2% STANDBY), and start times carry 0–3 s of
+//! jitter after their slot.
+//!
+//! Printed: the generation rate, the first report (which also fills the store's per-day cache
+//! of closed days), the steady-state report (what `serve` and the CLI pay once the days are
+//! closed), the aggregate, and a final `RESULT month_report a_s=… b_s=…` line (steady state vs
+//! aggregate, median seconds) that `bench/compare` reads. Targets (report ≤ 2 s, ≤ 3 × the
+//! aggregate) are reported, never asserted.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use gridprobe_probes::{Outcome, ProbeResult, Status, Trigger};
+use gridprobe_results::report::{self, parse_period};
+use gridprobe_results::{CellFilter, NewResult, ResultStore, SqliteStore};
+
+const DAY_MS: i64 = 86_400_000;
+const STEP_MS: i64 = 15 * 60_000;
+const METRICS: usize = 10;
+/// 2026-09-01T00:00:00Z: the month reported.
+const MONTH_START_MS: i64 = 1_788_220_800_000;
+/// Results start a day early, so the month's first hours have a preceding result.
+const DAYS: i64 = 31;
+const TARGET_S: f64 = 2.0;
+const TARGET_RATIO: f64 = 3.0;
+/// Bumped when the generated data changes, so an old data file is not reused.
+const GENERATOR_VERSION: u32 = 1;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The VO: `instances` services (half CEs, half SEs, two of each per site), 10 probes per
+/// flavour, every 15 minutes.
+fn config_text(instances: usize) -> String {
+    let mut t = String::from("vo = \"bench\"\n[defaults]\ninterval = \"15m\"\ntimeout = \"5m\"\n");
+    for site in 0..instances.div_ceil(4) {
+        t.push_str(&format!(
+            "\n[[site]]\nname = \"{}\"\ntier = {}\n",
+            site_name(site),
+            if site < 10 { 1 } else { 2 }
+        ));
+        for (flavour, n) in [("CE", 2), ("SE", 2)] {
+            for k in 0..n {
+                if site * 4 + if flavour == "CE" { k } else { 2 + k } >= instances {
+                    continue;
+                }
+                t.push_str(&format!(
+                    "  [[site.service]]\n  flavour = \"{flavour}\"\n  hostname = \"{}\"\n",
+                    host_name(site, flavour, k)
+                ));
+            }
+        }
+    }
+    for flavour in ["CE", "SE"] {
+        for m in 0..METRICS {
+            t.push_str(&format!(
+                "\n[[probe]]\nmetric = \"org.bench.{flavour}-{m}\"\nkind = \"tcp\"\nflavours = [\"{flavour}\"]\n  [probe.params]\n  port = 9\n"
+            ));
+        }
+    }
+    t
+}
+
+fn site_name(i: usize) -> String {
+    format!("T2_BENCH_{i:04}")
+}
+
+fn host_name(site: usize, flavour: &str, k: usize) -> String {
+    format!("{}{k}.site{site:04}.example.org", flavour.to_lowercase())
+}
+
+/// xorshift64*: deterministic data without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn draw_status(rng: &mut Rng) -> Status {
+    match rng.below(100) {
+        0..=84 => Status::Ok,
+        85..=90 => Status::Warning,
+        91..=95 => Status::Critical,
+        96..=97 => Status::Unknown,
+        _ => Status::Standby,
+    }
+}
+
+/// Fills the store with every cell's results over `DAYS` days, in time order (as `serve`
+/// would), in transactions of 50,000.
+async fn generate(store: &SqliteStore, config: &gridprobe_config::Config) -> anyhow::Result<u64> {
+    let instances = config.instances();
+    let cells: Vec<(String, String, String, String)> = instances
+        .iter()
+        .map(|i| {
+            let site = &config.sites[i.site];
+            let svc = &site.services[i.service];
+            (
+                site.name.clone(),
+                svc.hostname.clone(),
+                svc.flavour.clone(),
+                config.probes[i.probe].metric.clone(),
+            )
+        })
+        .collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut status: Vec<Status> = cells.iter().map(|_| Status::Ok).collect();
+    let steps = DAYS * DAY_MS / STEP_MS;
+    let start = MONTH_START_MS - DAY_MS;
+    let mut batch = Vec::with_capacity(50_000);
+    let mut written = 0u64;
+    let began = Instant::now();
+    for step in 0..steps {
+        for (c, (site, hostname, flavour, metric)) in cells.iter().enumerate() {
+            if rng.below(100) >= 97 {
+                status[c] = draw_status(&mut rng);
+            }
+            let st = status[c];
+            batch.push(NewResult {
+                result: ProbeResult {
+                    metric: metric.clone(),
+                    kind: "tcp".into(),
+                    vo: "bench".into(),
+                    site: site.clone(),
+                    hostname: hostname.clone(),
+                    flavour: flavour.clone(),
+                    started_at_ms: start + step * STEP_MS + rng.below(3000) as i64,
+                    duration_ms: 3 + rng.below(40),
+                    outcome: Outcome::new(st, format!("{} connect to port 9", st.name())),
+                    attempt: 1,
+                    trigger: Trigger::Scheduled,
+                },
+                is_final: true,
+            });
+            if batch.len() == 50_000 {
+                store.insert(&batch).await?;
+                written += batch.len() as u64;
+                batch.clear();
+            }
+        }
+        if step % (steps / 10).max(1) == 0 && step > 0 {
+            eprintln!(
+                "   generating: {:>3}% ({} results, {:.0}/s)",
+                step * 100 / steps,
+                written,
+                written as f64 / began.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if !batch.is_empty() {
+        store.insert(&batch).await?;
+        written += batch.len() as u64;
+    }
+    Ok(written)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The baseline: one aggregate over the month's rows, in SQLite itself (the bundled sqlite3
+/// library, on the same file). The per-cell column of the store's schema is found, not
+/// assumed, so the aggregate follows schema changes.
+fn aggregate(
+    path: &Path,
+    since: i64,
+    until: i64,
+    full_scan: bool,
+) -> anyhow::Result<(Duration, usize)> {
+    let conn = rusqlite::Connection::open(path)?;
+    let mut cols = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('results')")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            cols.push(r.get::<_, String>(0)?);
+        }
+    }
+    let cell = if cols.iter().any(|c| c == "cell_id") {
+        "cell_id".to_string()
+    } else {
+        "site, hostname, flavour, metric".to_string()
+    };
+    // The planner goes through the time index; on a month of most of the table a plain scan
+    // is faster. Both are tried, and the faster is the baseline.
+    let hint = if full_scan { " NOT INDEXED" } else { "" };
+    let sql = format!(
+        "SELECT {cell}, status, count(*) FROM results{hint} \
+         WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND final = 1 GROUP BY {cell}, status"
+    );
+    let began = Instant::now();
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query([since, until])?;
+    let mut n = 0;
+    while rows.next()?.is_some() {
+        n += 1;
+    }
+    Ok((began.elapsed(), n))
+}
+
+async fn run() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let instances: usize = env_or("GRIDPROBE_BENCH_INSTANCES", if quick { 100 } else { 1000 })?;
+    let rounds: usize = env_or("GRIDPROBE_BENCH_ROUNDS", 3)?.max(1);
+    if instances == 0 {
+        bail!("GRIDPROBE_BENCH_INSTANCES must be at least 1");
+    }
+    let text = config_text(instances);
+    let loaded = gridprobe_config::load_str(Path::new("bench.toml"), &text);
+    if !loaded.diagnostics.is_empty() {
+        bail!("bench config rejected:\n{}", loaded.diagnostics);
+    }
+    let config = loaded.config;
+    let dir = std::env::var_os("GRIDPROBE_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!(
+        "month-{instances}-v{GENERATOR_VERSION}-s{}.sqlite",
+        gridprobe_results::sqlite::SCHEMA_VERSION
+    ));
+    let ready = dir.join(format!(
+        "{}.complete",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("month")
+    ));
+    let cells = config.instances().len();
+    println!(
+        "month report: {instances} service instances × {METRICS} metrics = {cells} cells, {DAYS} days every 15 min"
+    );
+    if !ready.exists() {
+        for stale in [
+            path.clone(),
+            path.with_extension("sqlite-wal"),
+            path.with_extension("sqlite-shm"),
+        ] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let store = SqliteStore::open(&path)?;
+        let began = Instant::now();
+        let n = generate(&store, &config).await?;
+        let took = began.elapsed();
+        println!(
+            "   generated {n} results in {:.1}s ({:.0} results/s through SqliteStore::insert)",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        );
+        drop(store);
+        std::fs::write(&ready, n.to_string())?;
+    } else {
+        println!("   reusing {}", path.display());
+    }
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!("   store file: {:.2} GB", size as f64 / 1e9);
+
+    let period = parse_period("2026-09", MONTH_START_MS + 40 * DAY_MS)
+        .map_err(|e| anyhow::anyhow!("period: {e}"))?;
+    // Every run starts with no cached days, so that the first report measures building them.
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch("DELETE FROM report_days; DELETE FROM cell_day_runs;")
+            .context("clearing the per-day cache (is the data file of an older schema?)")?;
+    }
+    let store = SqliteStore::open(&path)?;
+    let mut report_times = Vec::new();
+    let mut first = None;
+    for round in 0..=rounds {
+        let began = Instant::now();
+        let r =
+            report::from_store(&store, &config, None, &period, &CellFilter::default(), 0.9).await?;
+        let took = began.elapsed().as_secs_f64();
+        let known: usize = r
+            .sites
+            .iter()
+            .filter(|s| s.figures.availability.is_some())
+            .count();
+        if known != r.sites.len() || r.sites.is_empty() {
+            bail!(
+                "the report has figures for {known} of {} sites: the data is not what was generated",
+                r.sites.len()
+            );
+        }
+        if round == 0 {
+            println!(
+                "   first report (fills the per-day cache): {took:.2}s  ({} sites, mean availability {:.4})",
+                r.sites.len(),
+                r.sites.iter().filter_map(|s| s.figures.availability).sum::<f64>() / r.sites.len() as f64
+            );
+            first = Some(took);
+        } else {
+            println!("   report:    {took:.3}s");
+            report_times.push(took);
+        }
+    }
+    let mut agg_times = Vec::new();
+    let (planned, groups) = aggregate(&path, period.start_ms, period.end_ms, false)?;
+    let (scanned, _) = aggregate(&path, period.start_ms, period.end_ms, true)?;
+    println!(
+        "   aggregate through the time index: {:.3}s, as a full scan: {:.3}s  ({groups} groups)",
+        planned.as_secs_f64(),
+        scanned.as_secs_f64()
+    );
+    let full_scan = scanned < planned;
+    agg_times.push(planned.min(scanned).as_secs_f64());
+    for _ in 1..rounds {
+        let (took, _) = aggregate(&path, period.start_ms, period.end_ms, full_scan)?;
+        println!("   aggregate: {:.3}s", took.as_secs_f64());
+        agg_times.push(took.as_secs_f64());
+    }
+    let a = median(&mut report_times);
+    let b = median(&mut agg_times);
+    println!();
+    println!("| measurement | seconds (median of {rounds}) | target | met? |");
+    println!("|---|---:|---|---|");
+    println!(
+        "| month report, steady state | {a:.3} | ≤ {TARGET_S} s | {} |",
+        if a <= TARGET_S { "yes" } else { "no" }
+    );
+    println!(
+        "| month report, first (fills the day cache) | {:.3} | | |",
+        first.unwrap_or(f64::NAN)
+    );
+    println!("| one GROUP BY aggregate (sqlite) | {b:.3} | | |");
+    println!(
+        "| ratio report ÷ aggregate | {:.2} | ≤ {TARGET_RATIO} | {} |",
+        a / b,
+        if a / b <= TARGET_RATIO { "yes" } else { "no" }
+    );
+    println!(
+        "RESULT month_report a_s={a:.4} b_s={b:.4} first_s={:.4}",
+        first.unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
