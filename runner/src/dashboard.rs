@@ -676,6 +676,60 @@ struct MatrixPage {
     statuses_pending: bool,
 }
 
+/// A rendered matrix page is reused while nothing new was written, and at most this long
+/// (ages and MISSING cells move with the clock).
+const PAGE_MAX_AGE: Duration = Duration::from_secs(5);
+/// After a write, a page is still reused this long, so a steady stream of results costs at
+/// most one rendering per second.
+const PAGE_MIN_AGE: Duration = Duration::from_secs(1);
+/// While one request renders, others get the previous rendering if it is no older than this.
+const PAGE_STALE_OK: Duration = Duration::from_secs(30);
+/// Distinct filter combinations kept.
+const PAGE_SLOTS: usize = 32;
+
+/// One rendered matrix page: for which service, plan and query, as of which write.
+struct RenderedPage {
+    key: (usize, usize, String),
+    /// Held so that the addresses in `key` cannot be reused by a later service or plan.
+    _owners: (Weak<Shared>, Weak<Config>),
+    written: u64,
+    at: Instant,
+    body: maud::Markup,
+}
+
+static MATRIX_PAGES: Mutex<Vec<RenderedPage>> = Mutex::new(Vec::new());
+/// One rendering at a time: concurrent requests share it instead of each paying ~100 ms.
+static MATRIX_RENDER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The cached rendering for `key` that `usable` accepts.
+fn cached_page(
+    key: &(usize, usize, String),
+    usable: impl Fn(&RenderedPage) -> bool,
+) -> Option<maud::Markup> {
+    let pages = MATRIX_PAGES.lock().unwrap_or_else(|p| p.into_inner());
+    pages
+        .iter()
+        .find(|p| &p.key == key && usable(p))
+        .map(|p| p.body.clone())
+}
+
+fn keep_page(page: RenderedPage) {
+    let mut pages = MATRIX_PAGES.lock().unwrap_or_else(|p| p.into_inner());
+    pages.retain(|p| p.key != page.key);
+    if pages.len() >= PAGE_SLOTS {
+        // The oldest goes (also those of a replaced plan, which are never asked for again).
+        if let Some(oldest) = pages
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, p)| p.at)
+            .map(|(i, _)| i)
+        {
+            pages.swap_remove(oldest);
+        }
+    }
+    pages.push(page);
+}
+
 async fn matrix_page(
     State(state): State<HttpState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -683,18 +737,72 @@ async fn matrix_page(
     let started = Instant::now();
     let plan = state.shared.plan();
     let config = plan.config;
-    let result = async {
-        let params = query_params(query, &["vo", "tier", "flavour"])?;
-        let filters = matrix_filters(&config, &params)?;
-        let page = build_matrix_page(&state, &config, filters, now_ms()).await?;
-        Ok(("Availability matrix".to_string(), render::matrix(&page)))
-    }
-    .await;
-    Page {
+    let page = |result| Page {
         vo: config.vo.clone(),
         started,
         result,
+    };
+    let title = || "Availability matrix".to_string();
+    let key = query.as_ref().ok().map(|q| {
+        (
+            Arc::as_ptr(&state.shared) as usize,
+            Arc::as_ptr(&config) as usize,
+            format!("{:?}", q.0),
+        )
+    });
+    let written = || {
+        state
+            .shared
+            .writer()
+            .stats()
+            .written
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let fresh = |p: &RenderedPage| {
+        let age = p.at.elapsed();
+        age < PAGE_MAX_AGE && (p.written == written() || age < PAGE_MIN_AGE)
+    };
+    if let Some(key) = &key {
+        if let Some(body) = cached_page(key, fresh) {
+            return page(Ok((title(), body)));
+        }
     }
+    // One renders; the others take the previous rendering meanwhile, or wait for this one.
+    let _rendering = match MATRIX_RENDER.try_lock() {
+        Ok(guard) => guard,
+        Err(_) => {
+            if let Some(key) = &key {
+                if let Some(body) = cached_page(key, |p| p.at.elapsed() < PAGE_STALE_OK) {
+                    return page(Ok((title(), body)));
+                }
+            }
+            let guard = MATRIX_RENDER.lock().await;
+            if let Some(key) = &key {
+                if let Some(body) = cached_page(key, fresh) {
+                    return page(Ok((title(), body)));
+                }
+            }
+            guard
+        }
+    };
+    let as_of = written();
+    let result = async {
+        let params = query_params(query, &["vo", "tier", "flavour"])?;
+        let filters = matrix_filters(&config, &params)?;
+        let built = build_matrix_page(&state, &config, filters, now_ms()).await?;
+        Ok((title(), render::matrix(&built)))
+    }
+    .await;
+    if let (Some(key), Ok((_, body))) = (key, &result) {
+        keep_page(RenderedPage {
+            key,
+            _owners: (Arc::downgrade(&state.shared), Arc::downgrade(&config)),
+            written: as_of,
+            at: Instant::now(),
+            body: body.clone(),
+        });
+    }
+    page(result)
 }
 
 async fn build_matrix_page(
