@@ -155,8 +155,14 @@ fn status_at(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<Status>, StoreE
     Ok(parse_status(text))
 }
 
-/// Every cell's runs of one day, from the results (one scan through the time index).
-fn build_day(conn: &Connection, day_ms: i64) -> Result<HashMap<i64, Vec<DayRun>>, StoreError> {
+/// Every final result started in `[from, to)`, in time order, as (cell id, start, status):
+/// one scan through the time index.
+fn scan_range(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    mut each: impl FnMut(i64, i64, Status),
+) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT cell_id, started_at_ms, status FROM results \
@@ -164,17 +170,23 @@ fn build_day(conn: &Connection, day_ms: i64) -> Result<HashMap<i64, Vec<DayRun>>
              ORDER BY started_at_ms, id",
         )
         .map_err(query_err)?;
-    let mut rows = stmt
-        .query(params![day_ms, day_ms + DAY_MS])
-        .map_err(query_err)?;
-    let mut days: HashMap<i64, Vec<DayRun>> = HashMap::new();
+    let mut rows = stmt.query(params![from, to]).map_err(query_err)?;
     while let Some(row) = rows.next().map_err(query_err)? {
         let cell: i64 = row.get(0).map_err(query_err)?;
         let t: i64 = row.get(1).map_err(query_err)?;
         if let Some(status) = status_at(row, 2)? {
-            push_point(days.entry(cell).or_default(), t, status);
+            each(cell, t, status);
         }
     }
+    Ok(())
+}
+
+/// Every cell's runs of one day, from the results.
+fn build_day(conn: &Connection, day_ms: i64) -> Result<HashMap<i64, Vec<DayRun>>, StoreError> {
+    let mut days: HashMap<i64, Vec<DayRun>> = HashMap::new();
+    scan_range(conn, day_ms, day_ms + DAY_MS, |cell, t, status| {
+        push_point(days.entry(cell).or_default(), t, status)
+    })?;
     Ok(days)
 }
 
@@ -383,25 +395,11 @@ fn read_raw(
     if from >= to {
         return Ok(());
     }
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT cell_id, started_at_ms, status FROM results \
-             WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND final = 1 \
-             ORDER BY started_at_ms, id",
-        )
-        .map_err(query_err)?;
-    let mut rows = stmt.query(params![from, to]).map_err(query_err)?;
-    while let Some(row) = rows.next().map_err(query_err)? {
-        let cell: i64 = row.get(0).map_err(query_err)?;
-        let Some(&i) = slot.get(&cell) else {
-            continue;
-        };
-        let t: i64 = row.get(1).map_err(query_err)?;
-        if let Some(status) = status_at(row, 2)? {
+    scan_range(conn, from, to, |cell, t, status| {
+        if let Some(&i) = slot.get(&cell) {
             cells[i].1.push(t, t, status, merge_gap);
         }
-    }
-    Ok(())
+    })
 }
 
 /// The closed days `[from, to)`: cached runs, built (and cached) where missing. A run whose

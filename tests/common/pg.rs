@@ -43,33 +43,29 @@ impl Pg {
 
     /// Runs SQL statements on the server (default search path).
     pub fn sql(&self, sql: &str) {
-        let admin = self.admin.clone();
         let sql = sql.to_string();
-        // Its own thread and runtime: callable from inside a test's runtime too.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let (client, conn) = admin
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .expect("GRIDPROBE_TEST_PG answers");
-                tokio::spawn(conn);
-                client.batch_execute(&sql).await.expect("admin SQL");
-            });
-        })
-        .join()
-        .expect("admin thread");
+        self.with_admin(move |client| async move {
+            client.batch_execute(&sql).await.expect("admin SQL");
+        });
     }
-}
 
-impl Pg {
     /// Runs a query on the server (default search path: name tables with the schema).
     pub fn rows(&self, sql: &str) -> Vec<tokio_postgres::Row> {
-        let admin = self.admin.clone();
         let sql = sql.to_string();
+        self.with_admin(
+            move |client| async move { client.query(&sql, &[]).await.expect("admin query") },
+        )
+    }
+
+    /// Runs `work` on an admin connection, in a thread and runtime of its own so that it can
+    /// be called from inside a test's runtime too.
+    fn with_admin<T, F, Fut>(&self, work: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        let admin = self.admin.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -81,7 +77,7 @@ impl Pg {
                     .await
                     .expect("GRIDPROBE_TEST_PG answers");
                 tokio::spawn(conn);
-                client.query(&sql, &[]).await.expect("admin query")
+                work(client).await
             })
         })
         .join()
