@@ -176,7 +176,14 @@ async fn serve(
         }),
         shutdown.clone(),
     ));
-    let retention_task = tokio::spawn(retention_loop(store.clone(), retention, shutdown.clone()));
+    // Only the SQLite store keeps per-day runs; elsewhere preparing would be a month's scan.
+    let prepare_reports = matches!(store_location, Location::Sqlite(_)).then(|| config.clone());
+    let retention_task = tokio::spawn(retention_loop(
+        store.clone(),
+        prepare_reports,
+        retention,
+        shutdown.clone(),
+    ));
 
     println!(
         "gridprobe serving vo {}: {} on {}",
@@ -306,19 +313,38 @@ async fn reload(
     Ok(summary)
 }
 
-/// Deletes raw results older than the retention period, at start and then hourly.
+/// Store upkeep, at start and then hourly: deletes raw results older than the retention
+/// period; with `prepare_reports`, then builds the SQLite store's per-day runs of the last 31
+/// days that are missing, so that a month report finds them ready.
 async fn retention_loop(
     store: Arc<dyn ResultStore>,
+    prepare_reports: Option<Arc<gridprobe_config::Config>>,
     retention: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
-        let cutoff = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now())
-            - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
+        let cutoff = now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         match store.delete_before(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "retention: old results deleted"),
             Err(e) => tracing::error!(error = %e, "retention: delete failed"),
+        }
+        if let Some(config) = &prepare_reports {
+            let month = 31 * 86_400_000;
+            let all = CellFilter::default();
+            let prepared = tokio::select! {
+                r = store.run_timelines(
+                    now - month,
+                    now,
+                    &all,
+                    gridprobe_results::report::merge_gap_ms(config),
+                ) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            if let Err(e) = prepared {
+                tracing::warn!(error = %e, "preparing the last month for reports failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
