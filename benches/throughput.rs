@@ -705,6 +705,8 @@ fn bare_sqlite(
 ) -> anyhow::Result<Duration> {
     use rusqlite::params;
     let mut conn = rusqlite::Connection::open(path)?;
+    // As `SqliteStore::setup` does for a new file.
+    conn.execute_batch("PRAGMA page_size = 16384")?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         bail!("the baseline could not enable WAL mode ({mode})");

@@ -277,6 +277,13 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
+        // A new file gets 16 KiB pages: a batch of results dirties fewer, fuller pages of the
+        // per-cell index than with 4 KiB ones (ingest measured 183k → 237k results/s, see
+        // BENCHMARKS.md). SQLite ignores this for a file that already has tables.
+        if found == 0 {
+            conn.pragma_update(None, "page_size", 16_384)
+                .map_err(open_err)?;
+        }
         if wal {
             let mode: String = conn
                 .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -1737,6 +1744,21 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+        let page: i64 = lock(&store.conn)
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, 16_384, "a new file gets the large pages");
+        drop(store);
+        // An existing file keeps its page size (changing it would need a VACUUM).
+        let old = dir.path().join("old.db");
+        rusqlite::Connection::open(&old)
+            .and_then(|c| c.execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (x);"))
+            .unwrap();
+        let store = SqliteStore::open(&old).unwrap();
+        let page: i64 = lock(&store.conn)
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, 4096);
     }
 
     #[tokio::test]
