@@ -15,7 +15,9 @@
 //! Targets are reported, never asserted: the process exits non-zero only when a run fails
 //! outright (a probe or a write failed, `gridprobe serve` did not come up).
 
-use std::collections::HashMap;
+mod common;
+
+use common::{rate, thousands};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -28,14 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
-use gridprobe_results::{
-    spawn_writer, CellFilter, NewResult, ResultStore, SqliteStore, WriterConfig,
-};
-use gridprobe_runner::metrics::Metrics;
-use gridprobe_runner::schedule::{run_scheduler, Plan};
-use gridprobe_runner::service::Shared;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::CancellationToken;
+use gridprobe_results::{spawn_writer, NewResult, SqliteStore, WriterConfig};
+use tokio::sync::Semaphore;
 
 /// Full sizes, as specified for the figures in BENCHMARKS.md.
 const SCHED_RUNS: usize = 20_000;
@@ -204,73 +200,23 @@ fn main() -> ExitCode {
 // ---------------------------------------------------------------------------------------------
 // 1. Scheduler throughput
 
-/// `n` CE services, [`PER_SITE`] per site, as TOML `[[site]]` tables.
-fn topology(n: usize) -> String {
-    let mut s = String::with_capacity(n * 90);
-    for i in 0..n {
-        let (site, svc) = (i / PER_SITE, i % PER_SITE);
-        if svc == 0 {
-            let _ = writeln!(s, "[[site]]\nname = \"SITE-{site:04}\"\ntier = 2");
-        }
-        let _ = writeln!(
-            s,
-            "  [[site.service]]\n  flavour = \"CE\"\n  hostname = \"ce{svc:03}.site{site:04}.example.org\""
-        );
-    }
-    s
-}
-
+/// `n` instances of a `nagios` probe running `/bin/true`, all due at once, only the global
+/// limit binding (as in the baseline).
 fn scheduler_config(n: usize) -> String {
-    // Everything due at once (1 ms spread) and nothing due again within the run (1 h); the site
-    // limit is far above any site's size so only the global limit binds, as in the baseline.
-    format!(
-        r#"vo = "bench"
-[defaults]
-interval = "1h"
-timeout = "60s"
-retries = 0
-concurrency = {CONCURRENCY}
-site_concurrency = 100000
-
-[server]
-startup_spread = "1ms"
-shutdown_grace = "5s"
-
-[[probe]]
-metric = "org.bench.true"
-kind = "nagios"
-flavours = ["CE"]
-  [probe.params]
-  command = "{TRUE}"
-
-{}"#,
-        topology(n)
+    common::burst_config(
+        n,
+        CONCURRENCY,
+        &format!(
+            "[[probe]]\nmetric = \"org.bench.true\"\nkind = \"nagios\"\nflavours = [\"CE\"]\n  [probe.params]\n  command = \"{TRUE}\""
+        ),
     )
-}
-
-fn plan(text: &str) -> anyhow::Result<Plan> {
-    let loaded = gridprobe_config::load_str(Path::new("bench.toml"), text);
-    if !loaded.diagnostics.is_empty() {
-        bail!(
-            "generated configuration is invalid:\n{}",
-            loaded.diagnostics
-        );
-    }
-    let (probes, diagnostics) = gridprobe_probes::registry::build_all(&loaded.config);
-    if !diagnostics.is_empty() {
-        bail!("generated probes do not build:\n{diagnostics}");
-    }
-    Ok(Plan {
-        config: Arc::new(loaded.config),
-        probes: Arc::new(probes),
-    })
 }
 
 fn bench_scheduler(rt: &tokio::runtime::Runtime, opts: &Opts) -> anyhow::Result<Vec<Figure>> {
     let n = opts.size(SCHED_RUNS, CONCURRENCY);
     println!("== scheduler: {n} runs of {TRUE} (nagios kind) at concurrency {CONCURRENCY}");
     let setup = Instant::now();
-    let plan = plan(&scheduler_config(n))?;
+    let plan = common::plan(&scheduler_config(n))?;
     let instances = plan.config.instances().len();
     if instances != n {
         bail!("generated configuration has {instances} instances, expected {n}");
@@ -287,7 +233,7 @@ fn bench_scheduler(rt: &tokio::runtime::Runtime, opts: &Opts) -> anyhow::Result<
         // Alternate the order so that drift on a shared machine does not favour one side.
         for ours in [round % 2 == 1, round % 2 == 0] {
             if ours {
-                let run = rt.block_on(scheduler_run(plan.clone(), n))?;
+                let run = rt.block_on(common::scheduler_run(plan.clone(), n, failed_run))?;
                 println!(
                     "   gridprobe scheduler: {:>10} runs/s  ({:.2}s; mean wait for a slot {:.0} ms)",
                     thousands(rate(n, run.elapsed)),
@@ -322,78 +268,13 @@ fn bench_scheduler(rt: &tokio::runtime::Runtime, opts: &Opts) -> anyhow::Result<
     }])
 }
 
-struct SchedRun {
-    elapsed: Duration,
-    mean_queue_wait_ms: f64,
-}
-
-/// Runs the real scheduler until the writer has stored `n` results, then stops it.
-async fn scheduler_run(plan: Plan, n: usize) -> anyhow::Result<SchedRun> {
-    let store = Arc::new(SqliteStore::open_in_memory()?);
-    let (writer, writer_task) = spawn_writer(store.clone(), WriterConfig::default());
-    let written = writer.stats();
-    // Wired as `gridprobe serve` wires it, metrics observer included.
-    let shared = Shared::new(plan, writer, vec![Metrics::new()]);
-    let stats = shared.stats.clone();
-    let shutdown = CancellationToken::new();
-    // Kept open, as in serve: a closed reload channel is not what the scheduler normally sees.
-    let (_reload_tx, reload_rx) = mpsc::channel(1);
-    let limit = Duration::from_secs(120) + Duration::from_millis(n as u64 * 10);
-
-    let started = Instant::now();
-    let scheduler = tokio::spawn(run_scheduler(
-        shared.clone(),
-        HashMap::new(),
-        reload_rx,
-        shutdown.clone(),
-    ));
-    while written.written.load(Ordering::Relaxed) < n as u64 {
-        if scheduler.is_finished() || started.elapsed() > limit {
-            shutdown.cancel();
-            bail!(
-                "only {} of {n} results written after {:.1}s",
-                written.written.load(Ordering::Relaxed),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let elapsed = started.elapsed();
-    shutdown.cancel();
-    scheduler.await.context("scheduler task")?;
-    // The writer flushes and ends once its last handle, the one in `shared`, is gone.
-    drop(shared);
-    writer_task.await.context("writer task")?;
-
-    // A benchmark of failing runs would measure the wrong thing.
-    let stored = store.count().await?;
-    let latest = store.latest(&CellFilter::default()).await?;
-    // `/bin/true` prints nothing, which the nagios kind records as UNKNOWN "plugin printed
-    // nothing (exit code 0)" (Nagios' convention): that is a complete run. Anything else (spawn
-    // failure, timeout, signal) is not.
-    let bad: Vec<_> = latest
-        .iter()
-        .filter(|r| {
-            let o = &r.result.outcome;
-            o.status != Status::Ok && !o.summary.ends_with("(exit code 0)")
-        })
-        .collect();
-    // `stored` may exceed `n` by a few: an entry whose epoch-aligned slot falls within the run
-    // rightly runs a second time (about n × run time / 1 h of them).
-    if stored < n as u64 || latest.len() != n || !bad.is_empty() {
-        bail!(
-            "{stored} results stored for {} cells, {} failed (first: {:?})",
-            latest.len(),
-            bad.len(),
-            bad.first().map(|r| &r.result.outcome.summary)
-        );
-    }
-    let started_runs = stats.runs_started.load(Ordering::Relaxed).max(1);
-    Ok(SchedRun {
-        elapsed,
-        mean_queue_wait_ms: stats.queue_wait_ms_total.load(Ordering::Relaxed) as f64
-            / started_runs as f64,
-    })
+/// `/bin/true` prints nothing, which the nagios kind records as UNKNOWN "plugin printed
+/// nothing (exit code 0)" (Nagios' convention): that is a complete run. Anything else (spawn
+/// failure, timeout, signal) is not, and a benchmark of failing runs would measure the wrong
+/// thing.
+fn failed_run(r: &gridprobe_results::StoredResult) -> bool {
+    let o = &r.result.outcome;
+    o.status != Status::Ok && !o.summary.ends_with("(exit code 0)")
 }
 
 /// The floor: a plain tokio loop running `/bin/true` with its output piped, `concurrency` at a
@@ -870,7 +751,7 @@ flavours = ["CE"]
   port = 9
 
 {}"#,
-        topology(n)
+        common::ce_topology(n, PER_SITE)
     )
 }
 
@@ -1104,25 +985,8 @@ fn per_result(bytes: u64, n: usize) -> String {
     )
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64().max(1e-9)
-}
-
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
-}
-
-/// `1234567.8` → `1,234,568`.
-fn thousands(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn table(figures: &[Figure]) -> String {
