@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::percentile_ms;
 use common::vo::{config_text, fill, site_name, HOUR};
+use common::{env_or, percentile_ms};
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_results::matrix::{build_matrix, MatrixFilter};
 use gridprobe_results::{spawn_writer, CellFilter, ResultStore, SqliteStore, WriterConfig};
@@ -41,15 +41,6 @@ struct Opts {
     sites: usize,
     renders: usize,
     history_hours: i64,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid number")),
-        Err(_) => Ok(default),
-    }
 }
 
 fn opts() -> anyhow::Result<Opts> {

@@ -26,6 +26,9 @@
 //! aggregate, median seconds) that `bench/compare` reads. Targets (report ≤ 2 s, ≤ 3 × the
 //! aggregate) are reported, never asserted.
 
+mod common;
+
+use common::env_or;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -46,15 +49,6 @@ const TARGET_S: f64 = 2.0;
 const TARGET_RATIO: f64 = 3.0;
 /// Bumped when the generated data changes, so an old data file is not reused.
 const GENERATOR_VERSION: u32 = 1;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid number")),
-        Err(_) => Ok(default),
-    }
-}
 
 /// The VO: `instances` services (half CEs, half SEs, two of each per site), 10 probes per
 /// flavour, every 15 minutes.

@@ -1012,43 +1012,11 @@ fn table(figures: &[Figure]) -> String {
     s
 }
 
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Cores (nproc), CPU model, memory (/proc/meminfo), kernel (uname -r), and where temp files go.
+/// The machine ([`common::hardware`]) and where temp files go.
 fn machine() -> String {
-    let cores = command_output("nproc", &[]).unwrap_or_else(|| "?".into());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
-        })
-        .map_or("? GiB".into(), |kb| {
-            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
-        });
-    let kernel = command_output("uname", &["-r"]).unwrap_or_else(|| "?".into());
-    format!(
-        "{cores} cores ({model}), {mem} RAM, Linux {kernel}; temp files on {}",
-        temp_fs()
-    )
+    format!("{}; temp files on {}", common::hardware(), temp_fs())
 }
 
-/// File system type and device of the temp directory (from /proc/mounts, longest prefix).
 fn temp_fs() -> String {
     let tmp = std::env::temp_dir();
     let tmp = std::fs::canonicalize(&tmp).unwrap_or(tmp);

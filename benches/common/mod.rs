@@ -224,15 +224,16 @@ pub fn thousands(x: f64) -> String {
     out
 }
 
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
+/// A command's trimmed standard output, if it ran and succeeded.
+pub fn command_output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Cores (nproc), CPU model, memory (/proc/meminfo), kernel (uname -r) and load average.
-pub fn machine() -> String {
+/// Cores (nproc), CPU model, memory (/proc/meminfo) and kernel (uname -r).
+pub fn hardware() -> String {
     let cores = command_output("nproc", &[]).unwrap_or_else(|| "?".into());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -254,10 +255,22 @@ pub fn machine() -> String {
             format!("{:.1} GiB", kb / 1024.0 / 1024.0)
         });
     let kernel = command_output("uname", &["-r"]).unwrap_or_else(|| "?".into());
-    format!(
-        "{cores} cores ({model}), {mem} RAM, Linux {kernel}, load average {}",
-        load_average()
-    )
+    format!("{cores} cores ({model}), {mem} RAM, Linux {kernel}")
+}
+
+/// [`hardware`] and the load average.
+pub fn machine() -> String {
+    format!("{}, load average {}", hardware(), load_average())
+}
+
+/// An environment variable parsed as a number, or `default` when it is not set.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid number")),
+        Err(_) => Ok(default),
+    }
 }
 
 /// The first three fields of /proc/loadavg.

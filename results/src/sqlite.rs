@@ -452,6 +452,52 @@ fn status_text<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r str, StoreError> {
         .map_err(|e| StoreError::Query(format!("bad text in results: {e}")))
 }
 
+/// A cell's last final result started before `before_ms` (through the per-cell index).
+pub(crate) fn prior_final(
+    conn: &Connection,
+    cell_id: i64,
+    before_ms: i64,
+) -> Result<Option<(i64, Status)>, StoreError> {
+    let prior: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT started_at_ms, status FROM results \
+             WHERE cell_id = ?1 AND started_at_ms < ?2 AND final = 1 \
+             ORDER BY started_at_ms DESC, id DESC LIMIT 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![cell_id, before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(query_err)?;
+    Ok(prior.and_then(|(t, st)| parse_status(&st).map(|st| (t, st))))
+}
+
+/// A cell's final results started in `[from, to)`, in time order (through the per-cell index).
+pub(crate) fn cell_finals(
+    conn: &Connection,
+    cell_id: i64,
+    from: i64,
+    to: i64,
+    mut each: impl FnMut(i64, Status),
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT started_at_ms, status FROM results \
+             WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 \
+               AND final = 1 \
+             ORDER BY started_at_ms, id",
+        )
+        .map_err(query_err)?;
+    let mut rows = stmt.query(params![cell_id, from, to]).map_err(query_err)?;
+    while let Some(row) = rows.next().map_err(query_err)? {
+        let t: i64 = row.get(0).map_err(query_err)?;
+        if let Some(st) = parse_status(status_text(row, 1)?) {
+            each(t, st);
+        }
+    }
+    Ok(())
+}
+
 /// Runs a cached result query and reads every row.
 fn query_results(
     conn: &Connection,
@@ -1228,48 +1274,17 @@ impl SqliteStore {
                 .map_err(query_err)?
                 .collect::<Result<_, _>>()
                 .map_err(query_err)?;
-            let mut before = conn
-                .prepare_cached(
-                    "SELECT started_at_ms, status FROM results \
-                     WHERE cell_id = ?1 AND started_at_ms < ?2 AND final = 1 \
-                     ORDER BY started_at_ms DESC, id DESC LIMIT 1",
-                )
-                .map_err(query_err)?;
             // One site's cells are read through the per-cell index, cell by cell, instead of
             // scanning every site's rows of the period (the site page, the API for one site).
-            let mut range = conn
-                .prepare_cached(
-                    "SELECT started_at_ms, status FROM results \
-                     WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 \
-                       AND final = 1 \
-                     ORDER BY started_at_ms, id",
-                )
-                .map_err(query_err)?;
             for (id, key) in keys {
                 if !wanted(&key.site, &key.flavour) {
                     others.insert(id, None);
                     continue;
                 }
-                let prior: Option<(i64, String)> = before
-                    .query_row(params![id, since_ms], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .map_err(query_err)?;
-                let mut points = Vec::new();
-                if let Some((t, st)) = prior {
-                    if let Some(st) = parse_status(&st) {
-                        points.push((t, st));
-                    }
-                }
+                let mut points: Vec<(i64, Status)> =
+                    prior_final(conn, id, since_ms)?.into_iter().collect();
                 if per_site {
-                    let mut rows = range
-                        .query(params![id, since_ms, until_ms])
-                        .map_err(query_err)?;
-                    while let Some(row) = rows.next().map_err(query_err)? {
-                        let t: i64 = row.get(0).map_err(query_err)?;
-                        if let Some(st) = parse_status(status_text(row, 1)?) {
-                            points.push((t, st));
-                        }
-                    }
+                    cell_finals(conn, id, since_ms, until_ms, |t, st| points.push((t, st)))?;
                 }
                 slot_of.insert(id, out.len());
                 out.push((key, points));

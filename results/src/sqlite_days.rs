@@ -17,9 +17,9 @@
 use std::collections::{HashMap, HashSet};
 
 use gridprobe_probes::Status;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
-use crate::sqlite::parse_status;
+use crate::sqlite::{cell_finals, parse_status, prior_final};
 use crate::store::{CellFilter, CellKey, CellRuns, StatusRun, StoreError};
 
 /// One day in ms.
@@ -344,22 +344,9 @@ pub(crate) fn run_timelines(
         }
     }
     {
-        let mut before = conn
-            .prepare_cached(
-                "SELECT started_at_ms, status FROM results \
-                 WHERE cell_id = ?1 AND started_at_ms < ?2 AND final = 1 \
-                 ORDER BY started_at_ms DESC, id DESC LIMIT 1",
-            )
-            .map_err(query_err)?;
         for (id, cell) in &mut cells {
-            let prior: Option<(i64, String)> = before
-                .query_row(params![*id, since_ms], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(query_err)?;
-            if let Some((t, status)) = prior {
-                if let Some(status) = parse_status(&status) {
-                    cell.push(t, t, status, merge_gap);
-                }
+            if let Some((t, status)) = prior_final(conn, *id, since_ms)? {
+                cell.push(t, t, status, merge_gap);
             }
         }
     }
@@ -472,23 +459,9 @@ fn read_cell_day(
     into: &mut Assembly,
     merge_gap: i64,
 ) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT started_at_ms, status FROM results \
-             WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 AND final = 1 \
-             ORDER BY started_at_ms, id",
-        )
-        .map_err(query_err)?;
-    let mut rows = stmt
-        .query(params![cell, day, day + DAY_MS])
-        .map_err(query_err)?;
-    while let Some(row) = rows.next().map_err(query_err)? {
-        let t: i64 = row.get(0).map_err(query_err)?;
-        if let Some(status) = status_at(row, 1)? {
-            into.push(t, t, status, merge_gap);
-        }
-    }
-    Ok(())
+    cell_finals(conn, cell, day, day + DAY_MS, |t, status| {
+        into.push(t, t, status, merge_gap)
+    })
 }
 
 #[cfg(test)]
