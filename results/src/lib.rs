@@ -12,7 +12,6 @@ pub mod reasons;
 pub mod report;
 pub mod spool;
 pub mod sqlite;
-mod sqlite_days;
 pub mod store;
 #[cfg(test)]
 mod store_tests;

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use gridprobe_probes::Status;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use crate::sqlite::{cell_finals, parse_status, prior_final};
+use super::{cell_finals, parse_status, prior_final};
 use crate::store::{CellFilter, CellKey, CellRuns, StatusRun, StoreError};
 
 /// One day in ms.

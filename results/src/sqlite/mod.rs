@@ -4,6 +4,8 @@
 //! The SQL is kept portable (plain types, `ON CONFLICT ... DO UPDATE`) so the PostgreSQL
 //! backend can follow the same schema behind the same trait.
 
+mod days;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -166,7 +168,7 @@ ALTER TABLE latest_v5 RENAME TO latest;
 "#,
     // 6: each cell's runs of equal results per closed day, for month reports (see
     // `sqlite_days`).
-    crate::sqlite_days::MIGRATION,
+    days::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).
@@ -879,7 +881,7 @@ fn insert_rows(
         write_latest(best)?;
     }
     // Late results of a closed day: the day's cached runs are rebuilt on the next report.
-    crate::sqlite_days::invalidate(
+    days::invalidate(
         tx,
         rows.iter()
             .map(|&row| &batch.rows[row])
@@ -1054,7 +1056,7 @@ impl ResultStore for SqliteStore {
                         )
                         .and_then(|mut stmt| stmt.execute(params![cutoff_ms]))
                         .map_err(query_err)?;
-                    crate::sqlite_days::forget_before(&guard, cutoff_ms)?;
+                    days::forget_before(&guard, cutoff_ms)?;
                     return Ok(total);
                 }
             }
@@ -1113,14 +1115,14 @@ impl ResultStore for SqliteStore {
         // Days to build are built one per lock, so the writer (same connection) waits for one
         // day's scan at most, not for a month's.
         let missing = self
-            .with_conn(move |conn| crate::sqlite_days::missing_days(conn, since_ms, until_ms, now))
+            .with_conn(move |conn| days::missing_days(conn, since_ms, until_ms, now))
             .await?;
         for day in missing {
-            self.with_conn(move |conn| crate::sqlite_days::cache_day(conn, day))
+            self.with_conn(move |conn| days::cache_day(conn, day))
                 .await?;
         }
         self.with_conn(move |conn| {
-            crate::sqlite_days::run_timelines(conn, since_ms, until_ms, &filter, merge_gap_ms, now)
+            days::run_timelines(conn, since_ms, until_ms, &filter, merge_gap_ms, now)
         })
         .await
     }
