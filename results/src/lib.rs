@@ -6,7 +6,6 @@ pub mod availability;
 pub mod coordination;
 pub mod matrix;
 pub mod message;
-mod pg_schedule;
 pub mod postgres;
 pub mod reasons;
 pub mod report;

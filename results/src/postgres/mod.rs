@@ -19,6 +19,8 @@
 //! identically. Text is ordered with `COLLATE "C"` (byte order, SQLite's default) for the same
 //! reason. PostgreSQL text cannot hold NUL characters: they are stored as U+FFFD.
 
+mod schedule;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
