@@ -98,6 +98,13 @@ impl Status {
             })
     }
 
+    /// The status whose [`Status::name`] is exactly `s`, as the result stores write it; unlike
+    /// [`Status::parse`] (what a user types) no other spelling is accepted, so a corrupt stored
+    /// value is an error rather than a guess.
+    pub fn from_name(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.name() == s)
+    }
+
     /// Whether a probe depending on this result may run (the service is up).
     pub fn is_up(self) -> bool {
         matches!(self, Status::Ok | Status::Warning)
@@ -286,6 +293,24 @@ pub enum Trigger {
     OnDemand,
 }
 
+impl Trigger {
+    /// Every trigger.
+    pub const ALL: [Trigger; 2] = [Trigger::Scheduled, Trigger::OnDemand];
+
+    /// The snake-case name used in JSON and in the result stores: `scheduled`, `on_demand`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "scheduled",
+            Trigger::OnDemand => "on_demand",
+        }
+    }
+
+    /// The trigger whose [`Trigger::name`] is exactly `s`.
+    pub fn parse(s: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
 /// One recorded probe result: what was measured, where, when and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeResult {
@@ -334,6 +359,23 @@ mod tests {
         assert_eq!(Status::from_nagios_code(4), None);
         assert_eq!(Status::parse("warn"), Some(Status::Warning));
         assert_eq!(Status::parse("CRITICAL"), Some(Status::Critical));
+    }
+
+    #[test]
+    fn trigger_and_status_names_round_trip_exactly() {
+        for t in Trigger::ALL {
+            assert_eq!(Trigger::parse(t.name()), Some(t));
+            // The names are the serde names, so JSON and the stores agree.
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+        }
+        assert_eq!(Trigger::parse("on demand"), None);
+        assert_eq!(Trigger::parse("Scheduled"), None);
+        for st in Status::ALL {
+            assert_eq!(Status::from_name(st.name()), Some(st));
+        }
+        // Stored names are exact: a token or another case is corrupt data, not a status.
+        assert_eq!(Status::from_name("ok"), None);
+        assert_eq!(Status::from_name("error"), None);
     }
 
     #[test]

@@ -31,14 +31,13 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use futures::{pin_mut, TryStreamExt};
 use gridprobe_config::Downtime;
-use gridprobe_probes::{Outcome, Perfdatum, ProbeResult};
+use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 
-use crate::sqlite::{parse_status, parse_trigger, trigger_name};
 use crate::store::{
     CellFilter, CellKey, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError,
     StoreEvent, StoredResult, DEFAULT_HISTORY_LIMIT,
@@ -474,7 +473,7 @@ fn read_result(row: &Row) -> Result<StoredResult, StoreError> {
     let perfdata: &str = row.try_get(13).map_err(col)?;
     let attempt: i32 = row.try_get(14).map_err(col)?;
     let trigger: &str = row.try_get(15).map_err(col)?;
-    let status = parse_status(status).ok_or_else(|| bad(format!("unknown status {status:?}")))?;
+    let status = Status::from_name(status).ok_or_else(|| bad(format!("unknown status {status:?}")))?;
     let perfdata: Vec<Perfdatum> =
         serde_json::from_str(perfdata).map_err(|e| bad(format!("invalid perfdata JSON: {e}")))?;
     Ok(StoredResult {
@@ -498,7 +497,7 @@ fn read_result(row: &Row) -> Result<StoredResult, StoreError> {
             },
             attempt: u32::try_from(attempt)
                 .map_err(|_| bad(format!("attempt {attempt} out of range")))?,
-            trigger: parse_trigger(trigger)
+            trigger: Trigger::parse(trigger)
                 .ok_or_else(|| bad(format!("unknown trigger {trigger:?}")))?,
         },
     })
@@ -803,7 +802,7 @@ impl PgStore {
             let (vo, kind) = (pg_text(&r.vo), pg_text(&r.kind));
             let (summary, details) = (pg_text(&r.outcome.summary), pg_text(&r.outcome.details));
             let status = r.outcome.status.name();
-            let trigger = trigger_name(r.trigger);
+            let trigger = r.trigger.name();
             writer
                 .as_mut()
                 .write(&[
@@ -1354,7 +1353,7 @@ impl ResultStore for PgStore {
             let prior_t: Option<i64> = row.try_get(6).map_err(query_err)?;
             let prior_status: Option<&str> = row.try_get(7).map_err(query_err)?;
             let mut points = Vec::new();
-            if let (Some(t), Some(st)) = (prior_t, prior_status.and_then(parse_status)) {
+            if let (Some(t), Some(st)) = (prior_t, prior_status.and_then(Status::from_name)) {
                 points.push((t, st));
             }
             slot_of.insert(id, out.len());
@@ -1394,7 +1393,7 @@ impl ResultStore for PgStore {
             };
             let t: i64 = row.try_get(1).map_err(query_err)?;
             let status: &str = row.try_get(2).map_err(query_err)?;
-            if let Some(status) = parse_status(status) {
+            if let Some(status) = Status::from_name(status) {
                 out[slot].1.push((t, status));
             }
         }

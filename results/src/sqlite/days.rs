@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use gridprobe_probes::Status;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::{cell_finals, parse_status, prior_final};
+use super::{cell_finals, prior_final};
 use crate::store::{CellFilter, CellKey, CellRuns, StatusRun, StoreError};
 
 /// One day in ms.
@@ -152,7 +152,7 @@ fn status_at(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<Status>, StoreE
         .map_err(query_err)?
         .as_str()
         .map_err(|e| StoreError::Query(format!("bad status in results: {e}")))?;
-    Ok(parse_status(text))
+    Ok(Status::from_name(text))
 }
 
 /// Every final result started in `[from, to)`, in time order, as (cell id, start, status):

@@ -385,25 +385,6 @@ fn query_err(e: rusqlite::Error) -> StoreError {
     StoreError::Query(e.to_string())
 }
 
-pub(crate) fn trigger_name(t: Trigger) -> &'static str {
-    match t {
-        Trigger::Scheduled => "scheduled",
-        Trigger::OnDemand => "on_demand",
-    }
-}
-
-pub(crate) fn parse_trigger(s: &str) -> Option<Trigger> {
-    match s {
-        "scheduled" => Some(Trigger::Scheduled),
-        "on_demand" => Some(Trigger::OnDemand),
-        _ => None,
-    }
-}
-
-pub(crate) fn parse_status(s: &str) -> Option<Status> {
-    Status::ALL.into_iter().find(|st| st.name() == s)
-}
-
 /// Reads one row selected with [`RESULT_COLUMNS`]; bad data is an error naming the row, never a
 /// panic.
 fn read_row(row: &Row<'_>) -> Result<StoredResult, StoreError> {
@@ -416,7 +397,7 @@ fn read_row(row: &Row<'_>) -> Result<StoredResult, StoreError> {
     let perfdata: String = row.get(13).map_err(col)?;
     let attempt: i64 = row.get(14).map_err(col)?;
     let trigger: String = row.get(15).map_err(col)?;
-    let status = parse_status(&status).ok_or_else(|| bad(format!("unknown status {status:?}")))?;
+    let status = Status::from_name(&status).ok_or_else(|| bad(format!("unknown status {status:?}")))?;
     let perfdata: Vec<Perfdatum> =
         serde_json::from_str(&perfdata).map_err(|e| bad(format!("invalid perfdata JSON: {e}")))?;
     Ok(StoredResult {
@@ -440,7 +421,7 @@ fn read_row(row: &Row<'_>) -> Result<StoredResult, StoreError> {
             },
             attempt: u32::try_from(attempt)
                 .map_err(|_| bad(format!("attempt {attempt} out of range")))?,
-            trigger: parse_trigger(&trigger)
+            trigger: Trigger::parse(&trigger)
                 .ok_or_else(|| bad(format!("unknown trigger {trigger:?}")))?,
         },
     })
@@ -471,7 +452,7 @@ pub(crate) fn prior_final(
                 .optional()
         })
         .map_err(query_err)?;
-    Ok(prior.and_then(|(t, st)| parse_status(&st).map(|st| (t, st))))
+    Ok(prior.and_then(|(t, st)| Status::from_name(&st).map(|st| (t, st))))
 }
 
 /// A cell's final results started in `[from, to)`, in time order (through the per-cell index).
@@ -493,7 +474,7 @@ pub(crate) fn cell_finals(
     let mut rows = stmt.query(params![cell_id, from, to]).map_err(query_err)?;
     while let Some(row) = rows.next().map_err(query_err)? {
         let t: i64 = row.get(0).map_err(query_err)?;
-        if let Some(st) = parse_status(status_text(row, 1)?) {
+        if let Some(st) = Status::from_name(status_text(row, 1)?) {
             each(t, st);
         }
     }
@@ -639,7 +620,7 @@ impl Encoded {
             attempt: i64::from(r.attempt),
             is_final: new.is_final,
             status: r.outcome.status.name(),
-            trigger: trigger_name(r.trigger),
+            trigger: r.trigger.name(),
         };
         self.rows.push(row);
         Ok(())
@@ -1342,7 +1323,7 @@ impl SqliteStore {
                 }
             };
             let t: i64 = row.get(1).map_err(query_err)?;
-            if let Some(status) = parse_status(status_text(row, 2)?) {
+            if let Some(status) = Status::from_name(status_text(row, 2)?) {
                 out[slot].1.push((t, status));
             }
         }

@@ -418,11 +418,9 @@ pub(super) fn site(p: &SitePage) -> Markup {
     }
 }
 
-fn trigger_name(t: Trigger) -> &'static str {
-    match t {
-        Trigger::Scheduled => "scheduled",
-        Trigger::OnDemand => "on demand",
-    }
+/// The trigger for people: its name with a space ("on demand").
+fn trigger_name(t: Trigger) -> String {
+    t.name().replace('_', " ")
 }
 
 /// Optional perfdata number.
