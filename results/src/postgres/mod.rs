@@ -473,7 +473,8 @@ fn read_result(row: &Row) -> Result<StoredResult, StoreError> {
     let perfdata: &str = row.try_get(13).map_err(col)?;
     let attempt: i32 = row.try_get(14).map_err(col)?;
     let trigger: &str = row.try_get(15).map_err(col)?;
-    let status = Status::from_name(status).ok_or_else(|| bad(format!("unknown status {status:?}")))?;
+    let status =
+        Status::from_name(status).ok_or_else(|| bad(format!("unknown status {status:?}")))?;
     let perfdata: Vec<Perfdatum> =
         serde_json::from_str(perfdata).map_err(|e| bad(format!("invalid perfdata JSON: {e}")))?;
     Ok(StoredResult {

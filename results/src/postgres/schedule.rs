@@ -7,8 +7,8 @@
 
 use async_trait::async_trait;
 
-use crate::coordination::{Membership, ScheduleCoordinator, SlotClaim};
 use super::{pg_text, query_err, PgStore};
+use crate::coordination::{Membership, ScheduleCoordinator, SlotClaim};
 use crate::store::StoreError;
 
 /// The database's clock in ms since the epoch, as SQL.

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use gridprobe_probes::Status;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::{cell_finals, prior_final};
+use super::rows::{cell_finals, prior_final, query_err};
 use crate::store::{CellFilter, CellKey, CellRuns, StatusRun, StoreError};
 
 /// One day in ms.
@@ -28,7 +28,7 @@ pub(crate) const DAY_MS: i64 = 86_400_000;
 /// midnight arrive within it.
 pub(crate) const SETTLE_MS: i64 = 3_600_000;
 
-/// The schema of the cache (a migration of `sqlite.rs`). Keyed by day first: a report reads a
+/// The schema of the cache (a migration of `schema.rs`). Keyed by day first: a report reads a
 /// range of days for every cell.
 pub(crate) const MIGRATION: &str = r#"
 CREATE TABLE report_days (
@@ -41,10 +41,6 @@ CREATE TABLE cell_day_runs (
     PRIMARY KEY (day_ms, cell_id)
 ) WITHOUT ROWID;
 "#;
-
-fn query_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Query(e.to_string())
-}
 
 /// Start of the UTC day holding `t`.
 pub(crate) fn day_of(t: i64) -> i64 {

@@ -1,0 +1,433 @@
+//! SQLite-only behaviour: files, upgrades of old files, corrupt rows, the connection
+//! mutex. The store contract shared with PostgreSQL is in `store_tests.rs`.
+
+use gridprobe_probes::{Status, Trigger};
+use rusqlite::{params, params_from_iter};
+
+use super::rows::history_sql;
+use super::schema::MIGRATIONS;
+use super::*;
+use crate::store_tests::{hard, result, times};
+
+fn ids_of(rows: &[StoredResult]) -> Vec<i64> {
+    rows.iter().map(|r| r.id).collect()
+}
+
+/// Inserts a row with raw SQL into a file of schema version 1 to 4 (before `cells`).
+fn raw_insert_v1(
+    conn: &Connection,
+    site: &str,
+    metric: &str,
+    t: i64,
+    status: &str,
+    perf: &str,
+) -> i64 {
+    // The same host name as `result` gives, so both land in one cell.
+    let host = format!("ce.{}.example.org", site.to_lowercase());
+    conn.execute(
+        "INSERT INTO results (vo, site, hostname, flavour, metric, kind, started_at_ms, \
+         duration_ms, status, summary, details, perfdata, attempt, \"trigger\") \
+         VALUES ('ops', ?1, ?6, 'CE', ?2, 'tcp', ?3, 10, ?4, 'summary', '', ?5, 1, \
+         'scheduled')",
+        params![site, metric, t, status, perf, host],
+    )
+    .unwrap();
+    conn.last_insert_rowid()
+}
+
+/// Inserts a row with raw SQL into the current schema (for corrupt-data tests).
+fn raw_insert(conn: &Connection, site: &str, metric: &str, t: i64, status: &str, perf: &str) {
+    let host = format!("ce.{}.example.org", site.to_lowercase());
+    conn.execute(
+        "INSERT OR IGNORE INTO cells (site, hostname, flavour, metric) \
+         VALUES (?1, ?2, 'CE', ?3)",
+        params![site, host, metric],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO results (cell_id, vo, kind, started_at_ms, duration_ms, status, \
+         summary, details, perfdata, attempt, \"trigger\", final) \
+         SELECT id, 'ops', 'tcp', ?4, 10, ?5, 'summary', '', ?6, 1, 'scheduled', 1 \
+         FROM cells WHERE site = ?1 AND hostname = ?2 AND flavour = 'CE' AND metric = ?3",
+        params![site, host, metric, t, status, perf],
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn version_1_file_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        raw_insert_v1(&conn, "SITE-A", "m1", 100, "OK", "[]");
+        raw_insert_v1(&conn, "SITE-A", "m1", 300, "CRITICAL", "[]");
+        raw_insert_v1(&conn, "SITE-A", "m1", 200, "WARNING", "[]");
+        raw_insert_v1(
+            &conn,
+            "SITE-B",
+            "m2",
+            150,
+            "UNKNOWN",
+            r#"[{"label":"t","value":1.5,"uom":"s"}]"#,
+        );
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(times(&latest), vec![300, 150]);
+    assert_eq!(latest[0].result.outcome.status, Status::Critical);
+    assert_eq!(latest[1].result.outcome.perfdata[0].value, 1.5);
+    let history = store.history(&HistoryQuery::default()).await.unwrap();
+    assert_eq!(times(&history), vec![300, 200, 150, 100]);
+    assert!(history.iter().all(|r| r.is_final));
+
+    // The upgraded file takes new results, and opens again without migrating twice.
+    store
+        .insert(&[hard(result("SITE-A", "CE", "m1", 400))])
+        .await
+        .unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(times(&latest), vec![400, 150]);
+}
+
+#[tokio::test]
+async fn version_4_file_is_upgraded_keeping_ids_latest_and_message_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.db");
+    let perf = r#"[{"label":"t","value":1.5,"uom":"s"}]"#;
+    let (a100, a200, a300, a350, b150);
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        a100 = raw_insert_v1(&conn, "SITE-A", "m1", 100, "OK", "[]");
+        // A gap in the ids (a row deleted), which must survive the rebuild.
+        let gone = raw_insert_v1(&conn, "SITE-A", "m1", 120, "OK", "[]");
+        b150 = raw_insert_v1(&conn, "SITE-B", "m2", 150, "UNKNOWN", perf);
+        conn.execute("DELETE FROM results WHERE id = ?1", [gone])
+            .unwrap();
+        a300 = raw_insert_v1(&conn, "SITE-A", "m1", 300, "CRITICAL", "[]");
+        a200 = raw_insert_v1(&conn, "SITE-A", "m1", 200, "WARNING", "[]");
+        // A retry attempt, newer than the cell's latest hard result.
+        a350 = raw_insert_v1(&conn, "SITE-A", "m1", 350, "WARNING", "[]");
+        conn.execute(
+            "UPDATE results SET final = 0, attempt = 2, \"trigger\" = 'on_demand' \
+             WHERE id = ?1",
+            [a350],
+        )
+        .unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO latest (site, hostname, flavour, metric, result_id, started_at_ms) \
+             VALUES ('SITE-A', 'ce.site-a.example.org', 'CE', 'm1', {a300}, 300), \
+                    ('SITE-B', 'ce.site-b.example.org', 'CE', 'm2', {b150}, 150); \
+             INSERT INTO message_ids (message_id, result_id, started_at_ms) \
+             VALUES ('msg-a300', {a300}, 300), ('msg-b150', {b150}, 150);"
+        ))
+        .unwrap();
+    }
+    assert!(b150 > a100 + 1, "the deleted row leaves a gap");
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    {
+        let conn = lock(&store.conn);
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let cells: i64 = conn
+            .query_row("SELECT COUNT(*) FROM cells", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(cells, 2);
+    }
+
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(ids_of(&latest), vec![a300, b150]);
+    assert_eq!(latest[0].result.outcome.status, Status::Critical);
+    assert_eq!(latest[1].result.outcome.perfdata[0].value, 1.5);
+    assert_eq!(latest[1].result.hostname, "ce.site-b.example.org");
+
+    let history = store.history(&HistoryQuery::default()).await.unwrap();
+    assert_eq!(ids_of(&history), vec![a300, a200, b150, a100]);
+    let all = store
+        .history(&HistoryQuery {
+            include_attempts: true,
+            ..HistoryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&all), vec![a350, a300, a200, b150, a100]);
+    let retry = &all[0];
+    assert!(!retry.is_final);
+    assert_eq!(retry.result.attempt, 2);
+    assert_eq!(retry.result.trigger, Trigger::OnDemand);
+    let one_cell = store
+        .history(&HistoryQuery {
+            site: Some("SITE-A".into()),
+            hostname: Some("ce.site-a.example.org".into()),
+            metric: Some("m1".into()),
+            before: Some((300, a300)),
+            ..HistoryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&one_cell), vec![a200, a100]);
+    let got = store.get(b150).await.unwrap().unwrap();
+    assert_eq!(
+        (got.result.vo.as_str(), got.result.kind.as_str()),
+        ("ops", "tcp")
+    );
+    assert_eq!(got.result.metric, "m2");
+
+    // The message ids still point at their rows: a redelivery is recognised.
+    let mut again = hard(result("SITE-A", "CE", "m1", 300));
+    again.result.outcome.status = Status::Critical;
+    let outcome = store
+        .insert_once(&[
+            ("msg-a300".to_string(), again),
+            (
+                "msg-new".to_string(),
+                hard(result("SITE-B", "CE", "m2", 400)),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (1, 1));
+    // New rows join the old cells, with ids after the old ones.
+    let id = store
+        .insert(&[hard(result("SITE-A", "CE", "m1", 500))])
+        .await
+        .unwrap()[0];
+    assert!(id > a350);
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(times(&latest), vec![500, 400]);
+    assert_eq!(
+        lock(&store.conn)
+            .query_row("SELECT COUNT(*) FROM cells", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        2
+    );
+
+    // Retention keeps each cell's latest, and the timelines read the cells by id.
+    let timelines = store
+        .timelines(0, 1_000, &CellFilter::default())
+        .await
+        .unwrap();
+    let names: Vec<&str> = timelines.iter().map(|(k, _)| k.metric.as_str()).collect();
+    assert_eq!(names, vec!["m1", "m2"]);
+    assert_eq!(timelines[0].1.len(), 4);
+    assert_eq!(store.delete_before(450).await.unwrap(), 5);
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(times(&latest), vec![500, 400]);
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.count().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_rolled_back_batch_leaves_no_cell_id_behind() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    lock(&store.conn)
+        .execute_batch(
+            "CREATE TEMP TRIGGER boom BEFORE INSERT ON results WHEN NEW.summary = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'boom (test)'); END;",
+        )
+        .unwrap();
+    // The cell is created inside the transaction, then the row fails: all rolled back.
+    let mut failing = hard(result("SITE-A", "CE", "m1", 1));
+    failing.result.outcome.summary = "boom".into();
+    let err = store.insert(&[failing]).await.unwrap_err().to_string();
+    assert!(err.contains("boom (test)"), "{err}");
+    lock(&store.conn)
+        .execute_batch("DROP TRIGGER boom")
+        .unwrap();
+    // Another cell now gets the id the rolled-back one had; the first must not reuse it.
+    store
+        .insert(&[hard(result("SITE-B", "CE", "m2", 2))])
+        .await
+        .unwrap();
+    store
+        .insert(&[hard(result("SITE-A", "CE", "m1", 3))])
+        .await
+        .unwrap();
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    let cells: Vec<(&str, &str, i64)> = latest
+        .iter()
+        .map(|r| {
+            (
+                r.result.site.as_str(),
+                r.result.metric.as_str(),
+                r.result.started_at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(cells, vec![("SITE-A", "m1", 3), ("SITE-B", "m2", 2)]);
+}
+
+/// One cell's history and timelines read through the `(cell_id, started_at_ms)` index,
+/// retention through the time index.
+#[test]
+fn cell_queries_use_the_cell_index() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let conn = lock(&store.conn);
+    let plan = |sql: &str| -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let n = stmt.parameter_count();
+        let args: Vec<rusqlite::types::Value> =
+            (0..n).map(|_| rusqlite::types::Value::Integer(1)).collect();
+        let rows: Vec<String> = stmt
+            .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.join("; ")
+    };
+    let (one_cell, _) = history_sql(&HistoryQuery {
+        site: Some("S".into()),
+        hostname: Some("h".into()),
+        metric: Some("m".into()),
+        before: Some((1, 1)),
+        ..HistoryQuery::default()
+    });
+    let p = plan(&one_cell);
+    assert!(
+        p.contains("USING INDEX results_cell_time (cell_id=?"),
+        "{p}"
+    );
+    assert!(!p.contains("SCAN r"), "{p}");
+    let (recent, _) = history_sql(&HistoryQuery {
+        since_ms: Some(1),
+        ..HistoryQuery::default()
+    });
+    let p = plan(&recent);
+    assert!(p.contains("results_started"), "{p}");
+    let p = plan(
+        "SELECT started_at_ms, status FROM results \
+         WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 AND final = 1 \
+         ORDER BY started_at_ms, id",
+    );
+    assert!(
+        p.contains(
+            "USING INDEX results_cell_time (cell_id=? AND started_at_ms>? AND started_at_ms<?)"
+        ),
+        "{p}"
+    );
+    assert!(!p.contains("TEMP B-TREE"), "{p}");
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.db");
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    match SqliteStore::open(&path) {
+        Err(StoreError::TooNew {
+            found, supported, ..
+        }) => {
+            assert_eq!(found, 99);
+            assert_eq!(supported, SCHEMA_VERSION);
+        }
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+}
+
+#[test]
+fn open_errors_name_the_path_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_db = dir.path().join("notes.txt");
+    std::fs::write(&not_db, "these are notes, not a database\n".repeat(100)).unwrap();
+    let err = SqliteStore::open(&not_db).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{msg}");
+    assert!(msg.contains(&not_db.display().to_string()), "{msg}");
+    assert!(msg.contains("file is not a database"), "{msg}");
+
+    let err = SqliteStore::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+
+    // A parent that is a file cannot be created (this holds for root too).
+    let under_file = not_db.join("sub").join("results.db");
+    let err = SqliteStore::open(&under_file).unwrap_err().to_string();
+    assert!(err.contains("cannot create directory"), "{err}");
+    assert!(err.contains(&under_file.display().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn open_creates_parent_directories_and_uses_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("b").join("results.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(path.is_file());
+    assert_eq!(store.location(), path.display().to_string());
+    let mode: String = lock(&store.conn)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let page: i64 = lock(&store.conn)
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, 16_384, "a new file gets the large pages");
+    drop(store);
+    // An existing file keeps its page size (changing it would need a VACUUM).
+    let old = dir.path().join("old.db");
+    rusqlite::Connection::open(&old)
+        .and_then(|c| c.execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (x);"))
+        .unwrap();
+    let store = SqliteStore::open(&old).unwrap();
+    let page: i64 = lock(&store.conn)
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, 4096);
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_errors_not_panics() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    raw_insert(&lock(&store.conn), "SITE-A", "m1", 1, "BOGUS", "[]");
+    let bad_status_id = lock(&store.conn).last_insert_rowid();
+    raw_insert(&lock(&store.conn), "SITE-A", "m2", 2, "OK", "{not json");
+    let bad_json_id = lock(&store.conn).last_insert_rowid();
+    match store.get(bad_status_id).await {
+        Err(StoreError::Query(m)) => {
+            assert!(m.contains(&format!("result {bad_status_id}")), "{m}");
+            assert!(m.contains("BOGUS"), "{m}");
+        }
+        other => panic!("expected a query error, got {other:?}"),
+    }
+    match store.get(bad_json_id).await {
+        Err(StoreError::Query(m)) => {
+            assert!(m.contains(&format!("result {bad_json_id}")), "{m}");
+            assert!(m.contains("perfdata"), "{m}");
+        }
+        other => panic!("expected a query error, got {other:?}"),
+    }
+    assert!(store.history(&HistoryQuery::default()).await.is_err());
+}
+
+#[tokio::test]
+async fn poisoned_connection_mutex_is_recovered() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let conn = Arc::clone(&store.conn);
+    let _ = std::thread::spawn(move || {
+        let _guard = conn.lock();
+        panic!("poison the mutex (expected in this test)");
+    })
+    .join();
+    assert!(store.conn.is_poisoned());
+    store
+        .insert(&[hard(result("SITE-A", "CE", "m1", 1))])
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 1);
+}
