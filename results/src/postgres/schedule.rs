@@ -7,7 +7,9 @@
 
 use async_trait::async_trait;
 
-use super::{pg_text, query_err, PgStore};
+use super::connect::query_err;
+use super::rows::pg_text;
+use super::PgStore;
 use crate::coordination::{Membership, ScheduleCoordinator, SlotClaim};
 use crate::store::StoreError;
 

@@ -1,4 +1,4 @@
-//! Reading: the one row reader ([`read_row`], used by every query of results), the history
+//! Reading: the one row reader ([`read_result`], used by every query of results), the history
 //! statement, the per-cell index scans the timelines and the day cache build on, and the
 //! read-only queries behind [`crate::ResultStore`].
 
@@ -18,7 +18,7 @@ pub(super) fn query_err(e: rusqlite::Error) -> StoreError {
     StoreError::Query(e.to_string())
 }
 
-/// Columns read into a [`StoredResult`], in the order [`read_row`] expects; `r` is `results`
+/// Columns read into a [`StoredResult`], in the order [`read_result`] expects; `r` is `results`
 /// joined with its cell as `c`.
 const RESULT_COLUMNS: &str = "r.id, r.final, r.vo, c.site, c.hostname, c.flavour, c.metric, \
      r.kind, r.started_at_ms, r.duration_ms, r.status, r.summary, r.details, r.perfdata, \
@@ -26,7 +26,7 @@ const RESULT_COLUMNS: &str = "r.id, r.final, r.vo, c.site, c.hostname, c.flavour
 
 /// Reads one row selected with [`RESULT_COLUMNS`]; bad data is an error naming the row, never a
 /// panic.
-fn read_row(row: &Row<'_>) -> Result<StoredResult, StoreError> {
+fn read_result(row: &Row<'_>) -> Result<StoredResult, StoreError> {
     let id: i64 = row.get(0).map_err(query_err)?;
     let bad = |what: String| StoreError::Query(format!("result {id}: {what}"));
     let col = |e: rusqlite::Error| bad(e.to_string());
@@ -131,7 +131,7 @@ fn query_results(
     let mut rows = stmt.query(params).map_err(query_err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(query_err)? {
-        out.push(read_row(row)?);
+        out.push(read_result(row)?);
     }
     Ok(out)
 }
