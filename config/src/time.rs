@@ -31,6 +31,14 @@ pub fn format_utc(ms: i64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
+/// Formats ms since the epoch as RFC 3339 in UTC to the millisecond,
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (store events, where two times a few ms apart must differ).
+pub fn format_utc_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
