@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use gridprobe_probes::Status;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::rows::{cell_finals, prior_final, query_err};
+use super::rows::{cell_finals, finals_in_range, prior_final, query_err};
 use crate::store::{CellFilter, CellKey, CellRuns, StatusRun, StoreError};
 
 /// One day in ms.
@@ -159,22 +159,13 @@ fn scan_range(
     to: i64,
     mut each: impl FnMut(i64, i64, Status),
 ) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT cell_id, started_at_ms, status FROM results \
-             WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND final = 1 \
-             ORDER BY started_at_ms, id",
-        )
-        .map_err(query_err)?;
-    let mut rows = stmt.query(params![from, to]).map_err(query_err)?;
-    while let Some(row) = rows.next().map_err(query_err)? {
-        let cell: i64 = row.get(0).map_err(query_err)?;
+    finals_in_range(conn, from, to, |cell, row| {
         let t: i64 = row.get(1).map_err(query_err)?;
         if let Some(status) = status_at(row, 2)? {
             each(cell, t, status);
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Every cell's runs of one day, from the results.

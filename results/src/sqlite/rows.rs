@@ -121,6 +121,29 @@ pub(super) fn cell_finals(
     Ok(())
 }
 
+/// Every final result started in `[from, to)`, in time order, through the time index: `each`
+/// gets the row's cell id and the row (start at 1, status at 2) and reads what it needs.
+pub(super) fn finals_in_range(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    mut each: impl FnMut(i64, &Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT cell_id, started_at_ms, status FROM results \
+             WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND final = 1 \
+             ORDER BY started_at_ms, id",
+        )
+        .map_err(query_err)?;
+    let mut rows = stmt.query(params![from, to]).map_err(query_err)?;
+    while let Some(row) = rows.next().map_err(query_err)? {
+        let cell: i64 = row.get(0).map_err(query_err)?;
+        each(cell, row)?;
+    }
+    Ok(())
+}
+
 /// Runs a cached result query and reads every row.
 fn query_results(
     conn: &Connection,
@@ -379,16 +402,7 @@ pub(super) fn timelines(
     let mut name = conn
         .prepare_cached("SELECT site, hostname, flavour, metric FROM cells WHERE id = ?1")
         .map_err(query_err)?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT cell_id, started_at_ms, status FROM results \
-             WHERE started_at_ms >= ?1 AND started_at_ms < ?2 AND final = 1 \
-             ORDER BY started_at_ms, id",
-        )
-        .map_err(query_err)?;
-    let mut rows = stmt.query(params![since_ms, until_ms]).map_err(query_err)?;
-    while let Some(row) = rows.next().map_err(query_err)? {
-        let cell: i64 = row.get(0).map_err(query_err)?;
+    finals_in_range(conn, since_ms, until_ms, |cell, row| {
         let slot = match slot_of.get(&cell) {
             Some(slot) => *slot,
             None => {
@@ -416,7 +430,7 @@ pub(super) fn timelines(
                 };
                 match slot {
                     Some(slot) => slot,
-                    None => continue,
+                    None => return Ok(()),
                 }
             }
         };
@@ -424,6 +438,7 @@ pub(super) fn timelines(
         if let Some(status) = Status::from_name(status_text(row, 2)?) {
             out[slot].1.push((t, status));
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
