@@ -182,14 +182,14 @@ impl Encoded {
         &self.text[s.0..s.1]
     }
 
-    /// The cell's names, ordered as [`CellKey`] orders.
+    /// The cell's names, ordered as [`crate::store::CellKey`] orders.
     fn names(&self, row: &EncodedRow) -> (&str, &str, &str, &str) {
         let [a, b, c, d] = row.names;
         (self.str(a), self.str(b), self.str(c), self.str(d))
     }
 }
 
-/// Results encoded per hand-over to the blocking pool (see [`ResultStore::insert`]).
+/// Results encoded per hand-over to the blocking pool (see [`crate::ResultStore::insert`]).
 const ENCODE_CHUNK: usize = 1000;
 
 /// Writes a batch in one transaction, its chunks as they arrive (`None` ends the batch; a
@@ -229,7 +229,7 @@ fn insert_chunks(
 }
 
 /// Writes the results whose message ids are not stored yet, in one transaction; see
-/// [`ResultStore::insert_once`]. `message_ids` go with `batch`'s rows.
+/// [`crate::ResultStore::insert_once`]. `message_ids` go with `batch`'s rows.
 pub(super) fn insert_once_all(
     conn: &mut Connection,
     cells: &Mutex<CellCache>,
