@@ -322,8 +322,8 @@ async fn spawn_baseline(n: usize, concurrency: usize) -> anyhow::Result<Duration
 // 2. Store ingest
 
 /// The tables an insert touches, with their indexes, as the store's migrations leave them
-/// (results/src/sqlite.rs, migration 5). The run checks column by column and index by index
-/// that the store's file has the same (see [`schema_matches`]).
+/// (results/src/sqlite/schema.rs, migration 5). The run checks column by column and index by
+/// index that the store's file has the same (see [`schema_matches`]).
 const SCHEMA: &str = r#"
 CREATE TABLE cells (
     id INTEGER PRIMARY KEY,
@@ -370,9 +370,9 @@ const UPSERT_LATEST: &str = "INSERT INTO latest (cell_id, result_id, started_at_
      result_id = excluded.result_id, started_at_ms = excluded.started_at_ms \
      WHERE excluded.started_at_ms >= latest.started_at_ms";
 
-/// The connection settings `SqliteStore::setup` applies (results/src/sqlite.rs), mirrored by the
-/// baseline so that the ratio measures the store's path (writer, batches, one transaction per
-/// batch) and not SQLite tuning both could share.
+/// The connection settings the SQLite store applies (`prepare` in results/src/sqlite/schema.rs),
+/// mirrored by the baseline so that the ratio measures the store's path (writer, batches, one
+/// transaction per batch) and not SQLite tuning both could share.
 const STORE_PRAGMAS: &str = "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; \
      PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;";
 

@@ -2,7 +2,7 @@
 //! an async fn taking a [`Backend`]; `both_backends!` instantiates it once on a SQLite file and
 //! once on PostgreSQL (a schema of its own in the database of `GRIDPROBE_TEST_PG`, dropped
 //! afterwards). Backend-specific behaviour (SQLite's file handling, PostgreSQL's connection
-//! errors) is tested next to each backend's own helpers below or in `sqlite.rs`.
+//! errors) is tested next to each backend's own helpers below or in `sqlite/tests.rs`.
 //!
 //! Without `GRIDPROBE_TEST_PG` the PostgreSQL instances print a note and pass, except under
 //! `CI=true`, where a missing server is a failure: CI must run the whole contract.

@@ -1,5 +1,5 @@
 //! [`ScheduleCoordinator`] on PostgreSQL: the membership leases and slot claims of several
-//! `serve` instances sharing one store (tables of migration 3 in `postgres.rs`).
+//! `serve` instances sharing one store (tables of migration 3 in `postgres/schema.rs`).
 //!
 //! Lease times come from the database's clock, so instances on hosts whose clocks disagree
 //! still agree on who is alive. Claims are one `INSERT … ON CONFLICT DO NOTHING` per batch:
