@@ -14,6 +14,7 @@ use crate::diagnostic::{Diagnostic, Diagnostics, FileId, SourceMap, Span};
 use crate::model::{
     short_metric_name, Config, Defaults, KindParams, Overrides, ProbeDef, Profile, Service, Site,
 };
+use crate::time::{self as t, format_duration, parse_duration_in, DurationError, DurationRange};
 
 mod publish;
 
@@ -22,6 +23,13 @@ const MAIN_KEYS: &[&str] = &[
     "vo", "include", "defaults", "server", "access", "site", "probe", "profile", "downtime",
     "publish",
 ];
+/// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
+const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
+/// `concurrency`, `site_concurrency`, `kind_concurrency.*`: probes running at once.
+const CONCURRENCY: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+/// `[access] runs_per_hour`: on-demand runs per site and hour.
+const RUNS_PER_HOUR: std::ops::RangeInclusive<u32> = 1..=100_000;
+
 /// Keys allowed at the top of an included file.
 const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime"];
 
@@ -30,7 +38,7 @@ const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime"];
 struct RawDefaults {
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    retries: Option<u32>,
+    retries: Option<Spanned<u32>>,
     retry_interval: Option<Spanned<String>>,
     concurrency: Option<Spanned<u32>>,
     site_concurrency: Option<Spanned<u32>>,
@@ -114,7 +122,7 @@ fn yes() -> bool {
 struct RawOverride {
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    retries: Option<u32>,
+    retries: Option<Spanned<u32>>,
     retry_interval: Option<Spanned<String>>,
     #[serde(default)]
     disabled: bool,
@@ -129,7 +137,7 @@ struct RawProbe {
     flavours: Vec<Spanned<String>>,
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    retries: Option<u32>,
+    retries: Option<Spanned<u32>>,
     retry_interval: Option<Spanned<String>>,
     freshness: Option<Spanned<String>>,
     #[serde(default)]
@@ -191,6 +199,8 @@ pub(crate) struct Positions {
     pub profile_metrics: Vec<Vec<(String, Span)>>,
     /// Per profile: flavours with spans.
     pub profile_flavours: Vec<Vec<(String, Span)>>,
+    /// Per profile: the span of its `name`.
+    pub profile_name: Vec<Span>,
     /// Per probe: the span of `name` or `metric` (what its short name comes from).
     pub probe_short: Vec<Span>,
     /// Sites named by site-admin tokens, with their spans.
@@ -250,32 +260,76 @@ struct Finished {
 #[derive(Default)]
 struct Loader {
     config: Config,
+    /// Files already read (the main file and includes), so each is read once.
+    read_paths: std::collections::HashSet<PathBuf>,
     positions: Positions,
     diagnostics: Diagnostics,
     saw_vo: bool,
 }
 
+/// Largest configuration file read (main or included): far above any real VO, small enough
+/// that a mistaken include of a huge file fails at once.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads one configuration file: regular files only (a FIFO would block forever, a device
+/// could be endless), at most [`MAX_FILE_BYTES`], UTF-8 text without control characters.
+/// Errors name the file and never quote its content: it may not be TOML at all
+/// (`/proc/self/environ`, a key file), and quoting it could print secrets.
 fn read_file(path: &Path) -> Result<String, Diagnostic> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let cannot = |e: &std::io::Error| {
+        Diagnostic::for_file(path, format!("cannot read configuration: {}", io_reason(e)))
+    };
     let meta = std::fs::metadata(path).map_err(|e| {
-        Diagnostic::for_file(
-            path,
-            format!("cannot read configuration: {}", io_reason(&e)),
-        )
-        .with_help("check the path; `gridprobe check FILE` takes the main TOML file of the VO")
+        cannot(&e)
+            .with_help("check the path; `gridprobe check FILE` takes the main TOML file of the VO")
     })?;
-    if meta.is_dir() {
-        return Err(
-            Diagnostic::for_file(path, "is a directory, not a configuration file")
-                .with_help("name the TOML file inside it, e.g. `vo.toml`"),
-        );
+    let not_regular = |t: std::fs::FileType| {
+        let what = if t.is_dir() {
+            return Diagnostic::for_file(path, "is a directory, not a configuration file")
+                .with_help("name the TOML file inside it, e.g. `vo.toml`");
+        } else if t.is_fifo() {
+            "a named pipe (FIFO)"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        Diagnostic::for_file(path, format!("is {what}, not a configuration file"))
+            .with_help("configuration files and includes must be regular files")
+    };
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
-        Diagnostic::for_file(
+    // Non-blocking open: should the path have become a FIFO since the check, opening it does
+    // not wait for a writer; the type is checked again on the open file.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| cannot(&e))?;
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(&e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Diagnostic::for_file(
             path,
-            format!("cannot read configuration: {}", io_reason(&e)),
+            format!(
+                "is larger than {} MiB, too large for a configuration file",
+                MAX_FILE_BYTES >> 20
+            ),
         )
-    })?;
-    String::from_utf8(bytes).map_err(|e| {
+        .with_help("check that the path names the intended TOML file"));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let text = String::from_utf8_lossy(&e.into_bytes()[..offset]).into_owned();
         let (line, col) = crate::diagnostic::line_col(&text, offset);
@@ -284,7 +338,111 @@ fn read_file(path: &Path) -> Result<String, Diagnostic> {
             path.display()
         ))
         .with_help("TOML files must be UTF-8; re-save the file as UTF-8")
-    })
+    })?;
+    // TOML allows no control character but tab and line endings, anywhere: a file holding
+    // one is not TOML (a binary, `/proc/self/environ`), so it is named, never quoted.
+    if let Some((offset, c)) = text
+        .char_indices()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        let (line, col) = crate::diagnostic::line_col(&text, offset);
+        return Err(Diagnostic::plain(format!(
+            "{}:{line}:{col}: not a TOML text file: control character U+{:04X}",
+            path.display(),
+            u32::from(c)
+        ))
+        .with_help("configuration files and includes must be TOML text"));
+    }
+    Ok(text)
+}
+
+/// Most files and directories an include pattern may look at.
+pub const MAX_GLOB_ENTRIES: usize = 100_000;
+/// Most files one include pattern may match.
+pub const MAX_GLOB_MATCHES: usize = 10_000;
+/// Deepest directory level (below its literal prefix) a `**` pattern descends to.
+pub const MAX_GLOB_DEPTH: usize = 16;
+/// Longest time one include pattern may take to expand.
+pub const MAX_GLOB_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Expands an include pattern (an absolute path with `*`, `?`, `[...]` or `**`) to the
+/// paths it matches, sorted, with bounds: entries looked at, matches, depth and time. Symbolic
+/// links to directories are not followed (no loops).
+fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+    let text = pattern.to_string_lossy();
+    let compiled =
+        glob::Pattern::new(&text).map_err(|e| format!("invalid include pattern: {e}"))?;
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    // The walk starts at the longest directory prefix without pattern characters.
+    let mut root = PathBuf::new();
+    let mut rest = Vec::new();
+    for c in pattern.components() {
+        let s = c.as_os_str().to_string_lossy();
+        if rest.is_empty() && !s.contains(['*', '?', '[']) {
+            root.push(c);
+        } else {
+            rest.push(s.into_owned());
+        }
+    }
+    let max_depth = if rest.iter().any(|c| c.contains("**")) {
+        MAX_GLOB_DEPTH
+    } else {
+        rest.len()
+    };
+    let started = std::time::Instant::now();
+    let mut seen = 0usize;
+    let mut found = Vec::new();
+    let mut stack = vec![(root, 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > MAX_GLOB_ENTRIES {
+                return Err(format!(
+                    "include pattern looks at more than {} files and directories",
+                    crate::diagnostic::thousands(MAX_GLOB_ENTRIES)
+                ));
+            }
+            if started.elapsed() > MAX_GLOB_TIME {
+                return Err(format!(
+                    "include pattern took more than {}s to expand",
+                    MAX_GLOB_TIME.as_secs()
+                ));
+            }
+            let path = entry.path();
+            if compiled.matches_path_with(&path, options) {
+                found.push(path.clone());
+                if found.len() > MAX_GLOB_MATCHES {
+                    return Err(format!(
+                        "include pattern matches more than {} files",
+                        crate::diagnostic::thousands(MAX_GLOB_MATCHES)
+                    ));
+                }
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && depth + 1 < max_depth {
+                stack.push((path, depth + 1));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A directory for people: the empty path (a config named without a directory) is the
+/// current directory.
+fn show_dir(dir: &Path) -> String {
+    if dir.as_os_str().is_empty() {
+        "the current directory".into()
+    } else {
+        dir.display().to_string()
+    }
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -307,6 +465,7 @@ impl Loader {
     fn load_main(&mut self, path: &Path) {
         match read_file(path) {
             Ok(text) => {
+                self.read_paths.insert(path.to_path_buf());
                 let id = self.config.sources.add(path.to_path_buf(), text);
                 let base = path.parent().unwrap_or(Path::new("."));
                 self.parse_file(id, true, base);
@@ -489,18 +648,16 @@ impl Loader {
         } else {
             base.join(&raw)
         };
-        let full_str = full.to_string_lossy().into_owned();
         let has_glob = raw.contains(['*', '?', '[']);
         let paths: Vec<PathBuf> = if has_glob {
-            match glob::glob(&full_str) {
-                Ok(paths) => {
-                    let mut v: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
-                    v.sort();
-                    v
-                }
+            match expand_glob(&full) {
+                Ok(paths) => paths,
                 Err(e) => {
-                    let d = self.error(file, span, format!("invalid include pattern: {e}"));
-                    self.diagnostics.push(d);
+                    let d = self.error(file, span, format!("{e}: `{raw}`"));
+                    self.diagnostics.push(d.with_help(format!(
+                        "name a narrower directory; patterns are relative to {}",
+                        show_dir(base)
+                    )));
                     return;
                 }
             }
@@ -514,20 +671,20 @@ impl Loader {
                     span,
                     format!("include pattern `{raw}` matches no file"),
                 )
-                .with_help(format!("patterns are relative to {}", base.display()));
+                .with_help(format!("patterns are relative to {}", show_dir(base)));
             self.diagnostics.push(d);
             return;
         }
         for p in paths {
-            let already = (0..)
-                .map_while(|i| self.config.sources.file(i))
-                .any(|f| f.path == p);
-            if already {
+            if !self.read_paths.insert(p.clone()) {
                 continue;
             }
             match read_file(&p) {
                 Ok(text) => {
-                    let id = self.config.sources.add(p.clone(), text);
+                    // Only a `.toml` file is known to be TOML: the lines of anything else a
+                    // pattern matched are never quoted under an error.
+                    let quotable = p.extension().is_some_and(|e| e == "toml");
+                    let id = self.config.sources.add_file(p.clone(), text, quotable);
                     let include_base = p.parent().unwrap_or(base).to_path_buf();
                     self.parse_file(id, false, &include_base);
                 }
@@ -566,34 +723,9 @@ impl Loader {
         value: Spanned<DeValue<'static>>,
         what: &str,
     ) -> Spanned<DeValue<'static>> {
-        let span = value.span();
-        let mut table = match value.into_inner() {
-            DeValue::Table(t) => t,
-            other => return Spanned::new(span, other),
-        };
-        let allowed = field_names::<T>();
-        if allowed.is_empty() {
-            return Spanned::new(span, DeValue::Table(table));
-        }
-        let unknown: Vec<_> = table
-            .keys()
-            .filter(|k| !allowed.iter().any(|a| a == k.get_ref().as_ref()))
-            .cloned()
-            .collect();
-        for key in unknown {
-            let name = key.get_ref().to_string();
-            let d = self
-                .error(file, key.span(), format!("unknown key `{name}` in {what}"))
-                .with_suggestion(&name, allowed.iter().map(String::as_str));
-            let d = if d.help.is_none() {
-                d.with_help(format!("valid keys: {}", allowed.join(", ")))
-            } else {
-                d
-            };
-            self.diagnostics.push(d);
-            table.remove(&key);
-        }
-        Spanned::new(span, DeValue::Table(table))
+        let (value, errors) = take_unknown_keys::<T>(&self.config.sources, file, value, what);
+        self.diagnostics.extend(errors);
+        value
     }
 
     fn array_of_tables(
@@ -641,38 +773,78 @@ impl Loader {
         }
     }
 
-    fn duration(&mut self, file: FileId, raw: Option<Spanned<String>>) -> Option<Duration> {
+    /// A duration setting, parsed by the one parser and checked against its documented range
+    /// (docs/configuration.md); the error points at the value and names the key.
+    fn duration(
+        &mut self,
+        file: FileId,
+        raw: Option<Spanned<String>>,
+        key: &str,
+        range: DurationRange,
+    ) -> Option<Duration> {
         let raw = raw?;
-        match parse_duration(raw.get_ref()) {
+        match parse_duration_in(raw.get_ref(), range) {
             Ok(d) => Some(d),
-            Err(msg) => {
+            Err(DurationError::Invalid(msg)) => {
                 let d = self.error(file, raw.span(), msg);
                 self.diagnostics.push(
                     d.with_help("write durations like \"30s\", \"5m\", \"1h 30m\" or \"2d\""),
                 );
                 None
             }
+            Err(DurationError::OutOfRange { too_long, .. }) => {
+                let d = self.error(
+                    file,
+                    raw.span(),
+                    format!(
+                        "`{key}` must be between {} and {}, found `{}` (too {})",
+                        format_duration(range.min),
+                        format_duration(range.max),
+                        raw.get_ref(),
+                        if too_long { "long" } else { "short" }
+                    ),
+                );
+                self.diagnostics
+                    .push(d.with_help("the ranges of every setting: docs/configuration.md"));
+                None
+            }
         }
     }
 
-    fn positive(&mut self, file: FileId, v: Option<Spanned<u32>>, name: &str) -> Option<u32> {
+    /// A count setting, checked against its documented range (docs/configuration.md).
+    fn count(
+        &mut self,
+        file: FileId,
+        v: Option<Spanned<u32>>,
+        name: &str,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Option<u32> {
         let v = v?;
-        if *v.get_ref() == 0 {
-            let d = self.error(file, v.span(), format!("`{name}` must be at least 1"));
+        if range.contains(v.get_ref()) {
+            Some(*v.get_ref())
+        } else {
+            let d = self.error(
+                file,
+                v.span(),
+                format!(
+                    "`{name}` must be between {} and {}, found {}",
+                    range.start(),
+                    range.end(),
+                    v.get_ref()
+                ),
+            );
             self.diagnostics.push(d);
             None
-        } else {
-            Some(*v.get_ref())
         }
     }
 
     fn apply_defaults(&mut self, file: FileId, raw: RawDefaults) {
         let base = Defaults::default();
         let interval = self
-            .duration(file, raw.interval.clone())
+            .duration(file, raw.interval.clone(), "interval", t::INTERVAL)
             .unwrap_or(base.interval);
         let timeout = self
-            .duration(file, raw.timeout.clone())
+            .duration(file, raw.timeout.clone(), "timeout", t::TIMEOUT)
             .unwrap_or(base.timeout);
         if let Some(t) = &raw.timeout {
             if timeout >= interval {
@@ -690,22 +862,31 @@ impl Loader {
         }
         let mut kind_concurrency = BTreeMap::new();
         for (k, v) in raw.kind_concurrency {
-            if let Some(n) = self.positive(file, Some(v), &format!("kind_concurrency.{k}")) {
+            if let Some(n) =
+                self.count(file, Some(v), &format!("kind_concurrency.{k}"), CONCURRENCY)
+            {
                 kind_concurrency.insert(k, n);
             }
         }
         self.config.defaults = Defaults {
             interval,
             timeout,
-            retries: raw.retries.unwrap_or(base.retries),
+            retries: self
+                .count(file, raw.retries, "retries", RETRIES)
+                .unwrap_or(base.retries),
             retry_interval: self
-                .duration(file, raw.retry_interval)
+                .duration(
+                    file,
+                    raw.retry_interval,
+                    "retry_interval",
+                    t::RETRY_INTERVAL,
+                )
                 .unwrap_or(base.retry_interval),
             concurrency: self
-                .positive(file, raw.concurrency, "concurrency")
+                .count(file, raw.concurrency, "concurrency", CONCURRENCY)
                 .unwrap_or(base.concurrency),
             site_concurrency: self
-                .positive(file, raw.site_concurrency, "site_concurrency")
+                .count(file, raw.site_concurrency, "site_concurrency", CONCURRENCY)
                 .unwrap_or(base.site_concurrency),
             kind_concurrency,
         };
@@ -723,7 +904,7 @@ impl Loader {
                 }
             }
         }
-        if let Some(n) = self.positive(file, raw.runs_per_hour, "runs_per_hour") {
+        if let Some(n) = self.count(file, raw.runs_per_hour, "runs_per_hour", RUNS_PER_HOUR) {
             access.runs_per_hour = n;
         }
         for t in raw.token {
@@ -856,6 +1037,12 @@ impl Loader {
             }
             None => base.listen.clone(),
         };
+        let base_dir = self
+            .config
+            .sources
+            .file(file)
+            .and_then(|f| f.path.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
         let mut store_is_sqlite = false;
         let store = raw.store.and_then(|s| {
             let v = s.get_ref().trim();
@@ -865,10 +1052,22 @@ impl Loader {
                 return None;
             }
             match crate::model::StoreSpec::parse(v) {
-                Ok(spec) => {
-                    store_is_sqlite = matches!(spec, crate::model::StoreSpec::Sqlite(_));
-                    Some(v.to_string())
+                Ok(crate::model::StoreSpec::Sqlite(path)) => {
+                    store_is_sqlite = true;
+                    // Relative to the file that says it, like includes, plugins and spools:
+                    // every command then finds the same store whatever its working directory.
+                    if path.is_relative() && !base_dir.as_os_str().is_empty() {
+                        let joined = base_dir.join(&path);
+                        match joined.to_str() {
+                            Some(j) if v.starts_with("sqlite:") => Some(format!("sqlite:{j}")),
+                            Some(j) => Some(j.to_string()),
+                            None => Some(v.to_string()),
+                        }
+                    } else {
+                        Some(v.to_string())
+                    }
                 }
+                Ok(crate::model::StoreSpec::Postgres(_)) => Some(v.to_string()),
                 Err(e) => {
                     let help = if e.contains("password") {
                         "keep the URL without it, e.g. postgresql://gridprobe@db.example.org:5432/gridprobe, and set store_password_file = \"/etc/gridprobe/pgpass\" (or store_password_env)"
@@ -923,12 +1122,6 @@ impl Loader {
             .store_password_env
             .map(|v| v.into_inner().trim().to_string())
             .filter(|v| !v.is_empty());
-        let base_dir = self
-            .config
-            .sources
-            .file(file)
-            .and_then(|f| f.path.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
         let store_password_file = raw
             .store_password_file
             .map(|v| v.into_inner().trim().to_string())
@@ -959,24 +1152,16 @@ impl Loader {
                 }
             },
         };
-        let schedule_lease = match raw.schedule_lease {
-            None => base.schedule_lease,
-            Some(v) => {
-                let span = v.span();
-                match self.duration(file, Some(v)) {
-                    Some(d) if d < Duration::from_secs(1) || d > Duration::from_secs(600) => {
-                        let d =
-                            self.error(file, span, "`schedule_lease` must be between 1s and 10m");
-                        self.diagnostics.push(d.with_help(
-                            "a crashed instance's entries move after one lease; a few times the database's worst response time is enough, e.g. \"15s\"",
-                        ));
-                        base.schedule_lease
-                    }
-                    Some(d) => d,
-                    None => base.schedule_lease,
-                }
-            }
-        };
+        // A crashed instance's entries move after one lease; a few times the database's worst
+        // response time is enough, e.g. "15s".
+        let schedule_lease = self
+            .duration(
+                file,
+                raw.schedule_lease,
+                "schedule_lease",
+                t::SCHEDULE_LEASE,
+            )
+            .unwrap_or(base.schedule_lease);
         self.config.server = crate::model::Server {
             schedule,
             schedule_lease,
@@ -984,12 +1169,24 @@ impl Loader {
             store,
             store_password_env,
             store_password_file,
-            retention: self.duration(file, raw.retention).unwrap_or(base.retention),
+            retention: self
+                .duration(file, raw.retention, "retention", t::RETENTION)
+                .unwrap_or(base.retention),
             shutdown_grace: self
-                .duration(file, raw.shutdown_grace)
+                .duration(
+                    file,
+                    raw.shutdown_grace,
+                    "shutdown_grace",
+                    t::SHUTDOWN_GRACE,
+                )
                 .unwrap_or(base.shutdown_grace),
             startup_spread: self
-                .duration(file, raw.startup_spread)
+                .duration(
+                    file,
+                    raw.startup_spread,
+                    "startup_spread",
+                    t::STARTUP_SPREAD,
+                )
                 .unwrap_or(base.startup_spread),
         };
     }
@@ -1005,10 +1202,15 @@ impl Loader {
                 .override_keys
                 .push((key.get_ref().clone(), self.span(file, key.span())));
             let value = Overrides {
-                interval: self.duration(file, o.interval),
-                timeout: self.duration(file, o.timeout),
-                retries: o.retries,
-                retry_interval: self.duration(file, o.retry_interval),
+                interval: self.duration(file, o.interval, "interval", t::INTERVAL),
+                timeout: self.duration(file, o.timeout, "timeout", t::TIMEOUT),
+                retries: self.count(file, o.retries, "retries", RETRIES),
+                retry_interval: self.duration(
+                    file,
+                    o.retry_interval,
+                    "retry_interval",
+                    t::RETRY_INTERVAL,
+                ),
                 disabled: o.disabled,
             };
             out.insert(key.into_inner(), value);
@@ -1053,12 +1255,31 @@ impl Loader {
                 let endpoint = raw
                     .endpoint
                     .and_then(|e| match url::Url::parse(e.get_ref()) {
+                        Ok(u) if u.password().is_some()
+                            || !crate::model::url_credentials(e.get_ref()).1.is_empty() =>
+                        {
+                            let d = self.error(
+                                file,
+                                e.span(),
+                                format!(
+                                    "the endpoint URL `{}` holds a password or token",
+                                    crate::model::redact_url(e.get_ref())
+                                ),
+                            );
+                            self.diagnostics.push(d.with_help(
+                                "configuration files are read by many: keep credentials out of URLs and give them to the probe through its own parameters (a file or an environment variable)",
+                            ));
+                            None
+                        }
                         Ok(u) => Some(u),
                         Err(err) => {
                             let d = self.error(
                                 file,
                                 e.span(),
-                                format!("invalid endpoint URL `{}`: {err}", e.get_ref()),
+                                format!(
+                                    "invalid endpoint URL `{}`: {err}",
+                                    crate::model::redact_url(e.get_ref())
+                                ),
                             );
                             self.diagnostics.push(d.with_help(
                                 "write a full URL such as \"https://host.example.org:8443/path\"",
@@ -1127,10 +1348,16 @@ impl Loader {
                 self.span(file, raw.metric.span()),
             ),
         };
-        let interval = self.duration(file, raw.interval.clone());
-        let timeout = self.duration(file, raw.timeout.clone());
-        let retry_interval = self.duration(file, raw.retry_interval);
-        let freshness = self.duration(file, raw.freshness);
+        let interval = self.duration(file, raw.interval.clone(), "interval", t::INTERVAL);
+        let timeout = self.duration(file, raw.timeout.clone(), "timeout", t::TIMEOUT);
+        let retry_interval = self.duration(
+            file,
+            raw.retry_interval,
+            "retry_interval",
+            t::RETRY_INTERVAL,
+        );
+        let freshness = self.duration(file, raw.freshness, "freshness", t::FRESHNESS);
+        let retries = self.count(file, raw.retries, "retries", RETRIES);
         self.positions.probe_flavours.push(
             raw.flavours
                 .iter()
@@ -1154,7 +1381,7 @@ impl Loader {
             flavours: raw.flavours.into_iter().map(Spanned::into_inner).collect(),
             interval,
             timeout,
-            retries: raw.retries,
+            retries,
             retry_interval,
             freshness,
             depends_on: raw
@@ -1282,6 +1509,9 @@ impl Loader {
         }
         self.positions.profile_metrics.push(metrics);
         self.positions.profile_flavours.push(flavours);
+        self.positions
+            .profile_name
+            .push(self.span(file, raw.name.span()));
         self.config.profiles.push(Profile {
             name: raw.name.into_inner(),
             critical,
@@ -1328,6 +1558,51 @@ pub fn field_names<T: serde::de::DeserializeOwned>() -> Vec<String> {
     }
 }
 
+/// Takes every key a `deny_unknown_fields` struct does not accept out of a table, with one
+/// positioned error (and "did you mean") per key.
+pub(crate) fn take_unknown_keys<T: serde::de::DeserializeOwned>(
+    sources: &SourceMap,
+    file: FileId,
+    value: Spanned<DeValue<'static>>,
+    what: &str,
+) -> (Spanned<DeValue<'static>>, Vec<Diagnostic>) {
+    let span = value.span();
+    let mut table = match value.into_inner() {
+        DeValue::Table(t) => t,
+        other => return (Spanned::new(span, other), Vec::new()),
+    };
+    let allowed = field_names::<T>();
+    if allowed.is_empty() {
+        return (Spanned::new(span, DeValue::Table(table)), Vec::new());
+    }
+    let unknown: Vec<_> = table
+        .keys()
+        .filter(|k| !allowed.iter().any(|a| a == k.get_ref().as_ref()))
+        .cloned()
+        .collect();
+    let mut errors = Vec::new();
+    for key in unknown {
+        let name = key.get_ref().to_string();
+        let d = sources
+            .error(
+                &Span {
+                    file,
+                    range: key.span(),
+                },
+                format!("unknown key `{name}` in {what}"),
+            )
+            .with_suggestion(&name, allowed.iter().map(String::as_str));
+        let d = if d.help.is_none() {
+            d.with_help(format!("valid keys: {}", allowed.join(", ")))
+        } else {
+            d
+        };
+        errors.push(d);
+        table.remove(&key);
+    }
+    (Spanned::new(span, DeValue::Table(table)), errors)
+}
+
 /// Removes `key` from a table value, returning the rest and the removed value.
 fn take_key(
     item: Spanned<DeValue<'static>>,
@@ -1342,16 +1617,6 @@ fn take_key(
         }
         other => (Spanned::new(span, other), None),
     }
-}
-
-/// Parses a duration such as `30s`, `5m`, `1h 30m`, `2d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration `{s}`: {e}"))?;
-    if d.is_zero() {
-        return Err(format!("invalid duration `{s}`: must be greater than zero"));
-    }
-    Ok(d)
 }
 
 /// Turns a serde error from the TOML deserializer into a positioned diagnostic, with
@@ -1641,14 +1906,6 @@ critical = { CE = ["CE-lhcb-install"] }
                 }
             }
         }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("0s").is_err());
     }
 
     fn with_server(server: &str) -> Loaded {
