@@ -531,6 +531,121 @@ mod tests {
     }
 
     #[test]
+    fn long_lines_are_cut_around_the_span() {
+        let mut map = SourceMap::default();
+        let long = format!("x = \"{}\" y = 1", "a".repeat(1_000_000));
+        let at = long.find('y').unwrap_or(0);
+        let id = map.add("vo.toml".into(), long.clone());
+        let d = map.error(
+            &Span {
+                file: id,
+                range: at..at + 1,
+            },
+            "unknown key `y`",
+        );
+        let text = d.to_string();
+        assert!(
+            text.starts_with(&format!("vo.toml:1:{}:", at + 1)),
+            "{text}"
+        );
+        assert!(text.len() < 600, "excerpt not cut: {} bytes", text.len());
+        let quoted = text.lines().nth(2).unwrap_or("");
+        assert!(
+            quoted.starts_with("1 | …") && quoted.contains("y = 1"),
+            "{quoted}"
+        );
+        // The caret sits under `y` in the cut excerpt.
+        let caret = text.lines().nth(3).unwrap_or("");
+        let col = caret.find('^').unwrap_or(0);
+        assert_eq!(quoted.chars().nth(col), Some('y'), "{text}");
+    }
+
+    #[test]
+    fn many_errors_are_capped_and_counted() {
+        let mut ds = Diagnostics::default();
+        for i in 0..10_000 {
+            ds.push(Diagnostic::plain(format!("problem {i}")));
+        }
+        let text = ds.to_string();
+        assert_eq!(text.matches("error: problem").count(), MAX_SHOWN);
+        assert!(text.contains("… and 9,900 more"), "{text}");
+    }
+
+    #[test]
+    fn positions_are_found_fast_in_big_files() {
+        // 200,000 lines, an error on each: linear (line index + binary search).
+        let text: String = (0..200_000).map(|i| format!("k{i} = 1\n")).collect();
+        let mut map = SourceMap::default();
+        let id = map.add("big.toml".into(), text.clone());
+        let started = std::time::Instant::now();
+        let mut offset = 0;
+        for (i, line) in text.lines().enumerate() {
+            let d = map.error(
+                &Span {
+                    file: id,
+                    range: offset..offset + 2,
+                },
+                "x",
+            );
+            assert_eq!(d.location.as_ref().map(|l| l.line), Some(i + 1));
+            offset += line.len() + 1;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn credentials_are_masked_wherever_they_appear() {
+        for (raw, secret) in [
+            ("store = \"postgresql://gp:s3cret@db/gp\"", "s3cret"),
+            ("url = \"nats://T0KEN@nats.example.org\"", "T0KEN"),
+            ("url = \"amqp://mq/%2f?password=s3cret&x=1\"", "s3cret"),
+            ("PGPASSWORD=s3cret\u{0}HOME=/root", "s3cret"),
+            ("password = \"two words\"", "two words"),
+            ("api_key=s3cret", "s3cret"),
+            ("postgres://db/gp?sslpassword=s3cret", "s3cret"),
+        ] {
+            let masked = mask_secrets(raw);
+            assert!(!masked.contains(secret), "{raw} -> {masked}");
+            assert_eq!(masked.chars().count(), raw.chars().count(), "{masked}");
+        }
+        for kept in [
+            "store_password_file = \"secrets/pg\"",
+            "password_env = \"GP_PW\"",
+            "url = \"amqp://gridprobe@mq.example.org/%2f\"",
+            "holds a password: put it in `password_env`",
+        ] {
+            assert_eq!(mask_secrets(kept), kept);
+        }
+        // In messages and help too, whoever built the diagnostic.
+        let d = Diagnostic::plain("invalid URL `nats://u:hunter2@h`").with_help("password=hunter2");
+        assert!(!d.to_string().contains("hunter2"), "{d}");
+    }
+
+    #[test]
+    fn unquotable_files_are_positioned_without_excerpt() {
+        let mut map = SourceMap::default();
+        let id = map.add_file("environ".into(), "SECRET=x\nmore".into(), false);
+        let d = map.error(
+            &Span {
+                file: id,
+                range: 9..13,
+            },
+            "TOML syntax error",
+        );
+        let text = d.to_string();
+        assert_eq!(text, "environ:2:1: error: TOML syntax error");
+    }
+
+    #[test]
+    fn related_problems_become_problems_of_their_own() {
+        let mut d = Diagnostic::plain("first");
+        d.related = vec![Diagnostic::plain("second"), Diagnostic::plain("third")];
+        let mut ds = Diagnostics::default();
+        ds.push(d);
+        assert_eq!(ds.len(), 3);
+    }
+
+    #[test]
     fn suggestion_only_for_near_misses() {
         assert_eq!(
             did_you_mean("flavor", ["flavours", "flavour"]),

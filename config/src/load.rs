@@ -356,19 +356,31 @@ fn read_file(path: &Path) -> Result<String, Diagnostic> {
     Ok(text)
 }
 
-/// Most files and directories an include pattern may look at.
-pub const MAX_GLOB_ENTRIES: usize = 100_000;
-/// Most files one include pattern may match.
-pub const MAX_GLOB_MATCHES: usize = 10_000;
-/// Deepest directory level (below its literal prefix) a `**` pattern descends to.
-pub const MAX_GLOB_DEPTH: usize = 16;
-/// Longest time one include pattern may take to expand.
-pub const MAX_GLOB_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// Bounds on expanding one include pattern.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobLimits {
+    /// Most files and directories looked at.
+    pub entries: usize,
+    /// Most paths matched.
+    pub matches: usize,
+    /// Deepest directory level below the pattern's literal prefix that `**` descends to.
+    pub depth: usize,
+    /// Longest time taken.
+    pub time: std::time::Duration,
+}
+
+/// The bounds every include pattern is expanded with.
+pub const GLOB_LIMITS: GlobLimits = GlobLimits {
+    entries: 100_000,
+    matches: 10_000,
+    depth: 16,
+    time: std::time::Duration::from_secs(5),
+};
 
 /// Expands an include pattern (an absolute path with `*`, `?`, `[...]` or `**`) to the
 /// paths it matches, sorted, with bounds: entries looked at, matches, depth and time. Symbolic
 /// links to directories are not followed (no loops).
-fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+fn expand_glob(pattern: &Path, limits: GlobLimits) -> Result<Vec<PathBuf>, String> {
     let text = pattern.to_string_lossy();
     let compiled =
         glob::Pattern::new(&text).map_err(|e| format!("invalid include pattern: {e}"))?;
@@ -389,7 +401,7 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     let max_depth = if rest.iter().any(|c| c.contains("**")) {
-        MAX_GLOB_DEPTH
+        limits.depth
     } else {
         rest.len()
     };
@@ -403,25 +415,25 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
         };
         for entry in entries.flatten() {
             seen += 1;
-            if seen > MAX_GLOB_ENTRIES {
+            if seen > limits.entries {
                 return Err(format!(
                     "include pattern looks at more than {} files and directories",
-                    crate::diagnostic::thousands(MAX_GLOB_ENTRIES)
+                    crate::diagnostic::thousands(limits.entries)
                 ));
             }
-            if started.elapsed() > MAX_GLOB_TIME {
+            if started.elapsed() > limits.time {
                 return Err(format!(
-                    "include pattern took more than {}s to expand",
-                    MAX_GLOB_TIME.as_secs()
+                    "include pattern took more than {} to expand",
+                    crate::time::format_duration(limits.time)
                 ));
             }
             let path = entry.path();
             if compiled.matches_path_with(&path, options) {
                 found.push(path.clone());
-                if found.len() > MAX_GLOB_MATCHES {
+                if found.len() > limits.matches {
                     return Err(format!(
                         "include pattern matches more than {} files",
-                        crate::diagnostic::thousands(MAX_GLOB_MATCHES)
+                        crate::diagnostic::thousands(limits.matches)
                     ));
                 }
             }
@@ -650,7 +662,7 @@ impl Loader {
         };
         let has_glob = raw.contains(['*', '?', '[']);
         let paths: Vec<PathBuf> = if has_glob {
-            match expand_glob(&full) {
+            match expand_glob(&full, GLOB_LIMITS) {
                 Ok(paths) => paths,
                 Err(e) => {
                     let d = self.error(file, span, format!("{e}: `{raw}`"));
@@ -1575,11 +1587,12 @@ pub(crate) fn take_unknown_keys<T: serde::de::DeserializeOwned>(
     if allowed.is_empty() {
         return (Spanned::new(span, DeValue::Table(table)), Vec::new());
     }
-    let unknown: Vec<_> = table
+    let mut unknown: Vec<_> = table
         .keys()
         .filter(|k| !allowed.iter().any(|a| a == k.get_ref().as_ref()))
         .cloned()
         .collect();
+    unknown.sort_by_key(|k| k.span().start);
     let mut errors = Vec::new();
     for key in unknown {
         let name = key.get_ref().to_string();
@@ -1906,6 +1919,282 @@ critical = { CE = ["CE-lhcb-install"] }
                 }
             }
         }
+    }
+
+    /// The line and column of the first occurrence of `needle` in `text`, as `vo.toml:L:C`.
+    fn at(text: &str, needle: &str) -> String {
+        let offset = text.find(needle).unwrap_or(0);
+        let (l, c) = crate::diagnostic::line_col(text, offset);
+        format!("vo.toml:{l}:{c}")
+    }
+
+    #[test]
+    fn overflowing_durations_are_refused_at_their_value() {
+        for (from, to) in [
+            ("interval = \"1h\"", "interval = \"10000000000000000000s\""),
+            ("timeout = \"5m\"", "timeout = \"18446744073709551615s\""),
+            (
+                "interval = \"2h\"",
+                "interval = \"99999999999999999999999s\"",
+            ),
+            (
+                "retries = 2",
+                "retries = 2\ntimeout = \"18446744073709551615s\"",
+            ),
+            ("retries = 2", "retries = 2\nfreshness = \"1000000d\""),
+            ("timeout = \"20m\"", "timeout = \"18446744073709551615s\""),
+        ] {
+            let text = VALID.replacen(from, to, 1);
+            let l = load_text(&text);
+            let value = to.rsplit('=').next().unwrap_or("").trim();
+            let where_ = at(&text, value);
+            let rendered = l.diagnostics.to_string();
+            assert!(
+                l.diagnostics
+                    .iter()
+                    .any(|d| d.position().as_deref() == Some(where_.as_str())
+                        && d.message.contains("must be between")),
+                "{to}: expected an error at {where_}:\n{rendered}"
+            );
+        }
+        for server in [
+            "startup_spread = \"18446744073709551615s\"",
+            "retention = \"10000000000000000000s\"",
+            "shutdown_grace = \"18446744073709551615s\"",
+        ] {
+            let l = with_server(server);
+            let text = l.diagnostics.to_string();
+            assert!(text.contains("must be between"), "{server}: {text}");
+            assert!(text.contains("too long"), "{server}: {text}");
+        }
+    }
+
+    #[test]
+    fn counts_have_ranges() {
+        for (from, to, says) in [
+            (
+                "retries = 2",
+                "retries = 1000",
+                "`retries` must be between 0 and 100",
+            ),
+            (
+                "timeout = \"5m\"",
+                "timeout = \"5m\"\nconcurrency = 0",
+                "`concurrency` must be between 1 and 1000000",
+            ),
+        ] {
+            let text = VALID.replacen(from, to, 1);
+            let l = load_text(&text);
+            let rendered = l.diagnostics.to_string();
+            assert!(rendered.contains(says), "{to}: {rendered}");
+            // The value on the last line of `to`.
+            let line = to.lines().last().unwrap_or(to);
+            let offset = text.find(line).unwrap_or(0) + line.find("= ").unwrap_or(0) + 2;
+            let (l_, c_) = crate::diagnostic::line_col(&text, offset);
+            let where_ = format!("vo.toml:{l_}:{c_}");
+            assert!(
+                l.diagnostics
+                    .iter()
+                    .any(|d| d.position().as_deref() == Some(where_.as_str())),
+                "{to}: not positioned at {where_}:\n{rendered}"
+            );
+        }
+        let l = with_server("spool_max_size = \"100TiB\"");
+        assert!(
+            l.diagnostics
+                .to_string()
+                .contains("between 64KiB and 16TiB"),
+            "{}",
+            l.diagnostics
+        );
+    }
+
+    #[test]
+    fn duplicate_profiles_are_positioned() {
+        let text = format!("{VALID}\n[[profile]]\nname = \"critical\"\n");
+        let l = load_text(&text);
+        let d = l
+            .diagnostics
+            .iter()
+            .find(|d| d.message.contains("is defined 2 times"))
+            .expect("duplicate profile reported");
+        let line = text.lines().count();
+        assert_eq!(d.position(), Some(format!("vo.toml:{line}:8")), "{d}");
+        assert!(d.to_string().contains("first defined at vo.toml:"), "{d}");
+    }
+
+    #[test]
+    fn every_unknown_params_key_is_reported() {
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Params {
+            command: String,
+        }
+        let text = VALID.replacen(
+            "command = \"/bin/true\"",
+            "command = \"/bin/true\"\n  comand = 1\n  timout = 2\n  bogus = 3",
+            1,
+        );
+        let l = load_text(&text);
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let err = l.config.probes[0]
+            .params
+            .deserialize::<Params>(&l.config.sources)
+            .expect_err("unknown keys");
+        let mut all = Diagnostics::default();
+        all.push(err);
+        let positions: Vec<String> = all.iter().filter_map(|d| d.position()).collect();
+        assert_eq!(
+            positions,
+            vec![at(&text, "comand"), at(&text, "timout"), at(&text, "bogus")],
+            "{all}"
+        );
+        assert!(all.to_string().contains("did you mean `command`?"), "{all}");
+    }
+
+    #[test]
+    fn a_relative_store_is_read_from_the_directory_of_the_config() {
+        let l = load_str(
+            Path::new("/etc/gridprobe/vo.toml"),
+            &format!("{VALID}\n[server]\nstore = \"data/results.sqlite\"\n"),
+        );
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        assert_eq!(
+            l.config.server.store.as_deref(),
+            Some("/etc/gridprobe/data/results.sqlite")
+        );
+        let l = load_str(
+            Path::new("other/dir/vo.toml"),
+            &format!("{VALID}\n[server]\nstore = \"sqlite:r.db\"\n"),
+        );
+        assert_eq!(
+            l.config.server.store.as_deref(),
+            Some("sqlite:other/dir/r.db")
+        );
+    }
+
+    fn include_errors(dir: &Path, include: &str) -> String {
+        let main = dir.join("vo.toml");
+        std::fs::write(&main, format!("include = [{include}]\n{VALID}")).expect("write");
+        load(&main).diagnostics.to_string()
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("sites").join("pipe.toml");
+        std::fs::create_dir(dir.path().join("sites")).expect("mkdir");
+        let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for include in ["\"sites/pipe.toml\"", "\"sites/*.toml\"", "\"/dev/zero\""] {
+            let text = include_errors(dir.path(), include);
+            assert!(
+                text.contains("is a named pipe (FIFO)") || text.contains("is a device"),
+                "{include}: {text}"
+            );
+            assert!(text.contains("cannot include"), "{text}");
+        }
+    }
+
+    #[test]
+    fn include_globs_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..60 {
+            std::fs::write(dir.path().join(format!("f{i}.toml")), "").expect("write");
+        }
+        let small = GlobLimits {
+            entries: 50,
+            ..GLOB_LIMITS
+        };
+        let e = expand_glob(&dir.path().join("**"), small).expect_err("bounded");
+        assert!(e.contains("more than 50 files and directories"), "{e}");
+        let e = expand_glob(
+            &dir.path().join("*.toml"),
+            GlobLimits {
+                matches: 10,
+                ..GLOB_LIMITS
+            },
+        )
+        .expect_err("bounded");
+        assert!(e.contains("matches more than 10 files"), "{e}");
+        let found = expand_glob(&dir.path().join("f1*.toml"), GLOB_LIMITS).expect("ok");
+        assert_eq!(found.len(), 11);
+        // The whole file system: refused quickly, with the reason.
+        let started = std::time::Instant::now();
+        let text = include_errors(dir.path(), "\"/**/*.toml\"");
+        assert!(text.contains("include pattern"), "{text}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn non_toml_includes_are_named_never_quoted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = include_errors(dir.path(), "\"/proc/self/environ\"");
+        assert!(text.contains("not a TOML text file"), "{text}");
+        assert!(!text.contains("PATH="), "{text}");
+        std::fs::write(dir.path().join("secrets.env"), "API=hunter2 x\n").expect("write");
+        let text = include_errors(dir.path(), "\"secrets.env\"");
+        assert!(text.contains("secrets.env:1:"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn include_help_names_the_current_directory() {
+        let l = load_str(
+            Path::new("vo.toml"),
+            &format!("include = [\"nope/*.toml\"]\n{VALID}"),
+        );
+        let text = l.diagnostics.to_string();
+        assert!(
+            text.contains("patterns are relative to the current directory"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_and_never_printed() {
+        for (server_or_publish, says) in [
+            (
+                "[[publish]]\nkind = \"nats\"\nurl = \"nats://S3CRETTOKEN@nats.example.org\"",
+                "holds a token",
+            ),
+            (
+                "[[publish]]\nkind = \"amqp\"\nurl = \"amqp://gp@mq.example.org/%2f?password=S3CRETTOKEN\"",
+                "holds a password",
+            ),
+            (
+                "[[publish]]\nkind = \"nats\"\nurl = \"nats://user:S3CRETTOKEN@bad host\"",
+                "invalid nats URL",
+            ),
+            (
+                "[server]\nstore = \"postgresql://gp@db/gp?sslpassword=S3CRETTOKEN\"",
+                "holds a password",
+            ),
+            (
+                "[server]\nstore = \"postgresql://gp:S3CRETTOKEN@db/gp\nlisten = 1",
+                "TOML syntax error",
+            ),
+        ] {
+            let l = load_text(&format!("{VALID}\n{server_or_publish}\n"));
+            let text = l.diagnostics.to_string();
+            assert!(text.contains(says), "{server_or_publish}: {text}");
+            assert!(!text.contains("S3CRETTOKEN"), "secret printed:\n{text}");
+        }
+        let text = VALID.replacen(
+            "endpoint = \"https://ce01.example.org:9619\"",
+            "endpoint = \"https://u:S3CRETTOKEN@ce01.example.org:9619\"",
+            1,
+        );
+        let rendered = load_text(&text).diagnostics.to_string();
+        assert!(rendered.contains("holds a password or token"), "{rendered}");
+        assert!(!rendered.contains("S3CRETTOKEN"), "{rendered}");
+        // A NATS user name with a password source is a user, not a token.
+        let l = load_text(&format!(
+            "{VALID}\n[[publish]]\nkind = \"nats\"\nurl = \"nats://gp@nats.example.org\"\npassword_env = \"NATS_PW\"\n"
+        ));
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
     }
 
     fn with_server(server: &str) -> Loaded {
