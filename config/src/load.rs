@@ -38,12 +38,12 @@ const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime"];
 struct RawDefaults {
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    retries: Option<Spanned<u32>>,
+    retries: Option<Spanned<i64>>,
     retry_interval: Option<Spanned<String>>,
-    concurrency: Option<Spanned<u32>>,
-    site_concurrency: Option<Spanned<u32>>,
+    concurrency: Option<Spanned<i64>>,
+    site_concurrency: Option<Spanned<i64>>,
     #[serde(default)]
-    kind_concurrency: BTreeMap<String, Spanned<u32>>,
+    kind_concurrency: BTreeMap<String, Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -68,7 +68,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawAccess {
     read: Option<Spanned<String>>,
-    runs_per_hour: Option<Spanned<u32>>,
+    runs_per_hour: Option<Spanned<i64>>,
     #[serde(default)]
     token: Vec<RawToken>,
 }
@@ -122,7 +122,7 @@ fn yes() -> bool {
 struct RawOverride {
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    retries: Option<Spanned<u32>>,
+    retries: Option<Spanned<i64>>,
     retry_interval: Option<Spanned<String>>,
     #[serde(default)]
     disabled: bool,
@@ -137,7 +137,7 @@ struct RawProbe {
     flavours: Vec<Spanned<String>>,
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    retries: Option<Spanned<u32>>,
+    retries: Option<Spanned<i64>>,
     retry_interval: Option<Spanned<String>>,
     freshness: Option<Spanned<String>>,
     #[serde(default)]
@@ -827,26 +827,29 @@ impl Loader {
     fn count(
         &mut self,
         file: FileId,
-        v: Option<Spanned<u32>>,
+        v: Option<Spanned<i64>>,
         name: &str,
         range: std::ops::RangeInclusive<u32>,
     ) -> Option<u32> {
+        // Read as i64 (TOML's integer) so a negative or huge value gets this message, not a
+        // type error.
         let v = v?;
-        if range.contains(v.get_ref()) {
-            Some(*v.get_ref())
-        } else {
-            let d = self.error(
-                file,
-                v.span(),
-                format!(
-                    "`{name}` must be between {} and {}, found {}",
-                    range.start(),
-                    range.end(),
-                    v.get_ref()
-                ),
-            );
-            self.diagnostics.push(d);
-            None
+        match u32::try_from(*v.get_ref()) {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                let d = self.error(
+                    file,
+                    v.span(),
+                    format!(
+                        "`{name}` must be between {} and {}, found {}",
+                        range.start(),
+                        range.end(),
+                        v.get_ref()
+                    ),
+                );
+                self.diagnostics.push(d);
+                None
+            }
         }
     }
 
