@@ -341,15 +341,16 @@ fn read_file(path: &Path) -> Result<String, Diagnostic> {
     })?;
     // TOML allows no control character but tab and line endings, anywhere: a file holding
     // one is not TOML (a binary, `/proc/self/environ`), so it is named, never quoted.
-    if let Some((offset, c)) = text
-        .char_indices()
-        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    // (Those are all ASCII, so a byte scan finds them.)
+    if let Some(offset) = text
+        .bytes()
+        .position(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f)
     {
         let (line, col) = crate::diagnostic::line_col(&text, offset);
         return Err(Diagnostic::plain(format!(
             "{}:{line}:{col}: not a TOML text file: control character U+{:04X}",
             path.display(),
-            u32::from(c)
+            text.as_bytes().get(offset).copied().unwrap_or(0)
         ))
         .with_help("configuration files and includes must be TOML text"));
     }
@@ -1597,6 +1598,16 @@ pub(crate) fn take_unknown_keys<T: serde::de::DeserializeOwned>(
         .collect();
     unknown.sort_by_key(|k| k.span().start);
     let mut errors = Vec::new();
+    // One pass (removing keys one by one would shift the table each time: quadratic).
+    if !unknown.is_empty() {
+        let mut kept = DeTable::new();
+        for (k, v) in table {
+            if allowed.iter().any(|a| a == k.get_ref().as_ref()) {
+                kept.insert(k, v);
+            }
+        }
+        table = kept;
+    }
     for key in unknown {
         let name = key.get_ref().to_string();
         let d = sources
@@ -1614,7 +1625,6 @@ pub(crate) fn take_unknown_keys<T: serde::de::DeserializeOwned>(
             d
         };
         errors.push(d);
-        table.remove(&key);
     }
     (Spanned::new(span, DeValue::Table(table)), errors)
 }
