@@ -143,14 +143,14 @@ impl SourceMap {
             (String::new(), 0, 0)
         };
         Diagnostic {
-            location: Some(Location {
+            location: Some(Box::new(Location {
                 path: file.path.clone(),
                 line,
                 col,
                 line_text,
                 caret,
                 width,
-            }),
+            })),
             message: message.into(),
             help: None,
             related: Vec::new(),
@@ -293,8 +293,8 @@ pub struct Location {
 /// One problem found in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// Where it is, when it has a place in a file.
-    pub location: Option<Location>,
+    /// Where it is, when it has a place in a file (boxed: most of a diagnostic's size).
+    pub location: Option<Box<Location>>,
     /// What is wrong.
     pub message: String,
     /// How to fix it, when we can tell.
@@ -461,7 +461,7 @@ pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

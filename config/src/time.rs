@@ -140,7 +140,7 @@ pub fn parse_duration_in(s: &str, range: DurationRange) -> Result<Duration, Dura
 /// largest unit that divides it (`31d`, `10m`, `500ms`), else humantime's `1h 30m`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if d.subsec_nanos() % 1_000_000 == 0 && ms > 0 {
+    if d.subsec_nanos().is_multiple_of(1_000_000) && ms > 0 {
         for (unit, name) in [
             (86_400_000u128, "d"),
             (3_600_000, "h"),
@@ -148,7 +148,7 @@ pub fn format_duration(d: Duration) -> String {
             (1_000, "s"),
             (1, "ms"),
         ] {
-            if ms % unit == 0 {
+            if ms.is_multiple_of(unit) {
                 return format!("{}{name}", ms / unit);
             }
         }
