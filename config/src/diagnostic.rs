@@ -25,6 +25,63 @@ pub struct SourceFile {
     pub path: PathBuf,
     /// Full text of the file.
     pub text: String,
+    /// Whether its lines may be quoted under a diagnostic. False for files that are not
+    /// known to be TOML (an include without the `.toml` extension): a glob may match a file
+    /// that holds secrets, and quoting it would print them.
+    pub quotable: bool,
+    /// Byte offset of the start of each line, so positions are found by binary search.
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    fn new(path: PathBuf, text: String, quotable: bool) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        SourceFile {
+            path,
+            text,
+            quotable,
+            line_starts,
+        }
+    }
+
+    /// 0-based line index holding a byte offset (clamped to the text).
+    fn line_index(&self, offset: usize) -> usize {
+        match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+
+    /// Byte range of a line (0-based), without its line ending.
+    fn line_range(&self, index: usize) -> Range<usize> {
+        let start = self.line_starts.get(index).copied().unwrap_or(0);
+        let end = self
+            .line_starts
+            .get(index + 1)
+            .map(|next| next.saturating_sub(1))
+            .unwrap_or(self.text.len());
+        let line = self.text.get(start..end).unwrap_or("");
+        start..start + line.strip_suffix('\r').map_or(line.len(), str::len)
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = clamp_to_boundary(&self.text, offset);
+        let index = self.line_index(offset);
+        let start = self
+            .line_starts
+            .get(index)
+            .copied()
+            .unwrap_or(0)
+            .min(offset);
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count());
+        (index + 1, col + 1)
+    }
 }
 
 /// All files of one configuration (the main file and its includes).
@@ -33,10 +90,22 @@ pub struct SourceMap {
     files: Vec<Arc<SourceFile>>,
 }
 
+/// Widest excerpt quoted under a diagnostic, in characters; longer lines are cut around the
+/// span with `…`, so a 50 MB line costs no more than a short one.
+pub const EXCERPT_WIDTH: usize = 120;
+/// Characters kept before the span when a long line is cut.
+const EXCERPT_BEFORE: usize = 40;
+
 impl SourceMap {
-    /// Adds a file and returns its id.
+    /// Adds a file whose lines may be quoted and returns its id.
     pub fn add(&mut self, path: PathBuf, text: String) -> FileId {
-        self.files.push(Arc::new(SourceFile { path, text }));
+        self.add_file(path, text, true)
+    }
+
+    /// Adds a file, saying whether its lines may be quoted in diagnostics.
+    pub fn add_file(&mut self, path: PathBuf, text: String, quotable: bool) -> FileId {
+        self.files
+            .push(Arc::new(SourceFile::new(path, text, quotable)));
         self.files.len() - 1
     }
 
@@ -45,49 +114,69 @@ impl SourceMap {
         self.files.get(id).map(|f| f.as_ref())
     }
 
-    /// Builds a positioned error for a span.
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when no file was added.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Builds a positioned error for a span. Linear in the excerpt, not in the file.
     pub fn error(&self, span: &Span, message: impl Into<String>) -> Diagnostic {
         let Some(file) = self.file(span.file) else {
             return Diagnostic::plain(message);
         };
-        let (line, col) = line_col(&file.text, span.range.start);
-        let line_text = file
-            .text
-            .lines()
-            .nth(line.saturating_sub(1))
-            .unwrap_or("")
-            .to_string();
+        let start = clamp_to_boundary(&file.text, span.range.start);
+        let (line, col) = file.line_col(start);
+        let line_range = file.line_range(line - 1);
+        let line_str = file.text.get(line_range.clone()).unwrap_or("");
         // The caret covers the span on its first line only.
-        let line_start = file.text[..clamp_to_boundary(&file.text, span.range.start)]
-            .rfind('\n')
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        let end_in_line = span
-            .range
-            .end
-            .min(line_start + line_text.len())
-            .max(span.range.start);
-        let width = file
-            .text
-            .get(
-                clamp_to_boundary(&file.text, span.range.start)
-                    ..clamp_to_boundary(&file.text, end_in_line),
-            )
-            .map(|s| s.chars().count())
-            .unwrap_or(1)
-            .max(1);
+        let end = clamp_to_boundary(&file.text, span.range.end.min(line_range.end).max(start));
+        let span_chars = file.text.get(start..end).map_or(0, |s| s.chars().count());
+        let (line_text, caret, width) = if file.quotable {
+            let (text, caret, width) = excerpt(line_str, col - 1, span_chars);
+            (mask_secrets(&text).into_owned(), caret, width)
+        } else {
+            (String::new(), 0, 0)
+        };
         Diagnostic {
-            location: Some(Location {
+            location: Some(Box::new(Location {
                 path: file.path.clone(),
                 line,
                 col,
                 line_text,
+                caret,
                 width,
-            }),
+            })),
             message: message.into(),
             help: None,
+            related: Vec::new(),
         }
     }
+}
+
+/// The part of a line shown under a diagnostic: at most [`EXCERPT_WIDTH`] characters around
+/// the span, with `…` where it was cut. Returns the text, the caret's character offset in it
+/// and the caret's width.
+fn excerpt(line: &str, col0: usize, span_chars: usize) -> (String, usize, usize) {
+    // Only the characters near the span are looked at (`take`), never the whole line twice.
+    let from = col0.saturating_sub(EXCERPT_BEFORE);
+    let shown: String = line.chars().skip(from).take(EXCERPT_WIDTH + 1).collect();
+    let cut_right = shown.chars().count() > EXCERPT_WIDTH;
+    let mut text = String::new();
+    if from > 0 {
+        text.push('…');
+    }
+    text.extend(shown.chars().take(EXCERPT_WIDTH));
+    if cut_right {
+        text.push('…');
+    }
+    let caret = col0 - from + usize::from(from > 0);
+    let room = EXCERPT_WIDTH.saturating_sub(col0 - from);
+    (text, caret, span_chars.min(room).max(1))
 }
 
 fn clamp_to_boundary(text: &str, mut offset: usize) -> usize {
@@ -99,6 +188,7 @@ fn clamp_to_boundary(text: &str, mut offset: usize) -> usize {
 }
 
 /// 1-based line and column (in characters) of a byte offset. `toml` reports byte offsets only.
+/// (For many positions in one file, [`SourceFile::line_col`] is faster.)
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = clamp_to_boundary(text, offset);
     let before = &text[..offset];
@@ -106,6 +196,80 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
     let col = before[line_start..].chars().count() + 1;
     (line, col)
+}
+
+/// Masks what looks like a credential, keeping the text's length in characters so carets stay
+/// under their values: the password of a URL's user info (`user:***@`), the whole user info
+/// of a NATS or WebSocket URL (a token), and the value of any `key=value` (TOML, environment,
+/// query parameters) whose key names a secret (`password`, `passwd`, `pwd`, `secret`, `token`, `api_key`,
+/// `credential`, also inside longer names such as `PGPASSWORD` or query parameters), except
+/// keys naming where a secret lives (`*_file`, `*_env`, `*_path`).
+pub fn mask_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    use regex::Regex;
+    use std::sync::OnceLock;
+    static URL: OnceLock<Option<Regex>> = OnceLock::new();
+    static KEY: OnceLock<Option<Regex>> = OnceLock::new();
+    let url =
+        URL.get_or_init(|| Regex::new(r#"(?i)\b([a-z][a-z0-9+.-]*)://([^/?#\s"'<>`]*)@"#).ok());
+    let key = KEY.get_or_init(|| {
+        Regex::new(
+            r#"(?i)([a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|credential)[a-z0-9_.-]*)(\s*=\s*)("[^"]*"|'[^']*'|[^\s"'&;,\x00]+)"#,
+        )
+        .ok()
+    });
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    if let Some(url) = url {
+        for c in url.captures_iter(text) {
+            let (Some(scheme), Some(info)) = (c.get(1), c.get(2)) else {
+                continue;
+            };
+            match info.as_str().find(':') {
+                Some(colon) => ranges.push(info.start() + colon + 1..info.end()),
+                None => {
+                    let tokens = ["nats", "tls", "ws", "wss"];
+                    if tokens
+                        .iter()
+                        .any(|t| scheme.as_str().eq_ignore_ascii_case(t))
+                    {
+                        ranges.push(info.range());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(key) = key {
+        for c in key.captures_iter(text) {
+            let (Some(name), Some(value)) = (c.get(1), c.get(3)) else {
+                continue;
+            };
+            let name = name.as_str().to_ascii_lowercase();
+            if ["_file", "_env", "_path", "_var"]
+                .iter()
+                .any(|s| name.ends_with(s))
+            {
+                continue;
+            }
+            let v = value.as_str();
+            let quoted = v.len() >= 2 && (v.starts_with('"') || v.starts_with('\''));
+            if quoted {
+                ranges.push(value.start() + 1..value.end() - 1);
+            } else {
+                ranges.push(value.range());
+            }
+        }
+    }
+    if ranges.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, ch) in text.char_indices() {
+        if ranges.iter().any(|r| r.contains(&i)) {
+            out.push('*');
+        } else {
+            out.push(ch);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Where a diagnostic points.
@@ -117,8 +281,11 @@ pub struct Location {
     pub line: usize,
     /// 1-based column, in characters.
     pub col: usize,
-    /// The text of that line, quoted under the message.
+    /// The text of that line (cut to [`EXCERPT_WIDTH`] around the span), quoted under the
+    /// message; empty when the file may not be quoted.
     pub line_text: String,
+    /// Character offset of the caret in `line_text`.
+    pub caret: usize,
     /// Number of characters the caret underlines.
     pub width: usize,
 }
@@ -126,12 +293,15 @@ pub struct Location {
 /// One problem found in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// Where it is, when it has a place in a file.
-    pub location: Option<Location>,
+    /// Where it is, when it has a place in a file (boxed: most of a diagnostic's size).
+    pub location: Option<Box<Location>>,
     /// What is wrong.
     pub message: String,
     /// How to fix it, when we can tell.
     pub help: Option<String>,
+    /// Further problems found together with this one (e.g. every unknown key of a table):
+    /// [`Diagnostics::push`] lists them as problems of their own.
+    pub related: Vec<Diagnostic>,
 }
 
 impl Diagnostic {
@@ -141,6 +311,7 @@ impl Diagnostic {
             location: None,
             message: message.into(),
             help: None,
+            related: Vec::new(),
         }
     }
 
@@ -177,31 +348,39 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every diagnostic passes through here on its way to a person: mask credentials in
+        // all of it, whoever built it.
+        let message = mask_secrets(&self.message);
         match &self.location {
             Some(loc) => {
-                writeln!(
+                write!(
                     f,
-                    "{}:{}:{}: error: {}",
+                    "{}:{}:{}: error: {message}",
                     loc.path.display(),
                     loc.line,
                     loc.col,
-                    self.message
                 )?;
-                let gutter = loc.line.to_string().len();
-                writeln!(f, "{:gutter$} |", "")?;
-                writeln!(f, "{} | {}", loc.line, loc.line_text)?;
-                write!(
-                    f,
-                    "{:gutter$} | {}{}",
-                    "",
-                    " ".repeat(loc.col.saturating_sub(1)),
-                    "^".repeat(loc.width)
-                )?;
+                if !loc.line_text.is_empty() {
+                    let gutter = loc.line.to_string().len();
+                    writeln!(f)?;
+                    writeln!(f, "{:gutter$} |", "")?;
+                    writeln!(f, "{} | {}", loc.line, mask_secrets(&loc.line_text))?;
+                    write!(
+                        f,
+                        "{:gutter$} | {}{}",
+                        "",
+                        " ".repeat(loc.caret),
+                        "^".repeat(loc.width)
+                    )?;
+                }
             }
-            None => write!(f, "error: {}", self.message)?,
+            None => write!(f, "error: {message}")?,
         }
         if let Some(help) = &self.help {
-            write!(f, "\n  = help: {help}")?;
+            write!(f, "\n  = help: {}", mask_secrets(help))?;
+        }
+        for r in &self.related {
+            write!(f, "\n{r}")?;
         }
         Ok(())
     }
@@ -222,23 +401,31 @@ impl Diagnostics {
         self.0.len()
     }
 
-    /// Adds one problem.
-    pub fn push(&mut self, d: Diagnostic) {
+    /// Adds one problem (and, as problems of their own, those related to it).
+    pub fn push(&mut self, mut d: Diagnostic) {
+        let related = std::mem::take(&mut d.related);
         self.0.push(d);
+        for r in related {
+            self.push(r);
+        }
     }
 
     /// Adds several problems.
     pub fn extend(&mut self, other: impl IntoIterator<Item = Diagnostic>) {
-        self.0.extend(other);
+        for d in other {
+            self.push(d);
+        }
     }
 
     /// Orders the problems by file and position (those without a position first), keeping
     /// the order of problems at the same place.
     pub fn sort(&mut self) {
-        self.0.sort_by(|a, b| {
-            let key = |d: &Diagnostic| d.location.as_ref().map(|l| (l.path.clone(), l.line, l.col));
-            key(a).cmp(&key(b))
-        });
+        fn key(d: &Diagnostic) -> Option<(&Path, usize, usize)> {
+            d.location
+                .as_ref()
+                .map(|l| (l.path.as_path(), l.line, l.col))
+        }
+        self.0.sort_by(|a, b| key(a).cmp(&key(b)));
     }
 
     /// Iterates over the problems.
@@ -247,16 +434,39 @@ impl Diagnostics {
     }
 }
 
+/// At most this many problems are printed; the rest are counted ("… and 9,900 more").
+pub const MAX_SHOWN: usize = 100;
+
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
+        for (i, d) in self.0.iter().take(MAX_SHOWN).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
             writeln!(f, "{d}")?;
         }
+        if self.0.len() > MAX_SHOWN {
+            writeln!(
+                f,
+                "\n… and {} more (fix the first ones and run again)",
+                thousands(self.0.len() - MAX_SHOWN)
+            )?;
+        }
         Ok(())
     }
+}
+
+/// `9900` → `9,900`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl std::error::Error for Diagnostics {}
@@ -318,6 +528,121 @@ mod tests {
         assert!(text.contains("2 | intervall = \"5m\""), "{text}");
         assert!(text.contains("  | ^^^^^^^^^"), "{text}");
         assert!(text.contains("did you mean `interval`?"), "{text}");
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_span() {
+        let mut map = SourceMap::default();
+        let long = format!("x = \"{}\" y = 1", "a".repeat(1_000_000));
+        let at = long.find('y').unwrap_or(0);
+        let id = map.add("vo.toml".into(), long.clone());
+        let d = map.error(
+            &Span {
+                file: id,
+                range: at..at + 1,
+            },
+            "unknown key `y`",
+        );
+        let text = d.to_string();
+        assert!(
+            text.starts_with(&format!("vo.toml:1:{}:", at + 1)),
+            "{text}"
+        );
+        assert!(text.len() < 600, "excerpt not cut: {} bytes", text.len());
+        let quoted = text.lines().nth(2).unwrap_or("");
+        assert!(
+            quoted.starts_with("1 | …") && quoted.contains("y = 1"),
+            "{quoted}"
+        );
+        // The caret sits under `y` in the cut excerpt.
+        let caret = text.lines().nth(3).unwrap_or("");
+        let col = caret.find('^').unwrap_or(0);
+        assert_eq!(quoted.chars().nth(col), Some('y'), "{text}");
+    }
+
+    #[test]
+    fn many_errors_are_capped_and_counted() {
+        let mut ds = Diagnostics::default();
+        for i in 0..10_000 {
+            ds.push(Diagnostic::plain(format!("problem {i}")));
+        }
+        let text = ds.to_string();
+        assert_eq!(text.matches("error: problem").count(), MAX_SHOWN);
+        assert!(text.contains("… and 9,900 more"), "{text}");
+    }
+
+    #[test]
+    fn positions_are_found_fast_in_big_files() {
+        // 200,000 lines, an error on each: linear (line index + binary search).
+        let text: String = (0..200_000).map(|i| format!("k{i} = 1\n")).collect();
+        let mut map = SourceMap::default();
+        let id = map.add("big.toml".into(), text.clone());
+        let started = std::time::Instant::now();
+        let mut offset = 0;
+        for (i, line) in text.lines().enumerate() {
+            let d = map.error(
+                &Span {
+                    file: id,
+                    range: offset..offset + 2,
+                },
+                "x",
+            );
+            assert_eq!(d.location.as_ref().map(|l| l.line), Some(i + 1));
+            offset += line.len() + 1;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn credentials_are_masked_wherever_they_appear() {
+        for (raw, secret) in [
+            ("store = \"postgresql://gp:s3cret@db/gp\"", "s3cret"),
+            ("url = \"nats://T0KEN@nats.example.org\"", "T0KEN"),
+            ("url = \"amqp://mq/%2f?password=s3cret&x=1\"", "s3cret"),
+            ("PGPASSWORD=s3cret\u{0}HOME=/root", "s3cret"),
+            ("password = \"two words\"", "two words"),
+            ("api_key=s3cret", "s3cret"),
+            ("postgres://db/gp?sslpassword=s3cret", "s3cret"),
+        ] {
+            let masked = mask_secrets(raw);
+            assert!(!masked.contains(secret), "{raw} -> {masked}");
+            assert_eq!(masked.chars().count(), raw.chars().count(), "{masked}");
+        }
+        for kept in [
+            "store_password_file = \"secrets/pg\"",
+            "password_env = \"GP_PW\"",
+            "url = \"amqp://gridprobe@mq.example.org/%2f\"",
+            "holds a password: put it in `password_env`",
+        ] {
+            assert_eq!(mask_secrets(kept), kept);
+        }
+        // In messages and help too, whoever built the diagnostic.
+        let d = Diagnostic::plain("invalid URL `nats://u:hunter2@h`").with_help("password=hunter2");
+        assert!(!d.to_string().contains("hunter2"), "{d}");
+    }
+
+    #[test]
+    fn unquotable_files_are_positioned_without_excerpt() {
+        let mut map = SourceMap::default();
+        let id = map.add_file("environ".into(), "SECRET=x\nmore".into(), false);
+        let d = map.error(
+            &Span {
+                file: id,
+                range: 9..13,
+            },
+            "TOML syntax error",
+        );
+        let text = d.to_string();
+        assert_eq!(text, "environ:2:1: error: TOML syntax error");
+    }
+
+    #[test]
+    fn related_problems_become_problems_of_their_own() {
+        let mut d = Diagnostic::plain("first");
+        d.related = vec![Diagnostic::plain("second"), Diagnostic::plain("third")];
+        let mut ds = Diagnostics::default();
+        ds.push(d);
+        assert_eq!(ds.len(), 3);
     }
 
     #[test]

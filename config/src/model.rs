@@ -178,6 +178,52 @@ pub(crate) fn store_url_secrets(url: &str) -> Vec<String> {
     mask_url_passwords(url).1
 }
 
+/// Whether a query parameter or setting name holds a secret (`password`, `sslpassword`,
+/// `token`, `secret`, `api_key`, ...), as opposed to naming where one lives (`*_file`, `*_env`).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    let secret = [
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "api-key",
+        "credential",
+    ]
+    .iter()
+    .any(|w| k.contains(w));
+    secret
+        && !["_file", "_env", "_path", "_var"]
+            .iter()
+            .any(|s| k.ends_with(s))
+}
+
+/// The credentials a URL carries: the password of its user info and the values of
+/// secret-like query parameters (see [`is_secret_key`]), with the URL as it may be shown
+/// (each of them replaced by `***`). The user name is not counted: see the callers for
+/// schemes where it is a token.
+pub fn url_credentials(url: &str) -> (String, Vec<String>) {
+    mask_url_passwords(url)
+}
+
+/// A URL as it may be quoted in an error: its whole user info (`***@`) and the values of
+/// secret-like query parameters masked. For URLs that may not even parse.
+pub fn redact_url(url: &str) -> String {
+    let (masked, _) = mask_url_passwords(url);
+    let Some((scheme, rest)) = masked.split_once("://") else {
+        return masked;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => masked,
+    }
+}
+
 /// The URL with every password replaced by `***`, and the passwords found.
 fn mask_url_passwords(url: &str) -> (String, Vec<String>) {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -207,7 +253,7 @@ fn mask_url_passwords(url: &str) -> (String, Vec<String>) {
             .split('&')
             .map(|kv| {
                 let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-                if key.eq_ignore_ascii_case("password") {
+                if is_secret_key(key) {
                     secrets.push(value.to_string());
                     format!("{key}=***")
                 } else {
@@ -427,8 +473,30 @@ impl KindParams {
             file: self.file,
             range: value.span(),
         };
-        T::deserialize(toml::de::ValueDeserializer::from(value))
-            .map_err(|e| crate::load::serde_diagnostic(sources, self.file, &e, &fallback, "params"))
+        // Every unknown key is reported at once (serde stops at the first): they are taken out
+        // first, each becomes an error of its own, and the rest is still checked.
+        let (value, mut errors) =
+            crate::load::take_unknown_keys::<T>(sources, self.file, value, "params");
+        let result = T::deserialize(toml::de::ValueDeserializer::from(value)).map_err(|e| {
+            crate::load::serde_diagnostic(sources, self.file, &e, &fallback, "params")
+        });
+        match result {
+            Ok(v) if errors.is_empty() => Ok(v),
+            Ok(_) => {
+                let mut first = errors.remove(0);
+                first.related = errors;
+                Err(first)
+            }
+            Err(d) => {
+                if errors.is_empty() {
+                    return Err(d);
+                }
+                let mut first = errors.remove(0);
+                errors.push(d);
+                first.related = errors;
+                Err(first)
+            }
+        }
     }
 
     /// Position of one key inside `params` (for semantic errors found by the kind).
@@ -528,7 +596,11 @@ impl Config {
                         service: vi,
                         interval,
                         timeout,
-                        freshness: probe.freshness.unwrap_or(interval * 2 + timeout),
+                        // Saturating: values are range-checked when read, but a Config can be
+                        // built by hand too.
+                        freshness: probe
+                            .freshness
+                            .unwrap_or(interval.saturating_mul(2).saturating_add(timeout)),
                         retry_interval: pick(
                             |o| o.retry_interval,
                             probe.retry_interval,

@@ -1,5 +1,160 @@
-//! Times written by people: `2026-10-05 08:00` (UTC), `2026-10-05T08:00:00Z`, or RFC 3339 with
-//! an offset. Everything is kept as milliseconds since the Unix epoch, in UTC.
+//! Times and durations written by people.
+//!
+//! Times: `2026-10-05 08:00` (UTC), `2026-10-05T08:00:00Z`, or RFC 3339 with an offset; kept as
+//! milliseconds since the Unix epoch, in UTC.
+//!
+//! Durations: `30s`, `5m`, `1h 30m`, `2d`. This module holds the one duration parser of the
+//! project ([`parse_duration`], [`parse_duration_in`]): every duration a user can type is
+//! range-checked here, so nothing downstream can overflow adding or multiplying it.
+
+use std::time::Duration;
+
+/// An inclusive range of durations a setting accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// Shortest accepted value.
+    pub min: Duration,
+    /// Longest accepted value.
+    pub max: Duration,
+}
+
+impl DurationRange {
+    /// A range from `min` to `max`, both included.
+    pub const fn new(min: Duration, max: Duration) -> Self {
+        DurationRange { min, max }
+    }
+
+    /// Whether `d` lies in the range.
+    pub fn contains(&self, d: Duration) -> bool {
+        self.min <= d && d <= self.max
+    }
+}
+
+/// Longest duration gridprobe accepts anywhere: 100 years. Sums and small multiples of
+/// such durations fit in a `Duration` and in i64 milliseconds many times over.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// The range of [`parse_duration`]: more than zero, at most [`MAX_DURATION`].
+pub const ANY_DURATION: DurationRange = DurationRange::new(Duration::from_nanos(1), MAX_DURATION);
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+const DAY: u64 = 86_400;
+
+/// `interval` (`[defaults]`, `[[probe]]`, overrides): 1s to 31 days.
+pub const INTERVAL: DurationRange = DurationRange::new(secs(1), secs(31 * DAY));
+/// `timeout` (`[defaults]`, `[[probe]]`, overrides): 100ms to 7 days.
+pub const TIMEOUT: DurationRange = DurationRange::new(ms(100), secs(7 * DAY));
+/// `retry_interval`: 100ms to 1 day.
+pub const RETRY_INTERVAL: DurationRange = DurationRange::new(ms(100), secs(DAY));
+/// `freshness` of a probe: 1s to 400 days.
+pub const FRESHNESS: DurationRange = DurationRange::new(secs(1), secs(400 * DAY));
+/// `[server] retention`: 1 hour to 100 years.
+pub const RETENTION: DurationRange = DurationRange::new(secs(3600), MAX_DURATION);
+/// `[server] shutdown_grace`: 1ms to 1 hour.
+pub const SHUTDOWN_GRACE: DurationRange = DurationRange::new(ms(1), secs(3600));
+/// `[server] startup_spread`: 1ms to 7 days.
+pub const STARTUP_SPREAD: DurationRange = DurationRange::new(ms(1), secs(7 * DAY));
+/// `[server] schedule_lease`: 1s to 10 minutes.
+pub const SCHEDULE_LEASE: DurationRange = DurationRange::new(secs(1), secs(600));
+/// `[[publish]] stream_max_age`: 1s to 10 years.
+pub const STREAM_MAX_AGE: DurationRange = DurationRange::new(secs(1), secs(3650 * DAY));
+
+/// Why a duration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationError {
+    /// Not a duration at all (or zero); the message says why.
+    Invalid(String),
+    /// A duration, but outside the accepted range (or too large to represent).
+    OutOfRange {
+        /// The text as written.
+        text: String,
+        /// The range it had to lie in.
+        range: DurationRange,
+        /// Whether it was above the range (else below).
+        too_long: bool,
+    },
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DurationError::Invalid(msg) => f.write_str(msg),
+            DurationError::OutOfRange {
+                text,
+                range,
+                too_long,
+            } => write!(
+                f,
+                "duration `{text}` is too {}: write between {} and {}",
+                if *too_long { "long" } else { "short" },
+                format_duration(range.min),
+                format_duration(range.max)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
+
+/// Parses a duration such as `30s`, `5m`, `1h 30m`, `2d`: greater than zero and at most
+/// [`MAX_DURATION`] (100 years), so callers may add and double it without overflow.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, ANY_DURATION).map_err(|e| e.to_string())
+}
+
+/// Parses a duration and checks it lies in `range`; the error quotes the text and names the
+/// bounds, e.g. "duration `10000000000000000000s` is too long: write between 1s and 31days".
+pub fn parse_duration_in(s: &str, range: DurationRange) -> Result<Duration, DurationError> {
+    let out_of_range = |too_long| DurationError::OutOfRange {
+        text: s.to_string(),
+        range,
+        too_long,
+    };
+    let d = match humantime::parse_duration(s.trim()) {
+        Ok(d) => d,
+        // More than u64 seconds: out of range like any other too long value.
+        Err(humantime::DurationError::NumberOverflow) => return Err(out_of_range(true)),
+        Err(e) => {
+            return Err(DurationError::Invalid(format!(
+                "invalid duration `{s}`: {e}"
+            )))
+        }
+    };
+    if d.is_zero() {
+        return Err(DurationError::Invalid(format!(
+            "invalid duration `{s}`: must be greater than zero"
+        )));
+    }
+    if !range.contains(d) {
+        return Err(out_of_range(d > range.max));
+    }
+    Ok(d)
+}
+
+/// Formats a duration for people in the units a config is written in: a whole number of the
+/// largest unit that divides it (`31d`, `10m`, `500ms`), else humantime's `1h 30m`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.subsec_nanos().is_multiple_of(1_000_000) && ms > 0 {
+        for (unit, name) in [
+            (86_400_000u128, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+            (1, "ms"),
+        ] {
+            if ms.is_multiple_of(unit) {
+                return format!("{}{name}", ms / unit);
+            }
+        }
+    }
+    humantime::format_duration(d).to_string()
+}
 
 /// Parses a UTC time or an RFC 3339 time with offset to ms since the epoch.
 pub fn parse_utc(text: &str) -> Result<i64, String> {
@@ -52,5 +207,35 @@ mod tests {
         assert_eq!(parse_utc("2025-10-05"), Ok(ms - 8 * 3_600_000));
         assert!(parse_utc("yesterday").is_err());
         assert_eq!(format_utc(ms), "2025-10-05 08:00");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused_with_the_bounds() {
+        // Fits in a Duration but would overflow any sum: refused, not a panic later.
+        let e = parse_duration_in("10000000000000000000s", INTERVAL)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too long: write between 1s and 31d"), "{e}");
+        let e = parse_duration("18446744073709551615s").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        // Beyond u64 seconds: humantime's overflow, said in words.
+        let e = parse_duration("99999999999999999999999s").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        let e = parse_duration_in("10ms", INTERVAL).unwrap_err().to_string();
+        assert!(e.contains("too short"), "{e}");
+        assert_eq!(
+            parse_duration_in("31d", INTERVAL),
+            Ok(Duration::from_secs(31 * 86_400))
+        );
+        assert_eq!(parse_duration("99y").map(|d| d <= MAX_DURATION), Ok(true));
+        assert!(parse_duration("101y").is_err());
     }
 }

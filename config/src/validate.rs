@@ -3,12 +3,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Span};
+use crate::diagnostic::{Diagnostics, Span};
 use crate::load::Positions;
 use crate::model::Config;
 
 pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
     let mut out = Diagnostics::default();
+    // Name lookups through maps, so thousands of probes and references stay linear (the full
+    // metric wins over a short name, as in `Config::probe_index`).
+    let mut probe_by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in config.probes.iter().enumerate() {
+        probe_by_name.entry(p.metric.as_str()).or_insert(i);
+    }
+    for (i, p) in config.probes.iter().enumerate() {
+        probe_by_name.entry(p.short.as_str()).or_insert(i);
+    }
+    let probe_index = |name: &str| probe_by_name.get(name).copied();
+    let site_names: BTreeSet<&str> = config.sites.iter().map(|s| s.name.as_str()).collect();
     let err = |span: &Span, msg: String| config.sources.error(span, msg);
     let where_is = |span: &Span| {
         config
@@ -115,7 +126,7 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         }
         // Dependencies.
         for (dep, span) in pos.probe_depends.get(i).map(Vec::as_slice).unwrap_or(&[]) {
-            match config.probe_index(dep) {
+            match probe_index(dep) {
                 None => out.push(
                     err(
                         span,
@@ -155,7 +166,7 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
     }
 
     // Cycles in depends_on: report each cycle once, at the edge that closes it.
-    for (from, to, span) in find_cycles(config, pos) {
+    for (from, to, span) in find_cycles(config, pos, &probe_index) {
         out.push(
             err(
                 &span,
@@ -170,7 +181,7 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
 
     // Overrides must name probes.
     for (key, span) in &pos.override_keys {
-        if config.probe_index(key).is_none() {
+        if probe_index(key).is_none() {
             out.push(
                 err(span, format!("override for `{key}`, which is not a probe"))
                     .with_suggestion(key, all_names.iter().copied()),
@@ -206,7 +217,7 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
     // Profiles name real metrics and offered flavours.
     for (pi, metrics) in pos.profile_metrics.iter().enumerate() {
         for (m, span) in metrics {
-            if config.probe_index(m).is_none() {
+            if probe_index(m).is_none() {
                 out.push(
                     err(
                         span,
@@ -239,7 +250,7 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
     }
     // Site-admin tokens name real sites.
     for (site, span) in &pos.access_sites {
-        if config.site_index(site).is_none() {
+        if !site_names.contains(site.as_str()) {
             out.push(
                 err(
                     span,
@@ -258,7 +269,7 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         .collect();
     for (site, site_span, host, host_span) in &pos.downtime_refs {
         if let (Some(site), Some(span)) = (site, site_span) {
-            if config.site_index(site).is_none() {
+            if !site_names.contains(site.as_str()) {
                 out.push(
                     err(
                         span,
@@ -281,22 +292,34 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         }
     }
 
-    let mut profile_names = BTreeMap::new();
+    // Each profile name once; every later definition is an error at its own `name`.
+    let mut profile_count: BTreeMap<&str, usize> = BTreeMap::new();
     for p in &config.profiles {
-        *profile_names.entry(p.name.as_str()).or_insert(0) += 1;
+        *profile_count.entry(p.name.as_str()).or_insert(0) += 1;
     }
-    for (name, n) in profile_names {
-        if n > 1 {
-            out.push(Diagnostic::plain(format!(
-                "profile `{name}` is defined {n} times"
-            )));
+    let mut first_profile: HashMap<&str, &Span> = HashMap::new();
+    for (p, span) in config.profiles.iter().zip(&pos.profile_name) {
+        if let Some(first) = first_profile.get(p.name.as_str()) {
+            let n = profile_count.get(p.name.as_str()).copied().unwrap_or(2);
+            out.push(
+                err(span, format!("profile `{}` is defined {n} times", p.name)).with_help(format!(
+                    "first defined at {}; give each [[profile]] its own name",
+                    where_is(first)
+                )),
+            );
+        } else {
+            first_profile.insert(p.name.as_str(), span);
         }
     }
     out
 }
 
 /// Edges (from, to, span of the entry) that close a cycle in the dependency graph.
-fn find_cycles(config: &Config, pos: &Positions) -> Vec<(usize, usize, Span)> {
+fn find_cycles(
+    config: &Config,
+    pos: &Positions,
+    probe_index: &dyn Fn(&str) -> Option<usize>,
+) -> Vec<(usize, usize, Span)> {
     let n = config.probes.len();
     let edges: Vec<Vec<(usize, Span)>> = (0..n)
         .map(|i| {
@@ -305,12 +328,7 @@ fn find_cycles(config: &Config, pos: &Positions) -> Vec<(usize, usize, Span)> {
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
                 .iter()
-                .filter_map(|(d, s)| {
-                    config
-                        .probe_index(d)
-                        .filter(|j| *j != i)
-                        .map(|j| (j, s.clone()))
-                })
+                .filter_map(|(d, s)| probe_index(d).filter(|j| *j != i).map(|j| (j, s.clone())))
                 .collect()
         })
         .collect();

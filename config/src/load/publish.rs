@@ -34,6 +34,10 @@ pub(super) struct RawPublish {
 
 const KINDS: &[&str] = &["amqp", "nats"];
 
+/// `[server] spool_max_size`: 64 KiB to 16 TiB.
+const SPOOL_MIN_BYTES: u64 = 64 << 10;
+const SPOOL_MAX_BYTES: u64 = 16 << 40;
+
 impl Loader {
     /// `[server] instance`, `spool_dir`, `spool_max_size`.
     pub(super) fn apply_spool_settings(
@@ -72,9 +76,15 @@ impl Loader {
         }
         if let Some(size) = spool_max_size {
             match parse_size(size.get_ref()) {
-                Ok(n) if n < 64 * 1024 => {
-                    let d =
-                        self.error(file, size.span(), "`spool_max_size` must be at least 64KiB");
+                Ok(n) if !(SPOOL_MIN_BYTES..=SPOOL_MAX_BYTES).contains(&n) => {
+                    let d = self.error(
+                        file,
+                        size.span(),
+                        format!(
+                            "`spool_max_size` must be between 64KiB and 16TiB, found `{}`",
+                            size.get_ref()
+                        ),
+                    );
                     self.diagnostics
                         .push(d.with_help("e.g. spool_max_size = \"1GiB\" (the default)"));
                 }
@@ -190,7 +200,12 @@ impl Loader {
         }
 
         let url = match &raw.url {
-            Some(u) => match self.broker_url(file, u, &kind) {
+            Some(u) => match self.broker_url(
+                file,
+                u,
+                &kind,
+                raw.password_env.is_some() || raw.password_file.is_some(),
+            ) {
                 Some(u) => u,
                 None => {
                     ok = false;
@@ -299,7 +314,12 @@ impl Loader {
             PublishKind::Nats {
                 subject: text(&raw.subject, "gridprobe.results.{vo}.{site}"),
                 stream,
-                stream_max_age: self.duration(file, raw.stream_max_age.clone()),
+                stream_max_age: self.duration(
+                    file,
+                    raw.stream_max_age.clone(),
+                    "stream_max_age",
+                    crate::time::STREAM_MAX_AGE,
+                ),
                 consumer,
             }
         };
@@ -313,8 +333,16 @@ impl Loader {
         }
     }
 
-    /// A broker URL: the right scheme, a host, and no password in it.
-    fn broker_url(&mut self, file: FileId, u: &Spanned<String>, kind: &str) -> Option<String> {
+    /// A broker URL: the right scheme, a host, and no credential in it (no password, no
+    /// secret-like query parameter, and for NATS no user name standing alone, which NATS reads
+    /// as a token).
+    fn broker_url(
+        &mut self,
+        file: FileId,
+        u: &Spanned<String>,
+        kind: &str,
+        has_password_source: bool,
+    ) -> Option<String> {
         let text = u.get_ref().trim();
         let schemes: &[&str] = if kind == "amqp" {
             &["amqp", "amqps"]
@@ -342,18 +370,29 @@ impl Loader {
                         .push(d.with_help(format!("e.g. url = \"{example}\"")));
                     return None;
                 }
-                if parsed.password().is_some() {
-                    let mut d = self.error(
+                let (_, secrets) = crate::model::url_credentials(text);
+                let token = kind == "nats" && !parsed.username().is_empty() && !has_password_source;
+                if !secrets.is_empty() || parsed.password().is_some() || token {
+                    let what = if token {
+                        "the NATS URL holds a token (`nats://TOKEN@host`)"
+                    } else {
+                        "the broker URL holds a password"
+                    };
+                    let d = self.error(
                         file,
                         u.span(),
-                        "the broker URL holds a password: put it in `password_env` or `password_file`",
+                        format!("{what}: put it in `password_env` or `password_file`"),
                     );
-                    if let (Some(loc), Some(pw)) = (&mut d.location, parsed.password()) {
-                        loc.line_text = loc.line_text.replace(pw, &"*".repeat(pw.len()));
-                    }
-                    self.diagnostics.push(d.with_help(format!(
-                        "keep the URL without it, e.g. url = \"{example}\", and set password_env = \"GRIDPROBE_BROKER_PASSWORD\""
-                    )));
+                    let d = if token {
+                        d.with_help(format!(
+                            "keep the URL without it, e.g. url = \"{example}\"; for user and password authentication write url = \"nats://USER@host:4222\" and set password_file = \"/etc/gridprobe/nats-password\" (or password_env)"
+                        ))
+                    } else {
+                        d.with_help(format!(
+                            "keep the URL without it, e.g. url = \"{example}\", and set password_env = \"GRIDPROBE_BROKER_PASSWORD\" (or password_file)"
+                        ))
+                    };
+                    self.diagnostics.push(d);
                     return None;
                 }
                 if parsed.host_str().is_none_or(str::is_empty) {
@@ -365,7 +404,9 @@ impl Loader {
                 Some(text.to_string())
             }
             Err(e) => {
-                let d = self.error(file, u.span(), format!("invalid {kind} URL `{text}`: {e}"));
+                // The URL is quoted only with its user info and secrets masked.
+                let shown = crate::model::redact_url(text);
+                let d = self.error(file, u.span(), format!("invalid {kind} URL `{shown}`: {e}"));
                 self.diagnostics
                     .push(d.with_help(format!("e.g. url = \"{example}\"")));
                 None

@@ -94,6 +94,8 @@ pub(super) struct Target {
     endpoint: String,
     user: String,
     dbname: String,
+    /// `-h HOST -p PORT` of the first host, for commands printed in hints.
+    host_args: String,
 }
 
 impl Target {
@@ -116,6 +118,12 @@ impl Target {
                 }
             })
             .collect();
+        let first_port = ports.first().copied().unwrap_or(5432);
+        let host_args = match config.get_hosts().first() {
+            Some(Host::Tcp(name)) => format!("-h {name} -p {first_port}"),
+            Some(Host::Unix(dir)) => format!("-h {} -p {first_port}", dir.display()),
+            None => format!("-h localhost -p {first_port}"),
+        };
         let user = config
             .get_user()
             .map(str::to_string)
@@ -133,7 +141,17 @@ impl Target {
             },
             user,
             dbname,
+            host_args,
         }
+    }
+
+    /// What to say when the database does not exist: the command that creates it, with the
+    /// real host, port, user and database.
+    fn missing_database(&self) -> String {
+        format!(
+            "database `{}` does not exist on {} (create it: createdb {} -U {} {})",
+            self.dbname, self.endpoint, self.host_args, self.user, self.dbname
+        )
     }
 }
 
@@ -177,10 +195,7 @@ pub(super) fn connect_reason(e: &tokio_postgres::Error, target: &Target) -> Stri
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         if *code == SqlState::INVALID_CATALOG_NAME {
-            return format!(
-                "database `{}` does not exist on {} (create it: createdb -h HOST -U {} {})",
-                target.dbname, target.endpoint, target.user, target.dbname
-            );
+            return target.missing_database();
         }
         if *code == SqlState::INVALID_PASSWORD
             || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
@@ -250,4 +265,22 @@ pub(super) fn redact(conninfo: &str) -> String {
         .filter(|kv| !kv.to_ascii_lowercase().starts_with("password"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::Target;
+
+    #[test]
+    fn missing_database_hint_names_the_real_host() {
+        let config: tokio_postgres::Config = "postgresql://gp@db.example.org:5433/results"
+            .parse()
+            .expect("url");
+        let hint = Target::of(&config).missing_database();
+        assert!(
+            hint.contains("createdb -h db.example.org -p 5433 -U gp results"),
+            "{hint}"
+        );
+        assert!(!hint.contains("HOST"), "{hint}");
+    }
 }
