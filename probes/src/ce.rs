@@ -42,11 +42,13 @@ use gridprobe_config::{Config, Diagnostic, ProbeDef};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::outcome::{Outcome, Perfdatum};
+use gridprobe_config::time::format_duration;
+
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::outcome::{fmt_secs, Outcome, Perfdatum};
+use crate::params::{check_template, config_dir, duration_param};
 use crate::process::{self, Finished};
-use crate::registry::ParamDoc;
-use crate::tcp::check_template;
-use crate::{placeholders, Probe, ProbeContext, SharedProbe};
+use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
 
 /// Config kind name.
 pub const NAME: &str = "ce";
@@ -59,7 +61,7 @@ pub const SUMMARY: &str = "Submits a test job to the site's batch system (slurm,
 pub const DOC_BACKEND: ParamDoc = ParamDoc {
     name: "backend",
     ty: "string",
-    default: None,
+    default: ParamDefault::Required,
     description: "Batch system: \"slurm\" (sbatch, squeue, sstat, scontrol, sacct), \"htcondor\" \
                   (condor_submit, condor_q, condor_history, condor_rm) or \"local\" (the job runs \
                   as a child process of gridprobe, for laptops and demos)",
@@ -68,14 +70,14 @@ pub const DOC_BACKEND: ParamDoc = ParamDoc {
 pub const DOC_QUEUE: ParamDoc = ParamDoc {
     name: "queue",
     ty: "string",
-    default: Some("the cluster's default partition"),
+    default: ParamDefault::Value("the cluster's default partition"),
     description: "slurm only: the partition to submit to; placeholders allowed, e.g. \"{queue}\"",
 };
 /// `submit_args`.
 pub const DOC_SUBMIT_ARGS: ParamDoc = ParamDoc {
     name: "submit_args",
     ty: "[string]",
-    default: Some("[]"),
+    default: ParamDefault::Value("[]"),
     description: "Extra arguments for sbatch or condor_submit, one per element, e.g. \
                   [\"--account=lhcb\"] or [\"-append\", \"+AccountingGroup = \\\"lhcb\\\"\"]; \
                   placeholders allowed",
@@ -84,7 +86,7 @@ pub const DOC_SUBMIT_ARGS: ParamDoc = ParamDoc {
 pub const DOC_BACKEND_ENV: ParamDoc = ParamDoc {
     name: "backend_env",
     ty: "table",
-    default: Some("{}"),
+    default: ParamDefault::Value("{}"),
     description: "Environment of the batch system's commands (not of the job), e.g. \
                   { SLURM_CONF = \"/etc/slurm/test.conf\" } or { CONDOR_CONFIG = \"...\" }; \
                   placeholders allowed in values",
@@ -93,14 +95,14 @@ pub const DOC_BACKEND_ENV: ParamDoc = ParamDoc {
 pub const DOC_BIN_DIR: ParamDoc = ParamDoc {
     name: "bin_dir",
     ty: "string",
-    default: Some("looked up in PATH"),
+    default: ParamDefault::Value("looked up in PATH"),
     description: "Directory holding the batch system's commands (slurm, htcondor)",
 };
 /// `schedd`.
 pub const DOC_SCHEDD: ParamDoc = ParamDoc {
     name: "schedd",
     ty: "string",
-    default: Some("the local schedd"),
+    default: ParamDefault::Value("the local schedd"),
     description:
         "htcondor only: the schedd to submit to (condor_submit -remote, then -name), e.g. \
                   \"{hostname}\" for an HTCondor-CE; the job's files are spooled and fetched back \
@@ -110,14 +112,14 @@ pub const DOC_SCHEDD: ParamDoc = ParamDoc {
 pub const DOC_POOL: ParamDoc = ParamDoc {
     name: "pool",
     ty: "string",
-    default: Some("the local pool"),
+    default: ParamDefault::Value("the local pool"),
     description: "htcondor only: the collector to ask (-pool), e.g. \"{hostname}:9619\"",
 };
 /// `workdir`.
 pub const DOC_WORKDIR: ParamDoc = ParamDoc {
     name: "workdir",
     ty: "string",
-    default: Some("<system temp dir>/gridprobe-jobs"),
+    default: ParamDefault::Value("<system temp dir>/gridprobe-jobs"),
     description: "Where each job gets a directory of its own (wrapper, payload, inputs, output). \
                   For slurm it must be on a file system the worker nodes see; placeholders allowed",
 };
@@ -125,14 +127,14 @@ pub const DOC_WORKDIR: ParamDoc = ParamDoc {
 pub const DOC_SUBMIT_TIMEOUT: ParamDoc = ParamDoc {
     name: "submit_timeout",
     ty: "duration",
-    default: Some("\"1m\""),
+    default: ParamDefault::Value("\"1m\""),
     description: "Longest the submission may take; past it the result is CRITICAL",
 };
 /// `queue_timeout`.
 pub const DOC_QUEUE_TIMEOUT: ParamDoc = ParamDoc {
     name: "queue_timeout",
     ty: "duration",
-    default: Some("the probe's timeout"),
+    default: ParamDefault::Value("the probe's timeout"),
     description: "Longest the job may wait in the queue: past it the job is cancelled and the \
                   result is CRITICAL. A job still queued when the probe's own timeout comes \
                   first is WARNING (\"queued 40 min\"), not CRITICAL",
@@ -141,14 +143,14 @@ pub const DOC_QUEUE_TIMEOUT: ParamDoc = ParamDoc {
 pub const DOC_QUEUE_WARN: ParamDoc = ParamDoc {
     name: "queue_warn",
     ty: "duration",
-    default: Some("none"),
+    default: ParamDefault::Value("none"),
     description: "A job queued longer than this is WARNING even when it then succeeds",
 };
 /// `run_timeout`.
 pub const DOC_RUN_TIMEOUT: ParamDoc = ParamDoc {
     name: "run_timeout",
     ty: "duration",
-    default: Some("the rest of the probe's timeout"),
+    default: ParamDefault::Value("the rest of the probe's timeout"),
     description: "Longest the job may run: past it the job is cancelled at the batch system and \
                   the result is CRITICAL",
 };
@@ -156,7 +158,7 @@ pub const DOC_RUN_TIMEOUT: ParamDoc = ParamDoc {
 pub const DOC_POLL_INTERVAL: ParamDoc = ParamDoc {
     name: "poll_interval",
     ty: "duration",
-    default: Some("\"5s\""),
+    default: ParamDefault::Value("\"5s\""),
     description: "Time between two queries of the job's state (the local backend sees the end \
                   at once)",
 };
@@ -164,7 +166,7 @@ pub const DOC_POLL_INTERVAL: ParamDoc = ParamDoc {
 pub const DOC_KEEP_WORKDIR: ParamDoc = ParamDoc {
     name: "keep_workdir",
     ty: "bool",
-    default: Some("false"),
+    default: ParamDefault::Value("false"),
     description: "Keep each job's directory after the run, for debugging; by default it is removed",
 };
 
@@ -289,17 +291,6 @@ pub(crate) struct CeSettings {
     pub keep_workdir: bool,
 }
 
-/// The directory of the file that defines the probe: relative paths in params start there, as
-/// `include` does.
-pub(crate) fn config_dir(def: &ProbeDef, config: &Config) -> PathBuf {
-    let dir = config
-        .sources
-        .file(def.params.file)
-        .and_then(|f| f.path.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
 /// Checks an environment table: names, and the templates of the values.
 pub(crate) fn check_env(
     def: &ProbeDef,
@@ -324,29 +315,6 @@ pub(crate) fn check_env(
             );
         }
         errors.extend(check_template(def, config, key, value));
-    }
-}
-
-/// Parses the duration of `key`, or records a positioned error.
-pub(crate) fn duration_param(
-    def: &ProbeDef,
-    config: &Config,
-    key: &str,
-    value: Option<&str>,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<Duration> {
-    let text = value?;
-    match gridprobe_config::parse_duration(text) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            errors.push(
-                config
-                    .sources
-                    .error(&def.params.key_span(key), format!("`{key}`: {e}"))
-                    .with_help("write a duration such as \"90s\", \"5m\" or \"1h 30m\""),
-            );
-            None
-        }
     }
 }
 
@@ -451,8 +419,8 @@ impl CeSettings {
                     "queue_warn",
                     format!(
                         "`queue_warn` ({}) is not below `queue_timeout` ({}): the warning would never show",
-                        fmt_duration(w),
-                        fmt_duration(t)
+                        format_duration(w),
+                        format_duration(t)
                     ),
                 ));
             }
@@ -462,7 +430,7 @@ impl CeSettings {
                 "poll_interval",
                 format!(
                     "`poll_interval` must be at least {} (the batch system is a shared service)",
-                    fmt_duration(MIN_POLL_INTERVAL)
+                    format_duration(MIN_POLL_INTERVAL)
                 ),
             ));
         }
@@ -548,8 +516,8 @@ impl CeSettings {
                     return Err(format!(
                         "`{key}` ({}) is longer than the probe's timeout ({}), so it can never \
                          apply: raise the probe's `timeout` or lower `{key}`",
-                        fmt_duration(d),
-                        fmt_duration(ctx.timeout)
+                        format_duration(d),
+                        format_duration(ctx.timeout)
                     ));
                 }
             }
@@ -610,7 +578,7 @@ pub(crate) enum BackendError {
         said: String,
     },
     /// The command did not answer in time (and was killed).
-    #[error("`{program}` did not answer within {}", fmt_duration(*.after))]
+    #[error("`{program}` did not answer within {}", format_duration(*.after))]
     TimedOut { program: String, after: Duration },
     /// gridprobe is stopping.
     #[error("cancelled")]
@@ -1134,7 +1102,7 @@ impl JobRun {
             } => Outcome::critical(format!(
                 "submit phase timed out: {} did not accept the job within {}{cancelled}",
                 self.backend,
-                fmt_duration(*limit)
+                format_duration(*limit)
             )),
             End::TimedOut {
                 phase: Phase::Queue,
@@ -1157,7 +1125,7 @@ impl JobRun {
                 } else {
                     Outcome::critical(format!(
                         "queue phase timed out: {job} queued {queued}{why}, over the {} limit{cancelled}",
-                        fmt_duration(*limit)
+                        format_duration(*limit)
                     ))
                 }
             }
@@ -1173,7 +1141,7 @@ impl JobRun {
                 };
                 Outcome::critical(format!(
                     "run phase timed out: {job} still running after {} ({what}){cancelled}",
-                    fmt_duration(*limit)
+                    format_duration(*limit)
                 ))
             }
             End::Cancelled => {
@@ -1308,11 +1276,6 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// `1.234 s`.
-pub(crate) fn fmt_secs(d: Duration) -> String {
-    format!("{:.3} s", d.as_secs_f64())
-}
-
 /// `40 min`, `2 h 5 min`, `12 s` for a queue wait.
 pub(crate) fn fmt_minutes(d: Duration) -> String {
     let s = d.as_secs();
@@ -1321,38 +1284,6 @@ pub(crate) fn fmt_minutes(d: Duration) -> String {
         60..=3599 => format!("{} min", s / 60),
         _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
-}
-
-/// A configured duration: `30s`, `5m`, `1h 30m`, `500ms`.
-pub(crate) fn fmt_duration(d: Duration) -> String {
-    humanize(d)
-}
-
-fn humanize(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        return format!("{}ms", d.as_millis());
-    }
-    let secs = d.as_secs();
-    let (days, h, m, s) = (
-        secs / 86_400,
-        secs % 86_400 / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-    );
-    let mut out = Vec::new();
-    if days > 0 {
-        out.push(format!("{days}d"));
-    }
-    if h > 0 {
-        out.push(format!("{h}h"));
-    }
-    if m > 0 {
-        out.push(format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push(format!("{s}s"));
-    }
-    out.join(" ")
 }
 
 /// `22.4 MiB`.
@@ -1551,28 +1482,6 @@ fn parse_times(text: &str) -> Option<Duration> {
 // The run
 
 /// How a wait ended.
-enum Race<T> {
-    Done(T),
-    Deadline,
-    Cancelled,
-}
-
-/// Runs `fut` until it finishes, `deadline` passes or `cancel` fires.
-async fn race<F: std::future::Future>(
-    cancel: &CancellationToken,
-    deadline: Instant,
-    fut: F,
-) -> Race<F::Output> {
-    tokio::select! {
-        biased;
-        _ = cancel.cancelled() => Race::Cancelled,
-        r = tokio::time::timeout_at(deadline.into(), fut) => match r {
-            Ok(v) => Race::Done(v),
-            Err(_) => Race::Deadline,
-        },
-    }
-}
-
 /// What became of a file the job should produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Produced {
@@ -1704,16 +1613,16 @@ async fn follow(
     let submit_start = Instant::now();
     let submit_limit = settings.submit_timeout;
     let submit_deadline = ctx.deadline.min(submit_start + submit_limit);
-    let submitted = race(
-        &ctx.cancel,
-        submit_deadline,
-        backend.submit(job, submit_deadline, &ctx.cancel),
-    )
-    .await;
+    let submitted = ctx
+        .bounded_until(
+            submit_deadline,
+            backend.submit(job, submit_deadline, &ctx.cancel),
+        )
+        .await;
     run.submit_time = Some(submit_start.elapsed());
     let mut handle = match submitted {
-        Race::Done(Ok(h)) => h,
-        Race::Done(Err(BackendError::TimedOut { .. })) | Race::Deadline => {
+        Ok(Ok(h)) => h,
+        Ok(Err(BackendError::TimedOut { .. })) | Err(Stop::Timeout) => {
             run.end = End::TimedOut {
                 phase: Phase::Submit,
                 limit: submit_deadline.saturating_duration_since(submit_start),
@@ -1722,12 +1631,12 @@ async fn follow(
             cleanup_tagged(backend, job, run).await;
             return;
         }
-        Race::Done(Err(BackendError::Cancelled)) | Race::Cancelled => {
+        Ok(Err(BackendError::Cancelled)) | Err(Stop::Cancelled) => {
             run.end = End::Cancelled;
             cleanup_tagged(backend, job, run).await;
             return;
         }
-        Race::Done(Err(e)) => {
+        Ok(Err(e)) => {
             run.end = End::SubmitFailed(e);
             return;
         }
@@ -1780,30 +1689,27 @@ async fn follow(
     loop {
         let (phase_deadline, phase_end) = clock(running_since);
 
-        let observed = match race(
-            &ctx.cancel,
-            phase_deadline,
-            handle.poll(phase_deadline, &ctx.cancel),
-        )
-        .await
+        let observed = match ctx
+            .bounded_until(phase_deadline, handle.poll(phase_deadline, &ctx.cancel))
+            .await
         {
-            Race::Done(Ok(o)) => {
+            Ok(Ok(o)) => {
                 failures = 0;
                 Some(o)
             }
-            Race::Done(Err(BackendError::Cancelled)) | Race::Cancelled => {
+            Ok(Err(BackendError::Cancelled)) | Err(Stop::Cancelled) => {
                 run.end = End::Cancelled;
                 break;
             }
-            Race::Deadline => {
+            Err(Stop::Timeout) => {
                 timed_out(run, phase_end);
                 break;
             }
-            Race::Done(Err(BackendError::TimedOut { .. })) if Instant::now() >= phase_deadline => {
+            Ok(Err(BackendError::TimedOut { .. })) if Instant::now() >= phase_deadline => {
                 timed_out(run, phase_end);
                 break;
             }
-            Race::Done(Err(e)) => {
+            Ok(Err(e)) => {
                 failures += 1;
                 run.notes.push(format!("state query failed: {e}"));
                 if failures >= MAX_POLL_FAILURES {
@@ -1883,7 +1789,10 @@ async fn follow(
             break;
         }
         let next = (Instant::now() + settings.poll_interval).min(phase_deadline);
-        if let Race::Cancelled = race(&ctx.cancel, next + CANCEL_BUDGET, handle.wait(next)).await {
+        if let Err(Stop::Cancelled) = ctx
+            .bounded_until(next + CANCEL_BUDGET, handle.wait(next))
+            .await
+        {
             run.end = End::Cancelled;
             break;
         }
@@ -1941,7 +1850,7 @@ async fn cancel_handle(handle: &mut dyn Handle, run: &mut JobRun, verb: &str, de
     }
     run.notes.push(format!(
         "job {id} was not seen gone within {} of its cancellation",
-        fmt_duration(CANCEL_BUDGET)
+        format_duration(CANCEL_BUDGET)
     ));
 }
 

@@ -23,7 +23,7 @@
 
 use std::fmt::Write as _;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,14 +37,15 @@ use hyper::{Method, Request};
 use serde::Deserialize;
 use url::Url;
 
-use crate::http::{self, status_text, Progress, USER_AGENT_VALUE};
-use crate::outcome::{Outcome, Perfdatum, Status};
-use crate::registry::ParamDoc;
-use crate::tcp::{
-    bounded, check_template, duration_param, fmt_secs, fmt_timeout, seconds, Failure, Stop, Timings,
-};
-use crate::tls::{CertInfo, TlsParams, TlsSettings};
-use crate::{placeholders, Probe, ProbeContext, SharedProbe};
+use gridprobe_config::time::format_duration;
+
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::net::http::{self, status_text, Progress, Trace, USER_AGENT_VALUE};
+use crate::net::tls::{CertInfo, TlsParams, TlsSettings};
+use crate::net::{Failure, Timings};
+use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
+use crate::params::{check_template, config_dir, duration_param};
+use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
 
 /// Config kind name.
 pub const NAME: &str = "conddb";
@@ -76,7 +77,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "url",
         ty: "string",
-        default: Some("the service endpoint"),
+        default: ParamDefault::Value("the service endpoint"),
         description: "Database: postgresql://USER@HOST:PORT/DB, mysql:// (or mariadb://) \
                       USER@HOST:PORT/DB, sqlite:///PATH (or sqlite:PATH relative to the config \
                       file), frontier://HOST:PORT/PATH or http(s)://… for a Frontier server. \
@@ -86,7 +87,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "query",
         ty: "string",
-        default: None,
+        default: ParamDefault::Required,
         description: "One read-only SELECT (or WITH … SELECT), e.g. the latest IOV of a tag; \
                       the first column of the first row is the newest payload's time (a \
                       timestamp, a date-time text, or a Unix time in s, ms, us or ns). \
@@ -95,38 +96,38 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "warn_age",
         ty: "duration",
-        default: None,
+        default: ParamDefault::Optional,
         description: "WARNING when the newest payload is older than this. Optional",
     },
     ParamDoc {
         name: "crit_age",
         ty: "duration",
-        default: None,
+        default: ParamDefault::Optional,
         description: "CRITICAL when the newest payload is older than this. Optional",
     },
     ParamDoc {
         name: "min_rows",
         ty: "integer",
-        default: Some("1"),
+        default: ParamDefault::Value("1"),
         description: "CRITICAL when the query returns fewer rows",
     },
     ParamDoc {
         name: "password_env",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Name of the environment variable holding the password. Optional",
     },
     ParamDoc {
         name: "password_file",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "File holding the password (first line; re-read every run), relative to \
                       the config file. Optional",
     },
     ParamDoc {
         name: "tls_verify",
         ty: "bool",
-        default: Some("true"),
+        default: ParamDefault::Value("true"),
         description: "Verify the server certificate: Frontier over https, PostgreSQL with \
                       `?sslmode=require` in the URL (other modes connect without TLS). MariaDB \
                       connections are made without TLS",
@@ -134,7 +135,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "ca_file",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Extra trust anchors (PEM file or directory) for Frontier over https and \
                       PostgreSQL with sslmode=require; relative to the config file. Optional",
     },
@@ -187,33 +188,22 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             }
         }
     }
-    let warn_age = duration_param(def, config, "warn_age", p.warn_age.as_deref())
-        .map_err(|d| errors.push(d))
-        .ok()
-        .flatten();
-    let crit_age = duration_param(def, config, "crit_age", p.crit_age.as_deref())
-        .map_err(|d| errors.push(d))
-        .ok()
-        .flatten();
+    let warn_age = duration_param(def, config, "warn_age", p.warn_age.as_deref(), &mut errors);
+    let crit_age = duration_param(def, config, "crit_age", p.crit_age.as_deref(), &mut errors);
     if let (Some(w), Some(c)) = (warn_age, crit_age) {
         if w > c {
             errors.push(err(
                 "warn_age",
                 format!(
                     "warn_age ({}) is above crit_age ({}): the warning would never show",
-                    fmt_timeout(w),
-                    fmt_timeout(c)
+                    format_duration(w),
+                    format_duration(c)
                 ),
             ));
         }
     }
     let min_rows = p.min_rows.unwrap_or(DEFAULT_MIN_ROWS);
-    let base = config
-        .sources
-        .file(def.params.file)
-        .and_then(|f| f.path.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let base = config_dir(def, config);
     let password = match (&p.password_env, &p.password_file) {
         (Some(_), Some(_)) => {
             errors.push(
@@ -744,7 +734,7 @@ impl CondDbProbe {
                         Status::Critical,
                         format!(
                             "timeout after {} during {phase}{}",
-                            fmt_timeout(ctx.timeout),
+                            format_duration(ctx.timeout),
                             match cancel {
                                 None => String::new(),
                                 Some(Ok(())) => "; the query was cancelled at the server".into(),
@@ -834,12 +824,12 @@ impl CondDbProbe {
                     if let Some(limit) = over(self.crit_age) {
                         Outcome::critical(format!(
                             "{newest}, older than crit_age {} on {shown}",
-                            fmt_timeout(limit)
+                            format_duration(limit)
                         ))
                     } else if let Some(limit) = over(self.warn_age) {
                         Outcome::warning(format!(
                             "{newest}, older than warn_age {} on {shown}",
-                            fmt_timeout(limit)
+                            format_duration(limit)
                         ))
                     } else {
                         Outcome::ok(format!(
@@ -891,7 +881,7 @@ where
     T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
     T::Stream: Send + 'static,
 {
-    let (client, connection) = match bounded(ctx, config.connect(tls)).await {
+    let (client, connection) = match ctx.bounded(config.connect(tls)).await {
         Err(Stop::Timeout) => {
             return Err(DbError::Timeout {
                 phase: PHASE_CONNECT,
@@ -957,7 +947,7 @@ async fn postgres(
         tx.rollback().await?;
         Ok::<_, tokio_postgres::Error>(rows)
     };
-    let rows = match bounded(ctx, work).await {
+    let rows = match ctx.bounded(work).await {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => return Err(DbError::Query(pg_reason(&e))),
         Err(stop) => {
@@ -971,7 +961,10 @@ async fn postgres(
             let cancel = match cancel {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(pg_reason(&e)),
-                Err(_) => Err(format!("no answer within {}", fmt_timeout(CANCEL_BUDGET))),
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    format_duration(CANCEL_BUDGET)
+                )),
             };
             return Err(match stop {
                 Stop::Timeout => DbError::Timeout {
@@ -1078,7 +1071,7 @@ async fn mysql(
     }
     let opts = mysql_async::Opts::from(builder);
     let start = Instant::now();
-    let mut conn = match bounded(ctx, mysql_async::Conn::new(opts.clone())).await {
+    let mut conn = match ctx.bounded(mysql_async::Conn::new(opts.clone())).await {
         Err(Stop::Timeout) => {
             return Err(DbError::Timeout {
                 phase: PHASE_CONNECT,
@@ -1102,7 +1095,7 @@ async fn mysql(
         tx.rollback().await?;
         Ok::<_, mysql_async::Error>(rows)
     };
-    let result = bounded(ctx, work).await;
+    let result = ctx.bounded(work).await;
     let rows = match result {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => return Err(DbError::Query(my_reason(&e))),
@@ -1116,7 +1109,10 @@ async fn mysql(
             let cancel = match tokio::time::timeout(CANCEL_BUDGET, kill).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(my_reason(&e)),
-                Err(_) => Err(format!("no answer within {}", fmt_timeout(CANCEL_BUDGET))),
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    format_duration(CANCEL_BUDGET)
+                )),
             };
             return Err(match stop {
                 Stop::Timeout => DbError::Timeout {
@@ -1230,7 +1226,7 @@ async fn sqlite(ctx: &ProbeContext, path: PathBuf, query: String) -> Result<Answ
         Ok((columns, shown, count))
     });
     let mut work = std::pin::pin!(work);
-    let result = match bounded(ctx, &mut work).await {
+    let result = match ctx.bounded(&mut work).await {
         Ok(r) => r,
         Err(stop) => {
             // Stops the statement at its next step; the blocking thread then ends.
@@ -1509,10 +1505,12 @@ async fn frontier(
         req,
         tls,
         MAX_FRONTIER_BODY,
-        &mut timings,
         &mut progress,
-        log,
-        &mut certs,
+        Trace {
+            timings: &mut timings,
+            log: log,
+            certs: &mut certs,
+        },
     )
     .await
     .map_err(|f| match f {
@@ -1597,11 +1595,11 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::storage::test_service;
-    use crate::tls::test_support::{build_with, context, line_of};
+    use crate::test_support::test_service;
+    use crate::test_support::{build_with, context, line_of};
 
     fn probe(params: &str) -> SharedProbe {
-        crate::tls::test_support::built(build, NAME, params)
+        crate::test_support::built(build, NAME, params)
     }
 
     fn ctx(timeout: Duration) -> ProbeContext {
@@ -1611,7 +1609,7 @@ mod tests {
     }
 
     fn labels(o: &Outcome) -> Vec<&str> {
-        crate::tls::test_support::perf_labels(o)
+        crate::test_support::perf_labels(o)
     }
 
     /// A name no other test uses.
@@ -1628,7 +1626,7 @@ mod tests {
 
     #[test]
     fn params_are_documented() {
-        crate::registry::assert_params_documented::<CondDbParams>(PARAMS);
+        crate::kind::assert_params_documented::<CondDbParams>(PARAMS);
     }
 
     #[test]
@@ -1827,7 +1825,7 @@ mod tests {
         .await;
         assert_eq!(o.status, Status::Warning, "{o:?}");
         assert!(
-            o.summary.contains("older than warn_age 300s"),
+            o.summary.contains("older than warn_age 5m"),
             "{}",
             o.summary
         );
@@ -1838,8 +1836,7 @@ mod tests {
         .await;
         assert_eq!(o.status, Status::Critical, "{o:?}");
         assert!(
-            o.summary
-                .contains("(3.0 days old), older than crit_age 86400s"),
+            o.summary.contains("(3.0 days old), older than crit_age 1d"),
             "{}",
             o.summary
         );
@@ -2074,8 +2071,7 @@ mod tests {
         .await;
         assert_eq!(o.status, Status::Warning, "{o:?}");
         assert!(
-            o.summary
-                .contains("(3.0 days old), older than warn_age 86400s"),
+            o.summary.contains("(3.0 days old), older than warn_age 1d"),
             "{}",
             o.summary
         );
@@ -2227,7 +2223,7 @@ mod tests {
         assert_eq!(o.status, Status::Critical, "{o:?}");
         assert!(
             o.summary.starts_with(
-                "timeout after 0.5s during query; the query was cancelled at the server"
+                "timeout after 500ms during query; the query was cancelled at the server"
             ),
             "{}",
             o.summary

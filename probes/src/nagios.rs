@@ -19,11 +19,11 @@ use async_trait::async_trait;
 use gridprobe_config::{Config, Diagnostic, ProbeDef};
 use serde::Deserialize;
 
+use crate::kind::{ParamDefault, ParamDoc};
 use crate::outcome::{Outcome, Status, DETAILS_LIMIT, SUMMARY_LIMIT, TRUNCATION_MARKER};
 use crate::perfdata;
 use crate::placeholders;
 use crate::process::{self, signal_name, Captured, Ending, Finished};
-use crate::registry::ParamDoc;
 use crate::{Probe, ProbeContext, SharedProbe};
 
 /// Config kind name.
@@ -36,40 +36,40 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "command",
         ty: "string",
-        default: None,
+        default: ParamDefault::Required,
         description: "Plugin program: an absolute path, a path relative to the file defining the probe, or a name looked up in PATH; placeholders allowed",
     },
     ParamDoc {
         name: "args",
         ty: "[string]",
-        default: Some("[]"),
+        default: ParamDefault::Value("[]"),
         description: "Arguments, one per element (no shell); placeholders such as {hostname}, \
                       {endpoint}, {site}, {vo}, {timeout} or {param.NAME} allowed",
     },
     ParamDoc {
         name: "env",
         ty: "table",
-        default: Some("{}"),
+        default: ParamDefault::Value("{}"),
         description:
             "Extra environment variables (added to gridprobe's); placeholders allowed in values",
     },
     ParamDoc {
         name: "workdir",
         ty: "string",
-        default: Some("gridprobe's working directory"),
+        default: ParamDefault::Value("gridprobe's working directory"),
         description: "Directory the plugin runs in; placeholders allowed",
     },
     ParamDoc {
         name: "timeout_status",
         ty: "string",
-        default: Some("\"critical\""),
+        default: ParamDefault::Value("\"critical\""),
         description: "Status recorded when the plugin is killed at its timeout: \"critical\" or \
                       \"unknown\" (as Nagios' service_check_timeout_state)",
     },
     ParamDoc {
         name: "output_limit",
         ty: "integer",
-        default: Some("1048576"),
+        default: ParamDefault::Value("1048576"),
         description: "Bytes of stdout and of stderr kept (each, 1024 to 67108864); the rest is \
                       discarded and the cut is marked",
     },
@@ -211,15 +211,10 @@ fn resolve_relative_command(command: &str, def: &ProbeDef, config: &Config) -> S
     if !command.contains('/') || path.is_absolute() || command.starts_with('{') {
         return command.to_string();
     }
-    let Some(dir) = config
-        .sources
-        .file(def.params.file)
-        .and_then(|f| f.path.parent().map(std::path::Path::to_path_buf))
-    else {
-        return command.to_string();
-    };
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    dir.join(path).to_string_lossy().into_owned()
+    crate::params::config_dir(def, config)
+        .join(path)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A command line with every placeholder filled for one instance.
@@ -1085,7 +1080,7 @@ mod tests {
 
     #[test]
     fn params_are_documented() {
-        crate::registry::assert_params_documented::<NagiosParams>(PARAMS);
+        crate::kind::assert_params_documented::<NagiosParams>(PARAMS);
     }
 
     fn build_from(params: &str) -> Result<SharedProbe, Vec<Diagnostic>> {

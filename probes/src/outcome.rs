@@ -321,6 +321,23 @@ pub fn unix_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// A duration perfdatum in seconds, to the microsecond.
+pub(crate) fn seconds(label: &str, d: Duration) -> Perfdatum {
+    Perfdatum::new(label, d.as_micros() as f64 / 1e6, "s")
+}
+
+/// A measured time for logs and summaries: `1.234 s`.
+pub(crate) fn fmt_secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+/// Bytes as an escaped, quoted string, cut after `max` bytes.
+pub(crate) fn quote_bytes(b: &[u8], max: usize) -> String {
+    let shown = &b[..b.len().min(max)];
+    let more = if b.len() > max { "…" } else { "" };
+    format!("\"{}\"{more}", shown.escape_ascii())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

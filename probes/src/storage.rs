@@ -18,7 +18,7 @@
 //! deadline ([`crate::process`]).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,15 +34,16 @@ use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
-use crate::http::{self, status_text, Progress, Response, USER_AGENT_VALUE};
-use crate::outcome::{Outcome, Perfdatum, Status};
+use gridprobe_config::time::format_duration;
+
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::net::http::{self, status_text, Progress, Response, Trace, USER_AGENT_VALUE};
+use crate::net::tls::{self, CertInfo, TlsParams, TlsSettings};
+use crate::net::{Failure, Timings};
+use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
+use crate::params::{check_template, config_dir, duration_param};
 use crate::process::{self, Ending, Finished};
-use crate::registry::ParamDoc;
-use crate::tcp::{
-    check_template, duration_param, fmt_secs, fmt_timeout, seconds, Failure, Stop, Timings,
-};
-use crate::tls::{self, CertInfo, TlsParams, TlsSettings};
-use crate::{placeholders, Probe, ProbeContext, SharedProbe};
+use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
 
 /// Config kind name.
 pub const NAME: &str = "storage";
@@ -76,7 +77,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "test_area",
         ty: "string",
-        default: None,
+        default: ParamDefault::Required,
         description: "Directory reserved for the probe's files: an absolute path, or a path \
                       relative to the service endpoint's path. Files are written, and stale ones \
                       deleted, only inside it; placeholders are expanded. Required",
@@ -84,7 +85,9 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "url",
         ty: "string",
-        default: Some("the service endpoint's scheme, host and port with the test area's path"),
+        default: ParamDefault::Value(
+            "the service endpoint's scheme, host and port with the test area's path",
+        ),
         description: "Directory URL to write into: davs://, https:// or http:// (WebDAV), \
                       root:// (XRootD). Its path must lie inside `test_area`; placeholders are \
                       expanded",
@@ -92,13 +95,13 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "file_size",
         ty: "integer",
-        default: Some("1024"),
+        default: ParamDefault::Value("1024"),
         description: "Size in bytes of the test file (1 to 16777216)",
     },
     ParamDoc {
         name: "stale_after",
         ty: "duration",
-        default: Some("1h"),
+        default: ParamDefault::Value("1h"),
         description: "A test file (gridprobe-<probe>-<time>-<random>) in the directory older \
                       than this was left by a crashed run and is deleted; must exceed the \
                       probe's timeout",
@@ -106,7 +109,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "server_checksum",
         ty: "string",
-        default: Some("\"auto\""),
+        default: ParamDefault::Value("\"auto\""),
         description: "The server's adler32 (WebDAV Want-Digest, XRootD query checksum): \
                       \"auto\" compares it when the server offers one, \"require\" makes its \
                       absence CRITICAL, \"off\" skips the step",
@@ -114,7 +117,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "token_file",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "File holding a bearer token (e.g. a WLCG token), re-read every run: sent \
                       as `Authorization: Bearer` over WebDAV (same host only), as \
                       BEARER_TOKEN_FILE to xrdfs/xrdcp. Relative to the config file. Optional",
@@ -123,7 +126,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "ca_file",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Extra trust anchors: a PEM file or a directory such as \
                       /etc/grid-security/certificates (for XRootD: X509_CERT_FILE or \
                       X509_CERT_DIR). Relative to the config file. Optional",
@@ -131,7 +134,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "client_cert",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "PEM client certificate, e.g. a grid proxy (for XRootD: X509_USER_PROXY, \
                       or X509_USER_CERT with a separate key). Needs `client_key`. Optional",
     },
@@ -211,11 +214,14 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             DEFAULT_FILE_SIZE
         }
     };
-    let stale_after = duration_param(def, config, "stale_after", p.stale_after.as_deref())
-        .map_err(|d| errors.push(d))
-        .ok()
-        .flatten()
-        .unwrap_or(DEFAULT_STALE_AFTER);
+    let stale_after = duration_param(
+        def,
+        config,
+        "stale_after",
+        p.stale_after.as_deref(),
+        &mut errors,
+    )
+    .unwrap_or(DEFAULT_STALE_AFTER);
     let server_checksum = match p.server_checksum.as_deref().unwrap_or("auto") {
         "auto" => ServerChecksum::Auto,
         "require" => ServerChecksum::Require,
@@ -234,12 +240,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             ServerChecksum::Auto
         }
     };
-    let base = config
-        .sources
-        .file(def.params.file)
-        .and_then(|f| f.path.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let base = config_dir(def, config);
     let token_file = p.token_file.as_ref().map(|t| base.join(t));
     let (ca_path, client_paths) = (
         p.ca_file.as_ref().map(|c| base.join(c)),
@@ -536,8 +537,8 @@ impl Probe for StorageProbe {
             return Err(format!(
                 "`stale_after` ({}) must be longer than the probe's timeout ({}): a running \
                  probe's file would count as stale",
-                fmt_timeout(self.stale_after),
-                fmt_timeout(ctx.timeout)
+                format_duration(self.stale_after),
+                format_duration(ctx.timeout)
             ));
         }
         Ok(())
@@ -597,7 +598,7 @@ impl StepError {
         match f {
             Failure::Stopped(Stop::Timeout, phase) => StepError::critical(format!(
                 "timeout after {} during {phase}",
-                fmt_timeout(ctx.timeout)
+                format_duration(ctx.timeout)
             )),
             Failure::Stopped(Stop::Cancelled, phase) => {
                 StepError::unknown(format!("cancelled during {phase} (gridprobe is stopping)"))
@@ -723,7 +724,7 @@ impl Run<'_> {
                     "cleanup: could not delete {file_url} ({}); a later run removes it once \
                      older than {}",
                     e.reason,
-                    fmt_timeout(self.probe.stale_after)
+                    format_duration(self.probe.stale_after)
                 )),
             }
         }
@@ -933,7 +934,7 @@ impl Run<'_> {
         self.notes.push(format!(
             "removed {removed} of {} stale test files (older than {})",
             stale.len(),
-            fmt_timeout(self.probe.stale_after)
+            format_duration(self.probe.stale_after)
         ));
         if let Some(first) = failed.first() {
             self.warnings.push(format!(
@@ -991,10 +992,12 @@ impl Run<'_> {
                 req,
                 &self.probe.tls,
                 max_body,
-                &mut timings,
                 &mut progress,
-                &mut self.log,
-                &mut self.certs,
+                Trace {
+                    timings: &mut timings,
+                    log: &mut self.log,
+                    certs: &mut self.certs,
+                },
             )
             .await
             .map_err(|f| StepError::from_failure(f, ctx))?;
@@ -1400,7 +1403,7 @@ fn xrd_failure(finished: &Finished, program: &str, ctx: &ProbeContext) -> StepEr
     match finished.ending {
         Ending::TimedOut => StepError::critical(format!(
             "timeout after {} ({program} killed)",
-            fmt_timeout(ctx.timeout)
+            format_duration(ctx.timeout)
         )),
         Ending::Cancelled => StepError::unknown(format!(
             "cancelled ({program} killed; gridprobe is stopping)"
@@ -1728,24 +1731,6 @@ fn file_content(name: &str, size: usize) -> Vec<u8> {
     data
 }
 
-/// Where the test servers started by `scripts/test-env.sh` are, for this kind's tests and the
-/// `conddb` tests: the URL in `var`, or `None` outside CI (with a note) when it is not set.
-/// Under CI (`CI=true`) a missing variable fails the test: it must never pass by skipping.
-#[cfg(test)]
-pub(crate) fn test_service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{var} is not set: run the tests after `eval \"$(bash scripts/test-env.sh)\"`"
-            );
-            eprintln!("note: {var} not set (eval \"$(bash scripts/test-env.sh)\"); test not run");
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1755,10 +1740,11 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::tls::test_support::{build_with, context, line_of};
+    use crate::test_support::test_service;
+    use crate::test_support::{build_with, context, line_of};
 
     fn probe(params: &str) -> SharedProbe {
-        crate::tls::test_support::built(build, NAME, params)
+        crate::test_support::built(build, NAME, params)
     }
 
     fn ctx(timeout: Duration) -> ProbeContext {
@@ -1768,7 +1754,7 @@ mod tests {
     }
 
     fn labels(o: &Outcome) -> Vec<&str> {
-        crate::tls::test_support::perf_labels(o)
+        crate::test_support::perf_labels(o)
     }
 
     fn perf(o: &Outcome, label: &str) -> Option<f64> {
@@ -1821,7 +1807,7 @@ mod tests {
 
     #[test]
     fn params_are_documented() {
-        crate::registry::assert_params_documented::<StorageParams>(PARAMS);
+        crate::kind::assert_params_documented::<StorageParams>(PARAMS);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use crate::kind::{ParamDefault, ParamDoc};
 use crate::outcome::{Perfdatum, Status};
-use crate::registry::ParamDoc;
 
 /// Default of `cert_warn_days`.
 pub const DEFAULT_WARN_DAYS: u32 = 14;
@@ -34,7 +34,7 @@ pub const DEFAULT_CRIT_DAYS: u32 = 3;
 pub const DOC_TLS_VERIFY: ParamDoc = ParamDoc {
     name: "tls_verify",
     ty: "bool",
-    default: Some("true"),
+    default: ParamDefault::Value("true"),
     description: "Verify the server certificate chain and name against the system trust store \
                   plus `ca_file`. With false any certificate is accepted, but its expiry is \
                   still checked and reported",
@@ -43,7 +43,7 @@ pub const DOC_TLS_VERIFY: ParamDoc = ParamDoc {
 pub const DOC_CA_FILE: ParamDoc = ParamDoc {
     name: "ca_file",
     ty: "string",
-    default: None,
+    default: ParamDefault::Optional,
     description: "Extra trust anchors: a PEM file, or a directory whose *.pem, *.crt and \
                   hash-named (*.0) files are read, e.g. /etc/grid-security/certificates. \
                   Relative paths start at the directory of the config file. Optional",
@@ -52,7 +52,7 @@ pub const DOC_CA_FILE: ParamDoc = ParamDoc {
 pub const DOC_CLIENT_CERT: ParamDoc = ParamDoc {
     name: "client_cert",
     ty: "string",
-    default: None,
+    default: ParamDefault::Optional,
     description: "PEM file with the client certificate and its chain (e.g. a grid proxy). \
                   Needs `client_key`, which may name the same file. Optional",
 };
@@ -60,7 +60,7 @@ pub const DOC_CLIENT_CERT: ParamDoc = ParamDoc {
 pub const DOC_CLIENT_KEY: ParamDoc = ParamDoc {
     name: "client_key",
     ty: "string",
-    default: None,
+    default: ParamDefault::Optional,
     description: "PEM file with the private key of `client_cert` (the proxy file itself for a \
                   grid proxy). Optional, but required with `client_cert`",
 };
@@ -68,7 +68,7 @@ pub const DOC_CLIENT_KEY: ParamDoc = ParamDoc {
 pub const DOC_CERT_WARN_DAYS: ParamDoc = ParamDoc {
     name: "cert_warn_days",
     ty: "integer",
-    default: Some("14"),
+    default: ParamDefault::Value("14"),
     description: "WARNING when the server certificate has fewer than this many days left \
                   (0: never warn)",
 };
@@ -76,7 +76,7 @@ pub const DOC_CERT_WARN_DAYS: ParamDoc = ParamDoc {
 pub const DOC_CERT_CRIT_DAYS: ParamDoc = ParamDoc {
     name: "cert_crit_days",
     ty: "integer",
-    default: Some("3"),
+    default: ParamDefault::Value("3"),
     description: "CRITICAL when the server certificate has fewer than this many days left; an \
                   expired certificate is always CRITICAL",
 };
@@ -110,12 +110,7 @@ impl TlsSettings {
         config: &Config,
         p: TlsParams,
     ) -> Result<Self, Vec<Diagnostic>> {
-        let base = config
-            .sources
-            .file(def.params.file)
-            .and_then(|f| f.path.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base = crate::params::config_dir(def, config);
         let resolve = |s: &String| base.join(s);
         let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
         let mut errors = Vec::new();
@@ -707,191 +702,6 @@ pub(crate) fn fmt_unix(secs: i64) -> String {
 /// Test helpers shared by the http and tcp tests: a throw-away CA, server TLS, contexts and
 /// configs.
 #[cfg(test)]
-pub(crate) mod test_support {
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    use crate::{ProbeContext, SharedProbe};
-
-    /// A test CA that signs server certificates for 127.0.0.1 and localhost.
-    pub(crate) struct TestCa {
-        issuer: CertifiedIssuer<'static, KeyPair>,
-        /// Holds `ca.pem`.
-        pub dir: tempfile::TempDir,
-    }
-
-    impl TestCa {
-        pub(crate) fn new() -> TestCa {
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "gridprobe test CA");
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("ca key"))
-                .expect("ca cert");
-            let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(dir.path().join("ca.pem"), issuer.pem()).expect("write ca.pem");
-            TestCa { issuer, dir }
-        }
-
-        /// Path of the CA certificate PEM file.
-        pub(crate) fn ca_pem_path(&self) -> String {
-            self.dir.path().join("ca.pem").display().to_string()
-        }
-
-        /// A server certificate for `names`, valid for `days` more days, and its key.
-        pub(crate) fn server_cert(
-            &self,
-            names: &[&str],
-            days: i64,
-        ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            let mut params = CertificateParams::new(names).expect("leaf params");
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "gridprobe test server");
-            let now = time::OffsetDateTime::now_utc();
-            params.not_before = now - time::Duration::days(1);
-            params.not_after = now + time::Duration::days(days);
-            let key = KeyPair::generate().expect("leaf key");
-            let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-            (vec![cert.der().clone()], key)
-        }
-
-        /// A TLS acceptor presenting a certificate for 127.0.0.1 and localhost, valid for
-        /// `days` more days.
-        pub(crate) fn acceptor(&self, days: i64) -> tokio_rustls::TlsAcceptor {
-            self.acceptor_for(&["127.0.0.1", "localhost"], days)
-        }
-
-        /// A TLS acceptor presenting a certificate for `names`.
-        pub(crate) fn acceptor_for(&self, names: &[&str], days: i64) -> tokio_rustls::TlsAcceptor {
-            let (chain, key) = self.server_cert(names, days);
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("protocols")
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .expect("server config");
-            tokio_rustls::TlsAcceptor::from(Arc::new(config))
-        }
-
-        /// A TLS acceptor for 127.0.0.1 that requires a client certificate from this CA.
-        pub(crate) fn acceptor_requiring_client_cert(&self) -> tokio_rustls::TlsAcceptor {
-            let (chain, key) = self.server_cert(&["127.0.0.1"], 90);
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(self.issuer.der().clone()).expect("client CA");
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider.clone(),
-            )
-            .build()
-            .expect("client verifier");
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("protocols")
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(chain, key)
-                .expect("server config");
-            tokio_rustls::TlsAcceptor::from(Arc::new(config))
-        }
-
-        /// Writes a client certificate and its key into one PEM file, as a grid proxy holds
-        /// them, and returns its path.
-        pub(crate) fn client_pem(&self) -> String {
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "gridprobe test user");
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            let key = KeyPair::generate().expect("client key");
-            let cert = params.signed_by(&key, &self.issuer).expect("client cert");
-            let path = self.dir.path().join("proxy.pem");
-            std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem()))
-                .expect("write proxy.pem");
-            path.display().to_string()
-        }
-    }
-
-    /// A context for the service `hostname` with an optional endpoint and a fresh deadline.
-    pub(crate) fn context(
-        hostname: &str,
-        endpoint: Option<&str>,
-        timeout: Duration,
-    ) -> ProbeContext {
-        let mut ctx = crate::placeholders::tests::context();
-        ctx.service.hostname = hostname.to_string();
-        ctx.service.endpoint = endpoint.and_then(|e| url::Url::parse(e).ok());
-        ctx.timeout = timeout;
-        ctx.deadline = Instant::now() + timeout;
-        ctx
-    }
-
-    /// A configuration with one probe of `kind` whose `[probe.params]` body is `params`.
-    pub(crate) fn config_text(kind: &str, params: &str) -> String {
-        format!(
-            "vo = \"test\"\n\n[[site]]\nname = \"T2_TEST\"\ntier = 2\n\n[[site.service]]\n\
-             flavour = \"WEBDAV\"\nhostname = \"127.0.0.1\"\n\n[[probe]]\n\
-             metric = \"org.test.probe\"\nkind = \"{kind}\"\nflavours = [\"WEBDAV\"]\n\n\
-             [probe.params]\n{params}\n"
-        )
-    }
-
-    /// Loads [`config_text`] and builds its probe with `build`.
-    /// Builds a probe of one kind from its `[probe.params]` text; panics with the diagnostics
-    /// (tests only).
-    pub(crate) fn built(build: crate::registry::BuildFn, kind: &str, params: &str) -> SharedProbe {
-        match build_with(build, kind, params) {
-            Ok(p) => p,
-            Err(ds) => panic!("build failed: {ds:?}"),
-        }
-    }
-
-    /// The labels of an outcome's perfdata, in order.
-    pub(crate) fn perf_labels(o: &crate::Outcome) -> Vec<&str> {
-        o.perfdata.iter().map(|p| p.label.as_str()).collect()
-    }
-
-    pub(crate) fn build_with(
-        build: crate::registry::BuildFn,
-        kind: &str,
-        params: &str,
-    ) -> Result<SharedProbe, Vec<gridprobe_config::Diagnostic>> {
-        let text = config_text(kind, params);
-        let loaded = gridprobe_config::load_str(std::path::Path::new("t.toml"), &text);
-        assert!(
-            loaded.diagnostics.is_empty(),
-            "test config must load cleanly:\n{}",
-            loaded.diagnostics
-        );
-        build(&loaded.config.probes[0], &loaded.config)
-    }
-
-    /// The 1-based line of `text` holding `needle` in the config built from `params`.
-    pub(crate) fn line_of(kind: &str, params: &str, needle: &str) -> usize {
-        config_text(kind, params)
-            .lines()
-            .position(|l| l.contains(needle))
-            .map(|i| i + 1)
-            .expect("needle in config")
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -912,7 +722,7 @@ mod tests {
 
     #[test]
     fn ca_directory_is_read_once_per_certificate() {
-        let ca = test_support::TestCa::new();
+        let ca = crate::test_support::TestCa::new();
         let dir = ca.dir.path();
         std::fs::copy(dir.join("ca.pem"), dir.join("abcdef01.0")).expect("copy");
         std::fs::write(dir.join("abcdef01.r0"), "not a certificate").expect("write");
