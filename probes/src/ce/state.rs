@@ -532,7 +532,5 @@ pub(crate) fn fmt_time(t: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|ts| ts.strftime("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
-        .unwrap_or_else(|_| format!("{ms} ms"))
+    crate::outcome::fmt_utc(ms, crate::outcome::UtcPrecision::Millis)
 }

@@ -23,7 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::kind::{ParamDefault, ParamDoc};
-use crate::outcome::{Perfdatum, Status};
+use crate::outcome::{fmt_utc, Perfdatum, Status, UtcPrecision};
 
 /// Default of `cert_warn_days`.
 pub const DEFAULT_WARN_DAYS: u32 = 14;
@@ -678,25 +678,9 @@ fn describe_cert_error(ce: &CertificateError, cert: Option<&CertInfo>) -> String
     }
 }
 
-/// `YYYY-MM-DD HH:MM UTC` for a Unix time.
+/// `YYYY-MM-DD HH:MM UTC` for a Unix time in seconds.
 pub(crate) fn fmt_unix(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    fmt_utc(secs.saturating_mul(1000), UtcPrecision::Minutes)
 }
 
 /// Test helpers shared by the http and tcp tests: a throw-away CA, server TLS, contexts and
