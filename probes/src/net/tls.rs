@@ -633,6 +633,8 @@ pub(crate) fn describe_handshake_error(e: &std::io::Error, cert: Option<&CertInf
     }
 }
 
+// The unit variants are deprecated but still produced, so they are matched too.
+#[allow(deprecated)]
 fn describe_cert_error(ce: &CertificateError, cert: Option<&CertInfo>) -> String {
     let about = cert
         .map(|c| format!(" [subject: {}; issuer: {}]", c.subject, c.issuer))
@@ -674,8 +676,89 @@ fn describe_cert_error(ce: &CertificateError, cert: Option<&CertInfo>) -> String
         }
         CertificateError::BadSignature => format!("bad certificate signature{about}"),
         CertificateError::Revoked => format!("certificate revoked{about}"),
-        other => format!("{other}{about}"),
+        CertificateError::BadEncoding => format!("the certificate is malformed{about}"),
+        CertificateError::UnhandledCriticalExtension => format!(
+            "the certificate has a critical extension this client does not understand{about}"
+        ),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            format!("the certificate is not meant for TLS servers (extended key usage){about}")
+        }
+        CertificateError::UnsupportedSignatureAlgorithm
+        | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => format!(
+            "the certificate is signed with an algorithm this client does not support{about}"
+        ),
+        CertificateError::UnknownRevocationStatus => {
+            format!("the certificate's revocation status is unknown{about}")
+        }
+        CertificateError::ExpiredRevocationList
+        | CertificateError::ExpiredRevocationListContext { .. } => {
+            format!("the certificate revocation list has expired{about}")
+        }
+        CertificateError::Other(other) => {
+            let inner: &(dyn std::error::Error + 'static) = other.0.as_ref();
+            match inner.downcast_ref::<webpki::Error>() {
+                Some(e) => format!("{}{about}", webpki_words(e)),
+                None => format!("the certificate was rejected: {inner}{about}"),
+            }
+        }
+        other => format!("the certificate was rejected ({other}){about}"),
     }
+}
+
+/// The certificate verifier's (webpki's) verdicts in words; its own text is the variant name.
+#[allow(deprecated)]
+fn webpki_words(e: &webpki::Error) -> String {
+    use webpki::Error as E;
+    let text = match e {
+        E::CaUsedAsEndEntity => "the server presented a CA certificate as its own certificate",
+        E::EndEntityUsedAsCa => {
+            "a server (end-entity) certificate stands in the chain where a CA certificate belongs"
+        }
+        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::MalformedExtensions => {
+            "the certificate is malformed (invalid DER encoding)"
+        }
+        E::InvalidCertValidity => "the certificate's validity period ends before it begins",
+        E::UnsupportedCertVersion => "the certificate is not an X.509 version 3 certificate",
+        E::UnsupportedCriticalExtension | E::ExtensionValueInvalid => {
+            "the certificate has a critical extension this client does not understand"
+        }
+        E::InvalidSignatureForPublicKey | E::SignatureAlgorithmMismatch => {
+            "a signature in the certificate chain does not verify"
+        }
+        E::UnsupportedSignatureAlgorithm
+        | E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKey
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "the certificate is signed with an algorithm this client does not support"
+        }
+        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
+            "the certificate is not meant for TLS servers (no serverAuth extended key usage)"
+        }
+        E::PathLenConstraintViolated => {
+            "the chain is longer than a CA certificate's path length constraint allows"
+        }
+        E::NameConstraintViolation | E::MalformedNameConstraint => {
+            "a name in the certificate is outside what its CA may certify (name constraints)"
+        }
+        E::MaximumPathDepthExceeded
+        | E::MaximumPathBuildCallsExceeded
+        | E::MaximumSignatureChecksExceeded
+        | E::MaximumNameConstraintComparisonsExceeded => {
+            "the certificate chain is too long or too complex to verify"
+        }
+        E::UnknownIssuer => {
+            "the certificate is not issued by a trusted CA (set ca_file to trust it)"
+        }
+        E::CertDistrusted => "the certificate's CA is distrusted",
+        E::CertRevoked => "the certificate is revoked",
+        E::InvalidSerialNumber => "the certificate has an invalid serial number",
+        E::MalformedDnsIdentifier | E::UnsupportedNameType => {
+            "the certificate holds a host name this client cannot check"
+        }
+        other => return format!("the certificate was rejected ({other})"),
+    };
+    text.to_string()
 }
 
 /// `YYYY-MM-DD HH:MM UTC` for a Unix time in seconds.
@@ -715,5 +798,42 @@ mod tests {
         assert!(load_roots(&dir.join("missing.pem"))
             .unwrap_err()
             .contains("no such file"));
+    }
+
+    /// Issue 13 item 16: the verifier's errors are told in words, not as Rust debug text.
+    #[test]
+    fn verifier_errors_are_told_in_words() {
+        let ca_as_leaf = CertificateError::Other(rustls::OtherError(Arc::new(
+            webpki::Error::CaUsedAsEndEntity,
+        )));
+        let text = describe_cert_error(&ca_as_leaf, None);
+        assert_eq!(
+            text,
+            "the server presented a CA certificate as its own certificate"
+        );
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(ca_as_leaf),
+        );
+        let text = describe_handshake_error(&e, None);
+        assert_eq!(
+            text,
+            "certificate verify failed: the server presented a CA certificate as its own \
+             certificate"
+        );
+        for e in [
+            webpki::Error::EndEntityUsedAsCa,
+            webpki::Error::BadDer,
+            webpki::Error::PathLenConstraintViolated,
+            webpki::Error::EmptyEkuExtension,
+            webpki::Error::UnsupportedCriticalExtension,
+        ] {
+            let ce = CertificateError::Other(rustls::OtherError(Arc::new(e.clone())));
+            let text = describe_cert_error(&ce, None);
+            assert!(
+                !text.contains("Other") && !text.contains(&format!("{e:?}")),
+                "{text}"
+            );
+        }
     }
 }
