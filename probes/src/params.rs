@@ -98,3 +98,67 @@ pub(crate) fn config_dir(def: &ProbeDef, config: &Config) -> PathBuf {
         .unwrap_or_default();
     std::fs::canonicalize(&dir).unwrap_or(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::{build_with, line_of};
+
+    /// Issue 13 item 7: a duration that overflows a clock is a positioned error at `check`,
+    /// never a panic when the probe runs. Every kind with duration params goes through here.
+    #[test]
+    fn huge_durations_are_positioned_errors() {
+        let huge = "18446744073709551615s";
+        let cases: [(crate::kind::BuildFn, &str, String, &str); 4] = [
+            (
+                crate::ce::build,
+                crate::ce::NAME,
+                format!("backend = 'local'\nqueue_timeout = '{huge}'"),
+                "queue_timeout",
+            ),
+            (
+                crate::conddb::build,
+                crate::conddb::NAME,
+                format!("url = 'sqlite:///x.db'\nquery = 'SELECT 1'\ncrit_age = '{huge}'"),
+                "crit_age",
+            ),
+            (
+                crate::storage::build,
+                crate::storage::NAME,
+                format!("test_area = '/gp'\nstale_after = '{huge}'"),
+                "stale_after",
+            ),
+            (
+                crate::software::build,
+                crate::software::NAME,
+                format!("repository = 'x.example.org'\nwarn_age = '{huge}'"),
+                "warn_age",
+            ),
+        ];
+        for (build, kind, params, key) in cases {
+            let Err(ds) = build_with(build, kind, &params) else {
+                panic!("{kind}: `{key} = {huge}` must not build");
+            };
+            let d = ds
+                .iter()
+                .find(|d| d.message.contains("out of range"))
+                .unwrap_or_else(|| panic!("{kind}: {ds:?}"));
+            assert_eq!(
+                d.message,
+                format!("`{key}`: duration `{huge}` is out of range (at most 3650d)")
+            );
+            let line = line_of(kind, &params, &format!("{key} = "));
+            let position = d.position().unwrap_or_default();
+            assert!(
+                position.starts_with(&format!("t.toml:{line}:")),
+                "{kind}: {position}"
+            );
+        }
+        // The largest accepted value still builds.
+        assert!(build_with(
+            crate::ce::build,
+            crate::ce::NAME,
+            "backend = 'local'\nqueue_timeout = '3650d'"
+        )
+        .is_ok());
+    }
+}
