@@ -11,7 +11,7 @@
 //!   job still running at the probe's timeout is cancelled with `DELETE /jobs/{id}`, so that
 //!   monitoring never leaves transfers behind.
 //!
-//! The requests go through the `http` kind's transport ([`crate::http::fetch`]): the same
+//! The requests go through the shared HTTP transport ([`crate::net::http::fetch`]): the same
 //! connection phases, TLS checks and certificate expiry warnings.
 
 use std::fmt::Write as _;

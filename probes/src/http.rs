@@ -2,7 +2,7 @@
 //! connect, TLS, time to first byte, total), with checks on the status, the body and the server
 //! certificate's remaining lifetime.
 //!
-//! The connection is made by hand (the transport in [`crate::tcp`], then hyper's HTTP/1
+//! The connection is made by hand (the shared transport in [`crate::net`], then hyper's HTTP/1
 //! handshake) because a client such as reqwest hides the phases an operator needs to see.
 
 use std::collections::BTreeMap;

@@ -1,7 +1,10 @@
 //! gridprobe probes: the [`Probe`] trait, the outcome model, and one module per probe kind.
 //!
 //! A module's name is the config `kind` and the metrics label. The [`registry`] maps each kind
-//! name to its builder and its parameter documentation, like blackbox_exporter's `prober/` map.
+//! name to its builder and its parameter documentation ([`kind::KindSpec`]), like
+//! blackbox_exporter's `prober/` map. What kinds share lives outside them: the network layer in
+//! `net` (connect, TLS, HTTP), parameter reading in `params`, child processes in [`process`];
+//! a kind imports those, never another kind (except `job`, built on `ce`).
 
 pub mod kind;
 pub mod outcome;

@@ -19,6 +19,8 @@ use async_trait::async_trait;
 use gridprobe_config::{Config, Diagnostic, ProbeDef};
 use serde::Deserialize;
 
+use gridprobe_config::time::format_duration;
+
 use crate::kind::{ParamDefault, ParamDoc};
 use crate::outcome::{Outcome, Status, DETAILS_LIMIT, SUMMARY_LIMIT, TRUNCATION_MARKER};
 use crate::perfdata;
@@ -348,15 +350,6 @@ fn spawn_error(inv: &Invocation, e: &io::Error) -> Outcome {
     Outcome::unknown(summary)
 }
 
-/// "30s", "1.5s".
-fn seconds(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
 /// Cuts `s` so that, with `tail` appended, it fits `limit` bytes; appends `tail` when cut or
 /// when `force` is set.
 fn cut_with_tail(mut s: String, limit: usize, tail: &str, force: bool) -> String {
@@ -409,7 +402,7 @@ fn outcome(sup: &Finished, ctx: &ProbeContext, timeout_status: Status, limit: us
             timeout_status,
             format!(
                 "plugin timed out after {} and was killed (its whole process group)",
-                seconds(ctx.timeout)
+                format_duration(ctx.timeout)
             ),
             false,
         ),

@@ -12,7 +12,7 @@
 //! probe never fills the storage; nothing outside the test area is ever written or deleted, and
 //! a configuration pointing outside it is rejected by `gridprobe check`.
 //!
-//! WebDAV goes through the `http` kind's transport ([`crate::http::fetch`]), so connection
+//! WebDAV goes through the shared HTTP transport ([`crate::net::http::fetch`]), so connection
 //! phases, TLS and client certificates (grid proxies) behave the same. XRootD has no maintained
 //! native Rust client: the probe runs `xrdfs`/`xrdcp` from xrootd-client under the probe's
 //! deadline ([`crate::process`]).
