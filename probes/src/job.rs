@@ -227,10 +227,7 @@ struct JobProbe {
 
 /// Builds the probe, checking every parameter with positions.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: JobParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: JobParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
     let settings = CeSettings::from_params(def, config, p.ce_params())

@@ -13,7 +13,6 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use gridprobe_config::{Config, Diagnostic, ProbeDef};
@@ -137,10 +136,7 @@ struct NagiosProbe {
 
 /// Builds the probe, checking every template and value with positions.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let params: NagiosParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let params: NagiosParams = crate::params::read(def, config)?;
     let at = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
 
@@ -528,7 +524,7 @@ fn outcome(sup: &Finished, ctx: &ProbeContext, timeout_status: Status, limit: us
 mod tests {
     use super::*;
     use std::path::PathBuf;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use crate::process::FINAL_GRACE;
 

@@ -14,6 +14,15 @@ use crate::placeholders;
 /// age, and far from the point where adding it to a clock overflows.
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
+/// Reads `[probe.params]` into the kind's params struct (a `deny_unknown_fields` serde
+/// struct); an error is positioned at its key.
+pub(crate) fn read<T: serde::de::DeserializeOwned>(
+    def: &ProbeDef,
+    config: &Config,
+) -> Result<T, Vec<Diagnostic>> {
+    def.params.deserialize(&config.sources).map_err(|d| vec![d])
+}
+
 /// Parses the duration param `key` (`30s`, `1h`); `None` when the key is absent or the value is
 /// invalid, in which case a positioned error is recorded in `errors`.
 pub(crate) fn duration_param(

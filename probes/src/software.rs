@@ -141,10 +141,7 @@ struct SoftwareProbe {
 
 /// Builds the probe, checking every parameter with positions.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: SoftwareParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: SoftwareParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
     if p.repository.trim().is_empty() {
@@ -443,7 +440,7 @@ impl SoftwareProbe {
             &mut progress,
             Trace {
                 timings: &mut timings,
-                log: log,
+                log,
                 certs: &mut certs,
             },
         )

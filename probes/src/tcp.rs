@@ -111,10 +111,7 @@ struct TcpParams {
 
 /// Builds the probe.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: TcpParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: TcpParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
 

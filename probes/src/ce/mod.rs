@@ -116,10 +116,7 @@ struct CeProbe {
 
 /// Builds the probe, checking every parameter with positions.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let params: CeParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let params: CeParams = crate::params::read(def, config)?;
     let settings = CeSettings::from_params(def, config, params)?;
     Ok(Arc::new(CeProbe { settings }))
 }

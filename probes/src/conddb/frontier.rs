@@ -248,7 +248,7 @@ pub(crate) async fn frontier(
         &mut progress,
         Trace {
             timings: &mut timings,
-            log: log,
+            log,
             certs: &mut certs,
         },
     )

@@ -168,10 +168,7 @@ enum Password {
 
 /// Builds the probe.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: CondDbParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: CondDbParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
     let fixed = |t: &str| placeholders::names(t).is_ok_and(|n| n.is_empty());

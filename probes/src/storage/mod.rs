@@ -177,10 +177,7 @@ enum ServerChecksum {
 
 /// Builds the probe.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: StorageParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: StorageParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
 
