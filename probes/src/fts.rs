@@ -33,7 +33,7 @@ use gridprobe_config::time::format_duration;
 
 use crate::kind::{ParamDefault, ParamDoc};
 use crate::net::http::{self, status_text, Progress, Trace, USER_AGENT_VALUE};
-use crate::net::tls::{self, CertInfo, TlsParams, TlsSettings};
+use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
 use crate::net::{Failure, Timings};
 use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
 use crate::params::{check_template, config_dir, duration_param};
@@ -249,20 +249,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
         .token_file
         .as_ref()
         .map(|t| config_dir(def, config).join(t));
-    let tls = TlsSettings::from_params(
-        def,
-        config,
-        TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            client_cert: p.client_cert,
-            client_key: p.client_key,
-            cert_warn_days: p.cert_warn_days,
-            cert_crit_days: p.cert_crit_days,
-        },
-    )
-    .map_err(|ds| errors.extend(ds))
-    .ok();
+    let tls = TlsSettings::read(def, config, tls_params!(p), &mut errors);
     match (check, tls) {
         (Some(check), Some(tls)) if errors.is_empty() => Ok(Arc::new(FtsProbe {
             check,

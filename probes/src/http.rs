@@ -24,7 +24,7 @@ use crate::kind::{ParamDefault, ParamDoc};
 use crate::net::http::{
     fetch, is_credential, status_text, Progress, Response, Trace, USER_AGENT_VALUE,
 };
-use crate::net::tls::{self, CertInfo, TlsParams, TlsSettings};
+use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
 use crate::net::{strip_brackets, Timings};
 use crate::outcome::{fmt_secs, quote_bytes, seconds, Outcome, Perfdatum, Status};
 use crate::params::{check_template, compile_regex};
@@ -255,20 +255,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
     };
 
     // TLS settings are checked even for an http:// URL: the scheme may differ per instance.
-    let tls = TlsSettings::from_params(
-        def,
-        config,
-        TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            client_cert: p.client_cert,
-            client_key: p.client_key,
-            cert_warn_days: p.cert_warn_days,
-            cert_crit_days: p.cert_crit_days,
-        },
-    )
-    .map_err(|ds| errors.extend(ds))
-    .ok();
+    let tls = TlsSettings::read(def, config, tls_params!(p), &mut errors);
 
     match (method, tls) {
         (Some(method), Some(tls)) if errors.is_empty() => Ok(Arc::new(HttpProbe {

@@ -177,17 +177,12 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             ),
         ));
     }
-    let tls = TlsSettings::from_params(
+    let tls = TlsSettings::read(
         def,
         config,
-        TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            ..TlsParams::default()
-        },
-    )
-    .map_err(|ds| errors.extend(ds))
-    .ok();
+        TlsParams::verify_only(p.tls_verify, p.ca_file),
+        &mut errors,
+    );
     match tls {
         Some(tls) if errors.is_empty() => Ok(Arc::new(SoftwareProbe {
             repository: p.repository,

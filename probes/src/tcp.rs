@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::kind::{ParamDefault, ParamDoc};
-use crate::net::tls::{self, TlsParams, TlsSettings};
+use crate::net::tls::{self, tls_params, TlsSettings};
 use crate::net::{host_port, io_reason, open, strip_brackets, Failure, Timings};
 use crate::outcome::{bound_summary, fmt_secs, quote_bytes, seconds, Outcome, Perfdatum};
 use crate::params::{check_template, compile_regex};
@@ -153,21 +153,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
         ("cert_crit_days", p.cert_crit_days.is_some()),
     ];
     let tls = if p.tls.unwrap_or(false) {
-        let params = TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            client_cert: p.client_cert,
-            client_key: p.client_key,
-            cert_warn_days: p.cert_warn_days,
-            cert_crit_days: p.cert_crit_days,
-        };
-        match TlsSettings::from_params(def, config, params) {
-            Ok(s) => Some(s),
-            Err(ds) => {
-                errors.extend(ds);
-                None
-            }
-        }
+        TlsSettings::read(def, config, tls_params!(p), &mut errors)
     } else {
         // A TLS setting without `tls = true` is a mistake, not something to ignore quietly.
         for (key, _) in tls_keys.iter().filter(|(_, set)| *set) {

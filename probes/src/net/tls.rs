@@ -82,6 +82,22 @@ pub const DOC_CERT_CRIT_DAYS: ParamDoc = ParamDoc {
 };
 
 /// The TLS keys of a kind's params, as deserialized.
+/// The TLS keys of a kind's params struct, which names them as [`TlsParams`] does (serde
+/// cannot flatten them into a `deny_unknown_fields` struct), moved into a [`TlsParams`].
+macro_rules! tls_params {
+    ($p:ident) => {
+        $crate::net::tls::TlsParams {
+            tls_verify: $p.tls_verify,
+            ca_file: $p.ca_file,
+            client_cert: $p.client_cert,
+            client_key: $p.client_key,
+            cert_warn_days: $p.cert_warn_days,
+            cert_crit_days: $p.cert_crit_days,
+        }
+    };
+}
+pub(crate) use tls_params;
+
 #[derive(Debug, Default)]
 pub(crate) struct TlsParams {
     pub tls_verify: Option<bool>,
@@ -103,7 +119,31 @@ pub struct TlsSettings {
     material: MaterialCache,
 }
 
+impl TlsParams {
+    /// Server verification only (`tls_verify`, `ca_file`): for kinds without client
+    /// certificates or expiry warnings.
+    pub(crate) fn verify_only(tls_verify: Option<bool>, ca_file: Option<String>) -> Self {
+        TlsParams {
+            tls_verify,
+            ca_file,
+            ..TlsParams::default()
+        }
+    }
+}
+
 impl TlsSettings {
+    /// [`TlsSettings::from_params`], its problems added to `errors`.
+    pub(crate) fn read(
+        def: &ProbeDef,
+        config: &Config,
+        params: TlsParams,
+        errors: &mut Vec<Diagnostic>,
+    ) -> Option<Self> {
+        Self::from_params(def, config, params)
+            .map_err(|ds| errors.extend(ds))
+            .ok()
+    }
+
     /// Checks the TLS params of `def`; each problem is positioned at its key.
     pub(crate) fn from_params(
         def: &ProbeDef,

@@ -38,7 +38,7 @@ use gridprobe_config::time::format_duration;
 
 use crate::kind::{ParamDefault, ParamDoc};
 use crate::net::http::{self, status_text, Progress, Response, Trace, USER_AGENT_VALUE};
-use crate::net::tls::{self, CertInfo, TlsParams, TlsSettings};
+use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
 use crate::net::{Failure, Timings};
 use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
 use crate::params::{check_template, config_dir, duration_param};
@@ -253,20 +253,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             .zip(p.client_key.as_ref())
             .map(|(c, k)| (base.join(c), base.join(k))),
     );
-    let tls = TlsSettings::from_params(
-        def,
-        config,
-        TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            client_cert: p.client_cert,
-            client_key: p.client_key,
-            cert_warn_days: p.cert_warn_days,
-            cert_crit_days: p.cert_crit_days,
-        },
-    )
-    .map_err(|ds| errors.extend(ds))
-    .ok();
+    let tls = TlsSettings::read(def, config, tls_params!(p), &mut errors);
 
     match tls {
         Some(tls) if errors.is_empty() => Ok(Arc::new(StorageProbe {
