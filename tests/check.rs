@@ -156,3 +156,57 @@ fn probes_lists_every_kind_with_parameters() {
         .expect("nagios has command");
     assert_eq!(command["required"], true);
 }
+
+/// Issue 13 item 16: optional parameters are not shown as required.
+#[test]
+fn probes_shows_optional_parameters_as_optional() {
+    let out = gridprobe(&["probes", "--format", "json"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let kinds: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let param = |kind: &str, name: &str| -> serde_json::Value {
+        kinds
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|k| k["kind"] == kind)
+            .and_then(|k| {
+                k["params"]
+                    .as_array()
+                    .expect("params")
+                    .iter()
+                    .find(|p| p["name"] == name)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("{kind}.{name} listed"))
+    };
+    for (kind, name) in [
+        ("http", "path"),
+        ("http", "body_regex"),
+        ("http", "ca_file"),
+    ] {
+        let p = param(kind, name);
+        assert_eq!(p["required"], false, "{p}");
+        assert_eq!(p["default"], serde_json::Value::Null, "{p}");
+    }
+    assert_eq!(param("storage", "test_area")["required"], true);
+    assert_eq!(param("http", "method")["required"], false);
+
+    let out = gridprobe(&["probes"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let row = |name: &str| -> String {
+        let http = stdout.split("\nhttp: ").nth(1).expect("http table");
+        http.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("row {name} in {http}"))
+            .to_string()
+    };
+    assert!(row("path").contains("(optional)"), "{}", row("path"));
+    assert!(!row("path").contains("(required)"), "{}", row("path"));
+    assert!(
+        !row("body_regex").contains("(required)"),
+        "{}",
+        row("body_regex")
+    );
+}

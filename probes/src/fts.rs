@@ -11,11 +11,11 @@
 //!   job still running at the probe's timeout is cancelled with `DELETE /jobs/{id}`, so that
 //!   monitoring never leaves transfers behind.
 //!
-//! The requests go through the `http` kind's transport ([`crate::http::fetch`]): the same
+//! The requests go through the shared HTTP transport ([`crate::net::http::fetch`]): the same
 //! connection phases, TLS checks and certificate expiry warnings.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,14 +29,15 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::http::{self, status_text, Progress, USER_AGENT_VALUE};
-use crate::outcome::{Outcome, Perfdatum, Status};
-use crate::registry::ParamDoc;
-use crate::tcp::{
-    check_template, duration_param, fmt_secs, fmt_timeout, seconds, Failure, Stop, Timings,
-};
-use crate::tls::{self, CertInfo, TlsParams, TlsSettings};
-use crate::{placeholders, Probe, ProbeContext, SharedProbe};
+use gridprobe_config::time::format_duration;
+
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::net::http::{self, status_text, Progress, Trace, USER_AGENT_VALUE};
+use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
+use crate::net::{Failure, Timings};
+use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
+use crate::params::{check_template, config_dir, duration_param};
+use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
 
 /// Config kind name.
 pub const NAME: &str = "fts";
@@ -62,19 +63,19 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "check",
         ty: "string",
-        default: None,
+        default: ParamDefault::Required,
         description: "\"ftsinfo\", \"ftschn\" or \"transfer\". Required",
     },
     ParamDoc {
         name: "url",
         ty: "string",
-        default: Some("the service endpoint, else https://{hostname}:8446/"),
+        default: ParamDefault::Value("the service endpoint, else https://{hostname}:8446/"),
         description: "FTS3 REST base URL (https or http); placeholders are expanded",
     },
     ParamDoc {
         name: "links",
         ty: "[table]",
-        default: None,
+        default: ParamDefault::Optional,
         description: "ftschn: the links that must exist and be enabled, each \
                       { source = \"davs://se1.example.org\", destination = \"davs://se2…\" } \
                       (storage ids as FTS writes them: scheme://host; \"*\" for the default \
@@ -83,33 +84,33 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "source",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "transfer: URL of an existing source file; placeholders are expanded. \
                       Required for transfer",
     },
     ParamDoc {
         name: "destination",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "transfer: destination URL, overwritten by every run (so that runs leave \
                       one file, not one each); placeholders are expanded. Required for transfer",
     },
     ParamDoc {
         name: "verify_checksum",
         ty: "bool",
-        default: Some("true"),
+        default: ParamDefault::Value("true"),
         description: "transfer: ask FTS to compare the source and destination checksums",
     },
     ParamDoc {
         name: "poll_interval",
         ty: "duration",
-        default: Some("5s"),
+        default: ParamDefault::Value("5s"),
         description: "transfer: time between two GET /jobs/{id} (at least 100ms)",
     },
     ParamDoc {
         name: "token_file",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "File holding a bearer token, sent as `Authorization: Bearer` (re-read \
                       every run); relative to the config file. Optional",
     },
@@ -158,10 +159,7 @@ enum Check {
 
 /// Builds the probe.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: FtsParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: FtsParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
 
@@ -230,40 +228,28 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
         }
         _ => {}
     }
-    let poll = duration_param(def, config, "poll_interval", p.poll_interval.as_deref())
-        .map_err(|d| errors.push(d))
-        .ok()
-        .flatten()
-        .unwrap_or(DEFAULT_POLL);
+    let poll = duration_param(
+        def,
+        config,
+        "poll_interval",
+        p.poll_interval.as_deref(),
+        &mut errors,
+    )
+    .unwrap_or(DEFAULT_POLL);
     if poll < MIN_POLL {
         errors.push(err(
             "poll_interval",
-            format!("`poll_interval` must be at least {}", fmt_timeout(MIN_POLL)),
+            format!(
+                "`poll_interval` must be at least {}",
+                format_duration(MIN_POLL)
+            ),
         ));
     }
-    let token_file = p.token_file.as_ref().map(|t| {
-        config
-            .sources
-            .file(def.params.file)
-            .and_then(|f| f.path.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-            .join(t)
-    });
-    let tls = TlsSettings::from_params(
-        def,
-        config,
-        TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            client_cert: p.client_cert,
-            client_key: p.client_key,
-            cert_warn_days: p.cert_warn_days,
-            cert_crit_days: p.cert_crit_days,
-        },
-    )
-    .map_err(|ds| errors.extend(ds))
-    .ok();
+    let token_file = p
+        .token_file
+        .as_ref()
+        .map(|t| config_dir(def, config).join(t));
+    let tls = TlsSettings::read(def, config, tls_params!(p), &mut errors);
     match (check, tls) {
         (Some(check), Some(tls)) if errors.is_empty() => Ok(Arc::new(FtsProbe {
             check,
@@ -402,16 +388,18 @@ impl Session<'_> {
             req,
             &self.probe.tls,
             MAX_BODY,
-            &mut timings,
             &mut progress,
-            &mut self.log,
-            &mut self.certs,
+            Trace {
+                timings: &mut timings,
+                log: &mut self.log,
+                certs: &mut self.certs,
+            },
         )
         .await
         .map_err(|f| match f {
             Failure::Stopped(Stop::Timeout, phase) => Problem::critical(format!(
                 "{method} {path}: timeout after {} during {phase}",
-                fmt_timeout(ctx.timeout)
+                format_duration(ctx.timeout)
             )),
             Failure::Stopped(Stop::Cancelled, phase) => Problem::unknown(format!(
                 "{method} {path}: cancelled during {phase} (gridprobe is stopping)"
@@ -798,7 +786,7 @@ async fn transfer(
             perfdata.push(seconds("wait", waiting.elapsed()));
             return Err(Problem::critical(format!(
                 "transfer timeout after {}: job {id} still {state}; {cancelled}",
-                fmt_timeout(ctx.timeout)
+                format_duration(ctx.timeout)
             )));
         }
         polls += 1;
@@ -909,10 +897,10 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::tls::test_support::{build_with, context, line_of};
+    use crate::test_support::{build_with, context, line_of};
 
     fn probe(params: &str) -> SharedProbe {
-        crate::tls::test_support::built(build, NAME, params)
+        crate::test_support::built(build, NAME, params)
     }
 
     fn ctx(timeout: Duration) -> ProbeContext {
@@ -922,7 +910,7 @@ mod tests {
     }
 
     fn labels(o: &Outcome) -> Vec<&str> {
-        crate::tls::test_support::perf_labels(o)
+        crate::test_support::perf_labels(o)
     }
 
     /// One job of the fake server.
@@ -1153,7 +1141,7 @@ mod tests {
 
     #[test]
     fn params_are_documented() {
-        crate::registry::assert_params_documented::<FtsParams>(PARAMS);
+        crate::kind::assert_params_documented::<FtsParams>(PARAMS);
     }
 
     #[test]
@@ -1195,7 +1183,11 @@ mod tests {
             "check = 'transfer'\nsource = 'a'\ndestination = 'b'\npoll_interval = '10ms'",
         )
         .unwrap_err();
-        assert!(ds[0].message.contains("at least 0.1s"), "{}", ds[0].message);
+        assert!(
+            ds[0].message.contains("at least 100ms"),
+            "{}",
+            ds[0].message
+        );
     }
 
     #[test]

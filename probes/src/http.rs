@@ -2,10 +2,9 @@
 //! connect, TLS, time to first byte, total), with checks on the status, the body and the server
 //! certificate's remaining lifetime.
 //!
-//! The connection is made by hand (the transport in [`crate::tcp`], then hyper's HTTP/1
+//! The connection is made by hand (the shared transport in [`crate::net`], then hyper's HTTP/1
 //! handshake) because a client such as reqwest hides the phases an operator needs to see.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -14,21 +13,21 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gridprobe_config::{Config, Diagnostic, ProbeDef};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, HOST, LOCATION, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use regex::bytes::Regex;
 use serde::Deserialize;
 use url::Url;
 
-use crate::outcome::{Outcome, Perfdatum, Status};
-use crate::registry::ParamDoc;
-use crate::tcp::{
-    bounded, check_template, compile_regex, fmt_secs, host_port, open, quote_bytes, seconds,
-    strip_brackets, Failure, Stream, Timings,
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::net::http::{
+    fetch, is_credential, status_text, Progress, Response, Trace, USER_AGENT_VALUE,
 };
-use crate::tls::{self, CertInfo, TlsParams, TlsSettings};
+use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
+use crate::net::{strip_brackets, Timings};
+use crate::outcome::{fmt_secs, quote_bytes, seconds, Outcome, Perfdatum, Status};
+use crate::params::{check_template, compile_regex};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe};
 
 /// Config kind name.
@@ -37,8 +36,6 @@ pub const NAME: &str = "http";
 pub const SUMMARY: &str = "HTTP(S) request with per-phase timings, status and body checks, and \
                            server certificate expiry";
 
-/// Sent as `User-Agent` unless the `headers` table sets one.
-pub(crate) const USER_AGENT_VALUE: &str = concat!("gridprobe/", env!("CARGO_PKG_VERSION"));
 /// Methods a probe may use.
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PROPFIND",
@@ -51,63 +48,59 @@ const MAX_MAX_BODY: u64 = 256 * 1024 * 1024;
 const MAX_REDIRECTS: usize = 5;
 /// Body bytes shown in the details.
 const DETAIL_BODY: usize = 4096;
-/// Offered in the TLS handshake: this client speaks HTTP/1.1 only.
-const ALPN: &[&[u8]] = &[b"http/1.1"];
-/// Phase names of the exchange, for timeout messages.
-const PHASE_REQUEST: &str = "HTTP request (waiting for the response headers)";
-const PHASE_BODY: &str = "HTTP body read";
-
 /// Parameters.
 pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "url",
         ty: "string",
-        default: Some("the service endpoint (davs:// read as https://), else https://{hostname}/"),
+        default: ParamDefault::Value(
+            "the service endpoint (davs:// read as https://), else https://{hostname}/",
+        ),
         description: "URL to request, http or https; placeholders are expanded",
     },
     ParamDoc {
         name: "path",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Appended to the default URL (the endpoint's path keeps its place in front); \
                       not allowed together with `url`. Placeholders are expanded. Optional",
     },
     ParamDoc {
         name: "method",
         ty: "string",
-        default: Some("GET"),
+        default: ParamDefault::Value("GET"),
         description: "GET, HEAD, POST, PUT, DELETE, OPTIONS or PROPFIND",
     },
     ParamDoc {
         name: "expect_status",
         ty: "[integer]",
-        default: Some("any 2xx (200 to 299)"),
+        default: ParamDefault::Value("any 2xx (200 to 299)"),
         description: "Status codes that count as OK, e.g. [200, 207]; any other is CRITICAL",
     },
     ParamDoc {
         name: "body_regex",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Regular expression (Rust regex syntax, on raw bytes) the body must match, \
                       else CRITICAL. Only the first `max_body` bytes are searched. Optional",
     },
     ParamDoc {
         name: "forbid_regex",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Regular expression the body must not match, else CRITICAL. Optional",
     },
     ParamDoc {
         name: "headers",
         ty: "table",
-        default: Some("{}"),
+        default: ParamDefault::Value("{}"),
         description: "Extra request headers, name = value; values expand placeholders and may \
                       replace Host or User-Agent (default gridprobe/VERSION)",
     },
     ParamDoc {
         name: "body",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Request body, e.g. for POST or PROPFIND; placeholders are expanded (write \
                       {{ and }} for literal braces). Optional",
     },
@@ -120,13 +113,13 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "max_body",
         ty: "integer",
-        default: Some("1048576"),
+        default: ParamDefault::Value("1048576"),
         description: "Most body bytes read (and searched by the regexes); the rest is not read",
     },
     ParamDoc {
         name: "follow_redirects",
         ty: "bool",
-        default: Some("false"),
+        default: ParamDefault::Value("false"),
         description: "Follow up to 5 redirects (301, 302, 303, 307, 308); the checks apply to \
                       the last response, the certificate checks to every HTTPS hop",
     },
@@ -156,10 +149,7 @@ struct HttpParams {
 
 /// Builds the probe.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: HttpParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: HttpParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
 
@@ -265,20 +255,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
     };
 
     // TLS settings are checked even for an http:// URL: the scheme may differ per instance.
-    let tls = TlsSettings::from_params(
-        def,
-        config,
-        TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            client_cert: p.client_cert,
-            client_key: p.client_key,
-            cert_warn_days: p.cert_warn_days,
-            cert_crit_days: p.cert_crit_days,
-        },
-    )
-    .map_err(|ds| errors.extend(ds))
-    .ok();
+    let tls = TlsSettings::read(def, config, tls_params!(p), &mut errors);
 
     match (method, tls) {
         (Some(method), Some(tls)) if errors.is_empty() => Ok(Arc::new(HttpProbe {
@@ -319,75 +296,6 @@ struct HttpProbe {
     tls: TlsSettings,
     max_body: usize,
     follow_redirects: bool,
-}
-
-/// One response, with at most `max_body` bytes of its body.
-pub(crate) struct Response {
-    /// Status, version and headers.
-    pub parts: hyper::http::response::Parts,
-    /// The body, cut at `max_body`.
-    pub body: Vec<u8>,
-    /// Whether the body was longer than `max_body`.
-    pub truncated: bool,
-}
-
-/// How far one exchange got, readable after a timeout.
-#[derive(Default)]
-pub(crate) struct Progress {
-    /// The phase the exchange is in, for timeout messages.
-    pub phase: &'static str,
-    /// Time to the response headers.
-    pub ttfb: Option<Duration>,
-}
-
-/// One request/response on a new connection to `url` (HTTP or HTTPS with `tls`), the body read
-/// up to `max_body` bytes. Records the connection phases in `timings`, how far the exchange got
-/// in `progress`, the exchange in `log` (credentials hidden) and each server certificate in
-/// `certs`. Shared with the kinds that speak HTTP (the `storage` kind's WebDAV steps).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn fetch(
-    ctx: &ProbeContext,
-    url: &Url,
-    req: Request<Full<Bytes>>,
-    tls: &TlsSettings,
-    max_body: usize,
-    timings: &mut Timings,
-    progress: &mut Progress,
-    log: &mut String,
-    certs: &mut Vec<(String, CertInfo)>,
-) -> Result<Response, Failure> {
-    let https = url.scheme() == "https";
-    let host = strip_brackets(url.host_str().unwrap_or_default());
-    let port = url
-        .port_or_known_default()
-        .unwrap_or(if https { 443 } else { 80 });
-    let tls = https.then_some((tls, ALPN));
-    let _ = writeln!(log, "{} {url}", req.method());
-    let opened = open(ctx, host, port, tls, timings, log).await?;
-    if let Some(cert) = opened.cert {
-        certs.push((host_port(host, port), cert));
-    }
-    let _ = writeln!(log, "> {} {} {:?}", req.method(), req.uri(), req.version());
-    for (name, value) in req.headers() {
-        let _ = writeln!(log, "> {name}: {}", shown_header(name, value));
-    }
-    let result = bounded(ctx, exchange(opened.stream, req, max_body, https, progress)).await;
-    match result {
-        Err(stop) => Err(Failure::Stopped(stop, progress.phase)),
-        Ok(Err(msg)) => Err(Failure::Critical(msg)),
-        Ok(Ok(resp)) => {
-            let _ = writeln!(
-                log,
-                "< {:?} {}",
-                resp.parts.version,
-                status_text(resp.parts.status).trim_start_matches("HTTP ")
-            );
-            for (name, value) in &resp.parts.headers {
-                let _ = writeln!(log, "< {name}: {}", shown_header(name, value));
-            }
-            Ok(resp)
-        }
-    }
 }
 
 impl HttpProbe {
@@ -480,32 +388,6 @@ impl HttpProbe {
             req.headers_mut().insert(name.clone(), value.clone());
         }
         Ok(req)
-    }
-
-    /// One request/response on a new connection.
-    #[allow(clippy::too_many_arguments)]
-    async fn fetch(
-        &self,
-        ctx: &ProbeContext,
-        url: &Url,
-        req: Request<Full<Bytes>>,
-        timings: &mut Timings,
-        progress: &mut Progress,
-        log: &mut String,
-        certs: &mut Vec<(String, CertInfo)>,
-    ) -> Result<Response, Failure> {
-        fetch(
-            ctx,
-            url,
-            req,
-            &self.tls,
-            self.max_body,
-            timings,
-            progress,
-            log,
-            certs,
-        )
-        .await
     }
 
     fn status_expected(&self, code: u16) -> bool {
@@ -669,17 +551,20 @@ impl Probe for HttpProbe {
                 Ok(r) => r,
                 Err(e) => return Outcome::unknown(e).with_details(log),
             };
-            let fetched = self
-                .fetch(
-                    ctx,
-                    &url,
-                    req,
-                    &mut timings,
-                    &mut progress,
-                    &mut log,
-                    &mut certs,
-                )
-                .await;
+            let fetched = fetch(
+                ctx,
+                &url,
+                req,
+                &self.tls,
+                self.max_body,
+                &mut progress,
+                Trace {
+                    timings: &mut timings,
+                    log: &mut log,
+                    certs: &mut certs,
+                },
+            )
+            .await;
             let resp = match fetched {
                 Ok(r) => r,
                 Err(f) => {
@@ -762,79 +647,6 @@ impl Probe for HttpProbe {
     }
 }
 
-/// Sends `req` over `stream` and reads the response, its body bounded at `max_body`.
-async fn exchange(
-    stream: Stream,
-    req: Request<Full<Bytes>>,
-    max_body: usize,
-    https: bool,
-    progress: &mut Progress,
-) -> Result<Response, String> {
-    progress.phase = PHASE_REQUEST;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP setup failed: {}", error_chain(&e)))?;
-    // The connection is driven here rather than spawned, so that a timeout or cancel drops it
-    // with everything else.
-    let mut conn = std::pin::pin!(conn);
-    let work = async {
-        let sent = Instant::now();
-        let resp = sender.send_request(req).await.map_err(|e| {
-            // TLS bytes where HTTP was expected: the usual sign of http:// to an HTTPS port.
-            let hint = if !https && e.is_parse() {
-                " (is this an HTTPS port?)"
-            } else {
-                ""
-            };
-            match tls_cause(&e) {
-                // With TLS 1.3 the server judges the client certificate after the handshake,
-                // so its refusal arrives here.
-                Some(cause) => format!("TLS session failed: {cause}"),
-                None => format!("no valid HTTP response: {}{hint}", error_chain(&e)),
-            }
-        })?;
-        progress.ttfb = Some(sent.elapsed());
-        progress.phase = PHASE_BODY;
-        let (parts, mut incoming) = resp.into_parts();
-        let mut body = Vec::new();
-        let mut truncated = false;
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| {
-                format!(
-                    "{} but reading the body failed after {} bytes: {}",
-                    status_text(parts.status),
-                    body.len(),
-                    error_chain(&e)
-                )
-            })?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            let room = max_body - body.len();
-            if data.len() > room {
-                body.extend_from_slice(&data[..room]);
-                truncated = true;
-                break;
-            }
-            body.extend_from_slice(&data);
-        }
-        Ok(Response {
-            parts,
-            body,
-            truncated,
-        })
-    };
-    let mut work = std::pin::pin!(work);
-    let mut conn_done = false;
-    loop {
-        tokio::select! {
-            r = &mut work => return r,
-            // The request side reports any connection error itself.
-            _ = &mut conn, if !conn_done => conn_done = true,
-        }
-    }
-}
-
 /// Parses a URL and checks that this kind can request it.
 fn parse_target(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("invalid URL `{text}`: {e}"))?;
@@ -848,60 +660,6 @@ fn parse_target(text: &str) -> Result<Url, String> {
         return Err(format!("URL `{text}` has no host"));
     }
     Ok(url)
-}
-
-/// `HTTP 503 Service Unavailable`.
-pub(crate) fn status_text(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
-        None => format!("HTTP {}", status.as_u16()),
-    }
-}
-
-/// Headers that carry credentials.
-pub(crate) fn is_credential(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    )
-}
-
-/// A header value for the details, with credentials hidden. Borrowed when the value is UTF-8
-/// (nearly always), so that logging an exchange's headers copies nothing.
-pub(crate) fn shown_header<'a>(name: &HeaderName, value: &'a HeaderValue) -> Cow<'a, str> {
-    if is_credential(name) {
-        Cow::Borrowed("[hidden]")
-    } else {
-        String::from_utf8_lossy(value.as_bytes())
-    }
-}
-
-/// The error and its sources, joined: hyper's own text is often just "error reading a body".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
-}
-
-/// The TLS error behind an HTTP error, described, if there is one.
-fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return Some(tls::describe_handshake_error(io, None));
-            }
-        }
-        current = err.source();
-    }
-    None
 }
 
 /// `cert_days_left` for the certificate that expires first.
@@ -923,7 +681,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::tls::test_support::{build_with, context, line_of, TestCa};
+    use crate::test_support::{build_with, context, line_of, TestCa};
 
     /// A small HTTP/1.1 server; `hit` fires when /slow is requested.
     struct Server {
@@ -1009,7 +767,7 @@ mod tests {
     }
 
     fn probe(params: &str) -> SharedProbe {
-        crate::tls::test_support::built(build, NAME, params)
+        crate::test_support::built(build, NAME, params)
     }
 
     fn ctx() -> ProbeContext {
@@ -1017,7 +775,7 @@ mod tests {
     }
 
     fn labels(o: &Outcome) -> Vec<&str> {
-        crate::tls::test_support::perf_labels(o)
+        crate::test_support::perf_labels(o)
     }
 
     fn perf(o: &Outcome, label: &str) -> f64 {
@@ -1030,7 +788,7 @@ mod tests {
 
     #[test]
     fn params_are_documented() {
-        crate::registry::assert_params_documented::<HttpParams>(PARAMS);
+        crate::kind::assert_params_documented::<HttpParams>(PARAMS);
     }
 
     #[tokio::test]
@@ -1095,7 +853,7 @@ mod tests {
         assert_eq!(o.status, Status::Critical, "{o:?}");
         assert_eq!(
             o.summary,
-            format!("timeout after 0.6s during HTTP request (waiting for the response headers) on {url}")
+            format!("timeout after 600ms during HTTP request (waiting for the response headers) on {url}")
         );
         assert_eq!(labels(&o), ["dns", "connect", "total"]);
     }

@@ -28,9 +28,9 @@ use regex::bytes::Regex;
 use serde::Deserialize;
 
 use crate::ce::{self, CeParams, CeSettings, JobSpec, Payload, Produced};
-use crate::outcome::{Outcome, Perfdatum, Status};
-use crate::registry::ParamDoc;
-use crate::tcp::{check_template, compile_regex, quote_bytes};
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::outcome::{quote_bytes, Outcome, Perfdatum, Status};
+use crate::params::{check_template, compile_regex};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe};
 
 /// Config kind name.
@@ -58,13 +58,13 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "application",
         ty: "string",
-        default: Some("the payload's file name"),
+        default: ParamDefault::Value("the payload's file name"),
         description: "Name of the application in the summary, e.g. \"Gauss\"",
     },
     ParamDoc {
         name: "script",
         ty: "string",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "Payload script on gridprobe's host (relative to the file defining the \
                       probe), staged into the job's directory and run there; placeholders \
                       allowed. One of `script` and `command`",
@@ -72,26 +72,26 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "command",
         ty: "string",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "Payload program on the worker node (an absolute path, or a name in its \
                       PATH), e.g. \"lb-run\"; placeholders allowed. One of `script` and `command`",
     },
     ParamDoc {
         name: "args",
         ty: "[string]",
-        default: Some("[]"),
+        default: ParamDefault::Value("[]"),
         description: "Payload arguments, one per element; placeholders allowed",
     },
     ParamDoc {
         name: "env",
         ty: "table",
-        default: Some("{}"),
+        default: ParamDefault::Value("{}"),
         description: "Environment of the payload; placeholders allowed in values",
     },
     ParamDoc {
         name: "inputs",
         ty: "[string]",
-        default: Some("[]"),
+        default: ParamDefault::Value("[]"),
         description: "Files on gridprobe's host (relative to the file defining the probe) copied \
                       into the job's directory before submission; placeholders allowed, e.g. \
                       \"{datadir}/gauss.sim\" for the previous step's output",
@@ -99,40 +99,40 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "expect_exit",
         ty: "integer",
-        default: Some("0"),
+        default: ParamDefault::Value("0"),
         description: "The exit code the payload must end with (0 to 255)",
     },
     ParamDoc {
         name: "output_regex",
         ty: "string",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "Regular expression the payload's standard output must match, e.g. \
                       \"Application Manager Terminated successfully\"",
     },
     ParamDoc {
         name: "forbid_regex",
         ty: "string",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "Regular expression neither output may match, e.g. \
                       \"Segmentation fault|G4Exception\"",
     },
     ParamDoc {
         name: "produced_files",
         ty: "[string]",
-        default: Some("[]"),
+        default: ParamDefault::Value("[]"),
         description: "Files (relative to the job's directory) the payload must produce, not empty",
     },
     ParamDoc {
         name: "stage_out",
         ty: "string",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "Directory on gridprobe's host where `produced_files` are copied after the \
                       job, for the next step of a chain; placeholders allowed",
     },
     ParamDoc {
         name: "lock",
         ty: "string",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "Path of the VO's installation lock (a file, or a directory holding an \
                       `owner` file): while it exists the probe is STANDBY (\"lock held by ...\") \
                       and submits nothing; placeholders allowed",
@@ -227,16 +227,13 @@ struct JobProbe {
 
 /// Builds the probe, checking every parameter with positions.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: JobParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: JobParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
     let settings = CeSettings::from_params(def, config, p.ce_params())
         .map_err(|ds| errors.extend(ds))
         .ok();
-    let base = ce::config_dir(def, config);
+    let base = crate::params::config_dir(def, config);
 
     let payload = match (&p.script, &p.command) {
         (Some(_), Some(_)) => {

@@ -1,9 +1,14 @@
 //! gridprobe probes: the [`Probe`] trait, the outcome model, and one module per probe kind.
 //!
 //! A module's name is the config `kind` and the metrics label. The [`registry`] maps each kind
-//! name to its builder and its parameter documentation, like blackbox_exporter's `prober/` map.
+//! name to its builder and its parameter documentation ([`kind::KindSpec`]), like
+//! blackbox_exporter's `prober/` map. What kinds share lives outside them: the network layer in
+//! `net` (connect, TLS, HTTP), parameter reading in `params`, child processes in [`process`];
+//! a kind imports those, never another kind (except `job`, built on `ce`).
 
+pub mod kind;
 pub mod outcome;
+pub(crate) mod params;
 pub mod perfdata;
 pub mod placeholders;
 pub mod registry;
@@ -14,12 +19,16 @@ pub mod fts;
 pub mod http;
 pub mod job;
 pub mod nagios;
+pub(crate) mod net;
 pub mod process;
 pub mod software;
 pub mod storage;
 pub mod tcp;
-pub mod tls;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +63,34 @@ impl ProbeContext {
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
+
+    /// Runs `fut` until it finishes, the deadline passes or the context is cancelled.
+    pub async fn bounded<F: Future>(&self, fut: F) -> Result<F::Output, Stop> {
+        self.bounded_until(self.deadline, fut).await
+    }
+
+    /// Runs `fut` until it finishes, `deadline` passes (for a phase that ends before the
+    /// attempt does) or the context is cancelled. Cancellation wins a tie.
+    pub async fn bounded_until<F: Future>(
+        &self,
+        deadline: Instant,
+        fut: F,
+    ) -> Result<F::Output, Stop> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(Stop::Cancelled),
+            r = tokio::time::timeout_at(deadline.into(), fut) => r.map_err(|_| Stop::Timeout),
+        }
+    }
+}
+
+/// Why a bounded step did not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The deadline passed.
+    Timeout,
+    /// The context's cancellation token fired.
+    Cancelled,
 }
 
 /// A probe: built once from its config by the registry, run many times.

@@ -13,17 +13,18 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use gridprobe_config::{Config, Diagnostic, ProbeDef};
 use serde::Deserialize;
 
+use gridprobe_config::time::format_duration;
+
+use crate::kind::{ParamDefault, ParamDoc};
 use crate::outcome::{Outcome, Status, DETAILS_LIMIT, SUMMARY_LIMIT, TRUNCATION_MARKER};
 use crate::perfdata;
 use crate::placeholders;
 use crate::process::{self, signal_name, Captured, Ending, Finished};
-use crate::registry::ParamDoc;
 use crate::{Probe, ProbeContext, SharedProbe};
 
 /// Config kind name.
@@ -36,40 +37,40 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "command",
         ty: "string",
-        default: None,
+        default: ParamDefault::Required,
         description: "Plugin program: an absolute path, a path relative to the file defining the probe, or a name looked up in PATH; placeholders allowed",
     },
     ParamDoc {
         name: "args",
         ty: "[string]",
-        default: Some("[]"),
+        default: ParamDefault::Value("[]"),
         description: "Arguments, one per element (no shell); placeholders such as {hostname}, \
                       {endpoint}, {site}, {vo}, {timeout} or {param.NAME} allowed",
     },
     ParamDoc {
         name: "env",
         ty: "table",
-        default: Some("{}"),
+        default: ParamDefault::Value("{}"),
         description:
             "Extra environment variables (added to gridprobe's); placeholders allowed in values",
     },
     ParamDoc {
         name: "workdir",
         ty: "string",
-        default: Some("gridprobe's working directory"),
+        default: ParamDefault::Value("gridprobe's working directory"),
         description: "Directory the plugin runs in; placeholders allowed",
     },
     ParamDoc {
         name: "timeout_status",
         ty: "string",
-        default: Some("\"critical\""),
+        default: ParamDefault::Value("\"critical\""),
         description: "Status recorded when the plugin is killed at its timeout: \"critical\" or \
                       \"unknown\" (as Nagios' service_check_timeout_state)",
     },
     ParamDoc {
         name: "output_limit",
         ty: "integer",
-        default: Some("1048576"),
+        default: ParamDefault::Value("1048576"),
         description: "Bytes of stdout and of stderr kept (each, 1024 to 67108864); the rest is \
                       discarded and the cut is marked",
     },
@@ -135,10 +136,7 @@ struct NagiosProbe {
 
 /// Builds the probe, checking every template and value with positions.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let params: NagiosParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let params: NagiosParams = crate::params::read(def, config)?;
     let at = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
 
@@ -211,15 +209,10 @@ fn resolve_relative_command(command: &str, def: &ProbeDef, config: &Config) -> S
     if !command.contains('/') || path.is_absolute() || command.starts_with('{') {
         return command.to_string();
     }
-    let Some(dir) = config
-        .sources
-        .file(def.params.file)
-        .and_then(|f| f.path.parent().map(std::path::Path::to_path_buf))
-    else {
-        return command.to_string();
-    };
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    dir.join(path).to_string_lossy().into_owned()
+    crate::params::config_dir(def, config)
+        .join(path)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A command line with every placeholder filled for one instance.
@@ -353,15 +346,6 @@ fn spawn_error(inv: &Invocation, e: &io::Error) -> Outcome {
     Outcome::unknown(summary)
 }
 
-/// "30s", "1.5s".
-fn seconds(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
 /// Cuts `s` so that, with `tail` appended, it fits `limit` bytes; appends `tail` when cut or
 /// when `force` is set.
 fn cut_with_tail(mut s: String, limit: usize, tail: &str, force: bool) -> String {
@@ -414,7 +398,7 @@ fn outcome(sup: &Finished, ctx: &ProbeContext, timeout_status: Status, limit: us
             timeout_status,
             format!(
                 "plugin timed out after {} and was killed (its whole process group)",
-                seconds(ctx.timeout)
+                format_duration(ctx.timeout)
             ),
             false,
         ),
@@ -540,7 +524,7 @@ fn outcome(sup: &Finished, ctx: &ProbeContext, timeout_status: Status, limit: us
 mod tests {
     use super::*;
     use std::path::PathBuf;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use crate::process::FINAL_GRACE;
 
@@ -1085,7 +1069,7 @@ mod tests {
 
     #[test]
     fn params_are_documented() {
-        crate::registry::assert_params_documented::<NagiosParams>(PARAMS);
+        crate::kind::assert_params_documented::<NagiosParams>(PARAMS);
     }
 
     fn build_from(params: &str) -> Result<SharedProbe, Vec<Diagnostic>> {

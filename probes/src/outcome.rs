@@ -346,6 +346,48 @@ pub fn unix_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// A duration perfdatum in seconds, to the microsecond.
+pub(crate) fn seconds(label: &str, d: Duration) -> Perfdatum {
+    Perfdatum::new(label, d.as_micros() as f64 / 1e6, "s")
+}
+
+/// A measured time for logs and summaries: `1.234 s`.
+pub(crate) fn fmt_secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+/// Bytes as an escaped, quoted string, cut after `max` bytes.
+pub(crate) fn quote_bytes(b: &[u8], max: usize) -> String {
+    let shown = &b[..b.len().min(max)];
+    let more = if b.len() > max { "…" } else { "" };
+    format!("\"{}\"{more}", shown.escape_ascii())
+}
+
+/// How much of a time [`fmt_utc`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UtcPrecision {
+    /// `2026-11-25 14:03 UTC`.
+    Minutes,
+    /// `2026-11-25 14:03:07 UTC`.
+    Seconds,
+    /// `2026-11-25 14:03:07.120 UTC`.
+    Millis,
+}
+
+/// A time (ms since the Unix epoch) in UTC, for summaries and details: the crate's one UTC
+/// formatter. Times jiff cannot represent (beyond year 9999) are shown as the raw number.
+pub(crate) fn fmt_utc(ms: i64, precision: UtcPrecision) -> String {
+    let format = match precision {
+        UtcPrecision::Minutes => "%Y-%m-%d %H:%M UTC",
+        UtcPrecision::Seconds => "%Y-%m-%d %H:%M:%S UTC",
+        UtcPrecision::Millis => "%Y-%m-%d %H:%M:%S%.3f UTC",
+    };
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => ts.strftime(format).to_string(),
+        Err(_) => format!("{ms} ms since the epoch"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,5 +439,27 @@ mod tests {
         let mut p = Perfdatum::new("time to connect", 0.25, "s");
         p.warn = Some("1".into());
         assert_eq!(p.to_string(), "'time to connect'=0.25s;1");
+    }
+
+    #[test]
+    fn utc_times_at_each_precision() {
+        let ms = 1_764_081_993_120; // 2025-11-25 14:46:33.120 UTC
+        assert_eq!(fmt_utc(ms, UtcPrecision::Minutes), "2025-11-25 14:46 UTC");
+        assert_eq!(
+            fmt_utc(ms, UtcPrecision::Seconds),
+            "2025-11-25 14:46:33 UTC"
+        );
+        assert_eq!(
+            fmt_utc(ms, UtcPrecision::Millis),
+            "2025-11-25 14:46:33.120 UTC"
+        );
+        assert_eq!(
+            fmt_utc(-86_400_000, UtcPrecision::Minutes),
+            "1969-12-31 00:00 UTC"
+        );
+        assert_eq!(
+            fmt_utc(i64::MAX, UtcPrecision::Seconds),
+            format!("{} ms since the epoch", i64::MAX)
+        );
     }
 }

@@ -6,36 +6,8 @@
 
 use gridprobe_config::{Config, Diagnostic, Diagnostics, ProbeDef, ProbeInstance};
 
+pub use crate::kind::{BuildFn, KindSpec, ParamDefault, ParamDoc};
 use crate::{ProbeContext, SharedProbe};
-
-/// Documentation of one kind parameter.
-#[derive(Debug, Clone, Copy)]
-pub struct ParamDoc {
-    /// Key in `[probe.params]`.
-    pub name: &'static str,
-    /// Type as written in TOML (`string`, `integer`, `bool`, `duration`, `[string]`, `table`).
-    pub ty: &'static str,
-    /// Default value, or `None` when the key is required.
-    pub default: Option<&'static str>,
-    /// What it does.
-    pub description: &'static str,
-}
-
-/// Builds a probe from its definition. Errors carry positions in the config files.
-pub type BuildFn = fn(&ProbeDef, &Config) -> Result<SharedProbe, Vec<Diagnostic>>;
-
-/// One probe kind.
-#[derive(Debug, Clone, Copy)]
-pub struct KindSpec {
-    /// The config `kind`, module name and metrics label.
-    pub name: &'static str,
-    /// One-line description.
-    pub summary: &'static str,
-    /// The `[probe.params]` keys.
-    pub params: &'static [ParamDoc],
-    /// The builder.
-    pub build: BuildFn,
-}
 
 /// Every probe kind gridprobe knows.
 pub static KINDS: &[KindSpec] = &[
@@ -181,16 +153,4 @@ pub fn context_for(
         deadline: std::time::Instant::now() + inst.timeout,
         cancel,
     }
-}
-
-/// Asserts that `docs` lists exactly the fields of `T` (for kind tests).
-pub fn assert_params_documented<T: serde::de::DeserializeOwned>(docs: &[ParamDoc]) {
-    let mut fields = gridprobe_config::load::field_names::<T>();
-    fields.sort();
-    let mut documented: Vec<String> = docs.iter().map(|d| d.name.to_string()).collect();
-    documented.sort();
-    assert_eq!(
-        fields, documented,
-        "PARAMS must document exactly the serde fields"
-    );
 }

@@ -30,12 +30,14 @@ use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
-use crate::ce::{duration_param, fmt_duration};
-use crate::http::{self, status_text, Progress, USER_AGENT_VALUE};
-use crate::outcome::{Outcome, Perfdatum, Status};
-use crate::registry::ParamDoc;
-use crate::tcp::{check_template, fmt_secs, Timings};
-use crate::tls::{self, TlsParams, TlsSettings};
+use gridprobe_config::time::format_duration;
+
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::net::http::{self, status_text, Progress, Trace, USER_AGENT_VALUE};
+use crate::net::tls::{self, TlsParams, TlsSettings};
+use crate::net::Timings;
+use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
+use crate::params::{check_template, duration_param};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe};
 
 /// Config kind name.
@@ -49,14 +51,14 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "repository",
         ty: "string",
-        default: None,
+        default: ParamDefault::Required,
         description: "The repository's name, e.g. \"lhcb.cern.ch\"; the manifest must carry it \
                       (N). Placeholders allowed",
     },
     ParamDoc {
         name: "url",
         ty: "string",
-        default: Some("\"http://{hostname}:8000/cvmfs/@fqrn@\""),
+        default: ParamDefault::Value("\"http://{hostname}:8000/cvmfs/@fqrn@\""),
         description: "The repository's URL on the server (a Stratum-1), as in CVMFS_SERVER_URL: \
                       @fqrn@ stands for the repository; `/.cvmfspublished` is appended. \
                       Placeholders allowed",
@@ -64,14 +66,14 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "proxy",
         ty: "string",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "HTTP proxy to go through, as the site's clients do, e.g. \
                       \"http://{squid}:3128\"",
     },
     ParamDoc {
         name: "reference",
         ty: "string",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "URL of the same repository on a reference server (the Stratum-0 or a \
                       trusted Stratum-1), @fqrn@ allowed: a revision behind the reference's for \
                       longer than `revision_grace` is WARNING",
@@ -79,19 +81,19 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "warn_age",
         ty: "duration",
-        default: Some("\"2d\""),
+        default: ParamDefault::Value("\"2d\""),
         description: "WARNING when the revision was published longer ago than this (T)",
     },
     ParamDoc {
         name: "crit_age",
         ty: "duration",
-        default: Some("none"),
+        default: ParamDefault::Value("none"),
         description: "CRITICAL when the revision was published longer ago than this",
     },
     ParamDoc {
         name: "revision_grace",
         ty: "duration",
-        default: Some("\"2h\""),
+        default: ParamDefault::Value("\"2h\""),
         description: "How long the site may lag behind a newer reference revision (replication \
                       takes time) before it is WARNING",
     },
@@ -139,10 +141,7 @@ struct SoftwareProbe {
 
 /// Builds the probe, checking every parameter with positions.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: SoftwareParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: SoftwareParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
     if p.repository.trim().is_empty() {
@@ -174,21 +173,16 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             "crit_age",
             format!(
                 "`crit_age` must be longer than `warn_age` ({})",
-                fmt_duration(warn_age)
+                format_duration(warn_age)
             ),
         ));
     }
-    let tls = TlsSettings::from_params(
+    let tls = TlsSettings::read(
         def,
         config,
-        TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            ..TlsParams::default()
-        },
-    )
-    .map_err(|ds| errors.extend(ds))
-    .ok();
+        TlsParams::verify_only(p.tls_verify, p.ca_file),
+        &mut errors,
+    );
     match tls {
         Some(tls) if errors.is_empty() => Ok(Arc::new(SoftwareProbe {
             repository: p.repository,
@@ -438,10 +432,12 @@ impl SoftwareProbe {
             req,
             &self.tls,
             MAX_MANIFEST,
-            &mut timings,
             &mut progress,
-            log,
-            &mut certs,
+            Trace {
+                timings: &mut timings,
+                log,
+                certs: &mut certs,
+            },
         )
         .await;
         let result = match got {
@@ -501,7 +497,7 @@ impl Probe for SoftwareProbe {
         let mut log = String::new();
         let site = self.fetch(ctx, &url, proxy.as_ref(), &mut log).await;
         let mut perfdata = site.timings.perfdata();
-        perfdata.push(crate::tcp::seconds("total", site.total));
+        perfdata.push(seconds("total", site.total));
         let m = match site.result {
             Ok(m) => m,
             Err(o) => return o.with_details(log).with_perfdata(perfdata),
@@ -552,7 +548,7 @@ impl Probe for SoftwareProbe {
                             "revision {} was published {} ago, over {}",
                             m.revision,
                             fmt_age(a),
-                            fmt_duration(c)
+                            format_duration(c)
                         ),
                     ));
                 } else if too_old(self.warn_age) {
@@ -562,7 +558,7 @@ impl Probe for SoftwareProbe {
                             "revision {} was published {} ago, over {}",
                             m.revision,
                             fmt_age(a),
-                            fmt_duration(self.warn_age)
+                            format_duration(self.warn_age)
                         ),
                     ));
                 }
@@ -620,7 +616,7 @@ impl Probe for SoftwareProbe {
                                         "{} ago",
                                         fmt_age(a)
                                     )),
-                                    fmt_duration(self.revision_grace)
+                                    format_duration(self.revision_grace)
                                 ));
                             }
                         }

@@ -6,24 +6,20 @@
 //! names the phase a timeout hit.
 
 use std::fmt::Write as _;
-use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use gridprobe_config::{Config, Diagnostic, ProbeDef};
 use regex::bytes::Regex;
-use rustls_pki_types::ServerName;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::outcome::{bound_summary, Outcome, Perfdatum};
-use crate::registry::ParamDoc;
-use crate::tls::{self, CertInfo, TlsParams, TlsSettings};
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::net::tls::{self, tls_params, TlsSettings};
+use crate::net::{host_port, io_reason, open, strip_brackets, Failure, Timings};
+use crate::outcome::{bound_summary, fmt_secs, quote_bytes, seconds, Outcome, Perfdatum};
+use crate::params::{check_template, compile_regex};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe};
 
 /// Config kind name.
@@ -41,18 +37,22 @@ const QUOTE_BYTES: usize = 64;
 /// Received bytes shown in the details.
 const DETAIL_BYTES: usize = 4096;
 
+/// Phase names of the exchange, for timeout messages.
+const PHASE_SEND: &str = "send";
+const PHASE_READ: &str = "reply read";
+
 /// Parameters.
 pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "host",
         ty: "string",
-        default: Some("{hostname}"),
+        default: ParamDefault::Value("{hostname}"),
         description: "Host name or IP address to connect to; placeholders are expanded",
     },
     ParamDoc {
         name: "port",
         ty: "integer",
-        default: None,
+        default: ParamDefault::Optional,
         description: "TCP port. Required unless the service endpoint URL has a port or a scheme \
                       with a known one (http 80, https/davs 443, root/xroot 1094, gsiftp 2811, \
                       srm/httpg 8443, ldap 389, ldaps 636)",
@@ -60,14 +60,14 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "send",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Sent after connecting (and the TLS handshake), as written: TOML escapes \
                       such as \\r\\n apply; placeholders are expanded. Optional",
     },
     ParamDoc {
         name: "expect",
         ty: "string",
-        default: None,
+        default: ParamDefault::Optional,
         description: "Regular expression (Rust regex syntax, on raw bytes) that the reply must \
                       match; reading stops at the first match, at end of stream or at \
                       `read_limit`. Without it nothing is read",
@@ -75,7 +75,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "tls",
         ty: "bool",
-        default: Some("false"),
+        default: ParamDefault::Value("false"),
         description: "Do a TLS handshake after connecting, with the host as server name",
     },
     tls::DOC_TLS_VERIFY,
@@ -87,7 +87,7 @@ pub const PARAMS: &[ParamDoc] = &[
     ParamDoc {
         name: "read_limit",
         ty: "integer",
-        default: Some("65536"),
+        default: ParamDefault::Value("65536"),
         description: "Most bytes of the reply read while looking for `expect`",
     },
 ];
@@ -111,10 +111,7 @@ struct TcpParams {
 
 /// Builds the probe.
 pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnostic>> {
-    let p: TcpParams = def
-        .params
-        .deserialize(&config.sources)
-        .map_err(|d| vec![d])?;
+    let p: TcpParams = crate::params::read(def, config)?;
     let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
     let mut errors = Vec::new();
 
@@ -156,21 +153,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
         ("cert_crit_days", p.cert_crit_days.is_some()),
     ];
     let tls = if p.tls.unwrap_or(false) {
-        let params = TlsParams {
-            tls_verify: p.tls_verify,
-            ca_file: p.ca_file,
-            client_cert: p.client_cert,
-            client_key: p.client_key,
-            cert_warn_days: p.cert_warn_days,
-            cert_crit_days: p.cert_crit_days,
-        };
-        match TlsSettings::from_params(def, config, params) {
-            Ok(s) => Some(s),
-            Err(ds) => {
-                errors.extend(ds);
-                None
-            }
-        }
+        TlsSettings::read(def, config, tls_params!(p), &mut errors)
     } else {
         // A TLS setting without `tls = true` is a mistake, not something to ignore quietly.
         for (key, _) in tls_keys.iter().filter(|(_, set)| *set) {
@@ -274,11 +257,12 @@ impl Probe for TcpProbe {
         };
 
         if let Some(data) = &send {
-            let sent = bounded(ctx, async {
-                stream.write_all(data.as_bytes()).await?;
-                stream.flush().await
-            })
-            .await;
+            let sent = ctx
+                .bounded(async {
+                    stream.write_all(data.as_bytes()).await?;
+                    stream.flush().await
+                })
+                .await;
             match sent {
                 Err(stop) => return fail(Failure::Stopped(stop, PHASE_SEND), log, perfdata),
                 Ok(Err(e)) => {
@@ -303,11 +287,14 @@ impl Probe for TcpProbe {
         let mut matched_in = None;
         if let Some(re) = &self.expect {
             let mut received = Vec::new();
-            let read = bounded(
-                ctx,
-                read_until_match(&mut stream, re, self.read_limit, &mut received),
-            )
-            .await;
+            let read = ctx
+                .bounded(read_until_match(
+                    &mut stream,
+                    re,
+                    self.read_limit,
+                    &mut received,
+                ))
+                .await;
             let elapsed = exchange_start.elapsed();
             perfdata.push(seconds("response", elapsed));
             let _ = writeln!(
@@ -443,438 +430,23 @@ fn scheme_port(scheme: &str) -> Option<u16> {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Transport shared with the `http` kind.
-
-/// Phase names, as they appear in "timeout after 5s during <phase> on <target>".
-pub(crate) const PHASE_DNS: &str = "DNS lookup";
-/// TCP connect phase.
-pub(crate) const PHASE_CONNECT: &str = "TCP connect";
-/// TLS handshake phase.
-pub(crate) const PHASE_TLS: &str = "TLS handshake";
-const PHASE_SEND: &str = "send";
-const PHASE_READ: &str = "reply read";
-
-/// Why a bounded step did not finish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// The context's deadline passed.
-    Timeout,
-    /// The context's cancellation token fired.
-    Cancelled,
-}
-
-/// Runs `fut` until it finishes, the deadline passes or the context is cancelled.
-pub(crate) async fn bounded<F: Future>(ctx: &ProbeContext, fut: F) -> Result<F::Output, Stop> {
-    let deadline = tokio::time::Instant::from_std(ctx.deadline);
-    tokio::select! {
-        biased;
-        _ = ctx.cancel.cancelled() => Err(Stop::Cancelled),
-        r = tokio::time::timeout_at(deadline, fut) => r.map_err(|_| Stop::Timeout),
-    }
-}
-
-/// How a probe attempt failed.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// Deadline or cancellation, during the named phase.
-    Stopped(Stop, &'static str),
-    /// The service failed (CRITICAL); one line without the target.
-    Critical(String),
-    /// The probe could not decide, e.g. an unreadable local file (UNKNOWN).
-    Unknown(String),
-}
-
-impl Failure {
-    /// The outcome, naming `target` (the URL or host:port).
-    pub(crate) fn outcome(self, ctx: &ProbeContext, target: &str) -> Outcome {
-        match self {
-            Failure::Stopped(Stop::Timeout, phase) => Outcome::critical(format!(
-                "timeout after {} during {phase} on {target}",
-                fmt_timeout(ctx.timeout)
-            )),
-            Failure::Stopped(Stop::Cancelled, phase) => {
-                Outcome::unknown(format!("cancelled during {phase} on {target}"))
-            }
-            Failure::Critical(m) => Outcome::critical(format!("{m} on {target}")),
-            Failure::Unknown(m) => Outcome::unknown(format!("{m} (probing {target})")),
-        }
-    }
-}
-
-/// Durations of the connection phases that completed.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Timings {
-    pub dns: Option<Duration>,
-    pub connect: Option<Duration>,
-    pub tls: Option<Duration>,
-}
-
-impl Timings {
-    /// `dns`, `connect` and `tls` perfdata, for the phases that completed.
-    pub(crate) fn perfdata(&self) -> Vec<Perfdatum> {
-        [
-            ("dns", self.dns),
-            ("connect", self.connect),
-            ("tls", self.tls),
-        ]
-        .into_iter()
-        .filter_map(|(label, d)| d.map(|d| seconds(label, d)))
-        .collect()
-    }
-}
-
-/// A duration perfdatum in seconds, to the microsecond.
-pub(crate) fn seconds(label: &str, d: Duration) -> Perfdatum {
-    Perfdatum::new(label, d.as_micros() as f64 / 1e6, "s")
-}
-
-/// A connected stream, plain or TLS.
-#[derive(Debug)]
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// An open connection and, over TLS, the server certificate.
-pub(crate) struct Opened {
-    pub stream: Stream,
-    pub cert: Option<CertInfo>,
-}
-
-/// Resolves `host`, connects to its addresses in order and, with `tls`, does the handshake
-/// (offering the given ALPN protocols). Records each phase in `timings` and what happened in
-/// `log`.
-pub(crate) async fn open(
-    ctx: &ProbeContext,
-    host: &str,
-    port: u16,
-    tls: Option<(&TlsSettings, &[&[u8]])>,
-    timings: &mut Timings,
-    log: &mut String,
-) -> Result<Opened, Failure> {
-    let is_ip = host.parse::<IpAddr>().is_ok();
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => {
-            timings.dns = Some(Duration::ZERO);
-            vec![SocketAddr::new(ip, port)]
-        }
-        Err(_) => {
-            let start = Instant::now();
-            let found = bounded(ctx, tokio::net::lookup_host((host, port)))
-                .await
-                .map_err(|s| Failure::Stopped(s, PHASE_DNS))?;
-            let elapsed = start.elapsed();
-            timings.dns = Some(elapsed);
-            let addrs: Vec<SocketAddr> = found
-                .map_err(|e| {
-                    Failure::Critical(format!("DNS lookup of {host} failed: {}", dns_reason(&e)))
-                })?
-                .collect();
-            if addrs.is_empty() {
-                return Err(Failure::Critical(format!(
-                    "DNS lookup of {host} returned no address"
-                )));
-            }
-            let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-            let _ = writeln!(
-                log,
-                "resolved {host} to {} in {}",
-                list.join(", "),
-                fmt_secs(elapsed)
-            );
-            addrs
-        }
-    };
-
-    let start = Instant::now();
-    let mut errors: Vec<(SocketAddr, String)> = Vec::new();
-    let mut connected = None;
-    for (i, addr) in addrs.iter().enumerate() {
-        let left = addrs.len() - i;
-        let attempt = Instant::now();
-        let result = if left > 1 {
-            // A fair share of the time left, so that one black-holed address (often a broken
-            // IPv6 route) does not use up the whole timeout.
-            let share = ctx.remaining() / left as u32;
-            match bounded(ctx, tokio::time::timeout(share, TcpStream::connect(*addr)))
-                .await
-                .map_err(|s| Failure::Stopped(s, PHASE_CONNECT))?
-            {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {}", fmt_secs(attempt.elapsed())),
-                )),
-            }
-        } else {
-            bounded(ctx, TcpStream::connect(*addr))
-                .await
-                .map_err(|s| Failure::Stopped(s, PHASE_CONNECT))?
-        };
-        match result {
-            Ok(s) => {
-                connected = Some((s, *addr));
-                break;
-            }
-            Err(e) => {
-                let reason = match e.kind() {
-                    io::ErrorKind::TimedOut => e.to_string(),
-                    _ => io_reason(&e),
-                };
-                let _ = writeln!(log, "connect to {addr} failed: {reason}");
-                errors.push((*addr, reason));
-            }
-        }
-    }
-    let elapsed = start.elapsed();
-    timings.connect = Some(elapsed);
-    let Some((tcp, addr)) = connected else {
-        let msg = match errors.as_slice() {
-            [(_, reason)] if is_ip => format!("TCP connect failed: {reason}"),
-            [(addr, reason)] => format!("TCP connect to {addr} failed: {reason}"),
-            many => {
-                let all: Vec<String> = many.iter().map(|(a, r)| format!("{a}: {r}")).collect();
-                format!("TCP connect failed: {}", all.join("; "))
-            }
-        };
-        return Err(Failure::Critical(msg));
-    };
-    // Requests are small and sent at once; Nagle would only add latency to the timings.
-    let _ = tcp.set_nodelay(true);
-    let _ = writeln!(log, "connected to {addr} in {}", fmt_secs(elapsed));
-
-    let Some((settings, alpn)) = tls else {
-        return Ok(Opened {
-            stream: Stream::Plain(tcp),
-            cert: None,
-        });
-    };
-    let (config, slot) = settings.client_config(alpn).map_err(Failure::Unknown)?;
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|e| Failure::Unknown(format!("`{host}` cannot be a TLS server name: {e}")))?;
-    let start = Instant::now();
-    let handshake = bounded(
-        ctx,
-        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-    )
-    .await;
-    let cert = slot.info();
-    if let Some(c) = &cert {
-        let _ = writeln!(log, "server certificate: {}", c.describe());
-    }
-    let handshake = handshake.map_err(|s| Failure::Stopped(s, PHASE_TLS))?;
-    let elapsed = start.elapsed();
-    timings.tls = Some(elapsed);
-    match handshake {
-        Err(e) => Err(Failure::Critical(format!(
-            "TLS handshake failed: {}",
-            tls::describe_handshake_error(&e, cert.as_ref())
-        ))),
-        Ok(s) => {
-            let conn = s.get_ref().1;
-            let _ = writeln!(
-                log,
-                "TLS {} {} in {}{}",
-                conn.protocol_version()
-                    .map(|v| format!("{v:?}"))
-                    .unwrap_or_default(),
-                conn.negotiated_cipher_suite()
-                    .map(|c| format!("{:?}", c.suite()))
-                    .unwrap_or_default(),
-                fmt_secs(elapsed),
-                conn.alpn_protocol()
-                    .map(|p| format!(", ALPN {}", String::from_utf8_lossy(p)))
-                    .unwrap_or_default()
-            );
-            Ok(Opened {
-                stream: Stream::Tls(Box::new(s)),
-                cert,
-            })
-        }
-    }
-}
-
-/// An I/O error in a few words, without the "(os error N)" tail.
-pub(crate) fn io_reason(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::ConnectionReset => "connection reset by peer".into(),
-        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
-        io::ErrorKind::HostUnreachable => "host unreachable".into(),
-        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
-        io::ErrorKind::TimedOut => "timed out".into(),
-        io::ErrorKind::BrokenPipe => "connection closed by peer (broken pipe)".into(),
-        io::ErrorKind::UnexpectedEof => "connection closed by peer".into(),
-        _ => {
-            let text = e.to_string();
-            match text.find(" (os error") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            }
-        }
-    }
-}
-
-fn dns_reason(e: &io::Error) -> String {
-    let text = io_reason(e);
-    text.strip_prefix("failed to lookup address information: ")
-        .map(str::to_string)
-        .unwrap_or(text)
-}
-
-/// `1.234 s`.
-pub(crate) fn fmt_secs(d: Duration) -> String {
-    format!("{:.3} s", d.as_secs_f64())
-}
-
-/// A timeout as configured: `30s`, `0.5s`.
-pub(crate) fn fmt_timeout(d: Duration) -> String {
-    let text = format!("{:.3}", d.as_secs_f64());
-    format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
-}
-
-/// Bytes as an escaped, quoted string, cut after `max` bytes.
-pub(crate) fn quote_bytes(b: &[u8], max: usize) -> String {
-    let shown = &b[..b.len().min(max)];
-    let more = if b.len() > max { "…" } else { "" };
-    format!("\"{}\"{more}", shown.escape_ascii())
-}
-
-/// `host:port`, with IPv6 addresses in brackets.
-pub(crate) fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// `[::1]` → `::1`.
-pub(crate) fn strip_brackets(host: &str) -> &str {
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
-/// A positioned diagnostic when a placeholder template is malformed.
-pub(crate) fn check_template(
-    def: &ProbeDef,
-    config: &Config,
-    key: &str,
-    template: &str,
-) -> Option<Diagnostic> {
-    placeholders::names(template).err().map(|e| {
-        config
-            .sources
-            .error(&def.params.key_span(key), format!("`{key}`: {e}"))
-            .with_help("placeholders look like {hostname} or {param.NAME}; write {{ and }} for literal braces")
-    })
-}
-
-/// Parses the duration param `key` (`30s`, `1h`), or a positioned diagnostic; `None` when the
-/// key is absent.
-pub(crate) fn duration_param(
-    def: &ProbeDef,
-    config: &Config,
-    key: &str,
-    value: Option<&str>,
-) -> Result<Option<Duration>, Diagnostic> {
-    value
-        .map(|v| {
-            gridprobe_config::parse_duration(v).map_err(|e| {
-                config
-                    .sources
-                    .error(&def.params.key_span(key), format!("`{key}`: {e}"))
-                    .with_help("write a duration such as \"30s\", \"5m\" or \"1h 30m\"")
-            })
-        })
-        .transpose()
-}
-
-/// Compiles the regex of `key`, or a positioned diagnostic with the parser's reason.
-pub(crate) fn compile_regex(
-    def: &ProbeDef,
-    config: &Config,
-    key: &str,
-    pattern: &str,
-) -> Result<Regex, Diagnostic> {
-    Regex::new(pattern).map_err(|e| {
-        // The parser's message spans lines (pattern, caret, reason); keep the reason.
-        let text = e.to_string();
-        let reason = text
-            .lines()
-            .rev()
-            .find_map(|l| l.trim().strip_prefix("error: "))
-            .unwrap_or(text.trim())
-            .to_string();
-        config
-            .sources
-            .error(
-                &def.params.key_span(key),
-                format!("invalid regular expression in `{key}`: {reason}"),
-            )
-            .with_help("the syntax is Rust's regex crate (like RE2/PCRE without look-around)")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
     use super::*;
     use crate::outcome::Status;
-    use crate::tls::test_support::{build_with, context, line_of, TestCa};
+    use crate::test_support::{build_with, context, line_of, TestCa};
 
     fn probe(params: &str) -> SharedProbe {
-        crate::tls::test_support::built(build, NAME, params)
+        crate::test_support::built(build, NAME, params)
     }
 
     fn labels(o: &Outcome) -> Vec<&str> {
-        crate::tls::test_support::perf_labels(o)
+        crate::test_support::perf_labels(o)
     }
 
     /// A line echo server; with an acceptor it speaks TLS. A line starting with "quiet" gets no
@@ -928,7 +500,7 @@ mod tests {
 
     #[test]
     fn params_are_documented() {
-        crate::registry::assert_params_documented::<TcpParams>(PARAMS);
+        crate::kind::assert_params_documented::<TcpParams>(PARAMS);
     }
 
     #[tokio::test]
@@ -1015,7 +587,7 @@ mod tests {
         assert_eq!(o.status, Status::Critical, "{o:?}");
         assert!(
             o.summary.starts_with(&format!(
-                "timeout after 0.6s during reply read on 127.0.0.1:{port}"
+                "timeout after 600ms during reply read on 127.0.0.1:{port}"
             )),
             "{}",
             o.summary

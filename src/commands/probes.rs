@@ -21,8 +21,8 @@ pub fn run(format: Format) -> anyhow::Result<ExitCode> {
                         "params": k.params.iter().map(|p| serde_json::json!({
                             "name": p.name,
                             "type": p.ty,
-                            "required": p.default.is_none(),
-                            "default": p.default,
+                            "required": p.default.is_required(),
+                            "default": p.default.value(),
                             "description": p.description,
                         })).collect::<Vec<_>>(),
                     })
@@ -43,7 +43,7 @@ pub fn run(format: Format) -> anyhow::Result<ExitCode> {
                     t.add_row([
                         Cell::new(p.name),
                         Cell::new(p.ty),
-                        Cell::new(p.default.unwrap_or("(required)")),
+                        Cell::new(p.default.shown()),
                         Cell::new(p.description),
                     ]);
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::ce::tests::{job_probe, script};
 use crate::outcome::Status;
-use crate::tls::test_support::{build_with, context, line_of};
+use crate::test_support::{build_with, context, line_of};
 
 fn errors(params: &str) -> Vec<Diagnostic> {
     match build_with(build, NAME, params) {
@@ -26,7 +26,7 @@ fn lit(p: &Path) -> String {
 
 #[test]
 fn params_are_documented() {
-    crate::registry::assert_params_documented::<JobParams>(PARAMS);
+    crate::kind::assert_params_documented::<JobParams>(PARAMS);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::tls::test_support::{build_with, context, line_of};
+use crate::test_support::{build_with, context, line_of};
 
 const REPO: &str = "lhcb.cern.ch";
 
@@ -153,7 +153,7 @@ async fn cvmfs_server() -> Server {
 
 #[test]
 fn params_are_documented() {
-    crate::registry::assert_params_documented::<SoftwareParams>(PARAMS);
+    crate::kind::assert_params_documented::<SoftwareParams>(PARAMS);
 }
 
 #[test]

@@ -22,8 +22,8 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use crate::outcome::{Perfdatum, Status};
-use crate::registry::ParamDoc;
+use crate::kind::{ParamDefault, ParamDoc};
+use crate::outcome::{fmt_utc, Perfdatum, Status, UtcPrecision};
 
 /// Default of `cert_warn_days`.
 pub const DEFAULT_WARN_DAYS: u32 = 14;
@@ -34,7 +34,7 @@ pub const DEFAULT_CRIT_DAYS: u32 = 3;
 pub const DOC_TLS_VERIFY: ParamDoc = ParamDoc {
     name: "tls_verify",
     ty: "bool",
-    default: Some("true"),
+    default: ParamDefault::Value("true"),
     description: "Verify the server certificate chain and name against the system trust store \
                   plus `ca_file`. With false any certificate is accepted, but its expiry is \
                   still checked and reported",
@@ -43,7 +43,7 @@ pub const DOC_TLS_VERIFY: ParamDoc = ParamDoc {
 pub const DOC_CA_FILE: ParamDoc = ParamDoc {
     name: "ca_file",
     ty: "string",
-    default: None,
+    default: ParamDefault::Optional,
     description: "Extra trust anchors: a PEM file, or a directory whose *.pem, *.crt and \
                   hash-named (*.0) files are read, e.g. /etc/grid-security/certificates. \
                   Relative paths start at the directory of the config file. Optional",
@@ -52,7 +52,7 @@ pub const DOC_CA_FILE: ParamDoc = ParamDoc {
 pub const DOC_CLIENT_CERT: ParamDoc = ParamDoc {
     name: "client_cert",
     ty: "string",
-    default: None,
+    default: ParamDefault::Optional,
     description: "PEM file with the client certificate and its chain (e.g. a grid proxy). \
                   Needs `client_key`, which may name the same file. Optional",
 };
@@ -60,7 +60,7 @@ pub const DOC_CLIENT_CERT: ParamDoc = ParamDoc {
 pub const DOC_CLIENT_KEY: ParamDoc = ParamDoc {
     name: "client_key",
     ty: "string",
-    default: None,
+    default: ParamDefault::Optional,
     description: "PEM file with the private key of `client_cert` (the proxy file itself for a \
                   grid proxy). Optional, but required with `client_cert`",
 };
@@ -68,7 +68,7 @@ pub const DOC_CLIENT_KEY: ParamDoc = ParamDoc {
 pub const DOC_CERT_WARN_DAYS: ParamDoc = ParamDoc {
     name: "cert_warn_days",
     ty: "integer",
-    default: Some("14"),
+    default: ParamDefault::Value("14"),
     description: "WARNING when the server certificate has fewer than this many days left \
                   (0: never warn)",
 };
@@ -76,12 +76,28 @@ pub const DOC_CERT_WARN_DAYS: ParamDoc = ParamDoc {
 pub const DOC_CERT_CRIT_DAYS: ParamDoc = ParamDoc {
     name: "cert_crit_days",
     ty: "integer",
-    default: Some("3"),
+    default: ParamDefault::Value("3"),
     description: "CRITICAL when the server certificate has fewer than this many days left; an \
                   expired certificate is always CRITICAL",
 };
 
 /// The TLS keys of a kind's params, as deserialized.
+/// The TLS keys of a kind's params struct, which names them as [`TlsParams`] does (serde
+/// cannot flatten them into a `deny_unknown_fields` struct), moved into a [`TlsParams`].
+macro_rules! tls_params {
+    ($p:ident) => {
+        $crate::net::tls::TlsParams {
+            tls_verify: $p.tls_verify,
+            ca_file: $p.ca_file,
+            client_cert: $p.client_cert,
+            client_key: $p.client_key,
+            cert_warn_days: $p.cert_warn_days,
+            cert_crit_days: $p.cert_crit_days,
+        }
+    };
+}
+pub(crate) use tls_params;
+
 #[derive(Debug, Default)]
 pub(crate) struct TlsParams {
     pub tls_verify: Option<bool>,
@@ -103,19 +119,38 @@ pub struct TlsSettings {
     material: MaterialCache,
 }
 
+impl TlsParams {
+    /// Server verification only (`tls_verify`, `ca_file`): for kinds without client
+    /// certificates or expiry warnings.
+    pub(crate) fn verify_only(tls_verify: Option<bool>, ca_file: Option<String>) -> Self {
+        TlsParams {
+            tls_verify,
+            ca_file,
+            ..TlsParams::default()
+        }
+    }
+}
+
 impl TlsSettings {
+    /// [`TlsSettings::from_params`], its problems added to `errors`.
+    pub(crate) fn read(
+        def: &ProbeDef,
+        config: &Config,
+        params: TlsParams,
+        errors: &mut Vec<Diagnostic>,
+    ) -> Option<Self> {
+        Self::from_params(def, config, params)
+            .map_err(|ds| errors.extend(ds))
+            .ok()
+    }
+
     /// Checks the TLS params of `def`; each problem is positioned at its key.
     pub(crate) fn from_params(
         def: &ProbeDef,
         config: &Config,
         p: TlsParams,
     ) -> Result<Self, Vec<Diagnostic>> {
-        let base = config
-            .sources
-            .file(def.params.file)
-            .and_then(|f| f.path.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base = crate::params::config_dir(def, config);
         let resolve = |s: &String| base.join(s);
         let err = |key: &str, msg: String| config.sources.error(&def.params.key_span(key), msg);
         let mut errors = Vec::new();
@@ -638,6 +673,8 @@ pub(crate) fn describe_handshake_error(e: &std::io::Error, cert: Option<&CertInf
     }
 }
 
+// The unit variants are deprecated but still produced, so they are matched too.
+#[allow(deprecated)]
 fn describe_cert_error(ce: &CertificateError, cert: Option<&CertInfo>) -> String {
     let about = cert
         .map(|c| format!(" [subject: {}; issuer: {}]", c.subject, c.issuer))
@@ -679,218 +716,98 @@ fn describe_cert_error(ce: &CertificateError, cert: Option<&CertInfo>) -> String
         }
         CertificateError::BadSignature => format!("bad certificate signature{about}"),
         CertificateError::Revoked => format!("certificate revoked{about}"),
-        other => format!("{other}{about}"),
+        CertificateError::BadEncoding => format!("the certificate is malformed{about}"),
+        CertificateError::UnhandledCriticalExtension => format!(
+            "the certificate has a critical extension this client does not understand{about}"
+        ),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            format!("the certificate is not meant for TLS servers (extended key usage){about}")
+        }
+        CertificateError::UnsupportedSignatureAlgorithm
+        | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => format!(
+            "the certificate is signed with an algorithm this client does not support{about}"
+        ),
+        CertificateError::UnknownRevocationStatus => {
+            format!("the certificate's revocation status is unknown{about}")
+        }
+        CertificateError::ExpiredRevocationList
+        | CertificateError::ExpiredRevocationListContext { .. } => {
+            format!("the certificate revocation list has expired{about}")
+        }
+        CertificateError::Other(other) => {
+            let inner: &(dyn std::error::Error + 'static) = other.0.as_ref();
+            match inner.downcast_ref::<webpki::Error>() {
+                Some(e) => format!("{}{about}", webpki_words(e)),
+                None => format!("the certificate was rejected: {inner}{about}"),
+            }
+        }
+        other => format!("the certificate was rejected ({other}){about}"),
     }
 }
 
-/// `YYYY-MM-DD HH:MM UTC` for a Unix time.
+/// The certificate verifier's (webpki's) verdicts in words; its own text is the variant name.
+#[allow(deprecated)]
+fn webpki_words(e: &webpki::Error) -> String {
+    use webpki::Error as E;
+    let text = match e {
+        E::CaUsedAsEndEntity => "the server presented a CA certificate as its own certificate",
+        E::EndEntityUsedAsCa => {
+            "a server (end-entity) certificate stands in the chain where a CA certificate belongs"
+        }
+        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::MalformedExtensions => {
+            "the certificate is malformed (invalid DER encoding)"
+        }
+        E::InvalidCertValidity => "the certificate's validity period ends before it begins",
+        E::UnsupportedCertVersion => "the certificate is not an X.509 version 3 certificate",
+        E::UnsupportedCriticalExtension | E::ExtensionValueInvalid => {
+            "the certificate has a critical extension this client does not understand"
+        }
+        E::InvalidSignatureForPublicKey | E::SignatureAlgorithmMismatch => {
+            "a signature in the certificate chain does not verify"
+        }
+        E::UnsupportedSignatureAlgorithm
+        | E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKey
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "the certificate is signed with an algorithm this client does not support"
+        }
+        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
+            "the certificate is not meant for TLS servers (no serverAuth extended key usage)"
+        }
+        E::PathLenConstraintViolated => {
+            "the chain is longer than a CA certificate's path length constraint allows"
+        }
+        E::NameConstraintViolation | E::MalformedNameConstraint => {
+            "a name in the certificate is outside what its CA may certify (name constraints)"
+        }
+        E::MaximumPathDepthExceeded
+        | E::MaximumPathBuildCallsExceeded
+        | E::MaximumSignatureChecksExceeded
+        | E::MaximumNameConstraintComparisonsExceeded => {
+            "the certificate chain is too long or too complex to verify"
+        }
+        E::UnknownIssuer => {
+            "the certificate is not issued by a trusted CA (set ca_file to trust it)"
+        }
+        E::CertDistrusted => "the certificate's CA is distrusted",
+        E::CertRevoked => "the certificate is revoked",
+        E::InvalidSerialNumber => "the certificate has an invalid serial number",
+        E::MalformedDnsIdentifier | E::UnsupportedNameType => {
+            "the certificate holds a host name this client cannot check"
+        }
+        other => return format!("the certificate was rejected ({other})"),
+    };
+    text.to_string()
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for a Unix time in seconds.
 pub(crate) fn fmt_unix(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    fmt_utc(secs.saturating_mul(1000), UtcPrecision::Minutes)
 }
 
 /// Test helpers shared by the http and tcp tests: a throw-away CA, server TLS, contexts and
 /// configs.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    use crate::{ProbeContext, SharedProbe};
-
-    /// A test CA that signs server certificates for 127.0.0.1 and localhost.
-    pub(crate) struct TestCa {
-        issuer: CertifiedIssuer<'static, KeyPair>,
-        /// Holds `ca.pem`.
-        pub dir: tempfile::TempDir,
-    }
-
-    impl TestCa {
-        pub(crate) fn new() -> TestCa {
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "gridprobe test CA");
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("ca key"))
-                .expect("ca cert");
-            let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(dir.path().join("ca.pem"), issuer.pem()).expect("write ca.pem");
-            TestCa { issuer, dir }
-        }
-
-        /// Path of the CA certificate PEM file.
-        pub(crate) fn ca_pem_path(&self) -> String {
-            self.dir.path().join("ca.pem").display().to_string()
-        }
-
-        /// A server certificate for `names`, valid for `days` more days, and its key.
-        pub(crate) fn server_cert(
-            &self,
-            names: &[&str],
-            days: i64,
-        ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            let mut params = CertificateParams::new(names).expect("leaf params");
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "gridprobe test server");
-            let now = time::OffsetDateTime::now_utc();
-            params.not_before = now - time::Duration::days(1);
-            params.not_after = now + time::Duration::days(days);
-            let key = KeyPair::generate().expect("leaf key");
-            let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-            (vec![cert.der().clone()], key)
-        }
-
-        /// A TLS acceptor presenting a certificate for 127.0.0.1 and localhost, valid for
-        /// `days` more days.
-        pub(crate) fn acceptor(&self, days: i64) -> tokio_rustls::TlsAcceptor {
-            self.acceptor_for(&["127.0.0.1", "localhost"], days)
-        }
-
-        /// A TLS acceptor presenting a certificate for `names`.
-        pub(crate) fn acceptor_for(&self, names: &[&str], days: i64) -> tokio_rustls::TlsAcceptor {
-            let (chain, key) = self.server_cert(names, days);
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("protocols")
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .expect("server config");
-            tokio_rustls::TlsAcceptor::from(Arc::new(config))
-        }
-
-        /// A TLS acceptor for 127.0.0.1 that requires a client certificate from this CA.
-        pub(crate) fn acceptor_requiring_client_cert(&self) -> tokio_rustls::TlsAcceptor {
-            let (chain, key) = self.server_cert(&["127.0.0.1"], 90);
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(self.issuer.der().clone()).expect("client CA");
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider.clone(),
-            )
-            .build()
-            .expect("client verifier");
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("protocols")
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(chain, key)
-                .expect("server config");
-            tokio_rustls::TlsAcceptor::from(Arc::new(config))
-        }
-
-        /// Writes a client certificate and its key into one PEM file, as a grid proxy holds
-        /// them, and returns its path.
-        pub(crate) fn client_pem(&self) -> String {
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "gridprobe test user");
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            let key = KeyPair::generate().expect("client key");
-            let cert = params.signed_by(&key, &self.issuer).expect("client cert");
-            let path = self.dir.path().join("proxy.pem");
-            std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem()))
-                .expect("write proxy.pem");
-            path.display().to_string()
-        }
-    }
-
-    /// A context for the service `hostname` with an optional endpoint and a fresh deadline.
-    pub(crate) fn context(
-        hostname: &str,
-        endpoint: Option<&str>,
-        timeout: Duration,
-    ) -> ProbeContext {
-        let mut ctx = crate::placeholders::tests::context();
-        ctx.service.hostname = hostname.to_string();
-        ctx.service.endpoint = endpoint.and_then(|e| url::Url::parse(e).ok());
-        ctx.timeout = timeout;
-        ctx.deadline = Instant::now() + timeout;
-        ctx
-    }
-
-    /// A configuration with one probe of `kind` whose `[probe.params]` body is `params`.
-    pub(crate) fn config_text(kind: &str, params: &str) -> String {
-        format!(
-            "vo = \"test\"\n\n[[site]]\nname = \"T2_TEST\"\ntier = 2\n\n[[site.service]]\n\
-             flavour = \"WEBDAV\"\nhostname = \"127.0.0.1\"\n\n[[probe]]\n\
-             metric = \"org.test.probe\"\nkind = \"{kind}\"\nflavours = [\"WEBDAV\"]\n\n\
-             [probe.params]\n{params}\n"
-        )
-    }
-
-    /// Loads [`config_text`] and builds its probe with `build`.
-    /// Builds a probe of one kind from its `[probe.params]` text; panics with the diagnostics
-    /// (tests only).
-    pub(crate) fn built(build: crate::registry::BuildFn, kind: &str, params: &str) -> SharedProbe {
-        match build_with(build, kind, params) {
-            Ok(p) => p,
-            Err(ds) => panic!("build failed: {ds:?}"),
-        }
-    }
-
-    /// The labels of an outcome's perfdata, in order.
-    pub(crate) fn perf_labels(o: &crate::Outcome) -> Vec<&str> {
-        o.perfdata.iter().map(|p| p.label.as_str()).collect()
-    }
-
-    pub(crate) fn build_with(
-        build: crate::registry::BuildFn,
-        kind: &str,
-        params: &str,
-    ) -> Result<SharedProbe, Vec<gridprobe_config::Diagnostic>> {
-        let text = config_text(kind, params);
-        let loaded = gridprobe_config::load_str(std::path::Path::new("t.toml"), &text);
-        assert!(
-            loaded.diagnostics.is_empty(),
-            "test config must load cleanly:\n{}",
-            loaded.diagnostics
-        );
-        build(&loaded.config.probes[0], &loaded.config)
-    }
-
-    /// The 1-based line of `text` holding `needle` in the config built from `params`.
-    pub(crate) fn line_of(kind: &str, params: &str, needle: &str) -> usize {
-        config_text(kind, params)
-            .lines()
-            .position(|l| l.contains(needle))
-            .map(|i| i + 1)
-            .expect("needle in config")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -912,7 +829,7 @@ mod tests {
 
     #[test]
     fn ca_directory_is_read_once_per_certificate() {
-        let ca = test_support::TestCa::new();
+        let ca = crate::test_support::TestCa::new();
         let dir = ca.dir.path();
         std::fs::copy(dir.join("ca.pem"), dir.join("abcdef01.0")).expect("copy");
         std::fs::write(dir.join("abcdef01.r0"), "not a certificate").expect("write");
@@ -921,5 +838,42 @@ mod tests {
         assert!(load_roots(&dir.join("missing.pem"))
             .unwrap_err()
             .contains("no such file"));
+    }
+
+    /// Issue 13 item 16: the verifier's errors are told in words, not as Rust debug text.
+    #[test]
+    fn verifier_errors_are_told_in_words() {
+        let ca_as_leaf = CertificateError::Other(rustls::OtherError(Arc::new(
+            webpki::Error::CaUsedAsEndEntity,
+        )));
+        let text = describe_cert_error(&ca_as_leaf, None);
+        assert_eq!(
+            text,
+            "the server presented a CA certificate as its own certificate"
+        );
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(ca_as_leaf),
+        );
+        let text = describe_handshake_error(&e, None);
+        assert_eq!(
+            text,
+            "certificate verify failed: the server presented a CA certificate as its own \
+             certificate"
+        );
+        for e in [
+            webpki::Error::EndEntityUsedAsCa,
+            webpki::Error::BadDer,
+            webpki::Error::PathLenConstraintViolated,
+            webpki::Error::EmptyEkuExtension,
+            webpki::Error::UnsupportedCriticalExtension,
+        ] {
+            let ce = CertificateError::Other(rustls::OtherError(Arc::new(e.clone())));
+            let text = describe_cert_error(&ce, None);
+            assert!(
+                !text.contains("Other") && !text.contains(&format!("{e:?}")),
+                "{text}"
+            );
+        }
     }
 }
