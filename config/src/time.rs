@@ -136,26 +136,6 @@ pub fn parse_duration_in(s: &str, range: DurationRange) -> Result<Duration, Dura
     Ok(d)
 }
 
-/// Formats a duration for people in the units a config is written in: a whole number of the
-/// largest unit that divides it (`31d`, `10m`, `500ms`), else humantime's `1h 30m`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if d.subsec_nanos().is_multiple_of(1_000_000) && ms > 0 {
-        for (unit, name) in [
-            (86_400_000u128, "d"),
-            (3_600_000, "h"),
-            (60_000, "m"),
-            (1_000, "s"),
-            (1, "ms"),
-        ] {
-            if ms.is_multiple_of(unit) {
-                return format!("{}{name}", ms / unit);
-            }
-        }
-    }
-    humantime::format_duration(d).to_string()
-}
-
 /// Parses a UTC time or an RFC 3339 time with offset to ms since the epoch.
 pub fn parse_utc(text: &str) -> Result<i64, String> {
     let t = text.trim();
@@ -192,6 +172,47 @@ pub fn format_utc_ms(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Formats a duration in the compact form people write in configs: `7d`, `1h30m`, `90s` is
+/// `1m30s`, `1.5s`, `250ms`. Units are days, hours, minutes and seconds (the seconds with up to
+/// three decimals); below one second, milliseconds (with up to three decimals). Zero is `0s`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    /// `12`, `1.5`, `0.25`: up to three decimals, trailing zeros dropped.
+    fn decimal(whole: u64, thousandths: u32) -> String {
+        if thousandths == 0 {
+            return whole.to_string();
+        }
+        let frac = format!("{thousandths:03}");
+        format!("{whole}.{}", frac.trim_end_matches('0'))
+    }
+    if d.is_zero() {
+        return "0s".to_string();
+    }
+    if d.as_secs() == 0 {
+        let micros = d.subsec_micros();
+        return format!("{}ms", decimal(u64::from(micros / 1000), micros % 1000));
+    }
+    let secs = d.as_secs();
+    let (days, hours, minutes, seconds) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    let millis = d.subsec_millis();
+    let mut out = String::new();
+    for (n, unit) in [(days, "d"), (hours, "h"), (minutes, "m")] {
+        if n > 0 {
+            out.push_str(&n.to_string());
+            out.push_str(unit);
+        }
+    }
+    if seconds > 0 || millis > 0 {
+        out.push_str(&decimal(seconds, millis));
+        out.push('s');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -238,47 +259,6 @@ mod tests {
         assert_eq!(parse_duration("99y").map(|d| d <= MAX_DURATION), Ok(true));
         assert!(parse_duration("101y").is_err());
     }
-}
-
-/// Formats a duration in the compact form people write in configs: `7d`, `1h30m`, `90s` is
-/// `1m30s`, `1.5s`, `250ms`. Units are days, hours, minutes and seconds (the seconds with up to
-/// three decimals); below one second, milliseconds (with up to three decimals). Zero is `0s`.
-pub fn format_duration(d: std::time::Duration) -> String {
-    /// `12`, `1.5`, `0.25`: up to three decimals, trailing zeros dropped.
-    fn decimal(whole: u64, thousandths: u32) -> String {
-        if thousandths == 0 {
-            return whole.to_string();
-        }
-        let frac = format!("{thousandths:03}");
-        format!("{whole}.{}", frac.trim_end_matches('0'))
-    }
-    if d.is_zero() {
-        return "0s".to_string();
-    }
-    if d.as_secs() == 0 {
-        let micros = d.subsec_micros();
-        return format!("{}ms", decimal(u64::from(micros / 1000), micros % 1000));
-    }
-    let secs = d.as_secs();
-    let (days, hours, minutes, seconds) = (
-        secs / 86_400,
-        secs % 86_400 / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-    );
-    let millis = d.subsec_millis();
-    let mut out = String::new();
-    for (n, unit) in [(days, "d"), (hours, "h"), (minutes, "m")] {
-        if n > 0 {
-            out.push_str(&n.to_string());
-            out.push_str(unit);
-        }
-    }
-    if seconds > 0 || millis > 0 {
-        out.push_str(&decimal(seconds, millis));
-        out.push('s');
-    }
-    out
 }
 
 #[cfg(test)]
