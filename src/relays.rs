@@ -107,10 +107,18 @@ pub fn start(
     )?;
     if report.torn_bytes > 0 || report.corrupt_bytes > 0 {
         eprintln!(
-            "gridprobe: spool {}: cut a torn record ({} bytes) and skipped {} damaged bytes",
+            "gridprobe: spool {}: cut a torn record ({} bytes) and skipped {} damaged records \
+             ({} bytes; the segments as found are kept as {})",
             root.join("store").display(),
             report.torn_bytes,
-            report.corrupt_bytes
+            report.damaged_records,
+            report.corrupt_bytes,
+            report
+                .damaged_copies
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if report.records > 0 {

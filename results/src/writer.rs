@@ -178,7 +178,8 @@ pub struct WriterStats {
     pub spool_errors: AtomicU64,
     /// Results delivered from the spool (a subset of `written`).
     pub replayed: AtomicU64,
-    /// Spooled records that could not be decoded and were skipped.
+    /// Spooled records that could not be decoded, or were found damaged on disk (checksum),
+    /// and were skipped; also counted in `dropped`.
     pub corrupt: AtomicU64,
 }
 
@@ -255,14 +256,46 @@ pub fn spawn_relay(
     events: Option<Arc<dyn ResultStore>>,
     events_independent: bool,
     cfg: WriterConfig,
-    spool: Option<Spool>,
+    mut spool: Option<Spool>,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(WriterStats::default());
     let spool_dir = spool.as_ref().map(|s| s.dir().to_path_buf());
-    if let Some(s) = &spool {
+    let mut damage = None;
+    if let Some(s) = &mut spool {
         stats.spooled.store(s.len(), Ordering::Relaxed);
         stats.spool_bytes.store(s.bytes(), Ordering::Relaxed);
+        if let Some(d) = s.take_damage() {
+            // Lost for good: counted as dropped, logged, and recorded as a store event.
+            stats.corrupt.fetch_add(d.records, Ordering::Relaxed);
+            stats.dropped.fetch_add(d.records, Ordering::Relaxed);
+            let copies = d
+                .copies
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = format!(
+                "{} spooled results for the {} dropped: damaged records ({} bytes) in the spool \
+                 {}; the segments as found are kept as {copies}",
+                d.records,
+                target.name(),
+                d.bytes,
+                s.dir().display()
+            );
+            tracing::warn!(
+                target_name = %target.name(),
+                dropped = d.records,
+                bytes = d.bytes,
+                copies = %copies,
+                "{message}"
+            );
+            damage = Some(StoreEvent {
+                at_ms: unix_ms(SystemTime::now()),
+                kind: RESULTS_DROPPED.to_string(),
+                message,
+            });
+        }
     }
     let intake = Intake {
         rx,
@@ -286,6 +319,7 @@ pub fn spawn_relay(
         spool: spool.map(|s| Arc::new(Mutex::new(s))),
         full: None,
         full_reported: 0,
+        damage,
     };
     let task = tokio::spawn(relay.run());
     (
@@ -486,6 +520,8 @@ struct Relay {
     spool: Option<Arc<Mutex<Spool>>>,
     /// The spool was full since the last recorded event.
     full: Option<EventWindow>,
+    /// Damaged spool records skipped at open, not yet recorded in the events store.
+    damage: Option<StoreEvent>,
     /// `spool_full` as of the last recorded event.
     full_reported: u64,
 }
@@ -597,6 +633,16 @@ impl Relay {
             w.count = full_total.saturating_sub(self.full_reported);
         }
         let target = self.intake.target_name.clone();
+        if let Some(event) = self.damage.take() {
+            if let Err(e) = self
+                .intake
+                .while_receiving(store.record_event(&event))
+                .await
+            {
+                tracing::error!(error = %e, "cannot record the damaged spool records; will retry");
+                self.damage = Some(event);
+            }
+        }
         if let Some(window) = self.intake.drops.take() {
             let event = window.event(&target);
             match self
@@ -690,7 +736,10 @@ impl Relay {
         if self.intake.last_error.take().is_some() {
             tracing::info!(target_name = %self.intake.target_name, "{} accepts results again", self.intake.target_name);
         }
-        if self.intake.drops.is_some() || (self.full.is_some() && !self.intake.spool_refusing) {
+        if self.intake.drops.is_some()
+            || self.damage.is_some()
+            || (self.full.is_some() && !self.intake.spool_refusing)
+        {
             self.report_events().await;
         }
     }
@@ -779,6 +828,9 @@ impl Relay {
         };
         let fresh_ids = self.target.fresh_ids();
         let mut delay = self.cfg.retry_min;
+        if self.damage.is_some() {
+            self.report_events().await;
+        }
         let replay_at_start = self.spooled();
         if replay_at_start > 0 {
             tracing::info!(
@@ -887,7 +939,7 @@ impl Relay {
                 "{spooled} results stay in the spool; they are delivered after the next start"
             );
         }
-        if self.intake.drops.is_some() || self.full.is_some() {
+        if self.intake.drops.is_some() || self.full.is_some() || self.damage.is_some() {
             // A last chance to leave a trace in the store itself.
             self.intake.spool_refusing = false;
             self.report_events().await;
