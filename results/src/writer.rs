@@ -179,7 +179,7 @@ pub struct WriterStats {
     /// Results delivered from the spool (a subset of `written`).
     pub replayed: AtomicU64,
     /// Spooled records that could not be decoded, or were found damaged on disk (checksum),
-    /// and were skipped; also counted in `dropped`.
+    /// and were skipped (lost before this run delivered them; not in `dropped`).
     pub corrupt: AtomicU64,
 }
 
@@ -266,9 +266,8 @@ pub fn spawn_relay(
         stats.spooled.store(s.len(), Ordering::Relaxed);
         stats.spool_bytes.store(s.bytes(), Ordering::Relaxed);
         if let Some(d) = s.take_damage() {
-            // Lost for good: counted as dropped, logged, and recorded as a store event.
+            // Lost for good: counted, logged, and recorded as a store event.
             stats.corrupt.fetch_add(d.records, Ordering::Relaxed);
-            stats.dropped.fetch_add(d.records, Ordering::Relaxed);
             let copies = d
                 .copies
                 .iter()
