@@ -662,3 +662,62 @@ fn a_flipped_byte_mid_segment_drops_only_that_record_counts_it_and_keeps_a_copy(
         "the copy is the segment as found"
     );
 }
+
+/// The value of a metric sample line (`name{labels} value`) in a Prometheus text page.
+fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// Issue 13: with no queue bound, lapin logged every returned message as a decimal byte array
+/// and the results counted as published. Now: counted as unroutable, one warning line, nothing
+/// of lapin's.
+#[test]
+fn amqp_without_a_bound_queue_counts_unroutable_and_logs_one_line() {
+    let Some(url) = amqp_url() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let exchange = format!("gridprobe.test.unroutable.{}", std::process::id());
+    let cfg = write(
+        dir.path(),
+        "vo.toml",
+        &config(&amqp_publish(dir.path(), &url, &exchange)),
+    );
+    let store = dir.path().join("results.sqlite");
+    let store = store.to_str().expect("utf-8").to_string();
+    let mut serve = Serve::start(&cfg, &store);
+    serve.wait_for("gridprobe serving vo e2e", Duration::from_secs(30));
+    let metrics = || {
+        common::http_client()
+            .get(format!("http://{}/metrics", serve.http_addr()))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let unroutable = r#"gridprobe_publish_unroutable_total{target="rabbit"}"#;
+    assert!(
+        wait_until(Duration::from_secs(60), || sample(&metrics(), unroutable)
+            .is_some_and(|n| n >= 6.0)),
+        "no unroutable results counted:\n{}\n{}",
+        metrics(),
+        serve.output()
+    );
+    let page = metrics();
+    assert_eq!(
+        sample(&page, r#"gridprobe_publish_published_total{target="rabbit"}"#),
+        Some(0.0),
+        "returned messages counted as published:\n{page}"
+    );
+    serve.signal("TERM");
+    serve.wait_exit(Duration::from_secs(30));
+    let output = serve.output();
+    assert!(
+        !output.contains("Server returned us a message") && !output.contains("[123, 34"),
+        "lapin's payload dump reached the log:\n{output}"
+    );
+    let warnings = output
+        .lines()
+        .filter(|l| l.contains("the broker has no queue"))
+        .count();
+    assert_eq!(warnings, 1, "{output}");
+}

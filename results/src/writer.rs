@@ -62,6 +62,13 @@ pub trait Target: Send + Sync {
     fn grows_batches(&self) -> bool {
         false
     }
+
+    /// How many results of the deliveries since the last call the target accepted but could
+    /// not pass on (an AMQP broker returning a message no queue is bound for), and resets it.
+    /// The relay counts them as `unroutable`, not as `written`.
+    fn take_unroutable(&self) -> u64 {
+        0
+    }
 }
 
 /// The result store as a [`Target`]. Fresh results take the fast `insert`; a spool replay
@@ -158,8 +165,12 @@ impl Default for WriterConfig {
 /// Counters of a writer, shared with every handle.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Results delivered to the target (written to the store, confirmed by the broker).
+    /// Results delivered to the target (written to the store, confirmed by the broker and
+    /// routed to a queue).
     pub written: AtomicU64,
+    /// Results the target accepted but could not pass on (an AMQP broker with no queue bound
+    /// for their routing key): not retried, lost for that target.
+    pub unroutable: AtomicU64,
     /// Failed deliveries (each retried).
     pub write_errors: AtomicU64,
     /// Results dropped: beyond `max_pending` (no room in the spool either), unwritten at
@@ -725,7 +736,9 @@ impl Relay {
 
     async fn after_success(&mut self, n: u64, from_spool: bool, delay: &mut Duration) {
         let stats = &self.intake.stats;
-        stats.written.fetch_add(n, Ordering::Relaxed);
+        let unroutable = self.target.take_unroutable().min(n);
+        stats.written.fetch_add(n - unroutable, Ordering::Relaxed);
+        stats.unroutable.fetch_add(unroutable, Ordering::Relaxed);
         if from_spool {
             stats.replayed.fetch_add(n, Ordering::Relaxed);
         } else {

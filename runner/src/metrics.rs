@@ -180,6 +180,7 @@ pub struct Metrics {
     publish_spooled: IntGaugeVec,
     publish_spool_full: IntCounterVec,
     publish_spool_damaged: IntCounterVec,
+    publish_unroutable: IntCounterVec,
     /// Broker publishers whose counters are mirrored: target name and counters.
     publishers: Mutex<Vec<(String, Arc<gridprobe_results::WriterStats>)>>,
     /// Every registered family: name and whether it is a histogram (for [`metric_names`]).
@@ -583,6 +584,18 @@ impl Metrics {
             .expect("valid counter"),
             false,
         );
+        let publish_unroutable = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_publish_unroutable_total",
+                    "Results the broker returned because no queue is bound for their routing key \
+                     (AMQP mandatory publish): not delivered, not retried.",
+                ),
+                target,
+            )
+            .expect("valid counter"),
+            false,
+        );
         let build_info = b.add(
             IntGaugeVec::new(
                 opts(
@@ -633,6 +646,7 @@ impl Metrics {
             publish_spooled,
             publish_spool_full,
             publish_spool_damaged,
+            publish_unroutable,
             publishers: Mutex::new(Vec::new()),
             families: b.families,
             state: Mutex::new(RenderState::default()),
@@ -754,6 +768,10 @@ impl Metrics {
             follow(
                 &self.publish_spool_damaged.with_label_values(&l),
                 load(&p.corrupt),
+            );
+            follow(
+                &self.publish_unroutable.with_label_values(&l),
+                load(&p.unroutable),
             );
             self.publish_spooled
                 .with_label_values(&l)
