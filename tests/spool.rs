@@ -635,7 +635,10 @@ fn a_flipped_byte_mid_segment_drops_only_that_record_counts_it_and_keeps_a_copy(
         "{message}"
     );
     let output = serve.output();
-    assert!(output.contains("damaged records"), "no warning logged:\n{output}");
+    assert!(
+        output.contains("damaged records"),
+        "no warning logged:\n{output}"
+    );
     let metrics = common::http_client()
         .get(format!("http://{}/metrics", serve.http_addr()))
         .send()
@@ -646,7 +649,12 @@ fn a_flipped_byte_mid_segment_drops_only_that_record_counts_it_and_keeps_a_copy(
         "{metrics}"
     );
     serve.signal("TERM");
-    assert_eq!(serve.wait_exit(Duration::from_secs(30)), Some(0), "{}", serve.output());
+    assert_eq!(
+        serve.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        serve.output()
+    );
     let (keys, dups) = stored_keys(&store);
     assert_eq!(dups, 0, "a result was stored twice");
     assert_eq!(crafted(&keys), expected);
@@ -704,7 +712,10 @@ fn amqp_without_a_bound_queue_counts_unroutable_and_logs_one_line() {
     );
     let page = metrics();
     assert_eq!(
-        sample(&page, r#"gridprobe_publish_published_total{target="rabbit"}"#),
+        sample(
+            &page,
+            r#"gridprobe_publish_published_total{target="rabbit"}"#
+        ),
         Some(0.0),
         "returned messages counted as published:\n{page}"
     );

@@ -79,7 +79,11 @@ pub(crate) fn kill_marked(marker: &str) -> usize {
         let mut found = 0;
         for pid in dir
             .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok()))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<libc::pid_t>().ok())
+            })
             .filter(|p| *p > 1 && *p != me)
         {
             if carries(pid, &entry) && kill_pid(pid, &entry) {
@@ -92,7 +96,10 @@ pub(crate) fn kill_marked(marker: &str) -> usize {
         }
     }
     if killed > 0 {
-        tracing::info!(killed, "killed processes a probe left outside its process group");
+        tracing::info!(
+            killed,
+            "killed processes a probe left outside its process group"
+        );
     }
     killed
 }
@@ -566,19 +573,38 @@ mod tests {
         let needle = format!("2000.{}", std::process::id());
         let other = format!("3000.{}", std::process::id());
         let mut bystander = Command::new("/bin/sh");
-        bystander.args(["-c", &format!("setsid sleep {other} >/dev/null 2>&1 & sleep 5")]);
+        bystander.args([
+            "-c",
+            &format!("setsid sleep {other} >/dev/null 2>&1 & sleep 5"),
+        ]);
         let cancel = CancellationToken::new();
-        let long = run(bystander, Instant::now() + Duration::from_secs(30), &cancel, 64);
+        let long = run(
+            bystander,
+            Instant::now() + Duration::from_secs(30),
+            &cancel,
+            64,
+        );
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", &format!("setsid sleep {needle} >/dev/null 2>&1 & sleep 1000")]);
+        cmd.args([
+            "-c",
+            &format!("setsid sleep {needle} >/dev/null 2>&1 & sleep 1000"),
+        ]);
         let short = async {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let f = run(cmd, Instant::now() + Duration::from_millis(500), &cancel, 64)
-                .await
-                .expect("spawn");
+            let f = run(
+                cmd,
+                Instant::now() + Duration::from_millis(500),
+                &cancel,
+                64,
+            )
+            .await
+            .expect("spawn");
             assert_eq!(f.ending, Ending::TimedOut);
             assert!(gone_soon(&needle), "leaked {:?}", live_with(&needle));
-            assert!(!live_with(&other).is_empty(), "another run's process was killed");
+            assert!(
+                !live_with(&other).is_empty(),
+                "another run's process was killed"
+            );
             cancel.cancel();
         };
         let (f, ()) = tokio::join!(long, short);

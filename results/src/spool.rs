@@ -706,7 +706,12 @@ fn scan_segment(path: &Path, start: u64) -> std::io::Result<Scan> {
         let mut next = None;
         let mut q = pos + 1;
         while q + 8 <= len && budget > 0 {
-            let claimed = u64::from(u32::from_le_bytes([buf[q], buf[q + 1], buf[q + 2], buf[q + 3]]));
+            let claimed = u64::from(u32::from_le_bytes([
+                buf[q],
+                buf[q + 1],
+                buf[q + 2],
+                buf[q + 3],
+            ]));
             if (1..=MAX_RECORD_BYTES).contains(&claimed) && (q as u64) + 8 + claimed <= file_len {
                 budget = budget.saturating_sub(claimed);
                 if let Some(n) = record_at(&buf, q, 1) {
@@ -985,7 +990,8 @@ mod tests {
         let dir = tmp.path().join("spool");
         {
             let (mut s, _) = Spool::open(&dir, SpoolConfig::default()).expect("open");
-            s.append(&(0..6).map(rec).collect::<Vec<_>>()).expect("append");
+            s.append(&(0..6).map(rec).collect::<Vec<_>>())
+                .expect("append");
             let (batch, pos) = s.peek(2, 1 << 20).expect("peek");
             s.ack(pos, batch.len() as u64).expect("ack");
         }
@@ -1006,7 +1012,8 @@ mod tests {
         let dir = tmp.path().join("spool");
         {
             let (mut s, _) = Spool::open(&dir, SpoolConfig::default()).expect("open");
-            s.append(&(0..4).map(rec).collect::<Vec<_>>()).expect("append");
+            s.append(&(0..4).map(rec).collect::<Vec<_>>())
+                .expect("append");
         }
         let seg = segment_files(&dir).pop().expect("segment");
         let mut bytes = std::fs::read(&seg).expect("read");

@@ -479,7 +479,8 @@ mod tests {
         let limits = Arc::new(limits(1, 2));
         let first = limits.acquire("A", "k").await.expect("first");
         // The kind limit of 1 holds across sites.
-        let second = tokio::time::timeout(Duration::from_millis(200), limits.acquire("B", "k")).await;
+        let second =
+            tokio::time::timeout(Duration::from_millis(200), limits.acquire("B", "k")).await;
         assert!(second.is_err(), "kind limit exceeded");
         drop(first);
         let _again = tokio::time::timeout(Duration::from_secs(5), limits.acquire("B", "k"))
@@ -489,7 +490,8 @@ mod tests {
         // The site limit of 2 holds for kinds without a limit.
         let _x = limits.acquire("C", "x").await.expect("x");
         let _y = limits.acquire("C", "y").await.expect("y");
-        let third = tokio::time::timeout(Duration::from_millis(200), limits.acquire("C", "z")).await;
+        let third =
+            tokio::time::timeout(Duration::from_millis(200), limits.acquire("C", "z")).await;
         assert!(third.is_err(), "site limit exceeded");
     }
 }

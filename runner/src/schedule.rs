@@ -609,7 +609,11 @@ async fn membership_loop(
                 }
                 if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                     last_prune = Some(std::time::Instant::now());
-                    if let Err(e) = c.coordinator.prune_claims(v.now_ms - CLAIMS_KEPT_MS).await {
+                    if let Err(e) = c
+                        .coordinator
+                        .prune_claims(v.now_ms.saturating_sub(CLAIMS_KEPT_MS))
+                        .await
+                    {
                         tracing::warn!(error = %e, "cannot prune old schedule claims");
                     }
                 }
@@ -704,9 +708,10 @@ async fn run_entry(
                     // Shutting down while waiting for a slot: nothing was measured, nothing to record.
                     _ = interrupt.cancelled() => None,
                 };
-                stats
-                    .queue_wait_ms_total
-                    .fetch_add(waiting.elapsed().as_millis() as u64, Ordering::Relaxed);
+                stats.queue_wait_ms_total.fetch_add(
+                    u64::try_from(waiting.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
                 match permits {
                     None => Vec::new(),
                     Some(_permits) => {
