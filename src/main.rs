@@ -233,12 +233,30 @@ enum TokenAction {
     Hash,
 }
 
+/// Keeps lapin's own logging out unless the filter names it: lapin logs every message an AMQP
+/// broker returns (no queue bound) at WARN with its payload as a decimal byte array, which
+/// the AMQP publisher already counts and reports in one line a minute.
+fn quiet_libraries<E>(
+    filter: &str,
+    parsed: Result<tracing_subscriber::EnvFilter, E>,
+) -> Result<tracing_subscriber::EnvFilter, E> {
+    let mut f = parsed?;
+    if !filter.contains("lapin") {
+        for directive in ["lapin=error", "lapin::returned_messages=off"] {
+            if let Ok(d) = directive.parse() {
+                f = f.add_directive(d);
+            }
+        }
+    }
+    Ok(f)
+}
+
 fn init_logging(filter: Option<&str>) {
     let filter = filter
         .map(str::to_string)
         .or_else(|| std::env::var("GRIDPROBE_LOG").ok())
         .unwrap_or_else(|| "warn".into());
-    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter)
+    let env_filter = quiet_libraries(&filter, tracing_subscriber::EnvFilter::try_new(&filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(env_filter)

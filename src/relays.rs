@@ -105,12 +105,26 @@ pub fn start(
     let (spool, report) = Spool::open(&root.join("store"), spool_cfg).context(
         "the result spool could not be opened (set [server] spool_dir to a writable directory)",
     )?;
-    if report.torn_bytes > 0 || report.corrupt_bytes > 0 {
+    if report.torn_bytes > 0 {
         eprintln!(
-            "gridprobe: spool {}: cut a torn record ({} bytes) and skipped {} damaged bytes",
+            "gridprobe: spool {}: cut a torn record at the end ({} bytes; a crash mid-write)",
             root.join("store").display(),
-            report.torn_bytes,
-            report.corrupt_bytes
+            report.torn_bytes
+        );
+    }
+    if report.corrupt_bytes > 0 {
+        eprintln!(
+            "gridprobe: spool {}: skipped {} damaged records ({} bytes); the segments as found \
+             are kept as {}",
+            root.join("store").display(),
+            report.damaged_records,
+            report.corrupt_bytes,
+            report
+                .damaged_copies
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if report.records > 0 {

@@ -388,3 +388,165 @@ fn unknown_selection_is_a_clear_error() {
     let (_, stderr) = texts(&out);
     assert!(stderr.contains("no probe named `CE-o`"), "{stderr}");
 }
+
+/// Issue 13: a plugin's child that leaves the process group with `setsid` survived every run.
+#[test]
+fn a_plugin_child_that_calls_setsid_does_not_outlive_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("escaped.pid");
+    let plugin = script(
+        dir.path(),
+        "check_leaky",
+        &format!(
+            "setsid sleep 1000 >/dev/null 2>&1 &\necho $! > {p}\nsleep 0.3\n\
+             echo 'OK - started a helper'\nexit 0",
+            p = pid_file.display()
+        ),
+    );
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+vo = "test"
+[[site]]
+name = "T3_LEAK"
+tier = 3
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.local"
+
+[[probe]]
+metric = "org.test.leak"
+kind = "nagios"
+flavours = ["CE"]
+timeout = "10s"
+  [probe.params]
+  command = "{plugin}"
+"#,
+            plugin = plugin.display()
+        ),
+    );
+    let (code, items, stderr) = run_json(&config, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(result_of(&items, "org.test.leak")["status"], "OK");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("plugin wrote the helper's pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    // `gridprobe run` has exited: nothing of the run may be left.
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(pid)),
+        "the setsid child {pid} survived the run"
+    );
+}
+
+/// The partition of the test Slurm, or `None` outside CI.
+fn slurm() -> Option<String> {
+    match std::env::var("GRIDPROBE_TEST_SLURM") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("GRIDPROBE_TEST_SLURM is not set in CI: run `eval \"$(scripts/test-env.sh)\"`")
+        }
+        _ => {
+            eprintln!("note: GRIDPROBE_TEST_SLURM is not set; Slurm test not run");
+            None
+        }
+    }
+}
+
+/// Ids of the Slurm jobs (pending or running) whose working directory is `dir`.
+fn slurm_jobs_in(dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-o", "%i %Z"])
+        .output()
+        .expect("run squeue");
+    assert!(
+        out.status.success(),
+        "squeue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, wd)| {
+            let wd = Path::new(wd.trim());
+            wd.starts_with(dir) || wd.starts_with(&canonical)
+        })
+        .map(|(id, _)| id.to_string())
+        .collect()
+}
+
+/// Issue 13: SIGTERM to `gridprobe run` left its submitted Slurm job running (SIGINT
+/// cancelled it). SIGTERM and SIGHUP now cancel it too.
+#[test]
+fn a_signal_to_run_cancels_its_slurm_job() {
+    let Some(partition) = slurm() else { return };
+    for sig in ["TERM", "HUP"] {
+        let base = std::env::temp_dir().join("gridprobe-slurm-tests");
+        std::fs::create_dir_all(&base).expect("mkdir");
+        let dir = tempfile::tempdir_in(&base).expect("tempdir");
+        let hang = script(dir.path(), "hang.sh", "echo started\nsleep 600\n");
+        let config = write_config(
+            dir.path(),
+            &format!(
+                r#"
+vo = "test"
+[[site]]
+name = "T2_BATCH"
+tier = 2
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.local"
+
+[[probe]]
+metric = "org.test.job"
+kind = "job"
+flavours = ["CE"]
+timeout = "10m"
+  [probe.params]
+  backend = "slurm"
+  queue = "{partition}"
+  poll_interval = "200ms"
+  script = "{hang}"
+  workdir = "{dir}"
+"#,
+                hang = hang.display(),
+                dir = dir.path().display()
+            ),
+        );
+        let mut child = std::process::Command::new(common::bin())
+            .args(["run", "--config", &config, "--format", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn gridprobe run");
+        assert!(
+            wait_until(Duration::from_secs(60), || !slurm_jobs_in(dir.path())
+                .is_empty()),
+            "SIG{sig}: no job submitted"
+        );
+        let jobs = slurm_jobs_in(dir.path());
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exited = wait_until(Duration::from_secs(60), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(exited, "SIG{sig}: run did not end: {stderr}");
+        assert!(
+            wait_until(Duration::from_secs(30), || slurm_jobs_in(dir.path())
+                .is_empty()),
+            "SIG{sig}: jobs {jobs:?} left in squeue after run ended: {stderr}"
+        );
+        assert!(stderr.contains(&format!("SIG{sig}")), "{stderr}");
+    }
+}

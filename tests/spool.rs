@@ -528,3 +528,207 @@ fn a_publish_error_is_positioned_by_check() {
     );
     assert!(stderr.contains("routing_key"), "{stderr}");
 }
+
+/// A spooled message for the cell `org.e2e.spool-a` of the config above, started at `ms`.
+fn crafted_message(i: u32, ms: i64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schema": gridprobe_results::message::SCHEMA,
+        "message_id": format!("crafted-{i:04}"),
+        "gridprobe_instance": "crafted",
+        "metric": "org.e2e.spool-a",
+        "service_flavour": "CE",
+        "hostname": "127.0.0.1",
+        "site": "T2_SPOOL",
+        "vo": "e2e",
+        "status": "CRITICAL",
+        "summary": format!("crafted result {i}"),
+        "details": "",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "started_at_ms": ms,
+        "duration_ms": 1,
+        "attempt": 1,
+        "final": true,
+        "trigger": "scheduled",
+        "kind": "tcp",
+    }))
+    .expect("json")
+}
+
+#[test]
+fn a_flipped_byte_mid_segment_drops_only_that_record_counts_it_and_keeps_a_copy() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(dir.path(), "vo.toml", &config(""));
+    let store = dir.path().join("results.sqlite");
+    let store = store.to_str().expect("utf-8").to_string();
+    let spool_dir = dir.path().join("results.sqlite.spool").join("store");
+    // A spool left by an earlier run: 40 results in one segment.
+    // An hour ago, well within retention.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .expect("clock")
+        - 3_600_000;
+    let records: Vec<Vec<u8>> = (0..40u32)
+        .map(|i| crafted_message(i, base + i64::from(i) * 1000))
+        .collect();
+    {
+        let (mut spool, _) = Spool::open(&spool_dir, SpoolConfig::default()).expect("spool");
+        spool.append(&records).expect("append");
+    }
+    // One flipped byte inside every other record's payload (not the last one: a bad last
+    // record is a torn write, cut as such).
+    let seg = std::fs::read_dir(&spool_dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let mut at = 8usize;
+    let mut damaged = BTreeSet::new();
+    for (i, r) in records.iter().enumerate() {
+        if i % 2 == 1 && i != 39 {
+            bytes[at + 8 + r.len() / 2] ^= 0x20;
+            damaged.insert(base + i as i64 * 1000);
+        }
+        at += 8 + r.len();
+    }
+    std::fs::write(&seg, &bytes).expect("write");
+
+    let mut serve = Serve::start(&cfg, &store);
+    serve.wait_for("gridprobe serving vo e2e", Duration::from_secs(30));
+    let crafted = |keys: &BTreeSet<(String, i64, i64)>| {
+        keys.iter()
+            .filter(|(m, t, _)| m == "org.e2e.spool-a" && *t >= base && *t < base + 40_000)
+            .map(|(_, t, _)| *t)
+            .collect::<BTreeSet<i64>>()
+    };
+    let expected: BTreeSet<i64> = (0..40)
+        .map(|i| base + i * 1000)
+        .filter(|t| !damaged.contains(t))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || crafted(&stored_keys(&store).0)
+            == expected),
+        "the undamaged spooled results were not all stored:\n{}",
+        serve.output()
+    );
+    let event_recorded = || {
+        rusqlite::Connection::open(&store)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT message FROM store_events WHERE kind = 'results_dropped'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+            })
+            .ok()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || event_recorded().is_some()),
+        "no results_dropped event:\n{}",
+        serve.output()
+    );
+    let message = event_recorded().unwrap_or_default();
+    assert!(
+        message.starts_with("19 spooled results") && message.contains(".seg.damaged-"),
+        "{message}"
+    );
+    let output = serve.output();
+    assert!(
+        output.contains("damaged records"),
+        "no warning logged:\n{output}"
+    );
+    let metrics = common::http_client()
+        .get(format!("http://{}/metrics", serve.http_addr()))
+        .send()
+        .and_then(|r| r.text())
+        .expect("metrics");
+    assert!(
+        metrics.contains("\ngridprobe_store_spool_damaged_total 19\n"),
+        "{metrics}"
+    );
+    serve.signal("TERM");
+    assert_eq!(
+        serve.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        serve.output()
+    );
+    let (keys, dups) = stored_keys(&store);
+    assert_eq!(dups, 0, "a result was stored twice");
+    assert_eq!(crafted(&keys), expected);
+    let copies: Vec<_> = std::fs::read_dir(&spool_dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".seg.damaged-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "a copy of the damaged segment is kept");
+    assert_eq!(
+        std::fs::read(copies[0].path()).expect("copy"),
+        bytes,
+        "the copy is the segment as found"
+    );
+}
+
+/// The value of a metric sample line (`name{labels} value`) in a Prometheus text page.
+fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// Issue 13: with no queue bound, lapin logged every returned message as a decimal byte array
+/// and the results counted as published. Now: counted as unroutable, one warning line, nothing
+/// of lapin's.
+#[test]
+fn amqp_without_a_bound_queue_counts_unroutable_and_logs_one_line() {
+    let Some(url) = amqp_url() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let exchange = format!("gridprobe.test.unroutable.{}", std::process::id());
+    let cfg = write(
+        dir.path(),
+        "vo.toml",
+        &config(&amqp_publish(dir.path(), &url, &exchange)),
+    );
+    let store = dir.path().join("results.sqlite");
+    let store = store.to_str().expect("utf-8").to_string();
+    let mut serve = Serve::start(&cfg, &store);
+    serve.wait_for("gridprobe serving vo e2e", Duration::from_secs(30));
+    let metrics = || {
+        common::http_client()
+            .get(format!("http://{}/metrics", serve.http_addr()))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let unroutable = r#"gridprobe_publish_unroutable_total{target="rabbit"}"#;
+    assert!(
+        wait_until(Duration::from_secs(60), || sample(&metrics(), unroutable)
+            .is_some_and(|n| n >= 6.0)),
+        "no unroutable results counted:\n{}\n{}",
+        metrics(),
+        serve.output()
+    );
+    let page = metrics();
+    assert_eq!(
+        sample(
+            &page,
+            r#"gridprobe_publish_published_total{target="rabbit"}"#
+        ),
+        Some(0.0),
+        "returned messages counted as published:\n{page}"
+    );
+    serve.signal("TERM");
+    serve.wait_exit(Duration::from_secs(30));
+    let output = serve.output();
+    assert!(
+        !output.contains("Server returned us a message") && !output.contains("[123, 34"),
+        "lapin's payload dump reached the log:\n{output}"
+    );
+    let warnings = output
+        .lines()
+        .filter(|l| l.contains("the broker has no queue"))
+        .count();
+    assert_eq!(warnings, 1, "{output}");
+}

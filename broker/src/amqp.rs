@@ -105,7 +105,14 @@ pub struct AmqpTarget {
     link: Mutex<Option<Link>>,
     /// Messages the broker returned as unroutable (no queue bound for their routing key).
     pub unroutable: AtomicU64,
+    /// Returned since the relay last asked ([`Target::take_unroutable`]).
+    unroutable_unreported: AtomicU64,
+    /// When the unroutable warning was last logged, and the total then.
+    unroutable_logged: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// At most one warning about unroutable messages per this period, with the count since.
+const UNROUTABLE_LOG_PERIOD: Duration = Duration::from_secs(60);
 
 impl AmqpTarget {
     /// A publisher for an `amqp` target (connects on first use).
@@ -115,6 +122,8 @@ impl AmqpTarget {
             instance: instance.to_string(),
             link: Mutex::new(None),
             unroutable: AtomicU64::new(0),
+            unroutable_unreported: AtomicU64::new(0),
+            unroutable_logged: std::sync::Mutex::new(None),
         })
     }
 
@@ -182,16 +191,9 @@ impl AmqpTarget {
                 if c.is_nack() {
                     nacked += 1;
                 } else if let Some(returned) = c.take_message() {
-                    let n = self.unroutable.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        tracing::warn!(
-                            target_name = %self.target.name,
-                            exchange = %exchange,
-                            routing_key = %returned.delivery.routing_key,
-                            unroutable_total = n,
-                            "the broker has no queue for this routing key: message not delivered (bind a queue, e.g. start `gridprobe consume`)"
-                        );
-                    }
+                    self.unroutable_unreported.fetch_add(1, Ordering::Relaxed);
+                    let total = self.unroutable.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.log_unroutable(exchange, returned.delivery.routing_key.as_str(), total);
                 }
             }
             if nacked > 0 {
@@ -222,6 +224,32 @@ impl AmqpTarget {
     }
 }
 
+impl AmqpTarget {
+    /// One warning line per [`UNROUTABLE_LOG_PERIOD`] at most, however many messages come back.
+    fn log_unroutable(&self, exchange: &str, routing_key: &str, total: u64) {
+        let mut last = self
+            .unroutable_logged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let since = match *last {
+            Some((at, _)) if at.elapsed() < UNROUTABLE_LOG_PERIOD => return,
+            Some((_, then)) => total.saturating_sub(then),
+            None => total,
+        };
+        *last = Some((std::time::Instant::now(), total));
+        tracing::warn!(
+            target_name = %self.target.name,
+            exchange = %exchange,
+            routing_key = %routing_key,
+            unroutable = since,
+            unroutable_total = total,
+            "the broker has no queue for these messages: {since} not delivered (bind a queue, \
+             e.g. start `gridprobe consume`); counted in gridprobe_publish_unroutable_total, \
+             logged at most once a minute"
+        );
+    }
+}
+
 #[async_trait]
 impl Target for AmqpTarget {
     fn name(&self) -> String {
@@ -235,5 +263,9 @@ impl Target for AmqpTarget {
         _replay: bool,
     ) -> Result<(), String> {
         self.publish(batch, ids).await
+    }
+
+    fn take_unroutable(&self) -> u64 {
+        self.unroutable_unreported.swap(0, Ordering::Relaxed)
     }
 }

@@ -13,8 +13,15 @@
 //! * stdout and stderr are read concurrently, each kept up to a limit; the rest is read and
 //!   discarded so that the program never blocks on a full pipe.
 //!
-//! A process that leaves the group on purpose (`setsid`) escapes all of this, as it does in
-//! Nagios.
+//! * A process that leaves the group (`setsid`, a daemonising plugin) is still found: every
+//!   program gets an environment variable naming its run ([`RUN_MARKER`]), which its
+//!   descendants inherit, and at the end of the run every process still carrying it is killed
+//!   (found by walking `/proc/<pid>/environ` of this user's processes, killed through a pidfd so
+//!   a reused pid is never hit). Chosen over `PR_SET_CHILD_SUBREAPER`, which would make orphans
+//!   children of gridprobe that it would have to reap with `waitpid(-1)`, racing tokio's own
+//!   reaping of the children it spawned; and over a cgroup v2 per run, which needs a delegated,
+//!   writable cgroup that most deployments (and containers) do not give. What it misses: a
+//!   descendant that clears its environment (`env -i`) or runs as another user.
 
 use std::ffi::OsStr;
 use std::io;
@@ -35,6 +42,99 @@ pub(crate) const FINAL_GRACE: Duration = Duration::from_secs(1);
 const PIPE_GRACE: Duration = Duration::from_secs(1);
 /// Read buffer size (a Linux pipe holds 64 KiB).
 const CHUNK: usize = 64 * 1024;
+/// The environment variable that marks every process of one run (see the module docs).
+pub const RUN_MARKER: &str = "GRIDPROBE_RUN_ID";
+/// Rounds of search and kill at the end of a run: a marked process forking meanwhile is caught
+/// by the next round.
+const MARKED_ROUNDS: usize = 5;
+
+/// A marker value unique to one run of this gridprobe process.
+fn new_run_marker() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{started}-{n}", std::process::id())
+}
+
+/// Whether process `pid`'s environment holds `entry` (`NAME=value`); false when unreadable.
+fn carries(pid: libc::pid_t, entry: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|e| e == entry))
+        .unwrap_or(false)
+}
+
+/// Kills every process (other than this one) whose environment carries `marker` as
+/// [`RUN_MARKER`]: what a run left behind outside its process group. Returns how many were
+/// signalled.
+pub(crate) fn kill_marked(marker: &str) -> usize {
+    let entry = format!("{RUN_MARKER}={marker}").into_bytes();
+    let me = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    let mut killed = 0;
+    for _ in 0..MARKED_ROUNDS {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        let mut found = 0;
+        for pid in dir
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<libc::pid_t>().ok())
+            })
+            .filter(|p| *p > 1 && *p != me)
+        {
+            if carries(pid, &entry) && kill_pid(pid, &entry) {
+                found += 1;
+            }
+        }
+        killed += found;
+        if found == 0 {
+            break;
+        }
+    }
+    if killed > 0 {
+        tracing::info!(
+            killed,
+            "killed processes a probe left outside its process group"
+        );
+    }
+    killed
+}
+
+/// SIGKILLs `pid` if it still carries `entry`, through a pidfd so that a pid reused between
+/// the check and the signal is never hit (plain `kill` where pidfds are missing).
+fn kill_pid(pid: libc::pid_t, entry: &[u8]) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        // SAFETY: kill only sends a signal; pid > 1 and not this process.
+        return carries(pid, entry) && unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
+    }
+    let Ok(fd) = libc::c_int::try_from(fd) else {
+        return false;
+    };
+    // SAFETY: `fd` is the descriptor just opened, owned here and closed by `OwnedFd`.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // The pidfd pins the process: checked again now, the signal goes to the one checked.
+    if !carries(pid, entry) {
+        return false;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal on a valid pidfd, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0
+}
 
 /// Why supervision ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,9 +249,11 @@ pub(crate) async fn run(
     cancel: &CancellationToken,
     limit: usize,
 ) -> io::Result<Finished> {
+    let marker = new_run_marker();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .env(RUN_MARKER, &marker)
         .process_group(0)
         .kill_on_drop(true);
     let program = cmd.as_std().get_program().to_os_string();
@@ -160,6 +262,8 @@ pub(crate) async fn run(
     // Declared after `child`, so dropped first: the group is killed while the program is still
     // unreaped.
     let mut group = ProcessGroup::new(child.id());
+    // Dropped before the group: what left the group dies too, also when the run is dropped.
+    let escaped = MarkedGuard(Some(marker));
     tracing::debug!(program = %OsStr::to_string_lossy(&program), pid = child.id(), "process started");
 
     let stdout = child.stdout.take();
@@ -177,6 +281,11 @@ pub(crate) async fn run(
         s
     };
     let ((stdout, stderr), sup) = tokio::join!(reading, supervising);
+    // What left the process group: found and killed before the run counts as over.
+    let mut escaped = escaped;
+    if let Some(marker) = escaped.0.take() {
+        let _ = tokio::task::spawn_blocking(move || kill_marked(&marker)).await;
+    }
     let finished = Finished {
         ending: sup.ending,
         status: sup.status,
@@ -196,6 +305,24 @@ pub(crate) async fn run(
         "process finished"
     );
     Ok(finished)
+}
+
+/// Kills the processes carrying a run's marker when dropped (the end of the run, finished or
+/// dropped half-way). Runs on the blocking pool when there is a runtime (it reads `/proc`).
+struct MarkedGuard(Option<String>);
+
+impl Drop for MarkedGuard {
+    fn drop(&mut self) {
+        let Some(marker) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || kill_marked(&marker));
+            }
+            Err(_) => {
+                kill_marked(&marker);
+            }
+        }
+    }
 }
 
 /// What supervision saw of the program.
@@ -374,6 +501,115 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    /// Live processes whose command line contains `needle`.
+    fn live_with(needle: &str) -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .expect("proc")
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    fn gone_soon(needle: &str) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if live_with(needle).is_empty() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Issue 13: a plugin's child that calls `setsid` left the process group and survived
+    /// the run (one leaked process per run).
+    #[tokio::test]
+    async fn a_child_that_leaves_the_group_with_setsid_is_killed_at_the_end_of_the_run() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        // A unique duration names the leaked process.
+        let needle = format!("1000.{}", std::process::id());
+        let plugin = tmp.path().join("check_leaky");
+        std::fs::write(
+            &plugin,
+            format!(
+                "#!/bin/sh\nsetsid sleep {needle} >/dev/null 2>&1 &\n\
+                 # its own grandchild too, double-forked out of the session\n\
+                 (setsid sh -c 'sleep {needle}1 & exit 0' >/dev/null 2>&1 &)\n\
+                 sleep 0.3\necho 'OK - started'\nexit 0\n"
+            ),
+        )
+        .expect("plugin");
+        std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let cancel = CancellationToken::new();
+        for run_no in 0..3 {
+            let f = run(
+                Command::new(&plugin),
+                Instant::now() + Duration::from_secs(10),
+                &cancel,
+                1024,
+            )
+            .await
+            .expect("spawn");
+            assert!(f.success(), "{f:?}");
+            assert!(
+                gone_soon(&needle),
+                "run {run_no}: leaked processes {:?}",
+                live_with(&needle)
+            );
+        }
+    }
+
+    /// At a timeout too, and the marker never reaches processes of other runs.
+    #[tokio::test]
+    async fn a_timed_out_run_leaves_nothing_behind_and_spares_other_runs() {
+        let needle = format!("2000.{}", std::process::id());
+        let other = format!("3000.{}", std::process::id());
+        let mut bystander = Command::new("/bin/sh");
+        bystander.args([
+            "-c",
+            &format!("setsid sleep {other} >/dev/null 2>&1 & sleep 5"),
+        ]);
+        let cancel = CancellationToken::new();
+        let long = run(
+            bystander,
+            Instant::now() + Duration::from_secs(30),
+            &cancel,
+            64,
+        );
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            &format!("setsid sleep {needle} >/dev/null 2>&1 & sleep 1000"),
+        ]);
+        let short = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let f = run(
+                cmd,
+                Instant::now() + Duration::from_millis(500),
+                &cancel,
+                64,
+            )
+            .await
+            .expect("spawn");
+            assert_eq!(f.ending, Ending::TimedOut);
+            assert!(gone_soon(&needle), "leaked {:?}", live_with(&needle));
+            assert!(
+                !live_with(&other).is_empty(),
+                "another run's process was killed"
+            );
+            cancel.cancel();
+        };
+        let (f, ()) = tokio::join!(long, short);
+        assert_eq!(f.expect("spawn").ending, Ending::Cancelled);
+        assert!(gone_soon(&other), "leaked {:?}", live_with(&other));
     }
 
     #[test]

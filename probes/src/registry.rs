@@ -150,7 +150,13 @@ pub fn context_for(
         service: site.services[inst.service].clone(),
         metric: config.probes[inst.probe].metric.clone(),
         timeout: inst.timeout,
-        deadline: std::time::Instant::now() + inst.timeout,
+        // A timeout past what the clock can hold never panics: it is a deadline far away.
+        deadline: {
+            let now = std::time::Instant::now();
+            now.checked_add(inst.timeout)
+                .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)))
+                .unwrap_or(now)
+        },
         cancel,
     }
 }

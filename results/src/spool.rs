@@ -10,9 +10,15 @@
 //! it are deleted. Losing an update of `head` in a crash only replays records again, which
 //! consumers drop by message id (delivery is at-least-once).
 //!
-//! On open every live record is checked: a torn record at the end of the last segment (a crash
-//! in the middle of a write) is cut off and reported, a damaged record elsewhere ends its
-//! segment (reported as corrupt); nothing is ever read past a bad checksum.
+//! On open every live record is checked. A torn record at the end of the last segment (a crash
+//! in the middle of a write) is cut off and reported. A damaged record elsewhere (a flipped
+//! byte, a bad sector) costs only itself: the scan resynchronises on the next offset where a
+//! whole record with a matching length and CRC-32 starts, a copy of the segment as found is
+//! kept beside it (`<seq>.seg.damaged-<unix ms>`) for inspection, and the segment is rewritten
+//! without the damaged bytes (the bytes before the replay position are kept as they are, so
+//! `head` stays valid). What was skipped is reported in [`OpenReport`] and kept in
+//! [`Spool::take_damage`] for the relay to count and record. Nothing is ever returned that
+//! failed its checksum.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -26,6 +32,10 @@ pub const FRAME_BYTES: u64 = 8;
 /// Largest payload accepted; a larger length in a file means the frame is damaged.
 pub const MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
 const HEAD_FILE: &str = "head";
+/// Most bytes checksummed while looking for the next whole record after damage in one segment,
+/// so a segment full of garbage is rejected in bounded time (each candidate costs a CRC over
+/// its claimed length).
+const RESYNC_BUDGET: u64 = 16 * MAX_RECORD_BYTES;
 
 /// Size limits of a spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +113,24 @@ pub struct OpenReport {
     pub records: u64,
     /// Bytes of a torn record cut from the end of the last segment (a crash mid-write).
     pub torn_bytes: u64,
-    /// Bytes skipped after a damaged record inside an earlier segment.
+    /// Bytes skipped because they were damaged (not a torn last record).
     pub corrupt_bytes: u64,
+    /// Damaged records skipped: each stretch of damaged bytes between two whole records counts
+    /// as one (at least one record was lost there; a damaged length can hide more).
+    pub damaged_records: u64,
+    /// Copies of the damaged segments as they were found, kept for inspection.
+    pub damaged_copies: Vec<PathBuf>,
+}
+
+/// Damage found when a spool was opened: records skipped and where copies were kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolDamage {
+    /// Damaged records skipped (see [`OpenReport::damaged_records`]).
+    pub records: u64,
+    /// Damaged bytes skipped.
+    pub bytes: u64,
+    /// Copies of the damaged segments.
+    pub copies: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +152,8 @@ pub struct Spool {
     tail: Option<File>,
     head: Position,
     records: u64,
+    /// What the open found damaged, until the owner takes it to count and record it.
+    damage: Option<SpoolDamage>,
     /// Holds an exclusive `flock` on `<dir>/lock` while open (released by the kernel when the
     /// process dies, so a kill -9 never leaves the spool locked).
     _lock: File,
@@ -194,6 +222,7 @@ impl Spool {
             tail: None,
             head: Position { seq: 0, offset: 0 },
             records: 0,
+            damage: None,
             _lock: lock,
         };
         let saved = spool.read_head();
@@ -231,37 +260,66 @@ impl Spool {
                 continue;
             }
             let mut file_len = scan.file_len;
-            if scan.valid_end < scan.file_len {
-                let cut = scan.file_len - scan.valid_end;
-                if is_last {
-                    tracing::warn!(
-                        segment = %path.display(),
-                        bytes = cut,
-                        "spool: torn record at the end of the last segment (crash mid-write); cut off"
-                    );
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io(format!("cannot open {}", path.display())))?;
-                    f.set_len(scan.valid_end)
-                        .and_then(|()| f.sync_data())
-                        .map_err(io(format!("cannot truncate {}", path.display())))?;
-                    report.torn_bytes += cut;
-                    file_len = scan.valid_end;
-                } else {
-                    tracing::error!(
-                        segment = %path.display(),
-                        bytes = cut,
-                        offset = scan.valid_end,
-                        "spool: damaged record inside a segment; the rest of the segment is skipped"
-                    );
-                    report.corrupt_bytes += cut;
+            let mut valid_end = scan.file_len;
+            // A tail without a whole record after it: in the last segment, a crash mid-write.
+            let torn = scan.tail.filter(|_| is_last);
+            let mut damaged_bytes: u64 = scan.damaged.iter().map(|(a, b)| b - a).sum();
+            let mut damaged_records = scan.damaged.len() as u64;
+            if let (Some(tail), false) = (scan.tail, is_last) {
+                // Earlier segments are complete: a bad tail there is damage, not a torn write.
+                damaged_bytes += scan.file_len - tail;
+                damaged_records += 1;
+            }
+            if damaged_records > 0 {
+                let copy = path.with_extension(format!(
+                    "seg.damaged-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis())
+                ));
+                std::fs::copy(&path, &copy)
+                    .map_err(io(format!("cannot keep a copy of {}", path.display())))?;
+                let kept = rewrite_without(&path, scan.start, &scan.damaged, scan.tail)
+                    .map_err(io(format!("cannot rewrite {}", path.display())))?;
+                spool.sync_dir();
+                tracing::warn!(
+                    segment = %path.display(),
+                    copy = %copy.display(),
+                    damaged_records,
+                    damaged_bytes,
+                    "spool: damaged records skipped (the records around them are kept); \
+                     the segment as found is kept as the copy"
+                );
+                report.corrupt_bytes += damaged_bytes;
+                report.damaged_records += damaged_records;
+                report.damaged_copies.push(copy);
+                if let Some(tail) = torn {
+                    report.torn_bytes += scan.file_len - tail;
                 }
+                file_len = kept;
+                valid_end = kept;
+            } else if let Some(tail) = torn {
+                let cut = scan.file_len - tail;
+                tracing::warn!(
+                    segment = %path.display(),
+                    bytes = cut,
+                    "spool: torn record at the end of the last segment (crash mid-write); cut off"
+                );
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(format!("cannot open {}", path.display())))?;
+                f.set_len(tail)
+                    .and_then(|()| f.sync_data())
+                    .map_err(io(format!("cannot truncate {}", path.display())))?;
+                report.torn_bytes += cut;
+                file_len = tail;
+                valid_end = tail;
             }
             spool.records += scan.records;
             spool.segments.push_back(Segment {
                 seq,
-                end: scan.valid_end,
+                end: valid_end,
                 file_len,
             });
         }
@@ -286,8 +344,21 @@ impl Spool {
             },
         };
         report.records = spool.records;
+        if report.damaged_records > 0 {
+            spool.damage = Some(SpoolDamage {
+                records: report.damaged_records,
+                bytes: report.corrupt_bytes,
+                copies: report.damaged_copies.clone(),
+            });
+        }
         spool.write_head()?;
         Ok((spool, report))
+    }
+
+    /// What the open found damaged and skipped, once: the owner counts it as dropped and
+    /// records it.
+    pub fn take_damage(&mut self) -> Option<SpoolDamage> {
+        self.damage.take()
     }
 
     /// The spool directory.
@@ -539,7 +610,12 @@ impl Spool {
 
     fn quarantine(&self, seq: u64) {
         let path = self.segment_path(seq);
-        let to = path.with_extension("seg.corrupt");
+        let to = path.with_extension(format!(
+            "seg.damaged-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        ));
         if let Err(e) = std::fs::rename(&path, &to) {
             tracing::warn!(segment = %path.display(), error = %e, "cannot set a damaged spool segment aside");
         }
@@ -566,44 +642,133 @@ impl Spool {
 
 struct Scan {
     file_len: u64,
-    valid_end: u64,
+    /// Where the check began (the replay position, or just after the magic).
+    start: u64,
     records: u64,
     bad_magic: bool,
+    /// Damaged stretches `[from, to)`, each followed by a whole record.
+    damaged: Vec<(u64, u64)>,
+    /// Where bytes begin that hold no whole record up to the end of the file.
+    tail: Option<u64>,
 }
 
-/// Checks the records of a segment from `start`; stops at the first incomplete or damaged one.
+/// The length of the whole, checksum-valid record framed at `pos` (frame included), if any.
+/// `min_len` rejects shorter payloads (a resynchronisation ignores empty ones: eight zero bytes
+/// are a valid empty record, and zero-filled blocks are a common kind of damage).
+fn record_at(buf: &[u8], pos: usize, min_len: u64) -> Option<usize> {
+    let frame = buf.get(pos..pos.checked_add(8)?)?;
+    let len = u64::from(u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]));
+    let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    if len > MAX_RECORD_BYTES || len < min_len {
+        return None;
+    }
+    let len = usize::try_from(len).ok()?;
+    let end = pos.checked_add(8)?.checked_add(len)?;
+    let payload = buf.get(pos + 8..end)?;
+    (crc32fast::hash(payload) == crc).then_some(8 + len)
+}
+
+/// Checks the records of a segment from `start`. After a damaged record it resynchronises on
+/// the next whole record (length and checksum valid), so damage costs only what it hit.
 fn scan_segment(path: &Path, start: u64) -> std::io::Result<Scan> {
-    let file = File::open(path)?;
-    let file_len = file.metadata()?.len();
-    let mut f = BufReader::new(file);
-    let mut magic = [0u8; 8];
-    if f.read_exact(&mut magic).is_err() || &magic != MAGIC {
+    let buf = std::fs::read(path)?;
+    let file_len = buf.len() as u64;
+    if buf.get(..MAGIC.len()) != Some(&MAGIC[..]) {
         return Ok(Scan {
             file_len,
-            valid_end: 0,
+            start: 0,
             records: 0,
             bad_magic: true,
+            damaged: Vec::new(),
+            tail: None,
         });
     }
     let start = start.clamp(FRAME_BYTES, file_len);
-    f.seek(SeekFrom::Start(start))?;
-    let mut pos = start;
-    let mut records = 0;
-    while pos < file_len {
-        match read_record(&mut f) {
-            Ok(Some(p)) => {
-                pos += FRAME_BYTES + p.len() as u64;
-                records += 1;
+    let mut scan = Scan {
+        file_len,
+        start,
+        records: 0,
+        bad_magic: false,
+        damaged: Vec::new(),
+        tail: None,
+    };
+    // Offsets fit in usize: the whole file is in memory.
+    let len = buf.len();
+    let mut pos = usize::try_from(start).unwrap_or(len);
+    let mut budget = RESYNC_BUDGET;
+    while pos < len {
+        if let Some(n) = record_at(&buf, pos, 0) {
+            pos += n;
+            scan.records += 1;
+            continue;
+        }
+        // Damaged (or torn): find the next offset where a whole record starts.
+        let mut next = None;
+        let mut q = pos + 1;
+        while q + 8 <= len && budget > 0 {
+            let claimed = u64::from(u32::from_le_bytes([
+                buf[q],
+                buf[q + 1],
+                buf[q + 2],
+                buf[q + 3],
+            ]));
+            if (1..=MAX_RECORD_BYTES).contains(&claimed) && (q as u64) + 8 + claimed <= file_len {
+                budget = budget.saturating_sub(claimed);
+                if let Some(n) = record_at(&buf, q, 1) {
+                    next = Some((q, n));
+                    break;
+                }
             }
-            Ok(None) | Err(_) => break,
+            q += 1;
+        }
+        match next {
+            Some((q, n)) => {
+                scan.damaged.push((pos as u64, q as u64));
+                scan.records += 1;
+                pos = q + n;
+            }
+            None => {
+                scan.tail = Some(pos as u64);
+                break;
+            }
         }
     }
-    Ok(Scan {
-        file_len,
-        valid_end: pos,
-        records,
-        bad_magic: false,
-    })
+    Ok(scan)
+}
+
+/// Rewrites a segment without its damaged stretches and tail (bytes before `start` are kept
+/// as they are, so the replay position stays valid): a temporary file, fsynced, renamed over
+/// it. Returns the new length.
+fn rewrite_without(
+    path: &Path,
+    start: u64,
+    damaged: &[(u64, u64)],
+    tail: Option<u64>,
+) -> std::io::Result<u64> {
+    let buf = std::fs::read(path)?;
+    let end = tail.map_or(buf.len(), |t| usize::try_from(t).unwrap_or(buf.len()));
+    let mut out = Vec::with_capacity(end);
+    let mut from = usize::try_from(start).unwrap_or(end).min(end);
+    out.extend_from_slice(&buf[..from]);
+    for &(a, b) in damaged {
+        let a = usize::try_from(a).unwrap_or(end).min(end);
+        let b = usize::try_from(b).unwrap_or(end).min(end);
+        if a > from {
+            out.extend_from_slice(&buf[from..a]);
+        }
+        from = from.max(b);
+    }
+    if end > from {
+        out.extend_from_slice(&buf[from..end]);
+    }
+    let tmp = path.with_extension("seg.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(out.len() as u64)
 }
 
 /// Reads one framed record; `None` when it is incomplete, too large or fails its checksum.
@@ -753,10 +918,150 @@ mod tests {
         bytes[second] ^= 0x40;
         std::fs::write(&seg, &bytes).expect("write");
         let (mut s, report) = Spool::open(&dir, SpoolConfig::default()).expect("reopen");
-        // The last segment: everything from the damaged record on is cut, never misread.
-        assert_eq!(report.records, 1);
-        assert!(report.torn_bytes > 0);
-        assert_eq!(drain(&mut s), vec![rec(1)]);
+        // Only the damaged record is skipped, never misread; the one after it is kept (issue
+        // 13: it used to be cut as a torn tail, with everything after it).
+        assert_eq!(report.records, 2);
+        assert_eq!(report.damaged_records, 1);
+        assert_eq!(report.torn_bytes, 0);
+        assert_eq!(drain(&mut s), vec![rec(1), rec(3)]);
+    }
+
+    /// Builds a spool of `n` records over several segments, flips one byte inside every other
+    /// record's payload of one middle segment, and returns the records expected back.
+    fn damage_every_other(dir: &Path, n: usize) -> (Vec<Vec<u8>>, u64) {
+        {
+            let (mut s, _) = Spool::open(dir, small()).expect("open");
+            for i in 0..n {
+                s.append(&[rec(i)]).expect("append");
+            }
+        }
+        let segs = segment_files(dir);
+        assert!(segs.len() >= 3, "several segments");
+        let victim = &segs[segs.len() / 2];
+        let mut bytes = std::fs::read(victim).expect("read");
+        let rec_len = FRAME_BYTES as usize + rec(0).len();
+        let in_segment = (bytes.len() - FRAME_BYTES as usize) / rec_len;
+        let first = segs[..segs.len() / 2]
+            .iter()
+            .map(|p| (std::fs::metadata(p).expect("meta").len() as usize - 8) / rec_len)
+            .sum::<usize>();
+        let mut lost = Vec::new();
+        for k in (0..in_segment).step_by(2) {
+            bytes[FRAME_BYTES as usize + k * rec_len + 8 + 3] ^= 0x01;
+            lost.push(first + k);
+        }
+        std::fs::write(victim, &bytes).expect("write");
+        let expected = (0..n).filter(|i| !lost.contains(i)).map(rec).collect();
+        (expected, lost.len() as u64)
+    }
+
+    #[test]
+    fn damage_mid_segment_skips_only_the_damaged_records_and_keeps_a_copy() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("spool");
+        let (expected, lost) = damage_every_other(&dir, 60);
+        let (mut s, report) = Spool::open(&dir, small()).expect("reopen");
+        assert_eq!(report.damaged_records, lost);
+        assert_eq!(report.records, 60 - lost);
+        assert_eq!(report.torn_bytes, 0);
+        assert_eq!(report.damaged_copies.len(), 1);
+        assert!(report.damaged_copies[0].exists());
+        assert!(
+            report.damaged_copies[0]
+                .to_string_lossy()
+                .contains(".seg.damaged-"),
+            "{:?}",
+            report.damaged_copies
+        );
+        let damage = s.take_damage().expect("damage kept for the relay");
+        assert_eq!(damage.records, lost);
+        assert!(s.take_damage().is_none(), "taken once");
+        // Every other record comes back, once each, in order.
+        assert_eq!(drain(&mut s), expected);
+        drop(s);
+        // The segment was rewritten: a reopen finds no damage again (nothing counted twice).
+        let (_, report) = Spool::open(&dir, small()).expect("reopen");
+        assert_eq!(report.damaged_records, 0);
+    }
+
+    #[test]
+    fn damage_after_the_replay_position_keeps_the_position_valid() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("spool");
+        {
+            let (mut s, _) = Spool::open(&dir, SpoolConfig::default()).expect("open");
+            s.append(&(0..6).map(rec).collect::<Vec<_>>())
+                .expect("append");
+            let (batch, pos) = s.peek(2, 1 << 20).expect("peek");
+            s.ack(pos, batch.len() as u64).expect("ack");
+        }
+        let seg = segment_files(&dir).pop().expect("segment");
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let rec_len = FRAME_BYTES as usize + rec(0).len();
+        // The fourth record's CRC.
+        bytes[FRAME_BYTES as usize + 3 * rec_len + 5] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+        let (mut s, report) = Spool::open(&dir, SpoolConfig::default()).expect("reopen");
+        assert_eq!(report.damaged_records, 1);
+        assert_eq!(drain(&mut s), vec![rec(2), rec(4), rec(5)]);
+    }
+
+    #[test]
+    fn damage_and_a_torn_last_record_in_the_last_segment() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("spool");
+        {
+            let (mut s, _) = Spool::open(&dir, SpoolConfig::default()).expect("open");
+            s.append(&(0..4).map(rec).collect::<Vec<_>>())
+                .expect("append");
+        }
+        let seg = segment_files(&dir).pop().expect("segment");
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let rec_len = FRAME_BYTES as usize + rec(0).len();
+        // The length of the second record, and a torn fifth one.
+        bytes[FRAME_BYTES as usize + rec_len] ^= 0x10;
+        let payload = rec(4);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload[..4]);
+        std::fs::write(&seg, &bytes).expect("write");
+        let (mut s, report) = Spool::open(&dir, SpoolConfig::default()).expect("reopen");
+        assert_eq!(report.damaged_records, 1);
+        assert_eq!(report.torn_bytes, 8 + 4);
+        s.append(&[rec(9)]).expect("append after the cut");
+        assert_eq!(drain(&mut s), vec![rec(0), rec(2), rec(3), rec(9)]);
+    }
+
+    #[test]
+    fn a_segment_of_garbage_is_rejected_in_bounded_time() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("spool");
+        {
+            let (mut s, _) = Spool::open(&dir, small()).expect("open");
+            s.append(&[rec(0)]).expect("append");
+            for i in 1..40 {
+                s.append(&[rec(i)]).expect("append");
+            }
+        }
+        let segs = segment_files(&dir);
+        // Frames that claim long payloads everywhere: the worst case for resynchronising.
+        let mut garbage = MAGIC.to_vec();
+        let mut x: u32 = 12345;
+        while garbage.len() < 4 << 20 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            garbage.extend_from_slice(&(x % (1 << 21)).to_le_bytes());
+        }
+        std::fs::write(&segs[1], &garbage).expect("write");
+        let cfg = SpoolConfig {
+            max_bytes: 64 << 20,
+            segment_bytes: 256,
+        };
+        let started = std::time::Instant::now();
+        let (mut s, report) = Spool::open(&dir, cfg).expect("reopen");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        assert_eq!(report.damaged_records, 1, "{report:?}");
+        let all = drain(&mut s);
+        assert!(all.contains(&rec(0)) && all.contains(&rec(39)));
     }
 
     #[test]

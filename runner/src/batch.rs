@@ -45,13 +45,12 @@ impl Limits {
         }
     }
 
-    /// Waits for a slot. Permits are taken kind → site → global, narrowest first, so a run
-    /// waiting on a busy site does not hold a global slot others could use.
+    /// Waits for a slot: one permit of the kind (when it has a limit), of the site and of the
+    /// whole service. Never holds one while waiting for another (a run waiting for a busy site
+    /// held its kind slot, so runs of that kind on other sites waited for nothing): it waits for
+    /// the limit that was full, then tries to take the others at once, and on failure gives
+    /// everything back and waits for the next full one. `None` when the limits were closed.
     pub async fn acquire(&self, site: &str, kind: &str) -> Option<Permits> {
-        let kind_permit = match self.kinds.get(kind) {
-            Some(s) => Some(s.clone().acquire_owned().await.ok()?),
-            None => None,
-        };
         let site_sem = {
             let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
             // Looked up by `&str` first: the site's name is copied only the first time.
@@ -63,13 +62,55 @@ impl Limits {
                     .clone(),
             }
         };
-        let site_permit = site_sem.acquire_owned().await.ok()?;
-        let global = self.global.clone().acquire_owned().await.ok()?;
-        Some(Permits {
-            _global: global,
-            _site: site_permit,
-            _kind: kind_permit,
-        })
+        // Narrowest first: kind, site, global.
+        let mut sems: Vec<Arc<Semaphore>> = Vec::with_capacity(3);
+        let has_kind = match self.kinds.get(kind) {
+            Some(s) => {
+                sems.push(s.clone());
+                true
+            }
+            None => false,
+        };
+        sems.push(site_sem);
+        sems.push(self.global.clone());
+        let mut blocked_on: Option<usize> = None;
+        loop {
+            let mut held: Vec<Option<OwnedSemaphorePermit>> = vec![None, None, None];
+            if let Some(i) = blocked_on {
+                // The one wait: for the limit that was full. Taking its permit is not holding
+                // it while waiting; the others are only tried.
+                held[i] = Some(sems[i].clone().acquire_owned().await.ok()?);
+            }
+            let mut full = None;
+            for (i, sem) in sems.iter().enumerate() {
+                if held[i].is_some() {
+                    continue;
+                }
+                match sem.clone().try_acquire_owned() {
+                    Ok(p) => held[i] = Some(p),
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {
+                        full = Some(i);
+                        break;
+                    }
+                    Err(tokio::sync::TryAcquireError::Closed) => return None,
+                }
+            }
+            if let Some(i) = full {
+                // Give back what was taken (dropping `held`) and wait for the full one.
+                blocked_on = Some(i);
+                continue;
+            }
+            let mut it = held.into_iter().flatten();
+            let kind_permit = if has_kind { it.next() } else { None };
+            let (Some(site_permit), Some(global)) = (it.next(), it.next()) else {
+                return None;
+            };
+            return Some(Permits {
+                _global: global,
+                _site: site_permit,
+                _kind: kind_permit,
+            });
+        }
     }
 }
 
@@ -387,4 +428,70 @@ fn finish(
     }
     let _ = tx.send(Some(verdict));
     InstanceRun { instance, attempts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits(kind_limit: u32, site_limit: u32) -> Limits {
+        let mut d = Defaults {
+            site_concurrency: site_limit,
+            ..Defaults::default()
+        };
+        d.kind_concurrency.insert("k".into(), kind_limit);
+        Limits::from_defaults(&d)
+    }
+
+    /// Issue 13: a run waiting for a full site held its kind slot, so a run of the same kind
+    /// on another site waited for nothing.
+    #[tokio::test]
+    async fn a_run_waiting_for_a_full_site_does_not_hold_its_kind_slot() {
+        let limits = Arc::new(limits(1, 1));
+        // Site A is saturated by a run of another kind.
+        let busy = limits.acquire("A", "other").await.expect("site A");
+        let waiting = tokio::spawn({
+            let limits = Arc::clone(&limits);
+            async move { limits.acquire("A", "k").await.is_some() }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "site A is full: the run waits");
+        // A run of kind `k` on site B gets its slots at once.
+        let b = tokio::time::timeout(Duration::from_secs(5), limits.acquire("B", "k"))
+            .await
+            .expect("site B waited for site A")
+            .expect("permits");
+        drop(b);
+        drop(busy);
+        // And the waiting run gets its slots once site A and the kind are free.
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting run never ran")
+            .expect("task");
+        assert!(got);
+    }
+
+    #[tokio::test]
+    async fn every_limit_still_holds() {
+        let limits = Arc::new(limits(1, 2));
+        let first = limits.acquire("A", "k").await.expect("first");
+        // The kind limit of 1 holds across sites.
+        let second =
+            tokio::time::timeout(Duration::from_millis(200), limits.acquire("B", "k")).await;
+        assert!(second.is_err(), "kind limit exceeded");
+        drop(first);
+        let _again = tokio::time::timeout(Duration::from_secs(5), limits.acquire("B", "k"))
+            .await
+            .expect("free again")
+            .expect("permits");
+        // The site limit of 2 holds for kinds without a limit.
+        let _x = limits.acquire("C", "x").await.expect("x");
+        let _y = limits.acquire("C", "y").await.expect("y");
+        let third =
+            tokio::time::timeout(Duration::from_millis(200), limits.acquire("C", "z")).await;
+        assert!(third.is_err(), "site limit exceeded");
+    }
 }

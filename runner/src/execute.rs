@@ -60,7 +60,7 @@ impl ResultLabels {
 /// [`CLEANUP_GRACE`], with panics turned into UNKNOWN.
 pub async fn run_attempt(probe: SharedProbe, ctx: ProbeContext) -> Outcome {
     let timeout = ctx.timeout;
-    let hard_limit = ctx.remaining() + CLEANUP_GRACE;
+    let hard_limit = ctx.remaining().saturating_add(CLEANUP_GRACE);
     // Cancellation is the probe's job (it owns its child processes and sockets); the runner
     // only enforces the hard limit.
     let mut task = tokio::spawn(async move { probe.run(&ctx).await });
@@ -280,6 +280,44 @@ mod tests {
         .await;
         assert_eq!(results.len(), 2);
         assert_eq!(results[1].outcome.status, Status::Critical);
+    }
+
+    /// Issue 13 item 7: the largest values a configuration can give never panic.
+    #[tokio::test(start_paused = true)]
+    async fn extreme_timeouts_retries_and_intervals_never_panic() {
+        let far = Instant::now()
+            .checked_add(Duration::from_secs(100 * 365 * 86_400))
+            .expect("a century fits");
+        let huge = || ProbeContext {
+            timeout: Duration::MAX,
+            deadline: far,
+            ..ctx(Duration::from_secs(1))
+        };
+        let mut handled = 0;
+        let out = run_attempt(Arc::new(FailsTwice::default()), huge()).await;
+        assert_eq!(out.status, Status::Critical);
+        handled += 1;
+        assert!(!humanize(Duration::MAX).is_empty());
+        handled += 1;
+        // Retries u32::MAX, an interval of Duration::MAX: ends at OK, or at cancellation.
+        for (retries, interval) in [(u32::MAX, Duration::MAX), (u32::MAX, Duration::ZERO)] {
+            let results = run_with_retries(
+                Arc::new(FailsTwice::default()),
+                huge,
+                &labels(),
+                retries,
+                interval,
+                Trigger::Scheduled,
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await;
+            if interval.is_zero() {
+                assert_eq!(results.len(), 3);
+            }
+            handled += 1;
+        }
+        assert_eq!(handled, 4);
     }
 
     #[test]

@@ -173,11 +173,14 @@ pub struct Metrics {
     pending: IntGauge,
     spooled: IntGauge,
     spool_full: IntCounter,
+    spool_damaged: IntCounter,
     publish_published: IntCounterVec,
     publish_errors: IntCounterVec,
     publish_dropped: IntCounterVec,
     publish_spooled: IntGaugeVec,
     publish_spool_full: IntCounterVec,
+    publish_spool_damaged: IntCounterVec,
+    publish_unroutable: IntCounterVec,
     /// Broker publishers whose counters are mirrored: target name and counters.
     publishers: Mutex<Vec<(String, Arc<gridprobe_results::WriterStats>)>>,
     /// Every registered family: name and whether it is a histogram (for [`metric_names`]).
@@ -505,6 +508,15 @@ impl Metrics {
             .expect("valid counter"),
             false,
         );
+        let spool_damaged = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_store_spool_damaged_total",
+                "Spooled results for the store found damaged on disk (checksum) at start and \
+                 skipped; a copy of each damaged segment is kept in the spool directory.",
+            ))
+            .expect("valid counter"),
+            false,
+        );
         let target = &["target"];
         let publish_published = b.add(
             IntCounterVec::new(
@@ -561,6 +573,29 @@ impl Metrics {
             .expect("valid counter"),
             false,
         );
+        let publish_spool_damaged = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_publish_spool_damaged_total",
+                    "Spooled results for a publisher found damaged on disk at start and skipped.",
+                ),
+                target,
+            )
+            .expect("valid counter"),
+            false,
+        );
+        let publish_unroutable = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_publish_unroutable_total",
+                    "Results the broker returned because no queue is bound for their routing key \
+                     (AMQP mandatory publish): not delivered, not retried.",
+                ),
+                target,
+            )
+            .expect("valid counter"),
+            false,
+        );
         let build_info = b.add(
             IntGaugeVec::new(
                 opts(
@@ -604,11 +639,14 @@ impl Metrics {
             pending,
             spooled,
             spool_full,
+            spool_damaged,
             publish_published,
             publish_errors,
             publish_dropped,
             publish_spooled,
             publish_spool_full,
+            publish_spool_damaged,
+            publish_unroutable,
             publishers: Mutex::new(Vec::new()),
             families: b.families,
             state: Mutex::new(RenderState::default()),
@@ -703,6 +741,7 @@ impl Metrics {
         self.spooled
             .set(i64::try_from(load(&w.spooled)).unwrap_or(i64::MAX));
         follow(&self.spool_full, load(&w.spool_full));
+        follow(&self.spool_damaged, load(&w.corrupt));
         let publishers = self
             .publishers
             .lock()
@@ -725,6 +764,14 @@ impl Metrics {
             follow(
                 &self.publish_spool_full.with_label_values(&l),
                 load(&p.spool_full),
+            );
+            follow(
+                &self.publish_spool_damaged.with_label_values(&l),
+                load(&p.corrupt),
+            );
+            follow(
+                &self.publish_unroutable.with_label_values(&l),
+                load(&p.unroutable),
             );
             self.publish_spooled
                 .with_label_values(&l)

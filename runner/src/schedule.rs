@@ -2,8 +2,9 @@
 //!
 //! - Start times are spread over the interval by a stable hash of the entry's identity, aligned
 //!   to the Unix epoch, so 10,000 entries do not fire together and a restart keeps the spread.
-//! - After a restart an entry waits for its next slot after `last run + interval`; entries with
-//!   no recent run start within `startup_spread`.
+//! - One run per slot: after a restart an entry whose current slot has run waits for its next
+//!   slot; one whose current slot has not run catches up within `startup_spread` (that run is the
+//!   slot's run), unless the next slot comes first or close behind.
 //! - Missed slots (laptop sleep, VM freeze, clock jump) are skipped, never replayed.
 //! - A due entry is handed to its own task, which waits for concurrency slots; the scheduler
 //!   loop itself never waits on a probe. An entry still running at its next slot skips it.
@@ -182,30 +183,42 @@ fn entries_of(config: &Config) -> Vec<Entry> {
 }
 
 /// The first slot of an entry at or after `t`: slots are `k × interval + offset` since the epoch.
+/// Saturates at the ends of the time line instead of overflowing (`interval` ≥ 1).
 fn slot_at_or_after(t: i64, interval: i64, offset: i64) -> i64 {
-    let k = (t - offset).div_euclid(interval);
-    let slot = k * interval + offset;
+    let interval = interval.max(1);
+    let k = t.saturating_sub(offset).div_euclid(interval);
+    let slot = k.saturating_mul(interval).saturating_add(offset);
     if slot >= t {
         slot
     } else {
-        slot + interval
+        slot.saturating_add(interval)
     }
 }
 
-/// When an entry first runs, given its last run (if any).
+/// When an entry first runs (at start-up, or when a reload places it afresh), given its last
+/// run (if any). The decision is per slot: the slot `now` falls in is run at most once. If the
+/// last run belongs to it (or to a later one), the entry waits for its next slot. Otherwise a
+/// catch-up run comes within `startup_spread`, and it is that slot's run (`slot_of` its due
+/// time is the current slot, which is what a shared schedule claims); when the next slot comes
+/// before the catch-up, or close behind it, the entry just waits for the next slot, so two
+/// runs never come a moment apart (also not from two instances starting on either side of a
+/// slot boundary).
 fn first_due(e: &Entry, now: i64, last_run: Option<i64>, spread_ms: i64) -> i64 {
-    // Slightly early slots still count, so that a small skew does not cost a whole interval.
-    let soon = now + (e.offset_ms % spread_ms.max(1));
-    match last_run {
-        Some(last) => {
-            let earliest = last + e.interval_ms * 9 / 10;
-            if earliest <= now {
-                soon
-            } else {
-                slot_at_or_after(earliest, e.interval_ms, e.offset_ms)
-            }
+    let interval = e.interval_ms.max(1);
+    let next = slot_at_or_after(now.saturating_add(1), interval, e.offset_ms);
+    let current = next.saturating_sub(interval);
+    if let Some(last) = last_run {
+        if slot_at_or_after(last.saturating_add(1), interval, e.offset_ms) > current {
+            // This slot (or a later one, under a clock step back) has run already.
+            return slot_at_or_after(last.max(now).saturating_add(1), interval, e.offset_ms);
         }
-        None => soon,
+    }
+    let soon = now.saturating_add(e.offset_ms.rem_euclid(spread_ms.max(1)));
+    let margin = (interval / 2).min(30_000);
+    if soon < next.saturating_sub(margin) {
+        soon
+    } else {
+        next
     }
 }
 
@@ -338,10 +351,10 @@ pub async fn run_scheduler_with(
             let Some(entry) = entries.get(idx) else {
                 continue;
             };
-            let next = if now - due > late_tolerance(entry.interval_ms) {
+            let next = if now.saturating_sub(due) > late_tolerance(entry.interval_ms) {
                 // Missed (pause or clock jump): skip to the next slot, do not replay.
                 stats.skipped_late.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(cell = ?entry.key, late_ms = now - due, "missed slot skipped");
+                tracing::debug!(cell = ?entry.key, late_ms = now.saturating_sub(due), "missed slot skipped");
                 slot_at_or_after(now, entry.interval_ms, entry.offset_ms)
             } else {
                 // Another member's entry: its owner runs it (the queue keeps it, so that it
@@ -358,7 +371,7 @@ pub async fn run_scheduler_with(
                         ));
                     }
                 }
-                slot_at_or_after(due + 1, entry.interval_ms, entry.offset_ms)
+                slot_at_or_after(due.saturating_add(1), entry.interval_ms, entry.offset_ms)
             };
             queue.insert((next, idx));
         }
@@ -377,7 +390,7 @@ pub async fn run_scheduler_with(
         // noticed promptly.
         let wait = queue
             .first()
-            .map(|(due, _)| (due - now).clamp(0, 1000))
+            .map(|(due, _)| due.saturating_sub(now).clamp(0, 1000))
             .unwrap_or(1000);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
@@ -503,7 +516,8 @@ fn ready_to_run(entry: &Entry, shared: &Shared) -> bool {
 /// The slot a run at `t` belongs to: the latest slot of the entry at or before `t`. Runs
 /// between slots (start-up, wake-ups, take-overs) count for the slot they fall in.
 fn slot_of(entry: &Entry, t: i64) -> i64 {
-    slot_at_or_after(t + 1, entry.interval_ms, entry.offset_ms) - entry.interval_ms
+    slot_at_or_after(t.saturating_add(1), entry.interval_ms, entry.offset_ms)
+        .saturating_sub(entry.interval_ms)
 }
 
 /// Claims the slots and runs the entries whose slot this instance won.
@@ -595,7 +609,11 @@ async fn membership_loop(
                 }
                 if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                     last_prune = Some(std::time::Instant::now());
-                    if let Err(e) = c.coordinator.prune_claims(v.now_ms - CLAIMS_KEPT_MS).await {
+                    if let Err(e) = c
+                        .coordinator
+                        .prune_claims(v.now_ms.saturating_sub(CLAIMS_KEPT_MS))
+                        .await
+                    {
                         tracing::warn!(error = %e, "cannot prune old schedule claims");
                     }
                 }
@@ -690,9 +708,10 @@ async fn run_entry(
                     // Shutting down while waiting for a slot: nothing was measured, nothing to record.
                     _ = interrupt.cancelled() => None,
                 };
-                stats
-                    .queue_wait_ms_total
-                    .fetch_add(waiting.elapsed().as_millis() as u64, Ordering::Relaxed);
+                stats.queue_wait_ms_total.fetch_add(
+                    u64::try_from(waiting.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
                 match permits {
                     None => Vec::new(),
                     Some(_permits) => {
@@ -818,12 +837,102 @@ mod tests {
     fn recent_run_waits_for_next_slot_after_interval() {
         let hour = 3_600_000;
         let e = entry(hour, 1_234);
-        let now = 100 * hour + 50_000;
+        // The current slot began at 100 h + 1.234 s; the last run, 2 minutes ago, was its run.
+        let now = 100 * hour + 150_000;
         // Ran 2 minutes ago: next run is about an hour after that, not now.
         let due = first_due(&e, now, Some(now - 120_000), 30_000);
         assert!(due >= now - 120_000 + hour * 9 / 10, "due {due} too early");
         assert!(due <= now - 120_000 + hour * 2, "due {due} too late");
         assert_eq!((due - 1_234).rem_euclid(hour), 0, "keeps the spread");
+    }
+
+    /// Issue 13: a restart when the last run was 0.9–1.0 × interval ago ran at start-up and
+    /// again at the slot less than a second later. Every start-up moment over two intervals,
+    /// with the last run at its slot: exactly one run per slot.
+    #[test]
+    fn a_restart_runs_each_slot_once() {
+        let interval = 60_000;
+        let offset = 7_123;
+        let e = entry(interval, offset);
+        let base = 1_000 * interval + offset;
+        let mut tried = 0;
+        for last in [base, base + 150, base + 20_000] {
+            for step in 0..240 {
+                let now = last + step * interval / 120;
+                let due = first_due(&e, now, Some(last), 30_000);
+                tried += 1;
+                assert!(due >= now, "due {due} before now {now}");
+                let slot = slot_of(&e, due);
+                assert_ne!(
+                    slot,
+                    slot_of(&e, last),
+                    "the last run's slot runs again (now = last + {} ms)",
+                    now - last
+                );
+                // The runs after it come at the next slots: never two within a moment.
+                let next = slot_at_or_after(due + 1, interval, offset);
+                assert_eq!(slot_of(&e, next), slot + interval);
+                assert!(next - due >= interval / 2, "runs {} ms apart", next - due);
+            }
+        }
+        assert_eq!(tried, 720);
+    }
+
+    /// Two instances of a shared schedule starting a moment apart on either side of a slot
+    /// boundary claim the same slot, so only one runs (they claimed two slots 0.1 s apart).
+    #[test]
+    fn instances_starting_across_a_slot_boundary_claim_the_same_slot() {
+        let interval = 6_000;
+        for offset in [0, 1, 999, 2_500, 5_999] {
+            let e = entry(interval, offset);
+            let boundary = 500 * interval + offset;
+            for before in [1, 50, 100, 400, 999] {
+                for after in [0, 1, 100, 999] {
+                    for last in [None, Some(boundary - interval - 3_000)] {
+                        let a = first_due(&e, boundary - before, last, 1_000);
+                        let b = first_due(&e, boundary + after, last, 1_000);
+                        assert_eq!(
+                            slot_of(&e, a),
+                            slot_of(&e, b),
+                            "offset {offset}, -{before}/+{after} ms, last {last:?}: {a} and {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A run in an earlier slot does not hold back the current one: an instance taking over
+    /// (or restarting) after a late run still runs the next slot (a slot was lost on join).
+    #[test]
+    fn a_late_run_in_the_previous_slot_does_not_cost_the_next_slot() {
+        let interval = 6_000;
+        let e = entry(interval, 1_000);
+        let slot = 100 * interval + 1_000;
+        // The previous slot ran 900 ms late; now is 1 s before the next slot.
+        let due = first_due(&e, slot + interval - 1_000, Some(slot + 900), 1_000);
+        assert_eq!(due, slot + interval);
+    }
+
+    #[test]
+    fn extreme_values_never_panic() {
+        let mut handled = 0;
+        for interval in [1, 2, 999, 86_400_000, i64::MAX / 2, i64::MAX] {
+            for offset in [0, interval - 1] {
+                let e = entry(interval, offset);
+                for now in [i64::MIN, -1, 0, 1, i64::MAX / 2, i64::MAX - 1, i64::MAX] {
+                    for last in [None, Some(i64::MIN), Some(0), Some(now), Some(i64::MAX)] {
+                        for spread in [0, 1, i64::MAX] {
+                            let due = first_due(&e, now, last, spread);
+                            let _ = slot_of(&e, due);
+                            let _ = late_tolerance(interval);
+                            handled += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(handled, 6 * 2 * 7 * 5 * 3);
     }
 
     #[test]

@@ -83,10 +83,12 @@ pub fn run(
                 std::future::pending::<Vec<InstanceRun>>().await
             }
         };
-        // Ctrl-C cancels the probes (they kill their processes) and the batch then completes.
+        // Every signal that ends `run` (Ctrl-C, SIGTERM from a service manager or `kill`,
+        // SIGHUP from a closed terminal) cancels the probes: they kill their processes and
+        // cancel their batch jobs, and the batch then completes.
         let ctrl_c = async {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("interrupted: stopping probes in flight");
+            let name = stop_signal().await;
+            eprintln!("interrupted ({name}): stopping probes in flight");
             cancel.cancel();
             std::future::pending::<Vec<InstanceRun>>().await
         };
@@ -112,6 +114,30 @@ pub fn run(
         Some(s) => s.nagios_code().unwrap_or(CANNOT_RUN),
         None => CANNOT_RUN,
     }))
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP and names it. A handler that cannot be installed only
+/// leaves that signal's default action (the process ends without cancelling).
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let recv = |s: &mut Option<tokio::signal::unix::Signal>| {
+        let s = s.take();
+        async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = recv(&mut term) => "SIGTERM",
+        _ = recv(&mut hup) => "SIGHUP",
+    }
 }
 
 fn progress_bar(len: u64) -> ProgressBar {

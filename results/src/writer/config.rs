@@ -51,8 +51,12 @@ impl Default for WriterConfig {
 /// Counters of a writer, shared with every handle.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Results delivered to the target (written to the store, confirmed by the broker).
+    /// Results delivered to the target (written to the store, confirmed by the broker and
+    /// routed to a queue).
     pub written: AtomicU64,
+    /// Results the target accepted but could not pass on (an AMQP broker with no queue bound
+    /// for their routing key): not retried, lost for that target.
+    pub unroutable: AtomicU64,
     /// Failed deliveries (each retried).
     pub write_errors: AtomicU64,
     /// Results dropped: beyond `max_pending` (no room in the spool either), unwritten at
@@ -71,6 +75,7 @@ pub struct WriterStats {
     pub spool_errors: AtomicU64,
     /// Results delivered from the spool (a subset of `written`).
     pub replayed: AtomicU64,
-    /// Spooled records that could not be decoded and were skipped.
+    /// Spooled records that could not be decoded, or were found damaged on disk (checksum),
+    /// and were skipped (lost before this run delivered them; not in `dropped`).
     pub corrupt: AtomicU64,
 }

@@ -23,11 +23,14 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use gridprobe_probes::outcome::unix_ms;
 
 use tokio::sync::mpsc;
 
 use crate::spool::Spool;
-use crate::store::{NewResult, ResultStore};
+use crate::store::{NewResult, ResultStore, StoreEvent};
 pub use config::{WriterConfig, WriterStats, RESULTS_DROPPED, SPOOL_FULL};
 use intake::Intake;
 use relay::Relay;
@@ -107,14 +110,45 @@ pub fn spawn_relay(
     events: Option<Arc<dyn ResultStore>>,
     events_independent: bool,
     cfg: WriterConfig,
-    spool: Option<Spool>,
+    mut spool: Option<Spool>,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(WriterStats::default());
     let spool_dir = spool.as_ref().map(|s| s.dir().to_path_buf());
-    if let Some(s) = &spool {
+    let mut damage = None;
+    if let Some(s) = &mut spool {
         stats.spooled.store(s.len(), Ordering::Relaxed);
         stats.spool_bytes.store(s.bytes(), Ordering::Relaxed);
+        if let Some(d) = s.take_damage() {
+            // Lost for good: counted, logged, and recorded as a store event.
+            stats.corrupt.fetch_add(d.records, Ordering::Relaxed);
+            let copies = d
+                .copies
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = format!(
+                "{} spooled results for the {} dropped: damaged records ({} bytes) in the spool \
+                 {}; the segments as found are kept as {copies}",
+                d.records,
+                target.name(),
+                d.bytes,
+                s.dir().display()
+            );
+            tracing::warn!(
+                target_name = %target.name(),
+                dropped = d.records,
+                bytes = d.bytes,
+                copies = %copies,
+                "{message}"
+            );
+            damage = Some(StoreEvent {
+                at_ms: unix_ms(SystemTime::now()),
+                kind: RESULTS_DROPPED.to_string(),
+                message,
+            });
+        }
     }
     let intake = Intake {
         rx,
@@ -138,6 +172,7 @@ pub fn spawn_relay(
         spool: spool.map(|s| Arc::new(Mutex::new(s))),
         full: None,
         full_reported: 0,
+        damage,
     };
     let task = tokio::spawn(relay.run());
     (

@@ -13,7 +13,7 @@ use super::intake::{EventWindow, Intake};
 use super::target::Target;
 use crate::message::ResultMessage;
 use crate::spool::{Spool, SpoolError};
-use crate::store::{NewResult, ResultStore};
+use crate::store::{NewResult, ResultStore, StoreEvent};
 
 /// One relay task: the target, the spool, the intake.
 pub(super) struct Relay {
@@ -25,6 +25,8 @@ pub(super) struct Relay {
     pub(super) spool: Option<Arc<Mutex<Spool>>>,
     /// The spool was full since the last recorded event.
     pub(super) full: Option<EventWindow>,
+    /// Damaged spool records skipped at open, not yet recorded in the events store.
+    pub(super) damage: Option<StoreEvent>,
     /// `spool_full` as of the last recorded event.
     pub(super) full_reported: u64,
 }
@@ -136,6 +138,16 @@ impl Relay {
             w.count = full_total.saturating_sub(self.full_reported);
         }
         let target = self.intake.target_name.clone();
+        if let Some(event) = self.damage.take() {
+            if let Err(e) = self
+                .intake
+                .while_receiving(store.record_event(&event))
+                .await
+            {
+                tracing::error!(error = %e, "cannot record the damaged spool records; will retry");
+                self.damage = Some(event);
+            }
+        }
         if let Some(window) = self.intake.drops.take() {
             let event = window.event(&target);
             match self
@@ -219,7 +231,9 @@ impl Relay {
 
     async fn after_success(&mut self, n: u64, from_spool: bool, delay: &mut Duration) {
         let stats = &self.intake.stats;
-        stats.written.fetch_add(n, Ordering::Relaxed);
+        let unroutable = self.target.take_unroutable().min(n);
+        stats.written.fetch_add(n - unroutable, Ordering::Relaxed);
+        stats.unroutable.fetch_add(unroutable, Ordering::Relaxed);
         if from_spool {
             stats.replayed.fetch_add(n, Ordering::Relaxed);
         } else {
@@ -229,7 +243,10 @@ impl Relay {
         if self.intake.last_error.take().is_some() {
             tracing::info!(target_name = %self.intake.target_name, "{} accepts results again", self.intake.target_name);
         }
-        if self.intake.drops.is_some() || (self.full.is_some() && !self.intake.spool_refusing) {
+        if self.intake.drops.is_some()
+            || self.damage.is_some()
+            || (self.full.is_some() && !self.intake.spool_refusing)
+        {
             self.report_events().await;
         }
     }
@@ -318,6 +335,9 @@ impl Relay {
         };
         let fresh_ids = self.target.fresh_ids();
         let mut delay = self.cfg.retry_min;
+        if self.damage.is_some() {
+            self.report_events().await;
+        }
         let replay_at_start = self.spooled();
         if replay_at_start > 0 {
             tracing::info!(
@@ -426,7 +446,7 @@ impl Relay {
                 "{spooled} results stay in the spool; they are delivered after the next start"
             );
         }
-        if self.intake.drops.is_some() || self.full.is_some() {
+        if self.intake.drops.is_some() || self.full.is_some() || self.damage.is_some() {
             // A last chance to leave a trace in the store itself.
             self.intake.spool_refusing = false;
             self.report_events().await;

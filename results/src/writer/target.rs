@@ -35,6 +35,13 @@ pub trait Target: Send + Sync {
     fn grows_batches(&self) -> bool {
         false
     }
+
+    /// How many results of the deliveries since the last call the target accepted but could
+    /// not pass on (an AMQP broker returning a message no queue is bound for), and resets it.
+    /// The relay counts them as `unroutable`, not as `written`.
+    fn take_unroutable(&self) -> u64 {
+        0
+    }
 }
 
 /// The result store as a [`Target`]. Fresh results take the fast `insert`; a spool replay
