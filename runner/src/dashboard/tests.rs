@@ -576,7 +576,9 @@ async fn a_site_measured_for_two_hours_is_new_with_its_figure_over_the_known_tim
     assert!(a.contains("class=\"ss ss-new\""), "{a}");
     assert!(!a.contains("inactive"), "{a}");
     assert!(
-        a.contains("site status over the last 24 h: new, 2 h of data (availability 100.0% over 2 h)"),
+        a.contains(
+            "site status over the last 24 h: new, 2 h of data (availability 100.0% over 2 h)"
+        ),
         "{a}"
     );
     // The site page's badge says so too, and its month figures are given over the known time.
