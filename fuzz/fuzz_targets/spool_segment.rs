@@ -62,6 +62,9 @@ fuzz_target!(|data: &[u8]| {
     // The spool stays usable for new records.
     if spool.append(&[b"new record".as_slice()]).is_ok() {
         let (records, _) = spool.peek(usize::MAX, u64::MAX).expect("peek after append");
-        assert_eq!(records.last().map(Vec::as_slice), Some(b"new record".as_slice()));
+        assert_eq!(
+            records.last().map(Vec::as_slice),
+            Some(b"new record".as_slice())
+        );
     }
 });
