@@ -46,7 +46,11 @@ pub const MAX_PERIOD_DAYS: i64 = 3660;
 pub fn parse_period(text: &str, now_ms: Ms) -> Result<Period, String> {
     let period = parse_period_unbounded(text, now_ms)?;
     let max_ms = MAX_PERIOD_DAYS * 86_400_000;
-    if period.end_ms.checked_sub(period.start_ms).is_none_or(|len| len > max_ms) {
+    if period
+        .end_ms
+        .checked_sub(period.start_ms)
+        .is_none_or(|len| len > max_ms)
+    {
         return Err(format!(
             "invalid period `{}`: longer than {MAX_PERIOD_DAYS} days (ten years)",
             period.label
