@@ -83,7 +83,7 @@ fn request(
         format!("Content-Length: {}\r\n", body.len())
     };
     let text =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{extra}{length}\r\n{body}");
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}{extra}{length}\r\n{body}");
     raw(addr, text.as_bytes(), Duration::from_secs(20))
 }
 
@@ -335,7 +335,9 @@ fn malformed_oversized_and_absurd_requests_get_json_errors() {
         serve.output()
     );
     let mut tally = Tally::default();
-    let head = |line: &str, headers: &str| format!("{line}\r\nHost: {addr}\r\n{headers}\r\n");
+    let head = |line: &str, headers: &str| {
+        format!("{line}\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n")
+    };
     let auth = format!("Authorization: Bearer {OPERATOR}\r\n");
     let long_path = format!("GET /{} HTTP/1.1", "a".repeat(9_000));
     let huge_path = format!("GET /api/v1/sites?{} HTTP/1.1", "a=b&".repeat(20_000));
