@@ -150,6 +150,12 @@ impl Params {
                     ),
                 ));
             }
+            if value.trim().is_empty() {
+                return Err(ApiError::bad_param(
+                    &key,
+                    "empty; give a value, or leave the parameter out",
+                ));
+            }
             if params.contains_key(&key) {
                 return Err(ApiError::bad_param(
                     &key,

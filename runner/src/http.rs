@@ -274,12 +274,12 @@ fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Re
         _ => {}
     }
     if !body.iter().all(u8::is_ascii_whitespace)
-        && serde_json::from_slice::<serde_json::Value>(body).is_err()
+        && !serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
     {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid request body",
-            "the body must be empty or JSON (it is ignored)",
+            "the body must be empty or a JSON object (it is ignored)",
         ));
     }
     Ok(())
