@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use gridprobe_results::{ResultStore, WriterStats};
 
 use crate::access::identify;
+use crate::api::ApiError;
 use crate::service::Shared;
 
 /// How long `/healthz` waits for the store to say it can be written.
@@ -205,32 +206,32 @@ fn access_configured(access: &Access) -> bool {
 /// Who may reload, and from where: with `[access]` configured only an operator token; a
 /// browser on another origin never (its `Origin` differs from `Host`); and no body but JSON,
 /// so that a cross-site form or a simple `fetch` cannot trigger it.
-fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     if access_configured(access) {
         match identify(access, headers) {
             Ok(Some(who)) if who.role == Role::Operator => {}
             Ok(Some(who)) => {
-                return Err(error(
+                return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "not allowed",
-                    &format!(
+                    format!(
                         "token `{}` is not an operator token; reloading needs role = \"operator\"",
                         who.name
                     ),
                 ))
             }
             Ok(None) => {
-                return Err(error(
+                return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "authentication required",
                     "reloading needs `Authorization: Bearer <operator token>`",
                 ))
             }
             Err(e) => {
-                return Err(error(
+                return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid credentials",
-                    &e.to_string(),
+                    e.to_string(),
                 ))
             }
         }
@@ -243,7 +244,7 @@ fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Re
         });
         let same = matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
         if !same {
-            return Err(error(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "cross-origin request refused",
                 "reloading is refused from a page of another origin",
@@ -258,14 +259,14 @@ fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Re
     });
     match json {
         Some(false) => {
-            return Err(error(
+            return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported media type",
                 "send no body, or a JSON body with `Content-Type: application/json`",
             ))
         }
         None if !body.is_empty() => {
-            return Err(error(
+            return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported media type",
                 "a body needs `Content-Type: application/json`",
@@ -276,7 +277,7 @@ fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Re
     if !body.iter().all(u8::is_ascii_whitespace)
         && !serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
     {
-        return Err(error(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid request body",
             "the body must be empty or a JSON object (it is ignored)",
@@ -296,7 +297,7 @@ async fn reload(
     };
     let access = state.shared.plan().config.access.clone();
     if let Err(refused) = check_reload_request(&access, &headers, &body) {
-        return refused;
+        return refused.into_response();
     }
     let (tx, rx) = oneshot::channel();
     if state.reload.send(tx).await.is_err() {
