@@ -37,8 +37,47 @@ impl Period {
 pub const PERIOD_FORMS: &str = "a month (2026-10), a day (2026-10-05), an hour (2026-10-05T14), \
      the last N hours or days (24h, 7d, 30d), or a range (2026-10-01..2026-10-15, times allowed)";
 
-/// Parses a period; times are UTC. `now_ms` anchors relative forms such as `24h`.
+/// The longest period a report covers: ten years. Longer ones (`1000000d`) are refused, so
+/// that a typo cannot ask for millions of days.
+pub const MAX_PERIOD_DAYS: i64 = 3660;
+
+/// Parses a period; times are UTC. `now_ms` anchors relative forms such as `24h`. A period
+/// longer than [`MAX_PERIOD_DAYS`] is an error.
 pub fn parse_period(text: &str, now_ms: Ms) -> Result<Period, String> {
+    let period = parse_period_unbounded(text, now_ms)?;
+    let max_ms = MAX_PERIOD_DAYS * 86_400_000;
+    if period
+        .end_ms
+        .checked_sub(period.start_ms)
+        .is_none_or(|len| len > max_ms)
+    {
+        return Err(format!(
+            "invalid period `{}`: longer than {MAX_PERIOD_DAYS} days (ten years)",
+            period.label
+        ));
+    }
+    Ok(period)
+}
+
+/// Refuses a period that starts before the results kept (`retention` back from `now_ms`,
+/// with a day of slack so that `400d` passes a 400-day retention): those results are deleted,
+/// so the figures would be wrong, not just empty.
+pub fn check_retention(period: &Period, now_ms: Ms, retention_ms: Ms) -> Result<(), String> {
+    let oldest = now_ms
+        .saturating_sub(retention_ms)
+        .saturating_sub(86_400_000);
+    if period.start_ms < oldest {
+        return Err(format!(
+            "period `{}` starts before the oldest results kept ([server] retention = {} days): \
+             ask for a later period, or raise the retention",
+            period.label,
+            retention_ms / 86_400_000
+        ));
+    }
+    Ok(())
+}
+
+fn parse_period_unbounded(text: &str, now_ms: Ms) -> Result<Period, String> {
     let t = text.trim();
     let bad = || format!("invalid period `{t}`: write {PERIOD_FORMS}");
     let label = t.to_string();
@@ -59,7 +98,7 @@ pub fn parse_period(text: &str, now_ms: Ms) -> Result<Period, String> {
     if let Ok(d) = gridprobe_config::parse_duration(t) {
         let ms = i64::try_from(d.as_millis()).map_err(|_| bad())?;
         return Ok(Period {
-            start_ms: now_ms - ms,
+            start_ms: now_ms.checked_sub(ms).ok_or_else(bad)?,
             end_ms: now_ms,
             label,
         });
@@ -762,5 +801,22 @@ reason = "disk replacement"
         let err = parse_period("october", 0).unwrap_err();
         assert!(err.contains("a month (2026-10)"), "{err}");
         assert!(parse_period("2026-10-15..2026-10-01", 0).is_err());
+    }
+
+    #[test]
+    fn absurd_periods_are_refused_and_retention_bounds_the_start() {
+        let now = 20_000 * 24 * H;
+        for absurd in ["1000000d", "9999999999h", "1900-01-01..2026-01-01", "3661d"] {
+            let err = parse_period(absurd, now).unwrap_err();
+            assert!(err.contains("longer than 3660 days"), "{absurd}: {err}");
+        }
+        assert!(parse_period("18446744073709551615s", now).is_err());
+        assert!(parse_period("3660d", now).is_ok());
+        let retention = 400 * 24 * H;
+        let p = parse_period("400d", now).expect("400d");
+        assert_eq!(check_retention(&p, now, retention), Ok(()));
+        let p = parse_period("402d", now).expect("402d");
+        let err = check_retention(&p, now, retention).unwrap_err();
+        assert!(err.contains("retention = 400 days"), "{err}");
     }
 }

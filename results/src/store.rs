@@ -224,6 +224,11 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug {
             })
             .collect())
     }
+    /// Whether results can be written now, for `/healthz`: takes the write lock or asks the
+    /// database, and writes nothing. A backend without such a check answers `Ok`.
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Replaces every downtime of one source (e.g. `gocdb`) at once: all or nothing.
     async fn replace_downtimes(
         &self,

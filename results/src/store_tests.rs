@@ -207,6 +207,7 @@ both_backends!(
     concurrent_writers_on_the_same_cells_agree,
     insert_once_stores_each_message_id_once,
     run_timelines_equal_the_results_folded_also_from_cached_days,
+    a_usable_store_says_it_can_be_written,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1304,6 +1305,17 @@ pub(crate) mod pg {
             }
         }
     }
+}
+
+async fn a_usable_store_says_it_can_be_written(store: Backend) {
+    // `/healthz` answers 503 when this fails; a fresh store of either backend must pass.
+    store.check_writable().await.unwrap();
+    store.check_writable().await.unwrap();
+    // And the check leaves no transaction open behind it: writing still works.
+    store
+        .insert(&[hard(result("SITE-A", "CE", "m1", 1))])
+        .await
+        .unwrap();
 }
 
 async fn run_timelines_equal_the_results_folded_also_from_cached_days(store: Backend) {

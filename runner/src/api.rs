@@ -31,6 +31,44 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// Time for a request body to arrive in full once the head is in (a client trickling its body
+/// must not hold the connection).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a request body of at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`]: 413 when
+/// larger, 408 when too slow, 400 when its framing is broken (a bad chunk).
+pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            Err(if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                    format!("request bodies are limited to {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid request body",
+                    format!("the body could not be read: {e}"),
+                )
+            })
+        }
+    }
+}
+
 /// An API error: status code, short error, detail.
 #[derive(Debug)]
 pub struct ApiError {
@@ -93,26 +131,40 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Query parameters, checked by name.
+/// Query parameters, checked by name; each at most once.
 struct Params(HashMap<String, String>);
 
 impl Params {
-    fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
-        for key in raw.keys() {
+    fn new(raw: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let mut params = HashMap::new();
+        for (key, value) in raw {
             if !allowed.contains(&key.as_str()) {
-                let hint = gridprobe_config::did_you_mean(key, allowed.iter().copied())
+                let hint = gridprobe_config::did_you_mean(&key, allowed.iter().copied())
                     .map(|b| format!(" (did you mean `{b}`?)"))
                     .unwrap_or_default();
                 return Err(ApiError::bad_param(
-                    key,
+                    &key,
                     format!(
                         "unknown parameter{hint}; accepted here: {}",
                         allowed.join(", ")
                     ),
                 ));
             }
+            if value.trim().is_empty() {
+                return Err(ApiError::bad_param(
+                    &key,
+                    "empty; give a value, or leave the parameter out",
+                ));
+            }
+            if params.contains_key(&key) {
+                return Err(ApiError::bad_param(
+                    &key,
+                    "given more than once; give each parameter once",
+                ));
+            }
+            params.insert(key, value);
         }
-        Ok(Params(raw))
+        Ok(Params(params))
     }
 
     fn text(&self, name: &str) -> Option<String> {
@@ -131,7 +183,12 @@ impl Params {
             return Ok(Some(ms));
         }
         if let Ok(d) = gridprobe_config::parse_duration(&v) {
-            return Ok(Some(now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+            return Ok(Some(
+                i64::try_from(d.as_millis())
+                    .ok()
+                    .and_then(|ms| now.checked_sub(ms))
+                    .unwrap_or(i64::MIN),
+            ));
         }
         gridprobe_config::time::parse_utc(&v).map(Some).map_err(|_| {
             ApiError::bad_param(name, format!("`{v}` is not a time: write a duration back from now (24h, 7d), a UTC time (2026-10-05T08:00:00Z) or ms since the epoch"))
@@ -227,7 +284,7 @@ async fn site_statuses(
 
 async fn sites(
     State(state): State<HttpState>,
-    Query(raw): Query<HashMap<String, String>>,
+    Query(raw): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let p = Params::new(raw, &["tier"])?;
     let tier =
@@ -324,7 +381,7 @@ async fn site(State(state): State<HttpState>, Path(name): Path<String>) -> ApiRe
 
 async fn matrix(
     State(state): State<HttpState>,
-    Query(raw): Query<HashMap<String, String>>,
+    Query(raw): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let p = Params::new(raw, &["vo", "tier", "flavour", "site"])?;
     let config = state.shared.plan().config;
@@ -363,7 +420,7 @@ async fn matrix(
 
 async fn results(
     State(state): State<HttpState>,
-    Query(raw): Query<HashMap<String, String>>,
+    Query(raw): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let p = Params::new(
         raw,
@@ -457,15 +514,22 @@ async fn result(State(state): State<HttpState>, Path(id): Path<String>) -> ApiRe
 
 async fn availability(
     State(state): State<HttpState>,
-    Query(raw): Query<HashMap<String, String>>,
+    Query(raw): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let p = Params::new(raw, &["period", "level", "profile", "site"])?;
     let config = state.shared.plan().config;
     let now = unix_ms(SystemTime::now());
     let period_text = p.text("period").unwrap_or_else(|| "24h".into());
-    let period = parse_period(&period_text, now).map_err(|_| {
-        ApiError::bad_param("period", format!("`{period_text}`: write {PERIOD_FORMS}"))
+    let period = parse_period(&period_text, now).map_err(|e| {
+        if e.contains("longer than") {
+            ApiError::bad_param("period", e)
+        } else {
+            ApiError::bad_param("period", format!("`{period_text}`: write {PERIOD_FORMS}"))
+        }
     })?;
+    let retention_ms = i64::try_from(config.server.retention.as_millis()).unwrap_or(i64::MAX);
+    report::check_retention(&period, now, retention_ms)
+        .map_err(|e| ApiError::bad_param("period", e))?;
     let level = p.text("level").unwrap_or_else(|| "site".into());
     if !["site", "flavour", "instance"].contains(&level.as_str()) {
         return Err(ApiError::bad_param(
@@ -509,7 +573,7 @@ async fn availability(
 
 async fn reasons(
     State(state): State<HttpState>,
-    Query(raw): Query<HashMap<String, String>>,
+    Query(raw): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let p = Params::new(raw, &["since", "limit"])?;
     let now = unix_ms(SystemTime::now());
@@ -541,7 +605,7 @@ struct RunRequest {
 async fn start_run(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult {
     let config = state.shared.plan().config;
     let who = match identify(&config.access, &headers) {
@@ -561,6 +625,7 @@ async fn start_run(
             ))
         }
     };
+    let body = read_body(body).await?;
     let req: RunRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid request body", format!("{e}; expected {{\"site\": \"...\", \"service\"?: \"host\", \"probe\"?: \"metric\"}}")))?;
     check_site(&config, &req.site)?;
@@ -634,7 +699,8 @@ async fn run(State(state): State<HttpState>, Path(id): Path<String>) -> ApiResul
         })
 }
 
-/// Rejects reads without a valid token when `[access] read = "token"`.
+/// Rejects requests without a valid token when `[access] read = "token"`: every method (HEAD
+/// as GET, POST, OPTIONS, ...) on every route but `/healthz`, before any handler runs.
 pub async fn read_guard(
     State(state): State<HttpState>,
     req: axum::extract::Request,
@@ -642,7 +708,7 @@ pub async fn read_guard(
 ) -> Response {
     let open_path = matches!(req.uri().path(), "/healthz");
     let access = &state.shared.plan().config.access;
-    if access.read_requires_token && !open_path && req.method() == axum::http::Method::GET {
+    if access.read_requires_token && !open_path {
         match identify(access, req.headers()) {
             Ok(Some(_)) => {}
             Ok(None) => {

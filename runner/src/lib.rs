@@ -7,6 +7,7 @@ pub mod batch;
 pub mod dashboard;
 pub mod execute;
 pub mod http;
+pub mod http_conn;
 pub mod metrics;
 pub mod ondemand;
 pub mod schedule;

@@ -781,6 +781,14 @@ impl Metrics {
         }
     }
 
+    /// The broker publishers watched, by target name, with their counters (for `/healthz`).
+    pub fn publishers(&self) -> Vec<(String, Arc<gridprobe_results::WriterStats>)> {
+        self.publishers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Mirrors a broker publisher's counters into the `gridprobe_publish_*` series.
     pub fn watch_publisher(&self, target: &str, stats: Arc<gridprobe_results::WriterStats>) {
         self.publishers

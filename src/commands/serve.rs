@@ -43,6 +43,9 @@ pub fn run(
     let listen = listen_flag
         .map(str::to_string)
         .unwrap_or_else(|| config.server.listen.clone());
+    // Before any descriptor is taken: the HTTP connection cap is fitted to this limit, so that
+    // probes always keep descriptors of their own.
+    let nofile = gridprobe_runner::http_conn::raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -54,6 +57,7 @@ pub fn run(
         },
         store_location,
         listen,
+        nofile,
     ))
 }
 
@@ -62,6 +66,7 @@ async fn serve(
     plan: Plan,
     store_location: Location,
     listen: String,
+    nofile: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     // A shared schedule is coordinated through the shared store, so it must be PostgreSQL.
     let shared_store = match (&plan.config.server.schedule, &store_location) {
@@ -141,6 +146,14 @@ async fn serve(
         .map(|a| a.to_string())
         .unwrap_or(listen.clone());
 
+    let http_limits = nofile
+        .map(gridprobe_runner::http_conn::Limits::for_descriptors)
+        .unwrap_or_default();
+    tracing::info!(
+        open_files = nofile,
+        max_connections = http_limits.max_connections,
+        "http connection limit"
+    );
     let shutdown = CancellationToken::new();
     // Site availability for /metrics: computed in the background, only once scraped.
     let metrics_refresh = metrics.spawn_refresh(&shared, store.clone(), shutdown.clone());
@@ -174,6 +187,7 @@ async fn serve(
             metrics,
             runs: gridprobe_runner::ondemand::RunManager::new(),
         }),
+        http_limits,
         shutdown.clone(),
     ));
     // Only the SQLite store keeps per-day runs; elsewhere preparing would be a month's scan.

@@ -210,17 +210,24 @@ pub struct Serve {
 impl Serve {
     /// Starts `gridprobe serve --config CONFIG --store STORE --listen 127.0.0.1:0`.
     pub fn start(config: &str, store: &str) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "serve",
+            "--config",
+            config,
+            "--store",
+            store,
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        Self::from_command(cmd)
+    }
+
+    /// Starts a prepared command (e.g. `serve` under a shell that sets limits), from the
+    /// repository root, with its output collected.
+    pub fn from_command(mut cmd: Command) -> Self {
         use std::process::Stdio;
-        let mut child = Command::new(bin())
-            .args([
-                "serve",
-                "--config",
-                config,
-                "--store",
-                store,
-                "--listen",
-                "127.0.0.1:0",
-            ])
+        let mut child = cmd
             .current_dir(repo())
             .env("NO_COLOR", "1")
             .env("GRIDPROBE_LOG", "info")

@@ -890,6 +890,27 @@ impl ResultStore for PgStore {
         tx.commit().await.map_err(query_err)
     }
 
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        // A standby, or a database set read-only, answers reads but refuses every write.
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
+                &[],
+            )
+            .await
+            .map_err(query_err)?;
+        let recovery: bool = row.try_get(0).map_err(query_err)?;
+        let read_only: String = row.try_get(1).map_err(query_err)?;
+        if recovery || read_only == "on" {
+            return Err(StoreError::Query(format!(
+                "{} is read-only (a standby, or default_transaction_read_only)",
+                self.location
+            )));
+        }
+        Ok(())
+    }
+
     async fn downtimes(&self, since_ms: i64, until_ms: i64) -> Result<Vec<Downtime>, StoreError> {
         let client = self.client().await?;
         let stmt = client

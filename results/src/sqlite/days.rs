@@ -183,6 +183,11 @@ fn store_day(
     day_ms: i64,
     days: &HashMap<i64, Vec<DayRun>>,
 ) -> rusqlite::Result<()> {
+    if days.is_empty() {
+        // Nothing to keep: a day without final results is not marked either, so that a read
+        // over an empty stretch (a period of a million days) never grows the store.
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute("DELETE FROM cell_day_runs WHERE day_ms = ?1", [day_ms])?;
     {
@@ -257,14 +262,36 @@ pub(crate) fn missing_days(
     until_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    let first_day = day_of(since_ms + DAY_MS - 1);
-    let days_end = day_of(until_ms).min(day_of(now_ms - SETTLE_MS));
+    let first_day = day_of(since_ms.saturating_add(DAY_MS - 1));
+    let days_end = day_of(until_ms).min(day_of(now_ms.saturating_sub(SETTLE_MS)));
     let cached = cached_days(conn, first_day, days_end)?;
-    Ok((0..)
-        .map(|k| first_day + k * DAY_MS)
-        .take_while(|d| *d < days_end)
+    Ok(data_days(conn, first_day, days_end)?
+        .into_iter()
         .filter(|d| !cached.contains(d))
         .collect())
+}
+
+/// The days of `[from, to)` (day starts) that hold at least one result, in order: one probe
+/// of the time index per such day, so an empty stretch of any length costs one query.
+fn data_days(conn: &Connection, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT MIN(started_at_ms) FROM results \
+             WHERE started_at_ms >= ?1 AND started_at_ms < ?2",
+        )
+        .map_err(query_err)?;
+    let mut days = Vec::new();
+    let mut at = from;
+    while at < to {
+        let next: Option<i64> = stmt
+            .query_row(params![at, to], |r| r.get(0))
+            .map_err(query_err)?;
+        let Some(t) = next else { break };
+        let day = day_of(t);
+        days.push(day);
+        at = day.saturating_add(DAY_MS);
+    }
+    Ok(days)
 }
 
 /// Builds and caches one day. Failing to store it (another process holds the write lock) is
@@ -344,8 +371,8 @@ pub(crate) fn run_timelines(
         .collect();
 
     // The period: raw head, cached closed days, raw tail.
-    let closed_end = day_of(now_ms - SETTLE_MS);
-    let first_day = day_of(since_ms + DAY_MS - 1);
+    let closed_end = day_of(now_ms.saturating_sub(SETTLE_MS));
+    let first_day = day_of(since_ms.saturating_add(DAY_MS - 1));
     let days_end = day_of(until_ms).min(closed_end);
     if first_day < days_end {
         read_raw(conn, since_ms, first_day, &slot, &mut cells, merge_gap)?;
@@ -387,8 +414,12 @@ fn read_days(
     merge_gap: i64,
 ) -> Result<(), StoreError> {
     let cached = cached_days(conn, from, to)?;
-    let mut day = from;
-    while day < to {
+    // Only the days with something to read: the cached ones and those holding results.
+    let mut days: Vec<i64> = cached.iter().copied().collect();
+    days.extend(data_days(conn, from, to)?);
+    days.sort_unstable();
+    days.dedup();
+    for day in days {
         let mut runs_of_day: Vec<(i64, Vec<DayRun>)> = Vec::new();
         if cached.contains(&day) {
             let mut stmt = conn
@@ -433,7 +464,6 @@ fn read_days(
                 }
             }
         }
-        day += DAY_MS;
     }
     Ok(())
 }

@@ -209,6 +209,24 @@ impl ResultStore for SqliteStore {
         self.with_conn(move |conn| rows::events(conn, since_ms))
             .await
     }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            // The write lock, as a batch of results takes it; waiting at most a second for
+            // another writer instead of the usual busy timeout.
+            conn.busy_timeout(std::time::Duration::from_secs(1))
+                .map_err(query_err)?;
+            let taken = conn
+                .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+                .map_err(|e| StoreError::Query(format!("the store cannot be written: {e}")));
+            if taken.is_err() && !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            conn.busy_timeout(schema::BUSY_TIMEOUT).map_err(query_err)?;
+            taken
+        })
+        .await
+    }
 }
 
 impl SqliteStore {

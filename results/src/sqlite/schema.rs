@@ -160,7 +160,7 @@ ALTER TABLE latest_v5 RENAME TO latest;
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long a statement waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sets the connection's pragmas (busy timeout, page size of a new file, WAL, synchronous,
 /// caches) and upgrades its schema to [`SCHEMA_VERSION`].

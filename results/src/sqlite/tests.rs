@@ -431,3 +431,49 @@ async fn poisoned_connection_mutex_is_recovered() {
         .unwrap();
     assert_eq!(store.count().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_long_period_caches_only_the_days_that_hold_results() {
+    use super::days::DAY_MS;
+    let store = SqliteStore::open_in_memory().unwrap();
+    let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
+    let today = now.div_euclid(DAY_MS) * DAY_MS;
+    // Results on three closed days, ten days back.
+    for d in [10, 11, 13] {
+        store
+            .insert(&[hard(result("SITE-A", "CE", "m1", today - d * DAY_MS + 5))])
+            .await
+            .unwrap();
+    }
+    // A read over a hundred thousand days (the API refuses such periods; the store must
+    // stay small anyway) builds and keeps only those three days.
+    let runs = store
+        .run_timelines(
+            now - 100_000 * DAY_MS,
+            now,
+            &CellFilter::default(),
+            DAY_MS * 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    let count = |table: &str| -> i64 {
+        lock(&store.conn)
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count("report_days"), 3);
+    assert_eq!(count("cell_day_runs"), 3);
+    // Read again (now from the cache): the same runs, and nothing new stored.
+    let again = store
+        .run_timelines(
+            now - 100_000 * DAY_MS,
+            now,
+            &CellFilter::default(),
+            DAY_MS * 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, runs);
+    assert_eq!(count("report_days"), 3);
+}
