@@ -3,7 +3,28 @@
 //! Each subcommand lives in its own module under `src/commands/`; rendering shared by several
 //! commands (SAM tokens, colours, tables) is in `src/render.rs`.
 
+// These shadow the standard printing macros in this file and every module declared below
+// (textual macro scope wins over the prelude), so no output of the binary can panic on a
+// closed pipe: see `output`.
+macro_rules! println {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+#[allow(unused_macros)] // for the next `print!`: it must not panic either
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+macro_rules! eprintln {
+    () => { $crate::output::write_stderr(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!($($arg)*)) };
+}
+
 mod commands;
+mod output;
 mod relays;
 mod render;
 mod store_location;
@@ -243,6 +264,7 @@ fn init_logging(filter: Option<&str>) {
     tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr)
+        .with_ansi(render::colour_stderr())
         .init();
 }
 
@@ -335,6 +357,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // Output written with `writeln!` reports a closed pipe as an error: end as quietly
+        // as the macros do.
+        Err(e) if output::caused_by_broken_pipe(&e) => ExitCode::from(output::BROKEN_PIPE_EXIT),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

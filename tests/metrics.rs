@@ -698,7 +698,8 @@ fn serve_exposes_cells_sites_scheduler_and_store_series() {
         Some(1.0)
     );
     // Site figures: computed in the background once scraped. A few seconds of results leave
-    // over 90 % of the 24 hours unknown: figures n/a (absent, not 0) and status inactive (4).
+    // over 90 % of the 24 hours unknown: figures n/a (absent, not 0), and since these are the
+    // sites' first results ever, status new (5), not inactive (4).
     let sites = wait_until(Duration::from_secs(20), || {
         text = scrape(&addr);
         sample(
@@ -718,7 +719,7 @@ fn serve_exposes_cells_sites_scheduler_and_store_series() {
     for s in ["T1_SHUT", "T2_OPEN"] {
         assert_eq!(
             sample(&text, "gridprobe_site_status", &[("site", s)]),
-            Some(4.0),
+            Some(5.0),
             "{s}"
         );
         assert_eq!(

@@ -344,6 +344,15 @@ pub struct Figures {
     pub unknown_fraction: f64,
 }
 
+impl Figures {
+    /// UP / KNOWN whatever the unknown fraction: the availability over the time known only,
+    /// shown with its coverage (`known_ms`) where the figure over the whole period is n/a
+    /// (a new site). `None` when nothing is known.
+    pub fn availability_over_known(&self) -> Option<f64> {
+        (self.known_ms > 0).then(|| self.up_ms as f64 / self.known_ms as f64)
+    }
+}
+
 /// Default unknown-fraction threshold above which figures are "n/a".
 pub const DEFAULT_UNKNOWN_THRESHOLD: f64 = 0.9;
 

@@ -144,6 +144,10 @@ pub struct SiteReport {
     pub status_at_end: AStatus,
     /// Whether any result of the site fell in the period (or held into it).
     pub has_results: bool,
+    /// When the site's first result falls inside the period (none is stored from before it):
+    /// that result's start. Its figures then rest on the time since, not on the whole period:
+    /// a site added today is *new*, not inactive.
+    pub new_since_ms: Option<Ms>,
 }
 
 /// Per-tier average of the sites' figures (sites with "n/a" figures left out).
@@ -316,6 +320,7 @@ pub fn compute_runs(
     for (si, site) in config.sites.iter().enumerate() {
         let mut flavours: BTreeMap<&str, (Vec<Timeline>, Vec<InstanceReport>)> = BTreeMap::new();
         let mut has_results = false;
+        let mut first_result: Option<Ms> = None;
         for (vi, svc) in site.services.iter().enumerate() {
             if !svc.production {
                 continue;
@@ -347,6 +352,10 @@ pub fn compute_runs(
                 };
                 let results = by_cell.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
                 has_results |= results.iter().any(|r| r.start < range.end);
+                // Runs come oldest first, led by the last one before the period if any.
+                if let Some(first) = results.first() {
+                    first_result = Some(first_result.map_or(first.start, |f| f.min(first.start)));
+                }
                 let freshness = i64::try_from(inst.freshness.as_millis()).unwrap_or(i64::MAX);
                 timelines.push(metric_timeline_runs(results, freshness, &range, &spans));
                 metrics.push(metric.clone());
@@ -385,6 +394,7 @@ pub fn compute_runs(
             flavours: flavour_reports,
             status_at_end: status_at(&site_tl, range.end - 1).unwrap_or(AStatus::Missing),
             has_results,
+            new_since_ms: first_result.filter(|f| range.contains(f) && *f > range.start),
         });
     }
     let mut tiers = Vec::new();
@@ -428,8 +438,12 @@ pub enum SiteStatus {
     Failed,
     /// In scheduled downtime now.
     Maintenance,
-    /// No results in the window (or too few to judge).
+    /// No results in the window (or too few to judge, from a site that has older results).
     Inactive,
+    /// The site's first result is inside the window and too little time is known yet for
+    /// figures over the whole window: its figures cover the known time only
+    /// ([`SiteReport::new_since_ms`], [`Figures::availability_over_known`]).
+    New,
 }
 
 impl SiteStatus {
@@ -441,6 +455,7 @@ impl SiteStatus {
             SiteStatus::Failed => "failed",
             SiteStatus::Maintenance => "maintenance",
             SiteStatus::Inactive => "inactive",
+            SiteStatus::New => "new",
         }
     }
 }
@@ -478,6 +493,7 @@ pub fn site_status(site: &SiteReport, thresholds: TierThresholds) -> SiteStatus 
         return SiteStatus::Inactive;
     }
     match site.figures.availability {
+        None if site.new_since_ms.is_some() => SiteStatus::New,
         None => SiteStatus::Inactive,
         Some(a) if a > thresholds.good => SiteStatus::Good,
         Some(a) if a >= thresholds.degraded => SiteStatus::Degraded,
@@ -648,6 +664,57 @@ reason = "disk replacement"
     }
 
     #[test]
+    fn a_site_whose_first_results_are_recent_is_new_not_inactive() {
+        let l = gridprobe_config::load_str(Path::new("v.toml"), CONFIG);
+        let period = Period {
+            start_ms: 0,
+            end_ms: 24 * H,
+            label: "24h".into(),
+        };
+        let key = |host: &str, site: &str| CellKey {
+            site: site.into(),
+            hostname: host.into(),
+            flavour: "CE".into(),
+            metric: "org.v.ce-job".into(),
+        };
+        // T2_B's first result ever came 90 minutes before the end of the window: 94 % of the
+        // window is unknown, so the 24 h figure is n/a, yet the site is new, not inactive.
+        let first = 22 * H + H / 2;
+        let ce3 = (
+            key("ce3", "T2_B"),
+            vec![(first, Status::Ok), (23 * H, Status::Ok)],
+        );
+        let r = compute(&l.config, None, &period, &[ce3], &[], 0.9).expect("report");
+        let b = r.sites.iter().find(|s| s.site == "T2_B").expect("T2_B");
+        assert_eq!(b.new_since_ms, Some(first));
+        assert_eq!(b.figures.availability, None);
+        assert_eq!(site_status(b, default_thresholds(2)), SiteStatus::New);
+        assert_eq!(SiteStatus::New.name(), "new");
+        // Over the 90 minutes known it was up all along.
+        assert_eq!(b.figures.availability_over_known(), Some(1.0));
+        assert_eq!(b.figures.known_ms, 24 * H - first);
+
+        // With a result from two days before and nothing since: inactive, not new.
+        let old = (key("ce3", "T2_B"), vec![(-48 * H, Status::Ok)]);
+        let r = compute(&l.config, None, &period, &[old], &[], 0.9).expect("report");
+        let b = r.sites.iter().find(|s| s.site == "T2_B").expect("T2_B");
+        assert_eq!(b.new_since_ms, None);
+        assert_eq!(b.figures.availability, None);
+        assert_eq!(site_status(b, default_thresholds(2)), SiteStatus::Inactive);
+
+        // Twelve hours in, the figure is known: judged as usual, and still marked new.
+        let half = (
+            key("ce3", "T2_B"),
+            (12..24).map(|h| (h * H, Status::Ok)).collect::<Vec<_>>(),
+        );
+        let r = compute(&l.config, None, &period, &[half], &[], 0.9).expect("report");
+        let b = r.sites.iter().find(|s| s.site == "T2_B").expect("T2_B");
+        assert_eq!(b.new_since_ms, Some(12 * H));
+        assert_eq!(b.figures.availability, Some(1.0));
+        assert_eq!(site_status(b, default_thresholds(2)), SiteStatus::Good);
+    }
+
+    #[test]
     fn thresholds_at_the_boundary_are_degraded() {
         let t = default_thresholds(1);
         let site = |a: f64| SiteReport {
@@ -667,6 +734,7 @@ reason = "disk replacement"
             flavours: vec![],
             status_at_end: AStatus::Ok,
             has_results: true,
+            new_since_ms: None,
         };
         assert_eq!(site_status(&site(0.9), t), SiteStatus::Degraded);
         assert_eq!(site_status(&site(0.9001), t), SiteStatus::Good);

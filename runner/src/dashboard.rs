@@ -38,7 +38,9 @@ use gridprobe_results::availability::{
 };
 use gridprobe_results::matrix::{build_matrix, Cell, CellState, MatrixFilter};
 use gridprobe_results::reasons::{group, Reason};
-use gridprobe_results::report::{compute, default_thresholds, site_status, Period, SiteReport};
+use gridprobe_results::report::{
+    compute, default_thresholds, site_status, Period, SiteReport, SiteStatus,
+};
 use gridprobe_results::{CellFilter, CellKey, HistoryQuery, ResultStore, StoreError, StoredResult};
 
 use crate::http::HttpState;
@@ -275,6 +277,24 @@ fn pct(v: Option<f64>) -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
+/// `40 min`, `3 h`: how much time a figure rests on (whole hours from one hour on).
+fn span(ms: i64) -> String {
+    let minutes = ms.max(0) / 60_000;
+    if minutes < 60 {
+        format!("{minutes} min")
+    } else {
+        format!("{} h", minutes / 60)
+    }
+}
+
+/// A ratio with the time it rests on: `99.2% over 3 h`; `n/a` when nothing is known.
+fn pct_over(v: Option<f64>, over_ms: i64) -> String {
+    match v {
+        Some(v) => format!("{} over {}", pct(Some(v)), span(over_ms)),
+        None => "n/a".into(),
+    }
+}
+
 /// "did you mean" suffix for an unknown name.
 fn hint<'a>(got: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     gridprobe_config::did_you_mean(got, candidates)
@@ -420,9 +440,52 @@ async fn downtimes_between(
 // ---------------------------------------------------------------------------------------------
 // Site statuses (last 24 h), cached
 
-/// A site's 24-hour status and availability; sites absent from the map have no service that
-/// counts for availability.
-type SiteStatuses = HashMap<String, (gridprobe_results::report::SiteStatus, Option<f64>)>;
+/// A site's 24-hour status and figures; sites absent from the map have no service that counts
+/// for availability.
+type SiteStatuses = HashMap<String, SiteSummary>;
+
+/// What the dashboard shows of a site's last 24 hours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SiteSummary {
+    status: SiteStatus,
+    /// Availability over the 24 hours; n/a while most of them are unknown.
+    availability: Option<f64>,
+    /// For a site whose first result is inside the 24 hours: how long ago that was.
+    data_ms: Option<i64>,
+    /// Availability over the time known, and that time (what a new site is judged on).
+    over_known: Option<f64>,
+    known_ms: i64,
+}
+
+impl SiteSummary {
+    fn of(s: &SiteReport, end_ms: i64) -> Self {
+        SiteSummary {
+            status: site_status(s, default_thresholds(s.tier)),
+            availability: s.figures.availability,
+            data_ms: s.new_since_ms.map(|since| end_ms.saturating_sub(since)),
+            over_known: s.figures.availability_over_known(),
+            known_ms: s.figures.known_ms,
+        }
+    }
+
+    /// `good`, or `new, 3 h of data`.
+    fn label(&self) -> String {
+        match self.data_ms {
+            Some(data) if self.status == SiteStatus::New => format!("new, {} of data", span(data)),
+            _ => self.status.name().to_string(),
+        }
+    }
+
+    /// The availability as shown: the 24-hour figure, or for a new site the figure over the
+    /// time known with that coverage (`99.2% over 3 h`) rather than `n/a`.
+    fn figure(&self) -> String {
+        if self.data_ms.is_some() || self.availability.is_none() {
+            pct_over(self.over_known, self.known_ms)
+        } else {
+            pct(self.availability)
+        }
+    }
+}
 
 /// How long a page waits for site statuses not computed yet (the first view after a start or
 /// a reload) before it renders without them; a small VO's are ready well within it.
@@ -431,8 +494,8 @@ const COLD_WAIT: Duration = Duration::from_millis(150);
 /// What a page shows beside a site.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum StatusView {
-    /// The site's 24-hour status and availability.
-    Known(gridprobe_results::report::SiteStatus, Option<f64>),
+    /// The site's 24-hour status and figures.
+    Known(SiteSummary),
     /// No service of the site counts for availability.
     NotCounted,
     /// Still being computed (first view after a start or reload).
@@ -445,7 +508,7 @@ impl StatusView {
             None => StatusView::Pending,
             Some(m) => m
                 .get(site)
-                .map_or(StatusView::NotCounted, |(s, a)| StatusView::Known(*s, *a)),
+                .map_or(StatusView::NotCounted, |s| StatusView::Known(*s)),
         }
     }
 }
@@ -566,15 +629,7 @@ async fn compute_statuses(
         Ok(report
             .sites
             .iter()
-            .map(|s| {
-                (
-                    s.site.clone(),
-                    (
-                        site_status(s, default_thresholds(s.tier)),
-                        s.figures.availability,
-                    ),
-                )
-            })
+            .map(|s| (s.site.clone(), SiteSummary::of(s, period.end_ms)))
             .collect())
     })
     .await
@@ -1296,10 +1351,20 @@ async fn reasons_page(
 
 /// Figures of a report row, for the site page: availability, reliability, maintenance,
 /// unknown.
+/// Where a ratio is n/a because most of the period is unknown (a new site), the ratio over the
+/// time known is shown with that time instead.
 fn figure_cells(f: &Figures) -> [String; 4] {
+    let known_up = f.known_ms - f.scheduled_downtime_ms;
+    let reliability_over_known = (known_up > 0).then(|| f.up_ms as f64 / known_up as f64);
     [
-        pct(f.availability),
-        pct(f.reliability),
+        match f.availability {
+            Some(_) => pct(f.availability),
+            None => pct_over(f.availability_over_known(), f.known_ms),
+        },
+        match f.reliability {
+            Some(_) => pct(f.reliability),
+            None => pct_over(reliability_over_known, known_up),
+        },
         pct(Some(f.maintenance)),
         pct(Some(f.unknown_fraction)),
     ]

@@ -74,7 +74,7 @@ pub fn probe_status_value(status: Status) -> i64 {
 }
 
 /// The value of `gridprobe_site_status`: 0 good, 1 degraded, 2 failed, 3 maintenance,
-/// 4 inactive.
+/// 4 inactive, 5 new (first results inside the window, too few for its figures).
 pub fn site_status_value(status: SiteStatus) -> i64 {
     match status {
         SiteStatus::Good => 0,
@@ -82,6 +82,7 @@ pub fn site_status_value(status: SiteStatus) -> i64 {
         SiteStatus::Failed => 2,
         SiteStatus::Maintenance => 3,
         SiteStatus::Inactive => 4,
+        SiteStatus::New => 5,
     }
 }
 
@@ -345,7 +346,8 @@ impl Metrics {
                     "Site status from its last-24-hours availability and the tier thresholds \
                      (Tier-0/1: good above 0.9, degraded from 0.6; Tier-2/3: 0.6 and 0.4): \
                      0 good, 1 degraded, 2 failed, 3 maintenance (in scheduled downtime now), \
-                     4 inactive (no results).",
+                     4 inactive (no results), 5 new (first results less than the window \
+                     ago: too few for figures yet).",
                 ),
                 &SITE_LABELS,
             )
@@ -1173,6 +1175,7 @@ params = { port = 1 }
         assert_eq!(site_status_value(SiteStatus::Good), 0);
         assert_eq!(site_status_value(SiteStatus::Failed), 2);
         assert_eq!(site_status_value(SiteStatus::Inactive), 4);
+        assert_eq!(site_status_value(SiteStatus::New), 5);
     }
 
     #[tokio::test]

@@ -37,6 +37,11 @@ pub fn run(
             return Ok(ExitCode::from(1));
         }
     }
+    if let Some(f) = &flavour {
+        if !super::known_flavour(&config, f) {
+            return Ok(ExitCode::from(1));
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -112,6 +117,7 @@ fn print_table(m: &Matrix) {
             t.add_row(row);
         }
     }
+    crate::render::keep_words_whole(&mut t);
     println!("{t}");
     println!("cells: status and age of the latest result; `missing` = older than its freshness window; `na` = no result; site rows show the best instance");
 }

@@ -133,3 +133,34 @@ pub fn known_site(config: &Config, site: &str) -> bool {
     eprintln!("error: no site named `{site}`{h}");
     false
 }
+
+/// Whether some service of the configuration has this flavour; prints a precise error (with a
+/// hint) when not.
+pub fn known_flavour(config: &Config, flavour: &str) -> bool {
+    let flavours: std::collections::BTreeSet<&str> = config
+        .sites
+        .iter()
+        .flat_map(|s| s.services.iter().map(|v| v.flavour.as_str()))
+        .collect();
+    if flavours.contains(flavour) {
+        return true;
+    }
+    let h = hint(flavour, flavours.iter().copied());
+    eprintln!("error: no service of flavour `{flavour}`{h}");
+    false
+}
+
+/// Whether the configuration has a service with this host name; prints a precise error (with
+/// a hint) when not.
+pub fn known_service(config: &Config, hostname: &str) -> bool {
+    let hosts = config
+        .sites
+        .iter()
+        .flat_map(|s| s.services.iter().map(|v| v.hostname.as_str()));
+    if hosts.clone().any(|h| h == hostname) {
+        return true;
+    }
+    let h = hint(hostname, hosts);
+    eprintln!("error: no service with host name `{hostname}`{h}");
+    false
+}

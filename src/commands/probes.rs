@@ -47,6 +47,7 @@ pub fn run(format: Format) -> anyhow::Result<ExitCode> {
                         Cell::new(p.description),
                     ]);
                 }
+                crate::render::keep_words_whole(&mut t);
                 println!("{t}");
             }
         }

@@ -165,6 +165,7 @@ fn print_table(report: &Report, level: Level) {
         row.extend(figure_cells(&f).into_iter().map(Cell::new));
         t.add_row(row);
     }
+    crate::render::keep_words_whole(&mut t);
     println!("{t}");
     if level == Level::Site && !report.tiers.is_empty() {
         let mut t = table(colour_stdout());
@@ -177,6 +178,7 @@ fn print_table(report: &Report, level: Level) {
                 pct(tier.reliability),
             ]);
         }
+        crate::render::keep_words_whole(&mut t);
         println!("{t}");
     }
     println!(
@@ -286,6 +288,7 @@ pub fn reasons(
                     Cell::new(format!("{} ({})", r.example, r.example_id)),
                 ]);
             }
+            crate::render::keep_words_whole(&mut t);
             println!("{t}");
         }
     }

@@ -68,6 +68,11 @@ pub fn run(
     if !super::known_site(&config, &site) {
         return Ok(ExitCode::from(1));
     }
+    if let Some(host) = &args.service {
+        if !super::known_service(&config, host) {
+            return Ok(ExitCode::from(1));
+        }
+    }
     let metric = match &args.probe {
         Some(p) => match config.probe_index(p) {
             Some(i) => Some(config.probes[i].metric.clone()),
@@ -155,6 +160,7 @@ pub fn run(
                     Cell::new(&x.outcome.summary),
                 ]);
             }
+            crate::render::keep_words_whole(&mut t);
             println!("{t}");
             println!(
                 "newest first; `gridprobe results --config {} --id N` shows one result whole",

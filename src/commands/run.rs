@@ -179,6 +179,7 @@ fn print_table(config: &gridprobe_config::Config, runs: &[InstanceRun]) {
         }));
         t.add_row(row);
     }
+    crate::render::keep_words_whole(&mut t);
     println!("{t}");
 
     let mut bad: Vec<&InstanceRun> = runs

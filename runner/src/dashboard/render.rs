@@ -8,7 +8,7 @@ use gridprobe_results::matrix::CellState;
 use maud::{html, Markup, DOCTYPE};
 
 use super::{
-    age, enc, figure_cells, hhmm, pct, segment_class, utc, CellView, MatrixPage, ReasonsPage,
+    age, enc, figure_cells, hhmm, segment_class, utc, CellView, MatrixPage, ReasonsPage,
     ResultPage, Shown, SitePage, StatusView, Strip,
 };
 
@@ -81,10 +81,10 @@ fn legend() -> Markup {
 /// The coloured dot of a site's 24-hour status.
 fn status_dot(status: StatusView) -> Markup {
     match status {
-        StatusView::Known(s, availability) => html! {
-            span class={ "ss ss-" (s.name()) } role="img"
-                aria-label={ "site status " (s.name()) }
-                title={ "site status over the last 24 h: " (s.name()) " (availability " (pct(availability)) ")" } {}
+        StatusView::Known(s) => html! {
+            span class={ "ss ss-" (s.status.name()) } role="img"
+                aria-label={ "site status " (s.label()) }
+                title={ "site status over the last 24 h: " (s.label()) " (availability " (s.figure()) ")" } {}
         },
         StatusView::NotCounted => html! {
             span.ss.ss-none role="img" aria-label="no site status"
@@ -100,9 +100,9 @@ fn status_dot(status: StatusView) -> Markup {
 /// The site status as a labelled badge.
 fn status_badge(status: StatusView) -> Markup {
     match status {
-        StatusView::Known(s, availability) => html! {
-            span class={ "badge sb-" (s.name()) }
-                title={ "last 24 h, availability " (pct(availability)) } { (s.name()) }
+        StatusView::Known(s) => html! {
+            span class={ "badge sb-" (s.status.name()) }
+                title={ "last 24 h, availability " (s.figure()) } { (s.label()) }
         },
         StatusView::NotCounted => html! {
             span.badge.sb-none title="no service of this site counts for availability" { "no status" }
@@ -349,7 +349,7 @@ pub(super) fn site(p: &SitePage) -> Markup {
                     }
                 }
             }
-            p.note { "Availability = up / known time; reliability leaves scheduled downtime out. Figures are n/a when most of the time is unknown." }
+            p.note { "Availability = up / known time; reliability leaves scheduled downtime out. Figures are n/a when most of the time is unknown; a new site's are then given over the time known (\"99.2% over 3 h\")." }
         } @else {
             p.muted { "No service of this site counts for availability (none in production, or no critical probe applies)." }
         }

@@ -540,8 +540,56 @@ async fn slow_site_statuses_do_not_hold_up_the_matrix() {
     let html = tokio::time::timeout(std::time::Duration::from_secs(10), shown)
         .await
         .expect("statuses computed within 10 s");
+    // T1_A's only result is a minute old: a new site (it was "inactive" before issue 13).
+    assert!(row(&html, "T1_A").contains("ss ss-new"), "{html}");
+}
+
+#[tokio::test]
+async fn a_site_measured_for_two_hours_is_new_with_its_figure_over_the_known_time() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    // T1_A's first result ever came two hours ago, every 10 minutes since, all OK: 92 % of
+    // the 24 hours is unknown, so the 24-hour figure is n/a.
+    let now = now_ms();
+    let results = (0..=12)
+        .map(|i| {
+            let mut r = result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Ok);
+            r.started_at_ms = now - 2 * 3_600_000 + i * 600_000;
+            r
+        })
+        .collect();
+    fill(&store, results).await;
+    let st = state(store);
+    let computed = async {
+        loop {
+            let (_, html) = get(&st, "/").await;
+            if !html.contains("ss-pending") {
+                return html;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let html = tokio::time::timeout(std::time::Duration::from_secs(10), computed)
+        .await
+        .expect("statuses computed within 10 s");
+    let a = row(&html, "T1_A");
+    assert!(a.contains("class=\"ss ss-new\""), "{a}");
+    assert!(!a.contains("inactive"), "{a}");
     assert!(
-        html.contains("ss ss-inactive") || html.contains("ss ss-good"),
-        "{html}"
+        a.contains(
+            "site status over the last 24 h: new, 2 h of data (availability 100.0% over 2 h)"
+        ),
+        "{a}"
+    );
+    // The site page's badge says so too, and its month figures are given over the known time.
+    let (code, page) = get(&st, "/sites/T1_A").await;
+    assert_eq!(code, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("class=\"badge sb-new\" title=\"last 24 h, availability 100.0% over 2 h\">new, 2 h of data</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<th>Site</th><td class=\"num\">100.0% over 2 h</td>"),
+        "{page}"
     );
 }
