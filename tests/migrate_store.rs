@@ -1,8 +1,8 @@
 //! End-to-end tests of the PostgreSQL store through the built binary: `gridprobe migrate-store`
 //! copying an SQLite store filled through the `gridprobe_results` API (then compared query by
 //! query), the CLI reading PostgreSQL, `serve` recording into it (and replaying a spool left
-//! under the name older releases gave it), and the errors of bad store
-//! URLs and unreachable servers.
+//! under the name older releases gave it), and the errors of bad store URLs and unreachable
+//! servers.
 //!
 //! The tests needing a server use `GRIDPROBE_TEST_PG` (scripts/test-env.sh exports it), each in
 //! a schema of its own that is dropped afterwards; without it they print a note and pass,
