@@ -27,13 +27,12 @@ mod commands;
 mod output;
 mod relays;
 mod render;
-mod store_location;
+mod state_dir;
 mod store_open;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// Automated functional tests for distributed computing sites.
 #[derive(Parser, Debug)]
@@ -46,212 +45,38 @@ struct Cli {
     command: Command,
 }
 
-/// Output formats of commands that print results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// A table for people (coloured on a terminal).
-    Table,
-    /// JSON for programs.
-    Json,
-}
-
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate a configuration: exits 0 when valid, 1 with every error otherwise.
-    Check {
-        /// The VO's main TOML file.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
+    Check(commands::check::Args),
     /// Run the selected probes now and print the site × probe table. The exit code is the worst
     /// status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also when nothing could run).
-    Run {
-        /// The VO's main TOML file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Only this site.
-        #[arg(long)]
-        site: Option<String>,
-        /// Only this service host name.
-        #[arg(long, value_name = "HOST")]
-        service: Option<String>,
-        /// Only this probe (full metric or short name); the probes it depends on run too.
-        #[arg(long, value_name = "METRIC")]
-        probe: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Run(commands::run::Args),
     /// Run every probe on its schedule, record every result, serve HTTP; SIGHUP reloads the
     /// configuration, SIGTERM / Ctrl-C stops cleanly.
-    Serve {
-        /// The VO's main TOML file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Result store: an SQLite file, or postgresql://USER@HOST:PORT/DB (password from
-        /// PGPASSWORD or [server] store_password_file); default: [server] store,
-        /// $GRIDPROBE_STORE, or $XDG_STATE_HOME/gridprobe/<vo>.sqlite
-        /// (~/.local/state/gridprobe/<vo>.sqlite).
-        #[arg(long, value_name = "PATH|URL")]
-        store: Option<String>,
-        /// HTTP listen address; default: [server] listen (127.0.0.1:8479).
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<String>,
-    },
+    Serve(commands::serve::Args),
     /// Read result messages from the `[[publish]]` brokers of the configuration into a store
     /// (once per message id), so this instance can show the matrix of probes run elsewhere.
     /// SIGTERM / Ctrl-C stops cleanly.
-    Consume {
-        /// The VO's main TOML file (its `[[publish]]` tables name the brokers).
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Result store to write into (as for serve).
-        #[arg(long, value_name = "PATH")]
-        store: Option<String>,
-    },
+    Consume(commands::consume::Args),
     /// Print the availability matrix from the store: sites × probes, latest status and age.
-    Matrix {
-        /// The VO's main TOML file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Result store (as for serve).
-        #[arg(long, value_name = "PATH")]
-        store: Option<String>,
-        /// Only this VO (must be the configuration's).
-        #[arg(long)]
-        vo: Option<String>,
-        /// Only this site.
-        #[arg(long)]
-        site: Option<String>,
-        /// Only services of this flavour.
-        #[arg(long)]
-        flavour: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
-        format: commands::TableFormat,
-    },
+    Matrix(commands::matrix::Args),
     /// Show the history of one cell (newest first), or one result whole with --id.
-    Results {
-        /// The VO's main TOML file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Result store (as for serve).
-        #[arg(long, value_name = "PATH")]
-        store: Option<String>,
-        /// Site of the cell.
-        #[arg(long)]
-        site: Option<String>,
-        /// Service host name.
-        #[arg(long, value_name = "HOST")]
-        service: Option<String>,
-        /// Probe (full metric or short name).
-        #[arg(long, value_name = "METRIC")]
-        probe: Option<String>,
-        /// How far back, e.g. 30m, 24h, 7d.
-        #[arg(long, default_value = "24h")]
-        since: String,
-        /// At most this many results.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Include retried attempts, not only recorded (hard) states.
-        #[arg(long)]
-        attempts: bool,
-        /// One result by id, whole: full output and perfdata.
-        #[arg(long, conflicts_with_all = ["site", "service", "probe"])]
-        id: Option<i64>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
-        format: commands::TableFormat,
-    },
+    Results(commands::results::Args),
     /// Availability and reliability per site (and tier, flavour or instance) over a period.
-    Report {
-        /// The VO's main TOML file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Result store (as for serve).
-        #[arg(long, value_name = "PATH")]
-        store: Option<String>,
-        /// A month (2026-10), day (2026-10-05), hour (2026-10-05T14), the last 24h / 7d / 30d,
-        /// or a range (2026-10-01..2026-10-15); UTC.
-        #[arg(long)]
-        period: String,
-        /// Rows: per site, per flavour or per service instance.
-        #[arg(long, value_enum, default_value_t = commands::report::Level::Site)]
-        level: commands::report::Level,
-        /// Availability profile (default: the first in the configuration).
-        #[arg(long)]
-        profile: Option<String>,
-        /// Only this site.
-        #[arg(long)]
-        site: Option<String>,
-        /// Figures are n/a when more than this fraction of the period is unknown.
-        #[arg(long, default_value_t = 0.9)]
-        unknown_threshold: f64,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
-        format: commands::TableFormat,
-    },
+    Report(commands::report::Args),
     /// The most frequent failure reasons, with the sites they affect.
-    Reasons {
-        /// The VO's main TOML file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Result store (as for serve).
-        #[arg(long, value_name = "PATH")]
-        store: Option<String>,
-        /// How far back, e.g. 24h or 7d.
-        #[arg(long, default_value = "24h")]
-        since: String,
-        /// At most this many reasons.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = commands::TableFormat::Table)]
-        format: commands::TableFormat,
-    },
+    Reasons(commands::report::ReasonsArgs),
     /// Copy the history of an SQLite store (results, events, downtimes) into PostgreSQL, for a
     /// shared deployment. Resumable: a second run continues after the last result copied.
-    MigrateStore {
-        /// The VO's main TOML file (its [server] store password settings are used).
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// The SQLite store to copy (sqlite:PATH); default: the VO's default file.
-        #[arg(long, value_name = "sqlite:PATH")]
-        from: Option<String>,
-        /// The PostgreSQL store to fill (postgresql://USER@HOST:PORT/DB); default: [server]
-        /// store.
-        #[arg(long, value_name = "URL")]
-        to: Option<String>,
-        /// Results per transaction.
-        #[arg(long, default_value_t = 5000)]
-        batch: usize,
-    },
+    MigrateStore(commands::migrate_store::Args),
     /// Import topology from a WLCG VO feed, or downtimes from GOCDB.
-    Import {
-        #[command(subcommand)]
-        what: commands::import::ImportCommand,
-    },
+    Import(commands::import::Args),
     /// Bearer tokens for the API: `token new` makes one, `token hash` prints the SHA-256 of a
     /// token read from standard input (what `[access]` stores).
-    Token {
-        #[command(subcommand)]
-        action: TokenAction,
-    },
+    Token(commands::token::Args),
     /// List the probe kinds with their parameters and defaults.
-    Probes {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum TokenAction {
-    /// Generate a random token; prints the token (give it to its holder) and its SHA-256 (put it
-    /// in the config).
-    New,
-    /// Print the SHA-256 of the token read from standard input.
-    Hash,
+    Probes(commands::probes::Args),
 }
 
 /// Keeps lapin's own logging out unless the filter names it: lapin logs every message an AMQP
@@ -290,88 +115,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
     let result = match cli.command {
-        Command::Check { file } => commands::check::run(&file),
-        Command::Run {
-            config,
-            site,
-            service,
-            probe,
-            format,
-        } => commands::run::run(&config, site, service, probe, format),
-        Command::Probes { format } => commands::probes::run(format),
-        Command::Token { action } => commands::token::run(matches!(action, TokenAction::New)),
-        Command::Import { what } => commands::import::run(what),
-        Command::MigrateStore {
-            config,
-            from,
-            to,
-            batch,
-        } => commands::migrate_store::run(&config, from.as_deref(), to.as_deref(), batch),
-        Command::Report {
-            config,
-            store,
-            period,
-            level,
-            profile,
-            site,
-            unknown_threshold,
-            format,
-        } => commands::report::run(
-            &config,
-            store.as_deref(),
-            &period,
-            level,
-            profile.as_deref(),
-            site.as_deref(),
-            unknown_threshold,
-            format,
-        ),
-        Command::Reasons {
-            config,
-            store,
-            since,
-            limit,
-            format,
-        } => commands::report::reasons(&config, store.as_deref(), &since, limit, format),
-        Command::Serve {
-            config,
-            store,
-            listen,
-        } => commands::serve::run(&config, store.as_deref(), listen.as_deref()),
-        Command::Consume { config, store } => commands::consume::run(&config, store.as_deref()),
-        Command::Matrix {
-            config,
-            store,
-            vo,
-            site,
-            flavour,
-            format,
-        } => commands::matrix::run(&config, store.as_deref(), vo, site, flavour, format),
-        Command::Results {
-            config,
-            store,
-            site,
-            service,
-            probe,
-            since,
-            limit,
-            attempts,
-            id,
-            format,
-        } => commands::results::run(
-            &config,
-            store.as_deref(),
-            commands::results::ResultsArgs {
-                site,
-                service,
-                probe,
-                since,
-                limit,
-                id,
-                attempts,
-                format,
-            },
-        ),
+        Command::Check(args) => commands::check::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Consume(args) => commands::consume::run(args),
+        Command::Matrix(args) => commands::matrix::run(args),
+        Command::Results(args) => commands::results::run(args),
+        Command::Report(args) => commands::report::run(args),
+        Command::Reasons(args) => commands::report::reasons(args),
+        Command::MigrateStore(args) => commands::migrate_store::run(args),
+        Command::Import(args) => commands::import::run(args),
+        Command::Token(args) => commands::token::run(args),
+        Command::Probes(args) => commands::probes::run(args),
     };
     match result {
         Ok(code) => code,

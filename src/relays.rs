@@ -14,6 +14,7 @@ use gridprobe_results::{
     spawn_store_writer, ResultStore, Spool, SpoolConfig, WriterConfig, WriterHandle,
 };
 
+use crate::state_dir;
 use crate::store_open::Location;
 
 /// The name of this gridprobe in messages: `[server] instance`, else the host name.
@@ -36,43 +37,14 @@ pub fn spool_root(config: &Config, store: &Location) -> PathBuf {
     }
     let base = match store {
         Location::Sqlite(path) => path.clone(),
-        // Where the SQLite file would be by default (never `$GRIDPROBE_STORE`, which may name
-        // this very PostgreSQL store).
-        Location::Postgres(_) => default_state_dir().join(format!("{}.pg", safe_name(&config.vo))),
+        // Beside where the SQLite file would be by default (never `$GRIDPROBE_STORE`, which
+        // may name this very PostgreSQL store); a spool an older release left under its old
+        // name is kept.
+        Location::Postgres(_) => return state_dir::existing_or_new(&config.vo, ".pg.spool"),
     };
     let mut s = base.into_os_string();
     s.push(".spool");
     PathBuf::from(s)
-}
-
-/// `$XDG_STATE_HOME/gridprobe`, else `~/.local/state/gridprobe`, else `/var/lib/gridprobe`.
-fn default_state_dir() -> PathBuf {
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
-        return PathBuf::from(state).join("gridprobe");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|s| !s.is_empty()) {
-        return PathBuf::from(home).join(".local/state/gridprobe");
-    }
-    PathBuf::from("/var/lib/gridprobe")
-}
-
-/// A VO name as a file name.
-fn safe_name(vo: &str) -> String {
-    let s: String = vo
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() {
-        "vo".into()
-    } else {
-        s
-    }
 }
 
 /// The running relays of a service.
@@ -205,6 +177,21 @@ mod tests {
         let root = spool_root(&config, &pg);
         assert!(
             root.ends_with("gridprobe/lhcb.pg.spool"),
+            "{}",
+            root.display()
+        );
+        // The spool shares the store's file name stem: dots stay.
+        let dotted = Config {
+            vo: "vo.example.org".into(),
+            ..Config::default()
+        };
+        let root = spool_root(&dotted, &pg);
+        assert_eq!(
+            root,
+            state_dir::file_for("vo.example.org", ".sqlite").with_extension("pg.spool")
+        );
+        assert!(
+            root.ends_with("gridprobe/vo.example.org.pg.spool"),
             "{}",
             root.display()
         );

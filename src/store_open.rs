@@ -1,5 +1,5 @@
-//! Opening the result store a command works on: the embedded SQLite file (default, see
-//! `store_location`) or a shared PostgreSQL database, chosen by `--store`, `[server] store` or
+//! Opening the result store a command works on: the embedded SQLite file (default, in the
+//! state directory, see `state_dir`) or a shared PostgreSQL database, chosen by `--store`, `[server] store` or
 //! `$GRIDPROBE_STORE`. Everything above this module sees only `Arc<dyn ResultStore>`.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use gridprobe_config::model::Server;
 use gridprobe_config::StoreSpec;
 use gridprobe_results::{PgStore, ResultStore, SqliteStore};
 
-use crate::store_location;
+use crate::state_dir;
 
 /// Where a command's results live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,17 @@ pub fn locate(flag: Option<&str>, server: &Server, vo: &str) -> Result<Location,
             StoreSpec::Sqlite(path) => Ok(Location::Sqlite(path)),
         };
     }
-    Ok(Location::Sqlite(store_location::resolve(None, None, vo)))
+    Ok(Location::Sqlite(default_sqlite(vo)))
+}
+
+/// The SQLite file of a VO when neither `--store` nor `[server] store` names one:
+/// `$GRIDPROBE_STORE` (without a `sqlite:` prefix) when set, else `<vo>.sqlite` in the state
+/// directory.
+pub fn default_sqlite(vo: &str) -> PathBuf {
+    match std::env::var("GRIDPROBE_STORE") {
+        Ok(s) if !s.is_empty() => PathBuf::from(s.strip_prefix("sqlite:").unwrap_or(&s)),
+        _ => state_dir::file_for(vo, ".sqlite"),
+    }
 }
 
 /// The password of a PostgreSQL store: `[server] store_password_file`, else the variable named
@@ -121,6 +131,26 @@ mod tests {
         let err = locate(Some("postgresql://gp:pw@db/gp"), &server, "lhcb").unwrap_err();
         assert!(err.contains("PGPASSWORD"), "{err}");
         assert!(!err.contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn flag_wins_and_sqlite_prefix_is_stripped() {
+        let server = Server {
+            store: Some("/y".into()),
+            ..Server::default()
+        };
+        assert_eq!(
+            locate(Some("sqlite:/tmp/x.db"), &server, "vo"),
+            Ok(Location::Sqlite("/tmp/x.db".into()))
+        );
+        let server = Server {
+            store: Some("/y.db".into()),
+            ..Server::default()
+        };
+        assert_eq!(
+            locate(None, &server, "vo"),
+            Ok(Location::Sqlite("/y.db".into()))
+        );
     }
 
     #[test]

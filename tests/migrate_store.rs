@@ -1,7 +1,8 @@
 //! End-to-end tests of the PostgreSQL store through the built binary: `gridprobe migrate-store`
 //! copying an SQLite store filled through the `gridprobe_results` API (then compared query by
-//! query), the CLI reading PostgreSQL, `serve` recording into it, and the errors of bad store
-//! URLs and unreachable servers.
+//! query), the CLI reading PostgreSQL, `serve` recording into it (and replaying a spool left
+//! under the name older releases gave it), and the errors of bad store URLs and unreachable
+//! servers.
 //!
 //! The tests needing a server use `GRIDPROBE_TEST_PG` (scripts/test-env.sh exports it), each in
 //! a schema of its own that is dropped afterwards; without it they print a note and pass,
@@ -558,4 +559,111 @@ fn bad_store_urls_and_unreachable_servers_fail_cleanly() {
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--to must be a PostgreSQL URL"), "{stderr}");
+}
+
+/// Before the state directory had one naming, the default spool of a PostgreSQL store was
+/// `vo_example_org.pg.spool` (dots replaced) while the SQLite store was `vo.example.org.sqlite`.
+/// Both now share the stem `vo.example.org`; a spool an older release left under the old name
+/// is still used, so what it holds reaches the store after the upgrade.
+#[test]
+fn a_spool_left_under_the_old_name_is_replayed_after_an_upgrade() {
+    use std::process::{Command, Stdio};
+
+    use gridprobe_results::{ResultMessage, Spool, SpoolConfig};
+
+    let Some(pg) = Pg::new("oldspool") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let old = state.join("gridprobe").join("vo_example_org.pg.spool");
+    let new = state.join("gridprobe").join("vo.example.org.pg.spool");
+    let config_path = dir.path().join("vo.toml");
+    std::fs::write(
+        &config_path,
+        r#"
+vo = "vo.example.org"
+[defaults]
+interval = "1h"
+timeout = "500ms"
+[server]
+startup_spread = "1s"
+shutdown_grace = "2s"
+
+[[site]]
+name = "T2_E2E"
+tier = 2
+  [[site.service]]
+  flavour = "WEB"
+  hostname = "127.0.0.1"
+  endpoint = "http://127.0.0.1:9/"
+
+[[probe]]
+metric = "org.e2e.web"
+kind = "http"
+flavours = ["WEB"]
+"#,
+    )
+    .expect("config");
+    let config = config_path.to_str().expect("utf-8");
+
+    // What an older release left in its spool when it stopped with the database unreachable.
+    let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
+    let mut spooled = result("T2_E2E", "org.e2e.web", now - 60_000, Status::Warning);
+    spooled.vo = "vo.example.org".into();
+    spooled.hostname = "127.0.0.1".into();
+    spooled.flavour = "WEB".into();
+    spooled.outcome = Outcome::new(Status::Warning, "spooled before the upgrade");
+    let message = ResultMessage::new(
+        "old-release",
+        &NewResult {
+            result: spooled,
+            is_final: true,
+        },
+    );
+    {
+        let (mut spool, _) =
+            Spool::open(&old.join("store"), SpoolConfig::default()).expect("old spool");
+        spool.append(&[message.to_json()]).expect("append");
+    }
+
+    let child = Command::new(common::bin())
+        .args(["serve", "--config", config, "--store", &pg.url])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("XDG_STATE_HOME", &state)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let replayed = wait_until(Duration::from_secs(30), || {
+        let h = json(&[
+            "results", "--config", config, "--store", &pg.url, "--site", "T2_E2E", "--format",
+            "json",
+        ]);
+        h.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|r| r["summary"].as_str() == Some("spooled before the upgrade"))
+        })
+    });
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let out = child.wait_with_output().expect("serve exits");
+    let (stdout, stderr) = texts(&out);
+    assert!(
+        replayed,
+        "the old spool was not replayed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("1 results spooled by an earlier run are written to the store first"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(old.join("store").is_dir());
+    assert!(
+        !new.exists(),
+        "a second spool was made at {}",
+        new.display()
+    );
 }

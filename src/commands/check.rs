@@ -1,12 +1,21 @@
 //! `gridprobe check FILE`: validate a configuration and summarise it.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{load_checked, report_diagnostics};
 
+/// `gridprobe check`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The VO's main TOML file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
 /// Exit 0 and a one-line summary when valid; exit 1 with every error otherwise.
-pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = args.file.as_path();
     let checked = load_checked(path);
     if !checked.diagnostics.is_empty() {
         report_diagnostics(&checked.diagnostics);

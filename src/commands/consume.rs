@@ -4,7 +4,7 @@
 //! acknowledging only after the store has it. SIGTERM / Ctrl-C stops cleanly: a batch not yet
 //! written is not acknowledged, so the broker delivers it again later.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,11 +14,24 @@ use gridprobe_broker::ConsumeStats;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+use super::args::StoreArgs;
 use super::{load_checked, report_diagnostics};
 use crate::store_open;
 
+/// `gridprobe consume`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The VO's main TOML file (its `[[publish]]` tables name the brokers).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
 /// Runs until a termination signal.
-pub fn run(config_path: &Path, store_flag: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config_path = args.config.as_path();
+    let store_flag = args.store.flag();
     let checked = load_checked(config_path);
     if !checked.diagnostics.is_empty() {
         report_diagnostics(&checked.diagnostics);

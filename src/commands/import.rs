@@ -11,6 +11,8 @@ use anyhow::{anyhow, bail, Context};
 use gridprobe_config::gocdb;
 use gridprobe_config::vofeed::{self, RenderOptions, SiteNames, GENERATED_MARK};
 
+use super::args::StoreArgs;
+
 /// Default name of the generated include file, next to the main configuration.
 pub const DEFAULT_OUTPUT: &str = "vofeed-sites.toml";
 /// A fetch that takes longer than this (connect, transfer) fails.
@@ -21,6 +23,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BODY: u64 = 256 << 20;
 /// A paged GOCDB answer is followed for at most this many pages.
 const MAX_PAGES: usize = 1000;
+
+/// `gridprobe import`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: ImportCommand,
+}
 
 /// `gridprobe import ...`.
 #[derive(clap::Subcommand, Debug)]
@@ -45,8 +54,8 @@ pub enum ImportCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Replace the downtimes imported from GOCDB (`get_downtime` XML) in the result store; a
-    /// paged answer is followed to its last page first.
+    /// Replace the downtimes imported from GOCDB (`get_downtime` XML) in the result store
+    /// (created if it does not exist yet); a paged answer is followed to its last page first.
     Downtimes {
         /// The answer: a file path, a file:// URL or an http(s):// URL.
         #[arg(value_name = "FILE|URL")]
@@ -54,9 +63,8 @@ pub enum ImportCommand {
         /// The VO's main TOML file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
-        /// Result store (as for serve); created if it does not exist yet.
-        #[arg(long, value_name = "PATH")]
-        store: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -70,8 +78,8 @@ pub enum SiteNameChoice {
 }
 
 /// Runs an import subcommand.
-pub fn run(command: ImportCommand) -> anyhow::Result<ExitCode> {
-    match command {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.what {
         ImportCommand::Vofeed {
             source,
             config,
@@ -83,7 +91,7 @@ pub fn run(command: ImportCommand) -> anyhow::Result<ExitCode> {
             source,
             config,
             store,
-        } => import_downtimes(&source, &config, store.as_deref()),
+        } => import_downtimes(&source, &config, store.flag()),
     }
 }
 

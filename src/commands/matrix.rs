@@ -1,26 +1,50 @@
 //! `gridprobe matrix`: today's availability matrix from the store.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use comfy_table::{Cell, Color};
 use gridprobe_results::matrix::{build_matrix, CellState, Matrix, MatrixFilter};
 use gridprobe_results::CellFilter;
 
-use super::{open_store_for, TableFormat};
+use super::args::{OutputFormat, StoreArgs};
+use super::open_store_for;
 use crate::render::{colour_stdout, status_colour, table};
 
+/// `gridprobe matrix`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The VO's main TOML file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only this VO (must be the configuration's).
+    #[arg(long)]
+    pub vo: Option<String>,
+    /// Only this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only services of this flavour.
+    #[arg(long)]
+    pub flavour: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
 /// Prints the matrix.
-pub fn run(
-    config_path: &Path,
-    store_flag: Option<&str>,
-    vo: Option<String>,
-    site: Option<String>,
-    flavour: Option<String>,
-    format: TableFormat,
-) -> anyhow::Result<ExitCode> {
-    let Some((config, store)) = open_store_for(config_path, store_flag)? else {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Args {
+        config: config_path,
+        store: store_args,
+        vo,
+        site,
+        flavour,
+        format,
+    } = args;
+    let Some((config, store)) = open_store_for(&config_path, store_args.flag())? else {
         return Ok(ExitCode::from(1));
     };
     if let Some(vo) = &vo {
@@ -57,9 +81,9 @@ pub fn run(
         return Ok(ExitCode::from(1));
     }
     match format {
-        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&matrix)?),
-        TableFormat::Csv => print_csv(&matrix)?,
-        TableFormat::Table => print_table(&matrix),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&matrix)?),
+        OutputFormat::Csv => print_csv(&matrix)?,
+        OutputFormat::Table => print_table(&matrix),
     }
     Ok(ExitCode::SUCCESS)
 }

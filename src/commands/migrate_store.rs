@@ -11,7 +11,7 @@
 //! or ones `serve` wrote there) is refused: merging two histories is not this command's job.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -22,13 +22,32 @@ use gridprobe_results::{CellFilter, PgStore, ResultStore, SqliteStore, StoreEven
 use super::{load_checked, report_diagnostics};
 use crate::store_open;
 
+/// `gridprobe migrate-store`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The VO's main TOML file (its [server] store password settings are used).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The SQLite store to copy (sqlite:PATH); default: the VO's default file.
+    #[arg(long, value_name = "sqlite:PATH")]
+    pub from: Option<String>,
+    /// The PostgreSQL store to fill (postgresql://USER@HOST:PORT/DB); default: [server]
+    /// store.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// Results per transaction.
+    #[arg(long, default_value_t = 5000)]
+    pub batch: usize,
+}
+
 /// Copies `from` (SQLite) into `to` (PostgreSQL); see the module documentation.
-pub fn run(
-    config_path: &Path,
-    from: Option<&str>,
-    to: Option<&str>,
-    batch: usize,
-) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (config_path, from, to, batch) = (
+        args.config.as_path(),
+        args.from.as_deref(),
+        args.to.as_deref(),
+        args.batch,
+    );
     let checked = load_checked(config_path);
     if !checked.diagnostics.is_empty() {
         report_diagnostics(&checked.diagnostics);
@@ -45,7 +64,7 @@ pub fn run(
         // The VO's SQLite file, as serve used it before `store` named PostgreSQL.
         None => match config.server.store.as_deref().map(StoreSpec::parse) {
             Some(Ok(StoreSpec::Sqlite(path))) => path,
-            _ => crate::store_location::resolve(None, None, &config.vo),
+            _ => store_open::default_sqlite(&config.vo),
         },
     };
     let target = match to

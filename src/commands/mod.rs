@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod args;
 pub mod check;
 pub mod consume;
 pub mod import;
@@ -56,17 +57,6 @@ pub fn report_diagnostics(diagnostics: &Diagnostics) {
         "\n{n} error{} found; the configuration was not accepted",
         if n == 1 { "" } else { "s" }
     );
-}
-
-/// Output formats of commands that print tables of results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TableFormat {
-    /// A table for people (coloured on a terminal).
-    Table,
-    /// JSON for programs.
-    Json,
-    /// CSV for spreadsheets.
-    Csv,
 }
 
 /// Loads a valid configuration and opens its existing result store for reading (SQLite file

@@ -5,13 +5,21 @@ use std::process::ExitCode;
 use comfy_table::Cell;
 use gridprobe_probes::registry::KINDS;
 
+use super::args::{table_or_json, OutputFormat};
 use crate::render::{colour_stdout, table};
-use crate::Format;
+
+/// `gridprobe probes`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = table_or_json())]
+    pub format: OutputFormat,
+}
 
 /// Prints every kind with its parameters.
-pub fn run(format: Format) -> anyhow::Result<ExitCode> {
-    match format {
-        Format::Json => {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.format {
+        OutputFormat::Json => {
             let kinds: Vec<serde_json::Value> = KINDS
                 .iter()
                 .map(|k| {
@@ -30,7 +38,8 @@ pub fn run(format: Format) -> anyhow::Result<ExitCode> {
                 .collect();
             println!("{}", serde_json::to_string_pretty(&kinds)?);
         }
-        Format::Table => {
+        // `table_or_json` admits no CSV.
+        OutputFormat::Table | OutputFormat::Csv => {
             let colour = colour_stdout();
             for (i, k) in KINDS.iter().enumerate() {
                 if i > 0 {

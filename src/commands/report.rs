@@ -1,7 +1,7 @@
 //! `gridprobe report` (availability and reliability over a period) and `gridprobe reasons`
 //! (top failure reasons).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use comfy_table::Cell;
@@ -9,7 +9,8 @@ use gridprobe_results::availability::Figures;
 use gridprobe_results::report::{parse_period, Report};
 use gridprobe_results::{CellFilter, HistoryQuery};
 
-use super::{open_store_for, TableFormat};
+use super::args::{OutputFormat, StoreArgs};
+use super::open_store_for;
 use crate::render::{colour_stdout, table};
 
 /// Which rows a report shows.
@@ -39,18 +40,68 @@ fn figure_cells(f: &Figures) -> [String; 4] {
     ]
 }
 
+/// `gridprobe report`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The VO's main TOML file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A month (2026-10), day (2026-10-05), hour (2026-10-05T14), the last 24h / 7d / 30d,
+    /// or a range (2026-10-01..2026-10-15); UTC.
+    #[arg(long)]
+    pub period: String,
+    /// Rows: per site, per flavour or per service instance.
+    #[arg(long, value_enum, default_value_t = Level::Site)]
+    pub level: Level,
+    /// Availability profile (default: the first in the configuration).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Only this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Figures are n/a when more than this fraction of the period is unknown.
+    #[arg(long, default_value_t = 0.9)]
+    pub unknown_threshold: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// `gridprobe reasons`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct ReasonsArgs {
+    /// The VO's main TOML file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// How far back, e.g. 24h or 7d.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// At most this many reasons.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
 /// Prints the report.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    config_path: &Path,
-    store_flag: Option<&str>,
-    period_text: &str,
-    level: Level,
-    profile: Option<&str>,
-    site: Option<&str>,
-    unknown_threshold: f64,
-    format: TableFormat,
-) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Args {
+        config,
+        store,
+        period,
+        level,
+        profile,
+        site,
+        unknown_threshold,
+        format,
+    } = args;
+    let (config_path, store_flag) = (config.as_path(), store.flag());
+    let (period_text, profile, site) = (period.as_str(), profile.as_deref(), site.as_deref());
     if !(0.0..=1.0).contains(&unknown_threshold) {
         eprintln!("error: --unknown-threshold must be between 0 and 1, got {unknown_threshold}");
         return Ok(ExitCode::from(2));
@@ -99,9 +150,9 @@ pub fn run(
         report.sites.retain(|r| r.site == s);
     }
     match format {
-        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        TableFormat::Csv => print_csv(&report, level),
-        TableFormat::Table => print_table(&report, level),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Csv => print_csv(&report, level),
+        OutputFormat::Table => print_table(&report, level),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -216,13 +267,15 @@ fn print_csv(report: &Report, level: Level) {
 }
 
 /// Prints the top failure reasons since a time.
-pub fn reasons(
-    config_path: &Path,
-    store_flag: Option<&str>,
-    since: &str,
-    limit: usize,
-    format: TableFormat,
-) -> anyhow::Result<ExitCode> {
+pub fn reasons(args: ReasonsArgs) -> anyhow::Result<ExitCode> {
+    let ReasonsArgs {
+        config,
+        store,
+        since,
+        limit,
+        format,
+    } = args;
+    let (config_path, store_flag, since) = (config.as_path(), store.flag(), since.as_str());
     let since_d = match gridprobe_config::parse_duration(since) {
         Ok(d) => d,
         Err(e) => {
@@ -246,8 +299,8 @@ pub fn reasons(
     let mut reasons = gridprobe_results::reasons::group(&failures);
     reasons.truncate(limit);
     match format {
-        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&reasons)?),
-        TableFormat::Csv => {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&reasons)?),
+        OutputFormat::Csv => {
             println!("count,sites,status,reason,example_id");
             for r in &reasons {
                 println!(
@@ -260,7 +313,7 @@ pub fn reasons(
                 );
             }
         }
-        TableFormat::Table => {
+        OutputFormat::Table => {
             if reasons.is_empty() {
                 println!("no failures in the last {since}");
                 return Ok(ExitCode::SUCCESS);

@@ -1,33 +1,48 @@
 //! `gridprobe results`: the history of one cell, or one result whole.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use comfy_table::Cell;
 use gridprobe_results::{HistoryQuery, StoredResult};
 
-use super::{open_store_for, TableFormat};
+use super::args::{OutputFormat, StoreArgs};
+use super::open_store_for;
 use crate::render::{colour_stdout, status_cell, table};
 
-/// What to show.
-pub struct ResultsArgs {
-    /// Site.
+/// `gridprobe results`'s arguments: what to show.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The VO's main TOML file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Site of the cell.
+    #[arg(long)]
     pub site: Option<String>,
-    /// Host name.
+    /// Service host name.
+    #[arg(long, value_name = "HOST")]
     pub service: Option<String>,
-    /// Probe (full or short).
+    /// Probe (full metric or short name).
+    #[arg(long, value_name = "METRIC")]
     pub probe: Option<String>,
-    /// How far back (`24h`, `7d`).
+    /// How far back, e.g. 30m, 24h, 7d.
+    #[arg(long, default_value = "24h")]
     pub since: String,
-    /// How many at most.
+    /// At most this many results.
+    #[arg(long, default_value_t = 50)]
     pub limit: usize,
-    /// One result by id.
-    pub id: Option<i64>,
-    /// Include retry attempts.
+    /// Include retried attempts, not only recorded (hard) states.
+    #[arg(long)]
     pub attempts: bool,
+    /// One result by id, whole: full output and perfdata.
+    #[arg(long, conflicts_with_all = ["site", "service", "probe"])]
+    pub id: Option<i64>,
     /// Output format.
-    pub format: TableFormat,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }
 
 /// Formats ms since the epoch as UTC `YYYY-MM-DD HH:MM:SS`.
@@ -38,12 +53,8 @@ pub fn timestamp(ms: i64) -> String {
 }
 
 /// Prints history or one result.
-pub fn run(
-    config_path: &Path,
-    store_flag: Option<&str>,
-    args: ResultsArgs,
-) -> anyhow::Result<ExitCode> {
-    let Some((config, store)) = open_store_for(config_path, store_flag)? else {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Some((config, store)) = open_store_for(&args.config, args.store.flag())? else {
         return Ok(ExitCode::from(1));
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,8 +114,8 @@ pub fn run(
         ..Default::default()
     }))?;
     match args.format {
-        TableFormat::Json => println!("{}", serde_json::to_string_pretty(&history)?),
-        TableFormat::Csv => {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&history)?),
+        OutputFormat::Csv => {
             println!("id,started_at,site,hostname,flavour,metric,status,attempt,final,duration_ms,summary");
             for r in &history {
                 let x = &r.result;
@@ -124,7 +135,7 @@ pub fn run(
                 );
             }
         }
-        TableFormat::Table => {
+        OutputFormat::Table => {
             if history.is_empty() {
                 println!("no results for that cell in the last {}", args.since);
                 return Ok(ExitCode::SUCCESS);
@@ -164,15 +175,15 @@ pub fn run(
             println!("{t}");
             println!(
                 "newest first; `gridprobe results --config {} --id N` shows one result whole",
-                config_path.display()
+                args.config.display()
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_one(r: &StoredResult, format: TableFormat) -> anyhow::Result<()> {
-    if format == TableFormat::Json {
+fn print_one(r: &StoredResult, format: OutputFormat) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
@@ -200,10 +211,8 @@ fn print_one(r: &StoredResult, format: TableFormat) -> anyhow::Result<()> {
     println!(
         "  attempt:  {} ({})",
         x.attempt,
-        match x.trigger {
-            gridprobe_probes::Trigger::Scheduled => "scheduled",
-            gridprobe_probes::Trigger::OnDemand => "on demand",
-        }
+        // `on_demand` reads as two words here.
+        x.trigger.name().replace('_', " ")
     );
     println!("  summary:  {}", x.outcome.summary);
     if !x.outcome.perfdata.is_empty() {

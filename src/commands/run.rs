@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,21 +14,43 @@ use gridprobe_runner::{run_batch, select, Event, InstanceRun, Limits, Selection}
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
+use super::args::{table_or_json, OutputFormat};
 use super::{load_checked, report_diagnostics};
 use crate::render::{colour_stdout, status_cell, table};
-use crate::Format;
 
 /// Exit code when nothing could be run (bad config or selection): UNKNOWN, as in Nagios.
 const CANNOT_RUN: u8 = 3;
 
+/// `gridprobe run`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The VO's main TOML file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Only this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only this service host name.
+    #[arg(long, value_name = "HOST")]
+    pub service: Option<String>,
+    /// Only this probe (full metric or short name); the probes it depends on run too.
+    #[arg(long, value_name = "METRIC")]
+    pub probe: Option<String>,
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = table_or_json())]
+    pub format: OutputFormat,
+}
+
 /// Runs the selection; the exit code is the worst final status.
-pub fn run(
-    path: &Path,
-    site: Option<String>,
-    service: Option<String>,
-    probe: Option<String>,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Args {
+        config: path,
+        site,
+        service,
+        probe,
+        format,
+    } = args;
+    let path = path.as_path();
     let checked = load_checked(path);
     if !checked.diagnostics.is_empty() {
         report_diagnostics(&checked.diagnostics);
@@ -106,8 +128,9 @@ pub fn run(
         .map(|r| r.outcome.status)
         .max_by_key(|s| s.exit_rank());
     match format {
-        Format::Json => print_json(&runs)?,
-        Format::Table => print_table(&config, &runs),
+        OutputFormat::Json => print_json(&runs)?,
+        // `table_or_json` admits no CSV.
+        OutputFormat::Table | OutputFormat::Csv => print_table(&config, &runs),
     }
     Ok(ExitCode::from(match worst {
         Some(Status::Standby) => 0,

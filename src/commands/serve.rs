@@ -18,15 +18,28 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::args::StoreArgs;
 use super::{load_checked, report_diagnostics};
 use crate::store_open::{self, Location};
 
+/// `gridprobe serve`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The VO's main TOML file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// HTTP listen address; default: [server] listen (127.0.0.1:8479).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
 /// Runs the service until a termination signal.
-pub fn run(
-    config_path: &Path,
-    store_flag: Option<&str>,
-    listen_flag: Option<&str>,
-) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config_path = args.config.as_path();
+    let store_flag = args.store.flag();
+    let listen_flag = args.listen.as_deref();
     let checked = load_checked(config_path);
     if !checked.diagnostics.is_empty() {
         report_diagnostics(&checked.diagnostics);

@@ -6,9 +6,26 @@ use std::process::ExitCode;
 use anyhow::Context;
 use gridprobe_runner::access::sha256_hex;
 
+/// `gridprobe token`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+/// What `gridprobe token` does.
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Generate a random token; prints the token (give it to its holder) and its SHA-256 (put it
+    /// in the config).
+    New,
+    /// Print the SHA-256 of the token read from standard input.
+    Hash,
+}
+
 /// Makes a token (`new`) or hashes one from standard input (`hash`).
-pub fn run(new: bool) -> anyhow::Result<ExitCode> {
-    if new {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if matches!(args.action, Action::New) {
         let mut bytes = [0u8; 32];
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut bytes))
