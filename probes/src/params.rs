@@ -39,15 +39,17 @@ pub(crate) fn duration_param(
             .error(&def.params.key_span(key), message)
             .with_help("write a duration such as \"30s\", \"5m\" or \"1h 30m\"")
     };
-    match gridprobe_config::parse_duration(text) {
-        Ok(d) if d > MAX_DURATION => {
+    let range = gridprobe_config::DurationRange::new(Duration::from_nanos(1), MAX_DURATION);
+    match gridprobe_config::parse_duration_in(text, range) {
+        Ok(d) => Some(d),
+        // Too long, including numbers past what a duration can hold: one message with the bound.
+        Err(gridprobe_config::DurationError::OutOfRange { too_long: true, .. }) => {
             errors.push(err(format!(
                 "`{key}`: duration `{text}` is out of range (at most {})",
                 gridprobe_config::time::format_duration(MAX_DURATION)
             )));
             None
         }
-        Ok(d) => Some(d),
         Err(e) => {
             errors.push(err(format!("`{key}`: {e}")));
             None

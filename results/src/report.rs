@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::time::Duration;
 
 use gridprobe_config::{Config, Downtime};
 use gridprobe_probes::Status;
@@ -95,8 +96,23 @@ fn parse_period_unbounded(text: &str, now_ms: Ms) -> Result<Period, String> {
             label,
         });
     }
-    if let Ok(d) = gridprobe_config::parse_duration(t) {
-        let ms = i64::try_from(d.as_millis()).map_err(|_| bad())?;
+    // Unbounded here: a duration past what the clock can hold counts as too long, which
+    // `parse_period` then says in words ("longer than 3660 days").
+    let any = gridprobe_config::DurationRange::new(Duration::from_nanos(1), Duration::MAX);
+    let relative = match gridprobe_config::parse_duration_in(t, any) {
+        Ok(d) => Some(d),
+        Err(gridprobe_config::DurationError::OutOfRange { too_long: true, .. }) => {
+            Some(Duration::MAX)
+        }
+        Err(_) => None,
+    };
+    if let Some(d) = relative {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        if ms > MAX_PERIOD_DAYS * 86_400_000 {
+            return Err(format!(
+                "invalid period `{t}`: longer than {MAX_PERIOD_DAYS} days (ten years)"
+            ));
+        }
         return Ok(Period {
             start_ms: now_ms.checked_sub(ms).ok_or_else(bad)?,
             end_ms: now_ms,
