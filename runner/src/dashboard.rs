@@ -44,7 +44,7 @@ use gridprobe_results::report::{
 use gridprobe_results::{CellFilter, CellKey, HistoryQuery, ResultStore, StoreError, StoredResult};
 
 use crate::http::HttpState;
-use crate::service::Shared;
+use crate::state::Shared;
 
 /// How long the site statuses of `/` are reused before a background refresh.
 pub const STATUS_TTL: Duration = Duration::from_secs(60);

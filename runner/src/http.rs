@@ -19,7 +19,7 @@ use gridprobe_results::{ResultStore, WriterStats};
 
 use crate::access::identify;
 use crate::api::ApiError;
-use crate::service::Shared;
+use crate::state::Shared;
 
 /// How long `/healthz` waits for the store to say it can be written.
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);

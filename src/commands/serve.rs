@@ -12,8 +12,9 @@ use anyhow::Context;
 use gridprobe_config::ScheduleMode;
 use gridprobe_results::{CellFilter, CellKey, PgStore, ResultStore};
 use gridprobe_runner::http::{self, HttpState};
-use gridprobe_runner::schedule::{run_scheduler_with, Coordination, Plan, ReloadRequest};
-use gridprobe_runner::service::Shared;
+use gridprobe_runner::schedule::{run_scheduler_with, Coordination, ReloadRequest};
+use gridprobe_runner::state::Plan;
+use gridprobe_runner::state::Shared;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -125,7 +126,7 @@ async fn serve(
         .iter()
         .map(|p| {
             std::sync::Arc::new(p.handle.clone())
-                as Arc<dyn gridprobe_runner::service::ResultObserver>
+                as Arc<dyn gridprobe_runner::state::ResultObserver>
         })
         .collect();
     let config = plan.config.clone();
@@ -133,7 +134,7 @@ async fn serve(
     for p in &publishers.list {
         metrics.watch_publisher(&p.name, p.handle.stats());
     }
-    let mut observers: Vec<Arc<dyn gridprobe_runner::service::ResultObserver>> =
+    let mut observers: Vec<Arc<dyn gridprobe_runner::state::ResultObserver>> =
         vec![metrics.clone()];
     observers.extend(publish_observers);
     let shared = Shared::new(plan, writer.clone(), observers);
