@@ -15,7 +15,7 @@
 //! availability report over all sites, which is too slow to compute on every request of a
 //! 1,000-site VO: it is computed in the background, kept for [`STATUS_TTL`] and refreshed while
 //! the old value is served; the first page after a start waits for it at most 150 ms.
-//! Reading permissions are checked by the server's read guard (`api::read_guard`), not here.
+//! Reading permissions are checked by the server's read guard (`http::read_guard`), not here.
 
 mod render;
 
