@@ -175,14 +175,14 @@ impl IntoResponse for Page {
 async fn stylesheet() -> Response {
     static_asset(
         "text/css; charset=utf-8",
-        include_str!("dashboard/style.css"),
+        include_str!("style.css"),
     )
 }
 
 async fn script() -> Response {
     static_asset(
         "text/javascript; charset=utf-8",
-        include_str!("dashboard/run.js"),
+        include_str!("run.js"),
     )
 }
 
