@@ -14,4 +14,4 @@ pub mod schedule;
 pub mod state;
 
 pub use batch::{run_batch, select, Event, InstanceRun, Limits, SelectError, Selection};
-pub use execute::{humanize, run_attempt, run_with_retries, ResultLabels};
+pub use execute::{run_attempt, run_with_retries, ResultLabels};

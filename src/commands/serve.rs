@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use gridprobe_config::time::format_duration;
 use gridprobe_config::ScheduleMode;
 use gridprobe_results::{CellFilter, CellKey, PgStore, ResultStore};
 use gridprobe_runner::http::{self, HttpState};
@@ -227,14 +228,14 @@ async fn serve(
     if let Some(member) = &member {
         println!(
             "  schedule: shared with the other instances on this store, as member {member} (lease {})",
-            gridprobe_runner::humanize(config.server.schedule_lease)
+            format_duration(config.server.schedule_lease)
         );
     }
     println!("  http:    http://{local}/healthz");
     println!(
         "  matrix:  gridprobe matrix --config {}   (fills within {} of start)",
         config_path.display(),
-        gridprobe_runner::humanize(config.server.startup_spread + Duration::from_secs(5))
+        format_duration(config.server.startup_spread + Duration::from_secs(5))
     );
     println!("  stop with Ctrl-C or SIGTERM; reload the configuration with SIGHUP");
 
@@ -262,7 +263,7 @@ async fn serve(
     }
     eprintln!(
         "gridprobe: shutting down (probes in flight get {} to finish)",
-        gridprobe_runner::humanize(config.server.shutdown_grace)
+        format_duration(config.server.shutdown_grace)
     );
     shutdown.cancel();
     if let Err(e) = scheduler.await {
