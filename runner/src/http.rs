@@ -1,5 +1,5 @@
 //! The HTTP server of `gridprobe serve`: health and reload here; the JSON API (`api.rs`), the
-//! dashboard (`dashboard.rs`) and `/metrics` (`metrics.rs`) are merged in as routers over the same
+//! dashboard (`dashboard/`) and `/metrics` (`metrics.rs`) are merged in as routers over the same
 //! [`HttpState`].
 
 use std::sync::atomic::Ordering;
