@@ -22,8 +22,9 @@ use gridprobe_results::{
     spawn_writer, CellFilter, ResultStore, SqliteStore, StoredResult, WriterConfig,
 };
 use gridprobe_runner::metrics::Metrics;
-use gridprobe_runner::schedule::{run_scheduler, Plan};
-use gridprobe_runner::service::Shared;
+use gridprobe_runner::schedule::run_scheduler;
+use gridprobe_runner::state::Plan;
+use gridprobe_runner::state::Shared;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -28,7 +28,7 @@ use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::Status;
 use gridprobe_results::{spawn_writer, ResultStore, SqliteStore, WriterConfig};
 use gridprobe_runner::http::{router, HttpState};
-use gridprobe_runner::schedule::Plan;
+use gridprobe_runner::state::Plan;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -839,7 +839,7 @@ fn dashboard_under_wrk(rt: &Runtime, s: &Settings) -> anyhow::Result<(Vec<f64>, 
         // Server time of each request: from the router receiving it to the response (the page
         // is rendered whole before it is sent).
         let app = router(HttpState {
-            shared: gridprobe_runner::service::Shared::new(plan, writer, vec![]),
+            shared: gridprobe_runner::state::Shared::new(plan, writer, vec![]),
             store: store_dyn,
             reload,
             metrics: gridprobe_runner::metrics::Metrics::new(),

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
 use gridprobe_results::{NewResult, ResultStore, SqliteStore};
-use gridprobe_runner::schedule::Plan;
+use gridprobe_runner::state::Plan;
 
 /// Probes per flavour: six on compute elements, four on storage: ~10 columns.
 pub const CE_PROBES: [&str; 6] = [

@@ -20,7 +20,7 @@ use gridprobe_results::report::{
 use gridprobe_results::{CellFilter, HistoryQuery, StoreError};
 use serde::Deserialize;
 
-use crate::access::{identify, AuthError};
+use crate::access::identify;
 use crate::batch::{SelectError, Selection};
 use crate::http::HttpState;
 use crate::ondemand::StartError;
@@ -697,37 +697,4 @@ async fn run(State(state): State<HttpState>, Path(id): Path<String>) -> ApiResul
                 format!("no run with id {id} (finished runs are kept for an hour)"),
             )
         })
-}
-
-/// Rejects requests without a valid token when `[access] read = "token"`: every method (HEAD
-/// as GET, POST, OPTIONS, ...) on every route but `/healthz`, before any handler runs.
-pub async fn read_guard(
-    State(state): State<HttpState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let open_path = matches!(req.uri().path(), "/healthz");
-    let access = &state.shared.plan().config.access;
-    if access.read_requires_token && !open_path {
-        match identify(access, req.headers()) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "authentication required",
-                    "reading needs `Authorization: Bearer <token>` ([access] read = \"token\")",
-                )
-                .into_response()
-            }
-            Err(e @ (AuthError::Malformed | AuthError::Unknown)) => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid credentials",
-                    e.to_string(),
-                )
-                .into_response()
-            }
-        }
-    }
-    next.run(req).await
 }

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use gridprobe_config::time::format_duration;
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::{Outcome, ProbeContext, ProbeResult, SharedProbe, Status, Trigger};
 use tokio_util::sync::CancellationToken;
@@ -84,26 +85,10 @@ pub async fn run_attempt(probe: SharedProbe, ctx: ProbeContext) -> Outcome {
             task.abort();
             Outcome::unknown(format!(
                 "probe did not return within its timeout of {} (and {} of grace); abandoned",
-                humanize(timeout),
-                humanize(CLEANUP_GRACE)
+                format_duration(timeout),
+                format_duration(CLEANUP_GRACE)
             ))
         }
-    }
-}
-
-/// Formats a duration briefly (`30s`, `1m 30s`, `250ms`).
-pub fn humanize(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        return format!("{}ms", d.as_millis());
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    match (h, m, s) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m {s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, _) => format!("{h}h {m}m"),
     }
 }
 
@@ -297,7 +282,7 @@ mod tests {
         let out = run_attempt(Arc::new(FailsTwice::default()), huge()).await;
         assert_eq!(out.status, Status::Critical);
         handled += 1;
-        assert!(!humanize(Duration::MAX).is_empty());
+        assert!(!format_duration(Duration::MAX).is_empty());
         handled += 1;
         // Retries u32::MAX, an interval of Duration::MAX: ends at OK, or at cancellation.
         for (retries, interval) in [(u32::MAX, Duration::MAX), (u32::MAX, Duration::ZERO)] {
@@ -321,9 +306,9 @@ mod tests {
     }
 
     #[test]
-    fn humanize_is_brief() {
-        assert_eq!(humanize(Duration::from_millis(250)), "250ms");
-        assert_eq!(humanize(Duration::from_secs(90)), "1m 30s");
-        assert_eq!(humanize(Duration::from_secs(3600)), "1h");
+    fn durations_read_briefly() {
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
     }
 }

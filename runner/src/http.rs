@@ -1,5 +1,5 @@
 //! The HTTP server of `gridprobe serve`: health and reload here; the JSON API (`api.rs`), the
-//! dashboard (`dashboard.rs`) and `/metrics` (`metrics.rs`) are merged in as routers over the same
+//! dashboard (`dashboard/`) and `/metrics` (`metrics.rs`) are merged in as routers over the same
 //! [`HttpState`].
 
 use std::sync::atomic::Ordering;
@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use gridprobe_results::{ResultStore, WriterStats};
 
-use crate::access::identify;
+use crate::access::{identify, AuthError};
 use crate::api::ApiError;
-use crate::service::Shared;
+use crate::state::Shared;
 
 /// How long `/healthz` waits for the store to say it can be written.
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -54,7 +54,7 @@ pub fn router(state: HttpState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::api::read_guard,
+            read_guard,
         ))
         .with_state(state);
     // Around the whole router (a layer on `routes` would run inside each route, before axum
@@ -62,6 +62,39 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// Rejects requests without a valid token when `[access] read = "token"`: every method (HEAD
+/// as GET, POST, OPTIONS, ...) on every route but `/healthz`, before any handler runs.
+pub async fn read_guard(
+    State(state): State<HttpState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let open_path = matches!(req.uri().path(), "/healthz");
+    let access = &state.shared.plan().config.access;
+    if access.read_requires_token && !open_path {
+        match identify(access, req.headers()) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication required",
+                    "reading needs `Authorization: Bearer <token>` ([access] read = \"token\")",
+                )
+                .into_response()
+            }
+            Err(e @ (AuthError::Malformed | AuthError::Unknown)) => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid credentials",
+                    e.to_string(),
+                )
+                .into_response()
+            }
+        }
+    }
+    next.run(req).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

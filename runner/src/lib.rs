@@ -11,7 +11,7 @@ pub mod http_conn;
 pub mod metrics;
 pub mod ondemand;
 pub mod schedule;
-pub mod service;
+pub mod state;
 
 pub use batch::{run_batch, select, Event, InstanceRun, Limits, SelectError, Selection};
-pub use execute::{humanize, run_attempt, run_with_retries, ResultLabels};
+pub use execute::{run_attempt, run_with_retries, ResultLabels};

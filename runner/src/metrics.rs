@@ -4,7 +4,7 @@
 //! Three sources, each read where it is cheapest and cannot drift:
 //! - **Cells** (`gridprobe_probe_status`, `_last_run_timestamp_seconds`, `_stale`) are rendered at
 //!   scrape time from the service's current plan and the cells' latest hard states
-//!   ([`crate::schedule::CellStates`], seeded from the store at start). So a restart does not
+//!   ([`crate::state::CellStates`], seeded from the store at start). So a restart does not
 //!   empty them, and a cell removed by a reload disappears at the next scrape (the gauges are
 //!   reset whenever the plan changes). One series per cell; no timestamps or run ids as labels.
 //! - **Runs** (`gridprobe_probe_duration_seconds`, `_runs_total`, `_attempts_total`) are counted
@@ -15,7 +15,7 @@
 //!   it, the 24 h window is then refreshed every [`DAY_REFRESH`] and the 30 d window every
 //!   [`MONTH_REFRESH`] (a few minutes move a 30-day figure by less than 0.01 %).
 //!
-//! Scheduler and store figures are mirrored from [`crate::schedule::SchedulerStats`] and
+//! Scheduler and store figures are mirrored from [`crate::state::SchedulerStats`] and
 //! [`gridprobe_results::WriterStats`] at scrape time.
 
 use std::collections::HashSet;
@@ -45,7 +45,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::HttpState;
-use crate::service::{ResultObserver, Shared};
+use crate::state::{ResultObserver, Shared};
 
 /// How often the 24-hour site figures (and the site status) are recomputed while scraped.
 pub const DAY_REFRESH: Duration = Duration::from_secs(60);
@@ -888,7 +888,7 @@ impl Metrics {
     async fn refresh_loop(
         &self,
         shared: Weak<Shared>,
-        mut plans: watch::Receiver<crate::schedule::Plan>,
+        mut plans: watch::Receiver<crate::state::Plan>,
         store: Arc<dyn ResultStore>,
         shutdown: CancellationToken,
     ) {
@@ -1115,7 +1115,7 @@ mod tests {
     use gridprobe_probes::{Outcome, Trigger};
     use gridprobe_results::{spawn_writer, NewResult, SqliteStore, WriterConfig};
 
-    use crate::schedule::Plan;
+    use crate::state::Plan;
 
     const CONFIG: &str = r#"
 vo = "v"

@@ -11,8 +11,8 @@ use gridprobe_results::CellKey;
 use serde::Serialize;
 
 use crate::batch::{run_batch, select, Event, SelectError, Selection};
-use crate::schedule::cell_key;
-use crate::service::Shared;
+use crate::state::cell_key;
+use crate::state::Shared;
 
 /// How long finished runs stay visible at `GET /api/v1/runs/{id}`.
 const KEEP_FINISHED: Duration = Duration::from_secs(3600);

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use comfy_table::Cell;
+use gridprobe_config::time::format_duration;
 use gridprobe_results::{HistoryQuery, StoredResult};
 
 use super::args::{OutputFormat, StoreArgs};
@@ -165,9 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     } else {
                         format!("{} (retried)", x.attempt)
                     }),
-                    Cell::new(gridprobe_runner::humanize(Duration::from_millis(
-                        x.duration_ms,
-                    ))),
+                    Cell::new(format_duration(Duration::from_millis(x.duration_ms))),
                     Cell::new(&x.outcome.summary),
                 ]);
             }
@@ -197,7 +196,7 @@ fn print_one(r: &StoredResult, format: OutputFormat) -> anyhow::Result<()> {
     println!("  started:  {}", timestamp(x.started_at_ms));
     println!(
         "  took:     {}",
-        gridprobe_runner::humanize(Duration::from_millis(x.duration_ms))
+        format_duration(Duration::from_millis(x.duration_ms))
     );
     println!(
         "  status:   {}{}",

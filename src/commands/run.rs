@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comfy_table::Cell;
+use gridprobe_config::time::format_duration;
 use gridprobe_probes::{ProbeResult, Status, Trigger};
 use gridprobe_runner::{run_batch, select, Event, InstanceRun, Limits, Selection};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -262,7 +263,7 @@ fn print_table(config: &gridprobe_config::Config, runs: &[InstanceRun]) {
         if last.outcome.status != Status::Standby {
             println!(
                 "  took {} ({})",
-                gridprobe_runner::humanize(Duration::from_millis(last.duration_ms)),
+                format_duration(Duration::from_millis(last.duration_ms)),
                 def.metric
             );
         }

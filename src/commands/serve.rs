@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use gridprobe_config::time::format_duration;
 use gridprobe_config::ScheduleMode;
 use gridprobe_results::{CellFilter, CellKey, PgStore, ResultStore};
 use gridprobe_runner::http::{self, HttpState};
-use gridprobe_runner::schedule::{run_scheduler_with, Coordination, Plan, ReloadRequest};
-use gridprobe_runner::service::Shared;
+use gridprobe_runner::schedule::{run_scheduler_with, Coordination, ReloadRequest};
+use gridprobe_runner::state::Plan;
+use gridprobe_runner::state::Shared;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -125,7 +127,7 @@ async fn serve(
         .iter()
         .map(|p| {
             std::sync::Arc::new(p.handle.clone())
-                as Arc<dyn gridprobe_runner::service::ResultObserver>
+                as Arc<dyn gridprobe_runner::state::ResultObserver>
         })
         .collect();
     let config = plan.config.clone();
@@ -133,7 +135,7 @@ async fn serve(
     for p in &publishers.list {
         metrics.watch_publisher(&p.name, p.handle.stats());
     }
-    let mut observers: Vec<Arc<dyn gridprobe_runner::service::ResultObserver>> =
+    let mut observers: Vec<Arc<dyn gridprobe_runner::state::ResultObserver>> =
         vec![metrics.clone()];
     observers.extend(publish_observers);
     let shared = Shared::new(plan, writer.clone(), observers);
@@ -226,14 +228,14 @@ async fn serve(
     if let Some(member) = &member {
         println!(
             "  schedule: shared with the other instances on this store, as member {member} (lease {})",
-            gridprobe_runner::humanize(config.server.schedule_lease)
+            format_duration(config.server.schedule_lease)
         );
     }
     println!("  http:    http://{local}/healthz");
     println!(
         "  matrix:  gridprobe matrix --config {}   (fills within {} of start)",
         config_path.display(),
-        gridprobe_runner::humanize(config.server.startup_spread + Duration::from_secs(5))
+        format_duration(config.server.startup_spread + Duration::from_secs(5))
     );
     println!("  stop with Ctrl-C or SIGTERM; reload the configuration with SIGHUP");
 
@@ -261,7 +263,7 @@ async fn serve(
     }
     eprintln!(
         "gridprobe: shutting down (probes in flight get {} to finish)",
-        gridprobe_runner::humanize(config.server.shutdown_grace)
+        format_duration(config.server.shutdown_grace)
     );
     shutdown.cancel();
     if let Err(e) = scheduler.await {

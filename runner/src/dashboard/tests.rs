@@ -17,7 +17,7 @@ use gridprobe_results::{
 use tower::ServiceExt;
 
 use super::*;
-use crate::schedule::Plan;
+use crate::state::Plan;
 
 const CONFIG: &str = r#"
 vo = "v"
@@ -99,7 +99,7 @@ fn state(store: Arc<dyn ResultStore>) -> HttpState {
     let (writer, _task) = spawn_writer(store.clone(), WriterConfig::default());
     let (reload, _) = tokio::sync::mpsc::channel(1);
     HttpState {
-        shared: crate::service::Shared::new(plan(CONFIG), writer, vec![]),
+        shared: crate::state::Shared::new(plan(CONFIG), writer, vec![]),
         store,
         reload,
         metrics: crate::metrics::Metrics::new(),

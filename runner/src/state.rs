@@ -1,17 +1,20 @@
-//! What the scheduler, on-demand runs and the HTTP server share inside `gridprobe serve`: the
-//! current plan, the cells' latest states, the runs in flight, the concurrency limits, and the
-//! one path by which every result is recorded.
+//! The serve state: what the scheduler, on-demand runs and the HTTP server share inside
+//! `gridprobe serve` ([`Shared`]): the current [`Plan`], the cells' latest states
+//! ([`CellStates`], keyed by [`cell_key`]), the scheduler's counters ([`SchedulerStats`]), the
+//! runs in flight, the concurrency limits, and the one path by which every result is recorded.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
-use gridprobe_probes::ProbeResult;
+use gridprobe_config::{Config, ProbeInstance};
+use gridprobe_probes::registry::BuiltProbes;
+use gridprobe_probes::{ProbeResult, Status};
 use gridprobe_results::{CellKey, NewResult, WriterHandle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::Limits;
-use crate::schedule::{CellStates, Plan, SchedulerStats};
 
 /// Something told about every result as it is recorded (e.g. Prometheus metrics).
 pub trait ResultObserver: Send + Sync {
@@ -155,5 +158,102 @@ impl Shared {
     /// The writer (for its statistics).
     pub fn writer(&self) -> &WriterHandle {
         &self.writer
+    }
+}
+
+/// A configuration ready to schedule: validated, with its probes built.
+#[derive(Clone)]
+pub struct Plan {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Its probes.
+    pub probes: Arc<BuiltProbes>,
+}
+
+/// Counters the scheduler keeps, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Runs started (first attempts).
+    pub runs_started: AtomicU64,
+    /// Runs finished.
+    pub runs_finished: AtomicU64,
+    /// Runs in flight (waiting for a slot or running).
+    pub inflight: AtomicI64,
+    /// Slots skipped because the previous run of the entry was still in flight.
+    pub skipped_busy: AtomicU64,
+    /// Slots skipped because they were missed (pause, clock change).
+    pub skipped_late: AtomicU64,
+    /// Total time runs waited for a concurrency slot, in milliseconds.
+    pub queue_wait_ms_total: AtomicU64,
+    /// Number of schedule entries.
+    pub entries: AtomicU64,
+    /// Configuration reloads applied.
+    pub reloads: AtomicU64,
+    /// Shared schedule: slots another instance claimed first.
+    pub skipped_claimed: AtomicU64,
+    /// Shared schedule: slots not run because the claim could not be made (database down).
+    pub skipped_uncoordinated: AtomicU64,
+    /// Shared schedule: this instance's view of it, `None` when the schedule is not shared.
+    pub shared_view: Mutex<Option<SharedView>>,
+}
+
+/// What one instance of a shared schedule knows of it (for `/healthz` and metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedView {
+    /// This instance's member name.
+    pub member: String,
+    /// Live members, this one included; empty while this instance's own lease is not
+    /// confirmed (then it runs nothing).
+    pub members: Vec<String>,
+    /// Schedule entries this instance owns.
+    pub owned: usize,
+}
+
+impl SchedulerStats {
+    /// The shared-schedule view, if the schedule is shared.
+    pub fn shared_view(&self) -> Option<SharedView> {
+        self.shared_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_shared_view(&self, view: SharedView) {
+        *self.shared_view.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
+    }
+}
+
+/// The last hard result of each cell, as the scheduler knows it (for `depends_on`).
+#[derive(Debug, Default)]
+pub struct CellStates {
+    inner: Mutex<HashMap<CellKey, (Status, String, i64)>>,
+}
+
+impl CellStates {
+    /// Records a cell's latest hard status, summary and start time (ms), keeping the newest.
+    pub fn set(&self, key: CellKey, status: Status, summary: String, started_ms: i64) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = map.get(&key).is_none_or(|(_, _, t)| *t <= started_ms);
+        if newer {
+            map.insert(key, (status, summary, started_ms));
+        }
+    }
+
+    /// A cell's latest status and summary.
+    pub fn get(&self, key: &CellKey) -> Option<(Status, String, i64)> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).cloned()
+    }
+}
+
+/// The cell of an instance.
+pub fn cell_key(config: &Config, inst: &ProbeInstance) -> CellKey {
+    let site = &config.sites[inst.site];
+    let svc = &site.services[inst.service];
+    CellKey {
+        site: site.name.clone(),
+        hostname: svc.hostname.clone(),
+        flavour: svc.flavour.clone(),
+        metric: config.probes[inst.probe].metric.clone(),
     }
 }
