@@ -127,7 +127,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     let (writer, _writer_task) = spawn_writer(store_dyn.clone(), WriterConfig::default());
     let (reload, _reload_rx) = tokio::sync::mpsc::channel(1);
     let app = router(HttpState {
-        shared: gridprobe_runner::state::Shared::new(plan, writer, vec![]),
+        shared: gridprobe_runner::state::ServeState::new(plan, writer, vec![]),
         store: store_dyn.clone(),
         reload,
         metrics: gridprobe_runner::metrics::Metrics::new(),

@@ -24,7 +24,7 @@ use gridprobe_results::{
 use gridprobe_runner::metrics::Metrics;
 use gridprobe_runner::schedule::run_scheduler;
 use gridprobe_runner::state::Plan;
-use gridprobe_runner::state::Shared;
+use gridprobe_runner::state::ServeState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -99,7 +99,7 @@ pub struct SchedRun {
     pub latest: Vec<StoredResult>,
 }
 
-/// Runs the real scheduler, wired as `gridprobe serve` wires it (`Shared` with the metrics
+/// Runs the real scheduler, wired as `gridprobe serve` wires it (`ServeState` with the metrics
 /// observer, the batching writer, an in-memory `SqliteStore`), until the writer has stored `n`
 /// results, then stops it. Fails when a result is missing or `bad` rejects a cell's latest.
 pub async fn scheduler_run(
@@ -110,7 +110,7 @@ pub async fn scheduler_run(
     let store = Arc::new(SqliteStore::open_in_memory()?);
     let (writer, writer_task) = spawn_writer(store.clone(), WriterConfig::default());
     let written = writer.stats();
-    let shared = Shared::new(plan, writer, vec![Metrics::new()]);
+    let shared = ServeState::new(plan, writer, vec![Metrics::new()]);
     let stats = shared.stats.clone();
     let shutdown = CancellationToken::new();
     // Kept open, as in serve: a closed reload channel is not what the scheduler normally sees.

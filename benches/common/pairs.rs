@@ -839,7 +839,7 @@ fn dashboard_under_wrk(rt: &Runtime, s: &Settings) -> anyhow::Result<(Vec<f64>, 
         // Server time of each request: from the router receiving it to the response (the page
         // is rendered whole before it is sent).
         let app = router(HttpState {
-            shared: gridprobe_runner::state::Shared::new(plan, writer, vec![]),
+            shared: gridprobe_runner::state::ServeState::new(plan, writer, vec![]),
             store: store_dyn,
             reload,
             metrics: gridprobe_runner::metrics::Metrics::new(),

@@ -1,6 +1,6 @@
 //! The dashboard benchmarks' VO: 1,000 sites (one Tier-0, a few dozen Tier-1s, the rest Tier-2
 //! and Tier-3), each with two CEs and one SE, six CE probes and four SE probes (16,000 cells),
-//! ten sites in a declared outage; and a store filled with hourly history for it. Shared by
+//! ten sites in a declared outage; and a store filled with hourly history for it. ServeState by
 //! `benches/dashboard.rs` (server time through the router) and the `dashboard` pair of
 //! `benches/compare.rs` (the same page under `wrk -c16`).
 

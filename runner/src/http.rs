@@ -19,7 +19,7 @@ use gridprobe_results::{ResultStore, WriterStats};
 
 use crate::access::{identify, AuthError};
 use crate::api::ApiError;
-use crate::state::Shared;
+use crate::state::ServeState;
 
 /// How long `/healthz` waits for the store to say it can be written.
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -31,7 +31,7 @@ pub type ReloadTrigger = mpsc::Sender<oneshot::Sender<Result<String, String>>>;
 #[derive(Clone)]
 pub struct HttpState {
     /// The running service: plan, cell states, limits, recording.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ServeState>,
     /// The result store, for reads.
     pub store: Arc<dyn ResultStore>,
     /// Asks the service to re-read its configuration.

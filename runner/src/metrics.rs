@@ -45,7 +45,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::HttpState;
-use crate::state::{ResultObserver, Shared};
+use crate::state::{ResultObserver, ServeState};
 
 /// How often the 24-hour site figures (and the site status) are recomputed while scraped.
 pub const DAY_REFRESH: Duration = Duration::from_secs(60);
@@ -389,7 +389,7 @@ impl Metrics {
         let schedule_members = b.add(
             IntGauge::with_opts(opts(
                 "gridprobe_schedule_members",
-                "Shared schedule: live instances sharing it, this one included (0 when the \
+                "ServeState schedule: live instances sharing it, this one included (0 when the \
                  schedule is not shared, or this instance lost its lease).",
             ))
             .expect("valid gauge"),
@@ -398,7 +398,7 @@ impl Metrics {
         let schedule_owned = b.add(
             IntGauge::with_opts(opts(
                 "gridprobe_schedule_owned_entries",
-                "Shared schedule: schedule entries this instance runs.",
+                "ServeState schedule: schedule entries this instance runs.",
             ))
             .expect("valid gauge"),
             false,
@@ -679,7 +679,7 @@ impl Metrics {
     }
 
     /// Renders the text exposition of every metric for the service's current state.
-    pub fn render(&self, shared: &Shared) -> Result<String, String> {
+    pub fn render(&self, shared: &ServeState) -> Result<String, String> {
         let now_ms = unix_ms(SystemTime::now());
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.mirror_counters(&mut st, shared);
@@ -695,7 +695,7 @@ impl Metrics {
     }
 
     /// Copies the scheduler's and the writer's counters.
-    fn mirror_counters(&self, st: &mut RenderState, shared: &Shared) {
+    fn mirror_counters(&self, st: &mut RenderState, shared: &ServeState) {
         let s = &shared.stats;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         self.entries
@@ -798,7 +798,7 @@ impl Metrics {
     }
 
     /// Sets the per-cell gauges of every cell of the current plan that has a result.
-    fn update_cells(&self, st: &mut RenderState, shared: &Shared, now_ms: i64) {
+    fn update_cells(&self, st: &mut RenderState, shared: &ServeState, now_ms: i64) {
         let plan = shared.plan();
         if !st
             .cells_for
@@ -867,10 +867,10 @@ impl Metrics {
     /// Starts the background task that computes the site figures from the store while
     /// `/metrics` is being scraped (see the module docs). It holds the service only weakly and
     /// ends promptly when `shutdown` fires; await the handle before dropping the service's
-    /// last [`Shared`], so that the writer is not kept open.
+    /// last [`ServeState`], so that the writer is not kept open.
     pub fn spawn_refresh(
         self: &Arc<Self>,
-        shared: &Arc<Shared>,
+        shared: &Arc<ServeState>,
         store: Arc<dyn ResultStore>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
@@ -887,7 +887,7 @@ impl Metrics {
 
     async fn refresh_loop(
         &self,
-        shared: Weak<Shared>,
+        shared: Weak<ServeState>,
         mut plans: watch::Receiver<crate::state::Plan>,
         store: Arc<dyn ResultStore>,
         shutdown: CancellationToken,
@@ -1184,11 +1184,11 @@ params = { port = 1 }
             .and_then(|v| v.parse().ok())
     }
 
-    fn service(plan: Plan, metrics: &Arc<Metrics>) -> (Arc<Shared>, Arc<dyn ResultStore>) {
+    fn service(plan: Plan, metrics: &Arc<Metrics>) -> (Arc<ServeState>, Arc<dyn ResultStore>) {
         let store: Arc<dyn ResultStore> = Arc::new(SqliteStore::open_in_memory().expect("store"));
         let (writer, _task) = spawn_writer(store.clone(), WriterConfig::default());
         let observers: Vec<Arc<dyn ResultObserver>> = vec![metrics.clone()];
-        (Shared::new(plan, writer, observers), store)
+        (ServeState::new(plan, writer, observers), store)
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::batch::{run_batch, select, Event, SelectError, Selection};
 use crate::state::cell_key;
-use crate::state::Shared;
+use crate::state::ServeState;
 
 /// How long finished runs stay visible at `GET /api/v1/runs/{id}`.
 const KEEP_FINISHED: Duration = Duration::from_secs(3600);
@@ -98,7 +98,7 @@ impl RunManager {
     /// Starts a run; returns its id at once, the run goes on in the background.
     pub fn start(
         self: &Arc<Self>,
-        shared: &Arc<Shared>,
+        shared: &Arc<ServeState>,
         selection: Selection,
         started_by: &str,
     ) -> Result<u64, StartError> {

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch::parent_map;
 use crate::execute::{run_with_retries, ResultLabels};
-use crate::state::{cell_key, CellStates, Plan, Shared, SharedView};
+use crate::state::{cell_key, CellStates, Plan, ServeState, SharedView};
 
 /// Tunables of the scheduler (from `[server]`).
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ const CLAIMS_KEPT_MS: i64 = 86_400_000;
 
 /// Runs the schedule until `shutdown` fires, then drains as described in the module docs.
 pub async fn run_scheduler(
-    shared: Arc<Shared>,
+    shared: Arc<ServeState>,
     last_runs: HashMap<CellKey, i64>,
     reloads: mpsc::Receiver<ReloadRequest>,
     shutdown: CancellationToken,
@@ -187,7 +187,7 @@ pub async fn run_scheduler(
 /// As [`run_scheduler`]; with `coordination`, the schedule is shared with the other live
 /// instances: this one runs only the entries it owns, each slot after claiming it.
 pub async fn run_scheduler_with(
-    shared: Arc<Shared>,
+    shared: Arc<ServeState>,
     last_runs: HashMap<CellKey, i64>,
     mut reloads: mpsc::Receiver<ReloadRequest>,
     coordination: Option<Coordination>,
@@ -201,7 +201,7 @@ pub async fn run_scheduler_with(
     let mut last_runs = last_runs;
     let mut queue: BTreeSet<(i64, usize)> = BTreeSet::new();
 
-    // Shared schedule: the membership task keeps `view` current. The first view is awaited,
+    // ServeState schedule: the membership task keeps `view` current. The first view is awaited,
     // so that start-up runs go to their owners rather than being skipped by everyone.
     let (view_tx, mut view_rx) = watch::channel::<Arc<Vec<String>>>(Arc::new(Vec::new()));
     let membership = match &coordination {
@@ -401,7 +401,7 @@ pub async fn run_scheduler_with(
 
 /// Whether an entry may start a run now; if so its cell is claimed locally (released by
 /// [`run_entry`], or by [`claim_and_run`] when another instance wins the slot).
-fn ready_to_run(entry: &Entry, shared: &Shared) -> bool {
+fn ready_to_run(entry: &Entry, shared: &ServeState) -> bool {
     // A child whose parent has not reported yet waits for it: the parent's first result wakes
     // it, so it is judged with the parent's state.
     if entry.parents.iter().any(|p| shared.states.get(p).is_none()) {
@@ -428,7 +428,7 @@ async fn claim_and_run(
     c: Coordination,
     claims: Vec<(Entry, i64)>,
     plan: Plan,
-    shared: Arc<Shared>,
+    shared: Arc<ServeState>,
     tracker: TaskTracker,
     done: mpsc::UnboundedSender<Finished>,
 ) {
@@ -490,7 +490,7 @@ async fn first_view(c: &Coordination, shutdown: &CancellationToken) -> Option<Ve
 /// the plan, it also reads the states of cells other instances run.
 async fn membership_loop(
     c: Coordination,
-    shared: Arc<Shared>,
+    shared: Arc<ServeState>,
     view: watch::Sender<Arc<Vec<String>>>,
     shutdown: CancellationToken,
 ) {
@@ -554,7 +554,7 @@ async fn membership_loop(
 }
 
 /// Publishes the shared-schedule view for `/healthz` and metrics.
-fn publish_view(shared: &Shared, member: &Option<String>, view: &[String], entries: &[Entry]) {
+fn publish_view(shared: &ServeState, member: &Option<String>, view: &[String], entries: &[Entry]) {
     if let Some(me) = member {
         let owned = entries
             .iter()
@@ -571,7 +571,7 @@ fn publish_view(shared: &Shared, member: &Option<String>, view: &[String], entri
 async fn run_entry(
     entry: Entry,
     plan: Plan,
-    shared: Arc<Shared>,
+    shared: Arc<ServeState>,
     done: mpsc::UnboundedSender<Finished>,
 ) {
     let stats = &shared.stats;

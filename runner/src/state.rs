@@ -1,5 +1,5 @@
 //! The serve state: what the scheduler, on-demand runs and the HTTP server share inside
-//! `gridprobe serve` ([`Shared`]): the current [`Plan`], the cells' latest states
+//! `gridprobe serve` ([`ServeState`]): the current [`Plan`], the cells' latest states
 //! ([`CellStates`], keyed by [`cell_key`]), the scheduler's counters ([`SchedulerStats`]), the
 //! runs in flight, the concurrency limits, and the one path by which every result is recorded.
 
@@ -35,7 +35,7 @@ impl ResultObserver for WriterHandle {
 }
 
 /// The state of a running service.
-pub struct Shared {
+pub struct ServeState {
     plan: watch::Sender<Plan>,
     /// Latest hard status of every cell (for `depends_on` and the API).
     pub states: Arc<CellStates>,
@@ -50,13 +50,13 @@ pub struct Shared {
     pub interrupt: CancellationToken,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for ServeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
+        f.debug_struct("ServeState").finish_non_exhaustive()
     }
 }
 
-impl Shared {
+impl ServeState {
     /// State for a plan, recording through `writer` and telling `observers`.
     pub fn new(
         plan: Plan,
@@ -65,7 +65,7 @@ impl Shared {
     ) -> Arc<Self> {
         let limits = Arc::new(Limits::from_defaults(&plan.config.defaults));
         let (tx, _) = watch::channel(plan);
-        Arc::new(Shared {
+        Arc::new(ServeState {
             plan: tx,
             states: Arc::new(CellStates::default()),
             stats: Arc::new(SchedulerStats::default()),
@@ -112,7 +112,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Releases cells claimed with [`Shared::try_claim`].
+    /// Releases cells claimed with [`ServeState::try_claim`].
     pub fn release(&self, cells: &[CellKey]) {
         let mut set = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         for c in cells {
@@ -189,11 +189,11 @@ pub struct SchedulerStats {
     pub entries: AtomicU64,
     /// Configuration reloads applied.
     pub reloads: AtomicU64,
-    /// Shared schedule: slots another instance claimed first.
+    /// ServeState schedule: slots another instance claimed first.
     pub skipped_claimed: AtomicU64,
-    /// Shared schedule: slots not run because the claim could not be made (database down).
+    /// ServeState schedule: slots not run because the claim could not be made (database down).
     pub skipped_uncoordinated: AtomicU64,
-    /// Shared schedule: this instance's view of it, `None` when the schedule is not shared.
+    /// ServeState schedule: this instance's view of it, `None` when the schedule is not shared.
     pub shared_view: Mutex<Option<SharedView>>,
 }
 

@@ -15,7 +15,7 @@ use gridprobe_results::{CellFilter, CellKey, PgStore, ResultStore};
 use gridprobe_runner::http::{self, HttpState};
 use gridprobe_runner::schedule::{run_scheduler_with, Coordination, ReloadRequest};
 use gridprobe_runner::state::Plan;
-use gridprobe_runner::state::Shared;
+use gridprobe_runner::state::ServeState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -138,7 +138,7 @@ async fn serve(
     let mut observers: Vec<Arc<dyn gridprobe_runner::state::ResultObserver>> =
         vec![metrics.clone()];
     observers.extend(publish_observers);
-    let shared = Shared::new(plan, writer.clone(), observers);
+    let shared = ServeState::new(plan, writer.clone(), observers);
     let mut last_runs = HashMap::new();
     for r in &latest {
         let key = CellKey::of(&r.result);

@@ -109,7 +109,7 @@ pub(super) const PAGE_SLOTS: usize = 32;
 pub(super) struct RenderedPage {
     pub(super) key: (usize, usize, String),
     /// Held so that the addresses in `key` cannot be reused by a later service or plan.
-    pub(super) _owners: (Weak<Shared>, Weak<Config>),
+    pub(super) _owners: (Weak<ServeState>, Weak<Config>),
     pub(super) written: u64,
     pub(super) at: Instant,
     pub(super) body: maud::Markup,

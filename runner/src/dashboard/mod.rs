@@ -51,7 +51,7 @@ use gridprobe_results::report::{
 use gridprobe_results::{CellFilter, CellKey, HistoryQuery, ResultStore, StoreError, StoredResult};
 
 use crate::http::HttpState;
-use crate::state::Shared;
+use crate::state::ServeState;
 
 /// How long the site statuses of `/` are reused before a background refresh.
 pub const STATUS_TTL: Duration = Duration::from_secs(60);

@@ -78,7 +78,7 @@ impl StatusView {
 pub(super) struct StatusEntry {
     /// Which service and plan the value belongs to. Holding `Weak`s keeps the allocations, so
     /// a new service (tests, benchmarks) can never reuse an address and get a stale answer.
-    pub(super) shared: Weak<Shared>,
+    pub(super) shared: Weak<ServeState>,
     pub(super) config: Weak<Config>,
     /// The statuses and when they were computed; `None` until the first computation ends.
     pub(super) value: Option<(Instant, Arc<SiteStatuses>)>,
@@ -87,7 +87,7 @@ pub(super) struct StatusEntry {
 }
 
 impl StatusEntry {
-    pub(super) fn belongs_to(&self, shared: &Arc<Shared>, config: &Arc<Config>) -> bool {
+    pub(super) fn belongs_to(&self, shared: &Arc<ServeState>, config: &Arc<Config>) -> bool {
         Weak::as_ptr(&self.shared) == Arc::as_ptr(shared)
             && Weak::as_ptr(&self.config) == Arc::as_ptr(config)
     }

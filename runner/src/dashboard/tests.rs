@@ -99,7 +99,7 @@ fn state(store: Arc<dyn ResultStore>) -> HttpState {
     let (writer, _task) = spawn_writer(store.clone(), WriterConfig::default());
     let (reload, _) = tokio::sync::mpsc::channel(1);
     HttpState {
-        shared: crate::state::Shared::new(plan(CONFIG), writer, vec![]),
+        shared: crate::state::ServeState::new(plan(CONFIG), writer, vec![]),
         store,
         reload,
         metrics: crate::metrics::Metrics::new(),
