@@ -7,9 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{bin, gridprobe, texts};
-use gridprobe_probes::{Outcome, ProbeResult, Status, Trigger};
-use gridprobe_results::{NewResult, ResultStore, SqliteStore};
+use common::{bin, gridprobe, insert_into_sqlite, lhcb_tcp_result, texts};
+use gridprobe_probes::{Outcome, Status};
+use gridprobe_results::NewResult;
 
 const CONFIG: &str = r#"
 vo = "lhcb"
@@ -95,38 +95,22 @@ impl Fixture {
         let rows: Vec<NewResult> = cells
             .iter()
             .enumerate()
-            .map(|(i, (host, flavour, metric))| NewResult {
-                result: ProbeResult {
-                    metric: (*metric).into(),
-                    kind: "tcp".into(),
-                    vo: "lhcb".into(),
-                    site: "LCG.EXAMPLE.org".into(),
-                    hostname: (*host).into(),
-                    flavour: (*flavour).into(),
-                    started_at_ms: now - 120_000,
-                    duration_ms: 10,
-                    outcome: Outcome::new(
-                        if i % 2 == 0 {
-                            Status::Ok
-                        } else {
-                            Status::Critical
-                        },
-                        "TCP connect: connection refused",
-                    ),
-                    attempt: 1,
-                    trigger: Trigger::Scheduled,
-                },
-                is_final: true,
+            .map(|(i, (host, flavour, metric))| {
+                let status = if i % 2 == 0 {
+                    Status::Ok
+                } else {
+                    Status::Critical
+                };
+                lhcb_tcp_result(
+                    host,
+                    flavour,
+                    metric,
+                    now - 120_000,
+                    Outcome::new(status, "TCP connect: connection refused"),
+                )
             })
             .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let s = SqliteStore::open(&store).expect("store");
-            s.insert(&rows).await.expect("insert");
-        });
+        insert_into_sqlite(&store, &rows);
         Fixture {
             _dir: dir,
             config,

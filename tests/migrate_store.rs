@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::pg::Pg;
-use common::{gridprobe, json, texts, wait_until, Serve, StoppableHttp};
+use common::{gridprobe, json, texts, wait_until, web_config, Serve, StoppableHttp};
 use gridprobe_config::Downtime;
 use gridprobe_probes::{Outcome, ProbeResult, Status, Trigger};
 use gridprobe_results::{
@@ -401,35 +401,7 @@ fn serve_records_into_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
     let web = StoppableHttp::start("hello");
     let config_path = dir.path().join("vo.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"
-vo = "e2e"
-[defaults]
-interval = "1s"
-timeout = "500ms"
-[server]
-startup_spread = "1s"
-shutdown_grace = "2s"
-
-[[site]]
-name = "T2_E2E"
-tier = 2
-  [[site.service]]
-  flavour = "WEB"
-  hostname = "127.0.0.1"
-  endpoint = "http://127.0.0.1:{}/"
-
-[[probe]]
-metric = "org.e2e.web"
-kind = "http"
-flavours = ["WEB"]
-"#,
-            web.port
-        ),
-    )
-    .expect("config");
+    std::fs::write(&config_path, web_config(web.port)).expect("config");
     let config = config_path.to_str().expect("utf-8");
     let mut serve = Serve::start(config, &pg.url);
     serve.wait_for("gridprobe serving vo e2e", Duration::from_secs(30));

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{gridprobe, json, texts};
-use gridprobe_probes::{Outcome, ProbeResult, Status, Trigger};
-use gridprobe_results::{NewResult, ResultStore, SqliteStore};
+use common::{gridprobe, insert_into_sqlite, json, lhcb_tcp_result, texts};
+use gridprobe_probes::{Outcome, Status};
+use gridprobe_results::NewResult;
 
 const H: i64 = 3_600_000;
 /// 2026-10-05 00:00:00 UTC.
@@ -65,73 +65,57 @@ fn result(
     status: Status,
     summary: &str,
 ) -> NewResult {
-    NewResult {
-        result: ProbeResult {
-            metric: metric.into(),
-            kind: "tcp".into(),
-            vo: "lhcb".into(),
-            site: "LCG.EXAMPLE.org".into(),
-            hostname: host.into(),
-            flavour: flavour.into(),
-            started_at_ms: DAY + hour * H,
-            duration_ms: 10,
-            outcome: Outcome::new(status, summary),
-            attempt: 1,
-            trigger: Trigger::Scheduled,
-        },
-        is_final: true,
-    }
+    lhcb_tcp_result(
+        host,
+        flavour,
+        metric,
+        DAY + hour * H,
+        Outcome::new(status, summary),
+    )
 }
 
 fn fill(store_path: &std::path::Path) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let store = SqliteStore::open(store_path).expect("store");
-        let mut rows = Vec::new();
-        for h in 0..24 {
-            let (st, summary) = if (6..12).contains(&h) {
-                (
-                    Status::Critical,
-                    format!(
-                        "TCP connect failed: connection refused on ce1.example.org:{}",
-                        9000 + h
-                    ),
-                )
-            } else {
-                (Status::Ok, "TCP connect OK".to_string())
-            };
+    let mut rows = Vec::new();
+    for h in 0..24 {
+        let (st, summary) = if (6..12).contains(&h) {
+            (
+                Status::Critical,
+                format!(
+                    "TCP connect failed: connection refused on ce1.example.org:{}",
+                    9000 + h
+                ),
+            )
+        } else {
+            (Status::Ok, "TCP connect OK".to_string())
+        };
+        rows.push(result(
+            "ce1.example.org",
+            "CE",
+            "org.lhcb.CE-job",
+            h,
+            st,
+            &summary,
+        ));
+        rows.push(result(
+            "ce2.example.org",
+            "CE",
+            "org.lhcb.CE-job",
+            h,
+            Status::Ok,
+            "TCP connect OK",
+        ));
+        if h <= 18 {
             rows.push(result(
-                "ce1.example.org",
-                "CE",
-                "org.lhcb.CE-job",
-                h,
-                st,
-                &summary,
-            ));
-            rows.push(result(
-                "ce2.example.org",
-                "CE",
-                "org.lhcb.CE-job",
+                "se1.example.org",
+                "SE",
+                "org.lhcb.SE-put",
                 h,
                 Status::Ok,
-                "TCP connect OK",
+                "put OK",
             ));
-            if h <= 18 {
-                rows.push(result(
-                    "se1.example.org",
-                    "SE",
-                    "org.lhcb.SE-put",
-                    h,
-                    Status::Ok,
-                    "put OK",
-                ));
-            }
         }
-        store.insert(&rows).await.expect("insert");
-    });
+    }
+    insert_into_sqlite(store_path, &rows);
 }
 
 #[test]

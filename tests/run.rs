@@ -16,6 +16,39 @@ fn write_config(dir: &Path, body: &str) -> String {
     path.to_str().expect("utf-8").to_string()
 }
 
+/// Writes a config of one tier-3 site with one CE and one `nagios` probe running `command`.
+fn one_plugin_config(
+    dir: &Path,
+    site: &str,
+    metric: &str,
+    timeout: &str,
+    command: &Path,
+) -> String {
+    write_config(
+        dir,
+        &format!(
+            r#"
+vo = "test"
+[[site]]
+name = "{site}"
+tier = 3
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.local"
+
+[[probe]]
+metric = "{metric}"
+kind = "nagios"
+flavours = ["CE"]
+timeout = "{timeout}"
+  [probe.params]
+  command = "{command}"
+"#,
+            command = command.display()
+        ),
+    )
+}
+
 fn run_json(config: &str, extra: &[&str]) -> (Option<i32>, Vec<serde_json::Value>, String) {
     let mut args = vec!["run", "--config", config, "--format", "json"];
     args.extend_from_slice(extra);
@@ -261,29 +294,7 @@ fn hanging_plugin_is_killed_at_timeout_with_its_children() {
             p = pids.display()
         ),
     );
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-vo = "test"
-[[site]]
-name = "T3_HANG"
-tier = 3
-  [[site.service]]
-  flavour = "CE"
-  hostname = "ce.local"
-
-[[probe]]
-metric = "org.test.hang"
-kind = "nagios"
-flavours = ["CE"]
-timeout = "2s"
-  [probe.params]
-  command = "{hang}"
-"#,
-            hang = hang.display()
-        ),
-    );
+    let config = one_plugin_config(dir.path(), "T3_HANG", "org.test.hang", "2s", &hang);
     let started = Instant::now();
     let (code, items, stderr) = run_json(&config, &[]);
     let took = started.elapsed();
@@ -316,29 +327,7 @@ fn huge_plugin_output_is_bounded_and_marked() {
         "loud.sh",
         "echo 'LOUD OK - printing a lot'\nhead -c 50000000 /dev/zero | tr '\\0' 'x'\necho\nexit 0",
     );
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-vo = "test"
-[[site]]
-name = "T3_LOUD"
-tier = 3
-  [[site.service]]
-  flavour = "CE"
-  hostname = "ce.local"
-
-[[probe]]
-metric = "org.test.loud"
-kind = "nagios"
-flavours = ["CE"]
-timeout = "60s"
-  [probe.params]
-  command = "{loud}"
-"#,
-            loud = loud.display()
-        ),
-    );
+    let config = one_plugin_config(dir.path(), "T3_LOUD", "org.test.loud", "60s", &loud);
     let (code, items, stderr) = run_json(&config, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     let r = result_of(&items, "org.test.loud");
@@ -403,29 +392,7 @@ fn a_plugin_child_that_calls_setsid_does_not_outlive_the_run() {
             p = pid_file.display()
         ),
     );
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-vo = "test"
-[[site]]
-name = "T3_LEAK"
-tier = 3
-  [[site.service]]
-  flavour = "CE"
-  hostname = "ce.local"
-
-[[probe]]
-metric = "org.test.leak"
-kind = "nagios"
-flavours = ["CE"]
-timeout = "10s"
-  [probe.params]
-  command = "{plugin}"
-"#,
-            plugin = plugin.display()
-        ),
-    );
+    let config = one_plugin_config(dir.path(), "T3_LEAK", "org.test.leak", "10s", &plugin);
     let (code, items, stderr) = run_json(&config, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(result_of(&items, "org.test.leak")["status"], "OK");

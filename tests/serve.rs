@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{json, process_alive, script, wait_until, Serve, StoppableHttp};
+use common::{json, process_alive, script, wait_until, web_config, Serve, StoppableHttp};
 
 fn write(dir: &Path, name: &str, body: &str) -> String {
     common::write_file(dir, name, body)
@@ -29,33 +29,6 @@ fn cell_state(config: &str, store: &str, host: &str, metric: &str) -> Option<Str
         }
     }
     None
-}
-
-fn web_config(port: u16) -> String {
-    format!(
-        r#"
-vo = "e2e"
-[defaults]
-interval = "1s"
-timeout = "500ms"
-[server]
-startup_spread = "1s"
-shutdown_grace = "2s"
-
-[[site]]
-name = "T2_E2E"
-tier = 2
-  [[site.service]]
-  flavour = "WEB"
-  hostname = "127.0.0.1"
-  endpoint = "http://127.0.0.1:{port}/"
-
-[[probe]]
-metric = "org.e2e.web"
-kind = "http"
-flavours = ["WEB"]
-"#
-    )
 }
 
 #[test]

@@ -173,13 +173,7 @@ fn kill9_with_the_store_locked_loses_nothing_after_restart() {
         "spooled results missing after restart:\n{}",
         serve.output()
     );
-    serve.signal("TERM");
-    assert_eq!(
-        serve.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        serve.output()
-    );
+    serve.terminate_cleanly();
     let (keys, dups) = stored_keys(&store);
     assert_eq!(dups, 0, "a result was stored twice");
     assert!(before.iter().all(|k| keys.contains(k)));
@@ -377,13 +371,7 @@ fn kill9_with_the_broker_unreachable_publishes_everything_after_restart_and_cons
     )
     .len()
         > after + 2));
-    serve.signal("TERM");
-    assert_eq!(
-        serve.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        serve.output()
-    );
+    serve.terminate_cleanly();
 
     // Everything the site stored is central, once.
     let (site_keys, _) = stored_keys(&store);
@@ -468,13 +456,7 @@ consumer = "central"
         serve.output(),
         consume.output()
     );
-    serve.signal("TERM");
-    assert_eq!(
-        serve.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        serve.output()
-    );
+    serve.terminate_cleanly();
     let (site_keys, _) = stored_keys(&store);
     assert!(wait_until(Duration::from_secs(30), || {
         let (c, _) = stored_keys(&central);
@@ -648,13 +630,7 @@ fn a_flipped_byte_mid_segment_drops_only_that_record_counts_it_and_keeps_a_copy(
         metrics.contains("\ngridprobe_store_spool_damaged_total 19\n"),
         "{metrics}"
     );
-    serve.signal("TERM");
-    assert_eq!(
-        serve.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        serve.output()
-    );
+    serve.terminate_cleanly();
     let (keys, dups) = stored_keys(&store);
     assert_eq!(dups, 0, "a result was stored twice");
     assert_eq!(crafted(&keys), expected);

@@ -32,9 +32,9 @@ use url::Url;
 use gridprobe_config::time::format_duration;
 
 use crate::kind::{ParamDefault, ParamDoc};
-use crate::net::http::{self, status_text, Progress, Trace, USER_AGENT_VALUE};
+use crate::net::http::{self, status_text, USER_AGENT_VALUE};
 use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
-use crate::net::{Failure, Timings};
+use crate::net::Failure;
 use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
 use crate::params::{check_template, config_dir, duration_param};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
@@ -380,20 +380,14 @@ impl Session<'_> {
         let req = builder
             .body(Full::new(bytes))
             .map_err(|e| Problem::unknown(format!("cannot build the request: {e}")))?;
-        let mut timings = Timings::default();
-        let mut progress = Progress::default();
-        let resp = http::fetch(
+        let resp = http::fetch_logged(
             ctx,
             &url,
             req,
             &self.probe.tls,
             MAX_BODY,
-            &mut progress,
-            Trace {
-                timings: &mut timings,
-                log: &mut self.log,
-                certs: &mut self.certs,
-            },
+            &mut self.log,
+            &mut self.certs,
         )
         .await
         .map_err(|f| match f {

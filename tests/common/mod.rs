@@ -306,6 +306,19 @@ impl Serve {
         assert!(status.success(), "kill -{sig} failed");
     }
 
+    /// Sends SIGTERM and asserts that the server exits with 0 within 30 s, its output shown
+    /// otherwise.
+    #[track_caller]
+    pub fn terminate_cleanly(&mut self) {
+        self.signal("TERM");
+        assert_eq!(
+            self.wait_exit(Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            self.output()
+        );
+    }
+
     /// Waits for exit; returns the exit code, or None if it did not exit in time.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
         let end = Instant::now() + deadline;
@@ -354,4 +367,72 @@ pub fn http_client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(20))
         .build()
         .expect("http client")
+}
+
+/// A config with one tier-2 site, whose `WEB` service at `http://127.0.0.1:{port}/` an `http`
+/// probe checks every second.
+pub fn web_config(port: u16) -> String {
+    format!(
+        r#"
+vo = "e2e"
+[defaults]
+interval = "1s"
+timeout = "500ms"
+[server]
+startup_spread = "1s"
+shutdown_grace = "2s"
+
+[[site]]
+name = "T2_E2E"
+tier = 2
+  [[site.service]]
+  flavour = "WEB"
+  hostname = "127.0.0.1"
+  endpoint = "http://127.0.0.1:{port}/"
+
+[[probe]]
+metric = "org.e2e.web"
+kind = "http"
+flavours = ["WEB"]
+"#
+    )
+}
+
+/// A final, scheduled result of the `tcp` kind at the site `LCG.EXAMPLE.org` of the VO `lhcb`.
+pub fn lhcb_tcp_result(
+    host: &str,
+    flavour: &str,
+    metric: &str,
+    started_at_ms: i64,
+    outcome: gridprobe_probes::Outcome,
+) -> gridprobe_results::NewResult {
+    gridprobe_results::NewResult {
+        result: gridprobe_probes::ProbeResult {
+            metric: metric.into(),
+            kind: "tcp".into(),
+            vo: "lhcb".into(),
+            site: "LCG.EXAMPLE.org".into(),
+            hostname: host.into(),
+            flavour: flavour.into(),
+            started_at_ms,
+            duration_ms: 10,
+            outcome,
+            attempt: 1,
+            trigger: gridprobe_probes::Trigger::Scheduled,
+        },
+        is_final: true,
+    }
+}
+
+/// Opens (creating it) the SQLite store at `path` and inserts `rows`.
+pub fn insert_into_sqlite(path: &Path, rows: &[gridprobe_results::NewResult]) {
+    use gridprobe_results::ResultStore as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = gridprobe_results::SqliteStore::open(path).expect("store");
+        store.insert(rows).await.expect("insert");
+    });
 }

@@ -491,6 +491,30 @@ enum DbError {
 const PHASE_CONNECT: &str = "connect";
 const PHASE_QUERY: &str = "query";
 
+/// The error for a query stopped by `stop`, once the server-side cancel has been tried for at
+/// most [`CANCEL_BUDGET`] in `cancel` (its own error told by `reason`).
+async fn stopped_query<E>(
+    stop: Stop,
+    cancel: impl std::future::Future<Output = Result<(), E>>,
+    reason: impl Fn(&E) -> String,
+) -> DbError {
+    let cancel = match tokio::time::timeout(CANCEL_BUDGET, cancel).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(reason(&e)),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            format_duration(CANCEL_BUDGET)
+        )),
+    };
+    match stop {
+        Stop::Timeout => DbError::Timeout {
+            phase: PHASE_QUERY,
+            cancel: Some(cancel),
+        },
+        Stop::Cancelled => DbError::Cancelled(PHASE_QUERY),
+    }
+}
+
 /// Where one instance connects.
 #[derive(Debug, Clone)]
 struct Target {

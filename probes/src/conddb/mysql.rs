@@ -67,21 +67,7 @@ pub(crate) async fn mysql(
                 killer.query_drop(format!("KILL QUERY {id}")).await?;
                 killer.disconnect().await
             };
-            let cancel = match tokio::time::timeout(CANCEL_BUDGET, kill).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(my_reason(&e)),
-                Err(_) => Err(format!(
-                    "no answer within {}",
-                    format_duration(CANCEL_BUDGET)
-                )),
-            };
-            return Err(match stop {
-                Stop::Timeout => DbError::Timeout {
-                    phase: PHASE_QUERY,
-                    cancel: Some(cancel),
-                },
-                Stop::Cancelled => DbError::Cancelled(PHASE_QUERY),
-            });
+            return Err(stopped_query(stop, kill, my_reason).await);
         }
     };
     let query_time = start.elapsed();

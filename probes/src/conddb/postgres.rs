@@ -106,28 +106,13 @@ pub(crate) async fn postgres(
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => return Err(DbError::Query(pg_reason(&e))),
         Err(stop) => {
-            let cancel = tokio::time::timeout(CANCEL_BUDGET, async {
+            let cancel = async {
                 match pg_tls {
                     PgTls::Plain => cancel_token.cancel_query(tokio_postgres::NoTls).await,
                     PgTls::Rustls(t) => cancel_token.cancel_query(t).await,
                 }
-            })
-            .await;
-            let cancel = match cancel {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(pg_reason(&e)),
-                Err(_) => Err(format!(
-                    "no answer within {}",
-                    format_duration(CANCEL_BUDGET)
-                )),
             };
-            return Err(match stop {
-                Stop::Timeout => DbError::Timeout {
-                    phase: PHASE_QUERY,
-                    cancel: Some(cancel),
-                },
-                Stop::Cancelled => DbError::Cancelled(PHASE_QUERY),
-            });
+            return Err(stopped_query(stop, cancel, pg_reason).await);
         }
     };
     let query_time = start.elapsed();

@@ -20,6 +20,11 @@ fn ctx(timeout: Duration) -> ProbeContext {
     c
 }
 
+/// Builds the probe from `params` and runs it once with `timeout`.
+async fn outcome(params: &str, timeout: Duration) -> Outcome {
+    probe(params).run(&ctx(timeout)).await
+}
+
 fn labels(o: &Outcome) -> Vec<&str> {
     crate::test_support::perf_labels(o)
 }
@@ -211,10 +216,10 @@ async fn postgres_fresh_stale_missing_and_read_only() {
         .expect("set up");
     let query = format!("SELECT max(inserted_at), count(*) FROM {table} WHERE tag = 't'");
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = \"{query}\"\nwarn_age = '1h'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!("url = '{url}'\nquery = \"{query}\"\nwarn_age = '1h'"),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(o.summary.starts_with("newest payload "), "{}", o.summary);
@@ -230,10 +235,10 @@ async fn postgres_fresh_stale_missing_and_read_only() {
     );
     assert_eq!(labels(&o), ["connect", "query", "total", "rows", "age"]);
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = \"{query}\"\nwarn_age = '5m'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!("url = '{url}'\nquery = \"{query}\"\nwarn_age = '5m'"),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Warning, "{o:?}");
     assert!(
@@ -241,11 +246,9 @@ async fn postgres_fresh_stale_missing_and_read_only() {
         "{}",
         o.summary
     );
-    let o = probe(&format!(
+    let o = outcome(&format!(
         "url = '{url}'\nquery = \"SELECT min(inserted_at) FROM {table}\"\nwarn_age = '1h'\ncrit_age = '1d'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
-    .await;
+    ), Duration::from_secs(10)).await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary.contains("(3.0 days old), older than crit_age 1d"),
@@ -253,10 +256,10 @@ async fn postgres_fresh_stale_missing_and_read_only() {
         o.summary
     );
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = 'SELECT since FROM gridprobe_nosuch_table'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!("url = '{url}'\nquery = 'SELECT since FROM gridprobe_nosuch_table'"),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert_eq!(
@@ -265,18 +268,18 @@ async fn postgres_fresh_stale_missing_and_read_only() {
     );
 
     // Passes the lexical check, but writes: the read-only transaction refuses it.
-    let o = probe(&format!(
-        "url = '{url}'\nquery = \"SELECT nextval('{table}_seq')\""
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!("url = '{url}'\nquery = \"SELECT nextval('{table}_seq')\""),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(o.summary.contains("read-only transaction"), "{}", o.summary);
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = \"SELECT since FROM {table} WHERE tag = 'none'\""
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!("url = '{url}'\nquery = \"SELECT since FROM {table} WHERE tag = 'none'\""),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
@@ -299,21 +302,21 @@ async fn postgres_password_from_env_or_file() {
     };
     // Exported by scripts/test-env.sh with the right password.
     assert!(std::env::var("GRIDPROBE_TEST_PG_AUTH_PASSWORD").is_ok());
-    let o = probe(&format!(
+    let o = outcome(&format!(
         "url = '{url}'\nquery = 'SELECT now()'\npassword_env = 'GRIDPROBE_TEST_PG_AUTH_PASSWORD'\nwarn_age = '1h'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
-    .await;
+    ), Duration::from_secs(10)).await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pw");
     std::fs::write(&file, "not-the-password\n").expect("write");
-    let o = probe(&format!(
-        "url = '{url}'\nquery = 'SELECT now()'\npassword_file = '{}'",
-        file.display()
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!(
+            "url = '{url}'\nquery = 'SELECT now()'\npassword_file = '{}'",
+            file.display()
+        ),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert_eq!(
@@ -323,10 +326,12 @@ async fn postgres_password_from_env_or_file() {
         )
     );
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = 'SELECT 1'\npassword_env = 'GRIDPROBE_TEST_NO_SUCH_VARIABLE'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!(
+            "url = '{url}'\nquery = 'SELECT 1'\npassword_env = 'GRIDPROBE_TEST_NO_SUCH_VARIABLE'"
+        ),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Unknown, "{o:?}");
     assert!(
@@ -354,9 +359,11 @@ async fn postgres_with_sslmode_require_speaks_tls() {
     }
     let tls_url = format!("{url}?sslmode=require");
     // Debian's server certificate is self-signed ("snakeoil"): verification must fail...
-    let o = probe(&format!("url = '{tls_url}'\nquery = 'SELECT 1'"))
-        .run(&ctx(Duration::from_secs(10)))
-        .await;
+    let o = outcome(
+        &format!("url = '{tls_url}'\nquery = 'SELECT 1'"),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary.starts_with("connection failed: "),
@@ -365,11 +372,9 @@ async fn postgres_with_sslmode_require_speaks_tls() {
     );
     assert!(o.summary.contains("certificate"), "{}", o.summary);
     // ... and the connection is TLS when it is not verified.
-    let o = probe(&format!(
+    let o = outcome(&format!(
         "url = '{tls_url}'\nquery = 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'\ntls_verify = false"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
-    .await;
+    ), Duration::from_secs(10)).await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(o.details.contains("  'true'"), "{}", o.details);
 }
@@ -447,10 +452,12 @@ async fn mariadb_fresh_stale_missing_and_wrong_password() {
         .await
         .expect("insert");
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = \"SELECT max(inserted_at) FROM {table}\"\nwarn_age = '1h'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!(
+            "url = '{url}'\nquery = \"SELECT max(inserted_at) FROM {table}\"\nwarn_age = '1h'"
+        ),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(
@@ -466,17 +473,21 @@ async fn mariadb_fresh_stale_missing_and_wrong_password() {
     );
 
     // TIMESTAMP columns come back in UTC whatever the server's zone.
-    let o = probe(&format!(
-        "url = '{url}'\nquery = \"SELECT ts FROM {table} WHERE tag = 'new'\"\nwarn_age = '1m'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!(
+            "url = '{url}'\nquery = \"SELECT ts FROM {table} WHERE tag = 'new'\"\nwarn_age = '1m'"
+        ),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = \"SELECT min(inserted_at) FROM {table}\"\nwarn_age = '1d'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!(
+            "url = '{url}'\nquery = \"SELECT min(inserted_at) FROM {table}\"\nwarn_age = '1d'"
+        ),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Warning, "{o:?}");
     assert!(
@@ -485,10 +496,10 @@ async fn mariadb_fresh_stale_missing_and_wrong_password() {
         o.summary
     );
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = 'SELECT 1 FROM gridprobe_nosuch'"
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!("url = '{url}'\nquery = 'SELECT 1 FROM gridprobe_nosuch'"),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert_eq!(
@@ -499,11 +510,13 @@ async fn mariadb_fresh_stale_missing_and_wrong_password() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pw");
     std::fs::write(&file, "wrong").expect("write");
-    let o = probe(&format!(
-        "url = '{url}'\nquery = 'SELECT 1'\npassword_file = '{}'",
-        file.display()
-    ))
-    .run(&ctx(Duration::from_secs(10)))
+    let o = outcome(
+        &format!(
+            "url = '{url}'\nquery = 'SELECT 1'\npassword_file = '{}'",
+            file.display()
+        ),
+        Duration::from_secs(10),
+    )
     .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
@@ -581,24 +594,30 @@ async fn sqlite_file_fresh_stale_missing_and_interrupted() {
         .expect("fill");
     }
     let url = format!("sqlite://{}", path.display());
-    let o = probe(&format!(
-        "url = '{url}'\nquery = \"SELECT since FROM iov WHERE tag = 'fresh'\"\nwarn_age = '1h'"
-    ))
-    .run(&ctx(Duration::from_secs(5)))
+    let o = outcome(
+        &format!(
+            "url = '{url}'\nquery = \"SELECT since FROM iov WHERE tag = 'fresh'\"\nwarn_age = '1h'"
+        ),
+        Duration::from_secs(5),
+    )
     .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(o.summary.contains("(2.0 min old)"), "{}", o.summary);
 
-    let o = probe(&format!(
-        "url = '{url}'\nquery = 'SELECT max(since) FROM iov'\nwarn_age = '1m'\ncrit_age = '1d'"
-    ))
-    .run(&ctx(Duration::from_secs(5)))
+    let o = outcome(
+        &format!(
+            "url = '{url}'\nquery = 'SELECT max(since) FROM iov'\nwarn_age = '1m'\ncrit_age = '1d'"
+        ),
+        Duration::from_secs(5),
+    )
     .await;
     assert_eq!(o.status, Status::Warning, "{o:?}");
-    let o = probe(&format!(
+    let o = outcome(
+        &format!(
         "url = '{url}'\nquery = \"SELECT inserted FROM iov WHERE tag = 'old'\"\ncrit_age = '30d'"
-    ))
-    .run(&ctx(Duration::from_secs(5)))
+    ),
+        Duration::from_secs(5),
+    )
     .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
@@ -608,9 +627,11 @@ async fn sqlite_file_fresh_stale_missing_and_interrupted() {
     );
 
     let missing = format!("sqlite://{}/nosuch.db", dir.path().display());
-    let o = probe(&format!("url = '{missing}'\nquery = 'SELECT 1'"))
-        .run(&ctx(Duration::from_secs(5)))
-        .await;
+    let o = outcome(
+        &format!("url = '{missing}'\nquery = 'SELECT 1'"),
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary.starts_with("connection failed: cannot open "),
@@ -622,11 +643,9 @@ async fn sqlite_file_fresh_stale_missing_and_interrupted() {
         "a missing database must not be created"
     );
 
-    let o = probe(&format!(
+    let o = outcome(&format!(
         "url = '{url}'\nquery = 'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c'"
-    ))
-    .run(&ctx(Duration::from_millis(500)))
-    .await;
+    ), Duration::from_millis(500)).await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary
@@ -804,10 +823,10 @@ async fn frontier_answers_errors_and_cache_headers() {
     let port = frontier_server(seen.clone()).await;
     let base = format!("frontier://127.0.0.1:{port}/FrontierProd/Frontier");
     let query = "SELECT since, tag FROM iov WHERE tag = 'LHCBCOND-demo'";
-    let o = probe(&format!(
-        "url = '{base}'\nquery = \"{query}\"\nwarn_age = '1h'"
-    ))
-    .run(&ctx(Duration::from_secs(5)))
+    let o = outcome(
+        &format!("url = '{base}'\nquery = \"{query}\"\nwarn_age = '1h'"),
+        Duration::from_secs(5),
+    )
     .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(o.summary.contains("(90 s old); 1 row in"), "{}", o.summary);
@@ -822,9 +841,11 @@ async fn frontier_answers_errors_and_cache_headers() {
         [query]
     );
 
-    let o = probe(&format!("url = '{base}'\nquery = 'SELECT x FROM nosuch'"))
-        .run(&ctx(Duration::from_secs(5)))
-        .await;
+    let o = outcome(
+        &format!("url = '{base}'\nquery = 'SELECT x FROM nosuch'"),
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert_eq!(
         o.summary,
@@ -834,10 +855,10 @@ async fn frontier_answers_errors_and_cache_headers() {
         )
     );
 
-    let o = probe(&format!(
-        "url = 'http://127.0.0.1:{port}/down'\nquery = 'SELECT 1 FROM dual'"
-    ))
-    .run(&ctx(Duration::from_secs(5)))
+    let o = outcome(
+        &format!("url = 'http://127.0.0.1:{port}/down'\nquery = 'SELECT 1 FROM dual'"),
+        Duration::from_secs(5),
+    )
     .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(

@@ -110,6 +110,28 @@ pub(crate) async fn fetch(
     }
 }
 
+/// [`fetch`] for kinds that keep neither the connection timings nor the progress of the
+/// exchange, only its log and the server certificates (a timeout still names its phase in the
+/// [`Failure`]).
+pub(crate) async fn fetch_logged(
+    ctx: &ProbeContext,
+    url: &Url,
+    req: Request<Full<Bytes>>,
+    tls: &TlsSettings,
+    max_body: usize,
+    log: &mut String,
+    certs: &mut Vec<(String, CertInfo)>,
+) -> Result<Response, Failure> {
+    let mut timings = Timings::default();
+    let mut progress = Progress::default();
+    let trace = Trace {
+        timings: &mut timings,
+        log,
+        certs,
+    };
+    fetch(ctx, url, req, tls, max_body, &mut progress, trace).await
+}
+
 /// Sends `req` over `stream` and reads the response, its body bounded at `max_body`.
 async fn exchange(
     stream: Stream,

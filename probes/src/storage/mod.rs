@@ -37,9 +37,9 @@ use url::Url;
 use gridprobe_config::time::format_duration;
 
 use crate::kind::{ParamDefault, ParamDoc};
-use crate::net::http::{self, status_text, Progress, Response, Trace, USER_AGENT_VALUE};
+use crate::net::http::{self, status_text, Response, USER_AGENT_VALUE};
 use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
-use crate::net::{Failure, Timings};
+use crate::net::Failure;
 use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
 use crate::params::{check_template, config_dir, duration_param};
 use crate::process::{self, Ending, Finished};

@@ -21,6 +21,11 @@ fn ctx(timeout: Duration) -> ProbeContext {
     c
 }
 
+/// Builds the probe from `params` and runs it once with `timeout`.
+async fn outcome(params: &str, timeout: Duration) -> Outcome {
+    probe(params).run(&ctx(timeout)).await
+}
+
 fn labels(o: &Outcome) -> Vec<&str> {
     crate::test_support::perf_labels(o)
 }
@@ -261,8 +266,11 @@ fn webdav() -> Option<String> {
 async fn webdav_round_trip_succeeds_and_leaves_nothing() {
     let Some(base) = webdav() else { return };
     let dir = format!("{base}/data/{}/", unique_dir("ok"));
-    let p = probe(&format!("test_area = '/data/'\nurl = '{dir}'"));
-    let o = p.run(&ctx(Duration::from_secs(20))).await;
+    let o = outcome(
+        &format!("test_area = '/data/'\nurl = '{dir}'"),
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(
         o.summary.starts_with("WebDAV round trip of 1024 bytes in "),
@@ -290,10 +298,11 @@ async fn webdav_round_trip_succeeds_and_leaves_nothing() {
         .collect();
     assert!(names.is_empty(), "left behind: {names:?}");
 
-    let p = probe(&format!(
-        "test_area = '/data/'\nurl = '{dir}'\nserver_checksum = 'require'"
-    ));
-    let o = p.run(&ctx(Duration::from_secs(20))).await;
+    let o = outcome(
+        &format!("test_area = '/data/'\nurl = '{dir}'\nserver_checksum = 'require'"),
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary.starts_with("checksum failed: no server checksum"),
@@ -307,8 +316,11 @@ async fn webdav_round_trip_succeeds_and_leaves_nothing() {
 async fn webdav_read_only_area_fails_at_put() {
     let Some(base) = webdav() else { return };
     let dir = format!("{base}/readonly/");
-    let p = probe(&format!("test_area = '/readonly/'\nurl = '{dir}'"));
-    let o = p.run(&ctx(Duration::from_secs(20))).await;
+    let o = outcome(
+        &format!("test_area = '/readonly/'\nurl = '{dir}'"),
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     let prefix = format!("put failed: HTTP 403 Forbidden on {dir}gridprobe-SE-webdav-");
     assert!(o.summary.starts_with(&prefix), "{}", o.summary);
@@ -321,8 +333,11 @@ async fn webdav_read_only_area_fails_at_put() {
 async fn webdav_corrupted_read_back_is_critical() {
     let Some(base) = webdav() else { return };
     let dir = format!("{base}/corrupt/{}/", unique_dir("bad"));
-    let p = probe(&format!("test_area = '/corrupt/'\nurl = '{dir}'"));
-    let o = p.run(&ctx(Duration::from_secs(20))).await;
+    let o = outcome(
+        &format!("test_area = '/corrupt/'\nurl = '{dir}'"),
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary
@@ -342,8 +357,11 @@ async fn webdav_corrupted_read_back_is_critical() {
 async fn webdav_server_down_is_critical() {
     let port = closed_port().await;
     let dir = format!("http://127.0.0.1:{port}/data/gp/");
-    let p = probe(&format!("test_area = '/data/'\nurl = '{dir}'"));
-    let o = p.run(&ctx(Duration::from_secs(5))).await;
+    let o = outcome(
+        &format!("test_area = '/data/'\nurl = '{dir}'"),
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary.starts_with(&format!(
@@ -393,8 +411,11 @@ async fn webdav_over_tls_needs_the_ca() {
     };
     let dir = format!("{base}/data/{}/", unique_dir("tls"));
     let davs = dir.replacen("https://", "davs://", 1);
-    let p = probe(&format!("test_area = '/data/'\nurl = '{davs}'"));
-    let o = p.run(&ctx(Duration::from_secs(20))).await;
+    let o = outcome(
+        &format!("test_area = '/data/'\nurl = '{davs}'"),
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary.starts_with(
@@ -404,10 +425,11 @@ async fn webdav_over_tls_needs_the_ca() {
         o.summary
     );
 
-    let p = probe(&format!(
-        "test_area = '/data/'\nurl = '{davs}'\nca_file = '{ca}'"
-    ));
-    let o = p.run(&ctx(Duration::from_secs(20))).await;
+    let o = outcome(
+        &format!("test_area = '/data/'\nurl = '{davs}'\nca_file = '{ca}'"),
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(o.summary.ends_with(&format!("on {dir}")), "{}", o.summary);
     assert!(
@@ -427,8 +449,11 @@ async fn webdav_stale_files_are_removed_and_others_kept() {
         let (code, _) = raw_http("PUT", &format!("{dir}{name}"), b"x").await;
         assert_eq!(code, 201, "PUT {name}");
     }
-    let p = probe(&format!("test_area = '/data/'\nurl = '{dir}'"));
-    let o = p.run(&ctx(Duration::from_secs(20))).await;
+    let o = outcome(
+        &format!("test_area = '/data/'\nurl = '{dir}'"),
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert_eq!(perf(&o, "stale_removed"), Some(1.0), "{o:?}");
     assert!(
@@ -612,12 +637,15 @@ async fn server_digest_is_compared_and_redirects_followed() {
         e.summary
     );
 
-    let p = probe(&format!(
-        "test_area = '/pnfs/example.org/lhcb/gridprobe/'\n\
+    let o = outcome(
+        &format!(
+            "test_area = '/pnfs/example.org/lhcb/gridprobe/'\n\
          url = 'http://127.0.0.1:{port}/pnfs/example.org/lhcb/gridprobe/'\n\
          server_checksum = 'require'"
-    ));
-    let o = p.run(&ctx(Duration::from_secs(10))).await;
+        ),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(
         o.details.contains("307 Temporary Redirect to"),
@@ -627,10 +655,11 @@ async fn server_digest_is_compared_and_redirects_followed() {
     assert!(o.details.contains("matches the file"), "{}", o.details);
 
     let port = dav_server(DigestMode::Wrong).await;
-    let p = probe(&format!(
-        "test_area = '/lhcb/'\nurl = 'http://127.0.0.1:{port}/lhcb/'"
-    ));
-    let o = p.run(&ctx(Duration::from_secs(10))).await;
+    let o = outcome(
+        &format!("test_area = '/lhcb/'\nurl = 'http://127.0.0.1:{port}/lhcb/'"),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary
@@ -652,10 +681,13 @@ fn xrootd() -> Option<String> {
 async fn xrootd_round_trip_with_server_checksum() {
     let Some(base) = xrootd() else { return };
     let dir = format!("{base}//data/{}/", unique_dir("ok"));
-    let p = probe(&format!(
-        "test_area = '/data/'\nurl = '{dir}'\nserver_checksum = 'require'\nfile_size = 5000"
-    ));
-    let o = p.run(&ctx(Duration::from_secs(30))).await;
+    let o = outcome(
+        &format!(
+            "test_area = '/data/'\nurl = '{dir}'\nserver_checksum = 'require'\nfile_size = 5000"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(o.status, Status::Ok, "{o:?}");
     assert!(
         o.summary.starts_with("XRootD round trip of 5000 bytes in "),
@@ -672,10 +704,11 @@ async fn xrootd_round_trip_with_server_checksum() {
 #[tokio::test]
 async fn xrootd_read_only_export_fails_at_put() {
     let Some(base) = xrootd() else { return };
-    let p = probe(&format!(
-        "test_area = '/readonly/'\nurl = '{base}//readonly/'"
-    ));
-    let o = p.run(&ctx(Duration::from_secs(30))).await;
+    let o = outcome(
+        &format!("test_area = '/readonly/'\nurl = '{base}//readonly/'"),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(o.status, Status::Critical, "{o:?}");
     assert!(
         o.summary

@@ -41,20 +41,14 @@ impl Run<'_> {
             let req = builder
                 .body(Full::new(body.clone()))
                 .map_err(|e| StepError::unknown(format!("cannot build the request: {e}")))?;
-            let mut timings = Timings::default();
-            let mut progress = Progress::default();
-            let resp = http::fetch(
+            let resp = http::fetch_logged(
                 ctx,
                 &url,
                 req,
                 &self.probe.tls,
                 max_body,
-                &mut progress,
-                Trace {
-                    timings: &mut timings,
-                    log: &mut self.log,
-                    certs: &mut self.certs,
-                },
+                &mut self.log,
+                &mut self.certs,
             )
             .await
             .map_err(|f| StepError::from_failure(f, ctx))?;
