@@ -476,9 +476,9 @@ impl KindParams {
         // Every unknown key is reported at once (serde stops at the first): they are taken out
         // first, each becomes an error of its own, and the rest is still checked.
         let (value, mut errors) =
-            crate::load::take_unknown_keys::<T>(sources, self.file, value, "params");
+            crate::diagnostic::take_unknown_keys::<T>(sources, self.file, value, "params");
         let result = T::deserialize(toml::de::ValueDeserializer::from(value)).map_err(|e| {
-            crate::load::serde_diagnostic(sources, self.file, &e, &fallback, "params")
+            crate::diagnostic::serde_diagnostic(sources, self.file, &e, &fallback, "params")
         });
         match result {
             Ok(v) if errors.is_empty() => Ok(v),

@@ -3,8 +3,37 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// The positions of things that validation may need to point at, beside the model.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Positions {
+    /// Per probe: each flavour with its span.
+    pub probe_flavours: Vec<Vec<(String, Span)>>,
+    /// Per probe: each dependency with its span.
+    pub probe_depends: Vec<Vec<(String, Span)>>,
+    /// Per probe: span of `interval` and `timeout` when written on the probe.
+    pub probe_timeout: Vec<Option<Span>>,
+    /// Per site: per service, span of its flavour.
+    pub service_flavour: Vec<Vec<Span>>,
+    /// Override keys (metric names) with their spans, for existence checks.
+    pub override_keys: Vec<(String, Span)>,
+    /// Per site: span of `tier`.
+    pub site_tier: Vec<Span>,
+    /// Per profile: metrics with their spans; flavours with spans.
+    pub profile_metrics: Vec<Vec<(String, Span)>>,
+    /// Per profile: flavours with spans.
+    pub profile_flavours: Vec<Vec<(String, Span)>>,
+    /// Per profile: the span of its `name`.
+    pub profile_name: Vec<Span>,
+    /// Per probe: the span of `name` or `metric` (what its short name comes from).
+    pub probe_short: Vec<Span>,
+    /// Sites named by site-admin tokens, with their spans.
+    pub access_sites: Vec<(String, Span)>,
+    /// Per downtime: site and service names with their spans.
+    #[allow(clippy::type_complexity)]
+    pub downtime_refs: Vec<(Option<String>, Option<Span>, Option<String>, Option<Span>)>,
+}
+
 use crate::diagnostic::{Diagnostics, Span};
-use crate::load::Positions;
 use crate::model::Config;
 
 pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {

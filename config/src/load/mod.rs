@@ -8,9 +8,12 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::diagnostic::{Diagnostic, Diagnostics, FileId, SourceMap, Span};
+pub use crate::diagnostic::field_names;
+use crate::diagnostic::{serde_diagnostic, take_unknown_keys};
+use crate::diagnostic::{Diagnostic, Diagnostics, FileId, Span};
 use crate::model::Config;
 use crate::time::{format_duration, parse_duration_in, DurationError, DurationRange};
+use crate::validate::Positions;
 
 mod downtime;
 mod publish;
@@ -34,36 +37,6 @@ const RUNS_PER_HOUR: std::ops::RangeInclusive<u32> = 1..=100_000;
 
 /// Keys allowed at the top of an included file.
 const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime"];
-
-/// The positions of things that validation may need to point at, beside the model.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Positions {
-    /// Per probe: each flavour with its span.
-    pub probe_flavours: Vec<Vec<(String, Span)>>,
-    /// Per probe: each dependency with its span.
-    pub probe_depends: Vec<Vec<(String, Span)>>,
-    /// Per probe: span of `interval` and `timeout` when written on the probe.
-    pub probe_timeout: Vec<Option<Span>>,
-    /// Per site: per service, span of its flavour.
-    pub service_flavour: Vec<Vec<Span>>,
-    /// Override keys (metric names) with their spans, for existence checks.
-    pub override_keys: Vec<(String, Span)>,
-    /// Per site: span of `tier`.
-    pub site_tier: Vec<Span>,
-    /// Per profile: metrics with their spans; flavours with spans.
-    pub profile_metrics: Vec<Vec<(String, Span)>>,
-    /// Per profile: flavours with spans.
-    pub profile_flavours: Vec<Vec<(String, Span)>>,
-    /// Per profile: the span of its `name`.
-    pub profile_name: Vec<Span>,
-    /// Per probe: the span of `name` or `metric` (what its short name comes from).
-    pub probe_short: Vec<Span>,
-    /// Sites named by site-admin tokens, with their spans.
-    pub access_sites: Vec<(String, Span)>,
-    /// Per downtime: site and service names with their spans.
-    #[allow(clippy::type_complexity)]
-    pub downtime_refs: Vec<(Option<String>, Option<Span>, Option<String>, Option<Span>)>,
-}
 
 /// A configuration as far as it could be read, and every problem found.
 #[derive(Debug, Default)]
@@ -729,81 +702,6 @@ fn intern(text: &str) -> &'static str {
     leaked
 }
 
-/// The keys a `deny_unknown_fields` struct accepts, read from serde's own "unknown field" error
-/// (so the list cannot drift from the struct). Empty for types that accept any key.
-pub fn field_names<T: serde::de::DeserializeOwned>() -> Vec<String> {
-    let probe = "__gridprobe_no_such_key__ = 1";
-    match toml::from_str::<T>(probe) {
-        Ok(_) => Vec::new(),
-        Err(e) => {
-            let msg = e.message();
-            if !msg.starts_with("unknown field") {
-                return Vec::new();
-            }
-            msg.split('`')
-                .skip(3)
-                .step_by(2)
-                .map(str::to_string)
-                .collect()
-        }
-    }
-}
-
-/// Takes every key a `deny_unknown_fields` struct does not accept out of a table, with one
-/// positioned error (and "did you mean") per key.
-pub(crate) fn take_unknown_keys<T: serde::de::DeserializeOwned>(
-    sources: &SourceMap,
-    file: FileId,
-    value: Spanned<DeValue<'static>>,
-    what: &str,
-) -> (Spanned<DeValue<'static>>, Vec<Diagnostic>) {
-    let span = value.span();
-    let mut table = match value.into_inner() {
-        DeValue::Table(t) => t,
-        other => return (Spanned::new(span, other), Vec::new()),
-    };
-    let allowed = field_names::<T>();
-    if allowed.is_empty() {
-        return (Spanned::new(span, DeValue::Table(table)), Vec::new());
-    }
-    let mut unknown: Vec<_> = table
-        .keys()
-        .filter(|k| !allowed.iter().any(|a| a == k.get_ref().as_ref()))
-        .cloned()
-        .collect();
-    unknown.sort_by_key(|k| k.span().start);
-    let mut errors = Vec::new();
-    // One pass (removing keys one by one would shift the table each time: quadratic).
-    if !unknown.is_empty() {
-        let mut kept = DeTable::new();
-        for (k, v) in table {
-            if allowed.iter().any(|a| a == k.get_ref().as_ref()) {
-                kept.insert(k, v);
-            }
-        }
-        table = kept;
-    }
-    for key in unknown {
-        let name = key.get_ref().to_string();
-        let d = sources
-            .error(
-                &Span {
-                    file,
-                    range: key.span(),
-                },
-                format!("unknown key `{name}` in {what}"),
-            )
-            .with_suggestion(&name, allowed.iter().map(String::as_str));
-        let d = if d.help.is_none() {
-            d.with_help(format!("valid keys: {}", allowed.join(", ")))
-        } else {
-            d
-        };
-        errors.push(d);
-    }
-    (Spanned::new(span, DeValue::Table(table)), errors)
-}
-
 /// Removes `key` from a table value, returning the rest and the removed value.
 fn take_key(
     item: Spanned<DeValue<'static>>,
@@ -818,41 +716,6 @@ fn take_key(
         }
         other => (Spanned::new(span, other), None),
     }
-}
-
-/// Turns a serde error from the TOML deserializer into a positioned diagnostic, with
-/// "did you mean" for unknown keys.
-pub(crate) fn serde_diagnostic(
-    sources: &SourceMap,
-    file: FileId,
-    e: &toml::de::Error,
-    fallback: &Span,
-    what: &str,
-) -> Diagnostic {
-    let span = e
-        .span()
-        .map(|range| Span { file, range })
-        .unwrap_or_else(|| fallback.clone());
-    let message = e.message().trim();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((name, tail)) = rest.split_once('`') {
-            let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-            let d = sources.error(&span, format!("unknown key `{name}` in {what}"));
-            let d = d.with_suggestion(name, expected.iter().copied());
-            return if d.help.is_none() && !expected.is_empty() {
-                d.with_help(format!("valid keys: {}", expected.join(", ")))
-            } else {
-                d
-            };
-        }
-    }
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        let name = rest.split('`').next().unwrap_or(rest);
-        return sources
-            .error(&span, format!("missing required key `{name}` in {what}"))
-            .with_help(format!("add `{name} = ...` to this table"));
-    }
-    sources.error(&span, format!("{message} (in {what})"))
 }
 
 #[cfg(test)]
