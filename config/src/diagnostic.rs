@@ -207,6 +207,10 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// query parameters) whose key names a secret (`password`, `passwd`, `pwd`, `secret`, `token`, `api_key`,
 /// `credential`, also inside longer names such as `PGPASSWORD` or query parameters), except
 /// keys naming where a secret lives (`*_file`, `*_env`, `*_path`).
+/// Keys that look like secrets but name one: `credential = "NAME"` of a probe, and
+/// `token_endpoint` of a `[[credential]]`.
+const NAMES_NOT_SECRETS: &[&str] = &["credential", "token_endpoint"];
+
 pub fn mask_secrets(text: &str) -> std::borrow::Cow<'_, str> {
     use regex::Regex;
     use std::sync::OnceLock;
@@ -249,6 +253,9 @@ pub fn mask_secrets(text: &str) -> std::borrow::Cow<'_, str> {
             if ["_file", "_env", "_path", "_var"]
                 .iter()
                 .any(|s| name.ends_with(s))
+                // A probe's `credential` names a [[credential]], and a token endpoint is a URL
+                // (whose user info is masked above): neither is a secret.
+                || NAMES_NOT_SECRETS.contains(&name.as_str())
             {
                 continue;
             }

@@ -31,6 +31,8 @@ pub struct Config {
     pub downtimes: Vec<Downtime>,
     /// `[[publish]]` targets and the spool settings of `[server]`.
     pub publish: crate::publish::Publishing,
+    /// `[[credential]]`: the grid credentials probes use.
+    pub credentials: Vec<crate::credential::Credential>,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
 }
@@ -436,6 +438,10 @@ pub struct ProbeDef {
     pub depends_on: Vec<String>,
     /// Human description.
     pub description: Option<String>,
+    /// The `[[credential]]` the probe authenticates with (`credential = "NAME"`).
+    pub credential: Option<String>,
+    /// Where `credential` is written.
+    pub credential_span: Option<Span>,
     /// The kind-specific `[probe.params]` table, kept with its positions for the registry.
     pub params: KindParams,
     /// Where the probe's `metric` is written.

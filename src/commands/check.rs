@@ -22,6 +22,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let c = &checked.config;
+    // Warnings do not refuse the configuration: printed before the summary, on stderr.
+    for w in c.credential_warnings() {
+        eprintln!(
+            "{}\n",
+            w.to_string().replacen(": error: ", ": warning: ", 1)
+        );
+    }
     use crate::render::plural;
     println!(
         "{}: valid: vo {}, {}, {}, {} ({})",

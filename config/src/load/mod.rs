@@ -15,6 +15,7 @@ use crate::model::Config;
 use crate::time::{format_duration, parse_duration_in, DurationError, DurationRange};
 use crate::validate::Positions;
 
+mod credential;
 mod downtime;
 mod publish;
 mod raw;
@@ -25,8 +26,17 @@ use raw::*;
 
 /// Keys allowed at the top of the main file.
 const MAIN_KEYS: &[&str] = &[
-    "vo", "include", "defaults", "server", "access", "site", "probe", "profile", "downtime",
+    "vo",
+    "include",
+    "defaults",
+    "server",
+    "access",
+    "site",
+    "probe",
+    "profile",
+    "downtime",
     "publish",
+    "credential",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -55,6 +65,7 @@ pub fn load(path: &Path) -> Loaded {
     let extra = crate::validate::validate(&loaded.config, &loaded.positions);
     let mut diagnostics = loaded.diagnostics;
     diagnostics.extend(extra.0);
+    diagnostics.extend(credential::check_references(&loaded.config).0);
     loaded.diagnostics = diagnostics;
     Loaded {
         config: loaded.config,
@@ -73,6 +84,9 @@ pub fn load_str(path: &Path, text: &str) -> Loaded {
     let mut loaded = loader.finish();
     let extra = crate::validate::validate(&loaded.config, &loaded.positions);
     loaded.diagnostics.extend(extra.0);
+    loaded
+        .diagnostics
+        .extend(credential::check_references(&loaded.config).0);
     Loaded {
         config: loaded.config,
         diagnostics: loaded.diagnostics,
@@ -438,6 +452,17 @@ impl Loader {
                             self.deserialize::<publish::RawPublish>(file, item, "[[publish]]")
                         {
                             self.read_publish(file, raw);
+                        }
+                    }
+                }
+                "credential" if is_main => {
+                    for item in self.array_of_tables(file, value, "credential") {
+                        if let Some(raw) = self.deserialize::<credential::RawCredential>(
+                            file,
+                            item,
+                            "[[credential]]",
+                        ) {
+                            self.read_credential(file, raw);
                         }
                     }
                 }

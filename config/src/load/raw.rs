@@ -116,6 +116,7 @@ pub(super) struct RawProbe {
     #[serde(default)]
     pub(super) depends_on: Vec<Spanned<String>>,
     pub(super) description: Option<String>,
+    pub(super) credential: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -210,6 +210,8 @@ impl Loader {
                 .map(Spanned::into_inner)
                 .collect(),
             description: raw.description,
+            credential_span: raw.credential.as_ref().map(|c| self.span(file, c.span())),
+            credential: raw.credential.map(|c| c.into_inner().trim().to_string()),
             params: KindParams {
                 value: params.filter(|p| p.get_ref().is_table()),
                 file,
