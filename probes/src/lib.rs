@@ -6,6 +6,7 @@
 //! `net` (connect, TLS, HTTP), parameter reading in `params`, child processes in [`process`];
 //! a kind imports those, never another kind (except `job`, built on `ce`).
 
+pub mod credentials;
 pub mod kind;
 pub mod outcome;
 pub(crate) mod params;
@@ -56,9 +57,42 @@ pub struct ProbeContext {
     pub deadline: Instant,
     /// Cancelled on shutdown; a probe stops its work (and its child processes) when it fires.
     pub cancel: CancellationToken,
+    /// The probe's `[[credential]]`, when it names one (the runner does not start a probe
+    /// whose credential is not valid).
+    pub credential: Option<Arc<credentials::Credential>>,
 }
 
 impl ProbeContext {
+    /// The bearer token of the probe's credential, when it is a valid token.
+    pub fn bearer_token(&self) -> Option<credentials::Secret> {
+        match self.credential.as_ref()?.material()? {
+            credentials::Material::Bearer { token, .. } => Some(token),
+            credentials::Material::Proxy { .. } => None,
+        }
+    }
+
+    /// The proxy file of the probe's credential (certificate chain and key in one PEM file),
+    /// when it is a valid proxy.
+    pub fn proxy_file(&self) -> Option<std::path::PathBuf> {
+        match self.credential.as_ref()?.material()? {
+            credentials::Material::Proxy { file } => Some(file),
+            credentials::Material::Bearer { .. } => None,
+        }
+    }
+
+    /// The environment that hands the probe's credential to a command, following the grid
+    /// conventions: `X509_USER_PROXY` for a proxy, `BEARER_TOKEN_FILE` (WLCG Bearer Token
+    /// Discovery) for a token.
+    pub fn credential_env(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        match self.credential.as_ref().and_then(|c| c.material()) {
+            Some(credentials::Material::Proxy { file }) => vec![("X509_USER_PROXY", file)],
+            Some(credentials::Material::Bearer {
+                file: Some(file), ..
+            }) => vec![("BEARER_TOKEN_FILE", file)],
+            _ => Vec::new(),
+        }
+    }
+
     /// Time left before the deadline (zero when past it).
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())

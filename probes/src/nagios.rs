@@ -291,7 +291,9 @@ async fn run_plugin(
     }
 
     let mut cmd = tokio::process::Command::new(&inv.program);
+    // The credential first: a plugin's own `env` may still override it.
     cmd.args(&inv.args)
+        .envs(ctx.credential_env())
         .envs(inv.env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &inv.workdir {
         cmd.current_dir(dir);

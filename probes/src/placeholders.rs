@@ -134,6 +134,7 @@ pub(crate) mod tests {
             timeout: Duration::from_secs(30),
             deadline: Instant::now() + Duration::from_secs(30),
             cancel: Default::default(),
+            credential: None,
         }
     }
 

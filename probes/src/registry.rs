@@ -99,9 +99,27 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
 pub struct BuiltProbes {
     /// One entry per `config.probes`.
     pub probes: Vec<Option<SharedProbe>>,
+    /// The configuration's credentials; `serve` and `run` replace this with their own manager
+    /// (with a state directory), which obtains and renews them.
+    pub credentials: std::sync::Arc<crate::credentials::Credentials>,
 }
 
 impl BuiltProbes {
+    /// The context for one instance (see [`context_for`]) with the probe's credential.
+    pub fn context_for(
+        &self,
+        config: &Config,
+        inst: &ProbeInstance,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> ProbeContext {
+        let mut ctx = context_for(config, inst, cancel);
+        ctx.credential = config.probes[inst.probe]
+            .credential
+            .as_deref()
+            .and_then(|name| self.credentials.get(name));
+        ctx
+    }
+
     /// The built probe of an instance, if it built.
     pub fn get(&self, probe_index: usize) -> Option<&SharedProbe> {
         self.probes.get(probe_index).and_then(Option::as_ref)
@@ -122,7 +140,10 @@ pub fn build_all(config: &Config) -> (BuiltProbes, Diagnostics) {
             }
         }
     }
-    let built = BuiltProbes { probes };
+    let built = BuiltProbes {
+        probes,
+        credentials: crate::credentials::Credentials::for_config(config, None),
+    };
     for inst in config.instances() {
         let Some(probe) = built.get(inst.probe) else {
             continue;
@@ -158,5 +179,6 @@ pub fn context_for(
                 .unwrap_or(now)
         },
         cancel,
+        credential: None,
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use gridprobe_config::{did_you_mean, Config, Defaults, ProbeInstance};
-use gridprobe_probes::registry::{context_for, BuiltProbes};
+use gridprobe_probes::registry::BuiltProbes;
 use gridprobe_probes::{Outcome, ProbeResult, Status, Trigger};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -375,7 +375,7 @@ pub async fn run_batch(
                     return finish(idx, inst, Vec::new(), tx, &on_event);
                 };
                 on_event(Event::Started(idx));
-                let make_ctx = || context_for(&config, &inst, cancel.clone());
+                let make_ctx = || probes.context_for(&config, &inst, cancel.clone());
                 run_with_retries(
                     probe,
                     make_ctx,

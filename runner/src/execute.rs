@@ -60,6 +60,15 @@ impl ResultLabels {
 /// Runs one attempt: in its own task, bounded by the context's deadline plus
 /// [`CLEANUP_GRACE`], with panics turned into UNKNOWN.
 pub async fn run_attempt(probe: SharedProbe, ctx: ProbeContext) -> Outcome {
+    // The monitoring's own failure is never the site's: a probe whose credential is not
+    // valid is not run, and its result is UNKNOWN with the reason (excluded from availability).
+    if let Some(reason) = ctx
+        .credential
+        .as_ref()
+        .and_then(|c| c.unusable(SystemTime::now()))
+    {
+        return Outcome::unknown(reason);
+    }
     let timeout = ctx.timeout;
     let hard_limit = ctx.remaining().saturating_add(CLEANUP_GRACE);
     // Cancellation is the probe's job (it owns its child processes and sockets); the runner
@@ -188,6 +197,7 @@ mod tests {
             timeout,
             deadline: Instant::now() + timeout,
             cancel: CancellationToken::new(),
+            credential: None,
         }
     }
 

@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 
 use gridprobe_config::{Config, ProbeInstance};
 use gridprobe_probes::outcome::unix_ms;
-use gridprobe_probes::registry::context_for;
 use gridprobe_probes::{Outcome, Status, Trigger};
 use gridprobe_results::coordination::stable_hash;
 use gridprobe_results::{owner_of, CellKey, ResultStore, ScheduleCoordinator, SlotClaim};
@@ -621,7 +620,7 @@ async fn run_entry(
                         stats.runs_started.fetch_add(1, Ordering::Relaxed);
                         let mut results = run_with_retries(
                             probe,
-                            || context_for(config, inst, interrupt.clone()),
+                            || plan.probes.context_for(config, inst, interrupt.clone()),
                             &labels,
                             inst.retries,
                             inst.retry_interval,

@@ -369,13 +369,19 @@ impl CeSettings {
         let fill = |what: &str, t: &str| {
             placeholders::expand(t, ctx).map_err(|e| format!("in `{what}`: {e}"))
         };
+        // The probe's [[credential]] reaches the batch commands as X509_USER_PROXY or
+        // BEARER_TOKEN_FILE; `backend_env` comes after it and may override it.
+        let mut env: Vec<(String, String)> = ctx
+            .credential_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string_lossy().into_owned()))
+            .collect();
+        for (k, v) in &self.backend_env {
+            env.push((k.clone(), fill("backend_env", v)?));
+        }
         let cli = Cli {
             bin_dir: self.bin_dir.clone(),
-            env: self
-                .backend_env
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), fill("backend_env", v)?)))
-                .collect::<Result<_, String>>()?,
+            env,
         };
         let submit_args = self
             .submit_args

@@ -237,7 +237,10 @@ pub(crate) async fn open(
             cert: None,
         });
     };
-    let (config, slot) = settings.client_config(alpn).map_err(Failure::Unknown)?;
+    let proxy = ctx.proxy_file();
+    let (config, slot) = settings
+        .client_config_for(alpn, proxy.as_deref())
+        .map_err(Failure::Unknown)?;
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| Failure::Unknown(format!("`{host}` cannot be a TLS server name: {e}")))?;
     let start = Instant::now();

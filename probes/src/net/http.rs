@@ -75,6 +75,7 @@ pub(crate) async fn fetch(
         .port_or_known_default()
         .unwrap_or(if https { 443 } else { 80 });
     let tls = https.then_some((tls, ALPN));
+    let req = with_credential_token(ctx, url, req);
     let Trace {
         timings,
         log,
@@ -108,6 +109,43 @@ pub(crate) async fn fetch(
             Ok(resp)
         }
     }
+}
+
+/// The request with `Authorization: Bearer` from the probe's `[[credential]]`, when it is a
+/// token, the request carries no authorization of its own, and it goes to the service's own
+/// host (its hostname or endpoint): a token is never sent to another host.
+fn with_credential_token(
+    ctx: &ProbeContext,
+    url: &Url,
+    mut req: Request<Full<Bytes>>,
+) -> Request<Full<Bytes>> {
+    if req.headers().contains_key(hyper::header::AUTHORIZATION) {
+        return req;
+    }
+    let Some(token) = ctx.bearer_token() else {
+        return req;
+    };
+    let host = url.host_str().map(strip_brackets);
+    let own = host.is_some_and(|h| {
+        h.eq_ignore_ascii_case(strip_brackets(&ctx.service.hostname))
+            || ctx
+                .service
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.host_str())
+                .is_some_and(|e| h.eq_ignore_ascii_case(strip_brackets(e)))
+    });
+    if !own {
+        return req;
+    }
+    if let Ok(mut value) =
+        hyper::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+    {
+        value.set_sensitive(true);
+        req.headers_mut()
+            .insert(hyper::header::AUTHORIZATION, value);
+    }
+    req
 }
 
 /// [`fetch`] for kinds that keep neither the connection timings nor the progress of the

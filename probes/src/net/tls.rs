@@ -221,7 +221,26 @@ impl TlsSettings {
         &self,
         alpn: &[&[u8]],
     ) -> Result<(Arc<ClientConfig>, Arc<CertSlot>), String> {
-        let material = self.material()?;
+        self.client_config_for(alpn, None)
+    }
+
+    /// [`TlsSettings::client_config`], presenting `proxy` (the proxy file of the probe's
+    /// `[[credential]]`: chain and key in one file) when the probe sets no `client_cert` of
+    /// its own.
+    pub(crate) fn client_config_for(
+        &self,
+        alpn: &[&[u8]],
+        proxy: Option<&Path>,
+    ) -> Result<(Arc<ClientConfig>, Arc<CertSlot>), String> {
+        let mut material = self.material()?;
+        if let (None, Some(proxy)) = (&material.client, proxy) {
+            let client = load_client(proxy, proxy)
+                .map_err(|(_, e)| format!("credential proxy {}: {e}", proxy.display()))?;
+            material = Arc::new(Material {
+                roots: material.roots.clone(),
+                client: Some(client),
+            });
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner = if material.roots.is_empty() {
             None

@@ -51,6 +51,10 @@ impl Run<'_> {
         if let Some(token) = &self.probe.token_file {
             cmd.env("BEARER_TOKEN_FILE", token);
         }
+        // The probe's [[credential]], unless it names its own files.
+        if self.probe.client_paths.is_none() && self.probe.token_file.is_none() {
+            cmd.envs(ctx.credential_env());
+        }
         let _ = writeln!(self.log, "$ {program} {}", args.join(" "));
         let finished = process::run(cmd, ctx.deadline, &ctx.cancel, limit)
             .await
