@@ -77,6 +77,9 @@ enum Command {
     Token(commands::token::Args),
     /// List the probe kinds with their parameters and defaults.
     Probes(commands::probes::Args),
+    /// Obtain each [[credential]] once and show its state: valid until, last renewal, last
+    /// error (never the secret). Exit 0 when all are valid, 1 otherwise.
+    Credentials(commands::credentials::Args),
 }
 
 /// Keeps lapin's own logging out unless the filter names it: lapin logs every message an AMQP
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::import::run(args),
         Command::Token(args) => commands::token::run(args),
         Command::Probes(args) => commands::probes::run(args),
+        Command::Credentials(args) => commands::credentials::run(args),
     };
     match result {
         Ok(code) => code,

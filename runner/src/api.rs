@@ -235,6 +235,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/api/v1/reasons", get(reasons))
         .route("/api/v1/runs", post(start_run))
         .route("/api/v1/runs/{id}", get(run))
+        .route("/api/v1/credentials", get(credentials))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -244,6 +245,35 @@ async fn openapi() -> Response {
         OPENAPI,
     )
         .into_response()
+}
+
+/// The state of each `[[credential]]` (never the secret).
+async fn credentials(
+    State(state): State<HttpState>,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    Params::new(raw, &[])?;
+    let time = |t: Option<i64>| t.map(gridprobe_config::time::format_utc_ms);
+    let list: Vec<serde_json::Value> = state
+        .shared
+        .plan()
+        .probes
+        .credentials
+        .states()
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "kind": c.kind,
+                "valid": c.valid,
+                "valid_until": time(c.valid_until_ms),
+                "last_renewal": time(c.last_renewal_ms),
+                "last_error": c.last_error,
+                "renewal_failures": c.renewal_failures,
+            })
+        })
+        .collect();
+    Ok(Json(list).into_response())
 }
 
 /// Site statuses over the last 24 hours, by site name.

@@ -182,6 +182,9 @@ pub struct Metrics {
     publish_spool_full: IntCounterVec,
     publish_spool_damaged: IntCounterVec,
     publish_unroutable: IntCounterVec,
+    credential_expiry: GaugeVec,
+    credential_valid: IntGaugeVec,
+    credential_failures: IntCounterVec,
     /// Broker publishers whose counters are mirrored: target name and counters.
     publishers: Mutex<Vec<(String, Arc<gridprobe_results::WriterStats>)>>,
     /// Every registered family: name and whether it is a histogram (for [`metric_names`]).
@@ -598,6 +601,39 @@ impl Metrics {
             .expect("valid counter"),
             false,
         );
+        let credential_expiry = b.add(
+            GaugeVec::new(
+                opts(
+                    "gridprobe_credential_expiry_timestamp_seconds",
+                    "When each [[credential]] expires (Unix seconds); absent until obtained.",
+                ),
+                &["credential"],
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let credential_valid = b.add(
+            IntGaugeVec::new(
+                opts(
+                    "gridprobe_credential_valid",
+                    "1 while a [[credential]] may be used; 0 while its probes are recorded UNKNOWN.",
+                ),
+                &["credential"],
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let credential_failures = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_credential_renewal_failures_total",
+                    "Failed attempts to obtain, renew or read a [[credential]].",
+                ),
+                &["credential"],
+            )
+            .expect("valid counter"),
+            false,
+        );
         let build_info = b.add(
             IntGaugeVec::new(
                 opts(
@@ -649,6 +685,9 @@ impl Metrics {
             publish_spool_full,
             publish_spool_damaged,
             publish_unroutable,
+            credential_expiry,
+            credential_valid,
+            credential_failures,
             publishers: Mutex::new(Vec::new()),
             families: b.families,
             state: Mutex::new(RenderState::default()),
@@ -685,6 +724,7 @@ impl Metrics {
         self.mirror_counters(&mut st, shared);
         self.update_cells(&mut st, shared, now_ms);
         self.update_sites(&st, &shared.plan().config);
+        self.update_credentials(shared);
         let families = self.registry.gather();
         drop(st);
         let mut buf = Vec::new();
@@ -778,6 +818,25 @@ impl Metrics {
             self.publish_spooled
                 .with_label_values(&l)
                 .set(i64::try_from(load(&p.spooled)).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Each credential's expiry, validity and failed renewals (gauges of removed ones go).
+    fn update_credentials(&self, shared: &ServeState) {
+        self.credential_expiry.reset();
+        self.credential_valid.reset();
+        for c in shared.plan().probes.credentials.states() {
+            let l = [c.name.as_str()];
+            if let Some(ms) = c.valid_until_ms {
+                self.credential_expiry
+                    .with_label_values(&l)
+                    .set(ms as f64 / 1000.0);
+            }
+            self.credential_valid
+                .with_label_values(&l)
+                .set(i64::from(c.valid));
+            let counter = self.credential_failures.with_label_values(&l);
+            counter.inc_by(c.renewal_failures.saturating_sub(counter.get()));
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod check;
 pub mod consume;
+pub mod credentials;
 pub mod import;
 pub mod matrix;
 pub mod migrate_store;

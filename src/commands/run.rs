@@ -83,7 +83,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     });
     let limits = Arc::new(Limits::from_defaults(&config.defaults));
-    let probes = Arc::new(checked.probes);
+    let mut probes = checked.probes;
+    // The credentials the selected probes use are obtained once, before they run; a probe
+    // whose credential cannot be had is recorded UNKNOWN with the reason.
+    probes.credentials = super::credentials::manager(&config);
+    let used: std::collections::BTreeSet<&str> = instances
+        .iter()
+        .filter_map(|i| config.probes[i.probe].credential.as_deref())
+        .collect();
+    runtime.block_on(probes.credentials.obtain(&used));
+    let probes = Arc::new(probes);
     let cancel = CancellationToken::new();
     let runs = runtime.block_on(async {
         let batch = run_batch(

@@ -64,11 +64,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // One credential manager for the life of the process: a reload keeps the credentials
+    // it does not change (no new token is asked for).
+    let mut probes = checked.probes;
+    probes.credentials = super::credentials::manager(&config);
     runtime.block_on(serve(
         config_path.to_path_buf(),
         Plan {
             config,
-            probes: Arc::new(checked.probes),
+            probes: Arc::new(probes),
         },
         store_location,
         listen,
@@ -170,6 +174,8 @@ async fn serve(
         "http connection limit"
     );
     let shutdown = CancellationToken::new();
+    let credentials = plan_credentials(&shared);
+    credentials.start(&shutdown);
     // Site availability for /metrics: computed in the background, only once scraped.
     let metrics_refresh = metrics.spawn_refresh(&shared, store.clone(), shutdown.clone());
     let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -247,13 +253,13 @@ async fn serve(
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("interrupt: shutting down"); break; }
             _ = sighup.recv() => {
-                let outcome = reload(&config_path, &reload_tx).await;
+                let outcome = reload(&config_path, &reload_tx, &credentials).await;
                 if let Err(errors) = outcome {
                     eprintln!("reload rejected; the running schedule is kept:\n{errors}");
                 }
             }
             Some(reply) = http_reload_rx.recv() => {
-                let outcome = reload(&config_path, &reload_tx).await;
+                let outcome = reload(&config_path, &reload_tx, &credentials).await;
                 if let Err(errors) = &outcome {
                     eprintln!("reload rejected; the running schedule is kept:\n{errors}");
                 }
@@ -308,9 +314,15 @@ async fn serve(
 
 /// Re-reads the configuration; a valid one replaces the schedule, an invalid one is rejected
 /// with the same errors as `gridprobe check`.
+/// The credential manager of the running plan.
+fn plan_credentials(shared: &ServeState) -> Arc<gridprobe_probes::credentials::Credentials> {
+    shared.plan().probes.credentials.clone()
+}
+
 async fn reload(
     config_path: &Path,
     scheduler: &mpsc::Sender<ReloadRequest>,
+    credentials: &Arc<gridprobe_probes::credentials::Credentials>,
 ) -> Result<String, String> {
     let path = config_path.to_path_buf();
     let checked = tokio::task::spawn_blocking(move || load_checked(&path))
@@ -325,9 +337,12 @@ async fn reload(
         return Err(text);
     }
     let (tx, rx) = oneshot::channel();
+    credentials.configure(&checked.config);
+    let mut probes = checked.probes;
+    probes.credentials = credentials.clone();
     let plan = Plan {
         config: Arc::new(checked.config),
-        probes: Arc::new(checked.probes),
+        probes: Arc::new(probes),
     };
     scheduler
         .send((plan, tx))

@@ -92,6 +92,9 @@ struct Inner {
     last_error: Option<String>,
     /// Failed attempts since the last success.
     streak: u32,
+    /// How long before its expiry the credential is no longer handed out: a sixth of its
+    /// lifetime, at most a minute, so that no probe starts with a token about to expire.
+    margin: Duration,
 }
 
 /// One credential, shared by the renewal task and every probe that uses it.
@@ -175,8 +178,12 @@ impl Credential {
             .map(|e| format!(" (renewal failing: {e})"))
             .unwrap_or_default();
         Some(match (&inner.material, inner.valid_until) {
-            (Some(_), Some(until)) => format!(
+            (Some(_), Some(until)) if until <= now => format!(
                 "monitoring credential {name} expired at {}{failing}",
+                fmt_utc(ms(until), UtcPrecision::Seconds)
+            ),
+            (Some(_), Some(until)) => format!(
+                "monitoring credential {name} expires at {}, too soon to be used{failing}",
                 fmt_utc(ms(until), UtcPrecision::Seconds)
             ),
             _ => format!(
@@ -214,6 +221,11 @@ impl Credential {
             Ok(obtained) => {
                 inner.material = Some(obtained.material);
                 inner.valid_until = obtained.valid_until;
+                inner.margin = obtained
+                    .valid_until
+                    .and_then(|u| u.duration_since(started).ok())
+                    .map(|lifetime| (lifetime / 6).min(Duration::from_secs(60)))
+                    .unwrap_or_default();
                 inner.last_renewal = Some(SystemTime::now());
                 inner.streak = 0;
                 if inner.last_error.take().is_some() {
@@ -287,7 +299,10 @@ impl Credential {
 }
 
 fn usable(inner: &Inner, now: SystemTime) -> bool {
-    inner.material.is_some() && inner.valid_until.is_none_or(|u| u > now)
+    inner.material.is_some()
+        && inner
+            .valid_until
+            .is_none_or(|u| u > now.checked_add(inner.margin).unwrap_or(now))
 }
 
 /// Every credential of a configuration, by name.
@@ -394,6 +409,16 @@ impl Credentials {
     pub async fn obtain_all(&self) {
         let all = self.list();
         futures::future::join_all(all.iter().map(|c| c.refresh())).await;
+    }
+
+    /// Obtains the named credentials once, concurrently (for `run`).
+    pub async fn obtain(&self, names: &std::collections::BTreeSet<&str>) {
+        let some: Vec<_> = self
+            .list()
+            .into_iter()
+            .filter(|c| names.contains(c.name()))
+            .collect();
+        futures::future::join_all(some.iter().map(|c| c.refresh())).await;
     }
 
     /// The credential of this name.
