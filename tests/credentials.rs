@@ -1,0 +1,339 @@
+//! Credentials end to end: an in-process OAuth2 token endpoint (RFC 6749 client credentials)
+//! and a resource that accepts only its unexpired tokens, probed by the real `serve` through a
+//! `[[credential]]`. Covers expiry and renewal, a failing endpoint (probes UNKNOWN "monitoring
+//! credential … expired at …", then OK after recovery, never CRITICAL), and secrets that never
+//! appear in logs, errors, /healthz, /metrics, the API or pages.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use common::{gridprobe, http_client, texts, wait_until, Serve};
+
+const CLIENT_SECRET: &str = "s3cret-client-secret";
+/// `robot:s3cret-client-secret`, as HTTP Basic sends it.
+const BASIC: &str = "Basic cm9ib3Q6czNjcmV0LWNsaWVudC1zZWNyZXQ=";
+/// Lifetime of the tokens handed out.
+const LIFETIME: Duration = Duration::from_secs(3);
+
+#[derive(Default)]
+struct Endpoint {
+    failing: bool,
+    issued: HashMap<String, Instant>,
+    served: u32,
+    bad_requests: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Endpoint>>;
+
+async fn token(State(s): State<Shared>, headers: HeaderMap, body: String) -> (StatusCode, String) {
+    let mut e = s.lock().unwrap();
+    if e.failing {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"temporarily_unavailable","error_description":"down for the test"}"#.into(),
+        );
+    }
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    if auth != BASIC
+        || form.get("grant_type").map(String::as_str) != Some("client_credentials")
+        || form.get("scope").map(String::as_str) != Some("storage.read:/")
+    {
+        e.bad_requests.push(format!("{auth} {body}"));
+        return (
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"invalid_client"}"#.into(),
+        );
+    }
+    e.served += 1;
+    let t = format!("at-{}-{}", e.served, std::process::id());
+    e.issued.insert(t.clone(), Instant::now() + LIFETIME);
+    (
+        StatusCode::OK,
+        format!(
+            r#"{{"access_token":"{t}","token_type":"Bearer","expires_in":{}}}"#,
+            LIFETIME.as_secs()
+        ),
+    )
+}
+
+/// The protected resource: 200 with an unexpired token of ours, 401 otherwise.
+async fn data(State(s): State<Shared>, headers: HeaderMap) -> (StatusCode, &'static str) {
+    let e = s.lock().unwrap();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match bearer.and_then(|t| e.issued.get(t)) {
+        Some(until) if *until > Instant::now() => (StatusCode::OK, "fine"),
+        _ => (StatusCode::UNAUTHORIZED, "no valid token"),
+    }
+}
+
+/// Starts the endpoint on 127.0.0.1 in a thread of its own; returns its port.
+fn start_endpoint(state: Shared) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = Router::new()
+                .route("/token", post(token))
+                .route("/data", get(data))
+                .with_state(state);
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    port
+}
+
+fn config(port: u16) -> String {
+    format!(
+        r#"
+vo = "cred"
+[defaults]
+interval = "1s"
+timeout = "900ms"
+[server]
+startup_spread = "1s"
+shutdown_grace = "2s"
+
+[[credential]]
+name = "iam"
+kind = "token"
+token_endpoint = "http://127.0.0.1:{port}/token"
+client_id = "robot"
+secret_file = "iam-secret"
+scope = "storage.read:/"
+retry_max = "1s"
+
+[[site]]
+name = "T2_CRED"
+tier = 2
+  [[site.service]]
+  flavour = "WEB"
+  hostname = "127.0.0.1"
+  endpoint = "http://127.0.0.1:{port}/data"
+
+[[probe]]
+metric = "org.cred.data"
+kind = "http"
+flavours = ["WEB"]
+credential = "iam"
+"#
+    )
+}
+
+/// Status and summary of every final result of the cell, oldest first.
+fn results(addr: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = http_client()
+        .get(format!(
+            "http://{addr}/api/v1/results?site=T2_CRED&probe=org.cred.data&since=1h&limit=1000"
+        ))
+        .send()
+        .and_then(|r| r.text())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let mut out: Vec<(String, String)> = v["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let o = if r.get("outcome").is_some() {
+                &r["outcome"]
+            } else {
+                r
+            };
+            (
+                o["status"].as_str().unwrap_or("").to_string(),
+                o["summary"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+fn get_text(url: &str) -> String {
+    http_client()
+        .get(url)
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+}
+
+#[test]
+fn token_expiry_renewal_and_a_failing_endpoint_never_turn_a_site_critical() {
+    let state: Shared = Arc::default();
+    let port = start_endpoint(state.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("iam-secret");
+    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("vo.toml");
+    std::fs::write(&cfg, config(port)).unwrap();
+    let store = dir.path().join("results.sqlite");
+    let state_home = dir.path().join("state");
+
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--store")
+        .arg(&store)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("XDG_STATE_HOME", &state_home)
+        .env("GRIDPROBE_LOG", "debug");
+    let mut serve = Serve::from_command(cmd);
+    let addr = serve.http_addr();
+
+    // 1. Obtained and renewed: OK results, several tokens issued (lifetime 3 s).
+    let ok = wait_until(Duration::from_secs(30), || {
+        state.lock().unwrap().served >= 3 && results(&addr).iter().any(|(s, _)| s == "OK")
+    });
+    assert!(
+        ok,
+        "no OK result with renewed tokens: {:?}\n{}",
+        results(&addr),
+        serve.output()
+    );
+    assert!(state.lock().unwrap().bad_requests.is_empty());
+    let token_file = state_home.join("gridprobe/cred.credentials/iam.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "token file mode");
+    let creds: serde_json::Value = http_client()
+        .get(format!("http://{addr}/api/v1/credentials"))
+        .send()
+        .and_then(|r| r.text())
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert_eq!(creds[0]["name"], "iam");
+    assert_eq!(creds[0]["valid"], true);
+
+    // 2. The endpoint fails: once the token has expired, probes are UNKNOWN with the reason.
+    state.lock().unwrap().failing = true;
+    let unknown = wait_until(Duration::from_secs(30), || {
+        results(&addr)
+            .iter()
+            .any(|(s, m)| s == "UNKNOWN" && m.starts_with("monitoring credential iam expired at "))
+    });
+    assert!(unknown, "no UNKNOWN result: {:?}", results(&addr));
+    let during: serde_json::Value = http_client()
+        .get(format!("http://{addr}/api/v1/credentials"))
+        .send()
+        .and_then(|r| r.text())
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert_eq!(during[0]["valid"], false);
+    assert!(
+        during[0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("answered HTTP 503 (temporarily_unavailable: down for the test)"),
+        "{during}"
+    );
+    let metrics = get_text(&format!("http://{addr}/metrics"));
+    assert!(
+        metrics.contains("gridprobe_credential_valid{credential=\"iam\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gridprobe_credential_expiry_timestamp_seconds{credential=\"iam\"}"));
+    assert!(!metrics.contains("gridprobe_credential_renewal_failures_total{credential=\"iam\"} 0"));
+
+    // 3. Recovery: OK again, and no CRITICAL was ever recorded.
+    state.lock().unwrap().failing = false;
+    let recovered = wait_until(Duration::from_secs(30), || {
+        results(&addr).last().is_some_and(|(s, _)| s == "OK")
+    });
+    let all = results(&addr);
+    assert!(recovered, "not OK again after recovery: {all:?}");
+    assert!(
+        !all.iter().any(|(s, _)| s == "CRITICAL" || s == "WARNING"),
+        "the monitoring's failure reached the site: {all:?}"
+    );
+
+    // 4. Secrets never shown: not the client secret, not a token.
+    let tokens: Vec<String> = state.lock().unwrap().issued.keys().cloned().collect();
+    let mut shown = vec![
+        serve.output(),
+        get_text(&format!("http://{addr}/healthz")),
+        get_text(&format!("http://{addr}/metrics")),
+        get_text(&format!("http://{addr}/api/v1/credentials")),
+        get_text(&format!(
+            "http://{addr}/api/v1/results?site=T2_CRED&since=1h&limit=1000&attempts=true"
+        )),
+        get_text(&format!("http://{addr}/")),
+        get_text(&format!("http://{addr}/site/T2_CRED")),
+    ];
+    serve.terminate_cleanly();
+    shown.push(serve.output());
+    let cli = gridprobe(&[
+        "credentials",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let (out, err) = texts(&cli);
+    shown.push(out.clone());
+    shown.push(err);
+    for text in &shown {
+        assert!(
+            !text.contains(CLIENT_SECRET),
+            "client secret shown:\n{text}"
+        );
+        for t in &tokens {
+            assert!(!text.contains(t.as_str()), "token {t} shown:\n{text}");
+        }
+    }
+    assert!(out.contains("\"valid\": true"), "{out}");
+}
+
+#[test]
+fn a_failing_endpoint_makes_run_unknown_with_the_reason() {
+    let state: Shared = Arc::default();
+    state.lock().unwrap().failing = true;
+    let port = start_endpoint(state.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("iam-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("vo.toml");
+    std::fs::write(&cfg, config(port)).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--format", "json"])
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("monitoring credential iam not yet obtained: token endpoint"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("CRITICAL"), "{stdout}");
+    assert!(!stdout.contains(CLIENT_SECRET) && !stderr.contains(CLIENT_SECRET));
+}
