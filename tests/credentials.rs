@@ -337,3 +337,131 @@ fn a_failing_endpoint_makes_run_unknown_with_the_reason() {
     assert!(!stdout.contains("CRITICAL"), "{stdout}");
     assert!(!stdout.contains(CLIENT_SECRET) && !stderr.contains(CLIENT_SECRET));
 }
+
+/// The VOMS test server of scripts/services/voms.sh, or `None` (outside CI) when it is not
+/// running.
+fn voms_env() -> Option<HashMap<&'static str, String>> {
+    let keys = [
+        "DIR", "VO", "CERT", "KEY", "CERTDIR", "VOMSES", "VOMSDIR", "CA_FILE", "XROOTD",
+    ];
+    let mut out = HashMap::new();
+    for k in keys {
+        match std::env::var(format!("GRIDPROBE_TEST_VOMS_{k}")) {
+            Ok(v) => {
+                out.insert(k, v);
+            }
+            Err(_) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "GRIDPROBE_TEST_VOMS_{k} is not set: run scripts/test-env.sh voms"
+                );
+                eprintln!("note: VOMS test server not running; test not run outside CI");
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+#[test]
+fn a_proxy_from_a_real_voms_server_authenticates_a_real_probe() {
+    let Some(voms) = voms_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_text = |credential: &str| {
+        format!(
+            r#"
+vo = "vomstest"
+[[credential]]
+name = "robot"
+kind = "proxy"
+cert = "{cert}"
+key = "{key}"
+voms = "{vo}:/{vo}/Role=production"
+valid = "1h"
+vomses = "{vomses}"
+vomsdir = "{vomsdir}"
+certdir = "{certdir}"
+
+[[site]]
+name = "T2_VOMS"
+tier = 2
+  [[site.service]]
+  flavour = "XROOTD"
+  hostname = "localhost"
+
+[[probe]]
+metric = "org.vomstest.se"
+kind = "storage"
+flavours = ["XROOTD"]
+timeout = "60s"
+{credential}
+  [probe.params]
+  url = "{xrootd}//data/"
+  test_area = "/data/"
+  ca_file = "{certdir}"
+"#,
+            xrootd = voms["XROOTD"],
+            cert = voms["CERT"],
+            key = voms["KEY"],
+            vo = voms["VO"],
+            vomses = voms["VOMSES"],
+            vomsdir = voms["VOMSDIR"],
+            certdir = voms["CERTDIR"],
+        )
+    };
+    let run = |name: &str, credential: &str| {
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, cfg_text(credential)).unwrap();
+        let out = std::process::Command::new(common::bin())
+            .args(["run", "--format", "json", "--config"])
+            .arg(&cfg)
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            // Whatever proxy the environment names is not the probe's: the credential's wins.
+            .env("X509_USER_PROXY", dir.path().join("no-such-proxy"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = texts(&out);
+        (out.status.code(), format!("{stdout}\n{stderr}"), cfg)
+    };
+
+    // Without the credential the server (GSI only) refuses the client.
+    let (code, text, _) = run("plain.toml", "");
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("Auth failed"), "{text}");
+
+    // With it: voms-proxy-init against the VOMS server, the proxy handed to xrdfs/xrdcp as
+    // X509_USER_PROXY: the whole put/stat/get/delete round trip passes.
+    let (code, text, cfg) = run("proxy.toml", "credential = \"robot\"");
+    assert_eq!(code, Some(0), "{text}");
+    let proxy = dir
+        .path()
+        .join("state/gridprobe/vomstest.credentials/robot.proxy");
+    let pem = std::fs::read_to_string(&proxy).unwrap();
+    assert!(pem.contains("BEGIN CERTIFICATE") && pem.contains("PRIVATE KEY"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&proxy).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "proxy readable by others: {mode:o}");
+
+    // The state shows when it expires (about an hour from now, the VOMS AC included).
+    let cli = gridprobe(&[
+        "credentials",
+        "--format",
+        "json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let (out, err) = texts(&cli);
+    assert_eq!(cli.status.code(), Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["kind"], "proxy");
+    assert_eq!(v[0]["valid"], true);
+    let until = v[0]["valid_until_ms"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((50 * 60_000..=61 * 60_000).contains(&(until - now)), "{v}");
+}

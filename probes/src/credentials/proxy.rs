@@ -32,15 +32,18 @@ pub(super) async fn obtain(
         .arg("-valid")
         .arg(format!("{hours}:{minutes:02}"))
         .arg("-rfc")
-        .arg("-quiet");
+        .arg("-quiet")
+        .arg("-timeout")
+        .arg("30");
     for voms in &spec.voms {
         cmd.arg("-voms").arg(voms);
     }
     if let Some(v) = &spec.vomses {
         cmd.arg("-vomses").arg(v);
     }
+    // voms-proxy-init takes the directory of .lsc files from the environment only.
     if let Some(v) = &spec.vomsdir {
-        cmd.arg("-vomsdir").arg(v);
+        cmd.env("X509_VOMS_DIR", v);
     }
     if let Some(v) = &spec.certdir {
         cmd.arg("-certdir").arg(v);

@@ -81,6 +81,28 @@ pub const DOC_CERT_CRIT_DAYS: ParamDoc = ParamDoc {
                   expired certificate is always CRITICAL",
 };
 
+/// The client certificate (chain and key) presented to every server that asks.
+#[derive(Debug)]
+struct FixedClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn provider_for_keys() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
 /// The TLS keys of a kind's params, as deserialized.
 /// The TLS keys of a kind's params struct, which names them as [`TlsParams`] does (serde
 /// cannot flatten them into a `deny_unknown_fields` struct), moved into a [`TlsParams`].
@@ -267,9 +289,17 @@ impl TlsSettings {
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let mut config = match &material.client {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain.clone(), key.clone_key())
-                .map_err(|e| format!("client certificate: {e}"))?,
+            // Not `with_client_auth_cert`: it parses the certificate with webpki to compare
+            // keys, which refuses an RFC 3820 proxy (its ProxyCertInfo extension is critical).
+            // The server judges the chain; the key is only loaded here.
+            Some((chain, key)) => {
+                let signer = provider_for_keys()
+                    .key_provider
+                    .load_private_key(key.clone_key())
+                    .map_err(|e| format!("client certificate key: {e}"))?;
+                let certified = rustls::sign::CertifiedKey::new(chain.clone(), signer);
+                builder.with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(certified))))
+            }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
