@@ -251,6 +251,11 @@ fn token_expiry_renewal_and_a_failing_endpoint_never_turn_a_site_critical() {
             .contains("answered HTTP 503 (temporarily_unavailable: down for the test)"),
         "{during}"
     );
+    let page = get_text(&format!("http://{addr}/"));
+    assert!(
+        page.contains("Monitoring credential iam is not valid"),
+        "no banner on the dashboard:\n{page}"
+    );
     let metrics = get_text(&format!("http://{addr}/metrics"));
     assert!(
         metrics.contains("gridprobe_credential_valid{credential=\"iam\"} 0"),
@@ -266,6 +271,7 @@ fn token_expiry_renewal_and_a_failing_endpoint_never_turn_a_site_critical() {
     });
     let all = results(&addr);
     assert!(recovered, "not OK again after recovery: {all:?}");
+    assert!(!get_text(&format!("http://{addr}/")).contains("Monitoring credential iam"));
     assert!(
         !all.iter().any(|(s, _)| s == "CRITICAL" || s == "WARNING"),
         "the monitoring's failure reached the site: {all:?}"

@@ -157,6 +157,7 @@ pub(super) async fn matrix_page(
     let config = plan.config;
     let page = |result| Page {
         vo: config.vo.clone(),
+        banner: super::response::credential_banner(&state),
         started,
         result,
     };

@@ -56,6 +56,7 @@ pub(super) async fn reasons_page(
     .await;
     Page {
         vo: config.vo.clone(),
+        banner: super::response::credential_banner(&state),
         started,
         result,
     }

@@ -13,7 +13,7 @@ use super::{
 };
 
 /// The page around a body: header with navigation, stylesheet, viewport for narrow windows.
-pub(super) fn layout(vo: &str, title: &str, now: i64, body: Markup) -> String {
+pub(super) fn layout(vo: &str, title: &str, now: i64, banner: &[String], body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -31,6 +31,9 @@ pub(super) fn layout(vo: &str, title: &str, now: i64, body: Markup) -> String {
                         a href="/reasons" { "Failure reasons" }
                     }
                     span.when { "generated " (utc(now)) }
+                }
+                @for notice in banner {
+                    p.banner role="alert" { (notice) }
                 }
                 main { (body) }
             }

@@ -42,6 +42,8 @@ impl PageError {
 /// A page's outcome, rendered with the VO name for the header.
 pub(super) struct Page {
     pub(super) vo: String,
+    /// Notices shown above every page (credentials that are not valid).
+    pub(super) banner: Vec<String>,
     pub(super) started: Instant,
     pub(super) result: Result<(String, maud::Markup), PageError>,
 }
@@ -73,7 +75,7 @@ impl IntoResponse for Page {
             }
         };
         let now = now_ms();
-        let html = render::layout(&self.vo, &title, now, body);
+        let html = render::layout(&self.vo, &title, now, &self.banner, body);
         let mut response = (status, html).into_response();
         let h = response.headers_mut();
         h.insert(
@@ -227,4 +229,26 @@ pub(super) fn hint<'a>(got: &str, candidates: impl IntoIterator<Item = &'a str>)
     gridprobe_config::did_you_mean(got, candidates)
         .map(|b| format!(" (did you mean `{b}`?)"))
         .unwrap_or_default()
+}
+
+/// One notice per `[[credential]]` that is not valid: its probes are recorded UNKNOWN, so the
+/// matrix greys out; the banner says it is the monitoring's fault, not the sites'.
+pub(super) fn credential_banner(state: &crate::http::HttpState) -> Vec<String> {
+    state
+        .shared
+        .plan()
+        .probes
+        .credentials
+        .states()
+        .into_iter()
+        .filter(|c| !c.valid)
+        .map(|c| {
+            let why = c.last_error.map(|e| format!(": {e}")).unwrap_or_default();
+            format!(
+                "Monitoring credential {} is not valid{why}. The probes using it are not run and \
+                 are recorded UNKNOWN, which does not count against the sites.",
+                c.name
+            )
+        })
+        .collect()
 }

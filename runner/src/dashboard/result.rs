@@ -71,6 +71,7 @@ pub(super) async fn result_page(State(state): State<HttpState>, Path(id): Path<S
     .await;
     Page {
         vo: config.vo.clone(),
+        banner: super::response::credential_banner(&state),
         started,
         result,
     }

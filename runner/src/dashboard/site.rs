@@ -51,6 +51,7 @@ pub(super) async fn site_page(State(state): State<HttpState>, Path(site): Path<S
     .await;
     Page {
         vo: config.vo.clone(),
+        banner: super::response::credential_banner(&state),
         started,
         result,
     }
