@@ -6,10 +6,13 @@
 //! same positions.
 
 pub mod diagnostic;
+pub mod dn;
 pub mod gocdb;
 pub mod load;
 pub mod model;
+pub mod pem;
 pub mod publish;
+pub mod self_check;
 pub mod time;
 mod validate;
 pub mod vofeed;

@@ -18,7 +18,9 @@ use crate::validate::Positions;
 mod downtime;
 mod publish;
 mod raw;
+mod self_check;
 mod server;
+mod tls;
 mod topology;
 
 use raw::*;
