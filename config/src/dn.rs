@@ -218,16 +218,7 @@ mod tests {
 
     #[test]
     fn bad_dns_are_refused() {
-        for bad in [
-            "",
-            "/",
-            "CN",
-            "/CN=",
-            "CN=a,,O=b",
-            "C N=x",
-            "/DC=ch/=x",
-            r"CN=a\",
-        ] {
+        for bad in ["", "/", "CN", "/CN=", "CN=a,,O=b", "C N=x", "=x", r"CN=a\"] {
             assert!(Dn::parse(bad).is_err(), "{bad:?}");
         }
         assert!(DnPattern::parse("/C*=x").is_err());

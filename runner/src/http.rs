@@ -204,6 +204,8 @@ async fn health(State(state): State<HttpState>) -> Response {
             p
         })
         .collect();
+    let self_check = self_check_json(&state.shared.self_check);
+    degraded |= self_check["state"] == "failing";
     let (code, status) = match (&writable, degraded) {
         (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "failing"),
         (Ok(()), true) => (StatusCode::OK, "degraded"),
@@ -218,6 +220,7 @@ async fn health(State(state): State<HttpState>) -> Response {
         "entries": s.entries.load(Ordering::Relaxed),
         "inflight": s.inflight.load(Ordering::Relaxed),
         "runs_finished": s.runs_finished.load(Ordering::Relaxed),
+        "self_check": self_check,
         "schedule": match s.shared_view() {
             None => serde_json::json!({ "mode": "local" }),
             Some(v) => serde_json::json!({
@@ -229,6 +232,36 @@ async fn health(State(state): State<HttpState>) -> Response {
         },
     }));
     (code, body).into_response()
+}
+
+/// The self-check's state for `/healthz` (schema `SelfCheck` in openapi.json).
+fn self_check_json(state: &crate::selfcheck::SelfCheckState) -> serde_json::Value {
+    use gridprobe_config::time::format_utc_ms as format_utc;
+    let snap = state.snapshot();
+    if !snap.configured {
+        return serde_json::json!({ "state": "off" });
+    }
+    let mut v = serde_json::json!({
+        "state": if snap.failing.is_some() { "failing" } else { "ok" },
+        "reclassified": state.reclassified.load(Ordering::Relaxed),
+        "checks": snap.checks.iter().map(|c| {
+            let mut j = serde_json::json!({ "kind": c.kind, "target": c.target, "ok": c.error.is_none() });
+            if let Some(e) = &c.error {
+                j["error"] = e.clone().into();
+            }
+            j
+        }).collect::<Vec<_>>(),
+    });
+    if let Some(r) = snap.failing {
+        v["reason"] = r.into();
+    }
+    if let Some(t) = snap.failing_since_ms {
+        v["failing_since"] = format_utc(t).into();
+    }
+    if let Some(t) = snap.last_check_ms {
+        v["last_check"] = format_utc(t).into();
+    }
+    v
 }
 
 /// Whether `[access]` declares tokens or guarded reads: then reloading needs an operator.

@@ -11,6 +11,7 @@ pub mod http_conn;
 pub mod metrics;
 pub mod ondemand;
 pub mod schedule;
+pub mod selfcheck;
 pub mod state;
 
 pub use batch::{run_batch, select, Event, InstanceRun, Limits, SelectError, Selection};

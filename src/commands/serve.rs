@@ -186,6 +186,15 @@ async fn serve(
         store: store.clone(),
     });
     let member = coordination.as_ref().map(|c| c.member.clone());
+    // The monitoring host's self-check: its own task, reading the current plan each round.
+    let self_check_task = {
+        let plan = shared.subscribe();
+        tokio::spawn(gridprobe_runner::selfcheck::run(
+            shared.self_check.clone(),
+            move || plan.borrow().config.server.self_check.clone(),
+            shutdown.clone(),
+        ))
+    };
     let scheduler = tokio::spawn(run_scheduler_with(
         shared.clone(),
         last_runs,
@@ -270,6 +279,7 @@ async fn serve(
         tracing::error!(error = %e, "scheduler task failed");
     }
     let _ = retention_task.await;
+    let _ = self_check_task.await;
     // Before the last `shared` goes: the refresh task must not keep the writer open.
     let _ = metrics_refresh.await;
     match server.await {
