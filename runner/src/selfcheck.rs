@@ -216,6 +216,15 @@ pub async fn round(cfg: &SelfCheck) -> Vec<CheckResult> {
 
 /// An I/O error without the "(os error N)" tail.
 fn short(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => return "connection refused".into(),
+        K::ConnectionReset => return "connection reset by peer".into(),
+        K::HostUnreachable => return "host unreachable".into(),
+        K::NetworkUnreachable => return "network unreachable".into(),
+        K::TimedOut => return "timed out".into(),
+        _ => {}
+    }
     let text = e.to_string();
     let text = text
         .strip_prefix("failed to lookup address information: ")
