@@ -13,6 +13,7 @@ pub mod ondemand;
 pub mod schedule;
 pub mod selfcheck;
 pub mod state;
+pub mod x509;
 
 pub use batch::{run_batch, select, Event, InstanceRun, Limits, SelectError, Selection};
 pub use execute::{run_attempt, run_with_retries, ResultLabels};
