@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod execute;
 pub mod http;
 pub mod http_conn;
+pub mod login;
 pub mod metrics;
 pub mod ondemand;
 pub mod schedule;

@@ -50,6 +50,8 @@ pub struct ServeState {
     pub interrupt: CancellationToken,
     /// The monitoring host's self-check (`[server.self_check]`), consulted when recording.
     pub self_check: Arc<crate::selfcheck::SelfCheckState>,
+    /// Login sessions of the dashboard (`login.rs`).
+    pub sessions: Arc<crate::login::Sessions>,
 }
 
 impl std::fmt::Debug for ServeState {
@@ -77,6 +79,7 @@ impl ServeState {
             observers,
             interrupt: CancellationToken::new(),
             self_check: Arc::default(),
+            sessions: Arc::default(),
         })
     }
 

@@ -161,6 +161,14 @@ async fn serve(
         .map(|a| a.to_string())
         .unwrap_or(listen.clone());
 
+    // HTTPS settings: the files were checked with the configuration, read again now.
+    let tls = match &config.server.tls {
+        None => None,
+        Some(t) => Some(
+            gridprobe_runner::x509::server_config(t)
+                .map_err(|e| anyhow::anyhow!("[server] tls_cert/tls_key/client_ca_dir: {e}"))?,
+        ),
+    };
     let http_limits = nofile
         .map(gridprobe_runner::http_conn::Limits::for_descriptors)
         .unwrap_or_default();
@@ -212,6 +220,7 @@ async fn serve(
             runs: gridprobe_runner::ondemand::RunManager::new(),
         }),
         http_limits,
+        tls,
         shutdown.clone(),
     ));
     // Only the SQLite store keeps per-day runs; elsewhere preparing would be a month's scan.
@@ -240,7 +249,12 @@ async fn serve(
             format_duration(config.server.schedule_lease)
         );
     }
-    println!("  http:    http://{local}/healthz");
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("  http:    {scheme}://{local}/healthz");
     println!(
         "  matrix:  gridprobe matrix --config {}   (fills within {} of start)",
         config_path.display(),

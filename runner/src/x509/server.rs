@@ -31,10 +31,7 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Strin
                 tracing::warn!(rejected, dir = %dir.display(), "CA certificates that could not be used were skipped");
             }
             if roots.is_empty() {
-                return Err(format!(
-                    "no usable CA certificate in `{}`",
-                    dir.display()
-                ));
+                return Err(format!("no usable CA certificate in `{}`", dir.display()));
             }
             let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()

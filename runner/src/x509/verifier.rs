@@ -91,7 +91,9 @@ pub fn check_proxy(
         .flatten()
         .is_some_and(|b| b.value.ca)
     {
-        return Err(format!("proxy {subject} is issued by a CA certificate, not by a user's"));
+        return Err(format!(
+            "proxy {subject} is issued by a CA certificate, not by a user's"
+        ));
     }
     Ok(())
 }
