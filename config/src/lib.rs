@@ -7,10 +7,13 @@
 
 pub mod credential;
 pub mod diagnostic;
+pub mod dn;
 pub mod gocdb;
 pub mod load;
 pub mod model;
+pub mod pem;
 pub mod publish;
+pub mod self_check;
 pub mod time;
 mod validate;
 pub mod vofeed;

@@ -95,6 +95,10 @@ pub struct Server {
     /// Shared schedule: how long an instance's membership lasts without renewal, i.e. how long
     /// a crashed instance's entries wait before the others take them.
     pub schedule_lease: Duration,
+    /// `[server.self_check]`: the monitoring host's own probes, if configured.
+    pub self_check: Option<crate::self_check::SelfCheck>,
+    /// `tls_cert`/`tls_key`/`client_ca_dir`: serve over HTTPS.
+    pub tls: Option<crate::dn::ServerTls>,
 }
 
 /// `[server] schedule`: who runs the schedule's entries.
@@ -119,6 +123,8 @@ impl Default for Server {
             startup_spread: Duration::from_secs(30),
             schedule: ScheduleMode::Local,
             schedule_lease: Duration::from_secs(15),
+            self_check: None,
+            tls: None,
         }
     }
 }
@@ -279,6 +285,10 @@ pub struct Access {
     pub runs_per_hour: u32,
     /// The tokens.
     pub tokens: Vec<Token>,
+    /// How long a dashboard login session lasts.
+    pub session_lifetime: Duration,
+    /// `[[access.dn]]`: certificate subjects (or patterns) and their roles, first match wins.
+    pub dns: Vec<crate::dn::DnRule>,
 }
 
 impl Default for Access {
@@ -287,6 +297,8 @@ impl Default for Access {
             read_requires_token: false,
             runs_per_hour: 60,
             tokens: Vec::new(),
+            session_lifetime: Duration::from_secs(8 * 3600),
+            dns: Vec::new(),
         }
     }
 }

@@ -398,7 +398,9 @@ impl Session<'_> {
             Failure::Stopped(Stop::Cancelled, phase) => Problem::unknown(format!(
                 "{method} {path}: cancelled during {phase} (gridprobe is stopping)"
             )),
-            Failure::Critical(m) => Problem::critical(format!("{method} {path}: {m}")),
+            Failure::Critical(m) | Failure::Connection(_, m) => {
+                Problem::critical(format!("{method} {path}: {m}"))
+            }
             Failure::Unknown(m) => Problem::unknown(format!("{method} {path}: {m}")),
         })?;
         let text = String::from_utf8_lossy(&resp.body);

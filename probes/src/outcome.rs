@@ -207,6 +207,26 @@ pub struct Outcome {
     pub details: String,
     /// Parsed performance data.
     pub perfdata: Vec<Perfdatum>,
+    /// Set on a CRITICAL that failed before the service answered (DNS, TCP connect, a timeout
+    /// in those phases, the TLS transport): the one kind of failure the monitoring host's own
+    /// network can cause. Only the recording path reads it (`[server] self_check`); it is not
+    /// stored.
+    #[serde(skip)]
+    pub connection_fault: Option<ConnectionFault>,
+}
+
+/// Where a connection-level failure happened (see [`Outcome::connection_fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionFault {
+    /// The name did not resolve (or resolved to nothing).
+    Dns,
+    /// No address accepted the TCP connection (refused, unreachable, no answer).
+    Connect,
+    /// The deadline passed during the DNS lookup, the TCP connect or the TLS handshake.
+    Timeout,
+    /// The TLS handshake broke at the transport (reset, closed), not on a certificate or an
+    /// alert from the server.
+    TlsTransport,
 }
 
 impl Outcome {
@@ -217,6 +237,7 @@ impl Outcome {
             summary: bound_summary(&summary.into()),
             details: String::new(),
             perfdata: Vec::new(),
+            connection_fault: None,
         }
     }
 
@@ -248,6 +269,12 @@ impl Outcome {
     /// Sets the details, bounded at [`DETAILS_LIMIT`].
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = bound_details(details.into());
+        self
+    }
+
+    /// Marks a connection-level failure (see [`Outcome::connection_fault`]).
+    pub fn with_connection_fault(mut self, fault: ConnectionFault) -> Self {
+        self.connection_fault = Some(fault);
         self
     }
 

@@ -187,6 +187,7 @@ impl ResultMessage {
                     summary: bound_summary(&self.summary),
                     details: bound_details(self.details.clone()),
                     perfdata: self.perfdata.clone(),
+                    connection_fault: None,
                 },
                 attempt: self.attempt,
                 trigger: self.trigger,

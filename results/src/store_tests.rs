@@ -70,6 +70,7 @@ pub(crate) fn with_status(mut r: ProbeResult, status: Status, summary: &str) -> 
         summary: summary.into(),
         details: String::new(),
         perfdata: Vec::new(),
+        connection_fault: None,
     };
     r
 }

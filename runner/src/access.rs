@@ -1,5 +1,7 @@
-//! Bearer tokens: the configuration holds each token's SHA-256 and its role; a request's token
-//! is hashed and compared, so no secret is ever stored.
+//! Who made a request: a bearer token (the configuration holds each token's SHA-256 and its
+//! role; a request's token is hashed and compared, so no secret is ever stored), a login
+//! session of the dashboard (which stands for a token), or a verified client certificate whose
+//! end-entity subject matches an `[[access.dn]]` rule.
 
 use axum::http::HeaderMap;
 use gridprobe_config::{Access, Role};
@@ -23,6 +25,50 @@ pub enum AuthError {
     /// No configured token has this hash.
     #[error("unknown or revoked token")]
     Unknown,
+    /// A verified client certificate whose subject no `[[access.dn]]` names.
+    #[error("the certificate subject {0} is not named by any [[access.dn]]")]
+    UnknownDn(String),
+}
+
+/// What the read guard found out about a request, for the handlers that act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authn {
+    /// Who, if anyone (an error for a credential that was refused).
+    pub who: Result<Option<Identity>, AuthError>,
+    /// Whether the identity came from a login session (a browser's cookie).
+    pub via_session: bool,
+}
+
+/// The identity of a token known by its SHA-256 (hex).
+pub fn identify_hash(access: &Access, hash: &str) -> Result<Identity, AuthError> {
+    // Check every token so the time taken does not tell which one matched.
+    let mut found = None;
+    for t in &access.tokens {
+        if same(&t.sha256, hash) && found.is_none() {
+            found = Some(Identity {
+                name: t.name.clone(),
+                role: t.role.clone(),
+            });
+        }
+    }
+    found.ok_or(AuthError::Unknown)
+}
+
+/// The identity of a verified client certificate: the first `[[access.dn]]` matching its
+/// end-entity subject.
+pub fn identify_dn(
+    access: &Access,
+    subject: &gridprobe_config::dn::Dn,
+) -> Result<Identity, AuthError> {
+    access
+        .dns
+        .iter()
+        .find(|r| r.pattern.matches(subject))
+        .map(|r| Identity {
+            name: format!("DN {subject}"),
+            role: r.role.clone(),
+        })
+        .ok_or_else(|| AuthError::UnknownDn(subject.to_string()))
 }
 
 /// Lower-case hex SHA-256 of a token.
@@ -52,18 +98,7 @@ pub fn identify(access: &Access, headers: &HeaderMap) -> Result<Option<Identity>
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(AuthError::Malformed)?;
-    let hash = sha256_hex(token);
-    // Check every token so the time taken does not tell which one matched.
-    let mut found = None;
-    for t in &access.tokens {
-        if same(&t.sha256, &hash) && found.is_none() {
-            found = Some(Identity {
-                name: t.name.clone(),
-                role: t.role.clone(),
-            });
-        }
-    }
-    found.map(Some).ok_or(AuthError::Unknown)
+    identify_hash(access, &sha256_hex(token)).map(Some)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,7 +20,6 @@ use gridprobe_results::report::{
 use gridprobe_results::{CellFilter, HistoryQuery, StoreError};
 use serde::Deserialize;
 
-use crate::access::identify;
 use crate::batch::{SelectError, Selection};
 use crate::http::HttpState;
 use crate::ondemand::StartError;
@@ -634,17 +633,17 @@ struct RunRequest {
 
 async fn start_run(
     State(state): State<HttpState>,
-    headers: HeaderMap,
+    axum::Extension(authn): axum::Extension<crate::access::Authn>,
     body: axum::body::Body,
 ) -> ApiResult {
     let config = state.shared.plan().config;
-    let who = match identify(&config.access, &headers) {
+    let who = match authn.who {
         Ok(Some(who)) => who,
         Ok(None) => {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "authentication required",
-                "starting runs needs `Authorization: Bearer <token>`",
+                "starting runs needs `Authorization: Bearer <token>` or a client certificate named by [[access.dn]]",
             ))
         }
         Err(e) => {
@@ -663,10 +662,7 @@ async fn start_run(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "not allowed",
-            format!(
-                "token `{}` may not start runs at site {}",
-                who.name, req.site
-            ),
+            format!("`{}` may not start runs at site {}", who.name, req.site),
         ));
     }
     let selection = Selection {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use gridprobe_results::{ResultStore, WriterStats};
 
-use crate::access::{identify, AuthError};
+use crate::access::{AuthError, Authn};
 use crate::api::ApiError;
 use crate::state::ServeState;
 
@@ -48,6 +48,7 @@ pub fn router(state: HttpState) -> Router {
     let routes = Router::new()
         .route("/healthz", get(health))
         .route("/-/reload", post(reload))
+        .merge(crate::login::routes())
         .merge(crate::api::routes())
         .merge(crate::metrics::routes())
         .merge(crate::dashboard::routes())
@@ -64,34 +65,44 @@ pub fn router(state: HttpState) -> Router {
         .layer(axum::middleware::from_fn(json_errors))
 }
 
-/// Rejects requests without a valid token when `[access] read = "token"`: every method (HEAD
-/// as GET, POST, OPTIONS, ...) on every route but `/healthz`, before any handler runs.
+/// Finds out who made the request (bearer token, login session, client certificate) and
+/// hands that to the handlers ([`Authn`]); rejects requests without a valid credential when
+/// `[access] read = "token"`: every method (HEAD as GET, POST, OPTIONS, ...) on every route but
+/// `/healthz`, the login page and its stylesheet, before any handler runs. A browser asking
+/// for a page gets the login page (`login.rs`), API clients the JSON 401.
 pub async fn read_guard(
     State(state): State<HttpState>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let open_path = matches!(req.uri().path(), "/healthz");
+    let open_path = matches!(
+        req.uri().path(),
+        "/healthz" | "/-/login" | "/static/gridprobe.css"
+    );
     let access = &state.shared.plan().config.access;
+    let authn = crate::login::authenticate(access, &state.shared.sessions, &req);
+    let who = authn.who.clone();
+    req.extensions_mut().insert(authn);
     if access.read_requires_token && !open_path {
-        match identify(access, req.headers()) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "authentication required",
-                    "reading needs `Authorization: Bearer <token>` ([access] read = \"token\")",
-                )
-                .into_response()
+        let refused = match who {
+            Ok(Some(_)) => None,
+            Ok(None) => Some((
+                "authentication required",
+                "reading needs `Authorization: Bearer <token>` or a client certificate named by [[access.dn]] ([access] read = \"token\")".to_string(),
+            )),
+            Err(e) => Some(("invalid credentials", e.to_string())),
+        };
+        if let Some((error, detail)) = refused {
+            if crate::login::wants_html(&req) {
+                let next = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into());
+                let msg = (error == "invalid credentials").then_some(detail.as_str());
+                return crate::login::page(StatusCode::UNAUTHORIZED, &next, msg);
             }
-            Err(e @ (AuthError::Malformed | AuthError::Unknown)) => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid credentials",
-                    e.to_string(),
-                )
-                .into_response()
-            }
+            return ApiError::new(StatusCode::UNAUTHORIZED, error, detail).into_response();
         }
     }
     next.run(req).await
@@ -204,6 +215,8 @@ async fn health(State(state): State<HttpState>) -> Response {
             p
         })
         .collect();
+    let self_check = self_check_json(&state.shared.self_check);
+    degraded |= self_check["state"] == "failing";
     let (code, status) = match (&writable, degraded) {
         (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "failing"),
         (Ok(()), true) => (StatusCode::OK, "degraded"),
@@ -218,6 +231,7 @@ async fn health(State(state): State<HttpState>) -> Response {
         "entries": s.entries.load(Ordering::Relaxed),
         "inflight": s.inflight.load(Ordering::Relaxed),
         "runs_finished": s.runs_finished.load(Ordering::Relaxed),
+        "self_check": self_check,
         "schedule": match s.shared_view() {
             None => serde_json::json!({ "mode": "local" }),
             Some(v) => serde_json::json!({
@@ -231,24 +245,59 @@ async fn health(State(state): State<HttpState>) -> Response {
     (code, body).into_response()
 }
 
-/// Whether `[access]` declares tokens or guarded reads: then reloading needs an operator.
+/// The self-check's state for `/healthz` (schema `SelfCheck` in openapi.json).
+fn self_check_json(state: &crate::selfcheck::SelfCheckState) -> serde_json::Value {
+    use gridprobe_config::time::format_utc_ms as format_utc;
+    let snap = state.snapshot();
+    if !snap.configured {
+        return serde_json::json!({ "state": "off" });
+    }
+    let mut v = serde_json::json!({
+        "state": if snap.failing.is_some() { "failing" } else { "ok" },
+        "reclassified": state.reclassified.load(Ordering::Relaxed),
+        "checks": snap.checks.iter().map(|c| {
+            let mut j = serde_json::json!({ "kind": c.kind, "target": c.target, "ok": c.error.is_none() });
+            if let Some(e) = &c.error {
+                j["error"] = e.clone().into();
+            }
+            j
+        }).collect::<Vec<_>>(),
+    });
+    if let Some(r) = snap.failing {
+        v["reason"] = r.into();
+    }
+    if let Some(t) = snap.failing_since_ms {
+        v["failing_since"] = format_utc(t).into();
+    }
+    if let Some(t) = snap.last_check_ms {
+        v["last_check"] = format_utc(t).into();
+    }
+    v
+}
+
+/// Whether `[access]` declares tokens, DNs or guarded reads: then reloading needs an operator.
 fn access_configured(access: &Access) -> bool {
-    access.read_requires_token || !access.tokens.is_empty()
+    access.read_requires_token || !access.tokens.is_empty() || !access.dns.is_empty()
 }
 
 /// Who may reload, and from where: with `[access]` configured only an operator token; a
 /// browser on another origin never (its `Origin` differs from `Host`); and no body but JSON,
 /// so that a cross-site form or a simple `fetch` cannot trigger it.
-fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+fn check_reload_request(
+    access: &Access,
+    who: &Result<Option<crate::access::Identity>, AuthError>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
     if access_configured(access) {
-        match identify(access, headers) {
+        match who {
             Ok(Some(who)) if who.role == Role::Operator => {}
             Ok(Some(who)) => {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "not allowed",
                     format!(
-                        "token `{}` is not an operator token; reloading needs role = \"operator\"",
+                        "`{}` is not an operator; reloading needs role = \"operator\"",
                         who.name
                     ),
                 ))
@@ -257,7 +306,7 @@ fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Re
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "authentication required",
-                    "reloading needs `Authorization: Bearer <operator token>`",
+                    "reloading needs `Authorization: Bearer <operator token>` or an operator's client certificate",
                 ))
             }
             Err(e) => {
@@ -321,6 +370,7 @@ fn check_reload_request(access: &Access, headers: &HeaderMap, body: &[u8]) -> Re
 
 async fn reload(
     State(state): State<HttpState>,
+    axum::Extension(who): axum::Extension<Authn>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -329,7 +379,9 @@ async fn reload(
         Err(e) => return e.into_response(),
     };
     let access = state.shared.plan().config.access.clone();
-    if let Err(refused) = check_reload_request(&access, &headers, &body) {
+    // A login session is a browser's: reloading takes the token or the certificate itself.
+    let who = if who.via_session { Ok(None) } else { who.who };
+    if let Err(refused) = check_reload_request(&access, &who, &headers, &body) {
         return refused.into_response();
     }
     let (tx, rx) = oneshot::channel();
@@ -370,13 +422,14 @@ pub fn error(status: StatusCode, error: &str, detail: &str) -> Response {
         .into_response()
 }
 
-/// Serves the router within `limits` (connection cap, header and idle timeouts) until
+/// Serves the router within `limits`, over TLS with `tls` (connection cap, header and idle timeouts) until
 /// `shutdown` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: crate::http_conn::Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    crate::http_conn::serve(listener, router, limits, shutdown).await
+    crate::http_conn::serve_tls(listener, router, limits, tls, shutdown).await
 }

@@ -7,7 +7,9 @@
 //!   rest (no byte read or written while no handler runs);
 //! - one request per connection, whose head is read and checked here before hyper sees it, so
 //!   that a refusal (malformed, too long, too slow) is the documented JSON `{error, detail}`
-//!   instead of hyper's empty answer.
+//!   instead of hyper's empty answer;
+//! - with `[server] tls_cert`, HTTPS (rustls): the handshake has the header deadline too, and
+//!   each request carries the connection's [`ConnInfo`] (the verified client certificate).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +25,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::x509::subject::ConnInfo;
 
 /// The most connections served at once, whatever the descriptor limit.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -98,6 +102,18 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_tls(listener, router, limits, None, shutdown).await
+}
+
+/// [`serve`], over TLS with `tls`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let tracker = TaskTracker::new();
     let mut last_accept_error: Option<Instant> = None;
@@ -111,12 +127,15 @@ pub async fn serve(
                 Ok(permit) => {
                     tracker.spawn(connection(
                         stream,
+                        acceptor.clone(),
                         router.clone(),
                         limits,
                         permit,
                         shutdown.clone(),
                     ));
                 }
+                // Over TLS a plain-text answer would be noise: the connection is just closed.
+                Err(_) if acceptor.is_some() => drop(stream),
                 Err(_) => refuse_busy(stream),
             },
             Err(e) => {
@@ -304,7 +323,7 @@ fn check_framing(headers: &[httparse::Header<'_>], limits: &Limits) -> Result<()
 }
 
 /// Writes a JSON error and closes, giving up after a second on a client that does not read.
-async fn answer_and_close(mut stream: TcpStream, status: u16, error: &str, detail: &str) {
+async fn answer_and_close(mut stream: Io, status: u16, error: &str, detail: &str) {
     let reply = error_reply(status, error, detail, &[]);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(&reply).await?;
@@ -316,12 +335,38 @@ async fn answer_and_close(mut stream: TcpStream, status: u16, error: &str, detai
 /// One connection: its head under the header deadline, then one request through hyper under
 /// the idle timeout.
 async fn connection(
-    mut stream: TcpStream,
+    tcp: TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     limits: Limits,
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
+    let (mut stream, info) = match acceptor {
+        None => (Io::Plain(tcp), ConnInfo::default()),
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                h = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)) => h,
+                _ = shutdown.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(tls)) => {
+                    let peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(crate::x509::peer_of);
+                    let info = ConnInfo { tls: true, peer };
+                    (Io::Tls(Box::new(tls)), info)
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "http: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
     let head = tokio::select! {
         h = tokio::time::timeout(limits.header_timeout, read_head(&mut stream, &limits)) => h,
         _ = shutdown.cancelled() => return,
@@ -353,8 +398,10 @@ async fn connection(
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let guard = busy.busy();
         let router = router.clone();
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(info.clone());
         async move {
-            let resp = router.oneshot(req.map(axum::body::Body::new)).await;
+            let resp = router.oneshot(req).await;
             drop(guard);
             resp
         }
@@ -438,7 +485,7 @@ impl Drop for HandlerGuard {
 /// The connection as hyper sees it: the bytes already read first, then the socket; every
 /// byte moved is activity.
 struct Tracked {
-    inner: TcpStream,
+    inner: Io,
     prefix: Vec<u8>,
     pos: usize,
     activity: Arc<Activity>,
@@ -489,6 +536,52 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection's byte stream, plain or TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

@@ -8,10 +8,13 @@ pub mod dashboard;
 pub mod execute;
 pub mod http;
 pub mod http_conn;
+pub mod login;
 pub mod metrics;
 pub mod ondemand;
 pub mod schedule;
+pub mod selfcheck;
 pub mod state;
+pub mod x509;
 
 pub use batch::{run_batch, select, Event, InstanceRun, Limits, SelectError, Selection};
 pub use execute::{run_attempt, run_with_retries, ResultLabels};

@@ -166,6 +166,9 @@ pub struct Metrics {
     skipped: IntCounterVec,
     schedule_members: IntGauge,
     schedule_owned: IntGauge,
+    self_check_failing: IntGauge,
+    self_check_rounds: IntCounterVec,
+    self_check_reclassified: IntCounter,
     queue_wait: Counter,
     reloads: IntCounter,
     written: IntCounter,
@@ -387,6 +390,35 @@ impl Metrics {
                 "Probe instances in the schedule.",
             ))
             .expect("valid gauge"),
+            false,
+        );
+        let self_check_failing = b.add(
+            IntGauge::with_opts(opts(
+                "gridprobe_self_check_failing",
+                "1 while the monitoring host's self-check fails (connection failures are then \
+                 recorded UNKNOWN), else 0 (also without [server.self_check]).",
+            ))
+            .expect("valid gauge"),
+            false,
+        );
+        let self_check_rounds = b.add(
+            IntCounterVec::new(
+                opts(
+                    "gridprobe_self_check_rounds_total",
+                    "Rounds of the monitoring host's self-check, by result (ok, failing).",
+                ),
+                &["result"],
+            )
+            .expect("valid counter"),
+            false,
+        );
+        let self_check_reclassified = b.add(
+            IntCounter::with_opts(opts(
+                "gridprobe_self_check_reclassified_total",
+                "Results (attempts) recorded UNKNOWN \"monitoring host problem\" instead of \
+                 CRITICAL while the self-check failed.",
+            ))
+            .expect("valid counter"),
             false,
         );
         let schedule_members = b.add(
@@ -669,6 +701,9 @@ impl Metrics {
             skipped,
             schedule_members,
             schedule_owned,
+            self_check_failing,
+            self_check_rounds,
+            self_check_reclassified,
             queue_wait,
             reloads,
             written,
@@ -768,6 +803,20 @@ impl Metrics {
             self.schedule_owned
                 .set(i64::try_from(view.owned).unwrap_or(i64::MAX));
         }
+        let sc = &shared.self_check;
+        self.self_check_failing
+            .set(i64::from(sc.failing().is_some()));
+        let rounds = load(&sc.rounds);
+        let failed = load(&sc.failed_rounds);
+        follow(
+            &self.self_check_rounds.with_label_values(&["ok"]),
+            rounds.saturating_sub(failed),
+        );
+        follow(
+            &self.self_check_rounds.with_label_values(&["failing"]),
+            failed,
+        );
+        follow(&self.self_check_reclassified, load(&sc.reclassified));
         let wait_ms = load(&s.queue_wait_ms_total);
         if wait_ms > st.queue_wait_ms {
             self.queue_wait

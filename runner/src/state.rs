@@ -48,6 +48,10 @@ pub struct ServeState {
     observers: Vec<Arc<dyn ResultObserver>>,
     /// Fired after the shutdown grace: probes still running stop and are recorded interrupted.
     pub interrupt: CancellationToken,
+    /// The monitoring host's self-check (`[server.self_check]`), consulted when recording.
+    pub self_check: Arc<crate::selfcheck::SelfCheckState>,
+    /// Login sessions of the dashboard (`login.rs`).
+    pub sessions: Arc<crate::login::Sessions>,
 }
 
 impl std::fmt::Debug for ServeState {
@@ -74,6 +78,8 @@ impl ServeState {
             writer,
             observers,
             interrupt: CancellationToken::new(),
+            self_check: Arc::default(),
+            sessions: Arc::default(),
         })
     }
 
@@ -131,7 +137,9 @@ impl ServeState {
     /// Records the attempts of one run: the last is the hard state. Updates the cell's state,
     /// tells the observers and hands everything to the writer. Returns whether the cell's
     /// dependants should be woken (first result, or back up after being down).
-    pub fn record(&self, attempts: Vec<ProbeResult>) -> bool {
+    pub fn record(&self, mut attempts: Vec<ProbeResult>) -> bool {
+        // The monitoring host's own failure is never the site's (selfcheck.rs).
+        self.self_check.reclassify(&mut attempts);
         let n = attempts.len();
         let mut wake = false;
         if let Some(last) = attempts.last() {

@@ -165,6 +165,14 @@ async fn serve(
         .map(|a| a.to_string())
         .unwrap_or(listen.clone());
 
+    // HTTPS settings: the files were checked with the configuration, read again now.
+    let tls = match &config.server.tls {
+        None => None,
+        Some(t) => Some(
+            gridprobe_runner::x509::server_config(t)
+                .map_err(|e| anyhow::anyhow!("[server] tls_cert/tls_key/client_ca_dir: {e}"))?,
+        ),
+    };
     let http_limits = nofile
         .map(gridprobe_runner::http_conn::Limits::for_descriptors)
         .unwrap_or_default();
@@ -192,6 +200,15 @@ async fn serve(
         store: store.clone(),
     });
     let member = coordination.as_ref().map(|c| c.member.clone());
+    // The monitoring host's self-check: its own task, reading the current plan each round.
+    let self_check_task = {
+        let plan = shared.subscribe();
+        tokio::spawn(gridprobe_runner::selfcheck::run(
+            shared.self_check.clone(),
+            move || plan.borrow().config.server.self_check.clone(),
+            shutdown.clone(),
+        ))
+    };
     let scheduler = tokio::spawn(run_scheduler_with(
         shared.clone(),
         last_runs,
@@ -209,6 +226,7 @@ async fn serve(
             runs: gridprobe_runner::ondemand::RunManager::new(),
         }),
         http_limits,
+        tls,
         shutdown.clone(),
     ));
     // Only the SQLite store keeps per-day runs; elsewhere preparing would be a month's scan.
@@ -237,7 +255,12 @@ async fn serve(
             format_duration(config.server.schedule_lease)
         );
     }
-    println!("  http:    http://{local}/healthz");
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("  http:    {scheme}://{local}/healthz");
     println!(
         "  matrix:  gridprobe matrix --config {}   (fills within {} of start)",
         config_path.display(),
@@ -276,6 +299,7 @@ async fn serve(
         tracing::error!(error = %e, "scheduler task failed");
     }
     let _ = retention_task.await;
+    let _ = self_check_task.await;
     // Before the last `shared` goes: the refresh task must not keep the writer open.
     let _ = metrics_refresh.await;
     match server.await {

@@ -19,7 +19,9 @@ mod credential;
 mod downtime;
 mod publish;
 mod raw;
+mod self_check;
 mod server;
+mod tls;
 mod topology;
 
 use raw::*;

@@ -35,6 +35,31 @@ pub(super) struct RawServer {
     pub(super) instance: Option<Spanned<String>>,
     pub(super) spool_dir: Option<Spanned<String>>,
     pub(super) spool_max_size: Option<Spanned<String>>,
+    // The monitoring host's self-check (load/self_check.rs) and HTTPS (load/tls.rs).
+    pub(super) self_check: Option<Spanned<RawSelfCheck>>,
+    pub(super) tls_cert: Option<Spanned<String>>,
+    pub(super) tls_key: Option<Spanned<String>>,
+    pub(super) client_ca_dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSelfCheck {
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) resolve: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) connect: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDn {
+    pub(super) subject: Spanned<String>,
+    pub(super) role: Spanned<String>,
+    #[serde(default)]
+    pub(super) sites: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +69,9 @@ pub(super) struct RawAccess {
     pub(super) runs_per_hour: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) token: Vec<RawToken>,
+    pub(super) session_lifetime: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) dn: Vec<RawDn>,
 }
 
 #[derive(Deserialize)]

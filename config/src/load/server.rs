@@ -137,49 +137,9 @@ impl Loader {
                     continue;
                 }
             };
-            let role = match t.role.get_ref().as_str() {
-                "operator" => {
-                    if let Some(s) = t.sites.first() {
-                        let d = self.error(
-                            file,
-                            s.span(),
-                            "an operator token covers every site; `sites` is for site-admin tokens",
-                        );
-                        self.diagnostics.push(d);
-                    }
-                    crate::model::Role::Operator
-                }
-                "site-admin" => {
-                    if t.sites.is_empty() {
-                        let d = self.error(
-                            file,
-                            t.role.span(),
-                            format!("site-admin token `{}` names no sites", t.name.get_ref()),
-                        );
-                        self.diagnostics
-                            .push(d.with_help("add sites = [\"SITE\", ...]"));
-                        continue;
-                    }
-                    for s in &t.sites {
-                        self.positions.access_sites.push((
-                            s.get_ref().clone(),
-                            Span {
-                                file,
-                                range: s.span(),
-                            },
-                        ));
-                    }
-                    crate::model::Role::SiteAdmin(
-                        t.sites.iter().map(|s| s.get_ref().clone()).collect(),
-                    )
-                }
-                other => {
-                    let d = self
-                        .error(file, t.role.span(), format!("unknown role `{other}`"))
-                        .with_suggestion(other, ["operator", "site-admin"]);
-                    self.diagnostics.push(d);
-                    continue;
-                }
+            let what = format!("token `{}`", t.name.get_ref());
+            let Some(role) = self.read_role(file, &what, &t.role, &t.sites) else {
+                continue;
             };
             access.tokens.push(crate::model::Token {
                 name: t.name.into_inner(),
@@ -187,7 +147,72 @@ impl Loader {
                 role,
             });
         }
+        if let Some(d) = self.duration(
+            file,
+            raw.session_lifetime,
+            "session_lifetime",
+            t::SESSION_LIFETIME,
+        ) {
+            access.session_lifetime = d;
+        }
+        access.dns = self.read_dn_rules(file, raw.dn);
         self.config.access = access;
+    }
+
+    /// A `role` with its `sites`, for a token or a `[[access.dn]]` (`what` names it).
+    pub(super) fn read_role(
+        &mut self,
+        file: FileId,
+        what: &str,
+        role: &toml::Spanned<String>,
+        sites: &[toml::Spanned<String>],
+    ) -> Option<crate::model::Role> {
+        match role.get_ref().as_str() {
+            "operator" => {
+                if let Some(s) = sites.first() {
+                    let d = self.error(
+                        file,
+                        s.span(),
+                        format!(
+                            "{what}: an operator covers every site; `sites` is for site-admins"
+                        ),
+                    );
+                    self.diagnostics.push(d);
+                }
+                Some(crate::model::Role::Operator)
+            }
+            "site-admin" => {
+                if sites.is_empty() {
+                    let d = self.error(
+                        file,
+                        role.span(),
+                        format!("site-admin {what} names no sites"),
+                    );
+                    self.diagnostics
+                        .push(d.with_help("add sites = [\"SITE\", ...]"));
+                    return None;
+                }
+                for s in sites {
+                    self.positions.access_sites.push((
+                        s.get_ref().clone(),
+                        Span {
+                            file,
+                            range: s.span(),
+                        },
+                    ));
+                }
+                Some(crate::model::Role::SiteAdmin(
+                    sites.iter().map(|s| s.get_ref().clone()).collect(),
+                ))
+            }
+            other => {
+                let d = self
+                    .error(file, role.span(), format!("unknown role `{other}`"))
+                    .with_suggestion(other, ["operator", "site-admin"]);
+                self.diagnostics.push(d);
+                None
+            }
+        }
     }
 
     pub(super) fn apply_server(&mut self, file: FileId, raw: RawServer) {
@@ -361,6 +386,14 @@ impl Loader {
                     t::STARTUP_SPREAD,
                 )
                 .unwrap_or(base.startup_spread),
+            self_check: raw.self_check.and_then(|c| self.read_self_check(file, c)),
+            tls: self.read_server_tls(
+                file,
+                &base_dir,
+                raw.tls_cert,
+                raw.tls_key,
+                raw.client_ca_dir,
+            ),
         };
     }
 }

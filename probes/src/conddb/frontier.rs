@@ -259,7 +259,7 @@ pub(crate) async fn frontier(
             cancel: None,
         },
         Failure::Stopped(Stop::Cancelled, _) => DbError::Cancelled(PHASE_QUERY),
-        Failure::Critical(m) => DbError::Connect(m),
+        Failure::Critical(m) | Failure::Connection(_, m) => DbError::Connect(m),
         Failure::Unknown(m) => DbError::Local(m),
     })?;
     let elapsed = start.elapsed();

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::tls::{self, CertInfo, TlsSettings};
-use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum};
+use crate::outcome::{fmt_secs, seconds, ConnectionFault, Outcome, Perfdatum};
 use crate::{ProbeContext, Stop};
 
 /// Phase names, as they appear in "timeout after 5s during <phase> on <target>".
@@ -31,6 +31,9 @@ pub(crate) enum Failure {
     Stopped(Stop, &'static str),
     /// The service failed (CRITICAL); one line without the target.
     Critical(String),
+    /// The connection failed before the service could answer (DNS, TCP connect, the TLS
+    /// transport): CRITICAL, marked so that a failing monitoring host can be told apart.
+    Connection(ConnectionFault, String),
     /// The probe could not decide, e.g. an unreadable local file (UNKNOWN).
     Unknown(String),
 }
@@ -39,14 +42,24 @@ impl Failure {
     /// The outcome, naming `target` (the URL or host:port).
     pub(crate) fn outcome(self, ctx: &ProbeContext, target: &str) -> Outcome {
         match self {
-            Failure::Stopped(Stop::Timeout, phase) => Outcome::critical(format!(
-                "timeout after {} during {phase} on {target}",
-                format_duration(ctx.timeout)
-            )),
+            Failure::Stopped(Stop::Timeout, phase) => {
+                let o = Outcome::critical(format!(
+                    "timeout after {} during {phase} on {target}",
+                    format_duration(ctx.timeout)
+                ));
+                if matches!(phase, PHASE_DNS | PHASE_CONNECT | PHASE_TLS) {
+                    o.with_connection_fault(ConnectionFault::Timeout)
+                } else {
+                    o
+                }
+            }
             Failure::Stopped(Stop::Cancelled, phase) => {
                 Outcome::unknown(format!("cancelled during {phase} on {target}"))
             }
             Failure::Critical(m) => Outcome::critical(format!("{m} on {target}")),
+            Failure::Connection(fault, m) => {
+                Outcome::critical(format!("{m} on {target}")).with_connection_fault(fault)
+            }
             Failure::Unknown(m) => Outcome::unknown(format!("{m} (probing {target})")),
         }
     }
@@ -154,13 +167,17 @@ pub(crate) async fn open(
             timings.dns = Some(elapsed);
             let addrs: Vec<SocketAddr> = found
                 .map_err(|e| {
-                    Failure::Critical(format!("DNS lookup of {host} failed: {}", dns_reason(&e)))
+                    Failure::Connection(
+                        ConnectionFault::Dns,
+                        format!("DNS lookup of {host} failed: {}", dns_reason(&e)),
+                    )
                 })?
                 .collect();
             if addrs.is_empty() {
-                return Err(Failure::Critical(format!(
-                    "DNS lookup of {host} returned no address"
-                )));
+                return Err(Failure::Connection(
+                    ConnectionFault::Dns,
+                    format!("DNS lookup of {host} returned no address"),
+                ));
             }
             let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
             let _ = writeln!(
@@ -225,7 +242,7 @@ pub(crate) async fn open(
                 format!("TCP connect failed: {}", all.join("; "))
             }
         };
-        return Err(Failure::Critical(msg));
+        return Err(Failure::Connection(ConnectionFault::Connect, msg));
     };
     // Requests are small and sent at once; Nagle would only add latency to the timings.
     let _ = tcp.set_nodelay(true);
@@ -255,10 +272,19 @@ pub(crate) async fn open(
     let elapsed = start.elapsed();
     timings.tls = Some(elapsed);
     match handshake {
-        Err(e) => Err(Failure::Critical(format!(
-            "TLS handshake failed: {}",
-            tls::describe_handshake_error(&e, cert.as_ref())
-        ))),
+        Err(e) => {
+            let msg = format!(
+                "TLS handshake failed: {}",
+                tls::describe_handshake_error(&e, cert.as_ref())
+            );
+            // A certificate or an alert is the server's answer; only a broken transport
+            // (reset, closed, aborted) may be the monitoring host's network.
+            if transport_error(&e) {
+                Err(Failure::Connection(ConnectionFault::TlsTransport, msg))
+            } else {
+                Err(Failure::Critical(msg))
+            }
+        }
         Ok(s) => {
             let conn = s.get_ref().1;
             let _ = writeln!(
@@ -281,6 +307,23 @@ pub(crate) async fn open(
             })
         }
     }
+}
+
+/// Whether a handshake error is the socket's (reset, closed, aborted, unreachable) rather
+/// than TLS's (a certificate, an alert, a protocol error: rustls reports those as
+/// `InvalidData` or `Other` wrapping its own error).
+fn transport_error(e: &io::Error) -> bool {
+    e.get_ref().is_none_or(|inner| !inner.is::<rustls::Error>())
+        && matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::NetworkUnreachable
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::TimedOut
+        )
 }
 
 /// An I/O error in a few words, without the "(os error N)" tail.

@@ -594,7 +594,7 @@ impl StepError {
             Failure::Stopped(Stop::Cancelled, phase) => {
                 StepError::unknown(format!("cancelled during {phase} (gridprobe is stopping)"))
             }
-            Failure::Critical(m) => StepError::critical(m),
+            Failure::Critical(m) | Failure::Connection(_, m) => StepError::critical(m),
             Failure::Unknown(m) => StepError::unknown(m),
         }
     }

@@ -58,6 +58,7 @@ fn read_result(row: &Row<'_>) -> Result<StoredResult, StoreError> {
                 summary: row.get(11).map_err(col)?,
                 details: row.get(12).map_err(col)?,
                 perfdata,
+                connection_fault: None,
             },
             attempt: u32::try_from(attempt)
                 .map_err(|_| bad(format!("attempt {attempt} out of range")))?,

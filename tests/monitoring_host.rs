@@ -1,0 +1,168 @@
+//! The monitoring host's own failures (`[server.self_check]`), end to end: while the host's
+//! self-check fails, a site probe failing at connection level is recorded UNKNOWN
+//! "monitoring host problem: …" (its original summary in the details); once the self-check
+//! passes again, the same failure is the site's CRITICAL again.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{closed_port, http_client, wait_until, write_file, Serve};
+
+fn config(reference: u16, site_port: u16) -> String {
+    format!(
+        r#"
+vo = "e2e"
+[defaults]
+interval = "1s"
+timeout = "500ms"
+[server]
+startup_spread = "1s"
+shutdown_grace = "2s"
+  [server.self_check]
+  interval = "1s"
+  timeout = "500ms"
+  resolve = ["localhost"]
+  connect = ["127.0.0.1:{reference}"]
+
+[[site]]
+name = "T2_E2E"
+tier = 2
+  [[site.service]]
+  flavour = "SRV"
+  hostname = "127.0.0.1"
+  endpoint = "tcp://127.0.0.1:{site_port}"
+
+[[probe]]
+metric = "org.e2e.tcp"
+kind = "tcp"
+flavours = ["SRV"]
+"#
+    )
+}
+
+/// Final results of the cell, newest first.
+fn results(addr: &str) -> Vec<serde_json::Value> {
+    let url = format!("http://{addr}/api/v1/results?site=T2_E2E&limit=50");
+    http_client()
+        .get(url)
+        .send()
+        .and_then(|r| r.text())
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["results"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn health(addr: &str) -> serde_json::Value {
+    http_client()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .and_then(|r| r.text())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Waits for a result newer than `after_ms` that satisfies `pred`; returns it.
+fn wait_result(
+    addr: &str,
+    after_ms: i64,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut found = None;
+    wait_until(Duration::from_secs(30), || {
+        found = results(addr)
+            .into_iter()
+            .find(|r| r["started_at_ms"].as_i64().unwrap_or(0) > after_ms && pred(r));
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no such result; latest: {:#?}", results(addr).first()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn connection_failures_are_unknown_while_the_monitoring_host_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ref_port = reference.local_addr().unwrap().port();
+    let site_port = closed_port();
+    let cfg = write_file(dir.path(), "vo.toml", &config(ref_port, site_port));
+    let store = dir.path().join("r.sqlite");
+    let mut serve = Serve::start(&cfg, store.to_str().unwrap());
+    let addr = serve.http_addr();
+
+    // The host is fine: the site's refused connection is the site's CRITICAL.
+    let crit = wait_result(&addr, 0, |r| r["status"] == "CRITICAL");
+    assert!(
+        crit["summary"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
+        "{crit}"
+    );
+    assert_eq!(health(&addr)["self_check"]["state"], "ok");
+
+    // The monitoring host loses its reference: UNKNOWN with the host's reason.
+    drop(reference);
+    let ok = wait_until(Duration::from_secs(20), || {
+        health(&addr)["self_check"]["state"] == "failing"
+    });
+    assert!(ok, "self-check never failed: {}", health(&addr));
+    let h = health(&addr);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(
+        h["self_check"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{ref_port}")),
+        "{h}"
+    );
+    let since = now_ms();
+    let unknown = wait_result(&addr, since, |r| r["final"] == true);
+    assert_eq!(unknown["status"], "UNKNOWN", "{unknown}");
+    let summary = unknown["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("monitoring host problem: TCP connect to 127.0.0.1:"),
+        "{summary}"
+    );
+    let details = unknown["details"].as_str().unwrap();
+    assert!(
+        details.contains("Original summary: TCP connect failed: connection refused"),
+        "{details}"
+    );
+    let metrics = http_client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("gridprobe_self_check_failing 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("gridprobe_self_check_reclassified_total ") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+
+    // The reference is back: the site's own failure is CRITICAL again.
+    let _back = TcpListener::bind(("127.0.0.1", ref_port)).unwrap();
+    let ok = wait_until(Duration::from_secs(20), || {
+        health(&addr)["self_check"]["state"] == "ok"
+    });
+    assert!(ok, "self-check never recovered: {}", health(&addr));
+    let since = now_ms();
+    let again = wait_result(&addr, since, |r| r["final"] == true);
+    assert_eq!(again["status"], "CRITICAL", "{again}");
+    serve.terminate_cleanly();
+}
