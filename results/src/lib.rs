@@ -8,6 +8,7 @@ pub mod matrix;
 pub mod message;
 pub mod postgres;
 pub mod reasons;
+pub mod recompute;
 pub mod report;
 pub mod spool;
 pub mod sqlite;

@@ -781,6 +781,7 @@ reason = "disk replacement"
                 reliability: Some(a),
                 maintenance: 0.0,
                 unknown_fraction: 0.0,
+                excluded_ms: 0,
             },
             flavours: vec![],
             status_at_end: AStatus::Ok,

@@ -20,13 +20,14 @@ mod publish;
 mod raw;
 mod server;
 mod topology;
+mod weights;
 
 use raw::*;
 
 /// Keys allowed at the top of the main file.
 const MAIN_KEYS: &[&str] = &[
     "vo", "include", "defaults", "server", "access", "site", "probe", "profile", "downtime",
-    "publish",
+    "publish", "weights",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -430,6 +431,12 @@ impl Loader {
                         {
                             self.read_downtime(file, raw);
                         }
+                    }
+                }
+                "weights" if is_main => {
+                    if let Some(path) = self.deserialize::<Spanned<String>>(file, value, "weights")
+                    {
+                        self.read_weights(file, base, path);
                     }
                 }
                 "publish" if is_main => {

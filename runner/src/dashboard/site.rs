@@ -244,5 +244,6 @@ pub(super) fn segment_class(s: AStatus) -> &'static str {
         AStatus::Unknown => "t-unkn",
         AStatus::Missing => "t-missing",
         AStatus::Downtime { .. } => "t-dt",
+        AStatus::Excluded => "t-missing",
     }
 }
