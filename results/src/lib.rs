@@ -2,6 +2,7 @@
 //! deployments), the batching writer that keeps the probe path free of database latency, and
 //! availability and reports.
 
+pub mod aggregate;
 pub mod availability;
 pub mod coordination;
 pub mod matrix;

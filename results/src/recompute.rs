@@ -21,7 +21,6 @@ use gridprobe_probes::Status;
 use serde::{Deserialize, Serialize};
 
 use crate::availability::{AStatus, Ms};
-use crate::store::CellKey;
 
 /// Which cells a recomputation touches: a cell matches when its site, flavour and metric are
 /// each in the list given (an empty list matches all). All three empty: the whole VO.
@@ -39,12 +38,12 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Whether the scope covers a cell.
-    pub fn matches(&self, cell: &CellKey) -> bool {
+    /// Whether the scope covers a cell (its site, flavour and full metric name).
+    pub fn matches(&self, site: &str, flavour: &str, metric: &str) -> bool {
         let within = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
-        within(&self.sites, &cell.site)
-            && within(&self.flavours, &cell.flavour)
-            && within(&self.metrics, &cell.metric)
+        within(&self.sites, site)
+            && within(&self.flavours, flavour)
+            && within(&self.metrics, metric)
     }
 
     /// Whether two scopes share at least one possible cell.
@@ -296,12 +295,15 @@ pub fn applied_in<'a>(all: &'a [Recomputation], period: &Range<Ms>) -> Vec<&'a R
         .collect()
 }
 
-/// The overrides a cell gets from applied recomputations: `(span, status)`, for
-/// [`crate::availability::overlay_statuses`].
-pub fn overlays_for(cell: &CellKey, applied: &[&Recomputation]) -> Vec<(Range<Ms>, AStatus)> {
+/// The overrides a cell (site, flavour, full metric name) gets from applied recomputations:
+/// `(span, status)`, for [`crate::availability::overlay_statuses`].
+pub fn overlays_for(
+    cell: (&str, &str, &str),
+    applied: &[&Recomputation],
+) -> Vec<(Range<Ms>, AStatus)> {
     applied
         .iter()
-        .filter(|r| r.request.scope.matches(cell))
+        .filter(|r| r.request.scope.matches(cell.0, cell.1, cell.2))
         .map(|r| {
             (
                 r.request.start_ms..r.request.end_ms,
