@@ -1107,4 +1107,247 @@ reason = "disk replacement"
         let err = check_retention(&p, now, retention).unwrap_err();
         assert!(err.contains("retention = 400 days"), "{err}");
     }
+
+    fn cell(
+        site: &str,
+        host: &str,
+        flavour: &str,
+        metric: &str,
+        points: Vec<(Ms, Status)>,
+    ) -> (CellKey, Vec<(Ms, Status)>) {
+        (
+            CellKey {
+                site: site.into(),
+                hostname: host.into(),
+                flavour: flavour.into(),
+                metric: metric.into(),
+            },
+            points,
+        )
+    }
+
+    /// Hourly results over `hours`, CRITICAL where `down` says so.
+    fn hourly_over(hours: i64, down: impl Fn(i64) -> bool) -> Vec<(Ms, Status)> {
+        (0..hours)
+            .map(|h| {
+                (
+                    h * H,
+                    if down(h) {
+                        Status::Critical
+                    } else {
+                        Status::Ok
+                    },
+                )
+            })
+            .collect()
+    }
+
+    const VERSIONED: &str = r#"
+vo = "v"
+[defaults]
+interval = "1h"
+timeout = "10m"
+[[site]]
+name = "T1_A"
+tier = 1
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce1"
+  [[site.service]]
+  flavour = "SE"
+  hostname = "se1"
+[[probe]]
+metric = "org.v.ce-job"
+kind = "tcp"
+flavours = ["CE"]
+[[probe]]
+metric = "org.v.se-put"
+kind = "tcp"
+flavours = ["SE"]
+[[profile]]
+name = "p"
+critical = { CE = ["ce-job"] }
+[[profile]]
+name = "p"
+valid_from = 1970-01-16
+critical = { CE = ["ce-job"], SE = ["se-put"] }
+"#;
+
+    /// A 30-day month whose profile gains the SE on day 16: the CE is always OK, the SE always
+    /// CRITICAL. Days 1-15 judge the CE only (up), days 16-30 CE AND SE (down): 15/30.
+    #[test]
+    fn a_profile_change_mid_month_splits_the_period() {
+        let l = gridprobe_config::load_str(Path::new("v.toml"), VERSIONED);
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let month = Period {
+            start_ms: 0,
+            end_ms: 30 * 24 * H,
+            label: "30 days".into(),
+        };
+        let cells = vec![
+            cell(
+                "T1_A",
+                "ce1",
+                "CE",
+                "org.v.ce-job",
+                hourly_over(30 * 24, |_| false),
+            ),
+            cell(
+                "T1_A",
+                "se1",
+                "SE",
+                "org.v.se-put",
+                hourly_over(30 * 24, |_| true),
+            ),
+        ];
+        let r = compute(&l.config, None, &month, &cells, &[], 0.9).expect("report");
+        let a = &r.sites[0];
+        assert_eq!(a.figures.up_ms, 15 * 24 * H);
+        assert_eq!(a.figures.known_ms, 30 * 24 * H);
+        assert_eq!(a.figures.availability, Some(0.5));
+        // The SE was not judged before day 16: excluded then, CRITICAL since.
+        let se = a.flavours.iter().find(|f| f.flavour == "SE").expect("SE");
+        assert_eq!(se.figures.excluded_ms, 15 * 24 * H);
+        assert_eq!(se.figures.availability, Some(0.0));
+        assert_eq!(
+            r.profile_versions,
+            vec![
+                ProfileVersionSpan {
+                    start_ms: 0,
+                    end_ms: 15 * 24 * H,
+                    valid_from_ms: None
+                },
+                ProfileVersionSpan {
+                    start_ms: 15 * 24 * H,
+                    end_ms: 30 * 24 * H,
+                    valid_from_ms: Some(15 * 24 * H)
+                },
+            ]
+        );
+        // A month wholly after the change uses the new version only: always down.
+        let later = Period {
+            start_ms: 15 * 24 * H,
+            end_ms: 30 * 24 * H,
+            label: "later".into(),
+        };
+        let r = compute(&l.config, None, &later, &cells, &[], 0.9).expect("report");
+        assert_eq!(r.sites[0].figures.availability, Some(0.0));
+        assert_eq!(r.profile_versions.len(), 1);
+    }
+
+    const GROUPED: &str = r#"
+vo = "v"
+[defaults]
+interval = "1h"
+timeout = "10m"
+[[site]]
+name = "T2_A"
+tier = 2
+federation = "FED"
+weight = 3
+  [[site.service]]
+  flavour = "ARC-CE"
+  hostname = "ce1"
+  [[site.service]]
+  flavour = "HTCONDOR-CE"
+  hostname = "ce2"
+  [[site.service]]
+  flavour = "WEBDAV"
+  hostname = "se1"
+[[site]]
+name = "T2_B"
+tier = 2
+federation = "FED"
+  [[site.service]]
+  flavour = "WEBDAV"
+  hostname = "se2"
+[[site]]
+name = "T2_C"
+tier = 2
+federation = "FED"
+weight = 100
+  [[site.service]]
+  flavour = "WEBDAV"
+  hostname = "se3"
+[[probe]]
+metric = "org.v.ce"
+kind = "tcp"
+flavours = ["ARC-CE", "HTCONDOR-CE"]
+[[probe]]
+metric = "org.v.se"
+kind = "tcp"
+flavours = ["WEBDAV"]
+[[profile]]
+name = "p"
+critical = { ARC-CE = ["ce"], HTCONDOR-CE = ["ce"], WEBDAV = ["se"] }
+groups = [{ name = "compute", operation = "OR", flavours = ["ARC-CE", "HTCONDOR-CE"] },
+          { name = "storage", operation = "OR", flavours = ["WEBDAV"] }]
+"#;
+
+    /// compute = OR of the two CEs (ARC down 00-12, HTCondor down 06-18: compute down 06-12),
+    /// storage = WEBDAV (up): the site is up 18 of 24 h, where the AND of every flavour would
+    /// give 6 of 24. Federation FED: T2_A 0.75 (weight 3), T2_B 0.5 (weight 1), T2_C n/a
+    /// (weight 100, counts 0): weighted (3·0.75 + 0.5) / 4 = 0.6875, plain 0.625.
+    #[test]
+    fn groups_combine_flavours_and_federations_are_weighted() {
+        let l = gridprobe_config::load_str(Path::new("v.toml"), GROUPED);
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let day = Period {
+            start_ms: 0,
+            end_ms: 24 * H,
+            label: "day".into(),
+        };
+        let cells = vec![
+            cell(
+                "T2_A",
+                "ce1",
+                "ARC-CE",
+                "org.v.ce",
+                hourly_over(24, |h| h < 12),
+            ),
+            cell(
+                "T2_A",
+                "ce2",
+                "HTCONDOR-CE",
+                "org.v.ce",
+                hourly_over(24, |h| (6..18).contains(&h)),
+            ),
+            cell(
+                "T2_A",
+                "se1",
+                "WEBDAV",
+                "org.v.se",
+                hourly_over(24, |_| false),
+            ),
+            cell(
+                "T2_B",
+                "se2",
+                "WEBDAV",
+                "org.v.se",
+                hourly_over(24, |h| h < 12),
+            ),
+        ];
+        let r = compute(&l.config, None, &day, &cells, &[], 0.9).expect("report");
+        let a = &r.sites[0];
+        assert_eq!(a.figures.availability, Some(0.75));
+        let groups: Vec<(&str, &str, Option<f64>)> = a
+            .groups
+            .iter()
+            .map(|g| (g.group.as_str(), g.operation, g.figures.availability))
+            .collect();
+        assert_eq!(
+            groups,
+            [("compute", "OR", Some(0.75)), ("storage", "OR", Some(1.0))]
+        );
+        assert_eq!(r.sites[1].figures.availability, Some(0.5));
+        assert_eq!(r.sites[2].figures.availability, None);
+        let fed = &r.federations[0];
+        assert_eq!(fed.federation, "FED");
+        assert_eq!(fed.weight, 104.0);
+        assert_eq!(fed.availability, Some(0.6875));
+        assert_eq!(fed.plain_availability, Some(0.625));
+        let tier = &r.tiers[0];
+        assert_eq!(tier.availability, Some(0.625), "the plain mean stays");
+        assert_eq!(tier.weighted_availability, Some(0.6875));
+    }
 }
