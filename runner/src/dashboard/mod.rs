@@ -46,7 +46,7 @@ use gridprobe_results::availability::{
 use gridprobe_results::matrix::{build_matrix, Cell, CellState, MatrixFilter};
 use gridprobe_results::reasons::{group, Reason};
 use gridprobe_results::report::{
-    compute, default_thresholds, site_status, Period, SiteReport, SiteStatus,
+    compute_applied, default_thresholds, site_status, Period, SiteReport, SiteStatus,
 };
 use gridprobe_results::{CellFilter, CellKey, HistoryQuery, ResultStore, StoreError, StoredResult};
 
