@@ -10,6 +10,7 @@ pub mod message;
 pub mod postgres;
 pub mod reasons;
 pub mod recompute;
+pub mod recompute_flow;
 pub mod report;
 pub mod spool;
 pub mod sqlite;
