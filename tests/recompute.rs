@@ -248,3 +248,179 @@ fn bad_requests_are_refused_with_their_reason() {
         "{stderr}"
     );
 }
+
+/// A minimal HTTP/1.1 client: method, path, optional bearer token and body → (status, body).
+fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let status: u16 = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let payload = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json =
+        serde_json::from_str(payload).unwrap_or(serde_json::Value::String(payload.to_string()));
+    (status, json)
+}
+
+#[test]
+fn the_api_takes_requests_by_role_and_every_answer_says_what_it_applied() {
+    const OPERATOR: &str = "operator-secret-token";
+    const ADMIN: &str = "example-admin-secret-token";
+    let (dir, _, store) = setup();
+    let hash = gridprobe_runner::access::sha256_hex;
+    let config = common::write_file(
+        dir.path(),
+        "serve.toml",
+        &format!(
+            "{CONFIG}\n[server]\nstartup_spread = \"1s\"\nshutdown_grace = \"1s\"\n\
+             [[site]]\nname = \"LCG.OTHER.org\"\ntier = 2\n  [[site.service]]\n  flavour = \"CE\"\n  hostname = \"ce.other.org\"\n\
+             [access]\n  [[access.token]]\n  name = \"operators\"\n  sha256 = \"{}\"\n  role = \"operator\"\n\
+             [[access.token]]\n  name = \"example-admins\"\n  sha256 = \"{}\"\n  role = \"site-admin\"\n  sites = [\"LCG.EXAMPLE.org\"]\n",
+            hash(OPERATOR),
+            hash(ADMIN)
+        ),
+    );
+    let serve = common::Serve::start(&config, &store);
+    let addr = serve.http_addr();
+    let body = |sites: &str| {
+        format!(
+            r#"{{"period": "2026-10-05T00:00..2026-10-05T06:00", "reason": "proxy expired", "sites": [{sites}], "action": "force", "status": "OK"}}"#
+        )
+    };
+    let own = body("\"LCG.EXAMPLE.org\"");
+    let (code, e) = call(&addr, "POST", "/api/v1/recomputations", None, &own);
+    assert_eq!(code, 401, "{e}");
+    let (code, e) = call(
+        &addr,
+        "POST",
+        "/api/v1/recomputations",
+        Some(ADMIN),
+        &body("\"LCG.OTHER.org\""),
+    );
+    assert_eq!(code, 403, "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`LCG.OTHER.org` is not one of them"),
+        "{e}"
+    );
+    let (code, e) = call(
+        &addr,
+        "POST",
+        "/api/v1/recomputations",
+        Some(ADMIN),
+        r#"{"period": "2099-01-01", "reason": "x", "sites": ["LCG.EXAMPLE.org"], "action": "exclude"}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(
+        e["detail"].as_str().unwrap_or("").contains("in the future"),
+        "{e}"
+    );
+    let (code, r) = call(&addr, "POST", "/api/v1/recomputations", Some(ADMIN), &own);
+    assert_eq!(code, 201, "{r}");
+    assert_eq!(
+        (r["state"].as_str(), r["requester"].as_str()),
+        (Some("pending"), Some("example-admins"))
+    );
+    let id = r["id"].as_i64().expect("id");
+
+    // Site admins do not decide; operators do.
+    let approve = format!("/api/v1/recomputations/{id}/approve");
+    let (code, _) = call(&addr, "POST", &approve, Some(ADMIN), "");
+    assert_eq!(code, 403);
+    let (code, r) = call(&addr, "POST", &approve, Some(OPERATOR), "");
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["state"], "applied");
+    let (code, e) = call(
+        &addr,
+        "POST",
+        &format!("/api/v1/recomputations/{id}/reject"),
+        Some(OPERATOR),
+        r#"{"note": "late"}"#,
+    );
+    assert_eq!(code, 409, "{e}");
+    let (code, _) = call(
+        &addr,
+        "POST",
+        "/api/v1/recomputations/999/approve",
+        Some(OPERATOR),
+        "",
+    );
+    assert_eq!(code, 404);
+
+    // The report over the day applies it and says so.
+    let (code, av) = call(
+        &addr,
+        "GET",
+        "/api/v1/availability?period=2026-10-05",
+        None,
+        "",
+    );
+    assert_eq!(code, 200, "{av}");
+    assert_eq!(av["sites"][0]["figures"]["availability"], 1.0);
+    assert_eq!(av["recomputations"][0]["id"], id);
+    assert_eq!(av["sites"][0]["recomputations"][0], id);
+    let (code, list) = call(
+        &addr,
+        "GET",
+        "/api/v1/recomputations?state=applied",
+        None,
+        "",
+    );
+    assert_eq!(code, 200);
+    assert_eq!(list["recomputations"].as_array().map(Vec::len), Some(1));
+    let (code, e) = call(&addr, "GET", "/api/v1/recomputations?state=done", None, "");
+    assert_eq!(code, 400, "{e}");
+
+    // The dashboard lists it with its history.
+    let (code, page) = call(&addr, "GET", "/recomputations", None, "");
+    assert_eq!(code, 200);
+    let page = page.as_str().unwrap_or("").to_string();
+    assert!(
+        page.contains("approved by operators") && page.contains("proxy expired"),
+        "{page}"
+    );
+
+    let revoke = format!("/api/v1/recomputations/{id}/revoke");
+    let (code, e) = call(&addr, "POST", &revoke, Some(OPERATOR), "");
+    assert_eq!(code, 400, "{e}");
+    let (code, r) = call(
+        &addr,
+        "POST",
+        &revoke,
+        Some(OPERATOR),
+        r#"{"note": "the site's fault after all"}"#,
+    );
+    assert_eq!(code, 200, "{r}");
+    let (_, av) = call(
+        &addr,
+        "GET",
+        "/api/v1/availability?period=2026-10-05",
+        None,
+        "",
+    );
+    assert_eq!(av["sites"][0]["figures"]["availability"], 0.75);
+    assert_eq!(av["recomputations"].as_array().map(Vec::len), Some(0));
+}

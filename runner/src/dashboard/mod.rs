@@ -20,6 +20,7 @@
 mod cell;
 mod matrix;
 mod reasons;
+mod recomputations;
 mod render;
 mod response;
 mod result;
@@ -70,6 +71,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/sites/{site}", get(site_page))
         .route("/results/{id}", get(result_page))
         .route("/reasons", get(reasons_page))
+        .route("/recomputations", get(recomputations::recomputations_page))
         .route("/static/gridprobe.css", get(stylesheet))
         .route("/static/gridprobe.js", get(script))
 }
