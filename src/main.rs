@@ -70,6 +70,8 @@ enum Command {
     /// Copy the history of an SQLite store (results, events, downtimes) into PostgreSQL, for a
     /// shared deployment. Resumable: a second run continues after the last result copied.
     MigrateStore(commands::migrate_store::Args),
+    /// Recomputations of past periods: request, list, approve, reject, revoke.
+    Recompute(commands::recompute::Args),
     /// Import topology from a WLCG VO feed, or downtimes from GOCDB.
     Import(commands::import::Args),
     /// Bearer tokens for the API: `token new` makes one, `token hash` prints the SHA-256 of a
@@ -128,6 +130,7 @@ fn main() -> ExitCode {
         Command::Reasons(args) => commands::report::reasons(args),
         Command::MigrateStore(args) => commands::migrate_store::run(args),
         Command::Import(args) => commands::import::run(args),
+        Command::Recompute(args) => commands::recompute::run(args),
         Command::Token(args) => commands::token::run(args),
         Command::Probes(args) => commands::probes::run(args),
         Command::Credentials(args) => commands::credentials::run(args),

@@ -179,11 +179,14 @@ const ROUTES: &[&str] = &[
     "/api/v1/reasons",
     "/api/v1/runs",
     "/api/v1/runs/1",
+    "/api/v1/recomputations",
+    "/api/v1/recomputations/1/approve",
     "/metrics",
     "/",
     "/sites/LCG.CERN.ch",
     "/results/1",
     "/reasons",
+    "/recomputations",
     "/static/gridprobe.css",
     "/static/gridprobe.js",
     "/no/such/route",
@@ -198,7 +201,8 @@ const METHODS: &[&str] = &[
 fn allowed(route: &str) -> Option<&'static [&'static str]> {
     let path = route.split('?').next().unwrap_or(route);
     match path {
-        "/-/reload" | "/api/v1/runs" => Some(&["POST"]),
+        "/-/reload" | "/api/v1/runs" | "/api/v1/recomputations/1/approve" => Some(&["POST"]),
+        "/api/v1/recomputations" => Some(&["GET", "HEAD", "POST"]),
         "/no/such/route" | "/api/v1/no-such-thing" => None,
         _ => Some(&["GET", "HEAD"]),
     }

@@ -22,8 +22,9 @@ pub mod xml;
 pub use diagnostic::{did_you_mean, Diagnostic, Diagnostics, SourceMap, Span};
 pub use load::{load, load_str, Loaded};
 pub use model::{
-    short_metric_name, Access, Config, Defaults, Downtime, KindParams, Overrides, ProbeDef,
-    ProbeInstance, Profile, Role, ScheduleMode, Service, Site, StoreSpec, Token,
+    short_metric_name, Access, Config, Defaults, Downtime, FlavourGroup, GroupOperation,
+    KindParams, Overrides, ProbeDef, ProbeInstance, Profile, Role, ScheduleMode, Service, Site,
+    StoreSpec, Token,
 };
 pub use time::{parse_duration, parse_duration_in, DurationError, DurationRange};
 pub use xml::XmlError;

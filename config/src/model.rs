@@ -35,6 +35,8 @@ pub struct Config {
     pub credentials: Vec<crate::credential::Credential>,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
+    /// Site weights read from the `weights` file (CSV `site,weight` or a JSON object).
+    pub imported_weights: BTreeMap<String, f64>,
 }
 
 /// `[defaults]`: scheduling values inherited by every probe.
@@ -381,6 +383,11 @@ pub struct Site {
     pub country: Option<String>,
     /// Contact address of the site admins.
     pub contact: Option<String>,
+    /// The federation it belongs to (e.g. a WLCG Tier-2 federation), for weighted figures.
+    pub federation: Option<String>,
+    /// Its weight in tier and federation means (e.g. pledged HEPscore23); `None`: from the
+    /// `weights` file, else 1.
+    pub weight: Option<f64>,
     /// The site's service instances.
     pub services: Vec<Service>,
     /// Per-probe overrides for every service of the site, keyed by metric.
@@ -532,13 +539,44 @@ impl KindParams {
 }
 
 /// An availability profile: per flavour, the metrics whose AND gives the instance status.
+/// Several `[[profile]]` tables with one name and different `valid_from` are the versions of
+/// one profile over time.
 #[derive(Debug, Clone)]
 pub struct Profile {
     /// Profile name.
     pub name: String,
     /// Flavour → critical metrics (full names).
     pub critical: BTreeMap<String, Vec<String>>,
+    /// In force from this instant (midnight UTC of the date written; ms since the epoch);
+    /// `None`: since always.
+    pub valid_from_ms: Option<i64>,
+    /// Aggregation groups (ARGO's aggregation profile): the site is the AND of its groups.
+    /// Empty: every flavour is a group of its own (the site is the AND of its flavours).
+    pub groups: Vec<FlavourGroup>,
 }
+
+/// A named set of flavours combined with one operation (e.g. compute = OR of two CE kinds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlavourGroup {
+    /// Group name (`compute`, `storage`).
+    pub name: String,
+    /// How its flavours combine.
+    pub operation: GroupOperation,
+    /// Its flavours.
+    pub flavours: Vec<String>,
+}
+
+/// How the flavours of a group combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOperation {
+    /// Worst wins: every flavour is needed.
+    And,
+    /// Best wins: one flavour is enough.
+    Or,
+}
+
+/// Largest site weight accepted (`weight`, the `weights` file).
+pub const MAX_WEIGHT: f64 = 1e12;
 
 /// One probe applied to one service instance, with its effective schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -568,6 +606,21 @@ impl Config {
             .iter()
             .position(|p| p.metric == name)
             .or_else(|| self.probes.iter().position(|p| p.short == name))
+    }
+
+    /// A site's weight in tier and federation means: its own `weight`, else the `weights`
+    /// file's, else 1.
+    pub fn site_weight(&self, site: &Site) -> f64 {
+        site.weight
+            .or_else(|| self.imported_weights.get(&site.name).copied())
+            .unwrap_or(1.0)
+    }
+
+    /// The versions of a profile, oldest first (an undated one first of all).
+    pub fn profile_versions(&self, name: &str) -> Vec<&Profile> {
+        let mut v: Vec<&Profile> = self.profiles.iter().filter(|p| p.name == name).collect();
+        v.sort_by_key(|p| p.valid_from_ms.unwrap_or(i64::MIN));
+        v
     }
 
     /// Finds a site by name.

@@ -24,6 +24,10 @@ pub(crate) struct Positions {
     pub profile_flavours: Vec<Vec<(String, Span)>>,
     /// Per profile: the span of its `name`.
     pub profile_name: Vec<Span>,
+    /// Per profile: its groups' flavours `(group, flavour, span)`.
+    pub profile_groups: Vec<Vec<(String, String, Span)>>,
+    /// Site weights from the `weights` file with their positions there.
+    pub weight_refs: Vec<(String, Span)>,
     /// Per probe: the span of `name` or `metric` (what its short name comes from).
     pub probe_short: Vec<Span>,
     /// Sites named by site-admin tokens, with their spans.
@@ -321,23 +325,76 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
         }
     }
 
-    // Each profile name once; every later definition is an error at its own `name`.
-    let mut profile_count: BTreeMap<&str, usize> = BTreeMap::new();
+    // Each profile name once per `valid_from` (versions of one profile differ by their date);
+    // every later definition is an error at its own `name`.
+    let mut profile_count: BTreeMap<(&str, Option<i64>), usize> = BTreeMap::new();
     for p in &config.profiles {
-        *profile_count.entry(p.name.as_str()).or_insert(0) += 1;
+        *profile_count
+            .entry((p.name.as_str(), p.valid_from_ms))
+            .or_insert(0) += 1;
     }
-    let mut first_profile: HashMap<&str, &Span> = HashMap::new();
+    let mut first_profile: HashMap<(&str, Option<i64>), &Span> = HashMap::new();
     for (p, span) in config.profiles.iter().zip(&pos.profile_name) {
-        if let Some(first) = first_profile.get(p.name.as_str()) {
-            let n = profile_count.get(p.name.as_str()).copied().unwrap_or(2);
+        let key = (p.name.as_str(), p.valid_from_ms);
+        if let Some(first) = first_profile.get(&key) {
+            let n = profile_count.get(&key).copied().unwrap_or(2);
             out.push(
                 err(span, format!("profile `{}` is defined {n} times", p.name)).with_help(format!(
-                    "first defined at {}; give each [[profile]] its own name",
+                    "first defined at {}; give each [[profile]] its own name, or a version of \
+                     it its own `valid_from`",
                     where_is(first)
                 )),
             );
         } else {
-            first_profile.insert(p.name.as_str(), span);
+            first_profile.insert(key, span);
+        }
+    }
+
+    // Groups name offered flavours, each flavour in one group of a profile.
+    for (pi, refs) in pos.profile_groups.iter().enumerate() {
+        let mut seen: HashMap<&str, (&str, &Span)> = HashMap::new();
+        for (group, flavour, span) in refs {
+            if !flavours_offered.contains(flavour.as_str()) {
+                out.push(
+                    err(
+                        span,
+                        format!(
+                            "group `{group}` names flavour `{flavour}`, which no service offers"
+                        ),
+                    )
+                    .with_suggestion(flavour, flavours_offered.iter().copied()),
+                );
+            }
+            match seen.get(flavour.as_str()) {
+                Some((other, first)) => out.push(
+                    err(
+                        span,
+                        format!(
+                            "flavour `{flavour}` is in two groups of profile `{}`: `{other}` and `{group}`",
+                            config.profiles.get(pi).map(|p| p.name.as_str()).unwrap_or("?")
+                        ),
+                    )
+                    .with_help(format!(
+                        "first listed at {}; a flavour belongs to one group",
+                        where_is(first)
+                    )),
+                ),
+                None => {
+                    seen.insert(flavour.as_str(), (group.as_str(), span));
+                }
+            }
+        }
+    }
+    // Weights name configured sites.
+    for (site, span) in &pos.weight_refs {
+        if !site_names.contains(site.as_str()) {
+            out.push(
+                err(
+                    span,
+                    format!("weight given for site `{site}`, which is not configured"),
+                )
+                .with_suggestion(site, config.sites.iter().map(|s| s.name.as_str())),
+            );
         }
     }
     out

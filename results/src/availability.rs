@@ -40,6 +40,9 @@ pub enum AStatus {
         /// Declared at least 24 h ahead (planned maintenance).
         scheduled: bool,
     },
+    /// Taken out of the computation by an applied recomputation: neither up nor known, and
+    /// skipped by AND and OR (see `crate::recompute`).
+    Excluded,
 }
 
 impl AStatus {
@@ -64,6 +67,8 @@ impl AStatus {
             AStatus::Downtime { scheduled: true } => 4,
             AStatus::Downtime { scheduled: false } => 5,
             AStatus::Critical => 6,
+            // Never picked while another member is present (see `combine`).
+            AStatus::Excluded => 0,
         }
     }
 
@@ -77,6 +82,7 @@ impl AStatus {
             AStatus::Downtime { scheduled: true } => 2,
             AStatus::Downtime { scheduled: false } => 1,
             AStatus::Missing => 0,
+            AStatus::Excluded => 0,
         }
     }
 
@@ -89,6 +95,7 @@ impl AStatus {
             AStatus::Missing => "MISSING",
             AStatus::Critical => "CRITICAL",
             AStatus::Downtime { .. } => "DOWNTIME",
+            AStatus::Excluded => "EXCLUDED",
         }
     }
 }
@@ -206,6 +213,60 @@ pub fn overlay_downtimes(
     out
 }
 
+/// Lays status overrides (applied recomputations, see `crate::recompute`) over a timeline:
+/// wherever one covers it, the time takes its status. Where overrides overlap, EXCLUDED wins
+/// (nothing is then judged), otherwise the first listed.
+pub fn overlay_statuses(
+    timeline: Timeline,
+    overrides: &[(Range<Ms>, AStatus)],
+    period: &Range<Ms>,
+) -> Timeline {
+    if overrides.is_empty() {
+        return timeline;
+    }
+    let mut points: Vec<Ms> = vec![period.start, period.end];
+    for (span, _) in overrides {
+        points.push(span.start.clamp(period.start, period.end));
+        points.push(span.end.clamp(period.start, period.end));
+    }
+    points.sort_unstable();
+    points.dedup();
+    // Only the covered stretches: `sweep` sees `None` elsewhere and keeps the timeline.
+    let mut over: Timeline = Vec::new();
+    for w in points.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let covering: Vec<AStatus> = overrides
+            .iter()
+            .filter(|(span, _)| span.start <= a && span.end >= b)
+            .map(|(_, s)| *s)
+            .collect();
+        let status = if covering.contains(&AStatus::Excluded) {
+            AStatus::Excluded
+        } else {
+            match covering.first() {
+                Some(s) => *s,
+                None => continue,
+            }
+        };
+        match over.last_mut() {
+            Some(last) if last.status == status && last.end == a => last.end = b,
+            _ => over.push(Segment {
+                start: a,
+                end: b,
+                status,
+            }),
+        }
+    }
+    let mut out = Vec::with_capacity(timeline.len() + over.len() * 2);
+    sweep(
+        &[timeline, over],
+        period,
+        |statuses| statuses[1].or(statuses[0]).unwrap_or(AStatus::Missing),
+        &mut out,
+    );
+    out
+}
+
 /// The downtimes as a timeline: DOWNTIME where covered, OK (meaning "no downtime") elsewhere.
 fn downtime_timeline(downtimes: &[DowntimeSpan], period: &Range<Ms>) -> Timeline {
     let mut points: Vec<Ms> = vec![period.start, period.end];
@@ -292,7 +353,8 @@ pub enum Combine {
     Or,
 }
 
-/// Combines timelines over a period. An empty set gives MISSING throughout.
+/// Combines timelines over a period. An empty set gives MISSING throughout. EXCLUDED members
+/// are skipped (ARGO's recomputations): the result is EXCLUDED only where every member is.
 pub fn combine(timelines: &[Timeline], op: Combine, period: &Range<Ms>) -> Timeline {
     let mut out = Vec::new();
     if timelines.is_empty() {
@@ -309,7 +371,11 @@ pub fn combine(timelines: &[Timeline], op: Combine, period: &Range<Ms>) -> Timel
         timelines,
         period,
         |statuses| {
-            let present = statuses.iter().map(|s| s.unwrap_or(AStatus::Missing));
+            let all = statuses.iter().map(|s| s.unwrap_or(AStatus::Missing));
+            if all.clone().all(|s| s == AStatus::Excluded) {
+                return AStatus::Excluded;
+            }
+            let present = all.filter(|s| *s != AStatus::Excluded);
             match op {
                 Combine::And => present.max_by_key(|s| s.and_rank()),
                 Combine::Or => present.max_by_key(|s| s.or_rank()),
@@ -340,8 +406,11 @@ pub struct Figures {
     pub reliability: Option<f64>,
     /// Scheduled downtime / period.
     pub maintenance: f64,
-    /// (period − KNOWN) / period.
+    /// (period − excluded − KNOWN) / (period − excluded): the time excluded by recomputations
+    /// is neither known nor unknown.
     pub unknown_fraction: f64,
+    /// Time excluded by applied recomputations (neither up nor known).
+    pub excluded_ms: Ms,
 }
 
 impl Figures {
@@ -359,7 +428,7 @@ pub const DEFAULT_UNKNOWN_THRESHOLD: f64 = 0.9;
 /// Computes availability, reliability, maintenance and unknown fraction of a timeline.
 pub fn figures(timeline: &[Segment], period: &Range<Ms>, unknown_threshold: f64) -> Figures {
     let period_ms = (period.end - period.start).max(0);
-    let (mut up, mut unknown, mut sched, mut unsched) = (0, 0, 0, 0);
+    let (mut up, mut unknown, mut sched, mut unsched, mut excluded) = (0, 0, 0, 0, 0);
     for seg in timeline {
         let len = (seg.end.min(period.end) - seg.start.max(period.start)).max(0);
         match seg.status {
@@ -367,12 +436,17 @@ pub fn figures(timeline: &[Segment], period: &Range<Ms>, unknown_threshold: f64)
             AStatus::Unknown | AStatus::Missing => unknown += len,
             AStatus::Downtime { scheduled: true } => sched += len,
             AStatus::Downtime { scheduled: false } => unsched += len,
+            AStatus::Excluded => excluded += len,
             AStatus::Critical => {}
         }
     }
-    let known = period_ms - unknown;
-    let unknown_fraction = if period_ms > 0 {
-        unknown as f64 / period_ms as f64
+    let counted = period_ms - excluded;
+    let known = counted - unknown;
+    let unknown_fraction = if counted > 0 {
+        unknown as f64 / counted as f64
+    } else if excluded > 0 {
+        // Wholly excluded: nothing was unknown, and there is no figure (KNOWN is 0).
+        0.0
     } else {
         1.0
     };
@@ -392,6 +466,7 @@ pub fn figures(timeline: &[Segment], period: &Range<Ms>, unknown_threshold: f64)
             0.0
         },
         unknown_fraction,
+        excluded_ms: excluded,
     }
 }
 

@@ -2,12 +2,15 @@
 //! deployments), the batching writer that keeps the probe path free of database latency, and
 //! availability and reports.
 
+pub mod aggregate;
 pub mod availability;
 pub mod coordination;
 pub mod matrix;
 pub mod message;
 pub mod postgres;
 pub mod reasons;
+pub mod recompute;
+pub mod recompute_flow;
 pub mod report;
 pub mod spool;
 pub mod sqlite;

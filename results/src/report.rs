@@ -2,18 +2,20 @@
 //! a period, computed with [`crate::availability`], and the dashboard's site status. The CLI,
 //! the HTTP API and the Prometheus metrics all call [`compute`]; nothing computes twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::time::Duration;
 
-use gridprobe_config::{Config, Downtime};
+use gridprobe_config::{Config, Downtime, GroupOperation, Profile};
 use gridprobe_probes::Status;
 use serde::Serialize;
 
+use crate::aggregate::{join, plain_mean, version_spans, weighted_mean};
 use crate::availability::{
-    combine, figures, metric_timeline_runs, status_at, AStatus, Combine, DowntimeSpan, Figures, Ms,
-    Timeline,
+    combine, figures, metric_timeline_runs, overlay_statuses, status_at, AStatus, Combine,
+    DowntimeSpan, Figures, Ms, Timeline,
 };
+use crate::recompute::{applied_in, overlays_for, Recomputation};
 use crate::store::{runs_of, CellKey, CellRuns, StatusRun};
 
 /// A reporting period, `[start, end)` in ms since the epoch, with how it was written.
@@ -199,6 +201,55 @@ pub struct SiteReport {
     /// that result's start. Its figures then rest on the time since, not on the whole period:
     /// a site added today is *new*, not inactive.
     pub new_since_ms: Option<Ms>,
+    /// The profile's aggregation groups at this site (empty without `groups`).
+    pub groups: Vec<GroupReport>,
+    /// Its federation, if any.
+    pub federation: Option<String>,
+    /// Its weight in tier and federation means (`Config::site_weight`).
+    pub weight: f64,
+    /// Ids of the applied recomputations that changed some of its cells in the period.
+    pub recomputations: Vec<i64>,
+}
+
+/// Figures of one aggregation group at a site (OR or AND of its flavours).
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    /// Group name.
+    pub group: String,
+    /// `AND` or `OR`.
+    pub operation: &'static str,
+    /// Its figures.
+    pub figures: Figures,
+}
+
+/// A federation's figures: weighted means of its sites' (a site whose figure is n/a weighs 0).
+#[derive(Debug, Clone, Serialize)]
+pub struct FederationReport {
+    /// Federation name.
+    pub federation: String,
+    /// Its sites, in configuration order.
+    pub sites: Vec<String>,
+    /// Sum of their weights.
+    pub weight: f64,
+    /// Weighted mean availability.
+    pub availability: Option<f64>,
+    /// Weighted mean reliability.
+    pub reliability: Option<f64>,
+    /// Plain mean availability.
+    pub plain_availability: Option<f64>,
+    /// Plain mean reliability.
+    pub plain_reliability: Option<f64>,
+}
+
+/// Which version of the profile judged which stretch of the period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProfileVersionSpan {
+    /// Start (inclusive, ms).
+    pub start_ms: Ms,
+    /// End (exclusive, ms).
+    pub end_ms: Ms,
+    /// The version's `valid_from` (`None`: the undated version).
+    pub valid_from_ms: Option<Ms>,
 }
 
 /// Per-tier average of the sites' figures (sites with "n/a" figures left out).
@@ -212,6 +263,12 @@ pub struct TierReport {
     pub availability: Option<f64>,
     /// Mean reliability over sites that have one.
     pub reliability: Option<f64>,
+    /// Weighted mean availability (site weights; sites with n/a weigh 0).
+    pub weighted_availability: Option<f64>,
+    /// Weighted mean reliability.
+    pub weighted_reliability: Option<f64>,
+    /// Sum of the sites' weights.
+    pub weight: f64,
 }
 
 /// A whole report.
@@ -229,6 +286,14 @@ pub struct Report {
     pub sites: Vec<SiteReport>,
     /// Tiers, ascending.
     pub tiers: Vec<TierReport>,
+    /// Federations (sites with a `federation`), by name.
+    pub federations: Vec<FederationReport>,
+    /// The applied recomputations overlapping the period, oldest first: every figure above
+    /// includes them.
+    pub recomputations: Vec<Recomputation>,
+    /// The profile versions used, one per stretch of the period (one stretch unless a
+    /// `valid_from` falls inside it).
+    pub profile_versions: Vec<ProfileVersionSpan>,
 }
 
 /// Computes the report of a VO over a period from the stored timelines (see
@@ -270,7 +335,8 @@ pub enum ReportError {
 
 /// The report of a period straight from a store: what the CLI, the HTTP API and `/metrics`
 /// all call, so the figures are computed one way. Reads each cell as runs of equal results
-/// (`ResultStore::run_timelines` with [`merge_gap_ms`]) and the stored downtimes.
+/// (`ResultStore::run_timelines` with [`merge_gap_ms`]), the stored downtimes and the
+/// applied recomputations.
 pub async fn from_store(
     store: &dyn crate::store::ResultStore,
     config: &Config,
@@ -283,13 +349,15 @@ pub async fn from_store(
         .run_timelines(period.start_ms, period.end_ms, filter, merge_gap_ms(config))
         .await?;
     let downtimes = store.downtimes(period.start_ms, period.end_ms).await?;
-    compute_runs(
+    let recomputations = store.recomputations().await?;
+    compute_applied(
         config,
         profile_name,
         period,
         &cells,
         &downtimes,
         unknown_threshold,
+        &recomputations,
     )
     .map_err(ReportError::Invalid)
 }
@@ -317,13 +385,42 @@ pub fn compute_runs(
     downtimes: &[Downtime],
     unknown_threshold: f64,
 ) -> Result<Report, String> {
+    compute_applied(
+        config,
+        profile_name,
+        period,
+        cells,
+        downtimes,
+        unknown_threshold,
+        &[],
+    )
+}
+
+/// One thing's timelines over the stretches of the period where a profile version holds
+/// (`None` where that version does not have it), joined at the end.
+type Parts = Vec<Option<Timeline>>;
+
+/// As [`compute_runs`], with the applied recomputations among `recomputations` laid over the
+/// metric timelines they cover (the report lists them in [`Report::recomputations`]). Each
+/// instant is judged by the version of the profile in force then (`valid_from`), sites are
+/// the AND of the profile's groups, and tiers and federations get weighted means.
+pub fn compute_applied(
+    config: &Config,
+    profile_name: Option<&str>,
+    period: &Period,
+    cells: &[CellRuns],
+    downtimes: &[Downtime],
+    unknown_threshold: f64,
+    recomputations: &[Recomputation],
+) -> Result<Report, String> {
     let range = period.range();
     let profile =
         match profile_name {
             Some(name) => Some(config.profiles.iter().find(|p| p.name == name).ok_or_else(
                 || {
-                    let known: Vec<&str> =
+                    let mut known: Vec<&str> =
                         config.profiles.iter().map(|p| p.name.as_str()).collect();
+                    known.dedup();
                     format!(
                         "no profile named `{name}` (known: {})",
                         if known.is_empty() {
@@ -336,108 +433,226 @@ pub fn compute_runs(
             )?),
             None => config.profiles.first(),
         };
-    // Critical metrics per flavour, as full metric names.
-    let critical: BTreeMap<String, Vec<String>> = match profile {
-        Some(p) => p
-            .critical
-            .iter()
-            .map(|(f, ms)| {
-                (
-                    f.clone(),
-                    ms.iter()
-                        .filter_map(|m| {
-                            config
-                                .probe_index(m)
-                                .map(|i| config.probes[i].metric.clone())
-                        })
-                        .collect(),
-                )
-            })
-            .collect(),
-        None => {
-            let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for p in &config.probes {
-                for f in &p.flavours {
-                    map.entry(f.clone()).or_default().push(p.metric.clone());
-                }
+    let versions: Vec<&Profile> = profile
+        .map(|p| config.profile_versions(&p.name))
+        .unwrap_or_default();
+    let spans = version_spans(&versions, &range);
+    // Critical metrics per flavour, as full metric names, per version.
+    let criticals: Vec<BTreeMap<String, Vec<String>>> = if versions.is_empty() {
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in &config.probes {
+            for f in &p.flavours {
+                map.entry(f.clone()).or_default().push(p.metric.clone());
             }
-            map
         }
+        vec![map]
+    } else {
+        versions
+            .iter()
+            .map(|p| {
+                p.critical
+                    .iter()
+                    .map(|(f, ms)| {
+                        (
+                            f.clone(),
+                            ms.iter()
+                                .filter_map(|m| {
+                                    config
+                                        .probe_index(m)
+                                        .map(|i| config.probes[i].metric.clone())
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
     };
+    let applied = applied_in(recomputations, &range);
     let by_cell: HashMap<&CellKey, &Vec<StatusRun>> = cells.iter().map(|(k, v)| (k, v)).collect();
     let instances = config.instances();
+    let n = spans.len();
+    let joined = |parts: &Parts| {
+        let list: Vec<(Range<Ms>, Option<&Timeline>)> = spans
+            .iter()
+            .zip(parts)
+            .map(|((r, _), p)| (r.clone(), p.as_ref()))
+            .collect();
+        join(&list)
+    };
 
     let mut sites = Vec::new();
     for (si, site) in config.sites.iter().enumerate() {
-        let mut flavours: BTreeMap<&str, (Vec<Timeline>, Vec<InstanceReport>)> = BTreeMap::new();
+        // (flavour, hostname, metrics, parts) in service order.
+        let mut inst_parts: Vec<(String, String, Vec<String>, Parts)> = Vec::new();
+        let mut flavour_parts: BTreeMap<String, Parts> = BTreeMap::new();
+        let mut group_parts: Vec<(String, GroupOperation, Parts)> = Vec::new();
+        let mut site_parts: Parts = vec![None; n];
         let mut has_results = false;
         let mut first_result: Option<Ms> = None;
-        for (vi, svc) in site.services.iter().enumerate() {
-            if !svc.production {
-                continue;
-            }
-            let Some(wanted) = critical.get(&svc.flavour) else {
-                continue;
-            };
-            let spans: Vec<DowntimeSpan> = downtimes
-                .iter()
-                .chain(&config.downtimes)
-                .filter(|d| d.outage && d.covers(&site.name, &svc.hostname, &svc.flavour))
-                .map(|d| DowntimeSpan {
-                    span: d.start_ms..d.end_ms,
-                    scheduled: d.scheduled,
-                })
-                .collect();
-            let mut timelines = Vec::new();
-            let mut metrics = Vec::new();
-            for inst in instances.iter().filter(|i| i.site == si && i.service == vi) {
-                let metric = &config.probes[inst.probe].metric;
-                if !wanted.contains(metric) {
+        let mut touched: BTreeSet<i64> = BTreeSet::new();
+        for (k, (sub, vi)) in spans.iter().enumerate() {
+            let critical = criticals.get(*vi).or(criticals.first());
+            let groups = versions
+                .get(*vi)
+                .map(|p| p.groups.as_slice())
+                .unwrap_or(&[]);
+            let mut flavours: BTreeMap<&str, Vec<Timeline>> = BTreeMap::new();
+            for (vi_svc, svc) in site.services.iter().enumerate() {
+                if !svc.production {
                     continue;
                 }
-                let key = CellKey {
-                    site: site.name.clone(),
-                    hostname: svc.hostname.clone(),
-                    flavour: svc.flavour.clone(),
-                    metric: metric.clone(),
+                let Some(wanted) = critical.and_then(|c| c.get(&svc.flavour)) else {
+                    continue;
                 };
-                let results = by_cell.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
-                has_results |= results.iter().any(|r| r.start < range.end);
-                // Runs come oldest first, led by the last one before the period if any.
-                if let Some(first) = results.first() {
-                    first_result = Some(first_result.map_or(first.start, |f| f.min(first.start)));
+                let dt_spans: Vec<DowntimeSpan> = downtimes
+                    .iter()
+                    .chain(&config.downtimes)
+                    .filter(|d| d.outage && d.covers(&site.name, &svc.hostname, &svc.flavour))
+                    .map(|d| DowntimeSpan {
+                        span: d.start_ms..d.end_ms,
+                        scheduled: d.scheduled,
+                    })
+                    .collect();
+                let mut timelines = Vec::new();
+                let mut metrics = Vec::new();
+                for inst in instances
+                    .iter()
+                    .filter(|i| i.site == si && i.service == vi_svc)
+                {
+                    let metric = &config.probes[inst.probe].metric;
+                    if !wanted.contains(metric) {
+                        continue;
+                    }
+                    let key = CellKey {
+                        site: site.name.clone(),
+                        hostname: svc.hostname.clone(),
+                        flavour: svc.flavour.clone(),
+                        metric: metric.clone(),
+                    };
+                    let results = by_cell.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
+                    has_results |= results.iter().any(|r| r.start < range.end);
+                    // Runs come oldest first, led by the last one before the period if any.
+                    if let Some(first) = results.first() {
+                        first_result =
+                            Some(first_result.map_or(first.start, |f| f.min(first.start)));
+                    }
+                    let freshness = i64::try_from(inst.freshness.as_millis()).unwrap_or(i64::MAX);
+                    let mut tl = metric_timeline_runs(results, freshness, sub, &dt_spans);
+                    let overrides = overlays_for((&key.site, &key.flavour, &key.metric), &applied);
+                    if !overrides.is_empty() {
+                        touched.extend(
+                            applied
+                                .iter()
+                                .filter(|r| {
+                                    r.overlaps(sub)
+                                        && r.request.scope.matches(
+                                            &key.site,
+                                            &key.flavour,
+                                            &key.metric,
+                                        )
+                                })
+                                .map(|r| r.id),
+                        );
+                        tl = overlay_statuses(tl, &overrides, sub);
+                    }
+                    timelines.push(tl);
+                    metrics.push(metric.clone());
                 }
-                let freshness = i64::try_from(inst.freshness.as_millis()).unwrap_or(i64::MAX);
-                timelines.push(metric_timeline_runs(results, freshness, &range, &spans));
-                metrics.push(metric.clone());
+                if timelines.is_empty() {
+                    continue;
+                }
+                let instance = combine(&timelines, Combine::And, sub);
+                let pos = inst_parts
+                    .iter()
+                    .position(|(f, h, _, _)| *f == svc.flavour && *h == svc.hostname)
+                    .unwrap_or_else(|| {
+                        inst_parts.push((
+                            svc.flavour.clone(),
+                            svc.hostname.clone(),
+                            Vec::new(),
+                            vec![None; n],
+                        ));
+                        inst_parts.len() - 1
+                    });
+                let entry = &mut inst_parts[pos];
+                for m in metrics {
+                    if !entry.2.contains(&m) {
+                        entry.2.push(m);
+                    }
+                }
+                entry.3[k] = Some(instance.clone());
+                flavours
+                    .entry(svc.flavour.as_str())
+                    .or_default()
+                    .push(instance);
             }
-            if timelines.is_empty() {
+            if flavours.is_empty() {
                 continue;
             }
-            let instance = combine(&timelines, Combine::And, &range);
-            let entry = flavours.entry(svc.flavour.as_str()).or_default();
-            entry.1.push(InstanceReport {
-                hostname: svc.hostname.clone(),
-                metrics,
-                figures: figures(&instance, &range, unknown_threshold),
-            });
-            entry.0.push(instance);
+            let mut flavour_tls: BTreeMap<&str, Timeline> = BTreeMap::new();
+            for (flavour, timelines) in flavours {
+                let tl = combine(&timelines, Combine::Or, sub);
+                flavour_parts
+                    .entry(flavour.to_string())
+                    .or_insert_with(|| vec![None; n])[k] = Some(tl.clone());
+                flavour_tls.insert(flavour, tl);
+            }
+            // Site = AND of the groups; a flavour in no group is a group of its own.
+            let mut members = Vec::new();
+            let mut grouped: BTreeSet<&str> = BTreeSet::new();
+            for g in groups {
+                grouped.extend(g.flavours.iter().map(String::as_str));
+                let of_group: Vec<Timeline> = g
+                    .flavours
+                    .iter()
+                    .filter_map(|f| flavour_tls.get(f.as_str()).cloned())
+                    .collect();
+                if of_group.is_empty() {
+                    continue;
+                }
+                let op = match g.operation {
+                    GroupOperation::And => Combine::And,
+                    GroupOperation::Or => Combine::Or,
+                };
+                let tl = combine(&of_group, op, sub);
+                let pos = group_parts
+                    .iter()
+                    .position(|(name, _, _)| *name == g.name)
+                    .unwrap_or_else(|| {
+                        group_parts.push((g.name.clone(), g.operation, vec![None; n]));
+                        group_parts.len() - 1
+                    });
+                group_parts[pos].2[k] = Some(tl.clone());
+                members.push(tl);
+            }
+            for (f, tl) in flavour_tls {
+                if !grouped.contains(f) {
+                    members.push(tl);
+                }
+            }
+            site_parts[k] = Some(combine(&members, Combine::And, sub));
         }
-        if flavours.is_empty() {
+        if site_parts.iter().all(Option::is_none) {
             continue;
         }
-        let mut flavour_timelines = Vec::new();
-        let mut flavour_reports = Vec::new();
-        for (flavour, (timelines, instances)) in flavours {
-            let tl = combine(&timelines, Combine::Or, &range);
-            flavour_reports.push(FlavourReport {
-                flavour: flavour.to_string(),
-                figures: figures(&tl, &range, unknown_threshold),
-                instances,
-            });
-            flavour_timelines.push(tl);
-        }
-        let site_tl = combine(&flavour_timelines, Combine::And, &range);
+        let site_tl = joined(&site_parts);
+        let flavour_reports = flavour_parts
+            .iter()
+            .map(|(flavour, parts)| FlavourReport {
+                flavour: flavour.clone(),
+                figures: figures(&joined(parts), &range, unknown_threshold),
+                instances: inst_parts
+                    .iter()
+                    .filter(|(f, _, _, _)| f == flavour)
+                    .map(|(_, host, metrics, parts)| InstanceReport {
+                        hostname: host.clone(),
+                        metrics: metrics.clone(),
+                        figures: figures(&joined(parts), &range, unknown_threshold),
+                    })
+                    .collect(),
+            })
+            .collect();
         sites.push(SiteReport {
             site: site.name.clone(),
             tier: site.tier,
@@ -446,25 +661,71 @@ pub fn compute_runs(
             status_at_end: status_at(&site_tl, range.end - 1).unwrap_or(AStatus::Missing),
             has_results,
             new_since_ms: first_result.filter(|f| range.contains(f) && *f > range.start),
+            groups: group_parts
+                .iter()
+                .map(|(name, op, parts)| GroupReport {
+                    group: name.clone(),
+                    operation: match op {
+                        GroupOperation::And => "AND",
+                        GroupOperation::Or => "OR",
+                    },
+                    figures: figures(&joined(parts), &range, unknown_threshold),
+                })
+                .collect(),
+            federation: site.federation.clone(),
+            weight: config.site_weight(site),
+            recomputations: touched.into_iter().collect(),
         });
     }
+    let member = |s: &&SiteReport, f: fn(&Figures) -> Option<f64>| (f(&s.figures), s.weight);
     let mut tiers = Vec::new();
     for tier in 0..=3u8 {
         let of_tier: Vec<&SiteReport> = sites.iter().filter(|s| s.tier == tier).collect();
         if of_tier.is_empty() {
             continue;
         }
-        let mean = |f: fn(&Figures) -> Option<f64>| {
-            let v: Vec<f64> = of_tier.iter().filter_map(|s| f(&s.figures)).collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        let plain = |f: fn(&Figures) -> Option<f64>| {
+            plain_mean(&of_tier.iter().map(|s| f(&s.figures)).collect::<Vec<_>>())
+        };
+        let weighted = |f: fn(&Figures) -> Option<f64>| {
+            weighted_mean(&of_tier.iter().map(|s| member(s, f)).collect::<Vec<_>>())
         };
         tiers.push(TierReport {
             tier,
             sites: of_tier.len(),
-            availability: mean(|f| f.availability),
-            reliability: mean(|f| f.reliability),
+            availability: plain(|f| f.availability),
+            reliability: plain(|f| f.reliability),
+            weighted_availability: weighted(|f| f.availability),
+            weighted_reliability: weighted(|f| f.reliability),
+            weight: of_tier.iter().map(|s| s.weight).sum(),
         });
     }
+    let mut federations: BTreeMap<&str, Vec<&SiteReport>> = BTreeMap::new();
+    for s in &sites {
+        if let Some(f) = &s.federation {
+            federations.entry(f.as_str()).or_default().push(s);
+        }
+    }
+    let federations = federations
+        .into_iter()
+        .map(|(name, members)| {
+            let weighted = |f: fn(&Figures) -> Option<f64>| {
+                weighted_mean(&members.iter().map(|s| member(s, f)).collect::<Vec<_>>())
+            };
+            let plain = |f: fn(&Figures) -> Option<f64>| {
+                plain_mean(&members.iter().map(|s| f(&s.figures)).collect::<Vec<_>>())
+            };
+            FederationReport {
+                federation: name.to_string(),
+                sites: members.iter().map(|s| s.site.clone()).collect(),
+                weight: members.iter().map(|s| s.weight).sum(),
+                availability: weighted(|f| f.availability),
+                reliability: weighted(|f| f.reliability),
+                plain_availability: plain(|f| f.availability),
+                plain_reliability: plain(|f| f.reliability),
+            }
+        })
+        .collect();
     Ok(Report {
         vo: config.vo.clone(),
         profile: profile
@@ -474,6 +735,16 @@ pub fn compute_runs(
         unknown_threshold,
         sites,
         tiers,
+        federations,
+        recomputations: applied.into_iter().cloned().collect(),
+        profile_versions: spans
+            .iter()
+            .map(|(r, vi)| ProfileVersionSpan {
+                start_ms: r.start,
+                end_ms: r.end,
+                valid_from_ms: versions.get(*vi).and_then(|p| p.valid_from_ms),
+            })
+            .collect(),
     })
 }
 
@@ -781,11 +1052,16 @@ reason = "disk replacement"
                 reliability: Some(a),
                 maintenance: 0.0,
                 unknown_fraction: 0.0,
+                excluded_ms: 0,
             },
             flavours: vec![],
             status_at_end: AStatus::Ok,
             has_results: true,
             new_since_ms: None,
+            groups: vec![],
+            federation: None,
+            weight: 1.0,
+            recomputations: vec![],
         };
         assert_eq!(site_status(&site(0.9), t), SiteStatus::Degraded);
         assert_eq!(site_status(&site(0.9001), t), SiteStatus::Good);
@@ -830,5 +1106,248 @@ reason = "disk replacement"
         let p = parse_period("402d", now).expect("402d");
         let err = check_retention(&p, now, retention).unwrap_err();
         assert!(err.contains("retention = 400 days"), "{err}");
+    }
+
+    fn cell(
+        site: &str,
+        host: &str,
+        flavour: &str,
+        metric: &str,
+        points: Vec<(Ms, Status)>,
+    ) -> (CellKey, Vec<(Ms, Status)>) {
+        (
+            CellKey {
+                site: site.into(),
+                hostname: host.into(),
+                flavour: flavour.into(),
+                metric: metric.into(),
+            },
+            points,
+        )
+    }
+
+    /// Hourly results over `hours`, CRITICAL where `down` says so.
+    fn hourly_over(hours: i64, down: impl Fn(i64) -> bool) -> Vec<(Ms, Status)> {
+        (0..hours)
+            .map(|h| {
+                (
+                    h * H,
+                    if down(h) {
+                        Status::Critical
+                    } else {
+                        Status::Ok
+                    },
+                )
+            })
+            .collect()
+    }
+
+    const VERSIONED: &str = r#"
+vo = "v"
+[defaults]
+interval = "1h"
+timeout = "10m"
+[[site]]
+name = "T1_A"
+tier = 1
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce1"
+  [[site.service]]
+  flavour = "SE"
+  hostname = "se1"
+[[probe]]
+metric = "org.v.ce-job"
+kind = "tcp"
+flavours = ["CE"]
+[[probe]]
+metric = "org.v.se-put"
+kind = "tcp"
+flavours = ["SE"]
+[[profile]]
+name = "p"
+critical = { CE = ["ce-job"] }
+[[profile]]
+name = "p"
+valid_from = 1970-01-16
+critical = { CE = ["ce-job"], SE = ["se-put"] }
+"#;
+
+    /// A 30-day month whose profile gains the SE on day 16: the CE is always OK, the SE always
+    /// CRITICAL. Days 1-15 judge the CE only (up), days 16-30 CE AND SE (down): 15/30.
+    #[test]
+    fn a_profile_change_mid_month_splits_the_period() {
+        let l = gridprobe_config::load_str(Path::new("v.toml"), VERSIONED);
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let month = Period {
+            start_ms: 0,
+            end_ms: 30 * 24 * H,
+            label: "30 days".into(),
+        };
+        let cells = vec![
+            cell(
+                "T1_A",
+                "ce1",
+                "CE",
+                "org.v.ce-job",
+                hourly_over(30 * 24, |_| false),
+            ),
+            cell(
+                "T1_A",
+                "se1",
+                "SE",
+                "org.v.se-put",
+                hourly_over(30 * 24, |_| true),
+            ),
+        ];
+        let r = compute(&l.config, None, &month, &cells, &[], 0.9).expect("report");
+        let a = &r.sites[0];
+        assert_eq!(a.figures.up_ms, 15 * 24 * H);
+        assert_eq!(a.figures.known_ms, 30 * 24 * H);
+        assert_eq!(a.figures.availability, Some(0.5));
+        // The SE was not judged before day 16: excluded then, CRITICAL since.
+        let se = a.flavours.iter().find(|f| f.flavour == "SE").expect("SE");
+        assert_eq!(se.figures.excluded_ms, 15 * 24 * H);
+        assert_eq!(se.figures.availability, Some(0.0));
+        assert_eq!(
+            r.profile_versions,
+            vec![
+                ProfileVersionSpan {
+                    start_ms: 0,
+                    end_ms: 15 * 24 * H,
+                    valid_from_ms: None
+                },
+                ProfileVersionSpan {
+                    start_ms: 15 * 24 * H,
+                    end_ms: 30 * 24 * H,
+                    valid_from_ms: Some(15 * 24 * H)
+                },
+            ]
+        );
+        // A month wholly after the change uses the new version only: always down.
+        let later = Period {
+            start_ms: 15 * 24 * H,
+            end_ms: 30 * 24 * H,
+            label: "later".into(),
+        };
+        let r = compute(&l.config, None, &later, &cells, &[], 0.9).expect("report");
+        assert_eq!(r.sites[0].figures.availability, Some(0.0));
+        assert_eq!(r.profile_versions.len(), 1);
+    }
+
+    const GROUPED: &str = r#"
+vo = "v"
+[defaults]
+interval = "1h"
+timeout = "10m"
+[[site]]
+name = "T2_A"
+tier = 2
+federation = "FED"
+weight = 3
+  [[site.service]]
+  flavour = "ARC-CE"
+  hostname = "ce1"
+  [[site.service]]
+  flavour = "HTCONDOR-CE"
+  hostname = "ce2"
+  [[site.service]]
+  flavour = "WEBDAV"
+  hostname = "se1"
+[[site]]
+name = "T2_B"
+tier = 2
+federation = "FED"
+  [[site.service]]
+  flavour = "WEBDAV"
+  hostname = "se2"
+[[site]]
+name = "T2_C"
+tier = 2
+federation = "FED"
+weight = 100
+  [[site.service]]
+  flavour = "WEBDAV"
+  hostname = "se3"
+[[probe]]
+metric = "org.v.ce"
+kind = "tcp"
+flavours = ["ARC-CE", "HTCONDOR-CE"]
+[[probe]]
+metric = "org.v.se"
+kind = "tcp"
+flavours = ["WEBDAV"]
+[[profile]]
+name = "p"
+critical = { ARC-CE = ["ce"], HTCONDOR-CE = ["ce"], WEBDAV = ["se"] }
+groups = [{ name = "compute", operation = "OR", flavours = ["ARC-CE", "HTCONDOR-CE"] },
+          { name = "storage", operation = "OR", flavours = ["WEBDAV"] }]
+"#;
+
+    /// compute = OR of the two CEs (ARC down 00-12, HTCondor down 06-18: compute down 06-12),
+    /// storage = WEBDAV (up): the site is up 18 of 24 h, where the AND of every flavour would
+    /// give 6 of 24. Federation FED: T2_A 0.75 (weight 3), T2_B 0.5 (weight 1), T2_C n/a
+    /// (weight 100, counts 0): weighted (3·0.75 + 0.5) / 4 = 0.6875, plain 0.625.
+    #[test]
+    fn groups_combine_flavours_and_federations_are_weighted() {
+        let l = gridprobe_config::load_str(Path::new("v.toml"), GROUPED);
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let day = Period {
+            start_ms: 0,
+            end_ms: 24 * H,
+            label: "day".into(),
+        };
+        let cells = vec![
+            cell(
+                "T2_A",
+                "ce1",
+                "ARC-CE",
+                "org.v.ce",
+                hourly_over(24, |h| h < 12),
+            ),
+            cell(
+                "T2_A",
+                "ce2",
+                "HTCONDOR-CE",
+                "org.v.ce",
+                hourly_over(24, |h| (6..18).contains(&h)),
+            ),
+            cell(
+                "T2_A",
+                "se1",
+                "WEBDAV",
+                "org.v.se",
+                hourly_over(24, |_| false),
+            ),
+            cell(
+                "T2_B",
+                "se2",
+                "WEBDAV",
+                "org.v.se",
+                hourly_over(24, |h| h < 12),
+            ),
+        ];
+        let r = compute(&l.config, None, &day, &cells, &[], 0.9).expect("report");
+        let a = &r.sites[0];
+        assert_eq!(a.figures.availability, Some(0.75));
+        let groups: Vec<(&str, &str, Option<f64>)> = a
+            .groups
+            .iter()
+            .map(|g| (g.group.as_str(), g.operation, g.figures.availability))
+            .collect();
+        assert_eq!(
+            groups,
+            [("compute", "OR", Some(0.75)), ("storage", "OR", Some(1.0))]
+        );
+        assert_eq!(r.sites[1].figures.availability, Some(0.5));
+        assert_eq!(r.sites[2].figures.availability, None);
+        let fed = &r.federations[0];
+        assert_eq!(fed.federation, "FED");
+        assert_eq!(fed.weight, 104.0);
+        assert_eq!(fed.availability, Some(0.6875));
+        assert_eq!(fed.plain_availability, Some(0.625));
+        let tier = &r.tiers[0];
+        assert_eq!(tier.availability, Some(0.625), "the plain mean stays");
+        assert_eq!(tier.weighted_availability, Some(0.6875));
     }
 }

@@ -5,6 +5,8 @@ use async_trait::async_trait;
 use gridprobe_probes::ProbeResult;
 use serde::{Deserialize, Serialize};
 
+use crate::recompute::{advance, Recomputation, RecomputationRequest, Step};
+
 /// Identity of one cell of the matrix: a metric on a service instance of a site.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CellKey {
@@ -257,4 +259,48 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug {
             "insert_once (deduplication by message id)".into(),
         ))
     }
+    /// Stores a recomputation request (checked beforehand with `recompute::validate`) with
+    /// its `requested` step by its requester at `at_ms`; returns it with its id.
+    async fn add_recomputation(
+        &self,
+        request: &RecomputationRequest,
+        at_ms: i64,
+    ) -> Result<Recomputation, StoreError> {
+        let _ = (request, at_ms);
+        Err(StoreError::Unsupported("recomputations".into()))
+    }
+    /// Appends steps to a recomputation's history in one transaction, each checked against
+    /// the life cycle (`recompute::advance`). `Ok(Err(reason))` when the id is unknown or a
+    /// step is not allowed (then nothing is written). Steps are never deleted.
+    async fn recomputation_steps(
+        &self,
+        id: i64,
+        steps: &[Step],
+    ) -> Result<Result<Recomputation, String>, StoreError> {
+        let _ = (id, steps);
+        Err(StoreError::Unsupported("recomputations".into()))
+    }
+    /// Every recomputation with its history, oldest first. A backend without them has none.
+    async fn recomputations(&self) -> Result<Vec<Recomputation>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Checks steps against a recomputation's history (`recompute::advance`), for the backends:
+/// the steps to append, or why not.
+pub fn check_steps(id: i64, history: &[Step], steps: &[Step]) -> Result<(), String> {
+    let mut state = None;
+    for s in history {
+        state = Some(advance(state, s.step)?);
+    }
+    if state.is_none() {
+        return Err(format!("no recomputation {id}"));
+    }
+    for s in steps {
+        state = Some(
+            advance(state, s.step)
+                .map_err(|e| format!("recomputation {id} cannot be {}: {e}", s.step.name()))?,
+        );
+    }
+    Ok(())
 }

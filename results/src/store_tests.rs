@@ -209,6 +209,8 @@ both_backends!(
     insert_once_stores_each_message_id_once,
     run_timelines_equal_the_results_folded_also_from_cached_days,
     a_usable_store_says_it_can_be_written,
+    recomputations_keep_every_step_and_refuse_bad_transitions,
+    a_recomputation_over_cached_days_changes_the_figures_at_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1405,4 +1407,226 @@ async fn run_timelines_equal_the_results_folded_also_from_cached_days(store: Bac
     // Retention cutting into day 1: the answer follows it too.
     store.delete_before(day0 + DAY + 3_600_000).await.unwrap();
     check("after retention", day0, day0 + 4 * DAY, all()).await;
+}
+
+fn recomputation_request(
+    start_ms: i64,
+    end_ms: i64,
+    change: crate::recompute::Change,
+) -> crate::recompute::RecomputationRequest {
+    crate::recompute::RecomputationRequest {
+        start_ms,
+        end_ms,
+        reason: "the probe's proxy expired, not the site".into(),
+        requester: "site-admin-a".into(),
+        scope: crate::recompute::Scope {
+            sites: vec!["SITE-A".into()],
+            ..Default::default()
+        },
+        change,
+    }
+}
+
+async fn recomputations_keep_every_step_and_refuse_bad_transitions(store: Backend) {
+    use crate::recompute::{decision_steps, Change, State, StepKind};
+    let ok = Change::Force { status: Status::Ok };
+    let a = store
+        .add_recomputation(&recomputation_request(0, 1_000, ok), 5_000)
+        .await
+        .unwrap();
+    let b = store
+        .add_recomputation(&recomputation_request(0, 2_000, Change::Exclude), 6_000)
+        .await
+        .unwrap();
+    assert_eq!(a.state, State::Pending);
+    assert!(b.id > a.id);
+    let approved = store
+        .recomputation_steps(a.id, &decision_steps(StepKind::Approved, "op", 7_000, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(approved.state, State::Applied);
+    // Approving twice, or applying a pending one, is refused and writes nothing.
+    let err = store
+        .recomputation_steps(a.id, &decision_steps(StepKind::Approved, "op", 8_000, ""))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("it is applied"), "{err}");
+    let err = store
+        .recomputation_steps(b.id, &decision_steps(StepKind::Revoked, "op", 8_000, ""))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("it is pending"), "{err}");
+    let err = store
+        .recomputation_steps(999_999, &decision_steps(StepKind::Rejected, "op", 1, ""))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, "no recomputation 999999");
+    store
+        .recomputation_steps(
+            b.id,
+            &decision_steps(StepKind::Rejected, "op", 9_000, "dup"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .recomputation_steps(
+            a.id,
+            &decision_steps(StepKind::Revoked, "op2", 10_000, "wrong"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // Everything is kept, in order, also for another handle.
+    let all = store.reopen().await.recomputations().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].request, recomputation_request(0, 1_000, ok));
+    let steps: Vec<(StepKind, &str, i64)> = all[0]
+        .steps
+        .iter()
+        .map(|s| (s.step, s.by.as_str(), s.at_ms))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (StepKind::Requested, "site-admin-a", 5_000),
+            (StepKind::Approved, "op", 7_000),
+            (StepKind::Applied, "gridprobe", 7_000),
+            (StepKind::Revoked, "op2", 10_000),
+        ]
+    );
+    assert_eq!(all[0].state, State::Revoked);
+    assert_eq!(all[0].steps[3].note, "wrong");
+    assert_eq!(all[1].state, State::Rejected);
+    // Retention never deletes them.
+    store.delete_before(i64::MAX / 2).await.unwrap();
+    assert_eq!(store.recomputations().await.unwrap().len(), 2);
+}
+
+async fn a_recomputation_over_cached_days_changes_the_figures_at_once(store: Backend) {
+    use crate::recompute::{decision_steps, Change, StepKind};
+    use crate::report::{from_store, Period};
+    const H: i64 = 3_600_000;
+    const DAY: i64 = 24 * H;
+    let config = gridprobe_config::load_str(
+        std::path::Path::new("ops.toml"),
+        r#"vo = "ops"
+[defaults]
+interval = "1h"
+timeout = "1m"
+[[site]]
+name = "SITE-A"
+tier = 2
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.site-a.example.org"
+[[probe]]
+metric = "org.example.Ping"
+kind = "tcp"
+flavours = ["CE"]
+"#,
+    );
+    assert!(config.diagnostics.is_empty(), "{}", config.diagnostics);
+    let config = config.config;
+    // Two closed days of 2024, hourly: CRITICAL 00-12, OK 12-24 each day.
+    let day0 = 19_800 * DAY;
+    let mut batch = Vec::new();
+    for h in 0..48 {
+        let status = if h % 24 < 12 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        batch.push(hard(with_status(
+            result("SITE-A", "CE", "org.example.Ping", day0 + h * H),
+            status,
+            "x",
+        )));
+    }
+    store.insert(&batch).await.unwrap();
+    let period = Period {
+        start_ms: day0,
+        end_ms: day0 + 2 * DAY,
+        label: "two days".into(),
+    };
+    let availability = || async {
+        let r = from_store(
+            store.store.as_ref(),
+            &config,
+            None,
+            &period,
+            &CellFilter::default(),
+            0.9,
+        )
+        .await
+        .unwrap();
+        (
+            r.sites[0].figures,
+            r.recomputations.iter().map(|r| r.id).collect::<Vec<_>>(),
+        )
+    };
+    // 24 h up of 48 known; this read also fills the per-day cache.
+    let (f, applied) = availability().await;
+    assert_eq!((f.up_ms, f.known_ms, f.excluded_ms), (24 * H, 48 * H, 0));
+    assert!(applied.is_empty());
+
+    // Force OK over day 0's outage: 36 h up of 48.
+    let force = store
+        .add_recomputation(
+            &recomputation_request(day0, day0 + 12 * H, Change::Force { status: Status::Ok }),
+            day0 + 3 * DAY,
+        )
+        .await
+        .unwrap();
+    let (f, applied) = availability().await;
+    assert_eq!(f.up_ms, 24 * H, "a pending recomputation changes nothing");
+    assert!(applied.is_empty());
+    store
+        .recomputation_steps(force.id, &decision_steps(StepKind::Approved, "op", 1, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    let (f, applied) = availability().await;
+    assert_eq!((f.up_ms, f.known_ms), (36 * H, 48 * H));
+    assert_eq!(f.availability, Some(0.75));
+    assert_eq!(applied, [force.id]);
+
+    // Exclude day 1's outage as well: 36 h up of 36 known, 12 h excluded.
+    let exclude = store
+        .add_recomputation(
+            &recomputation_request(day0 + DAY, day0 + DAY + 12 * H, Change::Exclude),
+            day0 + 3 * DAY,
+        )
+        .await
+        .unwrap();
+    store
+        .recomputation_steps(exclude.id, &decision_steps(StepKind::Approved, "op", 2, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    let (f, applied) = availability().await;
+    assert_eq!(
+        (f.up_ms, f.known_ms, f.excluded_ms),
+        (36 * H, 36 * H, 12 * H)
+    );
+    assert_eq!(f.availability, Some(1.0));
+    assert_eq!(f.unknown_fraction, 0.0);
+    assert_eq!(applied, [force.id, exclude.id]);
+
+    // Revoking the forced OK brings day 0's outage back: 24 h up of 36 known.
+    store
+        .recomputation_steps(force.id, &decision_steps(StepKind::Revoked, "op", 3, ""))
+        .await
+        .unwrap()
+        .unwrap();
+    let (f, applied) = availability().await;
+    assert_eq!(
+        (f.up_ms, f.known_ms, f.excluded_ms),
+        (24 * H, 36 * H, 12 * H)
+    );
+    assert_eq!(applied, [exclude.id]);
 }

@@ -128,13 +128,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Query parameters, checked by name; each at most once.
-struct Params(HashMap<String, String>);
+pub(crate) struct Params(HashMap<String, String>);
 
 impl Params {
-    fn new(raw: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn new(raw: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
         let mut params = HashMap::new();
         for (key, value) in raw {
             if !allowed.contains(&key.as_str()) {
@@ -166,7 +166,7 @@ impl Params {
         Ok(Params(params))
     }
 
-    fn text(&self, name: &str) -> Option<String> {
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
         self.0
             .get(name)
             .map(|s| s.trim().to_string())

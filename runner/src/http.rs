@@ -50,6 +50,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/-/reload", post(reload))
         .merge(crate::login::routes())
         .merge(crate::api::routes())
+        .merge(crate::recompute_api::routes())
         .merge(crate::metrics::routes())
         .merge(crate::dashboard::routes())
         .fallback(not_found)

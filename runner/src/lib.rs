@@ -11,6 +11,7 @@ pub mod http_conn;
 pub mod login;
 pub mod metrics;
 pub mod ondemand;
+pub mod recompute_api;
 pub mod schedule;
 pub mod selfcheck;
 pub mod state;

@@ -33,7 +33,7 @@ use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::{ProbeResult, Status};
 use gridprobe_results::availability::DEFAULT_UNKNOWN_THRESHOLD;
 use gridprobe_results::report::{
-    compute_runs, default_thresholds, merge_gap_ms, site_status, Period, SiteStatus,
+    compute_applied, default_thresholds, merge_gap_ms, site_status, Period, SiteStatus,
 };
 use gridprobe_results::{CellFilter, CellKey, ResultStore};
 use prometheus::core::Collector;
@@ -1159,17 +1159,20 @@ async fn site_rows(
         .downtimes(period.start_ms, period.end_ms)
         .await
         .map_err(|e| e.to_string())?;
+    // The applied recomputations count here as in every report.
+    let recomputations = store.recomputations().await.map_err(|e| e.to_string())?;
     let config = config.clone();
     let gives_status = window.gives_status;
     // Thirty days of a large VO is real work: off the async workers.
     let rows = tokio::task::spawn_blocking(move || {
-        let report = compute_runs(
+        let report = compute_applied(
             &config,
             None,
             &period,
             &cells,
             &downtimes,
             DEFAULT_UNKNOWN_THRESHOLD,
+            &recomputations,
         )?;
         Ok::<_, String>(
             report

@@ -8,6 +8,7 @@ pub mod import;
 pub mod matrix;
 pub mod migrate_store;
 pub mod probes;
+pub mod recompute;
 pub mod report;
 pub mod results;
 pub mod run;

@@ -23,6 +23,7 @@ mod self_check;
 mod server;
 mod tls;
 mod topology;
+mod weights;
 
 use raw::*;
 
@@ -39,6 +40,7 @@ const MAIN_KEYS: &[&str] = &[
     "downtime",
     "publish",
     "credential",
+    "weights",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -446,6 +448,12 @@ impl Loader {
                         {
                             self.read_downtime(file, raw);
                         }
+                    }
+                }
+                "weights" if is_main => {
+                    if let Some(path) = self.deserialize::<Spanned<String>>(file, value, "weights")
+                    {
+                        self.read_weights(file, base, path);
                     }
                 }
                 "publish" if is_main => {

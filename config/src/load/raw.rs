@@ -94,6 +94,8 @@ pub(super) struct RawSite {
     pub(super) grid: Option<String>,
     pub(super) country: Option<String>,
     pub(super) contact: Option<String>,
+    pub(super) federation: Option<Spanned<String>>,
+    pub(super) weight: Option<Spanned<RawNumber>>,
     #[serde(default, rename = "override")]
     pub(super) overrides: BTreeMap<Spanned<String>, RawOverride>,
 }
@@ -153,6 +155,34 @@ pub(super) struct RawProfile {
     pub(super) name: Spanned<String>,
     #[serde(default)]
     pub(super) critical: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    pub(super) valid_from: Option<Spanned<RawTime>>,
+    #[serde(default)]
+    pub(super) groups: Vec<RawGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub(super) name: Spanned<String>,
+    pub(super) operation: Spanned<String>,
+    pub(super) flavours: Vec<Spanned<String>>,
+}
+
+/// A number written as a TOML integer or float.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+pub(super) enum RawNumber {
+    Int(i64),
+    Float(f64),
+}
+
+impl RawNumber {
+    pub(super) fn value(self) -> f64 {
+        match self {
+            RawNumber::Int(i) => i as f64,
+            RawNumber::Float(f) => f,
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,10 @@ use toml::Spanned;
 
 use super::raw::{RawOverride, RawProbe, RawProfile, RawService, RawSite};
 use super::{take_key, FileId, Loader, RETRIES};
-use crate::model::{short_metric_name, KindParams, Overrides, ProbeDef, Profile, Service, Site};
+use crate::model::{
+    short_metric_name, FlavourGroup, GroupOperation, KindParams, Overrides, ProbeDef, Profile,
+    Service, Site,
+};
 use crate::time as t;
 
 impl Loader {
@@ -55,12 +58,27 @@ impl Loader {
             self.diagnostics.push(d);
         }
         let overrides = self.overrides(file, raw.overrides);
+        let weight = raw
+            .weight
+            .and_then(|w| self.weight(file, w.span(), w.get_ref().value()));
+        let federation = raw.federation.and_then(|f| {
+            if f.get_ref().trim().is_empty() {
+                let d = self.error(file, f.span(), "`federation` must not be empty");
+                self.diagnostics
+                    .push(d.with_help("name the federation, e.g. \"DE-DESY-T2\""));
+                None
+            } else {
+                Some(f.into_inner())
+            }
+        });
         let mut site = Site {
             name: raw.name.get_ref().clone(),
             tier: tier.clamp(0, 3) as u8,
             grid: raw.grid,
             country: raw.country,
             contact: raw.contact,
+            federation,
+            weight,
             services: Vec::new(),
             overrides,
             span: self.span(file, raw.name.span()),
@@ -242,9 +260,54 @@ impl Loader {
         self.positions
             .profile_name
             .push(self.span(file, raw.name.span()));
+        let valid_from_ms = raw.valid_from.as_ref().and_then(|v| self.date(file, v));
+        let mut groups = Vec::new();
+        let mut group_refs = Vec::new();
+        for g in raw.groups {
+            let operation = match g.operation.get_ref().to_ascii_uppercase().as_str() {
+                "AND" => GroupOperation::And,
+                "OR" => GroupOperation::Or,
+                other => {
+                    let d = self.error(
+                        file,
+                        g.operation.span(),
+                        format!("unknown group operation `{other}`"),
+                    );
+                    self.diagnostics.push(d.with_help(
+                        "write operation = \"OR\" (one flavour is enough) or \"AND\" (all are needed)",
+                    ));
+                    GroupOperation::And
+                }
+            };
+            if g.flavours.is_empty() {
+                let d = self.error(
+                    file,
+                    g.name.span(),
+                    format!("group `{}` names no flavour", g.name.get_ref()),
+                );
+                self.diagnostics.push(
+                    d.with_help("list its flavours, e.g. flavours = [\"ARC-CE\", \"HTCONDOR-CE\"]"),
+                );
+            }
+            for f in &g.flavours {
+                group_refs.push((
+                    g.name.get_ref().clone(),
+                    f.get_ref().clone(),
+                    self.span(file, f.span()),
+                ));
+            }
+            groups.push(FlavourGroup {
+                name: g.name.into_inner(),
+                operation,
+                flavours: g.flavours.into_iter().map(Spanned::into_inner).collect(),
+            });
+        }
+        self.positions.profile_groups.push(group_refs);
         self.config.profiles.push(Profile {
             name: raw.name.into_inner(),
             critical,
+            valid_from_ms,
+            groups,
         });
     }
 }

@@ -20,6 +20,7 @@
 //! reason. PostgreSQL text cannot hold NUL characters: they are stored as U+FFFD.
 
 mod connect;
+mod recompute;
 mod rows;
 mod schedule;
 mod schema;
@@ -37,6 +38,7 @@ use gridprobe_probes::{ProbeResult, Status};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
+use crate::recompute::{Recomputation, RecomputationRequest, Step};
 use crate::store::{
     CellFilter, CellKey, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError,
     StoreEvent, StoredResult,
@@ -823,6 +825,29 @@ impl ResultStore for PgStore {
             }
         }
         Ok(out)
+    }
+
+    async fn add_recomputation(
+        &self,
+        request: &RecomputationRequest,
+        at_ms: i64,
+    ) -> Result<Recomputation, StoreError> {
+        let mut client = self.client().await?;
+        recompute::add(&mut client, request, at_ms).await
+    }
+
+    async fn recomputation_steps(
+        &self,
+        id: i64,
+        steps: &[Step],
+    ) -> Result<Result<Recomputation, String>, StoreError> {
+        let mut client = self.client().await?;
+        recompute::steps(&mut client, id, steps).await
+    }
+
+    async fn recomputations(&self) -> Result<Vec<Recomputation>, StoreError> {
+        let client = self.client().await?;
+        recompute::all(&client).await
     }
 
     async fn replace_downtimes(

@@ -105,6 +105,8 @@ CREATE TABLE schedule_slots (
     PRIMARY KEY (site, hostname, flavour, metric, slot_ms)
 );
 "#,
+    // 4: recomputations and the steps of their life cycle (never deleted).
+    super::recompute::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).

@@ -6,6 +6,7 @@
 
 mod days;
 mod insert;
+mod recompute;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use gridprobe_config::Downtime;
 use rusqlite::Connection;
 
+use crate::recompute::{Recomputation, RecomputationRequest, Step};
 use crate::store::{
     CellFilter, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, NewResult, ResultStore,
     StoreError, StoreEvent, StoredResult,
@@ -203,6 +205,30 @@ impl ResultStore for SqliteStore {
     async fn downtimes(&self, since_ms: i64, until_ms: i64) -> Result<Vec<Downtime>, StoreError> {
         self.with_conn(move |conn| rows::downtimes(conn, since_ms, until_ms))
             .await
+    }
+
+    async fn add_recomputation(
+        &self,
+        request: &RecomputationRequest,
+        at_ms: i64,
+    ) -> Result<Recomputation, StoreError> {
+        let request = request.clone();
+        self.with_conn(move |conn| recompute::add(conn, &request, at_ms))
+            .await
+    }
+
+    async fn recomputation_steps(
+        &self,
+        id: i64,
+        steps: &[Step],
+    ) -> Result<Result<Recomputation, String>, StoreError> {
+        let steps = steps.to_vec();
+        self.with_conn(move |conn| recompute::steps(conn, id, &steps))
+            .await
+    }
+
+    async fn recomputations(&self) -> Result<Vec<Recomputation>, StoreError> {
+        self.with_conn(|conn| recompute::all(conn)).await
     }
 
     async fn events(&self, since_ms: i64) -> Result<Vec<StoreEvent>, StoreError> {

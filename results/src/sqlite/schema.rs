@@ -154,6 +154,8 @@ ALTER TABLE latest_v5 RENAME TO latest;
     // 6: each cell's runs of equal results per closed day, for month reports (see
     // `days`).
     days::MIGRATION,
+    // 7: recomputations and the steps of their life cycle (never deleted).
+    super::recompute::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).

@@ -20,6 +20,7 @@
 mod cell;
 mod matrix;
 mod reasons;
+mod recomputations;
 mod render;
 mod response;
 mod result;
@@ -46,7 +47,7 @@ use gridprobe_results::availability::{
 use gridprobe_results::matrix::{build_matrix, Cell, CellState, MatrixFilter};
 use gridprobe_results::reasons::{group, Reason};
 use gridprobe_results::report::{
-    compute, default_thresholds, site_status, Period, SiteReport, SiteStatus,
+    compute_applied, default_thresholds, site_status, Period, SiteReport, SiteStatus,
 };
 use gridprobe_results::{CellFilter, CellKey, HistoryQuery, ResultStore, StoreError, StoredResult};
 
@@ -70,6 +71,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/sites/{site}", get(site_page))
         .route("/results/{id}", get(result_page))
         .route("/reasons", get(reasons_page))
+        .route("/recomputations", get(recomputations::recomputations_page))
         .route("/static/gridprobe.css", get(stylesheet))
         .route("/static/gridprobe.js", get(script))
 }

@@ -29,6 +29,7 @@ pub(super) fn layout(vo: &str, title: &str, now: i64, banner: &[String], body: M
                     nav {
                         a href="/" { "Matrix" }
                         a href="/reasons" { "Failure reasons" }
+                        a href="/recomputations" { "Recomputations" }
                     }
                     span.when { "generated " (utc(now)) }
                 }
@@ -323,6 +324,16 @@ pub(super) fn site(p: &SitePage) -> Markup {
         }
 
         h2 { "This month (" (p.month_label) ", to date)" }
+        @if let Some(m) = p.month.as_ref().filter(|m| !m.recomputations.is_empty()) {
+            p.note.recomputed {
+                "These figures include the applied recomputations "
+                @for (k, id) in m.recomputations.iter().enumerate() {
+                    @if k > 0 { ", " }
+                    a href="/recomputations" { "#" (id) }
+                }
+                "."
+            }
+        }
         @if let Some(m) = &p.month {
             div.scroll {
                 table.plain.figures {

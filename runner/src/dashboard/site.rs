@@ -195,13 +195,20 @@ pub(super) async fn build_site_page(
             end_ms: now,
             label: month_label.clone(),
         };
-        let report = compute(
+        // The applied recomputations count here as in every report.
+        let recomputations = state.store.recomputations().await?;
+        let runs: Vec<_> = cells
+            .iter()
+            .map(|(key, points)| (key.clone(), gridprobe_results::runs_of(points, 0)))
+            .collect();
+        let report = compute_applied(
             config,
             None,
             &period,
-            &cells,
+            &runs,
             &downtimes,
             DEFAULT_UNKNOWN_THRESHOLD,
+            &recomputations,
         )
         .map_err(PageError::Internal)?;
         report.sites.into_iter().find(|s| s.site == site.name)
@@ -245,5 +252,6 @@ pub(super) fn segment_class(s: AStatus) -> &'static str {
         AStatus::Unknown => "t-unkn",
         AStatus::Missing => "t-missing",
         AStatus::Downtime { .. } => "t-dt",
+        AStatus::Excluded => "t-missing",
     }
 }

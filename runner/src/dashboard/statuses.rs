@@ -179,16 +179,22 @@ pub(super) async fn compute_statuses(
         .timelines(period.start_ms, period.end_ms, &CellFilter::default())
         .await?;
     let downtimes = store.downtimes(period.start_ms, period.end_ms).await?;
+    let recomputations = store.recomputations().await?;
     let config = config.clone();
     // Pure computation over every site: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
-        let report = compute(
+        let cells: Vec<_> = cells
+            .into_iter()
+            .map(|(key, points)| (key, gridprobe_results::runs_of(&points, 0)))
+            .collect();
+        let report = compute_applied(
             &config,
             None,
             &period,
             &cells,
             &downtimes,
             DEFAULT_UNKNOWN_THRESHOLD,
+            &recomputations,
         )
         .map_err(PageError::Internal)?;
         Ok(report
