@@ -40,12 +40,7 @@ fn setup() -> (tempfile::TempDir, String, String) {
     let rows: Vec<_> = (0..24)
         .map(|h| {
             let outcome = if h < 6 {
-                Outcome {
-                    status: Status::Critical,
-                    summary: "job failed".into(),
-                    details: String::new(),
-                    perfdata: vec![],
-                }
+                Outcome::new(Status::Critical, "job failed")
             } else {
                 Outcome::ok("job done")
             };

@@ -25,6 +25,7 @@ pub(super) async fn recomputations_page(
         vo: config.vo.clone(),
         started,
         result,
+        banner: super::response::credential_banner(&state),
     }
 }
 
