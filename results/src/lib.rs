@@ -4,6 +4,7 @@
 
 pub mod availability;
 pub mod coordination;
+mod day_runs;
 pub mod matrix;
 pub mod message;
 pub mod postgres;
