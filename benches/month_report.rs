@@ -25,6 +25,12 @@
 //! closed), the aggregate, and a final `RESULT month_report a_s=… b_s=…` line (steady state vs
 //! aggregate, median seconds) that `bench/compare` reads. Targets (report ≤ 2 s, ≤ 3 × the
 //! aggregate) are reported, never asserted.
+//!
+//! With `GRIDPROBE_TEST_PG` (a server URL), the same data goes once into a PostgreSQL schema of
+//! its own (`gridprobe_bench_month_<instances>_…`, kept and reused like the file), the same
+//! report runs on `PgStore` (first report builds its per-day cache, then steady state), and a
+//! `RESULT month_report_pg a_s=… b_s=… first_s=…` line compares it with the SQLite steady state
+//! of the same run (targets: ≤ 2 s and ≤ 1.5 × SQLite). The two reports must be identical.
 
 mod common;
 
@@ -36,7 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use gridprobe_probes::{Outcome, ProbeResult, Status, Trigger};
 use gridprobe_results::report::{self, parse_period};
-use gridprobe_results::{CellFilter, NewResult, ResultStore, SqliteStore};
+use gridprobe_results::{CellFilter, NewResult, PgStore, ResultStore, SqliteStore};
 
 const DAY_MS: i64 = 86_400_000;
 const STEP_MS: i64 = 15 * 60_000;
@@ -117,7 +123,10 @@ fn draw_status(rng: &mut Rng) -> Status {
 
 /// Fills the store with every cell's results over `DAYS` days, in time order (as `serve`
 /// would), in transactions of 50,000.
-async fn generate(store: &SqliteStore, config: &gridprobe_config::Config) -> anyhow::Result<u64> {
+async fn generate(
+    store: &dyn ResultStore,
+    config: &gridprobe_config::Config,
+) -> anyhow::Result<u64> {
     let instances = config.instances();
     let cells: Vec<(String, String, String, String)> = instances
         .iter()
@@ -338,6 +347,17 @@ async fn run() -> anyhow::Result<()> {
     }
     let a = median(&mut report_times);
     let b = median(&mut agg_times);
+    let sqlite_report =
+        report::from_store(&store, &config, None, &period, &CellFilter::default(), 0.9).await?;
+    let pg = match std::env::var("GRIDPROBE_TEST_PG") {
+        Ok(url) if !url.is_empty() => {
+            Some(postgres_rounds(&url, &config, instances, rounds, &period, &sqlite_report).await?)
+        }
+        _ => {
+            println!("   GRIDPROBE_TEST_PG not set: no PostgreSQL rows");
+            None
+        }
+    };
     println!();
     println!("| measurement | seconds (median of {rounds}) | target | met? |");
     println!("|---|---:|---|---|");
@@ -359,7 +379,98 @@ async fn run() -> anyhow::Result<()> {
         "RESULT month_report a_s={a:.4} b_s={b:.4} first_s={:.4}",
         first.unwrap_or(f64::NAN)
     );
+    if let Some((pg_steady, pg_first)) = pg {
+        println!(
+            "| month report on PostgreSQL, steady state | {pg_steady:.3} | ≤ {TARGET_S} s, ≤ {PG_TARGET_RATIO} × SQLite | {} |",
+            if pg_steady <= TARGET_S && pg_steady <= PG_TARGET_RATIO * a { "yes" } else { "no" }
+        );
+        println!("| month report on PostgreSQL, first (fills the day cache) | {pg_first:.3} | | |");
+        println!("RESULT month_report_pg a_s={pg_steady:.4} b_s={a:.4} first_s={pg_first:.4}");
+    }
     Ok(())
+}
+
+/// PostgreSQL steady state over SQLite's, at most this (target).
+const PG_TARGET_RATIO: f64 = 1.5;
+
+/// The same month on PostgreSQL: fills the bench schema once, clears the per-day cache, runs
+/// the report `rounds + 1` times (the first builds the cache) and checks it equals SQLite's.
+/// Returns the steady state's median and the first report, in seconds.
+async fn postgres_rounds(
+    url: &str,
+    config: &gridprobe_config::Config,
+    instances: usize,
+    rounds: usize,
+    period: &report::Period,
+    sqlite_report: &report::Report,
+) -> anyhow::Result<(f64, f64)> {
+    let admin_config: tokio_postgres::Config = url.parse().context("GRIDPROBE_TEST_PG")?;
+    let (admin, connection) = admin_config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connecting to GRIDPROBE_TEST_PG")?;
+    tokio::spawn(connection);
+    let schema = format!(
+        "gridprobe_bench_month_{instances}_v{GENERATOR_VERSION}_s{}",
+        gridprobe_results::postgres::SCHEMA_VERSION
+    );
+    let complete: bool = admin
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{schema}.bench_complete")],
+        )
+        .await?
+        .get(0);
+    let mut store_config = admin_config.clone();
+    store_config.options(format!("-c search_path={schema}"));
+    if !complete {
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await?;
+        let store = PgStore::open_config(store_config.clone(), 4).await?;
+        let began = Instant::now();
+        let n = generate(&store, config).await?;
+        let took = began.elapsed();
+        println!(
+            "   PostgreSQL: generated {n} results in {:.1}s ({:.0} results/s through PgStore::insert)",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        );
+        admin
+            .batch_execute(&format!(
+                "VACUUM ANALYZE {schema}.results; CREATE TABLE {schema}.bench_complete ()"
+            ))
+            .await?;
+    } else {
+        println!("   PostgreSQL: reusing schema {schema}");
+    }
+    admin
+        .batch_execute(&format!(
+            "DELETE FROM {schema}.report_days; DELETE FROM {schema}.cell_day_runs"
+        ))
+        .await?;
+    let store = PgStore::open_config(store_config, 4).await?;
+    let mut times = Vec::new();
+    let mut first = f64::NAN;
+    for round in 0..=rounds {
+        let began = Instant::now();
+        let r =
+            report::from_store(&store, config, None, period, &CellFilter::default(), 0.9).await?;
+        let took = began.elapsed().as_secs_f64();
+        if serde_json::to_string(&r)? != serde_json::to_string(sqlite_report)? {
+            bail!("the PostgreSQL report differs from SQLite's");
+        }
+        if round == 0 {
+            println!("   PostgreSQL first report (fills the per-day cache): {took:.2}s");
+            first = took;
+        } else {
+            println!("   PostgreSQL report: {took:.3}s");
+            times.push(took);
+        }
+    }
+    Ok((median(&mut times), first))
 }
 
 fn main() -> ExitCode {

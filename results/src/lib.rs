@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod availability;
 pub mod coordination;
+mod day_runs;
 pub mod matrix;
 pub mod message;
 pub mod postgres;

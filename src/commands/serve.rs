@@ -229,8 +229,8 @@ async fn serve(
         tls,
         shutdown.clone(),
     ));
-    // Only the SQLite store keeps per-day runs; elsewhere preparing would be a month's scan.
-    let prepare_reports = matches!(store_location, Location::Sqlite(_)).then(|| config.clone());
+    // Both stores keep per-day runs (PostgreSQL: one builder per day across instances).
+    let prepare_reports = Some(config.clone());
     let retention_task = tokio::spawn(retention_loop(
         store.clone(),
         prepare_reports,
@@ -382,8 +382,8 @@ async fn reload(
 }
 
 /// Store upkeep, at start and then hourly: deletes raw results older than the retention
-/// period; with `prepare_reports`, then builds the SQLite store's per-day runs of the last 31
-/// days that are missing, so that a month report finds them ready.
+/// period; with `prepare_reports`, then builds the store's per-day runs of the last 31 days
+/// that are missing, so that a month report finds them ready.
 async fn retention_loop(
     store: Arc<dyn ResultStore>,
     prepare_reports: Option<Arc<gridprobe_config::Config>>,

@@ -21,6 +21,7 @@
 
 mod connect;
 mod recompute;
+mod days;
 mod rows;
 mod schedule;
 mod schema;
@@ -40,7 +41,7 @@ use tokio_postgres::types::Type;
 
 use crate::recompute::{Recomputation, RecomputationRequest, Step};
 use crate::store::{
-    CellFilter, CellKey, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError,
+    CellFilter, CellKey, CellRuns, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError,
     StoreEvent, StoredResult,
 };
 use connect::{chain, connect_reason, query_err, redact, Target, Tls};
@@ -406,6 +407,16 @@ impl PgStore {
                 .map_err(query_err)?;
             }
         }
+        // Late results of a closed day: the day's cached runs are rebuilt on the next report.
+        days::invalidate(
+            tx,
+            input
+                .iter()
+                .filter(|(is_final, _)| *is_final)
+                .map(|(_, r)| r.started_at_ms),
+            gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now()),
+        )
+        .await?;
         if given_ids.is_some() {
             if let Some(max) = ids.iter().max() {
                 // Copied ids must never be handed out again: move the sequence past them
@@ -685,6 +696,8 @@ impl ResultStore for PgStore {
                     )
                     .await
                     .map_err(query_err)?;
+                let mut client = client;
+                days::forget_before(&mut client, cutoff_ms).await?;
                 return Ok(total);
             }
         }
@@ -848,6 +861,23 @@ impl ResultStore for PgStore {
     async fn recomputations(&self) -> Result<Vec<Recomputation>, StoreError> {
         let client = self.client().await?;
         recompute::all(&client).await
+    }
+
+    async fn run_timelines(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        filter: &CellFilter,
+        merge_gap_ms: i64,
+    ) -> Result<Vec<CellRuns>, StoreError> {
+        let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
+        let mut client = self.client().await?;
+        // Each missing day in a transaction of its own, built once however many instances
+        // ask (`days::cache_day`).
+        for day in days::missing_days(&client, since_ms, until_ms, now).await? {
+            days::cache_day(&mut client, day).await?;
+        }
+        days::run_timelines(&mut client, since_ms, until_ms, filter, merge_gap_ms, now).await
     }
 
     async fn replace_downtimes(

@@ -4,6 +4,7 @@
 use tokio_postgres::Client;
 
 use super::connect::pg_reason;
+use super::days;
 use crate::store::StoreError;
 
 /// Schema migrations; entry `i` upgrades a database from version `i` to `i + 1`. Never edit an
@@ -107,6 +108,8 @@ CREATE TABLE schedule_slots (
 "#,
     // 4: recomputations and the steps of their life cycle (never deleted).
     super::recompute::MIGRATION,
+    // 5: each cell's runs of equal results per closed day, for month reports (see `days`).
+    days::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).

@@ -20,13 +20,10 @@ use gridprobe_probes::Status;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::rows::{cell_finals, finals_in_range, prior_final, query_err};
-use crate::store::{CellFilter, CellKey, CellRuns, StatusRun, StoreError};
-
-/// One day in ms.
-pub(crate) const DAY_MS: i64 = 86_400_000;
-/// A day is cached only this long after it ended: results of runs still in flight at
-/// midnight arrive within it.
-pub(crate) const SETTLE_MS: i64 = 3_600_000;
+use crate::day_runs::{
+    closed_days, day_of, decode, encode, push_point, Assembly, DayRun, DAY_MS, SETTLE_MS,
+};
+use crate::store::{CellFilter, CellKey, CellRuns, StoreError};
 
 /// The schema of the cache (a migration of `schema.rs`). Keyed by day first: a report reads a
 /// range of days for every cell.
@@ -41,105 +38,6 @@ CREATE TABLE cell_day_runs (
     PRIMARY KEY (day_ms, cell_id)
 ) WITHOUT ROWID;
 "#;
-
-/// Start of the UTC day holding `t`.
-pub(crate) fn day_of(t: i64) -> i64 {
-    t.div_euclid(DAY_MS) * DAY_MS
-}
-
-/// A run inside one day, with its largest gap between consecutive results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DayRun {
-    start: i64,
-    last: i64,
-    status: Status,
-    max_gap: i64,
-}
-
-const STATUSES: [Status; 5] = [
-    Status::Ok,
-    Status::Warning,
-    Status::Critical,
-    Status::Unknown,
-    Status::Standby,
-];
-
-fn status_code(s: Status) -> u8 {
-    STATUSES.iter().position(|x| *x == s).unwrap_or(3) as u8
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// Runs as bytes: per run the start (delta from the previous run's last result, or the day),
-/// the length, the status and the largest gap, as varints. A day of a steady cell is a few
-/// bytes.
-fn encode(day_ms: i64, runs: &[DayRun]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(runs.len() * 8);
-    let mut prev = day_ms;
-    for r in runs {
-        put_varint(&mut out, (r.start - prev).max(0) as u64);
-        put_varint(&mut out, (r.last - r.start).max(0) as u64);
-        out.push(status_code(r.status));
-        put_varint(&mut out, r.max_gap.max(0) as u64);
-        prev = r.last;
-    }
-    out
-}
-
-fn decode(day_ms: i64, bytes: &[u8]) -> Option<Vec<DayRun>> {
-    let mut runs = Vec::new();
-    let (mut pos, mut prev) = (0usize, day_ms);
-    while pos < bytes.len() {
-        let start = prev.checked_add(i64::try_from(get_varint(bytes, &mut pos)?).ok()?)?;
-        let last = start.checked_add(i64::try_from(get_varint(bytes, &mut pos)?).ok()?)?;
-        let status = *STATUSES.get(usize::from(*bytes.get(pos)?))?;
-        pos += 1;
-        let max_gap = i64::try_from(get_varint(bytes, &mut pos)?).ok()?;
-        runs.push(DayRun {
-            start,
-            last,
-            status,
-            max_gap,
-        });
-        prev = last;
-    }
-    Some(runs)
-}
-
-/// Appends a result to a cell's runs: a new run at a status change, else the run grows.
-fn push_point(runs: &mut Vec<DayRun>, t: i64, status: Status) {
-    match runs.last_mut() {
-        Some(r) if r.status == status => {
-            r.max_gap = r.max_gap.max(t - r.last);
-            r.last = t;
-        }
-        _ => runs.push(DayRun {
-            start: t,
-            last: t,
-            status,
-            max_gap: 0,
-        }),
-    }
-}
 
 /// The text of a status column without allocating.
 fn status_at(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<Status>, StoreError> {
@@ -235,25 +133,6 @@ pub(crate) fn forget_before(conn: &Connection, cutoff_ms: i64) -> Result<(), Sto
     Ok(())
 }
 
-/// One cell being assembled: its runs so far (internal gaps ≤ the merge gap).
-struct Assembly {
-    key: CellKey,
-    runs: Vec<StatusRun>,
-}
-
-impl Assembly {
-    fn push(&mut self, start: i64, last: i64, status: Status, merge_gap: i64) {
-        match self.runs.last_mut() {
-            Some(r) if r.status == status && start - r.last <= merge_gap => r.last = last,
-            _ => self.runs.push(StatusRun {
-                start,
-                last,
-                status,
-            }),
-        }
-    }
-}
-
 /// The closed days of `[since, until)` that are not cached yet (those [`run_timelines`] would
 /// build).
 pub(crate) fn missing_days(
@@ -262,8 +141,7 @@ pub(crate) fn missing_days(
     until_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    let first_day = day_of(since_ms.saturating_add(DAY_MS - 1));
-    let days_end = day_of(until_ms).min(day_of(now_ms.saturating_sub(SETTLE_MS)));
+    let (first_day, days_end) = closed_days(since_ms, until_ms, now_ms);
     let cached = cached_days(conn, first_day, days_end)?;
     Ok(data_days(conn, first_day, days_end)?
         .into_iter()
@@ -371,9 +249,7 @@ pub(crate) fn run_timelines(
         .collect();
 
     // The period: raw head, cached closed days, raw tail.
-    let closed_end = day_of(now_ms.saturating_sub(SETTLE_MS));
-    let first_day = day_of(since_ms.saturating_add(DAY_MS - 1));
-    let days_end = day_of(until_ms).min(closed_end);
+    let (first_day, days_end) = closed_days(since_ms, until_ms, now_ms);
     if first_day < days_end {
         read_raw(conn, since_ms, first_day, &slot, &mut cells, merge_gap)?;
         read_days(conn, first_day, days_end, &slot, &mut cells, merge_gap)?;
@@ -479,50 +355,4 @@ fn read_cell_day(
     cell_finals(conn, cell, day, day + DAY_MS, |t, status| {
         into.push(t, t, status, merge_gap)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_round_trip_through_their_encoding() {
-        let day = 20_000 * DAY_MS;
-        let runs = vec![
-            DayRun {
-                start: day + 5,
-                last: day + 900_000,
-                status: Status::Ok,
-                max_gap: 899_995,
-            },
-            DayRun {
-                start: day + 900_000,
-                last: day + 900_000,
-                status: Status::Standby,
-                max_gap: 0,
-            },
-            DayRun {
-                start: day + DAY_MS - 1,
-                last: day + DAY_MS - 1,
-                status: Status::Critical,
-                max_gap: 0,
-            },
-        ];
-        let bytes = encode(day, &runs);
-        assert!(bytes.len() < 20, "{} bytes", bytes.len());
-        assert_eq!(decode(day, &bytes), Some(runs));
-        assert_eq!(decode(day, &[0x80]), None, "a torn varint is an error");
-        assert_eq!(
-            decode(day, &[0, 0, 9, 0]),
-            None,
-            "an unknown status is an error"
-        );
-    }
-
-    #[test]
-    fn days_are_utc_and_floor_negative_times() {
-        assert_eq!(day_of(DAY_MS + 1), DAY_MS);
-        assert_eq!(day_of(DAY_MS), DAY_MS);
-        assert_eq!(day_of(-1), -DAY_MS);
-    }
 }

@@ -434,7 +434,7 @@ async fn poisoned_connection_mutex_is_recovered() {
 
 #[tokio::test]
 async fn a_long_period_caches_only_the_days_that_hold_results() {
-    use super::days::DAY_MS;
+    use crate::day_runs::DAY_MS;
     let store = SqliteStore::open_in_memory().unwrap();
     let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
     let today = now.div_euclid(DAY_MS) * DAY_MS;
