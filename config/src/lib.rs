@@ -10,6 +10,7 @@ pub mod gocdb;
 pub mod load;
 pub mod model;
 pub mod publish;
+pub mod report;
 pub mod time;
 mod validate;
 pub mod vofeed;

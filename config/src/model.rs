@@ -31,6 +31,8 @@ pub struct Config {
     pub downtimes: Vec<Downtime>,
     /// `[[publish]]` targets and the spool settings of `[server]`.
     pub publish: crate::publish::Publishing,
+    /// `[report]`: the monthly report's targets.
+    pub report: crate::report::ReportSettings,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
 }

@@ -6,6 +6,7 @@ pub mod availability;
 pub mod coordination;
 pub mod matrix;
 pub mod message;
+pub mod monthly;
 pub mod postgres;
 pub mod reasons;
 pub mod report;

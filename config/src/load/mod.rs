@@ -18,6 +18,7 @@ use crate::validate::Positions;
 mod downtime;
 mod publish;
 mod raw;
+mod report;
 mod server;
 mod topology;
 
@@ -26,7 +27,7 @@ use raw::*;
 /// Keys allowed at the top of the main file.
 const MAIN_KEYS: &[&str] = &[
     "vo", "include", "defaults", "server", "access", "site", "probe", "profile", "downtime",
-    "publish",
+    "publish", "report",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -411,6 +412,13 @@ impl Loader {
                 "server" if is_main => {
                     if let Some(raw) = self.deserialize::<RawServer>(file, value, "[server]") {
                         self.apply_server(file, raw);
+                    }
+                }
+                "report" if is_main => {
+                    if let Some(raw) =
+                        self.deserialize::<report::RawReport>(file, value, "[report]")
+                    {
+                        self.apply_report(file, raw);
                     }
                 }
                 "site" => {
