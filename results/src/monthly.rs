@@ -14,7 +14,7 @@ use gridprobe_config::{Config, Downtime};
 use serde::Serialize;
 
 use crate::availability::{Figures, Ms};
-use crate::report::{compute_runs, merge_gap_ms, Period, Report, ReportError};
+use crate::report::{compute_runs, merge_gap_ms, Period, Report, ReportError, SiteReport};
 use crate::store::{CellFilter, CellRuns, ResultStore};
 
 const DAY_MS: Ms = 86_400_000;
@@ -67,38 +67,40 @@ pub struct DayFigures {
     pub unknown_fraction: f64,
 }
 
-/// One site in the monthly report.
+/// One site in the monthly report: its [`SiteReport`] (flattened, so the JSON is a superset of
+/// the plain report's) with the monthly report's additions.
 #[derive(Debug, Clone, Serialize)]
 pub struct MonthlySite {
-    /// Site name.
-    pub site: String,
-    /// Tier.
-    pub tier: u8,
+    /// The site's figures over the whole period, with its flavours and instances.
+    #[serde(flatten)]
+    pub report: SiteReport,
     /// Its federation, when [`ReportExtras::federations`] names one.
     pub federation: Option<String>,
     /// Its weight in tier and federation means ([`ReportExtras::weights`], else 1).
     pub weight: f64,
-    /// Figures over the whole period.
-    pub figures: Figures,
     /// Against the targets.
     pub verdict: Verdict,
     /// Per-bucket figures, in time order (the strip).
     pub days: Vec<DayFigures>,
 }
 
-/// Means of a group of sites (a tier or a federation).
+/// Means of a group of sites (a tier or a federation). For a tier, `tier`, `sites`,
+/// `availability` and `reliability` are those of the plain report's tiers.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupSummary {
     /// `Tier-1`, or the federation's name.
     pub name: String,
+    /// The tier, for a tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<u8>,
     /// Sites in the group.
     pub sites: usize,
     /// Sites meeting all targets.
     pub sites_meeting_targets: usize,
     /// Plain mean availability over the sites that have one.
-    pub availability_mean: Option<f64>,
+    pub availability: Option<f64>,
     /// Plain mean reliability over the sites that have one.
-    pub reliability_mean: Option<f64>,
+    pub reliability: Option<f64>,
     /// Weighted mean availability (weight 0 for sites whose figure is n/a).
     pub availability_weighted: Option<f64>,
     /// Weighted mean reliability (likewise).
@@ -310,7 +312,7 @@ fn assemble(
 ) -> MonthlyReport {
     let targets = config.report.targets;
     let mut sites = Vec::with_capacity(report.sites.len());
-    for s in &report.sites {
+    for s in report.sites.iter().cloned() {
         let days = daily
             .iter()
             .zip(bucket_list)
@@ -333,20 +335,20 @@ fn assemble(
             .filter(|w| w.is_finite() && *w >= 0.0)
             .unwrap_or(1.0);
         sites.push(MonthlySite {
-            site: s.site.clone(),
-            tier: s.tier,
             federation: extras.federations.get(&s.site).cloned(),
             weight,
-            figures: s.figures,
             verdict: Verdict::of(&s.figures, &targets),
             days,
+            report: s,
         });
     }
     let mut tiers = Vec::new();
     for tier in 0..=3u8 {
-        let members: Vec<&MonthlySite> = sites.iter().filter(|s| s.tier == tier).collect();
+        let members: Vec<&MonthlySite> = sites.iter().filter(|s| s.report.tier == tier).collect();
         if !members.is_empty() {
-            tiers.push(summary(format!("Tier-{tier}"), &members));
+            let mut t = summary(format!("Tier-{tier}"), &members);
+            t.tier = Some(tier);
+            tiers.push(t);
         }
     }
     let mut by_federation: BTreeMap<&str, Vec<&MonthlySite>> = BTreeMap::new();
@@ -384,13 +386,16 @@ fn assemble(
 /// Plain and weighted means of a group of sites.
 pub fn summary(name: String, members: &[&MonthlySite]) -> GroupSummary {
     let plain = |f: fn(&Figures) -> Option<f64>| {
-        let v: Vec<f64> = members.iter().filter_map(|s| f(&s.figures)).collect();
+        let v: Vec<f64> = members
+            .iter()
+            .filter_map(|s| f(&s.report.figures))
+            .collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
     let weighted = |f: fn(&Figures) -> Option<f64>| {
         let (mut num, mut den) = (0.0, 0.0);
         for s in members {
-            if let Some(v) = f(&s.figures) {
+            if let Some(v) = f(&s.report.figures) {
                 num += v * s.weight;
                 den += s.weight;
             }
@@ -399,15 +404,16 @@ pub fn summary(name: String, members: &[&MonthlySite]) -> GroupSummary {
     };
     GroupSummary {
         name,
+        tier: None,
         sites: members.len(),
         sites_meeting_targets: members.iter().filter(|s| s.verdict.met).count(),
-        availability_mean: plain(|f| f.availability),
-        reliability_mean: plain(|f| f.reliability),
+        availability: plain(|f| f.availability),
+        reliability: plain(|f| f.reliability),
         availability_weighted: weighted(|f| f.availability),
         reliability_weighted: weighted(|f| f.reliability),
         weight: members
             .iter()
-            .filter(|s| s.figures.availability.is_some())
+            .filter(|s| s.report.figures.availability.is_some())
             .map(|s| s.weight)
             .sum(),
     }
@@ -548,12 +554,13 @@ pub async fn from_store(
     .map_err(ReportError::Invalid)
 }
 
-/// CSV of the report: one row per site, figures as fractions with six decimals, n/a empty,
-/// the verdicts as `yes`/`no`/empty.
+/// CSV of the report: one row per site with the plain report's columns (`gridprobe report
+/// --format csv`: figures as fractions with six decimals, n/a empty, the period in ms), then
+/// the verdicts (`yes`/`no`, empty when n/a), the federation and the weight.
 pub fn to_csv(r: &MonthlyReport) -> String {
     let mut out = String::from(
-        "site,tier,federation,weight,availability,reliability,unknown_fraction,maintenance,\
-         availability_met,reliability_met,unknown_met,targets_met,period_start,period_end\n",
+        "site,tier,availability,reliability,maintenance,unknown_fraction,period_start,period_end,\
+         availability_met,reliability_met,unknown_met,targets_met,federation,weight\n",
     );
     let num = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
     let yes = |b: Option<bool>| match b {
@@ -562,21 +569,22 @@ pub fn to_csv(r: &MonthlyReport) -> String {
         None => "",
     };
     for s in &r.sites {
+        let f = &s.report.figures;
         let row = [
-            csv_field(&s.site),
-            s.tier.to_string(),
-            csv_field(s.federation.as_deref().unwrap_or("")),
-            format!("{}", s.weight),
-            num(s.figures.availability),
-            num(s.figures.reliability),
-            num(Some(s.figures.unknown_fraction)),
-            num(Some(s.figures.maintenance)),
+            csv_field(&s.report.site),
+            s.report.tier.to_string(),
+            num(f.availability),
+            num(f.reliability),
+            num(Some(f.maintenance)),
+            num(Some(f.unknown_fraction)),
+            r.period.start_ms.to_string(),
+            r.period.end_ms.to_string(),
             yes(s.verdict.availability).into(),
             yes(s.verdict.reliability).into(),
             yes(Some(s.verdict.unknown)).into(),
             yes(Some(s.verdict.met)).into(),
-            gridprobe_config::time::format_utc(r.period.start_ms),
-            gridprobe_config::time::format_utc(r.period.end_ms),
+            csv_field(s.federation.as_deref().unwrap_or("")),
+            format!("{}", s.weight),
         ];
         out.push_str(&row.join(","));
         out.push('\n');
@@ -694,7 +702,7 @@ reason = "upgrade"
         let r = report();
         assert!((r.targets.reliability - 0.955).abs() < 1e-9);
         let a = &r.sites[0];
-        assert!((a.figures.availability.unwrap_or(0.0) - 2.0 / 3.0).abs() < 1e-9);
+        assert!((a.report.figures.availability.unwrap_or(0.0) - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(a.verdict.availability, Some(false));
         assert!(!a.verdict.met);
         assert_eq!(a.days.len(), 3);
@@ -704,14 +712,14 @@ reason = "upgrade"
         );
         let b = &r.sites[1];
         // Reliability leaves the scheduled downtime out; availability counts it as not up.
-        assert_eq!(b.figures.reliability, Some(1.0));
-        assert!((b.figures.availability.unwrap_or(0.0) - 60.0 / 72.0).abs() < 1e-9);
+        assert_eq!(b.report.figures.reliability, Some(1.0));
+        assert!((b.report.figures.availability.unwrap_or(0.0) - 60.0 / 72.0).abs() < 1e-9);
         assert!((b.days[1].maintenance - 0.5).abs() < 1e-9);
         assert_eq!(b.verdict.reliability, Some(true));
         assert_eq!(b.verdict.availability, Some(false));
         // No result at all: n/a, not met, unknown target missed.
         let c = &r.sites[2];
-        assert_eq!(c.figures.availability, None);
+        assert_eq!(c.report.figures.availability, None);
         assert_eq!(c.verdict.availability, None);
         assert!(!c.verdict.unknown && !c.verdict.met);
         assert_eq!(r.downtimes.len(), 1);
@@ -725,8 +733,9 @@ reason = "upgrade"
         let t2 = r.tiers.iter().find(|t| t.name == "Tier-2").expect("tier 2");
         assert_eq!(t2.sites, 2);
         // Only T2_B has a figure: both means are its figure, its weight 3 the group's.
-        let b = r.sites[1].figures.availability;
-        assert_eq!(t2.availability_mean, b);
+        let b = r.sites[1].report.figures.availability;
+        assert_eq!(t2.availability, b);
+        assert_eq!(t2.tier, Some(2));
         assert_eq!(t2.availability_weighted, b);
         assert_eq!(t2.weight, 3.0);
         assert_eq!(r.federations.len(), 1);
@@ -734,12 +743,12 @@ reason = "upgrade"
         // Weighted differs from plain when weights differ.
         let mut x = r.sites[0].clone();
         let mut y = r.sites[1].clone();
-        x.figures.availability = Some(1.0);
-        y.figures.availability = Some(0.0);
+        x.report.figures.availability = Some(1.0);
+        y.report.figures.availability = Some(0.0);
         x.weight = 3.0;
         y.weight = 1.0;
         let s = summary("S".into(), &[&x, &y]);
-        assert_eq!(s.availability_mean, Some(0.5));
+        assert_eq!(s.availability, Some(0.5));
         assert_eq!(s.availability_weighted, Some(0.75));
     }
 
@@ -748,16 +757,18 @@ reason = "upgrade"
         let csv = to_csv(&report());
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 4, "{csv}");
-        assert!(lines[0].starts_with("site,tier,federation,weight,availability"));
-        assert!(
-            lines[1].starts_with("T1_A,1,,1,0.666667,0.666667,0.000000,0.000000,no,no,yes,no,"),
-            "{}",
-            lines[1]
+        assert!(lines[0].starts_with(
+            "site,tier,availability,reliability,maintenance,unknown_fraction,period_start,"
+        ));
+        assert_eq!(
+            lines[1],
+            "T1_A,1,0.666667,0.666667,0.000000,0.000000,0,259200000,no,no,yes,no,,1"
         );
-        assert!(lines[2].starts_with("T2_B,2,FED,3,0.833333,1.000000,"));
+        assert!(lines[2].starts_with("T2_B,2,0.833333,1.000000,"));
+        assert!(lines[2].ends_with(",no,yes,yes,no,FED,3"), "{}", lines[2]);
         // `=T2_C,x`: quoted for the comma, `'`-prefixed so it is not a formula.
         assert!(
-            lines[3].starts_with("\"'=T2_C,x\",2,,1,,,1.000000,"),
+            lines[3].starts_with("\"'=T2_C,x\",2,,,0.000000,1.000000,"),
             "{}",
             lines[3]
         );
@@ -768,6 +779,11 @@ reason = "upgrade"
         let v = serde_json::to_value(report()).expect("json");
         assert_eq!(v["targets"]["availability"], 0.9);
         assert_eq!(v["sites"][0]["days"].as_array().map(Vec::len), Some(3));
+        // A superset of the plain report's JSON.
+        assert_eq!(v["sites"][0]["site"], "T1_A");
+        assert!(v["sites"][0]["figures"]["availability"].is_number());
+        assert!(v["sites"][0]["flavours"].is_array());
+        assert_eq!(v["tiers"][0]["tier"], 1);
         assert_eq!(v["sites"][0]["verdict"]["met"], false);
         assert!(v["definitions"]
             .as_array()
@@ -830,6 +846,7 @@ reason = "upgrade"
             };
             let whole = compute_runs(&l.config, None, &p, &cells, &[], 0.9).expect("day");
             assert_eq!(whole.sites[0].figures.availability, d.availability);
+            assert_eq!(r.sites[0].report.site, whole.sites[0].site);
             assert_eq!(whole.sites[0].figures.unknown_fraction, d.unknown_fraction);
         }
     }
