@@ -10,6 +10,7 @@ pub mod http;
 pub mod http_conn;
 pub mod metrics;
 pub mod ondemand;
+pub mod report;
 pub mod schedule;
 pub mod state;
 

@@ -8,6 +8,7 @@
 //!   calls `POST /api/v1/runs`.
 //! - `/results/{id}`: one result whole, with the cell's previous results.
 //! - `/reasons?since=`: the top failure reasons.
+//! - `/reports/{period}`: the monthly report (`?format=pdf|csv|json` to download it).
 //!
 //! Pages are rendered with `maud`, which escapes every interpolated string, so a probe summary
 //! or a site name can never inject markup; the pages carry a Content-Security-Policy without
@@ -21,6 +22,7 @@ mod cell;
 mod matrix;
 mod reasons;
 mod render;
+mod reports;
 mod response;
 mod result;
 mod site;
@@ -70,6 +72,8 @@ pub fn routes() -> Router<HttpState> {
         .route("/sites/{site}", get(site_page))
         .route("/results/{id}", get(result_page))
         .route("/reasons", get(reasons_page))
+        .route("/reports", get(reports_index))
+        .route("/reports/{period}", get(report_page))
         .route("/static/gridprobe.css", get(stylesheet))
         .route("/static/gridprobe.js", get(script))
 }
@@ -77,6 +81,7 @@ pub fn routes() -> Router<HttpState> {
 use cell::*;
 use matrix::*;
 use reasons::*;
+use reports::*;
 use response::*;
 use result::*;
 use site::*;

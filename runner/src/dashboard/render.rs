@@ -29,6 +29,7 @@ pub(super) fn layout(vo: &str, title: &str, now: i64, body: Markup) -> String {
                     nav {
                         a href="/" { "Matrix" }
                         a href="/reasons" { "Failure reasons" }
+                        a href="/reports" { "Reports" }
                     }
                     span.when { "generated " (utc(now)) }
                 }
