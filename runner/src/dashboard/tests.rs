@@ -593,3 +593,68 @@ async fn a_site_measured_for_two_hours_is_new_with_its_figure_over_the_known_tim
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn report_page_judges_sites_draws_strips_and_downloads() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    fill(
+        &store,
+        vec![
+            result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Ok),
+            result("T2 B/<i>", "ce3.b", "CE", "org.v.ce-job", Status::Critical),
+        ],
+    )
+    .await;
+    let st = state(store);
+    let (code, html) = get(&st, "/reports").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("?format=pdf"), "{html}");
+    let (code, html) = get(&st, "/reports/24h").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("Availability report 24h · v"), "{html}");
+    assert!(html.contains("<svg class=\"rstrip\""), "{html}");
+    assert!(html.contains("How the figures are defined"), "{html}");
+    // The site name is escaped and linked.
+    assert!(html.contains("href=\"/sites/T2%20B%2F%3Ci%3E\""), "{html}");
+    assert!(!html.contains("<i>"), "unescaped site name");
+    // The configured downtime of se1.b is listed, escaped.
+    assert!(html.contains("disk &lt;b&gt;replacement&lt;/b&gt;"), "{html}");
+
+    let response = routes()
+        .with_state(st.clone())
+        .oneshot(
+            Request::get("/reports/24h?format=pdf")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/pdf"[..])
+    );
+    let body = axum::body::to_bytes(response.into_body(), 64 << 20)
+        .await
+        .expect("body");
+    assert!(body.starts_with(b"%PDF-"));
+    let (code, csv) = get(&st, "/reports/24h?format=csv").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(csv.starts_with("site,tier,availability"), "{csv}");
+    let (code, json) = get(&st, "/reports/24h?format=json").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(json.contains("\"verdict\""), "{json}");
+
+    for (uri, param) in [
+        ("/reports/24h?format=docx", "format"),
+        ("/reports/last%20month", "period"),
+        ("/reports/1990-01", "period"),
+        ("/reports/24h?profile=nope", "profile"),
+        ("/reports/24h?colour=red", "colour"),
+    ] {
+        let (code, html) = get(&st, uri).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {html}");
+        assert!(html.contains(&format!("parameter `{param}`")), "{uri}: {html}");
+    }
+}
