@@ -15,6 +15,7 @@ pub mod sqlite;
 pub mod store;
 #[cfg(test)]
 mod store_tests;
+pub mod trends;
 pub mod writer;
 
 pub use coordination::{owner_of, Membership, ScheduleCoordinator, SlotClaim};
