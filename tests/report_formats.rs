@@ -277,3 +277,36 @@ fn the_plain_table_and_per_flavour_csv_are_unchanged() {
     assert!(csv.starts_with("site,tier,flavour,availability"), "{csv}");
     assert!(csv.contains("LCG.BAD.org,2,CE,0.750000"), "{csv}");
 }
+
+#[test]
+fn trends_name_the_flapping_site_and_its_longest_critical() {
+    let (_dir, config, store) = setup();
+    let v = json(&[
+        "trends", "--config", &config, "--store", &store, "--period", "2026-11", "--format",
+        "json", "--limit", "5",
+    ]);
+    // The bad site flips to CRITICAL at 00:00 and back at 06:00 each day: 59 changes (the
+    // month starts CRITICAL), and its longest CRITICAL stretch is six hours.
+    assert_eq!(v["flapping"][0]["site"], "LCG.BAD.org", "{v}");
+    assert_eq!(v["flapping"][0]["changes"], 59, "{v}");
+    assert_eq!(v["flapping"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        v["longest_critical"][0]["longest_critical"]["duration_ms"],
+        6 * H,
+        "{v}"
+    );
+    assert_eq!(v["by_site"][0]["name"], "LCG.BAD.org");
+    assert_eq!(v["by_metric"][0]["name"], "org.lhcb.CE-job");
+    assert_eq!(v["longest_unknown"].as_array().map(Vec::len), Some(0));
+    let out = gridprobe(&[
+        "trends", "--config", &config, "--store", &store, "--period", "2026-11",
+    ]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("Most flapping cells"), "{stdout}");
+    assert!(stdout.contains("6h from 2026-11-01"), "{stdout}");
+    let out = gridprobe(&[
+        "trends", "--config", &config, "--store", &store, "--limit", "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

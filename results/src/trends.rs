@@ -281,7 +281,12 @@ mod tests {
     fn a_stretch_ends_when_the_freshness_runs_out_and_can_be_ongoing() {
         use Status::*;
         // UNKNOWN at 0 and 1h, then nothing until 10h (MISSING between), UNKNOWN to the end.
-        let points = vec![(0, Unknown), (H, Unknown), (10 * H, Unknown), (11 * H, Unknown)];
+        let points = vec![
+            (0, Unknown),
+            (H, Unknown),
+            (10 * H, Unknown),
+            (11 * H, Unknown),
+        ];
         let t = cell_trend(key("A", "m"), &runs_of(&points, H), 2 * H, &period(12));
         assert_eq!(t.changes, 0);
         let u = t.longest_unknown.expect("unknown");
@@ -314,7 +319,9 @@ mod tests {
         assert_eq!(t.flapping[0].changes, 9);
         assert_eq!(t.longest_critical[0].cell.site, "B");
         assert_eq!(
-            t.longest_critical[0].longest_critical.map(|s| s.duration_ms),
+            t.longest_critical[0]
+                .longest_critical
+                .map(|s| s.duration_ms),
             Some(10 * H)
         );
         assert!(t.longest_unknown.is_empty());

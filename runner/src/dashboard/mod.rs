@@ -9,6 +9,7 @@
 //! - `/results/{id}`: one result whole, with the cell's previous results.
 //! - `/reasons?since=`: the top failure reasons.
 //! - `/reports/{period}`: the monthly report (`?format=pdf|csv|json` to download it).
+//! - `/trends?period=&site=`: the most flapping cells, the longest CRITICAL and UNKNOWN.
 //!
 //! Pages are rendered with `maud`, which escapes every interpolated string, so a probe summary
 //! or a site name can never inject markup; the pages carry a Content-Security-Policy without
@@ -27,6 +28,7 @@ mod response;
 mod result;
 mod site;
 mod statuses;
+mod trends;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -74,6 +76,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/reasons", get(reasons_page))
         .route("/reports", get(reports_index))
         .route("/reports/{period}", get(report_page))
+        .route("/trends", get(trends_page))
         .route("/static/gridprobe.css", get(stylesheet))
         .route("/static/gridprobe.js", get(script))
 }
@@ -86,6 +89,7 @@ use response::*;
 use result::*;
 use site::*;
 use statuses::*;
+use trends::*;
 
 #[cfg(test)]
 mod tests;

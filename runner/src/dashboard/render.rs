@@ -30,6 +30,7 @@ pub(super) fn layout(vo: &str, title: &str, now: i64, body: Markup) -> String {
                         a href="/" { "Matrix" }
                         a href="/reasons" { "Failure reasons" }
                         a href="/reports" { "Reports" }
+                        a href="/trends" { "Trends" }
                     }
                     span.when { "generated " (utc(now)) }
                 }

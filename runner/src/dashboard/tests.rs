@@ -619,7 +619,10 @@ async fn report_page_judges_sites_draws_strips_and_downloads() {
     assert!(html.contains("href=\"/sites/T2%20B%2F%3Ci%3E\""), "{html}");
     assert!(!html.contains("<i>"), "unescaped site name");
     // The configured downtime of se1.b is listed, escaped.
-    assert!(html.contains("disk &lt;b&gt;replacement&lt;/b&gt;"), "{html}");
+    assert!(
+        html.contains("disk &lt;b&gt;replacement&lt;/b&gt;"),
+        "{html}"
+    );
 
     let response = routes()
         .with_state(st.clone())
@@ -655,6 +658,46 @@ async fn report_page_judges_sites_draws_strips_and_downloads() {
     ] {
         let (code, html) = get(&st, uri).await;
         assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {html}");
-        assert!(html.contains(&format!("parameter `{param}`")), "{uri}: {html}");
+        assert!(
+            html.contains(&format!("parameter `{param}`")),
+            "{uri}: {html}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn trends_page_lists_flapping_cells_and_checks_its_parameters() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let mut rows = Vec::new();
+    for (i, status) in [Status::Ok, Status::Critical, Status::Ok, Status::Critical]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = result("T1_A", "ce1.a", "CE", "org.v.ce-job", status);
+        r.started_at_ms -= (4 - i as i64) * 300_000;
+        rows.push(r);
+    }
+    fill(&store, rows).await;
+    let st = state(store);
+    let (code, html) = get(&st, "/trends?period=24h").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("Most flapping cells"), "{html}");
+    // Three changes on ce1.a, shown with the probe's short name.
+    let flapping = &html[html.find("Most flapping cells").unwrap_or(0)..];
+    assert!(flapping.contains("<td class=\"num\">3</td>"), "{flapping}");
+    assert!(flapping.contains("ce-job"), "{flapping}");
+    assert!(html.contains("Longest CRITICAL"), "{html}");
+    for (uri, param) in [
+        ("/trends?period=forever", "period"),
+        ("/trends?site=T1_B", "site"),
+        ("/trends?limit=3", "limit"),
+    ] {
+        let (code, html) = get(&st, uri).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {html}");
+        assert!(
+            html.contains(&format!("parameter `{param}`")),
+            "{uri}: {html}"
+        );
     }
 }
