@@ -6,7 +6,8 @@
 //! - `/sites/{site}`: instances × probes now, a 24-hour SVG strip per cell, month-to-date
 //!   availability and reliability, current and upcoming downtimes, and a "run now" form that
 //!   calls `POST /api/v1/runs`.
-//! - `/results/{id}`: one result whole, with the cell's previous results.
+//! - `/results/{id}`: one result whole, with the cell's previous results, its 30- and 90-day
+//!   strips and plots of its duration and perfdata values (`history.rs`).
 //! - `/reasons?since=`: the top failure reasons.
 //! - `/reports/{period}`: the monthly report (`?format=pdf|csv|json` to download it).
 //! - `/trends?period=&site=`: the most flapping cells, the longest CRITICAL and UNKNOWN.
@@ -20,6 +21,7 @@
 //! Reading permissions are checked by the server's read guard (`http::read_guard`), not here.
 
 mod cell;
+mod history;
 mod matrix;
 mod reasons;
 mod render;
@@ -82,6 +84,7 @@ pub fn routes() -> Router<HttpState> {
 }
 
 use cell::*;
+use history::*;
 use matrix::*;
 use reasons::*;
 use reports::*;

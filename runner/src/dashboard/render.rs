@@ -492,6 +492,8 @@ pub(super) fn result(p: &ResultPage) -> Markup {
             }
         }
 
+        (super::history::render(&p.history))
+
         h2 { "Previous results of this cell" }
         @if p.previous.is_empty() {
             p.muted { "None before this one." }

@@ -701,3 +701,60 @@ async fn trends_page_lists_flapping_cells_and_checks_its_parameters() {
         );
     }
 }
+
+#[tokio::test]
+async fn result_page_shows_the_cells_long_history_bounded() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    // Every hour for 60 days: 1,440 results, CRITICAL on the first 10 days.
+    let mut rows = Vec::new();
+    for h in 0..60 * 24_i64 {
+        let status = if h < 10 * 24 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        let mut r = result("T1_A", "ce1.a", "CE", "org.v.ce-job", status);
+        r.started_at_ms -= (60 * 24 - h) * 3_600_000;
+        r.duration_ms = 100 + (h % 7) as u64;
+        r.outcome = r
+            .outcome
+            .with_perfdata(vec![Perfdatum::new("time", h as f64 / 10.0, "s")]);
+        rows.push(r);
+    }
+    let ids = fill(&store, rows).await;
+    let st = state(store);
+    let last = ids.last().copied().unwrap_or_default();
+    let (code, html) = get(&st, &format!("/results/{last}")).await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("History of this cell"), "{html}");
+    assert!(html.contains("data-days=\"30\""), "{html}");
+    assert!(html.contains("data-days=\"90\""), "{html}");
+    // The 90-day strip shows the CRITICAL days; the 30-day one does not reach back to them.
+    let ninety = &html[html
+        .find("aria-label=\"the last 90 days\"")
+        .expect("90-day strip")..];
+    let ninety = &ninety[..ninety.find("</svg>").unwrap_or(ninety.len())];
+    assert!(ninety.contains("t-error"), "{ninety}");
+    let thirty = &html[html
+        .find("aria-label=\"the last 30 days\"")
+        .expect("30-day strip")..];
+    let thirty = &thirty[..thirty.find("</svg>").unwrap_or(thirty.len())];
+    assert!(!thirty.contains("t-error"), "{thirty}");
+    // A plot per series, each bounded to PLOT_POINTS points.
+    for series in ["duration", "time"] {
+        let at = html
+            .find(&format!("data-series=\"{series}\""))
+            .unwrap_or_else(|| panic!("no {series} plot in {html}"));
+        let fig = &html[at..];
+        let fig = &fig[..fig.find("</figure>").unwrap_or(fig.len())];
+        let points = fig
+            .split("points=\"")
+            .nth(1)
+            .and_then(|p| p.split('"').next())
+            .unwrap_or("");
+        let n = points.split_whitespace().count();
+        assert!(n > 50 && n <= PLOT_POINTS, "{series}: {n} points");
+    }
+    assert!(html.contains("1440 results"), "{html}");
+}
