@@ -153,6 +153,9 @@ fn html_is_one_file_with_a_strip_per_site() {
     );
     assert!(stdout.is_empty(), "{stdout}");
     let html = std::fs::read_to_string(&out).expect("html written");
+    if let Ok(keep) = std::env::var("GRIDPROBE_KEEP_REPORT_HTML") {
+        let _ = std::fs::copy(&out, keep);
+    }
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("<style>"), "standalone: its own stylesheet");
     assert!(!html.contains("<script"), "no script");
@@ -161,6 +164,15 @@ fn html_is_one_file_with_a_strip_per_site() {
     // One box per day per site.
     assert_eq!(html.matches("<rect x=").count(), 60, "{html}");
     assert!(html.contains("2026-11-01: availability 75.0%"), "{html}");
+    // The missed figures are marked (coloured by the stylesheet).
+    assert!(
+        html.contains("<td class=\"num tgt tgt-miss\">75.0%</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td class=\"num tgt tgt-ok\">98.3%</td>"),
+        "{html}"
+    );
     assert!(html.contains("kernel upgrade"));
     assert!(html.contains("How the figures are defined"));
     assert!(html.contains("availability &gt;= 80%, reliability &gt;= 85%, unknown &lt;= 10%"));

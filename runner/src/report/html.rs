@@ -123,9 +123,9 @@ pub fn body(r: &MonthlyReport, site_href: Option<fn(&str) -> String>) -> Markup 
                                         @if let Some(fed) = &s.federation { " " span.muted { (fed) } }
                                     }
                                     td.num { (s.report.tier) }
-                                    td.num class=(tgt(s.verdict.availability)) { (pct(f.availability)) }
-                                    td.num class=(tgt(s.verdict.reliability)) { (pct(f.reliability)) }
-                                    td.num class=(tgt(Some(s.verdict.unknown))) { (pct(Some(f.unknown_fraction))) }
+                                    td class={ "num " (tgt(s.verdict.availability)) } { (pct(f.availability)) }
+                                    td class={ "num " (tgt(s.verdict.reliability)) } { (pct(f.reliability)) }
+                                    td class={ "num " (tgt(Some(s.verdict.unknown))) } { (pct(Some(f.unknown_fraction))) }
                                     td.num { (pct(Some(f.maintenance))) }
                                     td class=(tgt(Some(s.verdict.met))) { (if s.verdict.met { "met" } else { "missed" }) }
                                     td.strip { (strip(s, r)) }
