@@ -668,19 +668,14 @@ fn browser_shows_the_report_trends_and_a_cells_history() {
         "{report}"
     );
     assert_eq!(report["strips"], 2, "a strip per site: {report}");
-    assert!(
-        report["boxes"].as_u64().is_some_and(|n| n >= 2),
-        "{report}"
-    );
+    assert!(report["boxes"].as_u64().is_some_and(|n| n >= 2), "{report}");
     assert_eq!(report["verdict"], "missed", "{report}");
     assert_eq!(report["missed"], "rgb(251, 225, 222)", "{report}");
     assert_eq!(report["defined"], true, "{report}");
     b.screenshot("report");
 
     b.goto(&format!("{base}/trends?period=24h"));
-    let trends = b.exec(
-        "return [...document.querySelectorAll('h2')].map(h => h.textContent);",
-    );
+    let trends = b.exec("return [...document.querySelectorAll('h2')].map(h => h.textContent);");
     assert!(
         trends
             .as_array()
