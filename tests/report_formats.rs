@@ -322,3 +322,55 @@ fn trends_name_the_flapping_site_and_its_longest_critical() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn one_site_and_bad_outputs() {
+    let (dir, config, store) = setup();
+    let v = json(&[
+        "report",
+        "--config",
+        &config,
+        "--store",
+        &store,
+        "--period",
+        "2026-11",
+        "--format",
+        "json",
+        "--site",
+        "LCG.BAD.org",
+    ]);
+    assert_eq!(v["sites"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["tiers"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["tiers"][0]["name"], "Tier-2", "{v}");
+    // The good site's downtime is not the bad site's.
+    assert_eq!(v["downtimes"].as_array().map(Vec::len), Some(0), "{v}");
+    let missing = dir.path().join("no/such/dir/r.pdf");
+    let out = gridprobe(&[
+        "report",
+        "--config",
+        &config,
+        "--store",
+        &store,
+        "--period",
+        "2026-11",
+        "--format",
+        "pdf",
+        "--output",
+        missing.to_str().expect("utf-8"),
+    ]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("r.pdf"),
+        "{stderr}"
+    );
+    let out = gridprobe(&[
+        "report", "--config", &config, "--store", &store, "--period", "2026-11", "--format", "docx",
+    ]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("pdf") && stderr.contains("html"),
+        "{stderr}"
+    );
+}

@@ -383,6 +383,42 @@ fn assemble(
     }
 }
 
+/// The tier and federation summaries of these sites.
+fn summaries(sites: &[MonthlySite]) -> (Vec<GroupSummary>, Vec<GroupSummary>) {
+    let mut tiers = Vec::new();
+    for tier in 0..=3u8 {
+        let members: Vec<&MonthlySite> = sites.iter().filter(|s| s.report.tier == tier).collect();
+        if !members.is_empty() {
+            let mut t = summary(format!("Tier-{tier}"), &members);
+            t.tier = Some(tier);
+            tiers.push(t);
+        }
+    }
+    let mut by_federation: BTreeMap<&str, Vec<&MonthlySite>> = BTreeMap::new();
+    for s in sites {
+        if let Some(f) = &s.federation {
+            by_federation.entry(f.as_str()).or_default().push(s);
+        }
+    }
+    let federations = by_federation
+        .into_iter()
+        .map(|(name, members)| summary(name.to_string(), &members))
+        .collect();
+    (tiers, federations)
+}
+
+impl MonthlyReport {
+    /// Keeps only one site (`--site`): its row, its downtimes, and summaries over it alone.
+    pub fn keep_site(&mut self, site: &str) {
+        self.sites.retain(|s| s.report.site == site);
+        self.downtimes
+            .retain(|d| d.site.as_deref().is_none_or(|s| s == site));
+        let (tiers, federations) = summaries(&self.sites);
+        self.tiers = tiers;
+        self.federations = federations;
+    }
+}
+
 /// Plain and weighted means of a group of sites.
 pub fn summary(name: String, members: &[&MonthlySite]) -> GroupSummary {
     let plain = |f: fn(&Figures) -> Option<f64>| {
@@ -740,6 +776,13 @@ reason = "upgrade"
         assert_eq!(t2.weight, 3.0);
         assert_eq!(r.federations.len(), 1);
         assert_eq!(r.federations[0].name, "FED");
+        // One site kept: the summaries are over it alone.
+        let mut one = r.clone();
+        one.keep_site("T2_B");
+        assert_eq!(one.sites.len(), 1);
+        assert_eq!(one.tiers.len(), 1);
+        assert_eq!(one.tiers[0].sites, 1);
+        assert_eq!(one.downtimes.len(), 1);
         // Weighted differs from plain when weights differ.
         let mut x = r.sites[0].clone();
         let mut y = r.sites[1].clone();

@@ -175,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         if let Some(s) = site {
-            report.sites.retain(|r| r.report.site == s);
+            report.keep_site(s);
         }
         let bytes = match format {
             ReportFormat::Json => {
