@@ -330,6 +330,29 @@ async fn run() -> anyhow::Result<()> {
             report_times.push(took);
         }
     }
+    // The monthly report (`report --format html|pdf|csv|json`, `/reports/{period}`): the same
+    // read, the month and each of its days computed from it.
+    let mut monthly_times = Vec::new();
+    for _ in 0..rounds {
+        let began = Instant::now();
+        let m = gridprobe_results::monthly::from_store(
+            &store,
+            &config,
+            None,
+            &period,
+            &CellFilter::default(),
+            0.9,
+            &gridprobe_results::monthly::ReportExtras::default(),
+            MONTH_START_MS + 40 * DAY_MS,
+        )
+        .await?;
+        let took = began.elapsed().as_secs_f64();
+        if m.sites.first().map(|s| s.days.len()) != Some(30) {
+            bail!("the monthly report has no 30 days per site");
+        }
+        println!("   monthly report (with per-day strips): {took:.3}s");
+        monthly_times.push(took);
+    }
     let mut agg_times = Vec::new();
     let (planned, groups) = aggregate(&path, period.start_ms, period.end_ms, false)?;
     let (scanned, _) = aggregate(&path, period.start_ms, period.end_ms, true)?;
@@ -368,6 +391,11 @@ async fn run() -> anyhow::Result<()> {
     println!(
         "| month report, first (fills the day cache) | {:.3} | | |",
         first.unwrap_or(f64::NAN)
+    );
+    let c = median(&mut monthly_times);
+    println!(
+        "| monthly report with per-day strips, steady state | {c:.3} | ≤ {TARGET_S} s | {} |",
+        if c <= TARGET_S { "yes" } else { "no" }
     );
     println!("| one GROUP BY aggregate (sqlite) | {b:.3} | | |");
     println!(

@@ -67,6 +67,9 @@ enum Command {
     Report(commands::report::Args),
     /// The most frequent failure reasons, with the sites they affect.
     Reasons(commands::report::ReasonsArgs),
+    /// Over a period: the most flapping cells, the longest CRITICAL and UNKNOWN, per site and
+    /// per metric.
+    Trends(commands::trends::Args),
     /// Copy the history of an SQLite store (results, events, downtimes) into PostgreSQL, for a
     /// shared deployment. Resumable: a second run continues after the last result copied.
     MigrateStore(commands::migrate_store::Args),
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         Command::Results(args) => commands::results::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::Reasons(args) => commands::report::reasons(args),
+        Command::Trends(args) => commands::trends::run(args),
         Command::MigrateStore(args) => commands::migrate_store::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Recompute(args) => commands::recompute::run(args),

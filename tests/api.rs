@@ -154,6 +154,10 @@ fn api_reads_errors_tokens_and_on_demand_runs() {
     assert_eq!(code, 200, "{av}");
     let (code, _) = call(&addr, "GET", "/api/v1/reasons?since=1h", None, None);
     assert_eq!(code, 200);
+    let (code, trends) = call(&addr, "GET", "/api/v1/trends?period=24h", None, None);
+    assert_eq!(code, 200, "{trends}");
+    assert!(trends["cells"].as_u64().is_some_and(|n| n >= 1), "{trends}");
+    assert!(trends["by_site"].is_array(), "{trends}");
     let (code, spec) = call(&addr, "GET", "/api/openapi.json", None, None);
     assert_eq!(code, 200);
     for path in [
@@ -164,6 +168,7 @@ fn api_reads_errors_tokens_and_on_demand_runs() {
         "/api/v1/results/{id}",
         "/api/v1/availability",
         "/api/v1/reasons",
+        "/api/v1/trends",
         "/api/v1/runs",
         "/api/v1/runs/{id}",
     ] {

@@ -175,6 +175,10 @@ fn printing_into_a_closed_pipe_ends_quietly_with_the_sigpipe_status() {
         f.args("results", &["--id", "1"]),
         f.args("report", &["--period", "24h"]),
         f.args("reasons", &[]),
+        f.args("report", &["--period", "24h", "--format", "json"]),
+        f.args("report", &["--period", "24h", "--format", "html"]),
+        f.args("report", &["--period", "24h", "--format", "pdf"]),
+        f.args("trends", &["--period", "24h"]),
         vec!["check", path_str(&f.config)],
         vec!["token", "new"],
     ];

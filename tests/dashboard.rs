@@ -639,3 +639,68 @@ fn browser_shows_coloured_matrix_clicks_through_and_draws_strips() {
     );
     b.screenshot("matrix-narrow");
 }
+
+#[test]
+fn browser_shows_the_report_trends_and_a_cells_history() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, base) = start(dir.path());
+    let http = client();
+    wait_for_matrix(&http, &base, &serve);
+
+    let b = Browser::start(&chromium, &chromedriver);
+    b.goto(&format!("{base}/reports/24h"));
+    let report = b.exec(
+        "const v = document.querySelector(\"tr[data-site='T2_BAD'] td.tgt:not(.num)\"); \
+         return { h1: document.querySelector('h1').textContent, \
+           strips: document.querySelectorAll('svg.rstrip').length, \
+           boxes: document.querySelectorAll('svg.rstrip rect').length, \
+           verdict: v ? v.textContent : null, \
+           missed: v ? getComputedStyle(v).backgroundColor : null, \
+           defined: [...document.querySelectorAll('h2')].some(h => h.textContent.includes('How the figures are defined')) };",
+    );
+    assert!(
+        report["h1"]
+            .as_str()
+            .is_some_and(|t| t.contains("Availability report 24h")),
+        "{report}"
+    );
+    assert_eq!(report["strips"], 2, "a strip per site: {report}");
+    assert!(report["boxes"].as_u64().is_some_and(|n| n >= 2), "{report}");
+    assert_eq!(report["verdict"], "missed", "{report}");
+    assert_eq!(report["missed"], "rgb(251, 225, 222)", "{report}");
+    assert_eq!(report["defined"], true, "{report}");
+    b.screenshot("report");
+
+    b.goto(&format!("{base}/trends?period=24h"));
+    let trends = b.exec("return [...document.querySelectorAll('h2')].map(h => h.textContent);");
+    assert!(
+        trends
+            .as_array()
+            .is_some_and(|h| h.iter().any(|t| t == "Longest CRITICAL")),
+        "{trends}"
+    );
+    b.screenshot("trends");
+
+    // The red cell's result page: its 30- and 90-day strips and the duration plot.
+    b.goto(&format!("{base}/"));
+    let link = b.find("tr[data-site='T2_BAD'] td.st-error a");
+    b.click(&link);
+    assert!(
+        wait_until(Duration::from_secs(10), || b.url().contains("/results/")),
+        "{}",
+        b.url()
+    );
+    let history = b.exec(
+        "return { strips: document.querySelectorAll('svg.strip[data-days]').length, \
+           plot: (document.querySelector(\"figure.plot[data-series='duration'] svg\") || {getBoundingClientRect: () => ({width: 0})}).getBoundingClientRect().width };",
+    );
+    assert_eq!(history["strips"], 2, "{history}");
+    assert!(
+        history["plot"].as_f64().is_some_and(|w| w > 200.0),
+        "{history}"
+    );
+    b.screenshot("result-history");
+}

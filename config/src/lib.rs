@@ -14,6 +14,7 @@ pub mod model;
 pub mod pem;
 pub mod publish;
 pub mod self_check;
+pub mod report;
 pub mod time;
 mod validate;
 pub mod vofeed;

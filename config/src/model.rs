@@ -33,6 +33,8 @@ pub struct Config {
     pub publish: crate::publish::Publishing,
     /// `[[credential]]`: the grid credentials probes use.
     pub credentials: Vec<crate::credential::Credential>,
+    /// `[report]`: the monthly report's targets.
+    pub report: crate::report::ReportSettings,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
     /// Site weights read from the `weights` file (CSV `site,weight` or a JSON object).

@@ -8,6 +8,7 @@ pub mod coordination;
 mod day_runs;
 pub mod matrix;
 pub mod message;
+pub mod monthly;
 pub mod postgres;
 pub mod reasons;
 pub mod recompute;
@@ -18,6 +19,7 @@ pub mod sqlite;
 pub mod store;
 #[cfg(test)]
 mod store_tests;
+pub mod trends;
 pub mod writer;
 
 pub use coordination::{owner_of, Membership, ScheduleCoordinator, SlotClaim};

@@ -232,6 +232,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/api/v1/results/{id}", get(result))
         .route("/api/v1/availability", get(availability))
         .route("/api/v1/reasons", get(reasons))
+        .route("/api/v1/trends", get(trends))
         .route("/api/v1/runs", post(start_run))
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/credentials", get(credentials))
@@ -620,6 +621,47 @@ async fn reasons(
     let mut list = gridprobe_results::reasons::group(&failures);
     list.truncate(limit);
     Ok(Json(list).into_response())
+}
+
+/// `/api/v1/trends`: `results::trends` over a period (default 7d).
+async fn trends(
+    State(state): State<HttpState>,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let p = Params::new(raw, &["period", "site", "limit"])?;
+    let config = state.shared.plan().config;
+    let now = unix_ms(SystemTime::now());
+    let period_text = p.text("period").unwrap_or_else(|| "7d".into());
+    let period = parse_period(&period_text, now).map_err(|e| {
+        if e.contains("longer than") {
+            ApiError::bad_param("period", e)
+        } else {
+            ApiError::bad_param("period", format!("`{period_text}`: write {PERIOD_FORMS}"))
+        }
+    })?;
+    let retention_ms = i64::try_from(config.server.retention.as_millis()).unwrap_or(i64::MAX);
+    report::check_retention(&period, now, retention_ms)
+        .map_err(|e| ApiError::bad_param("period", e))?;
+    let site = p.text("site");
+    if let Some(s) = &site {
+        check_site(&config, s)?;
+    }
+    let limit = p
+        .number("limit", gridprobe_results::trends::MAX_LIMIT)?
+        .unwrap_or(gridprobe_results::trends::DEFAULT_LIMIT);
+    let filter = CellFilter {
+        site,
+        ..Default::default()
+    };
+    let t = gridprobe_results::trends::from_store(
+        state.store.as_ref(),
+        &config,
+        &period,
+        &filter,
+        limit,
+    )
+    .await?;
+    Ok(Json(t).into_response())
 }
 
 /// Body of `POST /api/v1/runs`.

@@ -12,6 +12,7 @@ pub mod login;
 pub mod metrics;
 pub mod ondemand;
 pub mod recompute_api;
+pub mod report;
 pub mod schedule;
 pub mod selfcheck;
 pub mod state;

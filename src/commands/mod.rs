@@ -14,6 +14,7 @@ pub mod results;
 pub mod run;
 pub mod serve;
 pub mod token;
+pub mod trends;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use comfy_table::Cell;
 use gridprobe_results::availability::Figures;
+use gridprobe_results::monthly::ReportExtras;
 use gridprobe_results::report::{parse_period, Report};
 use gridprobe_results::{CellFilter, HistoryQuery};
+use std::io::IsTerminal;
 
 use super::args::{OutputFormat, StoreArgs};
 use super::open_store_for;
@@ -40,6 +42,21 @@ fn figure_cells(f: &Figures) -> [String; 4] {
     ]
 }
 
+/// `gridprobe report --format`: the shared formats plus the monthly report's documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A table for people (coloured on a terminal).
+    Table,
+    /// JSON: the monthly report (each site with its targets verdict and per-day figures).
+    Json,
+    /// CSV: one row per site (with the targets verdicts) or per flavour / instance.
+    Csv,
+    /// One HTML file with per-day strips (inline SVG), to open or attach.
+    Html,
+    /// A PDF drawn by gridprobe (write it with --output, or redirect standard output).
+    Pdf,
+}
+
 /// `gridprobe report`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -65,8 +82,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0.9)]
     pub unknown_threshold: f64,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `gridprobe reasons`'s arguments.
@@ -99,8 +119,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         site,
         unknown_threshold,
         format,
+        output,
     } = args;
     let (config_path, store_flag) = (config.as_path(), store.flag());
+    if format == ReportFormat::Pdf && output.is_none() && std::io::stdout().is_terminal() {
+        eprintln!("error: a PDF is not for a terminal: write it with --output FILE, or redirect standard output");
+        return Ok(ExitCode::from(2));
+    }
     let (period_text, profile, site) = (period.as_str(), profile.as_deref(), site.as_deref());
     if !(0.0..=1.0).contains(&unknown_threshold) {
         eprintln!("error: --unknown-threshold must be between 0 and 1, got {unknown_threshold}");
@@ -130,6 +155,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         site: site.map(str::to_string),
         flavour: None,
     };
+    if format != ReportFormat::Table && !(format == ReportFormat::Csv && level != Level::Site) {
+        let computed = runtime.block_on(gridprobe_results::monthly::from_store(
+            store.as_ref(),
+            &config,
+            profile,
+            &period,
+            &filter,
+            unknown_threshold,
+            &ReportExtras::default(),
+            now,
+        ));
+        let mut report = match computed {
+            Ok(r) => r,
+            Err(gridprobe_results::report::ReportError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        if let Some(s) = site {
+            report.keep_site(s);
+        }
+        let bytes = match format {
+            ReportFormat::Json => {
+                let mut v = serde_json::to_vec_pretty(&report)?;
+                v.push(b'\n');
+                v
+            }
+            ReportFormat::Csv => gridprobe_results::monthly::to_csv(&report).into_bytes(),
+            ReportFormat::Html => gridprobe_runner::report::html::standalone(&report).into_bytes(),
+            ReportFormat::Pdf | ReportFormat::Table => {
+                gridprobe_runner::report::pdf::render(&report)
+            }
+        };
+        return write_out(output.as_deref(), &bytes);
+    }
     let computed = runtime.block_on(gridprobe_results::report::from_store(
         store.as_ref(),
         &config,
@@ -149,10 +210,50 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(s) = site {
         report.sites.retain(|r| r.site == s);
     }
+    if let Some(path) = output.as_deref() {
+        // The table and the per-flavour CSV as text into the file.
+        let text = if format == ReportFormat::Csv {
+            csv_text(&report, level)
+        } else {
+            let mut t = String::new();
+            for l in table_lines(&report, level, false) {
+                t.push_str(&l);
+                t.push('\n');
+            }
+            t
+        };
+        return write_out(Some(path), text.as_bytes());
+    }
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Csv => print_csv(&report, level),
-        OutputFormat::Table => print_table(&report, level),
+        ReportFormat::Csv => print!("{}", csv_text(&report, level)),
+        _ => {
+            for l in table_lines(&report, level, colour_stdout()) {
+                println!("{l}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a document to the file, or to standard output.
+fn write_out(path: Option<&std::path::Path>, bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    match path {
+        Some(p) => {
+            if let Err(e) = std::fs::write(p, bytes) {
+                eprintln!("error: cannot write {}: {e}", p.display());
+                return Ok(ExitCode::from(1));
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+                if crate::output::is_broken_pipe(&e) {
+                    return Ok(ExitCode::from(crate::output::BROKEN_PIPE_EXIT));
+                }
+                return Err(e.into());
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -198,16 +299,17 @@ fn key_headers(level: Level) -> Vec<&'static str> {
     }
 }
 
-fn print_table(report: &Report, level: Level) {
-    println!(
+/// The table output, line by line (coloured only when it goes to a terminal).
+fn table_lines(report: &Report, level: Level, colour: bool) -> Vec<String> {
+    let mut out = vec![format!(
         "vo {}: availability and reliability for {} ({} to {} UTC), profile {}",
         report.vo,
         report.period.label,
         gridprobe_config::time::format_utc(report.period.start_ms),
         gridprobe_config::time::format_utc(report.period.end_ms),
         report.profile
-    );
-    let mut t = table(colour_stdout());
+    )];
+    let mut t = table(colour);
     let mut header = key_headers(level);
     header.extend(["availability", "reliability", "maintenance", "unknown"]);
     t.set_header(header);
@@ -217,9 +319,9 @@ fn print_table(report: &Report, level: Level) {
         t.add_row(row);
     }
     crate::render::keep_words_whole(&mut t);
-    println!("{t}");
+    out.push(t.to_string());
     if level == Level::Site && !report.tiers.is_empty() {
-        let mut t = table(colour_stdout());
+        let mut t = table(colour);
         t.set_header(["tier", "sites", "availability (mean)", "reliability (mean)"]);
         for tier in &report.tiers {
             t.add_row([
@@ -230,16 +332,18 @@ fn print_table(report: &Report, level: Level) {
             ]);
         }
         crate::render::keep_words_whole(&mut t);
-        println!("{t}");
+        out.push(t.to_string());
     }
-    println!(
+    out.push(format!(
         "availability = up / (period - unknown); reliability = up / (period - unknown - scheduled downtime); \
          n/a when more than {:.0}% of the period is unknown (docs/availability.md)",
         report.unknown_threshold * 100.0
-    );
+    ));
+    out
 }
 
-fn print_csv(report: &Report, level: Level) {
+/// The per-flavour and per-instance CSV (the per-site one is `monthly::to_csv`).
+fn csv_text(report: &Report, level: Level) -> String {
     let mut header: Vec<&str> = key_headers(level);
     header.extend([
         "availability",
@@ -249,12 +353,13 @@ fn print_csv(report: &Report, level: Level) {
         "period_start",
         "period_end",
     ]);
-    println!("{}", header.join(","));
+    let mut out = header.join(",");
+    out.push('\n');
     let num = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
     for (keys, f) in rows(report, level) {
         let keys: Vec<String> = keys.iter().map(|k| super::matrix::csv(k)).collect();
-        println!(
-            "{},{},{},{},{},{},{}",
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
             keys.join(","),
             num(f.availability),
             num(f.reliability),
@@ -262,8 +367,9 @@ fn print_csv(report: &Report, level: Level) {
             num(Some(f.unknown_fraction)),
             report.period.start_ms,
             report.period.end_ms
-        );
+        ));
     }
+    out
 }
 
 /// Prints the top failure reasons since a time.

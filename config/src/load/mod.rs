@@ -20,6 +20,7 @@ mod downtime;
 mod publish;
 mod raw;
 mod self_check;
+mod report;
 mod server;
 mod tls;
 mod topology;
@@ -41,6 +42,7 @@ const MAIN_KEYS: &[&str] = &[
     "publish",
     "credential",
     "weights",
+    "report",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -429,6 +431,13 @@ impl Loader {
                 "server" if is_main => {
                     if let Some(raw) = self.deserialize::<RawServer>(file, value, "[server]") {
                         self.apply_server(file, raw);
+                    }
+                }
+                "report" if is_main => {
+                    if let Some(raw) =
+                        self.deserialize::<report::RawReport>(file, value, "[report]")
+                    {
+                        self.apply_report(file, raw);
                     }
                 }
                 "site" => {

@@ -6,8 +6,11 @@
 //! - `/sites/{site}`: instances × probes now, a 24-hour SVG strip per cell, month-to-date
 //!   availability and reliability, current and upcoming downtimes, and a "run now" form that
 //!   calls `POST /api/v1/runs`.
-//! - `/results/{id}`: one result whole, with the cell's previous results.
+//! - `/results/{id}`: one result whole, with the cell's previous results, its 30- and 90-day
+//!   strips and plots of its duration and perfdata values (`history.rs`).
 //! - `/reasons?since=`: the top failure reasons.
+//! - `/reports/{period}`: the monthly report (`?format=pdf|csv|json` to download it).
+//! - `/trends?period=&site=`: the most flapping cells, the longest CRITICAL and UNKNOWN.
 //!
 //! Pages are rendered with `maud`, which escapes every interpolated string, so a probe summary
 //! or a site name can never inject markup; the pages carry a Content-Security-Policy without
@@ -18,14 +21,17 @@
 //! Reading permissions are checked by the server's read guard (`http::read_guard`), not here.
 
 mod cell;
+mod history;
 mod matrix;
 mod reasons;
 mod recomputations;
 mod render;
+mod reports;
 mod response;
 mod result;
 mod site;
 mod statuses;
+mod trends;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -72,17 +78,23 @@ pub fn routes() -> Router<HttpState> {
         .route("/results/{id}", get(result_page))
         .route("/reasons", get(reasons_page))
         .route("/recomputations", get(recomputations::recomputations_page))
+        .route("/reports", get(reports_index))
+        .route("/reports/{period}", get(report_page))
+        .route("/trends", get(trends_page))
         .route("/static/gridprobe.css", get(stylesheet))
         .route("/static/gridprobe.js", get(script))
 }
 
 use cell::*;
+use history::*;
 use matrix::*;
 use reasons::*;
+use reports::*;
 use response::*;
 use result::*;
 use site::*;
 use statuses::*;
+use trends::*;
 
 #[cfg(test)]
 mod tests;

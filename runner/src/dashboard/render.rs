@@ -30,6 +30,8 @@ pub(super) fn layout(vo: &str, title: &str, now: i64, banner: &[String], body: M
                         a href="/" { "Matrix" }
                         a href="/reasons" { "Failure reasons" }
                         a href="/recomputations" { "Recomputations" }
+                        a href="/reports" { "Reports" }
+                        a href="/trends" { "Trends" }
                     }
                     span.when { "generated " (utc(now)) }
                 }
@@ -503,6 +505,8 @@ pub(super) fn result(p: &ResultPage) -> Markup {
                 }
             }
         }
+
+        (super::history::render(&p.history))
 
         h2 { "Previous results of this cell" }
         @if p.previous.is_empty() {

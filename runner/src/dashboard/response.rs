@@ -108,7 +108,13 @@ impl IntoResponse for Page {
 }
 
 pub(super) async fn stylesheet() -> Response {
-    static_asset("text/css; charset=utf-8", include_str!("style.css"))
+    static_asset(
+        "text/css; charset=utf-8",
+        concat!(
+            include_str!("style.css"),
+            include_str!("../report/report.css")
+        ),
+    )
 }
 
 pub(super) async fn script() -> Response {

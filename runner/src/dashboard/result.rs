@@ -12,6 +12,8 @@ pub(super) struct ResultPage {
     pub(super) previous: Vec<StoredResult>,
     /// The cell's newest result when it is not this one.
     pub(super) newest: Option<StoredResult>,
+    /// The cell's 30- and 90-day strips and plots.
+    pub(super) history: History,
     pub(super) now: i64,
 }
 
@@ -57,14 +59,17 @@ pub(super) async fn result_page(State(state): State<HttpState>, Path(id): Path<S
             .into_iter()
             .find(|x| same_flavour(x))
             .filter(|x| x.id != result.id);
+        let now = now_ms();
+        let history = build_history(&state, &config, &result.result, now).await?;
         let page = ResultPage {
+            history,
             short: config
                 .probe_index(&r.metric)
                 .map(|i| config.probes[i].short.clone()),
             result,
             previous,
             newest,
-            now: now_ms(),
+            now,
         };
         Ok((format!("Result {id}"), render::result(&page)))
     }

@@ -593,3 +593,168 @@ async fn a_site_measured_for_two_hours_is_new_with_its_figure_over_the_known_tim
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn report_page_judges_sites_draws_strips_and_downloads() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    fill(
+        &store,
+        vec![
+            result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Ok),
+            result("T2 B/<i>", "ce3.b", "CE", "org.v.ce-job", Status::Critical),
+        ],
+    )
+    .await;
+    let st = state(store);
+    let (code, html) = get(&st, "/reports").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("?format=pdf"), "{html}");
+    let (code, html) = get(&st, "/reports/24h").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("Availability report 24h · v"), "{html}");
+    assert!(html.contains("<svg class=\"rstrip\""), "{html}");
+    assert!(html.contains("How the figures are defined"), "{html}");
+    // The site name is escaped and linked.
+    assert!(html.contains("href=\"/sites/T2%20B%2F%3Ci%3E\""), "{html}");
+    assert!(!html.contains("<i>"), "unescaped site name");
+    // The configured downtime of se1.b is listed, escaped.
+    assert!(
+        html.contains("disk &lt;b&gt;replacement&lt;/b&gt;"),
+        "{html}"
+    );
+
+    let response = routes()
+        .with_state(st.clone())
+        .oneshot(
+            Request::get("/reports/24h?format=pdf")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/pdf"[..])
+    );
+    let body = axum::body::to_bytes(response.into_body(), 64 << 20)
+        .await
+        .expect("body");
+    assert!(body.starts_with(b"%PDF-"));
+    let (code, csv) = get(&st, "/reports/24h?format=csv").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(csv.starts_with("site,tier,availability"), "{csv}");
+    let (code, json) = get(&st, "/reports/24h?format=json").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(json.contains("\"verdict\""), "{json}");
+
+    for (uri, param) in [
+        ("/reports/24h?format=docx", "format"),
+        ("/reports/last%20month", "period"),
+        ("/reports/1990-01", "period"),
+        ("/reports/24h?profile=nope", "profile"),
+        ("/reports/24h?colour=red", "colour"),
+    ] {
+        let (code, html) = get(&st, uri).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {html}");
+        assert!(
+            html.contains(&format!("parameter `{param}`")),
+            "{uri}: {html}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn trends_page_lists_flapping_cells_and_checks_its_parameters() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    let mut rows = Vec::new();
+    for (i, status) in [Status::Ok, Status::Critical, Status::Ok, Status::Critical]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = result("T1_A", "ce1.a", "CE", "org.v.ce-job", status);
+        r.started_at_ms -= (4 - i as i64) * 300_000;
+        rows.push(r);
+    }
+    fill(&store, rows).await;
+    let st = state(store);
+    let (code, html) = get(&st, "/trends?period=24h").await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("Most flapping cells"), "{html}");
+    // Three changes on ce1.a, shown with the probe's short name.
+    let flapping = &html[html.find("Most flapping cells").unwrap_or(0)..];
+    assert!(flapping.contains("<td class=\"num\">3</td>"), "{flapping}");
+    assert!(flapping.contains("ce-job"), "{flapping}");
+    assert!(html.contains("Longest CRITICAL"), "{html}");
+    for (uri, param) in [
+        ("/trends?period=forever", "period"),
+        ("/trends?site=T1_B", "site"),
+        ("/trends?limit=3", "limit"),
+    ] {
+        let (code, html) = get(&st, uri).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {html}");
+        assert!(
+            html.contains(&format!("parameter `{param}`")),
+            "{uri}: {html}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn result_page_shows_the_cells_long_history_bounded() {
+    let dir = Scratch::new();
+    let store = Arc::new(SqliteStore::open(&dir.0.join("s.sqlite")).expect("store"));
+    // Every hour for 60 days: 1,440 results, CRITICAL on the first 10 days.
+    let mut rows = Vec::new();
+    for h in 0..60 * 24_i64 {
+        let status = if h < 10 * 24 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        let mut r = result("T1_A", "ce1.a", "CE", "org.v.ce-job", status);
+        r.started_at_ms -= (60 * 24 - h) * 3_600_000;
+        r.duration_ms = 100 + (h % 7) as u64;
+        r.outcome = r
+            .outcome
+            .with_perfdata(vec![Perfdatum::new("time", h as f64 / 10.0, "s")]);
+        rows.push(r);
+    }
+    let ids = fill(&store, rows).await;
+    let st = state(store);
+    let last = ids.last().copied().unwrap_or_default();
+    let (code, html) = get(&st, &format!("/results/{last}")).await;
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("History of this cell"), "{html}");
+    assert!(html.contains("data-days=\"30\""), "{html}");
+    assert!(html.contains("data-days=\"90\""), "{html}");
+    // The 90-day strip shows the CRITICAL days; the 30-day one does not reach back to them.
+    let ninety = &html[html
+        .find("aria-label=\"the last 90 days\"")
+        .expect("90-day strip")..];
+    let ninety = &ninety[..ninety.find("</svg>").unwrap_or(ninety.len())];
+    assert!(ninety.contains("t-error"), "{ninety}");
+    let thirty = &html[html
+        .find("aria-label=\"the last 30 days\"")
+        .expect("30-day strip")..];
+    let thirty = &thirty[..thirty.find("</svg>").unwrap_or(thirty.len())];
+    assert!(!thirty.contains("t-error"), "{thirty}");
+    // A plot per series, each bounded to PLOT_POINTS points.
+    for series in ["duration", "time"] {
+        let at = html
+            .find(&format!("data-series=\"{series}\""))
+            .unwrap_or_else(|| panic!("no {series} plot in {html}"));
+        let fig = &html[at..];
+        let fig = &fig[..fig.find("</figure>").unwrap_or(fig.len())];
+        let points = fig
+            .split("points=\"")
+            .nth(1)
+            .and_then(|p| p.split('"').next())
+            .unwrap_or("");
+        let n = points.split_whitespace().count();
+        assert!(n > 50 && n <= PLOT_POINTS, "{series}: {n} points");
+    }
+    assert!(html.contains("1440 results"), "{html}");
+}
