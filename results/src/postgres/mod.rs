@@ -20,8 +20,8 @@
 //! reason. PostgreSQL text cannot hold NUL characters: they are stored as U+FFFD.
 
 mod connect;
-mod recompute;
 mod days;
+mod recompute;
 mod rows;
 mod schedule;
 mod schema;

@@ -48,6 +48,7 @@ pub(super) async fn reports_index(State(state): State<HttpState>) -> Page {
         vo: config.vo.clone(),
         started,
         result: Ok(("Monthly reports".into(), body)),
+        banner: super::response::credential_banner(&state),
     }
 }
 
@@ -123,6 +124,7 @@ pub(super) async fn report_page(
                 vo: config.vo.clone(),
                 started,
                 result: Err(e),
+                banner: super::response::credential_banner(&state),
             }
             .into_response()
         }
@@ -145,6 +147,7 @@ pub(super) async fn report_page(
                 vo: config.vo.clone(),
                 started,
                 result: Err(PageError::Internal(e.to_string())),
+                banner: super::response::credential_banner(&state),
             }
             .into_response(),
         },
@@ -164,6 +167,7 @@ pub(super) async fn report_page(
                 vo: config.vo.clone(),
                 started,
                 result: Ok((format!("Report {label}"), body)),
+                banner: super::response::credential_banner(&state),
             }
             .into_response()
         }

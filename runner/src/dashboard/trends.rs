@@ -160,5 +160,6 @@ pub(super) async fn trends_page(
         vo: config.vo.clone(),
         started,
         result,
+        banner: super::response::credential_banner(&state),
     }
 }
