@@ -471,3 +471,45 @@ timeout = "60s"
         .as_millis() as i64;
     assert!((50 * 60_000..=61 * 60_000).contains(&(until - now)), "{v}");
 }
+
+#[test]
+fn check_warns_about_an_unused_credential_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = r#"
+vo = "chk"
+[[credential]]
+name = "lhcb-prod"
+kind = "file"
+path = "x509up"
+[[site]]
+name = "S"
+tier = 2
+  [[site.service]]
+  flavour = "WEB"
+  hostname = "web.example.org"
+[[probe]]
+metric = "org.chk.web"
+kind = "http"
+flavours = ["WEB"]
+"#;
+    let cfg = dir.path().join("unused.toml");
+    std::fs::write(&cfg, base).unwrap();
+    let out = gridprobe(&["check", cfg.to_str().unwrap()]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr
+            .contains("unused.toml:4:8: warning: credential `lhcb-prod` is not used by any probe"),
+        "{stderr}"
+    );
+    let cfg = dir.path().join("unknown.toml");
+    std::fs::write(&cfg, format!("{base}credential = \"lhcb-prd\"\n")).unwrap();
+    let out = gridprobe(&["check", cfg.to_str().unwrap()]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("unknown.toml:17:14: error: unknown credential `lhcb-prd`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `lhcb-prod`?"), "{stderr}");
+}
