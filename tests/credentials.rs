@@ -513,3 +513,89 @@ flavours = ["WEB"]
     );
     assert!(stderr.contains("did you mean `lhcb-prod`?"), "{stderr}");
 }
+
+/// A token file managed elsewhere (`kind = "file"`): a plugin finds it through
+/// BEARER_TOKEN_FILE (WLCG Bearer Token Discovery) while its JWT `exp` is ahead; once past,
+/// the probe is not run and is UNKNOWN with the expiry.
+#[test]
+fn a_watched_token_file_reaches_plugins_until_it_expires() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jwt = |exp: u64| {
+        format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"none"}"#),
+            b64(&format!(r#"{{"exp":{exp}}}"#))
+        )
+    };
+    let token = dir.path().join("token");
+    let plugin = common::script(
+        dir.path(),
+        "check_token",
+        "#!/bin/sh\nif [ \"$(cat \"$BEARER_TOKEN_FILE\")\" = \"$EXPECTED\" ]; then echo \"OK - token found\"; exit 0; fi\necho \"CRITICAL - no token\"; exit 2\n",
+    );
+    let cfg = dir.path().join("vo.toml");
+    let write_cfg = |expected: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"
+vo = "tok"
+[[credential]]
+name = "watched"
+kind = "file"
+path = "token"
+[[site]]
+name = "S"
+tier = 2
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.example.org"
+[[probe]]
+metric = "org.tok.plugin"
+kind = "nagios"
+flavours = ["CE"]
+credential = "watched"
+  [probe.params]
+  command = "{plugin}"
+  env = {{ EXPECTED = "{expected}" }}
+"#,
+                plugin = plugin.display()
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        let out = std::process::Command::new(common::bin())
+            .args(["run", "--format", "json", "--config"])
+            .arg(&cfg)
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = texts(&out);
+        (out.status.code(), format!("{stdout}\n{stderr}"))
+    };
+    let valid = jwt(now + 3600);
+    std::fs::write(&token, &valid).unwrap();
+    write_cfg(&valid);
+    let (code, text) = run();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("OK - token found"), "{text}");
+
+    let expired = jwt(now - 60);
+    std::fs::write(&token, &expired).unwrap();
+    write_cfg(&expired);
+    let (code, text) = run();
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("monitoring credential watched expired at "),
+        "{text}"
+    );
+    assert!(!text.contains("CRITICAL"), "{text}");
+}
