@@ -19,6 +19,7 @@ use common::{gridprobe, http_client, texts, wait_until, Serve};
 const CLIENT_SECRET: &str = "s3cret-client-secret";
 /// `robot:s3cret-client-secret`, as HTTP Basic sends it.
 const BASIC: &str = "Basic cm9ib3Q6czNjcmV0LWNsaWVudC1zZWNyZXQ=";
+const REFRESH_TOKEN: &str = "long-lived-refresh-token";
 /// Lifetime of the tokens handed out.
 const LIFETIME: Duration = Duration::from_secs(3);
 
@@ -47,10 +48,15 @@ async fn token(State(s): State<Shared>, headers: HeaderMap, body: String) -> (St
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
-    if auth != BASIC
-        || form.get("grant_type").map(String::as_str) != Some("client_credentials")
-        || form.get("scope").map(String::as_str) != Some("storage.read:/")
-    {
+    // A public client with a refresh token (RFC 6749 §6), or the robot's client credentials.
+    let refresh = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && form.get("refresh_token").map(String::as_str) == Some(REFRESH_TOKEN)
+        && form.get("client_id").map(String::as_str) == Some("public-robot")
+        && auth.is_empty();
+    let client = auth == BASIC
+        && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        && form.get("scope").map(String::as_str) == Some("storage.read:/");
+    if !(refresh || client) {
         e.bad_requests.push(format!("{auth} {body}"));
         return (
             StatusCode::UNAUTHORIZED,
@@ -598,4 +604,62 @@ credential = "watched"
         "{text}"
     );
     assert!(!text.contains("CRITICAL"), "{text}");
+}
+
+#[test]
+fn a_refresh_token_grant_obtains_a_token_without_showing_either() {
+    let state: Shared = Arc::default();
+    let port = start_endpoint(state.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+vo = "refresh"
+[[credential]]
+name = "iam-refresh"
+kind = "token"
+token_endpoint = "http://127.0.0.1:{port}/token"
+grant = "refresh_token"
+client_id = "public-robot"
+refresh_token_env = "GP_TEST_REFRESH_TOKEN"
+"#
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["credentials", "--config"])
+        .arg(&cfg)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("GP_TEST_REFRESH_TOKEN", REFRESH_TOKEN)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("iam-refresh"), "{stdout}");
+    assert!(state.lock().unwrap().bad_requests.is_empty());
+    let issued: Vec<String> = state.lock().unwrap().issued.keys().cloned().collect();
+    assert_eq!(issued.len(), 1);
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains(REFRESH_TOKEN) && !text.contains(&issued[0]),
+            "{text}"
+        );
+    }
+    // Without the variable: not obtained, exit 1, the variable named, nothing else.
+    let out = std::process::Command::new(common::bin())
+        .args(["credentials", "--format", "json", "--config"])
+        .arg(&cfg)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env_remove("GP_TEST_REFRESH_TOKEN")
+        .output()
+        .unwrap();
+    let (stdout, _) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("refresh token: environment variable GP_TEST_REFRESH_TOKEN is not set"),
+        "{stdout}"
+    );
 }
