@@ -83,7 +83,8 @@ enum Command {
     /// List the probe kinds with their parameters and defaults.
     Probes(commands::probes::Args),
     /// Obtain each [[credential]] once and show its state: valid until, last renewal, last
-    /// error (never the secret). Exit 0 when all are valid, 1 otherwise.
+    /// error (never the secret). Exit 0 when all are valid, 1 otherwise, 2 when the
+    /// configuration is invalid.
     Credentials(commands::credentials::Args),
 }
 

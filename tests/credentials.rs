@@ -19,6 +19,7 @@ use common::{gridprobe, http_client, texts, wait_until, Serve};
 const CLIENT_SECRET: &str = "s3cret-client-secret";
 /// `robot:s3cret-client-secret`, as HTTP Basic sends it.
 const BASIC: &str = "Basic cm9ib3Q6czNjcmV0LWNsaWVudC1zZWNyZXQ=";
+const REFRESH_TOKEN: &str = "long-lived-refresh-token";
 /// Lifetime of the tokens handed out.
 const LIFETIME: Duration = Duration::from_secs(3);
 
@@ -47,10 +48,15 @@ async fn token(State(s): State<Shared>, headers: HeaderMap, body: String) -> (St
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
-    if auth != BASIC
-        || form.get("grant_type").map(String::as_str) != Some("client_credentials")
-        || form.get("scope").map(String::as_str) != Some("storage.read:/")
-    {
+    // A public client with a refresh token (RFC 6749 §6), or the robot's client credentials.
+    let refresh = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && form.get("refresh_token").map(String::as_str) == Some(REFRESH_TOKEN)
+        && form.get("client_id").map(String::as_str) == Some("public-robot")
+        && auth.is_empty();
+    let client = auth == BASIC
+        && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        && form.get("scope").map(String::as_str) == Some("storage.read:/");
+    if !(refresh || client) {
         e.bad_requests.push(format!("{auth} {body}"));
         return (
             StatusCode::UNAUTHORIZED,
@@ -470,4 +476,190 @@ timeout = "60s"
         .unwrap()
         .as_millis() as i64;
     assert!((50 * 60_000..=61 * 60_000).contains(&(until - now)), "{v}");
+}
+
+#[test]
+fn check_warns_about_an_unused_credential_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = r#"
+vo = "chk"
+[[credential]]
+name = "lhcb-prod"
+kind = "file"
+path = "x509up"
+[[site]]
+name = "S"
+tier = 2
+  [[site.service]]
+  flavour = "WEB"
+  hostname = "web.example.org"
+[[probe]]
+metric = "org.chk.web"
+kind = "http"
+flavours = ["WEB"]
+"#;
+    let cfg = dir.path().join("unused.toml");
+    std::fs::write(&cfg, base).unwrap();
+    let out = gridprobe(&["check", cfg.to_str().unwrap()]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr
+            .contains("unused.toml:4:8: warning: credential `lhcb-prod` is not used by any probe"),
+        "{stderr}"
+    );
+    let cfg = dir.path().join("unknown.toml");
+    std::fs::write(&cfg, format!("{base}credential = \"lhcb-prd\"\n")).unwrap();
+    let out = gridprobe(&["check", cfg.to_str().unwrap()]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("unknown.toml:17:14: error: unknown credential `lhcb-prd`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `lhcb-prod`?"), "{stderr}");
+}
+
+/// A token file managed elsewhere (`kind = "file"`): a plugin finds it through
+/// BEARER_TOKEN_FILE (WLCG Bearer Token Discovery) while its JWT `exp` is ahead; once past,
+/// the probe is not run and is UNKNOWN with the expiry.
+#[test]
+fn a_watched_token_file_reaches_plugins_until_it_expires() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jwt = |exp: u64| {
+        format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"none"}"#),
+            b64(&format!(r#"{{"exp":{exp}}}"#))
+        )
+    };
+    let token = dir.path().join("token");
+    let plugin = common::script(
+        dir.path(),
+        "check_token",
+        "#!/bin/sh\nif [ \"$(cat \"$BEARER_TOKEN_FILE\")\" = \"$EXPECTED\" ]; then echo \"OK - token found\"; exit 0; fi\necho \"CRITICAL - no token\"; exit 2\n",
+    );
+    let cfg = dir.path().join("vo.toml");
+    let write_cfg = |expected: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"
+vo = "tok"
+[[credential]]
+name = "watched"
+kind = "file"
+path = "token"
+[[site]]
+name = "S"
+tier = 2
+  [[site.service]]
+  flavour = "CE"
+  hostname = "ce.example.org"
+[[probe]]
+metric = "org.tok.plugin"
+kind = "nagios"
+flavours = ["CE"]
+credential = "watched"
+  [probe.params]
+  command = "{plugin}"
+  env = {{ EXPECTED = "{expected}" }}
+"#,
+                plugin = plugin.display()
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        let out = std::process::Command::new(common::bin())
+            .args(["run", "--format", "json", "--config"])
+            .arg(&cfg)
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = texts(&out);
+        (out.status.code(), format!("{stdout}\n{stderr}"))
+    };
+    let valid = jwt(now + 3600);
+    std::fs::write(&token, &valid).unwrap();
+    write_cfg(&valid);
+    let (code, text) = run();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("OK - token found"), "{text}");
+
+    let expired = jwt(now - 60);
+    std::fs::write(&token, &expired).unwrap();
+    write_cfg(&expired);
+    let (code, text) = run();
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("monitoring credential watched expired at "),
+        "{text}"
+    );
+    assert!(!text.contains("CRITICAL"), "{text}");
+}
+
+#[test]
+fn a_refresh_token_grant_obtains_a_token_without_showing_either() {
+    let state: Shared = Arc::default();
+    let port = start_endpoint(state.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+vo = "refresh"
+[[credential]]
+name = "iam-refresh"
+kind = "token"
+token_endpoint = "http://127.0.0.1:{port}/token"
+grant = "refresh_token"
+client_id = "public-robot"
+refresh_token_env = "GP_TEST_REFRESH_TOKEN"
+"#
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["credentials", "--config"])
+        .arg(&cfg)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("GP_TEST_REFRESH_TOKEN", REFRESH_TOKEN)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("iam-refresh"), "{stdout}");
+    assert!(state.lock().unwrap().bad_requests.is_empty());
+    let issued: Vec<String> = state.lock().unwrap().issued.keys().cloned().collect();
+    assert_eq!(issued.len(), 1);
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains(REFRESH_TOKEN) && !text.contains(&issued[0]),
+            "{text}"
+        );
+    }
+    // Without the variable: not obtained, exit 1, the variable named, nothing else.
+    let out = std::process::Command::new(common::bin())
+        .args(["credentials", "--format", "json", "--config"])
+        .arg(&cfg)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env_remove("GP_TEST_REFRESH_TOKEN")
+        .output()
+        .unwrap();
+    let (stdout, _) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("refresh token: environment variable GP_TEST_REFRESH_TOKEN is not set"),
+        "{stdout}"
+    );
 }

@@ -37,7 +37,7 @@ pub fn manager(config: &Config) -> Arc<Credentials> {
 }
 
 /// Obtains every credential once and prints their states; exit 0 when all are valid, 1
-/// otherwise.
+/// otherwise, 2 when the configuration is invalid.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let checked = load_checked(&args.config);
     if !checked.diagnostics.is_empty() {

@@ -492,3 +492,6 @@ pub(crate) fn one_line(text: &str) -> String {
         .collect();
     t
 }
+
+#[cfg(test)]
+mod tests;
