@@ -561,7 +561,8 @@ pub fn definitions(t: &ReportTargets, unknown_threshold: f64) -> Vec<Definition>
 }
 
 /// The monthly report of a period straight from a store: one read of the runs and downtimes,
-/// the whole period and each bucket computed from them.
+/// the whole period and each bucket computed from them. A period reaching past `now_ms` ends
+/// at `now_ms` (the current month is reported to date: the future is not "unknown").
 #[allow(clippy::too_many_arguments)]
 pub async fn from_store(
     store: &dyn ResultStore,
@@ -573,6 +574,7 @@ pub async fn from_store(
     extras: &ReportExtras,
     now_ms: Ms,
 ) -> Result<MonthlyReport, ReportError> {
+    let period = &to_date(period, now_ms)?;
     let cells = store
         .run_timelines(period.start_ms, period.end_ms, filter, merge_gap_ms(config))
         .await?;
@@ -588,6 +590,20 @@ pub async fn from_store(
         now_ms,
     )
     .map_err(ReportError::Invalid)
+}
+
+/// The period cut at `now_ms`; an error when it starts after it.
+pub fn to_date(period: &Period, now_ms: Ms) -> Result<Period, ReportError> {
+    if period.start_ms >= now_ms {
+        return Err(ReportError::Invalid(format!(
+            "period `{}` has not started yet",
+            period.label
+        )));
+    }
+    Ok(Period {
+        end_ms: period.end_ms.min(now_ms),
+        ..period.clone()
+    })
 }
 
 /// CSV of the report: one row per site with the plain report's columns (`gridprobe report
@@ -832,6 +848,22 @@ reason = "upgrade"
             .as_array()
             .is_some_and(|d| d.iter().any(|d| d["term"] == "Reliability")));
         assert_eq!(v["recomputations"].as_array().map(Vec::len), Some(0));
+    }
+
+    #[test]
+    fn a_period_ends_now_and_must_have_started() {
+        let p = Period {
+            start_ms: 0,
+            end_ms: 72 * H,
+            label: "x".into(),
+        };
+        assert_eq!(to_date(&p, 30 * H).map(|p| p.end_ms).ok(), Some(30 * H));
+        assert_eq!(to_date(&p, 100 * H).map(|p| p.end_ms).ok(), Some(72 * H));
+        let err = to_date(&p, 0)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("has not started yet"), "{err}");
     }
 
     #[test]

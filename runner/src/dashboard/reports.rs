@@ -99,6 +99,7 @@ pub(super) async fn report_page(
         let period = parse_period(&period_text, now).map_err(|e| PageError::bad("period", e))?;
         let retention_ms = i64::try_from(config.server.retention.as_millis()).unwrap_or(i64::MAX);
         check_retention(&period, now, retention_ms).map_err(|e| PageError::bad("period", e))?;
+        monthly::to_date(&period, now).map_err(|e| PageError::bad("period", e.to_string()))?;
         let report = monthly::from_store(
             state.store.as_ref(),
             &config,

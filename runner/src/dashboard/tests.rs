@@ -653,6 +653,7 @@ async fn report_page_judges_sites_draws_strips_and_downloads() {
         ("/reports/24h?format=docx", "format"),
         ("/reports/last%20month", "period"),
         ("/reports/1990-01", "period"),
+        ("/reports/2999-01", "period"),
         ("/reports/24h?profile=nope", "profile"),
         ("/reports/24h?colour=red", "colour"),
     ] {
