@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod gocdb;
 pub mod load;
 pub mod model;
+pub mod notify;
 pub mod publish;
 pub mod time;
 mod validate;

@@ -31,6 +31,8 @@ pub struct Config {
     pub downtimes: Vec<Downtime>,
     /// `[[publish]]` targets and the spool settings of `[server]`.
     pub publish: crate::publish::Publishing,
+    /// Notification channels and rules (`[[notify]]`, `[[notify_rule]]`).
+    pub notify: crate::notify::Notify,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
 }

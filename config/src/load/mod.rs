@@ -16,6 +16,7 @@ use crate::time::{format_duration, parse_duration_in, DurationError, DurationRan
 use crate::validate::Positions;
 
 mod downtime;
+mod notify;
 mod publish;
 mod raw;
 mod server;
@@ -25,8 +26,18 @@ use raw::*;
 
 /// Keys allowed at the top of the main file.
 const MAIN_KEYS: &[&str] = &[
-    "vo", "include", "defaults", "server", "access", "site", "probe", "profile", "downtime",
+    "vo",
+    "include",
+    "defaults",
+    "server",
+    "access",
+    "site",
+    "probe",
+    "profile",
+    "downtime",
     "publish",
+    "notify",
+    "notify_rule",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -93,6 +104,10 @@ struct Loader {
     positions: Positions,
     diagnostics: Diagnostics,
     saw_vo: bool,
+    /// Per `[[notify_rule]]` read: where its `channel` was written.
+    notify_channel_spans: Vec<Span>,
+    /// Every `[[notify]]` name written, valid or not.
+    notify_declared: Vec<String>,
 }
 
 /// Largest configuration file read (main or included): far above any real VO, small enough
@@ -295,7 +310,13 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 impl Loader {
-    fn finish(self) -> Finished {
+    fn finish(mut self) -> Finished {
+        let names = notify::check_rule_names(
+            &self.config,
+            &self.notify_channel_spans,
+            &self.notify_declared,
+        );
+        self.diagnostics.extend(names.0);
         Finished {
             config: self.config,
             positions: self.positions,
@@ -438,6 +459,24 @@ impl Loader {
                             self.deserialize::<publish::RawPublish>(file, item, "[[publish]]")
                         {
                             self.read_publish(file, raw);
+                        }
+                    }
+                }
+                "notify" if is_main => {
+                    for item in self.array_of_tables(file, value, "notify") {
+                        if let Some(raw) =
+                            self.deserialize::<notify::RawChannel>(file, item, "[[notify]]")
+                        {
+                            self.read_channel(file, raw);
+                        }
+                    }
+                }
+                "notify_rule" if is_main => {
+                    for item in self.array_of_tables(file, value, "notify_rule") {
+                        if let Some(raw) =
+                            self.deserialize::<notify::RawRule>(file, item, "[[notify_rule]]")
+                        {
+                            self.read_rule(file, raw);
                         }
                     }
                 }
