@@ -9,6 +9,7 @@ pub mod execute;
 pub mod http;
 pub mod http_conn;
 pub mod metrics;
+pub mod notify;
 pub mod ondemand;
 pub mod schedule;
 pub mod state;
