@@ -24,6 +24,7 @@ macro_rules! eprint {
 }
 
 mod commands;
+mod notify_start;
 mod output;
 mod relays;
 mod render;

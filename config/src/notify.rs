@@ -11,12 +11,12 @@ use crate::time::DurationRange;
 /// `after_duration`: 1s to 7 days.
 pub const AFTER_DURATION: DurationRange =
     DurationRange::new(Duration::from_secs(1), Duration::from_secs(7 * 86_400));
-/// `repeat`: 1 minute to 30 days.
+/// `repeat`: 1s to 30 days.
 pub const REPEAT: DurationRange =
-    DurationRange::new(Duration::from_secs(60), Duration::from_secs(30 * 86_400));
-/// `group`: 0s (no grouping window) to 1 hour.
+    DurationRange::new(Duration::from_secs(1), Duration::from_secs(30 * 86_400));
+/// `group`: 100ms to 1 hour.
 pub const GROUP: DurationRange =
-    DurationRange::new(Duration::from_secs(0), Duration::from_secs(3600));
+    DurationRange::new(Duration::from_millis(100), Duration::from_secs(3600));
 /// `after`: consecutive results.
 pub const AFTER: std::ops::RangeInclusive<u32> = 1..=1000;
 /// `rate_limit`: messages per recipient and hour.

@@ -636,7 +636,7 @@ to = ["storage experts"]
 channel = "chat"
 sites = ["LCG.CERN.CH"]
 flavours = ["SMR"]
-repeat = "10s"
+repeat = "100ms"
 "#,
         );
         let text = errors(&l);
@@ -646,7 +646,7 @@ repeat = "10s"
             "vo.toml:26:7 recipient `storage experts` is not an e-mail address",
             "vo.toml:29:10 unknown site `LCG.CERN.CH` Some(\"did you mean `LCG.CERN.ch`?\")",
             "vo.toml:30:13 unknown flavour `SMR` Some(\"did you mean `SRM`?\")",
-            "vo.toml:31:10 `repeat` must be between 1m and 30d",
+            "vo.toml:31:10 `repeat` must be between 1s and 30d",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -17,7 +17,7 @@ use super::acks::AckStore;
 use super::message::{compose, Notification};
 use super::outbox::{ChannelStats, History, Outbox};
 use super::state::{Context, Event, Tracker};
-use crate::state::{Plan, ResultObserver};
+use crate::state::ResultObserver;
 
 /// How often groups are flushed and reminders checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -94,15 +94,16 @@ impl Context for Ctx<'_> {
     }
 }
 
-/// Starts the engine and one outbox per channel under `root` (`<spool_dir>/notify`).
+/// Starts the engine and one outbox per channel under `root` (`<spool_dir>/notify`). `plan`
+/// follows configuration reloads (rules, contacts, downtimes; a new channel needs a restart).
 pub fn start(
-    plan: watch::Receiver<Plan>,
+    plan: watch::Receiver<Arc<Config>>,
     root: &Path,
     instance: String,
     store: Arc<dyn ResultStore>,
 ) -> Result<Notifier, String> {
     std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let config = plan.borrow().config.clone();
+    let config = plan.borrow().clone();
     let history = Arc::new(History::new(root.join("history.jsonl")));
     let acks = Arc::new(AckStore::new(root));
     let stop = CancellationToken::new();
@@ -154,7 +155,7 @@ struct Group {
 }
 
 struct Engine {
-    plan: watch::Receiver<Plan>,
+    plan: watch::Receiver<Arc<Config>>,
     instance: String,
     store: Arc<dyn ResultStore>,
     outboxes: HashMap<String, Outbox>,
@@ -205,7 +206,7 @@ impl Engine {
     }
 
     fn config(&self) -> Arc<Config> {
-        self.plan.borrow().config.clone()
+        self.plan.borrow().clone()
     }
 
     fn all_downtimes(&self, config: &Config) -> Vec<Downtime> {
