@@ -78,6 +78,12 @@ enum Command {
     Token(commands::token::Args),
     /// List the probe kinds with their parameters and defaults.
     Probes(commands::probes::Args),
+    /// Acknowledge a known problem: no reminders while acknowledged.
+    Ack(commands::ack::Args),
+    /// What is not OK now, for shifters.
+    Problems(commands::problems::Args),
+    /// Notification channels: send a test message.
+    Notify(commands::notify::Args),
 }
 
 /// Keeps lapin's own logging out unless the filter names it: lapin logs every message an AMQP
@@ -128,6 +134,9 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::import::run(args),
         Command::Token(args) => commands::token::run(args),
         Command::Probes(args) => commands::probes::run(args),
+        Command::Ack(args) => commands::ack::run(args),
+        Command::Problems(args) => commands::problems::run(args),
+        Command::Notify(args) => commands::notify::run(args),
     };
     match result {
         Ok(code) => code,

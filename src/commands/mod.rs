@@ -1,12 +1,15 @@
 //! One module per subcommand.
 
+pub mod ack;
 pub mod args;
 pub mod check;
 pub mod consume;
 pub mod import;
 pub mod matrix;
 pub mod migrate_store;
+pub mod notify;
 pub mod probes;
+pub mod problems;
 pub mod report;
 pub mod results;
 pub mod run;

@@ -265,7 +265,21 @@ impl Engine {
             .filter(|(_, t)| t.flapping)
             .map(|(k, _)| k.clone())
             .collect();
-        *self.view.flapping.lock().unwrap_or_else(|p| p.into_inner()) = flapping;
+        let mut current = self.view.flapping.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != flapping {
+            // For `gridprobe problems`, which has no other way to know.
+            let path = self.view.dir.join("flapping.json");
+            let tmp = self.view.dir.join("flapping.json.tmp");
+            let written = serde_json::to_vec(&flapping)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&tmp, b))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "flapping cells not written");
+            }
+            *current = flapping;
+        }
+        drop(current);
         self.add(events);
     }
 

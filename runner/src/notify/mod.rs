@@ -9,6 +9,7 @@ pub mod acks;
 mod engine;
 pub mod message;
 pub mod outbox;
+pub mod problems;
 pub mod send;
 pub mod state;
 
