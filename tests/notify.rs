@@ -431,3 +431,257 @@ group = "100ms"
     assert_eq!(flap_starts, 1, "{texts:?}");
     serve.terminate_cleanly();
 }
+
+#[test]
+fn an_ack_stops_reminders_and_problems_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let hook = Hook::start();
+    let hosts = ["broken.t2", "fine.t2"];
+    set_state(d, "broken.t2", "2");
+    set_state(d, "fine.t2", "0");
+    let cfg = config(
+        d,
+        &hosts,
+        &format!(
+            r#"
+[[notify]]
+name = "chat"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+template = '{{"text": {{text}}, "id": {{id}}, "site": {{site}}, "event": {{event}}}}'
+
+[[notify_rule]]
+channel = "chat"
+repeat = "1s"
+group = "100ms"
+"#,
+            port = hook.port
+        ),
+    );
+    let store = d.join("r.sqlite");
+    let store = store.to_str().unwrap();
+    let mut serve = Serve::start(&cfg, store);
+    let reminders = |h: &Hook| {
+        h.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["event"] == "reminder")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || reminders(&hook) >= 2),
+        "no reminders: {:?}\n{}",
+        hook.texts(),
+        serve.output()
+    );
+    let bodies = hook.bodies.lock().unwrap().clone();
+    assert!(
+        bodies.iter().all(|b| b["site"] == "T2_NOTIFY"),
+        "{bodies:?}"
+    );
+    let ids: BTreeSet<_> = bodies.iter().map(|b| b["id"].to_string()).collect();
+    assert_eq!(ids.len(), bodies.len(), "ids must differ: {bodies:?}");
+
+    let out = common::gridprobe(&[
+        "ack",
+        "--config",
+        &cfg,
+        "--store",
+        store,
+        "--site",
+        "T2_NOTIFY",
+        "--service",
+        "broken.t2",
+        "--comment",
+        "disk replaced tomorrow",
+        "--author",
+        "jane",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", common::texts(&out));
+    // Give a reminder in flight time to land, then none for several intervals.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = reminders(&hook);
+    assert!(
+        !wait_until(Duration::from_secs(5), || reminders(&hook) > before),
+        "reminders went on while acknowledged: {:?}",
+        hook.texts()
+    );
+    let problems = common::json(&[
+        "problems", "--config", &cfg, "--store", store, "--format", "json",
+    ]);
+    let list = problems.as_array().expect("array");
+    assert_eq!(list.len(), 1, "{problems}");
+    assert_eq!(list[0]["hostname"], "broken.t2");
+    assert_eq!(list[0]["status"], "CRITICAL");
+    assert_eq!(list[0]["ack"], "disk replaced tomorrow (jane)");
+    // Recovery ends the ack and is told.
+    set_state(d, "broken.t2", "0");
+    assert!(
+        wait_until(Duration::from_secs(20), || hook
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b["event"] == "recovery")),
+        "{:?}",
+        hook.texts()
+    );
+    let listed = common::gridprobe(&["ack", "--config", &cfg, "--store", store, "--list"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let l = common::gridprobe(&["ack", "--config", &cfg, "--store", store, "--list"]);
+            common::texts(&l).0.trim().is_empty()
+        }),
+        "ack not ended by recovery: {:?}",
+        common::texts(&listed)
+    );
+    serve.terminate_cleanly();
+}
+
+#[test]
+fn alertmanager_receives_alerts_and_their_resolution() {
+    let Some(am) = tool("GRIDPROBE_TEST_ALERTMANAGER", "prometheus-alertmanager") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let am_port = free_port();
+    std::fs::write(
+        d.join("am.yml"),
+        "route:\n  receiver: sink\nreceivers:\n  - name: sink\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("am-data")).unwrap();
+    let mut am_child = Command::new(am)
+        .arg(format!("--config.file={}", d.join("am.yml").display()))
+        .arg(format!("--storage.path={}", d.join("am-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("alertmanager starts");
+    let http = common::http_client();
+    let alerts_url = format!("http://127.0.0.1:{am_port}/api/v2/alerts");
+    assert!(
+        wait_until(Duration::from_secs(30), || http
+            .get(&alerts_url)
+            .send()
+            .is_ok_and(|r| r.status().is_success())),
+        "alertmanager did not start"
+    );
+    set_state(d, "se.t2", "2");
+    let cfg = config(
+        d,
+        &["se.t2"],
+        &format!(
+            r#"
+[[notify]]
+name = "am"
+kind = "alertmanager"
+url = "http://127.0.0.1:{am_port}"
+
+[[notify_rule]]
+channel = "am"
+group = "100ms"
+"#
+        ),
+    );
+    let store = d.join("r.sqlite");
+    let mut serve = Serve::start(&cfg, store.to_str().unwrap());
+    let active = || -> Vec<serde_json::Value> {
+        http.get(&alerts_url)
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Vec<serde_json::Value>>().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["status"]["state"] == "active")
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || !active().is_empty()),
+        "no alert\n{}",
+        serve.output()
+    );
+    let a = &active()[0];
+    assert_eq!(a["labels"]["site"], "T2_NOTIFY");
+    assert_eq!(a["labels"]["hostname"], "se.t2");
+    assert_eq!(a["labels"]["vo"], "e2e");
+    set_state(d, "se.t2", "0");
+    assert!(
+        wait_until(Duration::from_secs(30), || active().is_empty()),
+        "alert not resolved: {:?}",
+        active()
+    );
+    serve.terminate_cleanly();
+    let _ = am_child.kill();
+    let _ = am_child.wait();
+}
+
+#[test]
+fn notify_test_sends_through_a_channel_and_says_why_not() {
+    let Some(python) = tool("GRIDPROBE_TEST_AIOSMTPD", "python3-aiosmtpd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut smtp = Smtp::start(&python, &d.join("Maildir"));
+    let cfg = config(
+        d,
+        &["se.t2"],
+        &format!(
+            "[[notify]]\nname = \"mail\"\nkind = \"email\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"gp@example.org\"\n",
+            smtp.port
+        ),
+    );
+    let out = common::gridprobe(&[
+        "notify",
+        "test",
+        "--config",
+        &cfg,
+        "--channel",
+        "mail",
+        "--to",
+        "ops@example.org",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", common::texts(&out));
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].header("to"), "ops@example.org");
+    assert!(mails[0].header("subject").contains("test message"));
+    let out = common::gridprobe(&[
+        "notify",
+        "test",
+        "--config",
+        &cfg,
+        "--channel",
+        "mial",
+        "--to",
+        "ops@example.org",
+    ]);
+    assert!(
+        common::texts(&out).1.contains("did you mean `mail`"),
+        "{:?}",
+        common::texts(&out)
+    );
+    smtp.down();
+    let out = common::gridprobe(&[
+        "notify",
+        "test",
+        "--config",
+        &cfg,
+        "--channel",
+        "mail",
+        "--to",
+        "ops@example.org",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::texts(&out).1.contains("SMTP 127.0.0.1"),
+        "{:?}",
+        common::texts(&out)
+    );
+}
