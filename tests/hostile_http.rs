@@ -179,11 +179,16 @@ const ROUTES: &[&str] = &[
     "/api/v1/reasons",
     "/api/v1/runs",
     "/api/v1/runs/1",
+    "/api/v1/notifications",
+    "/api/v1/problems",
+    "/api/v1/acks",
     "/metrics",
     "/",
     "/sites/LCG.CERN.ch",
     "/results/1",
     "/reasons",
+    "/problems",
+    "/notifications",
     "/static/gridprobe.css",
     "/static/gridprobe.js",
     "/no/such/route",
@@ -199,6 +204,7 @@ fn allowed(route: &str) -> Option<&'static [&'static str]> {
     let path = route.split('?').next().unwrap_or(route);
     match path {
         "/-/reload" | "/api/v1/runs" => Some(&["POST"]),
+        "/api/v1/acks" => Some(&["GET", "HEAD", "POST"]),
         "/no/such/route" | "/api/v1/no-such-thing" => None,
         _ => Some(&["GET", "HEAD"]),
     }

@@ -516,6 +516,50 @@ group = "100ms"
     assert_eq!(list[0]["hostname"], "broken.t2");
     assert_eq!(list[0]["status"], "CRITICAL");
     assert_eq!(list[0]["ack"], "disk replaced tomorrow (jane)");
+    // The same through the API and the dashboard.
+    let addr = serve.http_addr();
+    let http = common::http_client();
+    let api: serde_json::Value = http
+        .get(format!("http://{addr}/api/v1/problems"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api[0]["ack"], "disk replaced tomorrow (jane)", "{api}");
+    let sent: serde_json::Value = http
+        .get(format!(
+            "http://{addr}/api/v1/notifications?site=T2_NOTIFY&limit=5"
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(!sent.as_array().unwrap().is_empty(), "{sent}");
+    assert_eq!(sent[0]["channel"], "chat");
+    let page = http
+        .get(format!("http://{addr}/problems?refresh=30"))
+        .send()
+        .unwrap();
+    assert_eq!(page.headers()["refresh"], "30");
+    assert!(page.text().unwrap().contains("disk replaced tomorrow"));
+    let matrix = http
+        .get(format!("http://{addr}/?refresh=10"))
+        .send()
+        .unwrap();
+    assert_eq!(matrix.status(), 200);
+    assert_eq!(matrix.headers()["refresh"], "10");
+    let bad = http
+        .get(format!("http://{addr}/?refresh=1"))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // Acknowledging through the API needs a token.
+    let denied = http
+        .post(format!("http://{addr}/api/v1/acks"))
+        .json(&serde_json::json!({"site": "T2_NOTIFY", "comment": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), 401);
     // Recovery ends the ack and is told.
     set_state(d, "broken.t2", "0");
     assert!(

@@ -89,7 +89,7 @@ impl ApiError {
         }
     }
 
-    fn bad_param(name: &str, detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_param(name: &str, detail: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("invalid parameter `{name}`"),
@@ -129,13 +129,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Query parameters, checked by name; each at most once.
-struct Params(HashMap<String, String>);
+pub(crate) struct Params(HashMap<String, String>);
 
 impl Params {
-    fn new(raw: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn new(raw: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
         let mut params = HashMap::new();
         for (key, value) in raw {
             if !allowed.contains(&key.as_str()) {
@@ -167,7 +167,7 @@ impl Params {
         Ok(Params(params))
     }
 
-    fn text(&self, name: &str) -> Option<String> {
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
         self.0
             .get(name)
             .map(|s| s.trim().to_string())
@@ -195,7 +195,7 @@ impl Params {
         })
     }
 
-    fn number(&self, name: &str, max: usize) -> Result<Option<usize>, ApiError> {
+    pub(crate) fn number(&self, name: &str, max: usize) -> Result<Option<usize>, ApiError> {
         match self.text(name) {
             None => Ok(None),
             Some(v) => match v.parse::<usize>() {
@@ -209,7 +209,7 @@ impl Params {
     }
 }
 
-fn check_site(config: &Config, site: &str) -> Result<(), ApiError> {
+pub(crate) fn check_site(config: &Config, site: &str) -> Result<(), ApiError> {
     if config.site_index(site).is_some() {
         return Ok(());
     }

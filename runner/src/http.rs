@@ -51,6 +51,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(health))
         .route("/-/reload", post(reload))
         .merge(crate::api::routes())
+        .merge(crate::notify::api::routes())
         .merge(crate::metrics::routes())
         .merge(crate::dashboard::routes())
         .fallback(not_found)

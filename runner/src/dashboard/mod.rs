@@ -19,6 +19,7 @@
 
 mod cell;
 mod matrix;
+mod problems;
 mod reasons;
 mod render;
 mod response;
@@ -66,7 +67,9 @@ const DAY_MS: i64 = 86_400_000;
 /// The dashboard's routes.
 pub fn routes() -> Router<HttpState> {
     Router::new()
-        .route("/", get(matrix_page))
+        .route("/", get(problems::matrix_refreshing))
+        .route("/problems", get(problems::problems_page))
+        .route("/notifications", get(problems::notifications_page))
         .route("/sites/{site}", get(site_page))
         .route("/results/{id}", get(result_page))
         .route("/reasons", get(reasons_page))

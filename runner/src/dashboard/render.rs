@@ -29,6 +29,8 @@ pub(super) fn layout(vo: &str, title: &str, now: i64, body: Markup) -> String {
                     nav {
                         a href="/" { "Matrix" }
                         a href="/reasons" { "Failure reasons" }
+                        a href="/problems" { "Problems" }
+                        a href="/notifications" { "Notifications" }
                     }
                     span.when { "generated " (utc(now)) }
                 }

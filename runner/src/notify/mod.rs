@@ -6,6 +6,7 @@
 //! channel's outbox ([`outbox`]), which delivers it ([`send`]) in order once the server is up.
 
 pub mod acks;
+pub(crate) mod api;
 mod engine;
 pub mod message;
 pub mod outbox;
