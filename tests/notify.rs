@@ -553,6 +553,16 @@ group = "100ms"
         .send()
         .unwrap();
     assert_eq!(bad.status(), 400);
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("gridprobe_notify_sent_total{channel=\"chat\"}"),
+        "{metrics}"
+    );
     // Acknowledging through the API needs a token.
     let denied = http
         .post(format!("http://{addr}/api/v1/acks"))

@@ -146,6 +146,7 @@ async fn serve(
     let (notify_view, notify_task) = match notifier {
         Some((n, tx)) => {
             crate::notify_start::follow_reloads(&shared, tx);
+            metrics.watch_notify(n.view.clone());
             (Some(n.view), Some(n.task))
         }
         None => (None, None),

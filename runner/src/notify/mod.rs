@@ -9,6 +9,7 @@ pub mod acks;
 pub(crate) mod api;
 mod engine;
 pub mod message;
+pub mod metrics;
 pub mod outbox;
 pub mod problems;
 pub mod send;
