@@ -21,10 +21,18 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A series: name, type, help, and how to read it from a channel's counters.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&super::outbox::ChannelStats) -> u64,
+);
+
 /// The text exposition of the engine's counters.
 pub fn render(view: &NotifierView) -> String {
     let mut out = String::new();
-    let series: [(&str, &str, &str, fn(&super::outbox::ChannelStats) -> u64); 4] = [
+    let series: [Series; 4] = [
         (
             NAMES[0],
             "counter",

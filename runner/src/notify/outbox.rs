@@ -118,7 +118,7 @@ pub fn read_history(path: &Path, limit: usize, site: Option<&str>) -> Vec<SentRe
         .filter(|r| site.is_none_or(|s| r.site == s))
         .take(limit)
         .collect();
-    out.sort_by(|a, b| b.sent_ms.cmp(&a.sent_ms));
+    out.sort_by_key(|r| std::cmp::Reverse(r.sent_ms));
     out
 }
 

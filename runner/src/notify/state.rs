@@ -411,7 +411,9 @@ mod tests {
         assert!(t
             .observe(&cell(), Status::Critical, "x", 0, &rules, &c)
             .is_empty());
-        assert!(t.reminders(10_000_000, &[r.clone()], &c).is_empty());
+        assert!(t
+            .reminders(10_000_000, std::slice::from_ref(&r), &c)
+            .is_empty());
         c.downtime.set(false);
         assert_eq!(
             kinds(&t.observe(&cell(), Status::Critical, "x", 1000, &rules, &c)),
