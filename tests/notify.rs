@@ -548,6 +548,17 @@ group = "100ms"
         .unwrap();
     assert_eq!(matrix.status(), 200);
     assert_eq!(matrix.headers()["refresh"], "10");
+    // The matrix shows the best instance (fine.t2); the site page marks the broken one.
+    let html = http
+        .get(format!("http://{addr}/sites/T2_NOTIFY"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        html.contains("acknowledged by jane: disk replaced tomorrow") && html.contains("✓"),
+        "no ack mark on the site page"
+    );
     let bad = http
         .get(format!("http://{addr}/?refresh=1"))
         .send()

@@ -127,6 +127,7 @@ fn cell(c: Option<&CellView>) -> Markup {
                     } @else {
                         span title=(c.title) { (c.shown.token()) }
                     }
+                    @if let Some(m) = c.mark { sup.mark { (m) } }
                 }
             }
         }
