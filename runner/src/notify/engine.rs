@@ -23,6 +23,9 @@ use crate::state::ResultObserver;
 const TICK: Duration = Duration::from_millis(250);
 /// How often stored downtimes are re-read.
 const DOWNTIME_REFRESH: Duration = Duration::from_secs(60);
+/// How often the engine's memory is saved (and at shutdown), so a restart does not tell a
+/// known problem again.
+const SAVE_EVERY: Duration = Duration::from_secs(10);
 
 /// Feeds the engine from the recording path; never blocks.
 pub struct NotifyObserver {
@@ -130,7 +133,8 @@ pub fn start(
         instance,
         store,
         outboxes,
-        tracker: Tracker::default(),
+        tracker: load_tracker(root),
+        dirty: false,
         groups: HashMap::new(),
         downtimes: Vec::new(),
         view: view.clone(),
@@ -160,6 +164,8 @@ struct Engine {
     store: Arc<dyn ResultStore>,
     outboxes: HashMap<String, Outbox>,
     tracker: Tracker,
+    /// Whether the tracker changed since it was saved.
+    dirty: bool,
     /// Per (rule, site): the events of the current burst.
     groups: HashMap<(usize, String), Group>,
     downtimes: Vec<Downtime>,
@@ -170,16 +176,29 @@ fn now_ms() -> i64 {
     unix_ms(std::time::SystemTime::now())
 }
 
+fn load_tracker(dir: &Path) -> Tracker {
+    let saved = std::fs::read(dir.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    Tracker::restore(saved)
+}
+
 impl Engine {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ProbeResult>) {
         let mut tick = tokio::time::interval(TICK);
         let mut refresh = tokio::time::interval(DOWNTIME_REFRESH);
+        let mut save = tokio::time::interval(SAVE_EVERY);
         loop {
             tokio::select! {
                 r = rx.recv() => match r {
-                    Some(r) => self.result(&r),
+                    Some(r) => {
+                        self.result(&r);
+                        self.dirty = true;
+                    }
                     None => break,
                 },
+                _ = save.tick() => self.save(),
                 _ = tick.tick() => {
                     self.reminders();
                     self.flush(false);
@@ -188,6 +207,24 @@ impl Engine {
             }
         }
         self.flush(true);
+        self.dirty = true;
+        self.save();
+    }
+
+    fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let path = self.view.dir.join("state.json");
+        let tmp = self.view.dir.join("state.json.tmp");
+        let written = serde_json::to_vec(&self.tracker.save())
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => self.dirty = false,
+            Err(e) => tracing::warn!(error = %e, "notification state not saved"),
+        }
     }
 
     async fn refresh_downtimes(&mut self) {
@@ -297,6 +334,7 @@ impl Engine {
         let events = self
             .tracker
             .reminders(ctx.now_ms, &config.notify.rules, &ctx);
+        self.dirty |= !events.is_empty();
         self.add(events);
     }
 

@@ -67,7 +67,7 @@ pub struct Event {
 }
 
 /// Per rule: what was last notified for a cell.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct RuleTrack {
     /// The problem status last notified; `None` while nothing is notified as broken.
     notified: Option<Status>,
@@ -75,8 +75,8 @@ struct RuleTrack {
     last_sent_ms: i64,
 }
 
-/// What the engine knows of one cell.
-#[derive(Debug, Clone)]
+/// What the engine knows of one cell (kept across restarts in `<notify dir>/state.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CellTrack {
     /// The last status counted (never UNKNOWN or STANDBY).
     pub status: Status,
@@ -137,6 +137,21 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// Every cell's track, for saving.
+    pub fn save(&self) -> Vec<(CellKey, CellTrack)> {
+        self.cells
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// A tracker from what [`Tracker::save`] returned.
+    pub fn restore(saved: Vec<(CellKey, CellTrack)>) -> Tracker {
+        Tracker {
+            cells: saved.into_iter().collect(),
+        }
+    }
+
     /// A cell's track.
     pub fn get(&self, cell: &CellKey) -> Option<&CellTrack> {
         self.cells.get(cell)
@@ -483,6 +498,28 @@ mod tests {
             calm,
             vec![EventKind::FlappingStopped, EventKind::Problem],
             "{calm:?}"
+        );
+    }
+
+    #[test]
+    fn a_restored_tracker_does_not_tell_a_problem_again() {
+        let r = rule(1);
+        let rules = [(0, &r)];
+        let c = ctx();
+        let mut t = Tracker::default();
+        assert_eq!(
+            t.observe(&cell(), Status::Critical, "x", 0, &rules, &c)
+                .len(),
+            1
+        );
+        let json = serde_json::to_string(&t.save()).unwrap();
+        let mut t = Tracker::restore(serde_json::from_str(&json).unwrap());
+        assert!(t
+            .observe(&cell(), Status::Critical, "x", 1000, &rules, &c)
+            .is_empty());
+        assert_eq!(
+            kinds(&t.observe(&cell(), Status::Ok, "x", 2000, &rules, &c)),
+            vec![EventKind::Recovery]
         );
     }
 
