@@ -147,6 +147,8 @@ pub struct Rule {
     pub recovery: bool,
     /// How long to gather a site's changes into one message.
     pub group: Duration,
+    /// Whether a change of the site's 24-hour status (good, degraded, failed) notifies.
+    pub site_status: bool,
     /// Where the names were written, for the checks that need the whole configuration.
     pub spans: RuleSpans,
 }

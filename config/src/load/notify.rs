@@ -55,6 +55,7 @@ pub(super) struct RawRule {
     repeat: Option<Spanned<String>>,
     recovery: Option<bool>,
     group: Option<Spanned<String>>,
+    site_status: Option<bool>,
 }
 
 const KINDS: &[&str] = &["email", "webhook", "alertmanager"];
@@ -459,6 +460,7 @@ impl Loader {
                 repeat,
                 recovery: raw.recovery.unwrap_or(true),
                 group,
+                site_status: raw.site_status.unwrap_or(false),
                 spans,
             });
             self.notify_channel_spans.push(channel_span);

@@ -135,6 +135,7 @@ pub fn start(
         outboxes,
         tracker: load_tracker(root),
         dirty: false,
+        site_status: None,
         groups: HashMap::new(),
         downtimes: Vec::new(),
         view: view.clone(),
@@ -166,6 +167,8 @@ struct Engine {
     tracker: Tracker,
     /// Whether the tracker changed since it was saved.
     dirty: bool,
+    /// The sites' 24-hour statuses at the last computation.
+    site_status: Option<HashMap<String, gridprobe_results::report::SiteStatus>>,
     /// Per (rule, site): the events of the current burst.
     groups: HashMap<(usize, String), Group>,
     downtimes: Vec<Downtime>,
@@ -189,6 +192,7 @@ impl Engine {
         let mut tick = tokio::time::interval(TICK);
         let mut refresh = tokio::time::interval(DOWNTIME_REFRESH);
         let mut save = tokio::time::interval(SAVE_EVERY);
+        let mut site_check = tokio::time::interval(super::sites::SITE_STATUS_EVERY);
         loop {
             tokio::select! {
                 r = rx.recv() => match r {
@@ -199,6 +203,7 @@ impl Engine {
                     None => break,
                 },
                 _ = save.tick() => self.save(),
+                _ = site_check.tick() => self.site_statuses().await,
                 _ = tick.tick() => {
                     self.reminders();
                     self.flush(false);
@@ -209,6 +214,47 @@ impl Engine {
         self.flush(true);
         self.dirty = true;
         self.save();
+    }
+
+    /// Compares the sites' 24-hour statuses with the last computation (the first one after a
+    /// start is the baseline).
+    async fn site_statuses(&mut self) {
+        let config = self.config();
+        if !config.notify.rules.iter().any(|r| r.site_status) {
+            return;
+        }
+        let now = now_ms();
+        let current = match super::sites::statuses(self.store.as_ref(), &config, now).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "site statuses not computed for notifications");
+                return;
+            }
+        };
+        if let Some(before) = &self.site_status {
+            let rules_for = |site: &str| {
+                let Some(s) = config.sites.iter().find(|s| s.name == site) else {
+                    return Vec::new();
+                };
+                config
+                    .notify
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| {
+                        // The site's services: any flavour the rule names (all when none).
+                        r.site_status
+                            && s.services
+                                .iter()
+                                .any(|v| r.covers(site, s.tier, &v.flavour))
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            let events = super::sites::changes(before, &current, &rules_for, now);
+            self.add(events);
+        }
+        self.site_status = Some(current);
     }
 
     fn save(&mut self) {

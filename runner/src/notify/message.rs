@@ -119,7 +119,9 @@ pub fn compose(
         Some(_) => "several".to_string(),
         None => "test".to_string(),
     };
-    let subject = if items.len() == 1 {
+    let subject = if items.len() == 1 && items[0].event == EventKind::SiteStatus {
+        format!("[gridprobe {vo}] {site}: {}", items[0].summary)
+    } else if items.len() == 1 {
         let i = &items[0];
         format!(
             "[gridprobe {vo}] {site}: {} {} on {} is {} ({})",
@@ -144,7 +146,10 @@ pub fn compose(
         )
     };
     let mut text = format!("Site {site} (VO {vo}):\n\n");
-    for i in &items {
+    for i in items.iter().filter(|i| i.event == EventKind::SiteStatus) {
+        text.push_str(&format!("- {}\n", i.summary));
+    }
+    for i in items.iter().filter(|i| i.event != EventKind::SiteStatus) {
         text.push_str(&format!(
             "- {} {} {} on {}: {} since {} -- {}\n",
             i.event.word(),

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod problems;
 pub mod send;
+pub mod sites;
 pub mod state;
 
 pub use engine::{start, Notifier, NotifierView, NotifyObserver};

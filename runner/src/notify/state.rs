@@ -32,6 +32,8 @@ pub enum EventKind {
     FlappingStarted,
     /// The cell stopped flapping.
     FlappingStopped,
+    /// The site's 24-hour status changed (good, degraded, failed).
+    SiteStatus,
 }
 
 impl EventKind {
@@ -43,6 +45,7 @@ impl EventKind {
             EventKind::Reminder => "reminder",
             EventKind::FlappingStarted => "flapping started",
             EventKind::FlappingStopped => "flapping stopped",
+            EventKind::SiteStatus => "site status",
         }
     }
 }
@@ -331,6 +334,7 @@ mod tests {
             repeat: Some(Duration::from_secs(3600)),
             recovery: true,
             group: Duration::from_secs(0),
+            site_status: false,
             spans: Default::default(),
         }
     }
