@@ -149,6 +149,8 @@ pub struct Rule {
     pub group: Duration,
     /// Whether a change of the site's 24-hour status (good, degraded, failed) notifies.
     pub site_status: bool,
+    /// A daily digest per site with problems, at this minute of the day (UTC).
+    pub digest_minute: Option<u16>,
     /// Where the names were written, for the checks that need the whole configuration.
     pub spans: RuleSpans,
 }
@@ -169,6 +171,17 @@ impl Rule {
             && (self.tiers.is_empty() || self.tiers.contains(&tier))
             && (self.flavours.is_empty() || self.flavours.iter().any(|f| f == flavour))
     }
+}
+
+/// Reads a time of day `HH:MM` (UTC) into minutes after midnight.
+pub fn parse_time_of_day(text: &str) -> Option<u16> {
+    let (h, m) = text.trim().split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let h: u16 = h.parse().ok()?;
+    let m: u16 = m.parse().ok()?;
+    (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
 /// Whether `text` is a plain e-mail address `local@domain` (no display name, no spaces).

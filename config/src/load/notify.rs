@@ -56,6 +56,7 @@ pub(super) struct RawRule {
     recovery: Option<bool>,
     group: Option<Spanned<String>>,
     site_status: Option<bool>,
+    digest: Option<Spanned<String>>,
 }
 
 const KINDS: &[&str] = &["email", "webhook", "alertmanager"];
@@ -433,6 +434,23 @@ impl Loader {
         let group = self
             .duration(file, raw.group, "group", GROUP)
             .unwrap_or(std::time::Duration::from_secs(30));
+        let digest_minute = match &raw.digest {
+            None => None,
+            Some(d) => match crate::notify::parse_time_of_day(d.get_ref()) {
+                Some(m) => Some(m),
+                None => {
+                    let e = self.error(
+                        file,
+                        d.span(),
+                        format!("`digest` = `{}` is not a time of day", d.get_ref()),
+                    );
+                    self.diagnostics.push(
+                        e.with_help("write HH:MM in UTC, 00:00 to 23:59, e.g. digest = \"07:30\""),
+                    );
+                    None
+                }
+            },
+        };
         let spans = RuleSpans {
             sites: raw
                 .sites
@@ -461,6 +479,7 @@ impl Loader {
                 recovery: raw.recovery.unwrap_or(true),
                 group,
                 site_status: raw.site_status.unwrap_or(false),
+                digest_minute,
                 spans,
             });
             self.notify_channel_spans.push(channel_span);
@@ -639,6 +658,7 @@ channel = "chat"
 sites = ["LCG.CERN.CH"]
 flavours = ["SMR"]
 repeat = "100ms"
+digest = "25:00"
 "#,
         );
         let text = errors(&l);
@@ -649,6 +669,7 @@ repeat = "100ms"
             "vo.toml:29:10 unknown site `LCG.CERN.CH` Some(\"did you mean `LCG.CERN.ch`?\")",
             "vo.toml:30:13 unknown flavour `SMR` Some(\"did you mean `SRM`?\")",
             "vo.toml:31:10 `repeat` must be between 1s and 30d",
+            "vo.toml:32:10 `digest` = `25:00` is not a time of day",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

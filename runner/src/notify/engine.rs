@@ -136,6 +136,7 @@ pub fn start(
         tracker: load_tracker(root),
         dirty: false,
         site_status: None,
+        last_digest: HashMap::new(),
         groups: HashMap::new(),
         downtimes: Vec::new(),
         view: view.clone(),
@@ -167,6 +168,8 @@ struct Engine {
     tracker: Tracker,
     /// Whether the tracker changed since it was saved.
     dirty: bool,
+    /// Per rule: the last day (days since the epoch) its digest went out.
+    last_digest: HashMap<usize, i64>,
     /// The sites' 24-hour statuses at the last computation.
     site_status: Option<HashMap<String, gridprobe_results::report::SiteStatus>>,
     /// Per (rule, site): the events of the current burst.
@@ -206,6 +209,7 @@ impl Engine {
                 _ = site_check.tick() => self.site_statuses().await,
                 _ = tick.tick() => {
                     self.reminders();
+                    self.digests();
                     self.flush(false);
                 }
                 _ = refresh.tick() => self.refresh_downtimes().await,
@@ -381,6 +385,40 @@ impl Engine {
             .tracker
             .reminders(ctx.now_ms, &config.notify.rules, &ctx);
         self.dirty |= !events.is_empty();
+        self.add(events);
+    }
+
+    /// Daily digests whose minute of the day was crossed since the last tick (a start after
+    /// the minute waits for the next day).
+    fn digests(&mut self) {
+        let config = self.config();
+        let now = now_ms();
+        let minute_of_day = |ms: i64| ms.rem_euclid(86_400_000) / 60_000;
+        let day = |ms: i64| ms.div_euclid(86_400_000);
+        let mut events = Vec::new();
+        for (idx, rule) in config.notify.rules.iter().enumerate() {
+            let Some(at) = rule.digest_minute else {
+                continue;
+            };
+            let due_day = if minute_of_day(now) >= i64::from(at) {
+                day(now)
+            } else {
+                day(now) - 1
+            };
+            let last = self.last_digest.entry(idx).or_insert(due_day);
+            if *last >= due_day {
+                continue;
+            }
+            *last = due_day;
+            let covers = |k: &CellKey| {
+                config
+                    .sites
+                    .iter()
+                    .find(|s| s.name == k.site)
+                    .is_some_and(|s| rule.covers(&k.site, s.tier, &k.flavour))
+            };
+            events.extend(self.tracker.digest(idx, &covers, now));
+        }
         self.add(events);
     }
 

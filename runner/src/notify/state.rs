@@ -34,6 +34,8 @@ pub enum EventKind {
     FlappingStopped,
     /// The site's 24-hour status changed (good, degraded, failed).
     SiteStatus,
+    /// The daily digest: a problem still present.
+    Digest,
 }
 
 impl EventKind {
@@ -46,6 +48,7 @@ impl EventKind {
             EventKind::FlappingStarted => "flapping started",
             EventKind::FlappingStopped => "flapping stopped",
             EventKind::SiteStatus => "site status",
+            EventKind::Digest => "still broken",
         }
     }
 }
@@ -259,6 +262,31 @@ impl Tracker {
         out
     }
 
+    /// The daily digest of a rule: every covered cell not OK now, with its status and since.
+    pub fn digest(
+        &self,
+        rule: usize,
+        covers: &dyn Fn(&CellKey) -> bool,
+        now_ms: i64,
+    ) -> Vec<Event> {
+        let mut out: Vec<Event> = self
+            .cells
+            .iter()
+            .filter(|(k, t)| t.status != Status::Ok && covers(k))
+            .map(|(k, t)| Event {
+                rule,
+                cell: k.clone(),
+                kind: EventKind::Digest,
+                status: t.status,
+                summary: t.summary.clone(),
+                since_ms: t.since_ms,
+                at_ms: now_ms,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.cell, a.since_ms).cmp(&(&b.cell, b.since_ms)));
+        out
+    }
+
     /// Reminders due at `now_ms`: problems notified, unacknowledged, outside downtimes, not
     /// flapping, `repeat` after the last message.
     pub fn reminders(&mut self, now_ms: i64, rules: &[Rule], ctx: &dyn Context) -> Vec<Event> {
@@ -335,6 +363,7 @@ mod tests {
             recovery: true,
             group: Duration::from_secs(0),
             site_status: false,
+            digest_minute: None,
             spans: Default::default(),
         }
     }
@@ -525,6 +554,25 @@ mod tests {
             kinds(&t.observe(&cell(), Status::Ok, "x", 2000, &rules, &c)),
             vec![EventKind::Recovery]
         );
+    }
+
+    #[test]
+    fn the_digest_lists_what_is_not_ok() {
+        let r = rule(5);
+        let rules = [(0, &r)];
+        let c = ctx();
+        let mut t = Tracker::default();
+        t.observe(&cell(), Status::Warning, "slow", 7, &rules, &c);
+        let mut ok = cell();
+        ok.hostname = "fine".into();
+        t.observe(&ok, Status::Ok, "", 7, &rules, &c);
+        let d = t.digest(0, &|_| true, 100);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].kind, d[0].status, d[0].since_ms),
+            (EventKind::Digest, Status::Warning, 7)
+        );
+        assert!(t.digest(0, &|_| false, 100).is_empty());
     }
 
     #[test]
