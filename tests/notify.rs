@@ -750,3 +750,28 @@ fn notify_test_sends_through_a_channel_and_says_why_not() {
         common::texts(&out)
     );
 }
+
+#[test]
+fn check_reports_bad_notification_settings_at_their_lines() {
+    let f = "tests/fixtures/broken/notify-errors.toml";
+    let out = common::gridprobe(&["check", f]);
+    let (_, stderr) = common::texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for line in [
+        format!("{f}:21:8: error: `from` = `gridprobe` is not an e-mail address"),
+        format!("{f}:27:12: error: unknown placeholder `{{txt}}`"),
+        format!("{f}:30:11: error: unknown channel `mial`"),
+        format!("{f}:31:10: error: unknown site `T2_NOTIFI`"),
+        format!(
+            "{f}:36:7: error: recipient `storage experts at example.org` is not an e-mail address"
+        ),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line.as_str())),
+            "missing `{line}` in:\n{stderr}"
+        );
+    }
+    for hint in ["did you mean `mail`?", "did you mean `T2_NOTIFY`?"] {
+        assert!(stderr.contains(hint), "missing {hint}:\n{stderr}");
+    }
+}

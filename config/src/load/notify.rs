@@ -494,12 +494,6 @@ pub(super) fn check_rule_names(
     declared: &[String],
 ) -> Diagnostics {
     let mut out = Diagnostics::default();
-    let channels: Vec<&str> = config
-        .notify
-        .channels
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
     let sites: Vec<&str> = config.sites.iter().map(|s| s.name.as_str()).collect();
     let mut flavours: Vec<&str> = config
         .sites
@@ -520,12 +514,12 @@ pub(super) fn check_rule_names(
             let d = config
                 .sources
                 .error(span, format!("unknown channel `{}`", rule.channel))
-                .with_suggestion(&rule.channel, channels.iter().copied());
+                .with_suggestion(&rule.channel, declared.iter().map(String::as_str));
             let d = if d.help.is_none() {
-                d.with_help(if channels.is_empty() {
+                d.with_help(if declared.is_empty() {
                     "define it in a [[notify]] table with this `name`".to_string()
                 } else {
-                    format!("channels: {}", channels.join(", "))
+                    format!("channels: {}", declared.join(", "))
                 })
             } else {
                 d
