@@ -17,11 +17,28 @@ use crate::http::HttpState;
 
 /// Most history records one request returns.
 const MAX_LIMIT: usize = 1000;
-/// Longest ack expiry through the API: a year.
+/// Ack expiry through the API: `N` + `m`/`h`/`d`, N from 1 to 9999 (what the OpenAPI
+/// pattern says), so 1m to 9999d.
 const EXPIRES: gridprobe_config::DurationRange = gridprobe_config::DurationRange::new(
     std::time::Duration::from_secs(60),
-    std::time::Duration::from_secs(366 * 86_400),
+    std::time::Duration::from_secs(9999 * 86_400),
 );
+
+fn expires_form(e: &str) -> bool {
+    let (num, unit) = e.split_at(e.len().saturating_sub(1));
+    matches!(unit, "m" | "h" | "d")
+        && (1..=4).contains(&num.len())
+        && num.chars().all(|c| c.is_ascii_digit())
+        && !num.starts_with('0')
+}
+
+/// The comment rule of the OpenAPI pattern: one line (no C0/C1 controls) with something
+/// other than white space (U+FEFF counts as white space there).
+fn comment_ok(c: &str) -> bool {
+    c.chars().count() <= 1000
+        && !c.chars().any(char::is_control)
+        && c.chars().any(|ch| !ch.is_whitespace() && ch != '\u{feff}')
+}
 
 /// The routes.
 pub(crate) fn routes() -> Router<HttpState> {
@@ -154,7 +171,7 @@ async fn add_ack(
         ));
     }
     let comment = req.comment.trim();
-    if comment.is_empty() || comment.chars().count() > 1000 || comment.contains(char::is_control) {
+    if !comment_ok(&req.comment) {
         return Err(ApiError::bad_param(
             "comment",
             "say why, on one line of at most 1000 characters",
@@ -177,9 +194,11 @@ async fn add_ack(
     let now = unix_ms(std::time::SystemTime::now());
     let expires_ms = match &req.expires {
         Some(e) => {
-            let d = gridprobe_config::parse_duration_in(e, EXPIRES).map_err(|_| {
-                ApiError::bad_param("expires", "a duration from 1m to 366d, e.g. \"4h\"")
-            })?;
+            let bad = || ApiError::bad_param("expires", "1 to 9999 then m, h or d, e.g. \"4h\"");
+            if !expires_form(e) {
+                return Err(bad());
+            }
+            let d = gridprobe_config::parse_duration_in(e, EXPIRES).map_err(|_| bad())?;
             Some(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
         }
         None => None,
@@ -222,4 +241,27 @@ async fn add_ack(
         )
     })?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_checks_match_the_openapi_patterns() {
+        for ok in ["1m", "4h", "9999d", "366d"] {
+            assert!(expires_form(ok), "{ok}");
+            assert!(
+                gridprobe_config::parse_duration_in(ok, EXPIRES).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["", "0m", "10000d", "1h 30m", "4", "h", "01h", "1s"] {
+            assert!(!expires_form(bad), "{bad}");
+        }
+        assert!(comment_ok("disk replaced tomorrow"));
+        for bad in ["", "   ", "\u{feff}", "a\u{85}", "a\nb", &"x".repeat(1001)] {
+            assert!(!comment_ok(bad), "{bad:?}");
+        }
+    }
 }
