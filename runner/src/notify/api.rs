@@ -210,7 +210,10 @@ async fn add_ack(
             "acknowledgements need at least one [[notify]] channel",
         ));
     };
-    let id = format!("{now:x}-api");
+    // Unique within the process even for two requests in one millisecond.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{now:x}-api{seq}");
     let ack = Ack {
         id: id.clone(),
         site: req.site,
