@@ -132,6 +132,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         reload,
         metrics: gridprobe_runner::metrics::Metrics::new(),
         runs: gridprobe_runner::ondemand::RunManager::new(),
+        notify: None,
     });
 
     // Baseline and page alternate, after one warm-up each, so that neither gets a warmer cache

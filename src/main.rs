@@ -24,6 +24,7 @@ macro_rules! eprint {
 }
 
 mod commands;
+mod notify_start;
 mod output;
 mod relays;
 mod render;
@@ -86,6 +87,12 @@ enum Command {
     /// error (never the secret). Exit 0 when all are valid, 1 otherwise, 2 when the
     /// configuration is invalid.
     Credentials(commands::credentials::Args),
+    /// Acknowledge a known problem: no reminders while acknowledged.
+    Ack(commands::ack::Args),
+    /// What is not OK now, for shifters.
+    Problems(commands::problems::Args),
+    /// Notification channels: send a test message.
+    Notify(commands::notify::Args),
 }
 
 /// Keeps lapin's own logging out unless the filter names it: lapin logs every message an AMQP
@@ -139,6 +146,9 @@ fn main() -> ExitCode {
         Command::Token(args) => commands::token::run(args),
         Command::Probes(args) => commands::probes::run(args),
         Command::Credentials(args) => commands::credentials::run(args),
+        Command::Ack(args) => commands::ack::run(args),
+        Command::Problems(args) => commands::problems::run(args),
+        Command::Notify(args) => commands::notify::run(args),
     };
     match result {
         Ok(code) => code,

@@ -171,6 +171,9 @@ fn api_reads_errors_tokens_and_on_demand_runs() {
         "/api/v1/trends",
         "/api/v1/runs",
         "/api/v1/runs/{id}",
+        "/api/v1/notifications",
+        "/api/v1/problems",
+        "/api/v1/acks",
     ] {
         assert!(spec["paths"].get(path).is_some(), "openapi lacks {path}");
     }

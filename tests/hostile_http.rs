@@ -182,6 +182,9 @@ const ROUTES: &[&str] = &[
     "/api/v1/runs/1",
     "/api/v1/recomputations",
     "/api/v1/recomputations/1/approve",
+    "/api/v1/notifications",
+    "/api/v1/problems",
+    "/api/v1/acks",
     "/metrics",
     "/",
     "/sites/LCG.CERN.ch",
@@ -191,6 +194,8 @@ const ROUTES: &[&str] = &[
     "/reports",
     "/reports/24h",
     "/trends",
+    "/problems",
+    "/notifications",
     "/static/gridprobe.css",
     "/static/gridprobe.js",
     "/no/such/route",
@@ -206,7 +211,7 @@ fn allowed(route: &str) -> Option<&'static [&'static str]> {
     let path = route.split('?').next().unwrap_or(route);
     match path {
         "/-/reload" | "/api/v1/runs" | "/api/v1/recomputations/1/approve" => Some(&["POST"]),
-        "/api/v1/recomputations" => Some(&["GET", "HEAD", "POST"]),
+        "/api/v1/recomputations" | "/api/v1/acks" => Some(&["GET", "HEAD", "POST"]),
         "/no/such/route" | "/api/v1/no-such-thing" => None,
         _ => Some(&["GET", "HEAD"]),
     }

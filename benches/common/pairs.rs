@@ -844,6 +844,7 @@ fn dashboard_under_wrk(rt: &Runtime, s: &Settings) -> anyhow::Result<(Vec<f64>, 
             reload,
             metrics: gridprobe_runner::metrics::Metrics::new(),
             runs: gridprobe_runner::ondemand::RunManager::new(),
+        notify: None,
         })
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {

@@ -11,6 +11,7 @@ pub mod dn;
 pub mod gocdb;
 pub mod load;
 pub mod model;
+pub mod notify;
 pub mod pem;
 pub mod publish;
 pub mod report;

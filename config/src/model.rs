@@ -35,6 +35,8 @@ pub struct Config {
     pub credentials: Vec<crate::credential::Credential>,
     /// `[report]`: the monthly report's targets.
     pub report: crate::report::ReportSettings,
+    /// Notification channels and rules (`[[notify]]`, `[[notify_rule]]`).
+    pub notify: crate::notify::Notify,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
     /// Site weights read from the `weights` file (CSV `site,weight` or a JSON object).

@@ -88,7 +88,7 @@ impl ApiError {
         }
     }
 
-    fn bad_param(name: &str, detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_param(name: &str, detail: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("invalid parameter `{name}`"),
@@ -194,7 +194,7 @@ impl Params {
         })
     }
 
-    fn number(&self, name: &str, max: usize) -> Result<Option<usize>, ApiError> {
+    pub(crate) fn number(&self, name: &str, max: usize) -> Result<Option<usize>, ApiError> {
         match self.text(name) {
             None => Ok(None),
             Some(v) => match v.parse::<usize>() {
@@ -208,7 +208,7 @@ impl Params {
     }
 }
 
-fn check_site(config: &Config, site: &str) -> Result<(), ApiError> {
+pub(crate) fn check_site(config: &Config, site: &str) -> Result<(), ApiError> {
     if config.site_index(site).is_some() {
         return Ok(());
     }

@@ -40,6 +40,8 @@ pub struct HttpState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// On-demand runs.
     pub runs: Arc<crate::ondemand::RunManager>,
+    /// Notifications, acknowledgements and flapping, when channels are configured.
+    pub notify: Option<Arc<crate::notify::NotifierView>>,
 }
 
 /// The router of the service. Every method of every route passes the read guard; every error
@@ -51,6 +53,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(crate::login::routes())
         .merge(crate::api::routes())
         .merge(crate::recompute_api::routes())
+        .merge(crate::notify::api::routes())
         .merge(crate::metrics::routes())
         .merge(crate::dashboard::routes())
         .fallback(not_found)

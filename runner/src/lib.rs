@@ -10,6 +10,7 @@ pub mod http;
 pub mod http_conn;
 pub mod login;
 pub mod metrics;
+pub mod notify;
 pub mod ondemand;
 pub mod recompute_api;
 pub mod report;

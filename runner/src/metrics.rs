@@ -190,6 +190,8 @@ pub struct Metrics {
     credential_failures: IntCounterVec,
     /// Broker publishers whose counters are mirrored: target name and counters.
     publishers: Mutex<Vec<(String, Arc<gridprobe_results::WriterStats>)>>,
+    /// The notification engine, whose `gridprobe_notify_*` series are appended.
+    notify: Mutex<Option<Arc<crate::notify::NotifierView>>>,
     /// Every registered family: name and whether it is a histogram (for [`metric_names`]).
     families: Vec<(String, bool)>,
     state: Mutex<RenderState>,
@@ -724,6 +726,7 @@ impl Metrics {
             credential_valid,
             credential_failures,
             publishers: Mutex::new(Vec::new()),
+            notify: Mutex::new(None),
             families: b.families,
             state: Mutex::new(RenderState::default()),
             scrapes: AtomicU64::new(0),
@@ -766,7 +769,16 @@ impl Metrics {
         TextEncoder::new()
             .encode(&families, &mut buf)
             .map_err(|e| e.to_string())?;
-        String::from_utf8(buf).map_err(|e| e.to_string())
+        let mut text = String::from_utf8(buf).map_err(|e| e.to_string())?;
+        if let Some(n) = &*self.notify.lock().unwrap_or_else(|p| p.into_inner()) {
+            text.push_str(&crate::notify::metrics::render(n));
+        }
+        Ok(text)
+    }
+
+    /// Appends the notification engine's series to every scrape.
+    pub fn watch_notify(&self, view: Arc<crate::notify::NotifierView>) {
+        *self.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
     }
 
     /// Copies the scheduler's and the writer's counters.

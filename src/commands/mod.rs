@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod ack;
 pub mod args;
 pub mod check;
 pub mod consume;
@@ -7,7 +8,9 @@ pub mod credentials;
 pub mod import;
 pub mod matrix;
 pub mod migrate_store;
+pub mod notify;
 pub mod probes;
+pub mod problems;
 pub mod recompute;
 pub mod report;
 pub mod results;

@@ -142,7 +142,19 @@ async fn serve(
     let mut observers: Vec<Arc<dyn gridprobe_runner::state::ResultObserver>> =
         vec![metrics.clone()];
     observers.extend(publish_observers);
+    let notifier = crate::notify_start::start(&plan.config, &spool_root, &instance, store.clone())?;
+    if let Some((n, _)) = &notifier {
+        observers.push(n.observer.clone());
+    }
     let shared = ServeState::new(plan, writer.clone(), observers);
+    let (notify_view, notify_task) = match notifier {
+        Some((n, tx)) => {
+            crate::notify_start::follow_reloads(&shared, tx);
+            metrics.watch_notify(n.view.clone());
+            (Some(n.view), Some(n.task))
+        }
+        None => (None, None),
+    };
     let mut last_runs = HashMap::new();
     for r in &latest {
         let key = CellKey::of(&r.result);
@@ -224,6 +236,7 @@ async fn serve(
             reload: http_reload_tx,
             metrics,
             runs: gridprobe_runner::ondemand::RunManager::new(),
+            notify: notify_view.clone(),
         }),
         http_limits,
         tls,
@@ -248,6 +261,9 @@ async fn serve(
     println!("  spool:   {} (instance {instance})", spool_root.display());
     for t in &config.publish.targets {
         println!("  publish: {} {} ({})", t.kind.name(), t.name, t.url);
+    }
+    for c in &config.notify.channels {
+        println!("  notify:  {} {}", c.kind.name(), c.name);
     }
     if let Some(member) = &member {
         println!(
@@ -313,6 +329,12 @@ async fn serve(
     drop(shared);
     if let Err(e) = writer_task.await {
         tracing::error!(error = %e, "result writer task failed");
+    }
+    // The engine's last observer went with `shared`: it queues what it grouped, then ends.
+    if let Some(task) = notify_task {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "notification task failed");
+        }
     }
     // The publishers' last handles went with `shared`: they flush or spool, then end.
     let publish_dropped = crate::relays::finish_publishers(publishers).await;

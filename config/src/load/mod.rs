@@ -17,6 +17,7 @@ use crate::validate::Positions;
 
 mod credential;
 mod downtime;
+mod notify;
 mod publish;
 mod raw;
 mod report;
@@ -43,6 +44,8 @@ const MAIN_KEYS: &[&str] = &[
     "credential",
     "weights",
     "report",
+    "notify",
+    "notify_rule",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -113,6 +116,10 @@ struct Loader {
     positions: Positions,
     diagnostics: Diagnostics,
     saw_vo: bool,
+    /// Per `[[notify_rule]]` read: where its `channel` was written.
+    notify_channel_spans: Vec<Span>,
+    /// Every `[[notify]]` name written, valid or not.
+    notify_declared: Vec<String>,
 }
 
 /// Largest configuration file read (main or included): far above any real VO, small enough
@@ -315,7 +322,13 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 impl Loader {
-    fn finish(self) -> Finished {
+    fn finish(mut self) -> Finished {
+        let names = notify::check_rule_names(
+            &self.config,
+            &self.notify_channel_spans,
+            &self.notify_declared,
+        );
+        self.diagnostics.extend(names.0);
         Finished {
             config: self.config,
             positions: self.positions,
@@ -482,6 +495,24 @@ impl Loader {
                             "[[credential]]",
                         ) {
                             self.read_credential(file, raw);
+                        }
+                    }
+                }
+                "notify" if is_main => {
+                    for item in self.array_of_tables(file, value, "notify") {
+                        if let Some(raw) =
+                            self.deserialize::<notify::RawChannel>(file, item, "[[notify]]")
+                        {
+                            self.read_channel(file, raw);
+                        }
+                    }
+                }
+                "notify_rule" if is_main => {
+                    for item in self.array_of_tables(file, value, "notify_rule") {
+                        if let Some(raw) =
+                            self.deserialize::<notify::RawRule>(file, item, "[[notify_rule]]")
+                        {
+                            self.read_rule(file, raw);
                         }
                     }
                 }

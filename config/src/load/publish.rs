@@ -98,7 +98,7 @@ impl Loader {
         }
     }
 
-    fn base_dir(&self, file: FileId) -> std::path::PathBuf {
+    pub(super) fn base_dir(&self, file: FileId) -> std::path::PathBuf {
         self.config
             .sources
             .file(file)

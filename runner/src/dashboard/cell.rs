@@ -69,6 +69,8 @@ pub(super) struct CellView {
     pub(super) result_id: Option<i64>,
     /// Tooltip: status, host, age, summary.
     pub(super) title: String,
+    /// A mark beside the token: `✓` acknowledged, `~` flapping.
+    pub(super) mark: Option<&'static str>,
 }
 
 impl CellView {
@@ -105,6 +107,24 @@ impl CellView {
             shown,
             result_id: cell.result_id,
             title,
+            mark: None,
+        }
+    }
+
+    /// Marks an acknowledged (with its comment in the tooltip) or flapping cell.
+    pub(super) fn mark_notify(
+        &mut self,
+        notify: &crate::notify::NotifierView,
+        key: &CellKey,
+        now: i64,
+    ) {
+        if notify.is_flapping(key) {
+            self.mark = Some("~");
+            self.title.push_str("\nflapping");
+        }
+        if let Some(a) = notify.acks.covering(key, now).first() {
+            self.mark = Some("✓");
+            let _ = write!(self.title, "\nacknowledged by {}: {}", a.author, a.comment);
         }
     }
 }

@@ -273,7 +273,12 @@ pub(super) async fn build_matrix_page(
             let mut cells = Vec::with_capacity(shown.len());
             for &c in &shown {
                 // The best instance of the column, with a downtime overriding its result.
-                let mut best: Option<(Shown, &Cell, &str, Option<&Downtime>)> = None;
+                let mut best: Option<(
+                    Shown,
+                    &Cell,
+                    &gridprobe_results::matrix::InstanceRow,
+                    Option<&Downtime>,
+                )> = None;
                 let mut n = 0;
                 for inst in &row.instances {
                     let Some(cell) = &inst.cells[c] else { continue };
@@ -285,12 +290,22 @@ pub(super) async fn build_matrix_page(
                         Shown::State(cell.state)
                     };
                     if best.is_none_or(|(b, ..)| s.rank() > b.rank()) {
-                        best = Some((s, cell, &inst.hostname, dt));
+                        best = Some((s, cell, inst, dt));
                     }
                 }
-                cells.push(best.map(|(s, cell, host, dt)| {
+                cells.push(best.map(|(s, cell, inst, dt)| {
                     counts.entry(s.name()).or_insert((s, 0)).1 += 1;
-                    CellView::of(cell, host, dt, n)
+                    let mut view = CellView::of(cell, &inst.hostname, dt, n);
+                    if let Some(notify) = &state.notify {
+                        let key = CellKey {
+                            site: row.site.clone(),
+                            hostname: inst.hostname.clone(),
+                            flavour: inst.flavour.clone(),
+                            metric: matrix.columns[c].metric.clone(),
+                        };
+                        view.mark_notify(notify, &key, now);
+                    }
+                    view
                 }));
             }
             sites.push(SiteLine {

@@ -23,6 +23,7 @@
 mod cell;
 mod history;
 mod matrix;
+mod problems;
 mod reasons;
 mod recomputations;
 mod render;
@@ -73,7 +74,9 @@ const DAY_MS: i64 = 86_400_000;
 /// The dashboard's routes.
 pub fn routes() -> Router<HttpState> {
     Router::new()
-        .route("/", get(matrix_page))
+        .route("/", get(problems::matrix_refreshing))
+        .route("/problems", get(problems::problems_page))
+        .route("/notifications", get(problems::notifications_page))
         .route("/sites/{site}", get(site_page))
         .route("/results/{id}", get(result_page))
         .route("/reasons", get(reasons_page))

@@ -32,6 +32,8 @@ pub(super) fn layout(vo: &str, title: &str, now: i64, banner: &[String], body: M
                         a href="/recomputations" { "Recomputations" }
                         a href="/reports" { "Reports" }
                         a href="/trends" { "Trends" }
+                        a href="/problems" { "Problems" }
+                        a href="/notifications" { "Notifications" }
                     }
                     span.when { "generated " (utc(now)) }
                 }
@@ -131,6 +133,7 @@ fn cell(c: Option<&CellView>) -> Markup {
                     } @else {
                         span title=(c.title) { (c.shown.token()) }
                     }
+                    @if let Some(m) = c.mark { sup.mark { (m) } }
                 }
             }
         }

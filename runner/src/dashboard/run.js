@@ -58,3 +58,31 @@
       .catch(function (e) { out.textContent = "request failed: " + e; });
   });
 })();
+
+// The acknowledgement form of /notifications: posts {site, service?, metric?, comment,
+// expires?, sticky} to POST /api/v1/acks with the bearer token typed in; the answer is shown
+// as text.
+(function () {
+  "use strict";
+  var form = document.getElementById("ack-form");
+  if (!form) return;
+  var out = document.getElementById("ack-result");
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var e = form.elements;
+    var body = { site: e.site.value, comment: e.comment.value, sticky: e.sticky.checked };
+    if (e.service.value) body.service = e.service.value;
+    if (e.metric.value) body.metric = e.metric.value;
+    if (e.expires.value) body.expires = e.expires.value;
+    var headers = { "Content-Type": "application/json", "Accept": "application/json" };
+    var token = e.token.value.trim();
+    if (token) headers.Authorization = "Bearer " + token;
+    fetch(form.dataset.api, {
+      method: "POST", headers: headers, body: JSON.stringify(body), credentials: "same-origin"
+    })
+      .then(function (r) {
+        return r.text().then(function (text) { out.textContent = "HTTP " + r.status + " " + text; });
+      })
+      .catch(function (err) { out.textContent = "failed: " + err; });
+  });
+})();

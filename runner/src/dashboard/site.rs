@@ -148,7 +148,24 @@ pub(super) async fn build_site_page(
                 production,
                 inst.cells
                     .iter()
-                    .map(|c| c.as_ref().map(|c| CellView::of(c, &inst.hostname, dt, 1)))
+                    .enumerate()
+                    .map(|(i, c)| {
+                        c.as_ref().map(|c| {
+                            let mut view = CellView::of(c, &inst.hostname, dt, 1);
+                            if let (Some(notify), Some(col)) =
+                                (&state.notify, matrix.columns.get(i))
+                            {
+                                let key = CellKey {
+                                    site: site.name.clone(),
+                                    hostname: inst.hostname.clone(),
+                                    flavour: inst.flavour.clone(),
+                                    metric: col.metric.clone(),
+                                };
+                                view.mark_notify(notify, &key, now);
+                            }
+                            view
+                        })
+                    })
                     .collect(),
             ));
         }

@@ -104,6 +104,7 @@ fn state(store: Arc<dyn ResultStore>) -> HttpState {
         reload,
         metrics: crate::metrics::Metrics::new(),
         runs: crate::ondemand::RunManager::new(),
+        notify: None,
     }
 }
 

@@ -1,0 +1,777 @@
+//! Notifications end to end: `gridprobe serve` with real receivers. A real SMTP server
+//! (Debian's python3-aiosmtpd, started here on a free port and writing to a Maildir, so it can
+//! be stopped and started again), a webhook receiver in this process, and Debian's
+//! prometheus-alertmanager queried through its API. Under `CI=true` a missing server fails.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{wait_until, Serve};
+
+fn tool(var: &str, what: &str) -> Option<PathBuf> {
+    match std::env::var(var) {
+        Ok(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{what} not found (${var}; scripts/test-env.sh notify installs it)"
+            );
+            eprintln!("note: {what} not installed; test not run outside CI");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    common::closed_port()
+}
+
+/// aiosmtpd writing every mail into a Maildir.
+struct Smtp {
+    python: PathBuf,
+    port: u16,
+    maildir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Smtp {
+    fn start(python: &Path, maildir: &Path) -> Smtp {
+        let mut s = Smtp {
+            python: python.to_path_buf(),
+            port: free_port(),
+            maildir: maildir.to_path_buf(),
+            child: None,
+        };
+        s.up();
+        s
+    }
+
+    fn up(&mut self) {
+        let child = Command::new(&self.python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&self.maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "aiosmtpd did not listen on {port}"
+        );
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every mail received: (headers lower-cased name → value, body).
+    fn mails(&self) -> Vec<Mail> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(rd) = std::fs::read_dir(self.maildir.join(sub)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                out.push(Mail::parse(&text));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mail {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Mail {
+    /// RFC 5322 headers with folded lines joined, and the body (quoted-printable soft breaks
+    /// undone, which is all lettre uses for plain text).
+    fn parse(text: &str) -> Mail {
+        let text = text.replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.lines() {
+            if line.starts_with([' ', '\t']) {
+                if let Some(last) = headers.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(line.trim());
+                }
+            } else if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let qp = headers
+            .iter()
+            .any(|(k, v)| k == "content-transfer-encoding" && v.contains("quoted-printable"));
+        let body = if qp {
+            body.replace("=\n", "").replace("=3D", "=")
+        } else {
+            body.to_string()
+        };
+        Mail { headers, body }
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// A webhook receiver: records every JSON body POSTed to it.
+#[derive(Clone)]
+struct Hook {
+    port: u16,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let rec = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut len = 0usize;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => {
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_ok() {
+                    if let Ok(v) = serde_json::from_slice(&body) {
+                        rec.lock().unwrap().push(v);
+                    }
+                }
+                let mut s = &stream;
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        });
+        Hook { port, bodies }
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["text"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+/// A probe whose status for each host is read from `<dir>/state-<host>` (0 OK, 2 CRITICAL;
+/// `flap` alternates on every run).
+fn state_probe(dir: &Path) -> PathBuf {
+    common::script(
+        dir,
+        "state.sh",
+        &format!(
+            r#"f="{d}/state-$1"
+s=$(cat "$f" 2>/dev/null || echo 0)
+if [ "$s" = flap ]; then
+  n=$(cat "$f.n" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$f.n"; s=$(( (n % 2) * 2 ))
+fi
+echo "state $s on $1"; exit $s"#,
+            d = dir.display()
+        ),
+    )
+}
+
+fn set_state(dir: &Path, host: &str, s: &str) {
+    std::fs::write(dir.join(format!("state-{host}")), s).expect("state");
+}
+
+fn config(dir: &Path, hosts: &[&str], notify: &str) -> String {
+    let probe = state_probe(dir);
+    let mut text = format!(
+        r#"
+vo = "e2e"
+[defaults]
+interval = "1s"
+timeout = "900ms"
+[server]
+startup_spread = "1s"
+shutdown_grace = "2s"
+spool_dir = "{spool}"
+
+[[site]]
+name = "T2_NOTIFY"
+tier = 2
+contact = "Site Admins <admins@t2.example.org>"
+"#,
+        spool = dir.join("spool").display()
+    );
+    for h in hosts {
+        text.push_str(&format!(
+            "  [[site.service]]\n  flavour = \"SRM\"\n  hostname = \"{h}\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        r#"
+[[probe]]
+metric = "org.e2e.state"
+kind = "nagios"
+flavours = ["SRM"]
+  [probe.params]
+  command = "{probe}"
+  args = ["{{hostname}}"]
+{notify}"#,
+        probe = probe.display()
+    ));
+    common::write_file(dir, "vo.toml", &text)
+}
+
+#[test]
+fn mails_are_grouped_per_site_and_survive_an_smtp_outage_and_a_restart() {
+    let Some(python) = tool("GRIDPROBE_TEST_AIOSMTPD", "python3-aiosmtpd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let hosts = ["se1.t2", "se2.t2", "se3.t2"];
+    for h in hosts {
+        set_state(d, h, "2");
+    }
+    let mut smtp = Smtp::start(&python, &d.join("Maildir"));
+    let cfg = config(
+        d,
+        &hosts,
+        &format!(
+            r#"
+[[notify]]
+name = "mail"
+kind = "email"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+from = "gridprobe@example.org"
+
+[[notify_rule]]
+channel = "mail"
+to = ["storage-experts@example.org"]
+after = 2
+group = "3s"
+"#,
+            port = smtp.port
+        ),
+    );
+    let store = d.join("r.sqlite");
+    let store = store.to_str().unwrap();
+    let mut serve = Serve::start(&cfg, store);
+    // One message per recipient (the site's contact and the rule's expert), each with all
+    // three cells: grouped, not one per cell.
+    assert!(
+        wait_until(Duration::from_secs(40), || smtp.mails().len() >= 2),
+        "no problem mails: {:?}\n{}",
+        smtp.mails(),
+        serve.output()
+    );
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    let to: BTreeSet<_> = mails.iter().map(|m| m.header("to").to_string()).collect();
+    assert_eq!(
+        to,
+        BTreeSet::from([
+            "admins@t2.example.org".to_string(),
+            "storage-experts@example.org".to_string()
+        ])
+    );
+    for m in &mails {
+        assert!(
+            m.header("subject").contains("T2_NOTIFY: 3 changes"),
+            "{m:?}"
+        );
+        for h in hosts {
+            assert!(m.body.contains(h), "{h} missing: {}", m.body);
+        }
+        assert!(m.header("message-id").ends_with('>'), "{m:?}");
+    }
+
+    // The server goes away; the sites recover meanwhile; serve is restarted before the server
+    // is back. The recovery waits in the outbox, across the restart.
+    smtp.down();
+    for h in hosts {
+        set_state(d, h, "0");
+    }
+    serve.wait_for("notification not delivered", Duration::from_secs(40));
+    serve.terminate_cleanly();
+    let mut serve = Serve::start(&cfg, store);
+    serve.wait_for("delivered first", Duration::from_secs(30));
+    smtp.up();
+    assert!(
+        wait_until(Duration::from_secs(60), || smtp.mails().len() >= 4),
+        "recovery not delivered: {:?}\n{}",
+        smtp.mails(),
+        serve.output()
+    );
+    // Nothing twice: a little longer, still four, each id once.
+    assert!(!wait_until(Duration::from_secs(3), || smtp.mails().len() > 4));
+    let mails = smtp.mails();
+    let ids: BTreeSet<_> = mails
+        .iter()
+        .map(|m| m.header("message-id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 4, "{mails:?}");
+    let recoveries = mails.iter().filter(|m| m.body.contains("recovery")).count();
+    assert_eq!(recoveries, 2, "{mails:?}");
+    // The history lists what was sent.
+    let history = std::fs::read_to_string(d.join("spool/notify/history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 4, "{history}");
+    serve.terminate_cleanly();
+}
+
+#[test]
+fn webhooks_skip_downtimes_and_tell_flapping_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let hook = Hook::start();
+    let hosts = ["up.t2", "down.t2", "flappy.t2"];
+    set_state(d, "up.t2", "2");
+    set_state(d, "down.t2", "2");
+    set_state(d, "flappy.t2", "flap");
+    let cfg = config(
+        d,
+        &hosts,
+        &format!(
+            r#"
+[[downtime]]
+service = "down.t2"
+start = "2020-01-01T00:00:00Z"
+end = "2099-01-01T00:00:00Z"
+classification = "scheduled"
+reason = "disk replacement"
+
+[[notify]]
+name = "chat"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/hooks/gridprobe"
+
+[[notify_rule]]
+channel = "chat"
+group = "100ms"
+"#,
+            port = hook.port
+        ),
+    );
+    let store = d.join("r.sqlite");
+    let mut serve = Serve::start(&cfg, store.to_str().unwrap());
+    assert!(
+        wait_until(Duration::from_secs(60), || hook
+            .texts()
+            .iter()
+            .any(|t| t.contains("flapping started"))),
+        "no flapping message: {:?}\n{}",
+        hook.texts(),
+        serve.output()
+    );
+    let after_start = hook.texts().len();
+    // Several more runs of the flapping cell: no message for its changes.
+    assert!(!wait_until(Duration::from_secs(4), || hook
+        .texts()
+        .iter()
+        .skip(after_start)
+        .any(|t| t.contains("flappy.t2"))));
+    let texts = hook.texts();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("up.t2") && t.contains("CRITICAL")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("down.t2")),
+        "a service in downtime notified: {texts:?}"
+    );
+    let flap_starts = texts
+        .iter()
+        .filter(|t| t.contains("flapping started"))
+        .count();
+    assert_eq!(flap_starts, 1, "{texts:?}");
+    serve.terminate_cleanly();
+}
+
+#[test]
+fn an_ack_stops_reminders_and_problems_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let hook = Hook::start();
+    let hosts = ["broken.t2", "fine.t2"];
+    set_state(d, "broken.t2", "2");
+    set_state(d, "fine.t2", "0");
+    let cfg = config(
+        d,
+        &hosts,
+        &format!(
+            r#"
+[[notify]]
+name = "chat"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+template = '{{"text": {{text}}, "id": {{id}}, "site": {{site}}, "event": {{event}}}}'
+
+[[notify_rule]]
+channel = "chat"
+repeat = "1s"
+group = "100ms"
+"#,
+            port = hook.port
+        ),
+    );
+    let store = d.join("r.sqlite");
+    let store = store.to_str().unwrap();
+    let mut serve = Serve::start(&cfg, store);
+    let reminders = |h: &Hook| {
+        h.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["event"] == "reminder")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || reminders(&hook) >= 2),
+        "no reminders: {:?}\n{}",
+        hook.texts(),
+        serve.output()
+    );
+    let bodies = hook.bodies.lock().unwrap().clone();
+    assert!(
+        bodies.iter().all(|b| b["site"] == "T2_NOTIFY"),
+        "{bodies:?}"
+    );
+    let ids: BTreeSet<_> = bodies.iter().map(|b| b["id"].to_string()).collect();
+    assert_eq!(ids.len(), bodies.len(), "ids must differ: {bodies:?}");
+
+    let out = common::gridprobe(&[
+        "ack",
+        "--config",
+        &cfg,
+        "--store",
+        store,
+        "--site",
+        "T2_NOTIFY",
+        "--service",
+        "broken.t2",
+        "--comment",
+        "disk replaced tomorrow",
+        "--author",
+        "jane",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", common::texts(&out));
+    // A reminder decided before the ack was read may still land; after that, none for
+    // several intervals (reminders were due every second).
+    let before = reminders(&hook);
+    assert!(
+        !wait_until(Duration::from_secs(6), || reminders(&hook) > before + 1),
+        "reminders went on while acknowledged: {:?}",
+        hook.texts()
+    );
+    let problems = common::json(&[
+        "problems", "--config", &cfg, "--store", store, "--format", "json",
+    ]);
+    let list = problems.as_array().expect("array");
+    assert_eq!(list.len(), 1, "{problems}");
+    assert_eq!(list[0]["hostname"], "broken.t2");
+    assert_eq!(list[0]["status"], "CRITICAL");
+    assert_eq!(list[0]["ack"], "disk replaced tomorrow (jane)");
+    // The same through the API and the dashboard.
+    let addr = serve.http_addr();
+    let http = common::http_client();
+    let api: serde_json::Value = http
+        .get(format!("http://{addr}/api/v1/problems"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api[0]["ack"], "disk replaced tomorrow (jane)", "{api}");
+    let sent: serde_json::Value = http
+        .get(format!(
+            "http://{addr}/api/v1/notifications?site=T2_NOTIFY&limit=5"
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(!sent.as_array().unwrap().is_empty(), "{sent}");
+    assert_eq!(sent[0]["channel"], "chat");
+    let page = http
+        .get(format!("http://{addr}/problems?refresh=30"))
+        .send()
+        .unwrap();
+    assert_eq!(page.headers()["refresh"], "30");
+    assert!(page.text().unwrap().contains("disk replaced tomorrow"));
+    let matrix = http
+        .get(format!("http://{addr}/?refresh=10"))
+        .send()
+        .unwrap();
+    assert_eq!(matrix.status(), 200);
+    assert_eq!(matrix.headers()["refresh"], "10");
+    // The matrix shows the best instance (fine.t2); the site page marks the broken one.
+    let html = http
+        .get(format!("http://{addr}/sites/T2_NOTIFY"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        html.contains("acknowledged by jane: disk replaced tomorrow") && html.contains("✓"),
+        "no ack mark on the site page"
+    );
+    let bad = http
+        .get(format!("http://{addr}/?refresh=1"))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("gridprobe_notify_sent_total{channel=\"chat\"}"),
+        "{metrics}"
+    );
+    // Acknowledging through the API needs a token.
+    let denied = http
+        .post(format!("http://{addr}/api/v1/acks"))
+        .json(&serde_json::json!({"site": "T2_NOTIFY", "comment": "x"}))
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    // Recovery ends the ack and is told.
+    set_state(d, "broken.t2", "0");
+    assert!(
+        wait_until(Duration::from_secs(20), || hook
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b["event"] == "recovery")),
+        "{:?}",
+        hook.texts()
+    );
+    let listed = common::gridprobe(&["ack", "--config", &cfg, "--store", store, "--list"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let l = common::gridprobe(&["ack", "--config", &cfg, "--store", store, "--list"]);
+            common::texts(&l).0.trim().is_empty()
+        }),
+        "ack not ended by recovery: {:?}",
+        common::texts(&listed)
+    );
+    serve.terminate_cleanly();
+}
+
+#[test]
+fn alertmanager_receives_alerts_and_their_resolution() {
+    let Some(am) = tool("GRIDPROBE_TEST_ALERTMANAGER", "prometheus-alertmanager") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let am_port = free_port();
+    std::fs::write(
+        d.join("am.yml"),
+        "route:\n  receiver: sink\nreceivers:\n  - name: sink\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("am-data")).unwrap();
+    let mut am_child = Command::new(am)
+        .arg(format!("--config.file={}", d.join("am.yml").display()))
+        .arg(format!("--storage.path={}", d.join("am-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("alertmanager starts");
+    let http = common::http_client();
+    let alerts_url = format!("http://127.0.0.1:{am_port}/api/v2/alerts");
+    assert!(
+        wait_until(Duration::from_secs(30), || http
+            .get(&alerts_url)
+            .send()
+            .is_ok_and(|r| r.status().is_success())),
+        "alertmanager did not start"
+    );
+    set_state(d, "se.t2", "2");
+    let cfg = config(
+        d,
+        &["se.t2"],
+        &format!(
+            r#"
+[[notify]]
+name = "am"
+kind = "alertmanager"
+url = "http://127.0.0.1:{am_port}"
+
+[[notify_rule]]
+channel = "am"
+group = "100ms"
+"#
+        ),
+    );
+    let store = d.join("r.sqlite");
+    let mut serve = Serve::start(&cfg, store.to_str().unwrap());
+    let active = || -> Vec<serde_json::Value> {
+        http.get(&alerts_url)
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Vec<serde_json::Value>>().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["status"]["state"] == "active")
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || !active().is_empty()),
+        "no alert\n{}",
+        serve.output()
+    );
+    let a = &active()[0];
+    assert_eq!(a["labels"]["site"], "T2_NOTIFY");
+    assert_eq!(a["labels"]["hostname"], "se.t2");
+    assert_eq!(a["labels"]["vo"], "e2e");
+    set_state(d, "se.t2", "0");
+    assert!(
+        wait_until(Duration::from_secs(30), || active().is_empty()),
+        "alert not resolved: {:?}",
+        active()
+    );
+    serve.terminate_cleanly();
+    let _ = am_child.kill();
+    let _ = am_child.wait();
+}
+
+#[test]
+fn notify_test_sends_through_a_channel_and_says_why_not() {
+    let Some(python) = tool("GRIDPROBE_TEST_AIOSMTPD", "python3-aiosmtpd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut smtp = Smtp::start(&python, &d.join("Maildir"));
+    let cfg = config(
+        d,
+        &["se.t2"],
+        &format!(
+            "[[notify]]\nname = \"mail\"\nkind = \"email\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"gp@example.org\"\n",
+            smtp.port
+        ),
+    );
+    let out = common::gridprobe(&[
+        "notify",
+        "test",
+        "--config",
+        &cfg,
+        "--channel",
+        "mail",
+        "--to",
+        "ops@example.org",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", common::texts(&out));
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].header("to"), "ops@example.org");
+    assert!(mails[0].header("subject").contains("test message"));
+    let out = common::gridprobe(&[
+        "notify",
+        "test",
+        "--config",
+        &cfg,
+        "--channel",
+        "mial",
+        "--to",
+        "ops@example.org",
+    ]);
+    assert!(
+        common::texts(&out).1.contains("did you mean `mail`"),
+        "{:?}",
+        common::texts(&out)
+    );
+    smtp.down();
+    let out = common::gridprobe(&[
+        "notify",
+        "test",
+        "--config",
+        &cfg,
+        "--channel",
+        "mail",
+        "--to",
+        "ops@example.org",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::texts(&out).1.contains("SMTP 127.0.0.1"),
+        "{:?}",
+        common::texts(&out)
+    );
+}
+
+#[test]
+fn check_reports_bad_notification_settings_at_their_lines() {
+    let f = "tests/fixtures/broken/notify-errors.toml";
+    let out = common::gridprobe(&["check", f]);
+    let (_, stderr) = common::texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for line in [
+        format!("{f}:21:8: error: `from` = `gridprobe` is not an e-mail address"),
+        format!("{f}:27:12: error: unknown placeholder `{{txt}}`"),
+        format!("{f}:30:11: error: unknown channel `mial`"),
+        format!("{f}:31:10: error: unknown site `T2_NOTIFI`"),
+        format!(
+            "{f}:36:7: error: recipient `storage experts at example.org` is not an e-mail address"
+        ),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line.as_str())),
+            "missing `{line}` in:\n{stderr}"
+        );
+    }
+    for hint in ["did you mean `mail`?", "did you mean `T2_NOTIFY`?"] {
+        assert!(stderr.contains(hint), "missing {hint}:\n{stderr}");
+    }
+}
