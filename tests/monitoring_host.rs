@@ -166,3 +166,52 @@ fn connection_failures_are_unknown_while_the_monitoring_host_fails() {
     assert_eq!(again["status"], "CRITICAL", "{again}");
     serve.terminate_cleanly();
 }
+
+#[test]
+fn bad_self_check_settings_are_positioned_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = config(1, 2);
+    for (from, to, at, says) in [
+        (
+            "interval = \"1s\"",
+            "interval = \"2h\"",
+            "vo.toml:10:14",
+            "between 1s and 1h",
+        ),
+        (
+            "timeout = \"500ms\"",
+            "timeout = \"5s\"",
+            "vo.toml:11:13",
+            "must be shorter than self_check.interval",
+        ),
+        (
+            "resolve = [\"localhost\"]",
+            "resolve = [\"local host\"]",
+            "vo.toml:12:14",
+            "is not a DNS name",
+        ),
+        (
+            "connect = [\"127.0.0.1:1\"]",
+            "connect = [\"127.0.0.1\"]",
+            "vo.toml:13:14",
+            "has no port",
+        ),
+        (
+            "timeout = \"500ms\"",
+            "timeuot = \"500ms\"",
+            "vo.toml:11:3",
+            "timeout",
+        ),
+    ] {
+        assert!(base.contains(from), "{from}");
+        let cfg = write_file(dir.path(), "vo.toml", &base.replace(from, to));
+        let out = common::gridprobe(&["check", &cfg]);
+        let (o, e) = common::texts(&out);
+        let text = format!("{o}{e}");
+        assert_eq!(out.status.code(), Some(1), "{to}: {text}");
+        assert!(
+            text.contains(at) && text.contains(says),
+            "{to}: want {at} {says}\n{text}"
+        );
+    }
+}

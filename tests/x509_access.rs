@@ -438,3 +438,93 @@ fn certificates_proxies_tokens_and_browser_sessions() {
     );
     serve.terminate_cleanly();
 }
+
+/// `gridprobe check` on a configuration: (exit code, everything printed).
+fn check(dir: &Path, text: &str) -> (Option<i32>, String) {
+    let cfg = write_file(dir, "vo.toml", text);
+    let out = common::gridprobe(&["check", &cfg]);
+    let (o, e) = common::texts(&out);
+    (out.status.code(), format!("{o}{e}"))
+}
+
+#[test]
+fn bad_tls_and_dn_settings_are_positioned_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Test CA");
+    let (cert, key) = pki.server();
+    write_file(dir.path(), "server.pem", &cert);
+    let key_path = write_file(dir.path(), "server.key", &key);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    write_file(&dir.path().join("empty"), "README", "no certificates here");
+    let site = "\n[[site]]\nname = \"S\"\ntier = 2\n  [[site.service]]\n  flavour = \"F\"\n  hostname = \"h.example\"\n[[probe]]\nmetric = \"m.x\"\nkind = \"tcp\"\nflavours = [\"F\"]\n  [probe.params]\n  port = 1\n";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[server]\ntls_cert = \"missing.pem\"\ntls_key = \"server.key\"\n",
+            "vo.toml:3:12",
+            "cannot read",
+        ),
+        (
+            "[server]\ntls_cert = \"server.pem\"\ntls_key = \"server.key\"\n",
+            "vo.toml:4:11",
+            "is readable by others (mode 644)",
+        ),
+        (
+            "[server]\ntls_cert = \"server.key\"\ntls_key = \"server.key\"\n",
+            "vo.toml:3:12",
+            "holds no certificate",
+        ),
+        (
+            "[server]\ntls_cert = \"server.pem\"\n",
+            "vo.toml:3:12",
+            "`tls_cert` and `tls_key` go together",
+        ),
+        (
+            "[server]\nclient_ca_dir = \"empty\"\n",
+            "vo.toml:3:17",
+            "needs `tls_cert` and `tls_key`",
+        ),
+        (
+            "[[access.dn]]\nsubject = \"/DC=org/CN=\"\nrole = \"operator\"\n",
+            "vo.toml:3:11",
+            "`CN=` has an empty value",
+        ),
+        (
+            "[[access.dn]]\nsubject = \"CN=x,,O=y\"\nrole = \"operater\"\n",
+            "vo.toml:3:11",
+            "empty component",
+        ),
+        (
+            "[[access.dn]]\nsubject = \"CN=x\"\nrole = \"site-admin\"\n",
+            "vo.toml:4:8",
+            "site-admin DN `CN=x` names no sites",
+        ),
+    ];
+    for (table, at, says) in cases {
+        let (code, out) = check(dir.path(), &format!("vo = \"t\"\n{table}{site}"));
+        assert_eq!(code, Some(1), "{table}\n{out}");
+        assert!(
+            out.contains(at) && out.contains(says),
+            "{table}: want {at} {says}\n{out}"
+        );
+    }
+    // The key fixed, an empty CA directory is named.
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out) = check(
+        dir.path(),
+        &format!("vo = \"t\"\n[server]\ntls_cert = \"server.pem\"\ntls_key = \"server.key\"\nclient_ca_dir = \"empty\"\n{site}"),
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("vo.toml:5:17") && out.contains("holds no CA certificate"),
+        "{out}"
+    );
+    let (code, out) = check(
+        dir.path(),
+        &format!(
+            "vo = \"t\"\n[server]\ntls_cert = \"server.pem\"\ntls_key = \"server.key\"\n{site}"
+        ),
+    );
+    assert_eq!(code, Some(0), "{out}");
+}
