@@ -244,6 +244,9 @@ session_lifetime = "{lifetime}"
   role = "site-admin"
   sites = ["SITE_A"]
   [[access.dn]]
+  subject = "/DC=org/O=Test/OU=Users/CN=Carol"
+  role = "operator"
+  [[access.dn]]
   subject = "CN=B*,OU=Users,o=Test,DC=org"
   role = "site-admin"
   sites = ["SITE_B"]
@@ -388,6 +391,16 @@ fn certificates_proxies_tokens_and_browser_sessions() {
         false,
     );
     assert!(m_c.get(format!("{base}/api/v1/sites")).send().is_err());
+
+    // An operator's certificate reloads.
+    let (carol, carol_key, _) = pki.user("Carol");
+    let carol_c = client(
+        ca,
+        Some(ident(&carol, &carol_key.serialize_pem(), "")),
+        false,
+    );
+    let r = carol_c.post(format!("{base}/-/reload")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 
     // Tokens still work; the operator token reloads.
     let r = anon
