@@ -166,3 +166,172 @@ fn connection_failures_are_unknown_while_the_monitoring_host_fails() {
     assert_eq!(again["status"], "CRITICAL", "{again}");
     serve.terminate_cleanly();
 }
+
+#[test]
+fn bad_self_check_settings_are_positioned_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = config(1, 2);
+    for (from, to, at, says) in [
+        (
+            "interval = \"1s\"",
+            "interval = \"2h\"",
+            "vo.toml:10:14",
+            "between 1s and 1h",
+        ),
+        (
+            "timeout = \"500ms\"",
+            "timeout = \"5s\"",
+            "vo.toml:11:13",
+            "must be shorter than self_check.interval",
+        ),
+        (
+            "resolve = [\"localhost\"]",
+            "resolve = [\"local host\"]",
+            "vo.toml:12:14",
+            "is not a DNS name",
+        ),
+        (
+            "connect = [\"127.0.0.1:1\"]",
+            "connect = [\"127.0.0.1\"]",
+            "vo.toml:13:14",
+            "has no port",
+        ),
+        (
+            "timeout = \"500ms\"",
+            "timeuot = \"500ms\"",
+            "vo.toml:11:3",
+            "timeout",
+        ),
+    ] {
+        assert!(base.contains(from), "{from}");
+        let cfg = write_file(dir.path(), "vo.toml", &base.replace(from, to));
+        let out = common::gridprobe(&["check", &cfg]);
+        let (o, e) = common::texts(&out);
+        let text = format!("{o}{e}");
+        assert_eq!(out.status.code(), Some(1), "{to}: {text}");
+        assert!(
+            text.contains(at) && text.contains(says),
+            "{to}: want {at} {says}\n{text}"
+        );
+    }
+}
+
+/// A network namespace of this test, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    /// A fresh namespace with its loopback up; `None` (a note) where namespaces cannot be
+    /// made (not root, no iproute2), which under CI is a failure.
+    fn create() -> Option<Netns> {
+        let name = format!("gp-selfcheck-{}", std::process::id());
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot create a network namespace (needs root and iproute2)"
+            );
+            eprintln!("note: no network namespace (needs root and iproute2); test not run");
+            return None;
+        }
+        let ns = Netns(name);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    fn exec(&self, args: &[&str]) {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// The newest final result of the site's cell, read from the store (the service runs in a
+/// namespace this test cannot reach over the network).
+fn latest_from_store(cfg: &str, store: &str) -> Option<serde_json::Value> {
+    let out = common::gridprobe(&[
+        "results", "--config", cfg, "--store", store, "--site", "T2_E2E", "--since", "1h",
+        "--limit", "1", "--format", "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let first = match &v {
+        serde_json::Value::Array(a) => a.first().cloned(),
+        other => other["results"].as_array().and_then(|a| a.first().cloned()),
+    };
+    first
+}
+
+#[test]
+fn a_host_whose_network_goes_down_records_unknown_not_critical() {
+    let Some(ns) = Netns::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Inside the namespace: serve listens on 8479, the self-check's reference is that
+    // listener, and the site's port 9 is closed (refused while the network is up).
+    let cfg = write_file(dir.path(), "vo.toml", &config(8479, 9));
+    let store = dir.path().join("r.sqlite");
+    let store = store.to_str().unwrap().to_string();
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0]).arg(common::bin()).args([
+        "serve",
+        "--config",
+        &cfg,
+        "--store",
+        &store,
+        "--listen",
+        "127.0.0.1:8479",
+    ]);
+    let mut serve = Serve::from_command(cmd);
+    serve.wait_for("/healthz", Duration::from_secs(30));
+
+    let status_is = |want: &str, summary_has: &str| {
+        wait_until(Duration::from_secs(30), || {
+            latest_from_store(&cfg, &store).is_some_and(|r| {
+                r["status"] == want
+                    && r["summary"]
+                        .as_str()
+                        .is_some_and(|s| s.contains(summary_has))
+            })
+        })
+    };
+    assert!(
+        status_is("CRITICAL", "connection refused"),
+        "no CRITICAL: {:?}\n{}",
+        latest_from_store(&cfg, &store),
+        serve.output()
+    );
+    // The host's network goes down: the site is not blamed.
+    ns.exec(&["ip", "link", "set", "lo", "down"]);
+    assert!(
+        status_is(
+            "UNKNOWN",
+            "monitoring host problem: TCP connect to 127.0.0.1:8479"
+        ),
+        "no UNKNOWN: {:?}\n{}",
+        latest_from_store(&cfg, &store),
+        serve.output()
+    );
+    // Back up: the site's own failure is CRITICAL again.
+    ns.exec(&["ip", "link", "set", "lo", "up"]);
+    assert!(
+        status_is("CRITICAL", "connection refused"),
+        "no CRITICAL after recovery: {:?}\n{}",
+        latest_from_store(&cfg, &store),
+        serve.output()
+    );
+    serve.terminate_cleanly();
+}

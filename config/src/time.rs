@@ -65,8 +65,8 @@ pub const SCHEDULE_LEASE: DurationRange = DurationRange::new(secs(1), secs(600))
 pub const SELF_CHECK_INTERVAL: DurationRange = DurationRange::new(secs(1), secs(3600));
 /// `[server.self_check] timeout`: 100ms to 1 minute.
 pub const SELF_CHECK_TIMEOUT: DurationRange = DurationRange::new(ms(100), secs(60));
-/// `[access] session_lifetime` (login sessions of the dashboard): 1 minute to 7 days.
-pub const SESSION_LIFETIME: DurationRange = DurationRange::new(secs(60), secs(7 * DAY));
+/// `[access] session_lifetime` (login sessions of the dashboard): 1s to 7 days.
+pub const SESSION_LIFETIME: DurationRange = DurationRange::new(secs(1), secs(7 * DAY));
 /// `[[publish]] stream_max_age`: 1s to 10 years.
 pub const STREAM_MAX_AGE: DurationRange = DurationRange::new(secs(1), secs(3650 * DAY));
 

@@ -72,17 +72,14 @@ pub fn router(state: HttpState) -> Router {
 /// Finds out who made the request (bearer token, login session, client certificate) and
 /// hands that to the handlers ([`Authn`]); rejects requests without a valid credential when
 /// `[access] read = "token"`: every method (HEAD as GET, POST, OPTIONS, ...) on every route but
-/// `/healthz`, the login page and its stylesheet, before any handler runs. A browser asking
+/// `/healthz` and the login page, before any handler runs. A browser asking
 /// for a page gets the login page (`login.rs`), API clients the JSON 401.
 pub async fn read_guard(
     State(state): State<HttpState>,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let open_path = matches!(
-        req.uri().path(),
-        "/healthz" | "/-/login" | "/static/gridprobe.css"
-    );
+    let open_path = matches!(req.uri().path(), "/healthz" | "/-/login");
     let access = &state.shared.plan().config.access;
     let authn = crate::login::authenticate(access, &state.shared.sessions, &req);
     let who = authn.who.clone();

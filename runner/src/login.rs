@@ -182,7 +182,6 @@ pub fn page(status: StatusCode, next: &str, message: Option<&str>) -> Response {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "Log in · gridprobe" }
-                link rel="stylesheet" href="/static/gridprobe.css";
             }
             body {
                 main {

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -20,13 +21,56 @@ pub const MAX_PROXY_DEPTH: usize = 8;
 #[derive(Debug)]
 pub struct GridClientVerifier {
     webpki: Arc<dyn ClientCertVerifier>,
+    algs: WebPkiSupportedAlgorithms,
 }
 
 impl GridClientVerifier {
     /// Around webpki's verifier of the CA directory (built with unauthenticated clients
     /// allowed).
     pub fn new(webpki: Arc<dyn ClientCertVerifier>) -> Self {
-        GridClientVerifier { webpki }
+        GridClientVerifier {
+            webpki,
+            algs: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+
+    /// The handshake signature of a proxy, by its public key: webpki refuses to parse a
+    /// certificate with the (critical) proxyCertInfo extension, so the key is taken from
+    /// x509-parser's reading.
+    fn verify_by_key(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+        tls13: bool,
+    ) -> Result<Option<HandshakeSignatureValid>, rustls::Error> {
+        let parsed = parse(cert)?;
+        if !is_proxy(&parsed) {
+            return Ok(None);
+        }
+        let spki = SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
+        if tls13 {
+            return rustls::crypto::verify_tls13_signature_with_raw_key(
+                message, &spki, dss, &self.algs,
+            )
+            .map(Some);
+        }
+        let key = webpki::RawPublicKeyEntity::try_from(&spki)
+            .map_err(|e| refuse(format!("proxy public key: {e}")))?;
+        let candidates = self
+            .algs
+            .mapping
+            .iter()
+            .filter(|(scheme, _)| *scheme == dss.scheme)
+            .flat_map(|(_, algs)| algs.iter());
+        for alg in candidates {
+            if key.verify_signature(*alg, message, dss.signature()).is_ok() {
+                return Ok(Some(HandshakeSignatureValid::assertion()));
+            }
+        }
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::BadSignature,
+        ))
     }
 }
 
@@ -151,9 +195,10 @@ impl ClientCertVerifier for GridClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The leaf's key signs the handshake, a proxy's as well (webpki parses it as an end
-        // entity, ignoring its unknown critical extension).
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        match self.verify_by_key(message, cert, dss, false)? {
+            Some(valid) => Ok(valid),
+            None => self.webpki.verify_tls12_signature(message, cert, dss),
+        }
     }
 
     fn verify_tls13_signature(
@@ -162,7 +207,10 @@ impl ClientCertVerifier for GridClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        match self.verify_by_key(message, cert, dss, true)? {
+            Some(valid) => Ok(valid),
+            None => self.webpki.verify_tls13_signature(message, cert, dss),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
