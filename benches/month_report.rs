@@ -20,6 +20,12 @@
 //! from 85% OK, 6% WARNING, 5% CRITICAL, 2% UNKNOWN, 2% STANDBY), and start times carry 0–3 s of
 //! jitter after their slot.
 //!
+//! A second measurement takes the same month with what a VO's monthly process adds: 24 applied
+//! recomputations (whole-VO exclusions, forced OK on a site, excluded metrics, one a day) and
+//! every site in one of 20 federations with a weight, so the report also computes the weighted
+//! federation and tier means (`RESULT month_report_recomputed a_s=… b_s=…`, against the same
+//! aggregate).
+//!
 //! Printed: the generation rate, the first report (which also fills the store's per-day cache
 //! of closed days), the steady-state report (what `serve` and the CLI pay once the days are
 //! closed), the aggregate, and a final `RESULT month_report a_s=… b_s=…` line (steady state vs
@@ -58,7 +64,7 @@ const GENERATOR_VERSION: u32 = 1;
 
 /// The VO: `instances` services (half CEs, half SEs, two of each per site), 10 probes per
 /// flavour, every 15 minutes.
-fn config_text(instances: usize) -> String {
+fn config_text(instances: usize, weighted: bool) -> String {
     let mut t = String::from("vo = \"bench\"\n[defaults]\ninterval = \"15m\"\ntimeout = \"5m\"\n");
     for site in 0..instances.div_ceil(4) {
         t.push_str(&format!(
@@ -66,6 +72,13 @@ fn config_text(instances: usize) -> String {
             site_name(site),
             if site < 10 { 1 } else { 2 }
         ));
+        if weighted {
+            t.push_str(&format!(
+                "federation = \"FED_{:02}\"\nweight = {}\n",
+                site % 20,
+                100 + site % 7 * 50
+            ));
+        }
         for (flavour, n) in [("CE", 2), ("SE", 2)] {
             for k in 0..n {
                 if site * 4 + if flavour == "CE" { k } else { 2 + k } >= instances {
@@ -244,7 +257,7 @@ async fn run() -> anyhow::Result<()> {
     if instances == 0 {
         bail!("GRIDPROBE_BENCH_INSTANCES must be at least 1");
     }
-    let text = config_text(instances);
+    let text = config_text(instances, false);
     let loaded = gridprobe_config::load_str(Path::new("bench.toml"), &text);
     if !loaded.diagnostics.is_empty() {
         bail!("bench config rejected:\n{}", loaded.diagnostics);
@@ -407,6 +420,52 @@ async fn run() -> anyhow::Result<()> {
         "RESULT month_report a_s={a:.4} b_s={b:.4} first_s={:.4}",
         first.unwrap_or(f64::NAN)
     );
+
+    // The same month with recomputations and weights applied (steady state: the days are
+    // cached, the recomputations are laid over the cached runs at read time).
+    let weighted =
+        gridprobe_config::load_str(Path::new("bench.toml"), &config_text(instances, true));
+    if !weighted.diagnostics.is_empty() {
+        bail!("weighted bench config rejected:\n{}", weighted.diagnostics);
+    }
+    let weighted = weighted.config;
+    let applied = add_recomputations(&store, &path, &weighted, instances).await?;
+    let mut recomputed_times = Vec::new();
+    for _ in 0..rounds {
+        let began = Instant::now();
+        let r = report::from_store(
+            &store,
+            &weighted,
+            None,
+            &period,
+            &CellFilter::default(),
+            0.9,
+        )
+        .await?;
+        let took = began.elapsed().as_secs_f64();
+        if r.recomputations.len() != applied || r.federations.len() != 20.min(r.sites.len()) {
+            bail!(
+                "the report applied {} of {applied} recomputations, {} federations",
+                r.recomputations.len(),
+                r.federations.len()
+            );
+        }
+        println!(
+            "   report with {applied} recomputations and weights: {took:.3}s (weighted Tier-2 availability {:.4})",
+            r.tiers
+                .iter()
+                .find(|t| t.tier == 2)
+                .and_then(|t| t.weighted_availability)
+                .unwrap_or(f64::NAN)
+        );
+        recomputed_times.push(took);
+    }
+    let c = median(&mut recomputed_times);
+    println!(
+        "| month report with {applied} recomputations and weights, steady state | {c:.3} | ≤ {TARGET_S} s | {} |",
+        if c <= TARGET_S { "yes" } else { "no" }
+    );
+    println!("RESULT month_report_recomputed a_s={c:.4} b_s={b:.4}");
     if let Some((pg_steady, pg_first)) = pg {
         println!(
             "| month report on PostgreSQL, steady state | {pg_steady:.3} | ≤ {TARGET_S} s, ≤ {PG_TARGET_RATIO} × SQLite | {} |",
@@ -499,6 +558,61 @@ async fn postgres_rounds(
         }
     }
     Ok((median(&mut times), first))
+
+/// Stores and approves 24 recomputations over the month, one a day from 02:00 to 08:00:
+/// whole-VO exclusions, forced OK on one site, excluded metrics, in turn (earlier ones of a
+/// previous run are cleared first). Returns how many are applied.
+async fn add_recomputations(
+    store: &SqliteStore,
+    path: &Path,
+    config: &gridprobe_config::Config,
+    instances: usize,
+) -> anyhow::Result<usize> {
+    use gridprobe_results::recompute::{Change, RecomputationRequest, Scope, StepKind};
+    use gridprobe_results::recompute_flow;
+    {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.execute_batch("DELETE FROM recomputation_steps; DELETE FROM recomputations;")?;
+    }
+    let now = MONTH_START_MS + 40 * DAY_MS;
+    let sites = instances.div_ceil(4);
+    let mut applied = 0;
+    for k in 0..24i64 {
+        let start_ms = MONTH_START_MS + k * DAY_MS + 2 * 3_600_000;
+        let (scope, change) = match k % 3 {
+            0 => (Scope::default(), Change::Exclude),
+            1 => (
+                Scope {
+                    sites: vec![site_name(usize::try_from(k).unwrap_or(0) % sites)],
+                    ..Scope::default()
+                },
+                Change::Force { status: Status::Ok },
+            ),
+            _ => (
+                Scope {
+                    metrics: vec![format!("org.bench.CE-{}", k % 10)],
+                    ..Scope::default()
+                },
+                Change::Exclude,
+            ),
+        };
+        let request = RecomputationRequest {
+            start_ms,
+            end_ms: start_ms + 6 * 3_600_000,
+            reason: format!("bench recomputation {k}"),
+            requester: "bench".into(),
+            scope,
+            change,
+        };
+        let r = recompute_flow::request(store, config, request, now)
+            .await?
+            .map_err(|e| anyhow::anyhow!("request refused: {e}"))?;
+        recompute_flow::decide(store, r.id, StepKind::Approved, "bench", "", now)
+            .await?
+            .map_err(|e| anyhow::anyhow!("approval refused: {e}"))?;
+        applied += 1;
+    }
+    Ok(applied)
 }
 
 fn main() -> ExitCode {

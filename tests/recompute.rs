@@ -419,3 +419,23 @@ fn the_api_takes_requests_by_role_and_every_answer_says_what_it_applied() {
     assert_eq!(av["sites"][0]["figures"]["availability"], 0.75);
     assert_eq!(av["recomputations"].as_array().map(Vec::len), Some(0));
 }
+
+#[test]
+fn check_rejects_bad_groups_and_weights_at_their_lines() {
+    let f = "tests/fixtures/broken/availability";
+    let out = gridprobe(&["check", &format!("{f}/vo.toml")]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for line in [
+        format!("{f}/pledges.csv:3:1: error: weight given for site `T2_AB`, which is not configured"),
+        format!("{f}/vo.toml:28:71: error: group `compute` names flavour `HTCONDOR`, which no service offers"),
+        format!("{f}/vo.toml:29:71: error: flavour `ARC-CE` is in two groups of profile `p`: `compute` and `storage`"),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l == line),
+            "missing `{line}` in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("did you mean `T2_A`?"), "{stderr}");
+    assert!(stderr.contains("3 errors found"), "{stderr}");
+}

@@ -742,6 +742,46 @@ mod tests {
     }
 
     #[test]
+    fn excluded_members_are_skipped_and_excluded_time_is_neither_up_nor_known() {
+        let p = 0..10;
+        let one = |s: AStatus| {
+            vec![Segment {
+                start: 0,
+                end: 10,
+                status: s,
+            }]
+        };
+        let x = AStatus::Excluded;
+        for op in [Combine::And, Combine::Or] {
+            let c = |a, b| combine(&[one(a), one(b)], op, &p)[0].status;
+            assert_eq!(c(x, AStatus::Critical), AStatus::Critical, "{op:?}");
+            assert_eq!(c(AStatus::Ok, x), AStatus::Ok, "{op:?}");
+            assert_eq!(c(x, x), x, "{op:?}");
+        }
+        // A CRITICAL day with 06-12 excluded and 12-18 forced OK: up 6 h of 18 known.
+        let tl = overlay_statuses(
+            one(AStatus::Critical)
+                .into_iter()
+                .map(|s| Segment { end: 24, ..s })
+                .collect(),
+            &[(6..12, x), (12..18, AStatus::Ok), (10..14, AStatus::Ok)],
+            &(0..24),
+        );
+        assert_eq!(
+            status_at(&tl, 11),
+            Some(x),
+            "exclusion wins where both cover"
+        );
+        assert_eq!(status_at(&tl, 13), Some(AStatus::Ok));
+        let f = figures(&tl, &(0..24), 0.9);
+        assert_eq!((f.up_ms, f.known_ms, f.excluded_ms), (6, 18, 6));
+        assert_eq!(f.unknown_fraction, 0.0);
+        // Wholly excluded: no figure, nothing unknown.
+        let f = figures(&one(x), &p, 0.9);
+        assert_eq!((f.availability, f.unknown_fraction), (None, 0.0));
+    }
+
+    #[test]
     fn results_out_of_the_period_are_ignored_and_boundaries_are_exact() {
         let r = [
             (-5 * H, Status::Critical),

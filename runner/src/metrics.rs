@@ -121,6 +121,8 @@ struct SiteRow {
     availability: Option<f64>,
     reliability: Option<f64>,
     status: Option<SiteStatus>,
+    /// Applied recomputations that changed the site's figures in the window.
+    recomputations: usize,
 }
 
 /// The per-cell label values of a plan, computed once per plan rather than per scrape.
@@ -156,6 +158,7 @@ pub struct Metrics {
     stale: IntGaugeVec,
     site_availability: GaugeVec,
     site_reliability: GaugeVec,
+    site_recomputations: IntGaugeVec,
     site_status: IntGaugeVec,
     site_refresh_time: GaugeVec,
     site_refresh_errors: IntCounter,
@@ -344,6 +347,19 @@ impl Metrics {
                     "gridprobe_site_reliability",
                     "Site reliability (UP / (KNOWN - scheduled downtime), 0 to 1) over the window \
                      ending now (24h or 30d). Absent when n/a.",
+                ),
+                &["vo", "site", "tier", "window"],
+            )
+            .expect("valid gauge"),
+            false,
+        );
+        let site_recomputations = b.add(
+            IntGaugeVec::new(
+                opts(
+                    "gridprobe_site_recomputations_applied",
+                    "How many applied recomputations changed the site's figures over the \
+                     window (24h or 30d): the availability and reliability above include them. \
+                     Absent when none did.",
                 ),
                 &["vo", "site", "tier", "window"],
             )
@@ -693,6 +709,7 @@ impl Metrics {
             stale,
             site_availability,
             site_reliability,
+            site_recomputations,
             site_status,
             site_refresh_time,
             site_refresh_errors,
@@ -958,6 +975,7 @@ impl Metrics {
     fn update_sites(&self, st: &RenderState, config: &Config) {
         self.site_availability.reset();
         self.site_reliability.reset();
+        self.site_recomputations.reset();
         self.site_status.reset();
         for (w, window) in WINDOWS.iter().enumerate() {
             let Some(rows) = &st.sites[w] else { continue };
@@ -974,6 +992,11 @@ impl Metrics {
                 }
                 if let Some(r) = row.reliability {
                     self.site_reliability.with_label_values(&windowed).set(r);
+                }
+                if row.recomputations > 0 {
+                    self.site_recomputations
+                        .with_label_values(&windowed)
+                        .set(i64::try_from(row.recomputations).unwrap_or(i64::MAX));
                 }
                 if let Some(s) = row.status {
                     self.site_status
@@ -1195,6 +1218,7 @@ async fn site_rows(
                     availability: s.figures.availability,
                     reliability: s.figures.reliability,
                     status: gives_status.then(|| site_status(s, default_thresholds(s.tier))),
+                    recomputations: s.recomputations.len(),
                 })
                 .collect::<Vec<_>>(),
         )
