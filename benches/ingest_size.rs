@@ -225,6 +225,19 @@ async fn ingest(path: &Path, n: usize, cells: usize) -> anyhow::Result<(u64, Dur
     Ok((before, took))
 }
 
+/// Bytes this process has caused to be written to storage so far (`/proc/self/io`), to show
+/// what a result costs in page writes (WAL and checkpoints); 0 where not available.
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -273,10 +286,12 @@ async fn run() -> anyhow::Result<()> {
                 Some(p) => p.clone(),
                 None => tmp.path().join("empty.sqlite"),
             };
+            let io_before = written_bytes();
             let (before, took) = ingest(&path, n, cells).await?;
+            let per_result = written_bytes().saturating_sub(io_before) / n.max(1) as u64;
             let r = rate(n, took);
             println!(
-                "   round {round}: {before:>11} stored: {:>8} results/s  ({:.2}s)",
+                "   round {round}: {before:>11} stored: {:>8} results/s  ({:.2}s, {per_result} bytes written per result)",
                 thousands(r),
                 took.as_secs_f64()
             );

@@ -525,10 +525,12 @@ async fn postgres_rounds(
             took.as_secs_f64(),
             n as f64 / took.as_secs_f64()
         );
+        // Separate calls: VACUUM refuses to run in the implicit transaction of a batch.
         admin
-            .batch_execute(&format!(
-                "VACUUM ANALYZE {schema}.results; CREATE TABLE {schema}.bench_complete ()"
-            ))
+            .batch_execute(&format!("VACUUM ANALYZE {schema}.results"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE TABLE {schema}.bench_complete ()"))
             .await?;
     } else {
         println!("   PostgreSQL: reusing schema {schema}");

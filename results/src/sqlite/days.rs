@@ -104,7 +104,10 @@ fn store_day(
 }
 
 /// Unmarks the closed days that results starting at `starts` fall in (inside the writer's
-/// transaction): they are rebuilt by the next report that needs them.
+/// transaction): they are rebuilt by the next report that needs them. This is the one place
+/// where the SQLite cache is invalidated (PostgreSQL's twin: `postgres/days.rs`); anything else
+/// that changes the results of a closed day (a recomputation, a repair) must call it in its
+/// transaction.
 pub(crate) fn invalidate(
     tx: &rusqlite::Transaction<'_>,
     starts: impl Iterator<Item = i64>,
