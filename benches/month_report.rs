@@ -355,7 +355,6 @@ async fn run() -> anyhow::Result<()> {
             &period,
             &CellFilter::default(),
             0.9,
-            &gridprobe_results::monthly::ReportExtras::default(),
             MONTH_START_MS + 40 * DAY_MS,
         )
         .await?;
@@ -560,6 +559,7 @@ async fn postgres_rounds(
         }
     }
     Ok((median(&mut times), first))
+}
 
 /// Stores and approves 24 recomputations over the month, one a day from 02:00 to 08:00:
 /// whole-VO exclusions, forced OK on one site, excluded metrics, in turn (earlier ones of a

@@ -4,8 +4,9 @@
 //! are defined. The CLI (`gridprobe report --format html|pdf|csv|json`) and the dashboard's
 //! `/reports/{period}` render this one structure; nothing here draws.
 //!
-//! Federations, weights and recomputations come from [`ReportExtras`]: until they are
-//! configured every site weighs 1, no federation is listed, and no recomputation is applied.
+//! Federations and weights come from the configuration (`federation`, `weight`, the `weights`
+//! file) through the [`Report`]; the applied recomputations are read from the store and laid
+//! over the timelines of the whole period and of every day alike.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,8 @@ use gridprobe_config::{Config, Downtime};
 use serde::Serialize;
 
 use crate::availability::{Figures, Ms};
-use crate::report::{compute_runs, merge_gap_ms, Period, Report, ReportError, SiteReport};
+use crate::recompute::{Recomputation, StepKind};
+use crate::report::{compute_applied, merge_gap_ms, Period, Report, ReportError, SiteReport};
 use crate::store::{CellFilter, CellRuns, ResultStore};
 
 const DAY_MS: Ms = 86_400_000;
@@ -74,9 +76,9 @@ pub struct MonthlySite {
     /// The site's figures over the whole period, with its flavours and instances.
     #[serde(flatten)]
     pub report: SiteReport,
-    /// Its federation, when [`ReportExtras::federations`] names one.
+    /// Its federation, when the site's `federation`.
     pub federation: Option<String>,
-    /// Its weight in tier and federation means ([`ReportExtras::weights`], else 1).
+    /// Its weight in tier and federation means (its `weight`, the `weights` file, else 1).
     pub weight: f64,
     /// Against the targets.
     pub verdict: Verdict,
@@ -134,7 +136,7 @@ pub struct AppliedDowntime {
 #[derive(Debug, Clone, Serialize)]
 pub struct AppliedRecomputation {
     /// Its id.
-    pub id: String,
+    pub id: i64,
     /// What it covered, start (ms).
     pub start_ms: Ms,
     /// End (ms).
@@ -149,16 +151,30 @@ pub struct AppliedRecomputation {
     pub approved_by: String,
 }
 
-/// What the report takes beyond the stored results: the hooks for federations, weights and
-/// recomputations (filled by their owners; empty by default).
-#[derive(Debug, Clone, Default)]
-pub struct ReportExtras {
-    /// Site → federation.
-    pub federations: BTreeMap<String, String>,
-    /// Site → weight (e.g. pledged HEPscore23); a site not named weighs 1.
-    pub weights: BTreeMap<String, f64>,
-    /// Recomputations already applied to the stored figures, to be listed.
-    pub recomputations: Vec<AppliedRecomputation>,
+impl AppliedRecomputation {
+    /// How the report lists a stored recomputation.
+    fn of(r: &Recomputation) -> Self {
+        let approved_by = r
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.step == StepKind::Approved)
+            .map(|s| s.by.clone())
+            .unwrap_or_default();
+        AppliedRecomputation {
+            id: r.id,
+            start_ms: r.request.start_ms,
+            end_ms: r.request.end_ms,
+            change: format!(
+                "{} ({})",
+                r.request.change.describe(),
+                r.request.scope.describe()
+            ),
+            reason: r.request.reason.clone(),
+            requested_by: r.request.requester.clone(),
+            approved_by,
+        }
+    }
 }
 
 /// A term and how it is computed.
@@ -260,16 +276,17 @@ pub fn build(
     cells: &[CellRuns],
     stored_downtimes: &[Downtime],
     unknown_threshold: f64,
-    extras: &ReportExtras,
+    recomputations: &[Recomputation],
     now_ms: Ms,
 ) -> Result<MonthlyReport, String> {
-    let report = compute_runs(
+    let report = compute_applied(
         config,
         profile,
         period,
         cells,
         stored_downtimes,
         unknown_threshold,
+        recomputations,
     )?;
     let bucket_list = buckets(period);
     let mut daily: Vec<Report> = Vec::with_capacity(bucket_list.len());
@@ -280,13 +297,14 @@ pub fn build(
             label: String::new(),
         };
         let sliced = slice(cells, start, end);
-        daily.push(compute_runs(
+        daily.push(compute_applied(
             config,
             profile,
             &p,
             &sliced,
             stored_downtimes,
             unknown_threshold,
+            recomputations,
         )?);
     }
     Ok(assemble(
@@ -295,7 +313,6 @@ pub fn build(
         &bucket_list,
         config,
         stored_downtimes,
-        extras,
         now_ms,
     ))
 }
@@ -307,7 +324,6 @@ fn assemble(
     bucket_list: &[(Ms, Ms)],
     config: &Config,
     stored_downtimes: &[Downtime],
-    extras: &ReportExtras,
     now_ms: Ms,
 ) -> MonthlyReport {
     let targets = config.report.targets;
@@ -328,14 +344,11 @@ fn assemble(
                 }
             })
             .collect();
-        let weight = extras
-            .weights
-            .get(&s.site)
-            .copied()
+        let weight = Some(s.weight)
             .filter(|w| w.is_finite() && *w >= 0.0)
             .unwrap_or(1.0);
         sites.push(MonthlySite {
-            federation: extras.federations.get(&s.site).cloned(),
+            federation: s.federation.clone(),
             weight,
             verdict: Verdict::of(&s.figures, &targets),
             days,
@@ -362,6 +375,11 @@ fn assemble(
         .map(|(name, members)| summary(name.to_string(), &members))
         .collect();
     let downtimes = applied_downtimes(&report, config, stored_downtimes);
+    let recomputations = report
+        .recomputations
+        .iter()
+        .map(AppliedRecomputation::of)
+        .collect();
     MonthlyReport {
         vo: report.vo,
         profile: report.profile,
@@ -378,7 +396,7 @@ fn assemble(
         tiers,
         federations,
         downtimes,
-        recomputations: extras.recomputations.clone(),
+        recomputations,
         definitions: definitions(&targets, report.unknown_threshold),
     }
 }
@@ -571,7 +589,6 @@ pub async fn from_store(
     period: &Period,
     filter: &CellFilter,
     unknown_threshold: f64,
-    extras: &ReportExtras,
     now_ms: Ms,
 ) -> Result<MonthlyReport, ReportError> {
     let period = &to_date(period, now_ms)?;
@@ -579,6 +596,7 @@ pub async fn from_store(
         .run_timelines(period.start_ms, period.end_ms, filter, merge_gap_ms(config))
         .await?;
     let downtimes = store.downtimes(period.start_ms, period.end_ms).await?;
+    let recomputations = store.recomputations().await?;
     build(
         config,
         profile,
@@ -586,7 +604,7 @@ pub async fn from_store(
         &cells,
         &downtimes,
         unknown_threshold,
-        extras,
+        &recomputations,
         now_ms,
     )
     .map_err(ReportError::Invalid)
@@ -683,6 +701,8 @@ tier = 1
   hostname = "ce1"
 [[site]]
 name = "T2_B"
+federation = "FED"
+weight = 3
 tier = 2
   [[site.service]]
   flavour = "CE"
@@ -743,10 +763,7 @@ reason = "upgrade"
             // T2_B: up, 12 h of scheduled downtime on day 2.
             (key("T2_B", "ce2"), hourly(|_| Status::Ok)),
         ];
-        let mut extras = ReportExtras::default();
-        extras.weights.insert("T2_B".into(), 3.0);
-        extras.federations.insert("T2_B".into(), "FED".into());
-        build(&l.config, None, &period, &cells, &[], 0.9, &extras, 0).expect("report")
+        build(&l.config, None, &period, &cells, &[], 0.9, &[], 0).expect("report")
     }
 
     #[test]
@@ -902,24 +919,15 @@ reason = "upgrade"
             end_ms: 72 * H,
             label: String::new(),
         };
-        let r = build(
-            &l.config,
-            None,
-            &period,
-            &cells,
-            &[],
-            0.9,
-            &ReportExtras::default(),
-            0,
-        )
-        .expect("report");
+        let r = build(&l.config, None, &period, &cells, &[], 0.9, &[], 0).expect("report");
         for d in &r.sites[0].days {
             let p = Period {
                 start_ms: d.start_ms,
                 end_ms: d.end_ms,
                 label: String::new(),
             };
-            let whole = compute_runs(&l.config, None, &p, &cells, &[], 0.9).expect("day");
+            let whole =
+                crate::report::compute_runs(&l.config, None, &p, &cells, &[], 0.9).expect("day");
             assert_eq!(whole.sites[0].figures.availability, d.availability);
             assert_eq!(r.sites[0].report.site, whole.sites[0].site);
             assert_eq!(whole.sites[0].figures.unknown_fraction, d.unknown_fraction);

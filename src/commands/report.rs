@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use comfy_table::Cell;
 use gridprobe_results::availability::Figures;
-use gridprobe_results::monthly::ReportExtras;
 use gridprobe_results::report::{parse_period, Report};
 use gridprobe_results::{CellFilter, HistoryQuery};
 use std::io::IsTerminal;
@@ -163,7 +162,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &period,
             &filter,
             unknown_threshold,
-            &ReportExtras::default(),
             now,
         ));
         let mut report = match computed {

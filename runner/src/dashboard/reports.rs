@@ -2,7 +2,7 @@
 //! (`results::monthly`) as a page, or with `?format=pdf|csv|json` as a download, the same
 //! bytes `gridprobe report --format ...` writes.
 
-use gridprobe_results::monthly::{self, ReportExtras};
+use gridprobe_results::monthly;
 use gridprobe_results::report::{check_retention, parse_period, PERIOD_FORMS};
 
 use super::*;
@@ -107,7 +107,6 @@ pub(super) async fn report_page(
             &period,
             &CellFilter::default(),
             DEFAULT_UNKNOWN_THRESHOLD,
-            &ReportExtras::default(),
             now,
         )
         .await
