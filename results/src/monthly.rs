@@ -355,25 +355,7 @@ fn assemble(
             report: s,
         });
     }
-    let mut tiers = Vec::new();
-    for tier in 0..=3u8 {
-        let members: Vec<&MonthlySite> = sites.iter().filter(|s| s.report.tier == tier).collect();
-        if !members.is_empty() {
-            let mut t = summary(format!("Tier-{tier}"), &members);
-            t.tier = Some(tier);
-            tiers.push(t);
-        }
-    }
-    let mut by_federation: BTreeMap<&str, Vec<&MonthlySite>> = BTreeMap::new();
-    for s in &sites {
-        if let Some(f) = &s.federation {
-            by_federation.entry(f.as_str()).or_default().push(s);
-        }
-    }
-    let federations = by_federation
-        .into_iter()
-        .map(|(name, members)| summary(name.to_string(), &members))
-        .collect();
+    let (tiers, federations) = summaries(&sites);
     let downtimes = applied_downtimes(&report, config, stored_downtimes);
     let recomputations = report
         .recomputations

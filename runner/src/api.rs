@@ -542,14 +542,9 @@ async fn result(State(state): State<HttpState>, Path(id): Path<String>) -> ApiRe
     }
 }
 
-async fn availability(
-    State(state): State<HttpState>,
-    Query(raw): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let p = Params::new(raw, &["period", "level", "profile", "site"])?;
-    let config = state.shared.plan().config;
-    let now = unix_ms(SystemTime::now());
-    let period_text = p.text("period").unwrap_or_else(|| "24h".into());
+/// The `period` parameter (or `default`), bounded to ten years and to the retention.
+fn period_param(p: &Params, default: &str, now: i64, config: &Config) -> Result<Period, ApiError> {
+    let period_text = p.text("period").unwrap_or_else(|| default.into());
     let period = parse_period(&period_text, now).map_err(|e| {
         if e.contains("longer than") {
             ApiError::bad_param("period", e)
@@ -560,6 +555,17 @@ async fn availability(
     let retention_ms = i64::try_from(config.server.retention.as_millis()).unwrap_or(i64::MAX);
     report::check_retention(&period, now, retention_ms)
         .map_err(|e| ApiError::bad_param("period", e))?;
+    Ok(period)
+}
+
+async fn availability(
+    State(state): State<HttpState>,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let p = Params::new(raw, &["period", "level", "profile", "site"])?;
+    let config = state.shared.plan().config;
+    let now = unix_ms(SystemTime::now());
+    let period = period_param(&p, "24h", now, &config)?;
     let level = p.text("level").unwrap_or_else(|| "site".into());
     if !["site", "flavour", "instance"].contains(&level.as_str()) {
         return Err(ApiError::bad_param(
@@ -631,17 +637,7 @@ async fn trends(
     let p = Params::new(raw, &["period", "site", "limit"])?;
     let config = state.shared.plan().config;
     let now = unix_ms(SystemTime::now());
-    let period_text = p.text("period").unwrap_or_else(|| "7d".into());
-    let period = parse_period(&period_text, now).map_err(|e| {
-        if e.contains("longer than") {
-            ApiError::bad_param("period", e)
-        } else {
-            ApiError::bad_param("period", format!("`{period_text}`: write {PERIOD_FORMS}"))
-        }
-    })?;
-    let retention_ms = i64::try_from(config.server.retention.as_millis()).unwrap_or(i64::MAX);
-    report::check_retention(&period, now, retention_ms)
-        .map_err(|e| ApiError::bad_param("period", e))?;
+    let period = period_param(&p, "7d", now, &config)?;
     let site = p.text("site");
     if let Some(s) = &site {
         check_site(&config, s)?;

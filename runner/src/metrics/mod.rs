@@ -51,7 +51,6 @@ use crate::state::{ResultObserver, ServeState};
 mod tests;
 mod update;
 
-
 /// How often the 24-hour site figures (and the site status) are recomputed while scraped.
 pub const DAY_REFRESH: Duration = Duration::from_secs(60);
 /// How often the 30-day site figures are recomputed while scraped.
