@@ -115,6 +115,22 @@ fn request_approve_revoke_changes_the_report_and_keeps_the_history() {
     assert_eq!(a, 1.0);
     assert_eq!(applied[0]["id"], 1);
     assert_eq!(applied[0]["reason"], "the CE probe's proxy had expired");
+    // The table says which corrections its figures include.
+    let out = gridprobe(&[
+        "report",
+        "--config",
+        &config,
+        "--store",
+        &store,
+        "--period",
+        "2026-10-05",
+    ]);
+    let (table, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        table.contains("applied recomputation 1: force OK sites LCG.EXAMPLE.org; metrics"),
+        "{table}"
+    );
 
     // Approving again is refused with the reason; revoking needs a note.
     let (code, _, stderr) = run(&["approve", "1"]);

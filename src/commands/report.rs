@@ -320,17 +320,61 @@ fn table_lines(report: &Report, level: Level, colour: bool) -> Vec<String> {
     out.push(t.to_string());
     if level == Level::Site && !report.tiers.is_empty() {
         let mut t = table(colour);
-        t.set_header(["tier", "sites", "availability (mean)", "reliability (mean)"]);
+        t.set_header([
+            "tier",
+            "sites",
+            "availability (mean)",
+            "reliability (mean)",
+            "availability (weighted)",
+            "reliability (weighted)",
+        ]);
         for tier in &report.tiers {
             t.add_row([
                 format!("Tier-{}", tier.tier),
                 tier.sites.to_string(),
                 pct(tier.availability),
                 pct(tier.reliability),
+                pct(tier.weighted_availability),
+                pct(tier.weighted_reliability),
             ]);
         }
         crate::render::keep_words_whole(&mut t);
         out.push(t.to_string());
+    }
+    if level == Level::Site && !report.federations.is_empty() {
+        let mut t = table(colour);
+        t.set_header([
+            "federation",
+            "sites",
+            "availability (weighted)",
+            "reliability (weighted)",
+            "availability (mean)",
+            "reliability (mean)",
+        ]);
+        for f in &report.federations {
+            t.add_row([
+                f.federation.clone(),
+                f.sites.len().to_string(),
+                pct(f.availability),
+                pct(f.reliability),
+                pct(f.plain_availability),
+                pct(f.plain_reliability),
+            ]);
+        }
+        crate::render::keep_words_whole(&mut t);
+        out.push(t.to_string());
+    }
+    // Say which corrections the figures include: an operator must be able to defend them.
+    for r in &report.recomputations {
+        out.push(format!(
+            "applied recomputation {}: {} {} from {} to {} UTC ({})",
+            r.id,
+            r.request.change.describe(),
+            r.request.scope.describe(),
+            gridprobe_config::time::format_utc(r.request.start_ms),
+            gridprobe_config::time::format_utc(r.request.end_ms),
+            r.request.reason
+        ));
     }
     out.push(format!(
         "availability = up / (period - unknown); reliability = up / (period - unknown - scheduled downtime); \
