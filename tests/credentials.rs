@@ -570,8 +570,20 @@ credential = "watched"
   [probe.params]
   command = "{plugin}"
   env = {{ EXPECTED = "{expected}" }}
+[[probe]]
+metric = "org.tok.CE-job-token"
+kind = "job"
+flavours = ["CE"]
+credential = "watched"
+  [probe.params]
+  backend = "local"
+  workdir = "{jobs}"
+  command = "sh"
+  args = ["-c", "cat \"$BEARER_TOKEN_FILE\""]
+  output_regex = "^{expected}$"
 "#,
-                plugin = plugin.display()
+                plugin = plugin.display(),
+                jobs = dir.path().join("jobs").display()
             ),
         )
         .unwrap();
@@ -593,6 +605,8 @@ credential = "watched"
     let (code, text) = run();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("OK - token found"), "{text}");
+    // A job through the local backend finds it too, as jobs of the batch backends do.
+    assert!(text.contains("org.tok.CE-job-token"), "{text}");
 
     let expired = jwt(now - 60);
     std::fs::write(&token, &expired).unwrap();

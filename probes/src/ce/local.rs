@@ -23,8 +23,12 @@ use super::{
 use crate::process::{ProcessGroup, FINAL_GRACE, TERM_GRACE};
 
 /// The local backend.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Local;
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Local {
+    /// Set in the job's environment: the probe's credential (`X509_USER_PROXY` or
+    /// `BEARER_TOKEN_FILE`), as the batch backends pass it to their commands.
+    pub(crate) env: Vec<(String, String)>,
+}
 
 #[async_trait]
 impl Backend for Local {
@@ -55,6 +59,7 @@ impl Backend for Local {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .process_group(0);
         // Before the spawn: the child's CPU time starts counting there too.
         let started = Instant::now();

@@ -379,6 +379,10 @@ impl CeSettings {
         for (k, v) in &self.backend_env {
             env.push((k.clone(), fill("backend_env", v)?));
         }
+        if self.kind == BackendKind::Local {
+            // No batch commands: the job itself gets the credential's environment.
+            return Ok(Box::new(local::Local { env }));
+        }
         let cli = Cli {
             bin_dir: self.bin_dir.clone(),
             env,
@@ -401,7 +405,7 @@ impl CeSettings {
                 pool: opt("pool", &self.pool)?,
                 submit_args,
             }),
-            BackendKind::Local => Box::new(local::Local),
+            BackendKind::Local => Box::new(local::Local::default()),
         })
     }
 
