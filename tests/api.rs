@@ -264,7 +264,8 @@ fn api_reads_errors_tokens_and_on_demand_runs() {
     assert_eq!(code, 404, "{e}");
 
     // Wait for the scheduled run of the slow probe to end (while it runs, a run is 409 too).
-    assert!(wait_until(Duration::from_secs(20), || {
+    // 45 s: a catch-up run due within 30 s of the next slot waits for it (`first_due`).
+    assert!(wait_until(Duration::from_secs(45), || {
         let (_, page) = call(
             &addr,
             "GET",

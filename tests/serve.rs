@@ -157,8 +157,9 @@ flavours = ["CE"]
     let store = store.to_str().expect("utf-8");
     let mut serve = Serve::start(&config, store);
     let child_file = format!("{}.child", pids.display());
+    // 45 s: a catch-up run due within 30 s of the next slot waits for it (`first_due`).
     assert!(
-        wait_until(Duration::from_secs(20), || std::fs::read_to_string(
+        wait_until(Duration::from_secs(45), || std::fs::read_to_string(
             &child_file
         )
         .is_ok_and(|s| !s.trim().is_empty())),
@@ -378,7 +379,8 @@ timeout = "10s"
     let store = store.to_str().expect("utf-8");
     let mut serve = Serve::start(&config, store);
     // The lock is held: once the lock cell is red, the install cell is standby with the reason.
-    let standby = wait_until(Duration::from_secs(20), || {
+    // 45 s: a catch-up run due within 30 s of the next slot waits for it (`first_due`).
+    let standby = wait_until(Duration::from_secs(45), || {
         store_exists(store)
             && cell_state(&config, store, "ce.local", "org.e2e.CE-install").as_deref()
                 == Some("STANDBY")
