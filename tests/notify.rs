@@ -16,17 +16,12 @@ use std::time::Duration;
 use common::{wait_until, Serve};
 
 fn tool(var: &str, what: &str) -> Option<PathBuf> {
-    match std::env::var(var) {
-        Ok(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{what} not found (${var}; scripts/test-env.sh notify installs it)"
-            );
-            eprintln!("note: {what} not installed; test not run outside CI");
-            None
-        }
-    }
+    common::required_path(
+        var,
+        None,
+        what,
+        &format!("${var}; scripts/test-env.sh notify installs it"),
+    )
 }
 
 fn free_port() -> u16 {

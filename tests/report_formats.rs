@@ -180,18 +180,12 @@ fn html_is_one_file_with_a_strip_per_site() {
 
 /// A poppler tool, or `None` (then the test is skipped, but fails under CI).
 fn tool(var: &str, name: &str) -> Option<PathBuf> {
-    let path = std::env::var(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(format!("/usr/bin/{name}")));
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{name} is missing under CI: scripts/test-env.sh pdftools installs poppler-utils"
-    );
-    eprintln!("skipping: {name} not installed (scripts/test-env.sh pdftools)");
-    None
+    common::required_path(
+        var,
+        Some(&format!("/usr/bin/{name}")),
+        name,
+        "scripts/test-env.sh pdftools installs poppler-utils",
+    )
 }
 
 fn pages(dir: &Path) -> Vec<PathBuf> {

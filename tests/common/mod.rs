@@ -39,22 +39,41 @@ pub fn texts(out: &Output) -> (String, String) {
     )
 }
 
+/// `Some(value)` of a test server's or tool's setting; when it is missing, `None` with a note
+/// outside CI, and a failed test under CI (`CI=true`), never a silent skip. `hint` says how
+/// to get it (usually which `scripts/test-env.sh` service installs it).
+pub fn required<T>(found: Option<T>, what: &str, hint: &str) -> Option<T> {
+    if found.is_some() {
+        return found;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is missing under CI: {hint}"
+    );
+    eprintln!("note: {what} is missing; test not run outside CI ({hint})");
+    None
+}
+
+/// The path in `var` (or `default`), if that file exists; see [`required`].
+pub fn required_path(var: &str, default: Option<&str>, what: &str, hint: &str) -> Option<PathBuf> {
+    let path = std::env::var(var)
+        .ok()
+        .or(default.map(str::to_string))
+        .map(PathBuf::from);
+    required(path.filter(|p| p.exists()), what, hint)
+}
+
 /// Directory of the real Nagios plugins (Debian's monitoring-plugins-basic). Under CI a
 /// missing installation fails the test instead of skipping it.
 pub fn plugins_dir() -> Option<PathBuf> {
     let dir = std::env::var("GRIDPROBE_TEST_PLUGINS")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("/usr/lib/nagios/plugins"));
-    if dir.join("check_dummy").exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "Nagios plugins not found in {} (install monitoring-plugins-basic; scripts/test-env.sh does)",
-        dir.display()
-    );
-    eprintln!("note: Nagios plugins not installed; test not run outside CI");
-    None
+    required(
+        Some(dir).filter(|d| d.join("check_dummy").exists()),
+        "Nagios plugins",
+        "install monitoring-plugins-basic; scripts/test-env.sh does",
+    )
 }
 
 /// A minimal HTTP/1.1 server on 127.0.0.1 answering every request with `status` and `body`,
