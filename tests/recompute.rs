@@ -260,7 +260,7 @@ fn bad_requests_are_refused_with_their_reason() {
     );
 }
 
-/// A minimal HTTP/1.1 client: method, path, optional bearer token and body → (status, body).
+/// `common::call` with a body that is always given.
 fn call(
     addr: &str,
     method: &str,
@@ -268,30 +268,7 @@ fn call(
     token: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .expect("timeout");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    let status: u16 = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let payload = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let json =
-        serde_json::from_str(payload).unwrap_or(serde_json::Value::String(payload.to_string()));
-    (status, json)
+    common::call(addr, method, path, token, Some(body))
 }
 
 #[test]
