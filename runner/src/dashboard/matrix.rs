@@ -155,12 +155,7 @@ pub(super) async fn matrix_page(
     let started = Instant::now();
     let plan = state.shared.plan();
     let config = plan.config;
-    let page = |result| Page {
-        vo: config.vo.clone(),
-        banner: super::response::credential_banner(&state),
-        started,
-        result,
-    };
+    let page = |result| Page::new(&state, started, result);
     let title = || "Availability matrix".to_string();
     let key = query.as_ref().ok().map(|q| {
         (

@@ -55,13 +55,7 @@ pub(super) async fn matrix_refreshing(
                 .into_response(),
             secs,
         ),
-        Err(e) => Page {
-            vo: state.shared.plan().config.vo.clone(),
-            started: Instant::now(),
-            result: Err(e),
-            banner: super::response::credential_banner(&state),
-        }
-        .into_response(),
+        Err(e) => Page::new(&state, Instant::now(), Err(e)).into_response(),
     }
 }
 
@@ -70,7 +64,6 @@ pub(super) async fn problems_page(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let config = state.shared.plan().config;
     let mut secs = Some(PROBLEMS_REFRESH);
     let result = async {
         let mut params = match query {
@@ -117,16 +110,7 @@ pub(super) async fn problems_page(
         Ok(("Problems".to_string(), body))
     }
     .await;
-    with_refresh(
-        Page {
-            vo: config.vo.clone(),
-            started,
-            result,
-            banner: super::response::credential_banner(&state),
-        }
-        .into_response(),
-        secs,
-    )
+    with_refresh(Page::new(&state, started, result).into_response(), secs)
 }
 
 pub(super) async fn notifications_page(
@@ -191,10 +175,5 @@ pub(super) async fn notifications_page(
         Ok(("Notifications".to_string(), body))
     }
     .await;
-    Page {
-        vo: config.vo.clone(),
-        started,
-        result,
-        banner: super::response::credential_banner(&state),
-    }
+    Page::new(&state, started, result)
 }

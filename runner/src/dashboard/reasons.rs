@@ -54,12 +54,7 @@ pub(super) async fn reasons_page(
         Ok(("Failure reasons".to_string(), render::reasons(&page)))
     }
     .await;
-    Page {
-        vo: config.vo.clone(),
-        banner: super::response::credential_banner(&state),
-        started,
-        result,
-    }
+    Page::new(&state, started, result)
 }
 
 /// Figures of a report row, for the site page: availability, reliability, maintenance,

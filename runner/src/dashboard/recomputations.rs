@@ -12,7 +12,6 @@ pub(super) async fn recomputations_page(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Page {
     let started = Instant::now();
-    let config = state.shared.plan().config;
     let result = async {
         query_params(query, &[])?;
         let mut all = state.store.recomputations().await?;
@@ -21,12 +20,7 @@ pub(super) async fn recomputations_page(
         Ok(("Recomputations".to_string(), body(&all)))
     }
     .await;
-    Page {
-        vo: config.vo.clone(),
-        started,
-        result,
-        banner: super::response::credential_banner(&state),
-    }
+    Page::new(&state, started, result)
 }
 
 fn body(all: &[Recomputation]) -> maud::Markup {

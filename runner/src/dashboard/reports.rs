@@ -11,7 +11,6 @@ use crate::report as rendering;
 /// `/reports`: links to the current and the eleven previous months.
 pub(super) async fn reports_index(State(state): State<HttpState>) -> Page {
     let started = Instant::now();
-    let config = state.shared.plan().config;
     let now = now_ms();
     let mut months = Vec::new();
     if let Ok(t) = jiff::Timestamp::from_millisecond(now) {
@@ -44,12 +43,7 @@ pub(super) async fn reports_index(State(state): State<HttpState>) -> Page {
         }
         p.note { "Any period works in the address: " (PERIOD_FORMS) "." }
     };
-    Page {
-        vo: config.vo.clone(),
-        started,
-        result: Ok(("Monthly reports".into(), body)),
-        banner: super::response::credential_banner(&state),
-    }
+    Page::new(&state, started, Ok(("Monthly reports".into(), body)))
 }
 
 /// A download with its type and a file name.
@@ -119,15 +113,7 @@ pub(super) async fn report_page(
     .await;
     let (format, report) = match result {
         Ok(x) => x,
-        Err(e) => {
-            return Page {
-                vo: config.vo.clone(),
-                started,
-                result: Err(e),
-                banner: super::response::credential_banner(&state),
-            }
-            .into_response()
-        }
+        Err(e) => return Page::new(&state, started, Err(e)).into_response(),
     };
     let stem = format!("gridprobe-{}-{}", report.vo, report.period.label);
     match format.as_str() {
@@ -143,13 +129,9 @@ pub(super) async fn report_page(
         ),
         "json" => match serde_json::to_vec_pretty(&report) {
             Ok(body) => download("application/json", format!("{stem}.json"), body),
-            Err(e) => Page {
-                vo: config.vo.clone(),
-                started,
-                result: Err(PageError::Internal(e.to_string())),
-                banner: super::response::credential_banner(&state),
+            Err(e) => {
+                Page::new(&state, started, Err(PageError::Internal(e.to_string()))).into_response()
             }
-            .into_response(),
         },
         _ => {
             let label = report.period.label.clone();
@@ -163,13 +145,7 @@ pub(super) async fn report_page(
                 }
                 (rendering::html::body(&report, Some(|s: &str| format!("/sites/{}", enc(s)))))
             };
-            Page {
-                vo: config.vo.clone(),
-                started,
-                result: Ok((format!("Report {label}"), body)),
-                banner: super::response::credential_banner(&state),
-            }
-            .into_response()
+            Page::new(&state, started, Ok((format!("Report {label}"), body))).into_response()
         }
     }
 }

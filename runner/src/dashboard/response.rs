@@ -40,12 +40,31 @@ impl PageError {
 }
 
 /// A page's outcome, rendered with the VO name for the header.
+///
+/// Built only through [`Page::new`], so that no page can forget the banner.
 pub(super) struct Page {
-    pub(super) vo: String,
+    vo: String,
     /// Notices shown above every page (credentials that are not valid).
-    pub(super) banner: Vec<String>,
-    pub(super) started: Instant,
-    pub(super) result: Result<(String, maud::Markup), PageError>,
+    banner: Vec<String>,
+    started: Instant,
+    result: Result<(String, maud::Markup), PageError>,
+}
+
+impl Page {
+    /// A page of this service: its VO and banner come from the current plan and credentials;
+    /// `started` is when the request began (for the render-time log).
+    pub(super) fn new(
+        state: &crate::http::HttpState,
+        started: Instant,
+        result: Result<(String, maud::Markup), PageError>,
+    ) -> Self {
+        Page {
+            vo: state.shared.plan().config.vo.clone(),
+            banner: credential_banner(state),
+            started,
+            result,
+        }
+    }
 }
 
 impl IntoResponse for Page {

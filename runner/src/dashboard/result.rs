@@ -74,10 +74,5 @@ pub(super) async fn result_page(State(state): State<HttpState>, Path(id): Path<S
         Ok((format!("Result {id}"), render::result(&page)))
     }
     .await;
-    Page {
-        vo: config.vo.clone(),
-        banner: super::response::credential_banner(&state),
-        started,
-        result,
-    }
+    Page::new(&state, started, result)
 }

@@ -49,12 +49,7 @@ pub(super) async fn site_page(State(state): State<HttpState>, Path(site): Path<S
         Ok((page.site.name.clone(), render::site(&page)))
     }
     .await;
-    Page {
-        vo: config.vo.clone(),
-        banner: super::response::credential_banner(&state),
-        started,
-        result,
-    }
+    Page::new(&state, started, result)
 }
 
 /// Start of the current month (UTC) and its label, e.g. `2026-10`.

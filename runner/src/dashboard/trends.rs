@@ -156,10 +156,5 @@ pub(super) async fn trends_page(
         ))
     }
     .await;
-    Page {
-        vo: config.vo.clone(),
-        started,
-        result,
-        banner: super::response::credential_banner(&state),
-    }
+    Page::new(&state, started, result)
 }
