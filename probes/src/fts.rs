@@ -35,7 +35,7 @@ use crate::kind::{ParamDefault, ParamDoc};
 use crate::net::http::{self, status_text, USER_AGENT_VALUE};
 use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
 use crate::net::Failure;
-use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
+use crate::outcome::{fmt_secs, seconds, ConnectionFault, Outcome, Perfdatum, Status};
 use crate::params::{check_template, config_dir, duration_param};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
 
@@ -313,6 +313,8 @@ struct TransferPlan {
 struct Problem {
     status: Status,
     text: String,
+    /// Set when the exchange failed before FTS could answer (see `Outcome::connection_fault`).
+    fault: Option<ConnectionFault>,
 }
 
 impl Problem {
@@ -320,6 +322,7 @@ impl Problem {
         Problem {
             status: Status::Critical,
             text: text.into(),
+            fault: None,
         }
     }
 
@@ -327,6 +330,7 @@ impl Problem {
         Problem {
             status: Status::Unknown,
             text: text.into(),
+            fault: None,
         }
     }
 }
@@ -390,18 +394,22 @@ impl Session<'_> {
             &mut self.certs,
         )
         .await
-        .map_err(|f| match f {
-            Failure::Stopped(Stop::Timeout, phase) => Problem::critical(format!(
-                "{method} {path}: timeout after {} during {phase}",
-                format_duration(ctx.timeout)
-            )),
-            Failure::Stopped(Stop::Cancelled, phase) => Problem::unknown(format!(
-                "{method} {path}: cancelled during {phase} (gridprobe is stopping)"
-            )),
-            Failure::Critical(m) | Failure::Connection(_, m) => {
-                Problem::critical(format!("{method} {path}: {m}"))
-            }
-            Failure::Unknown(m) => Problem::unknown(format!("{method} {path}: {m}")),
+        .map_err(|f| {
+            let fault = f.connection_fault();
+            let problem = match f {
+                Failure::Stopped(Stop::Timeout, phase) => Problem::critical(format!(
+                    "{method} {path}: timeout after {} during {phase}",
+                    format_duration(ctx.timeout)
+                )),
+                Failure::Stopped(Stop::Cancelled, phase) => Problem::unknown(format!(
+                    "{method} {path}: cancelled during {phase} (gridprobe is stopping)"
+                )),
+                Failure::Critical(m) | Failure::Connection(_, m) => {
+                    Problem::critical(format!("{method} {path}: {m}"))
+                }
+                Failure::Unknown(m) => Problem::unknown(format!("{method} {path}: {m}")),
+            };
+            Problem { fault, ..problem }
         })?;
         let text = String::from_utf8_lossy(&resp.body);
         let shown: String = text.chars().take(2000).collect();
@@ -554,7 +562,13 @@ impl Probe for FtsProbe {
         perfdata.push(seconds("total", start.elapsed()));
         let mut outcome = match result {
             Ok((status, text)) => Outcome::new(status, format!("{text} on {base}")),
-            Err(p) => Outcome::new(p.status, format!("{} on {base}", p.text)),
+            Err(p) => {
+                let o = Outcome::new(p.status, format!("{} on {base}", p.text));
+                match p.fault {
+                    Some(fault) => o.with_connection_fault(fault),
+                    None => o,
+                }
+            }
         };
         let mut expiry: Vec<(Status, String)> = session
             .certs
@@ -1385,6 +1399,8 @@ mod tests {
             o.summary,
             format!("GET /: HTTP 404 Not Found: The resource could not be found. on {url}")
         );
+        // FTS answered: the site's failure, whatever the monitoring host's state.
+        assert_eq!(o.connection_fault, None);
 
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let closed = l.local_addr().expect("addr").port();
@@ -1399,5 +1415,7 @@ mod tests {
             "{}",
             o.summary
         );
+        // Marked, so that a failing monitoring host turns it UNKNOWN (runner/src/selfcheck.rs).
+        assert_eq!(o.connection_fault, Some(ConnectionFault::Connect));
     }
 }

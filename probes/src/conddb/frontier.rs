@@ -253,14 +253,22 @@ pub(crate) async fn frontier(
         },
     )
     .await
-    .map_err(|f| match f {
-        Failure::Stopped(Stop::Timeout, _) => DbError::Timeout {
-            phase: PHASE_QUERY,
-            cancel: None,
-        },
-        Failure::Stopped(Stop::Cancelled, _) => DbError::Cancelled(PHASE_QUERY),
-        Failure::Critical(m) | Failure::Connection(_, m) => DbError::Connect(m),
-        Failure::Unknown(m) => DbError::Local(m),
+    .map_err(|f| {
+        let fault = f.connection_fault();
+        match f {
+            // A timeout before the server answered is one of the connect phases.
+            Failure::Stopped(Stop::Timeout, _) => DbError::Timeout {
+                phase: if fault.is_some() {
+                    PHASE_CONNECT
+                } else {
+                    PHASE_QUERY
+                },
+                cancel: None,
+            },
+            Failure::Stopped(Stop::Cancelled, _) => DbError::Cancelled(PHASE_QUERY),
+            Failure::Critical(m) | Failure::Connection(_, m) => DbError::Connect(m, fault),
+            Failure::Unknown(m) => DbError::Local(m),
+        }
     })?;
     let elapsed = start.elapsed();
     let connect = timings.connect.unwrap_or_default() + timings.tls.unwrap_or_default();

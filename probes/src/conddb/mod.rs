@@ -43,7 +43,9 @@ use crate::kind::{ParamDefault, ParamDoc};
 use crate::net::http::{self, status_text, Progress, Trace, USER_AGENT_VALUE};
 use crate::net::tls::{CertInfo, TlsParams, TlsSettings};
 use crate::net::{Failure, Timings};
-use crate::outcome::{fmt_secs, fmt_utc, seconds, Outcome, Perfdatum, Status, UtcPrecision};
+use crate::outcome::{
+    fmt_secs, fmt_utc, seconds, ConnectionFault, Outcome, Perfdatum, Status, UtcPrecision,
+};
 use crate::params::{check_template, config_dir, duration_param};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
 
@@ -473,8 +475,9 @@ struct Answer {
 /// How a backend failed.
 #[derive(Debug)]
 enum DbError {
-    /// Could not connect or log in (CRITICAL).
-    Connect(String),
+    /// Could not connect or log in (CRITICAL); the fault when it failed before the server
+    /// could answer (see `Outcome::connection_fault`).
+    Connect(String, Option<ConnectionFault>),
     /// The query failed (CRITICAL).
     Query(String),
     /// Deadline during a phase; what cancelling at the server gave.
@@ -637,8 +640,16 @@ impl CondDbProbe {
             Ok(a) => a,
             Err(e) => {
                 perfdata.push(seconds("total", total));
+                let fault = match &e {
+                    DbError::Connect(_, fault) => *fault,
+                    DbError::Timeout {
+                        phase: PHASE_CONNECT,
+                        ..
+                    } => Some(ConnectionFault::Timeout),
+                    _ => None,
+                };
                 let (status, text) = match e {
-                    DbError::Connect(m) => (Status::Critical, format!("connection failed: {m}")),
+                    DbError::Connect(m, _) => (Status::Critical, format!("connection failed: {m}")),
                     DbError::Query(m) => (Status::Critical, format!("query failed: {m}")),
                     DbError::Timeout { phase, cancel } => (
                         Status::Critical,
@@ -660,9 +671,13 @@ impl CondDbProbe {
                     DbError::Local(m) => (Status::Unknown, m),
                 };
                 let summary = format!("{text} on {shown}");
-                return Outcome::new(status, summary.clone())
+                let outcome = Outcome::new(status, summary.clone())
                     .with_details(format!("{summary}\n{log}"))
                     .with_perfdata(perfdata);
+                return match fault {
+                    Some(fault) => outcome.with_connection_fault(fault),
+                    None => outcome,
+                };
             }
         };
         perfdata.extend(answer.connect.map(|d| seconds("connect", d)));

@@ -40,7 +40,12 @@ pub(crate) async fn mysql(
             })
         }
         Err(Stop::Cancelled) => return Err(DbError::Cancelled(PHASE_CONNECT)),
-        Ok(Err(e)) => return Err(DbError::Connect(my_reason(&e))),
+        Ok(Err(e)) => {
+            return Err(DbError::Connect(
+                my_reason(&e),
+                crate::net::io_connection_fault(&e),
+            ))
+        }
         Ok(Ok(c)) => c,
     };
     let connect = start.elapsed();

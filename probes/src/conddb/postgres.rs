@@ -44,7 +44,12 @@ where
             })
         }
         Err(Stop::Cancelled) => return Err(DbError::Cancelled(PHASE_CONNECT)),
-        Ok(Err(e)) => return Err(DbError::Connect(pg_reason(&e))),
+        Ok(Err(e)) => {
+            return Err(DbError::Connect(
+                pg_reason(&e),
+                crate::net::io_connection_fault(&e),
+            ))
+        }
         Ok(Ok(c)) => c,
     };
     tokio::spawn(async move {

@@ -17,7 +17,7 @@ pub(crate) async fn sqlite(
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
     )
-    .map_err(|e| DbError::Connect(format!("cannot open {}: {e}", path.display())))?;
+    .map_err(|e| DbError::Connect(format!("cannot open {}: {e}", path.display()), None))?;
     let connect = start.elapsed();
     let interrupt = conn.get_interrupt_handle();
     let start = Instant::now();

@@ -325,6 +325,8 @@ async fn postgres_password_from_env_or_file() {
             "connection failed: password authentication failed for user \"gridprobe_auth\" on {url}"
         )
     );
+    // The server answered: the site's failure, never reclassified by the self-check.
+    assert_eq!(o.connection_fault, None);
 
     let o = outcome(
         &format!(
@@ -526,6 +528,7 @@ async fn mariadb_fresh_stale_missing_and_wrong_password() {
         o.summary
     );
     assert!(o.summary.contains("(using password: YES)"), "{}", o.summary);
+    assert_eq!(o.connection_fault, None);
 
     admin
         .query_drop(format!("DROP TABLE {table}"))
@@ -867,4 +870,35 @@ async fn frontier_answers_errors_and_cache_headers() {
         "{}",
         o.summary
     );
+}
+
+/// A database that cannot be reached is a connection-level failure (marked, so that a failing
+/// monitoring host turns it UNKNOWN); PostgreSQL and MariaDB alike.
+#[tokio::test]
+async fn unreachable_database_is_marked_as_a_connection_fault() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    for url in [
+        format!("postgresql://gridprobe@127.0.0.1:{port}/test"),
+        format!("mysql://root@127.0.0.1:{port}/test"),
+    ] {
+        let o = outcome(
+            &format!("url = '{url}'\nquery = 'SELECT 1'"),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(o.status, Status::Critical, "{o:?}");
+        assert!(
+            o.summary.starts_with("connection failed: "),
+            "{}",
+            o.summary
+        );
+        assert_eq!(
+            o.connection_fault,
+            Some(ConnectionFault::Connect),
+            "{url}: {}",
+            o.summary
+        );
+    }
 }

@@ -39,18 +39,33 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// Where the connection failed, when it failed before the service could answer (DNS,
+    /// connect, TLS transport, or a timeout in one of those phases); kinds that build their own
+    /// outcome carry it on, so the self-check can tell a failing monitoring host apart.
+    pub(crate) fn connection_fault(&self) -> Option<ConnectionFault> {
+        match self {
+            Failure::Connection(fault, _) => Some(*fault),
+            Failure::Stopped(Stop::Timeout, phase)
+                if matches!(*phase, PHASE_DNS | PHASE_CONNECT | PHASE_TLS) =>
+            {
+                Some(ConnectionFault::Timeout)
+            }
+            _ => None,
+        }
+    }
+
     /// The outcome, naming `target` (the URL or host:port).
     pub(crate) fn outcome(self, ctx: &ProbeContext, target: &str) -> Outcome {
+        let fault = self.connection_fault();
         match self {
             Failure::Stopped(Stop::Timeout, phase) => {
                 let o = Outcome::critical(format!(
                     "timeout after {} during {phase} on {target}",
                     format_duration(ctx.timeout)
                 ));
-                if matches!(phase, PHASE_DNS | PHASE_CONNECT | PHASE_TLS) {
-                    o.with_connection_fault(ConnectionFault::Timeout)
-                } else {
-                    o
+                match fault {
+                    Some(fault) => o.with_connection_fault(fault),
+                    None => o,
                 }
             }
             Failure::Stopped(Stop::Cancelled, phase) => {
@@ -345,6 +360,33 @@ pub(crate) fn io_reason(e: &io::Error) -> String {
             }
         }
     }
+}
+
+/// The connection-level fault behind a client library's error (a database driver's, say), when
+/// its chain of sources holds an I/O error of the connection itself: a refused, unreachable or
+/// timed-out connect, or a name that did not resolve. Errors from the service (a refused login,
+/// a bad query) give `None`.
+pub(crate) fn io_connection_fault(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<ConnectionFault> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return match io.kind() {
+                io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+                | io::ErrorKind::AddrNotAvailable => Some(ConnectionFault::Connect),
+                io::ErrorKind::TimedOut => Some(ConnectionFault::Timeout),
+                _ if io.to_string().contains("failed to lookup address") => {
+                    Some(ConnectionFault::Dns)
+                }
+                _ => None,
+            };
+        }
+        source = s.source();
+    }
+    None
 }
 
 fn dns_reason(e: &io::Error) -> String {

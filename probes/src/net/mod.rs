@@ -6,4 +6,6 @@ mod connect;
 pub(crate) mod http;
 pub(crate) mod tls;
 
-pub(crate) use connect::{host_port, io_reason, open, strip_brackets, Failure, Stream, Timings};
+pub(crate) use connect::{
+    host_port, io_connection_fault, io_reason, open, strip_brackets, Failure, Stream, Timings,
+};

@@ -40,7 +40,7 @@ use crate::kind::{ParamDefault, ParamDoc};
 use crate::net::http::{self, status_text, Response, USER_AGENT_VALUE};
 use crate::net::tls::{self, tls_params, CertInfo, TlsSettings};
 use crate::net::Failure;
-use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
+use crate::outcome::{fmt_secs, seconds, ConnectionFault, Outcome, Perfdatum, Status};
 use crate::params::{check_template, config_dir, duration_param};
 use crate::process::{self, Ending, Finished};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
@@ -568,6 +568,9 @@ impl Step {
 struct StepError {
     status: Status,
     reason: String,
+    /// Set when the step failed before the storage could answer (see
+    /// `Outcome::connection_fault`).
+    fault: Option<ConnectionFault>,
 }
 
 impl StepError {
@@ -575,6 +578,7 @@ impl StepError {
         StepError {
             status: Status::Critical,
             reason: reason.into(),
+            fault: None,
         }
     }
 
@@ -582,11 +586,19 @@ impl StepError {
         StepError {
             status: Status::Unknown,
             reason: reason.into(),
+            fault: None,
         }
     }
 
+    /// Marks a failure at connection level.
+    fn at_connection(mut self, fault: Option<ConnectionFault>) -> Self {
+        self.fault = fault;
+        self
+    }
+
     fn from_failure(f: Failure, ctx: &ProbeContext) -> Self {
-        match f {
+        let fault = f.connection_fault();
+        let e = match f {
             Failure::Stopped(Stop::Timeout, phase) => StepError::critical(format!(
                 "timeout after {} during {phase}",
                 format_duration(ctx.timeout)
@@ -596,7 +608,8 @@ impl StepError {
             }
             Failure::Critical(m) | Failure::Connection(_, m) => StepError::critical(m),
             Failure::Unknown(m) => StepError::unknown(m),
-        }
+        };
+        e.at_connection(fault)
     }
 }
 
@@ -723,10 +736,16 @@ impl Run<'_> {
         self.perfdata
             .push(Perfdatum::new("size", self.content.len() as f64, "B"));
         let mut outcome = match result {
-            Err((step, e)) => Outcome::new(
-                e.status,
-                format!("{} failed: {} on {file_url}", step.name(), e.reason),
-            ),
+            Err((step, e)) => {
+                let o = Outcome::new(
+                    e.status,
+                    format!("{} failed: {} on {file_url}", step.name(), e.reason),
+                );
+                match e.fault {
+                    Some(fault) => o.with_connection_fault(fault),
+                    None => o,
+                }
+            }
             Ok(()) => {
                 let mut summary = format!(
                     "{} round trip of {} bytes in {} (put, stat, get, {}list, delete, gone) on {}",

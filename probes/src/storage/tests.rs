@@ -370,6 +370,8 @@ async fn webdav_server_down_is_critical() {
         "{}",
         o.summary
     );
+    // Marked, so that a failing monitoring host turns it UNKNOWN (runner/src/selfcheck.rs).
+    assert_eq!(o.connection_fault, Some(ConnectionFault::Connect));
 }
 
 #[tokio::test]
@@ -742,6 +744,7 @@ async fn xrootd_server_down_and_silent_server() {
         "{}",
         o.summary
     );
+    assert_eq!(o.connection_fault, Some(ConnectionFault::Connect));
 
     // Accepts connections and never answers: xrdcp waits until the probe's deadline.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -219,7 +219,23 @@ pub(crate) fn xrd_failure(finished: &Finished, program: &str, ctx: &ProbeContext
         Ending::Cancelled => StepError::unknown(format!(
             "cancelled ({program} killed; gridprobe is stopping)"
         )),
-        Ending::Exited => StepError::critical(xrd_error_text(finished)),
+        Ending::Exited => {
+            let text = xrd_error_text(finished);
+            let fault = xrd_connection_fault(&text);
+            StepError::critical(text).at_connection(fault)
+        }
+    }
+}
+
+/// The connection-level failures the XRootD client reports as such (with one connection
+/// attempt, see `XRD_CONNECTIONRETRY`): a name that does not resolve, or no connection.
+fn xrd_connection_fault(error: &str) -> Option<ConnectionFault> {
+    if error.contains("[FATAL] Invalid address") {
+        Some(ConnectionFault::Dns)
+    } else if error.contains("[FATAL] Connection error") || error.contains("[FATAL] Socket error") {
+        Some(ConnectionFault::Connect)
+    } else {
+        None
     }
 }
 
