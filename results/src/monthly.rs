@@ -419,24 +419,24 @@ impl MonthlyReport {
     }
 }
 
-/// Plain and weighted means of a group of sites.
+/// Plain and weighted means of a group of sites (the same means as the report's tiers and
+/// federations, `crate::aggregate`), with how many meet the targets.
 pub fn summary(name: String, members: &[&MonthlySite]) -> GroupSummary {
     let plain = |f: fn(&Figures) -> Option<f64>| {
-        let v: Vec<f64> = members
-            .iter()
-            .filter_map(|s| f(&s.report.figures))
-            .collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        crate::aggregate::plain_mean(
+            &members
+                .iter()
+                .map(|s| f(&s.report.figures))
+                .collect::<Vec<_>>(),
+        )
     };
     let weighted = |f: fn(&Figures) -> Option<f64>| {
-        let (mut num, mut den) = (0.0, 0.0);
-        for s in members {
-            if let Some(v) = f(&s.report.figures) {
-                num += v * s.weight;
-                den += s.weight;
-            }
-        }
-        (den > 0.0).then(|| num / den)
+        crate::aggregate::weighted_mean(
+            &members
+                .iter()
+                .map(|s| (f(&s.report.figures), s.weight))
+                .collect::<Vec<_>>(),
+        )
     };
     GroupSummary {
         name,
