@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// Most messages written to the store in one transaction.
 pub const BATCH: usize = 500;
 /// How long to wait for more messages before writing a partial batch.
-const LINGER: Duration = Duration::from_millis(100);
+pub(crate) const LINGER: Duration = Duration::from_millis(100);
 
 /// Counters of a consumer.
 #[derive(Debug, Default)]
@@ -64,6 +64,10 @@ pub async fn consume(
                     PublishKind::Nats { .. } => {
                         consume_nats(&t, &*store, &stats, &shutdown, &*on_ready).await
                     }
+                    PublishKind::Stomp(settings) => {
+                        crate::stomp::consume(&t, settings, &*store, &stats, &shutdown, &*on_ready)
+                            .await
+                    }
                 };
                 match outcome {
                     Ok(()) => return,
@@ -87,7 +91,7 @@ pub async fn consume(
 
 /// Decodes a batch and writes it once per message id, retrying the store until it accepts or
 /// `shutdown` (then `Err`: nothing is acknowledged and the broker redelivers later).
-async fn store_batch(
+pub(crate) async fn store_batch(
     payloads: &[&[u8]],
     store: &dyn ResultStore,
     stats: &ConsumeStats,
