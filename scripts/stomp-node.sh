@@ -6,11 +6,14 @@
 #
 #   scripts/stomp-node.sh start|stop DIR STOMP_PORT DIST_PORT
 #
+# The node has a user `gridprobe` (passcode gp-stomp-test-passcode) besides guest.
 # Idempotent: `start` on a running node and `stop` on a stopped one do nothing. Quiet: output
 # goes to DIR/log/, and only a failure is reported (on stderr, exit status 1).
 set -euo pipefail
 [ $# -eq 4 ] || { echo "usage: $0 start|stop DIR STOMP_PORT DIST_PORT" >&2; exit 2; }
 cmd=$1 dir=$2 port=$3 dist=$4
+# The test user's passcode: a test secret on a loopback-only node.
+STOMP_TEST_PASSCODE=gp-stomp-test-passcode
 bin=/usr/lib/rabbitmq/bin
 mkdir -p "$dir/mnesia" "$dir/log"
 dir="$(cd "$dir" && pwd)"
@@ -53,6 +56,10 @@ start)
         echo "stomp-node: RabbitMQ node $RABBITMQ_NODENAME did not come up with STOMP on 127.0.0.1:$port (see $dir/log)" >&2
         exit 1
     fi
+    # A user with a passcode of its own (guest/guest would hide a passcode echoed in a log).
+    ctl() { "$bin/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" "$@" >/dev/null 2>&1; }
+    ctl add_user gridprobe "$STOMP_TEST_PASSCODE" || ctl change_password gridprobe "$STOMP_TEST_PASSCODE"
+    ctl set_permissions -p / gridprobe '.*' '.*' '.*'
     ;;
 stop)
     pinged || exit 0

@@ -1,4 +1,4 @@
-# A private RabbitMQ node with the STOMP plugin (127.0.0.1:61623, guest/guest) for tests/stomp.rs:
+# A private RabbitMQ node with the STOMP plugin (127.0.0.1:61623, user gridprobe) for tests/stomp.rs:
 # its own node name, distribution port (25683), cookie and directories under
 # /var/tmp/gridprobe-stomp (scripts/stomp-node.sh), so the machine's shared RabbitMQ is never
 # reconfigured. Idempotent and quiet. Sourced by scripts/test-env.sh.
@@ -13,4 +13,4 @@ bash "$here/stomp-node.sh" start /var/tmp/gridprobe-stomp $stomp_port $stomp_dis
     log "the STOMP RabbitMQ node did not come up on 127.0.0.1:$stomp_port"
     return 1
 }
-echo "export GRIDPROBE_TEST_STOMP_URL=stomp://guest:guest@127.0.0.1:$stomp_port"
+echo "export GRIDPROBE_TEST_STOMP_URL=stomp://gridprobe:gp-stomp-test-passcode@127.0.0.1:$stomp_port"

@@ -64,7 +64,8 @@ pub(crate) fn send_frame(
         .header("site", m.site.as_str())
         .header("vo", m.vo.as_str())
         .header("status", m.status.name())
-        .header("timestamp", m.timestamp.as_str())
+        // No `timestamp` header: brokers own that name (RabbitMQ refuses a SEND whose
+        // `timestamp` is not a number, ActiveMQ overwrites it); the body carries ETF's.
         .header("monitoring_host", instance)
         .body(body)
 }
