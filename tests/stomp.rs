@@ -180,9 +180,7 @@ impl Subscriber {
         let mut headers = BTreeMap::new();
         for line in lines {
             let (k, v) = line.trim_end_matches('\r').split_once(':')?;
-            headers
-                .entry(unescape(k))
-                .or_insert_with(|| unescape(v));
+            headers.entry(unescape(k)).or_insert_with(|| unescape(v));
         }
         let start = head_end + 2;
         let end = match headers.get("content-length") {
@@ -275,7 +273,11 @@ fn serve_publishes_persistent_messages_with_etf_and_argo_fields() {
     let cfg = write(
         dir.path(),
         "vo.toml",
-        &format!("{}{}", probes(), publish_table(dir.path(), &url, None, &queue)),
+        &format!(
+            "{}{}",
+            probes(),
+            publish_table(dir.path(), &url, None, &queue)
+        ),
     );
     let store = dir.path().join("site.sqlite");
     let mut serve = Serve::start(&cfg, store.to_str().expect("utf-8"));
@@ -296,10 +298,21 @@ fn serve_publishes_persistent_messages_with_etf_and_argo_fields() {
     for f in &seen {
         let h = &f.headers;
         assert_eq!(h.get("destination"), Some(&queue), "{h:?}");
-        assert_eq!(h.get("content-type").map(String::as_str), Some("application/json"));
-        assert_eq!(h.get("persistent").map(String::as_str), Some("true"), "{h:?}");
+        assert_eq!(
+            h.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+        assert_eq!(
+            h.get("persistent").map(String::as_str),
+            Some("true"),
+            "{h:?}"
+        );
         assert_eq!(h.get("site").map(String::as_str), Some("T2_STOMP"), "{h:?}");
-        assert_eq!(h.get("status").map(String::as_str), Some("CRITICAL"), "{h:?}");
+        assert_eq!(
+            h.get("status").map(String::as_str),
+            Some("CRITICAL"),
+            "{h:?}"
+        );
         assert_eq!(h.get("vo").map(String::as_str), Some("e2e"), "{h:?}");
         let v: serde_json::Value = serde_json::from_slice(&f.body).expect("a JSON body");
         // ETF's metric result fields.
@@ -470,7 +483,10 @@ fn broker_down_spools_and_replays_everything_in_order() {
         serve.output()
     );
     let after = stored_keys(&store).0.len();
-    assert!(wait_until(Duration::from_secs(30), || stored_keys(&store).0.len() > after + 2));
+    assert!(wait_until(Duration::from_secs(30), || stored_keys(&store)
+        .0
+        .len()
+        > after + 2));
     serve.terminate_cleanly();
     assert_eq!(spooled_bytes(&spool), 0, "flushed at shutdown");
 
@@ -546,7 +562,11 @@ fn consume_from_stomp_stores_once_and_acknowledges_everything() {
     let cfg = write(
         dir.path(),
         "vo.toml",
-        &format!("{}{}", probes(), publish_table(dir.path(), &url, None, &queue)),
+        &format!(
+            "{}{}",
+            probes(),
+            publish_table(dir.path(), &url, None, &queue)
+        ),
     );
     let site = dir.path().join("site.sqlite");
     let site = site.to_str().expect("utf-8").to_string();
@@ -556,11 +576,10 @@ fn consume_from_stomp_stores_once_and_acknowledges_everything() {
     let mut serve = Serve::start(&cfg, &site);
     serve.wait_for("connected to the STOMP broker", Duration::from_secs(60));
     let mut consume = Consume::start(&cfg, &central);
-    consume
-        .0
-        .wait_for("subscribed to", Duration::from_secs(30));
+    consume.0.wait_for("subscribed to", Duration::from_secs(30));
     assert!(
-        wait_until(Duration::from_secs(60), || stored_keys(&central).0.len() >= 6),
+        wait_until(Duration::from_secs(60), || stored_keys(&central).0.len()
+            >= 6),
         "nothing consumed:\nserve:\n{}\nconsume:\n{}",
         serve.output(),
         consume.0.output()
@@ -583,7 +602,11 @@ fn consume_from_stomp_stores_once_and_acknowledges_everything() {
     let mut sub = Subscriber::connect(&url, port);
     sub.subscribe(&queue);
     let left = sub.drain(&queue);
-    assert!(left.is_empty(), "{} messages were not acknowledged", left.len());
+    assert!(
+        left.is_empty(),
+        "{} messages were not acknowledged",
+        left.len()
+    );
 
     let out = gridprobe(&[
         "matrix", "--config", &cfg, "--store", &central, "--format", "json",

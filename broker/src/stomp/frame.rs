@@ -93,6 +93,9 @@ pub enum FrameError {
     /// A CR not followed by LF where a line ends.
     #[error("a bare CR in a STOMP frame")]
     BareCr,
+    /// A NUL octet in the command or a header (it can only end a frame).
+    #[error("a NUL octet in a STOMP frame header")]
+    NulInHeader,
 }
 
 /// Longest command name accepted (the longest in the protocol is 11 characters).
@@ -257,6 +260,9 @@ impl Decoder {
             if line.contains(&b'\r') {
                 return Err(FrameError::BareCr);
             }
+            if line.contains(&0) {
+                return Err(FrameError::NulInHeader);
+            }
             pos = end + 1;
             if line.is_empty() {
                 break pos;
@@ -281,7 +287,7 @@ impl Decoder {
             let shown: String = command.chars().take(MAX_COMMAND).collect();
             return Err(FrameError::BadCommand(shown));
         }
-        let escaped = command != "CONNECTED" && command != "CONNECT";
+        let escaped = !matches!(command, "CONNECT" | "CONNECTED" | "STOMP");
         let mut headers = Vec::with_capacity(header_lines.len());
         for line in header_lines {
             let text = std::str::from_utf8(line).map_err(|_| FrameError::NotUtf8)?;
@@ -495,6 +501,7 @@ mod tests {
             (b"MESSAGE\na:\\t\n\n\0".to_vec(), FrameError::BadEscape),
             (b"MESSAGE\na:\xff\n\n\0".to_vec(), FrameError::NotUtf8),
             (b"\rX".to_vec(), FrameError::BareCr),
+            (b"MESSAGE\na:b\0c\n\n\0".to_vec(), FrameError::NulInHeader),
         ];
         for (input, want) in cases {
             let got = decode_all(&input, small);
