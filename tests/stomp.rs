@@ -653,3 +653,93 @@ subject = "x"
     }
     assert!(!stderr.contains("secret"), "{stderr}");
 }
+
+#[test]
+fn tls_with_the_brokers_ca_delivers_and_an_unknown_issuer_is_refused() {
+    let Some(url) = stomp_url() else {
+        return;
+    };
+    let tls = common::required(
+        std::env::var("GRIDPROBE_TEST_STOMP_TLS_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .and_then(|v| url::Url::parse(&v).ok()),
+        "GRIDPROBE_TEST_STOMP_TLS_URL (the STOMP node's TLS listener)",
+        "scripts/test-env.sh stomp starts it and exports it",
+    );
+    let ca = common::required_path(
+        "GRIDPROBE_TEST_STOMP_CA",
+        None,
+        "the STOMP node's test CA",
+        "scripts/test-env.sh stomp makes it",
+    );
+    let (Some(tls), Some(ca)) = (tls, ca) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("stomp-passcode"),
+        format!("{}\n", tls.password().unwrap_or("")),
+    )
+    .expect("passcode file");
+    let queue = format!("/queue/gpe2e.tls.{}", std::process::id());
+    let target = |name: &str, ca_line: &str| {
+        format!(
+            r#"
+[[publish]]
+name = "{name}"
+kind = "stomp"
+url = "stomp+ssl://{}@{}:{}"
+password_file = "stomp-passcode"
+destination = "{queue}"
+{ca_line}
+"#,
+            tls.username(),
+            tls.host_str().unwrap_or("127.0.0.1"),
+            tls.port().unwrap_or(61614)
+        )
+    };
+    let cfg = write(
+        dir.path(),
+        "vo.toml",
+        &format!(
+            "{}{}{}",
+            probes(),
+            target("trusted", &format!("ca_file = \"{}\"", ca.display())),
+            target("untrusted", "")
+        ),
+    );
+    let store = dir.path().join("site.sqlite");
+    let mut serve = Serve::start(&cfg, store.to_str().expect("utf-8"));
+    serve.wait_for("connected to the STOMP broker", Duration::from_secs(60));
+
+    // What went over TLS is read back over the plain listener of the same broker.
+    let mut sub = Subscriber::connect(&url, url.port().unwrap_or(61613));
+    sub.subscribe(&queue);
+    let f = sub
+        .next(Duration::from_secs(30))
+        .expect("a message published over TLS");
+    assert_eq!(f.command, "MESSAGE", "{f:?}");
+    let v: serde_json::Value = serde_json::from_slice(&f.body).expect("JSON");
+    assert_eq!(v["site"], "T2_STOMP");
+
+    let spool = dir
+        .path()
+        .join("site.sqlite.spool")
+        .join("publish-untrusted");
+    assert!(
+        wait_until(Duration::from_secs(30), || serve
+            .output()
+            .contains("TLS handshake with")
+            && spooled_bytes(&spool) > 0),
+        "{}",
+        serve.output()
+    );
+    serve.terminate_cleanly();
+    let out = serve.output();
+    assert!(
+        out.contains("UnknownIssuer") || out.contains("unknown issuer"),
+        "{out}"
+    );
+    assert!(!out.contains(tls.password().unwrap_or("-")), "{out}");
+}
