@@ -743,3 +743,31 @@ destination = "{queue}"
     );
     assert!(!out.contains(tls.password().unwrap_or("-")), "{out}");
 }
+
+#[test]
+fn consume_needs_one_destination_to_subscribe_to() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(
+        dir.path(),
+        "vo.toml",
+        &format!(
+            "{}{}",
+            probes(),
+            "\n[[publish]]\nkind = \"stomp\"\ndestination = \"/topic/gp.{site}\"\n"
+        ),
+    );
+    let store = dir.path().join("c.sqlite");
+    let out = gridprobe(&[
+        "consume",
+        "--config",
+        &cfg,
+        "--store",
+        store.to_str().expect("utf-8"),
+    ]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has placeholders: set `subscribe`"),
+        "{stderr}"
+    );
+}

@@ -54,6 +54,14 @@ pub async fn consume(
         let stats = stats.clone();
         let shutdown = shutdown.clone();
         let on_ready = on_ready.clone();
+        if let PublishKind::Stomp(settings) = &t.kind {
+            // A configuration gap, not an outage: say so once rather than retry forever.
+            if let Err(e) = crate::stomp::subscription(settings) {
+                tracing::error!(target_name = %t.name, error = %e, "cannot consume from this target");
+                eprintln!("gridprobe consume: {}: {e}", t.name);
+                continue;
+            }
+        }
         tasks.push(tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);
             while !shutdown.is_cancelled() {

@@ -14,7 +14,7 @@ use crate::ConsumeStats;
 
 /// The destination `gridprobe consume` subscribes to: `subscribe`, or the publishing
 /// destination when it is one fixed name.
-pub(crate) fn subscription(settings: &StompSettings) -> Result<String, String> {
+pub fn subscription(settings: &StompSettings) -> Result<String, String> {
     if let Some(s) = &settings.subscribe {
         return Ok(s.clone());
     }

@@ -15,4 +15,5 @@ mod message;
 mod publish;
 
 pub(crate) use consume::consume;
+pub use consume::subscription;
 pub use publish::StompTarget;
