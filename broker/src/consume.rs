@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// Most messages written to the store in one transaction.
 pub const BATCH: usize = 500;
 /// How long to wait for more messages before writing a partial batch.
-const LINGER: Duration = Duration::from_millis(100);
+pub(crate) const LINGER: Duration = Duration::from_millis(100);
 
 /// Counters of a consumer.
 #[derive(Debug, Default)]
@@ -54,6 +54,14 @@ pub async fn consume(
         let stats = stats.clone();
         let shutdown = shutdown.clone();
         let on_ready = on_ready.clone();
+        if let PublishKind::Stomp(settings) = &t.kind {
+            // A configuration gap, not an outage: say so once rather than retry forever.
+            if let Err(e) = crate::stomp::subscription(settings) {
+                tracing::error!(target_name = %t.name, error = %e, "cannot consume from this target");
+                eprintln!("gridprobe consume: {}: {e}", t.name);
+                continue;
+            }
+        }
         tasks.push(tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);
             while !shutdown.is_cancelled() {
@@ -63,6 +71,10 @@ pub async fn consume(
                     }
                     PublishKind::Nats { .. } => {
                         consume_nats(&t, &*store, &stats, &shutdown, &*on_ready).await
+                    }
+                    PublishKind::Stomp(settings) => {
+                        crate::stomp::consume(&t, settings, &*store, &stats, &shutdown, &*on_ready)
+                            .await
                     }
                 };
                 match outcome {
@@ -87,7 +99,7 @@ pub async fn consume(
 
 /// Decodes a batch and writes it once per message id, retrying the store until it accepts or
 /// `shutdown` (then `Err`: nothing is acknowledged and the broker redelivers later).
-async fn store_batch(
+pub(crate) async fn store_batch(
     payloads: &[&[u8]],
     store: &dyn ResultStore,
     stats: &ConsumeStats,

@@ -10,11 +10,14 @@
 //! - AMQP 0-9-1 ([`amqp`]): persistent messages, publisher confirms, mandatory routing.
 //! - NATS JetStream ([`nats`]): acknowledged publishes with `Nats-Msg-Id` (JetStream's own
 //!   duplicate window), the stream created when missing.
+//! - STOMP 1.2 ([`stomp`]): persistent SENDs, each acknowledged by a RECEIPT; heart-beats;
+//!   TLS.
 
 pub mod amqp;
 pub mod consume;
 pub mod nats;
 pub mod publish;
+pub mod stomp;
 
 pub use consume::{consume, ConsumeStats};
 pub use publish::{spawn_publishers, Publisher, Publishers};

@@ -16,7 +16,7 @@ use crate::BrokerError;
 pub struct Publisher {
     /// The target's name.
     pub name: String,
-    /// `amqp` or `nats`.
+    /// `amqp`, `nats` or `stomp`.
     pub kind: &'static str,
     /// Where results are sent (also its counters).
     pub handle: WriterHandle,
@@ -81,6 +81,7 @@ pub fn spawn_publishers(
         let target: Arc<dyn Target> = match &t.kind {
             PublishKind::Amqp { .. } => crate::amqp::AmqpTarget::new(t.clone(), instance),
             PublishKind::Nats { .. } => crate::nats::NatsTarget::new(t.clone(), instance),
+            PublishKind::Stomp(_) => crate::stomp::StompTarget::new(t.clone(), instance),
         };
         let cfg = WriterConfig {
             batch_size: 500,

@@ -108,14 +108,57 @@ pub enum PublishKind {
         /// `gridprobe consume`: the durable consumer's name.
         consumer: String,
     },
+    /// STOMP 1.2 (ActiveMQ, RabbitMQ's STOMP plugin, the brokers ETF and ARGO publish to):
+    /// persistent messages, each acknowledged by a RECEIPT frame.
+    Stomp(StompSettings),
+}
+
+/// The settings of a `kind = "stomp"` target. The login is the URL's user name; the passcode
+/// comes from the target's [`PasswordSource`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StompSettings {
+    /// Destination template (`/queue/...`, `/topic/...`), filled like a routing key.
+    pub destination: String,
+    /// `gridprobe consume`: the destination subscribed to (default: `destination` when it has
+    /// no placeholder).
+    pub subscribe: Option<String>,
+    /// The CONNECT frame's `host` header (RabbitMQ reads it as the virtual host).
+    pub virtual_host: String,
+    /// Heart-beat period offered both ways; the broker's answer decides the real ones.
+    pub heartbeat: Duration,
+    /// How long the receipts of one batch may take before the batch counts as undelivered.
+    pub receipt_timeout: Duration,
+    /// Largest frame accepted from the broker (`gridprobe consume`), in bytes.
+    pub max_frame_bytes: u64,
+    /// Extra CA certificates (PEM) trusted for `stomp+ssl://`, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// STOMP defaults and bounds shared by the loader and the client.
+pub mod stomp {
+    use std::time::Duration;
+
+    /// Default `destination`.
+    pub const DEFAULT_DESTINATION: &str = "/queue/gridprobe.results";
+    /// Default `heartbeat`.
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+    /// Default `receipt_timeout`.
+    pub const DEFAULT_RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `max_frame_size`: 4 MiB (a result message is at most a few hundred KiB).
+    pub const DEFAULT_MAX_FRAME_BYTES: u64 = 4 << 20;
+    /// Smallest `max_frame_size`: 64 KiB.
+    pub const MIN_FRAME_BYTES: u64 = 64 << 10;
+    /// Largest `max_frame_size`: 256 MiB.
+    pub const MAX_FRAME_BYTES: u64 = 256 << 20;
 }
 
 impl PublishKind {
-    /// `amqp` or `nats`.
+    /// `amqp`, `nats` or `stomp`.
     pub fn name(&self) -> &'static str {
         match self {
             PublishKind::Amqp { .. } => "amqp",
             PublishKind::Nats { .. } => "nats",
+            PublishKind::Stomp(_) => "stomp",
         }
     }
 }

@@ -69,6 +69,10 @@ pub const SELF_CHECK_TIMEOUT: DurationRange = DurationRange::new(ms(100), secs(6
 pub const SESSION_LIFETIME: DurationRange = DurationRange::new(secs(1), secs(7 * DAY));
 /// `[[publish]] stream_max_age`: 1s to 10 years.
 pub const STREAM_MAX_AGE: DurationRange = DurationRange::new(secs(1), secs(3650 * DAY));
+/// `[[publish]] heartbeat` (STOMP): 1s to 10 minutes.
+pub const STOMP_HEARTBEAT: DurationRange = DurationRange::new(secs(1), secs(600));
+/// `[[publish]] receipt_timeout` (STOMP): 1s to 10 minutes.
+pub const STOMP_RECEIPT_TIMEOUT: DurationRange = DurationRange::new(secs(1), secs(600));
 
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,6 +46,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("  = help: add e.g.\n[[publish]]\nkind = \"amqp\"\nurl = \"amqp://gridprobe@mq.example.org:5672/%2f\"\npassword_env = \"GRIDPROBE_AMQP_PASSWORD\"");
         return Ok(ExitCode::from(1));
     }
+    // A STOMP target publishing to many destinations needs the one `gridprobe consume` reads.
+    for t in &config.publish.targets {
+        if let gridprobe_config::publish::PublishKind::Stomp(s) = &t.kind {
+            if let Err(e) = gridprobe_broker::stomp::subscription(s) {
+                eprintln!("error: [[publish]] {}: {e}", t.name);
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
     let location = match store_open::locate(store_flag, &config.server, &config.vo) {
         Ok(l) => l,
         Err(e) => {

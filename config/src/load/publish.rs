@@ -8,7 +8,8 @@ use toml::Spanned;
 
 use super::{FileId, Loader};
 use crate::publish::{
-    parse_size, template_placeholders, PasswordSource, PublishKind, PublishTarget, PLACEHOLDERS,
+    parse_size, stomp, template_placeholders, PasswordSource, PublishKind, PublishTarget,
+    StompSettings, PLACEHOLDERS,
 };
 
 /// One `[[publish]]` table as written; which keys apply depends on `kind`.
@@ -30,9 +31,45 @@ pub(super) struct RawPublish {
     stream: Option<Spanned<String>>,
     stream_max_age: Option<Spanned<String>>,
     consumer: Option<Spanned<String>>,
+    destination: Option<Spanned<String>>,
+    subscribe: Option<Spanned<String>>,
+    virtual_host: Option<Spanned<String>>,
+    heartbeat: Option<Spanned<String>>,
+    receipt_timeout: Option<Spanned<String>>,
+    max_frame_size: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
-const KINDS: &[&str] = &["amqp", "nats"];
+const KINDS: &[&str] = &["amqp", "nats", "stomp"];
+
+impl RawPublish {
+    /// The kind-specific keys that are set, each with the kind it belongs to.
+    fn kind_keys(&self) -> Vec<(&'static str, &'static str, std::ops::Range<usize>)> {
+        let s = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
+        [
+            ("exchange", "amqp", s(&self.exchange)),
+            ("exchange_type", "amqp", s(&self.exchange_type)),
+            ("declare", "amqp", self.declare.as_ref().map(Spanned::span)),
+            ("routing_key", "amqp", s(&self.routing_key)),
+            ("queue", "amqp", s(&self.queue)),
+            ("binding_key", "amqp", s(&self.binding_key)),
+            ("subject", "nats", s(&self.subject)),
+            ("stream", "nats", s(&self.stream)),
+            ("stream_max_age", "nats", s(&self.stream_max_age)),
+            ("consumer", "nats", s(&self.consumer)),
+            ("destination", "stomp", s(&self.destination)),
+            ("subscribe", "stomp", s(&self.subscribe)),
+            ("virtual_host", "stomp", s(&self.virtual_host)),
+            ("heartbeat", "stomp", s(&self.heartbeat)),
+            ("receipt_timeout", "stomp", s(&self.receipt_timeout)),
+            ("max_frame_size", "stomp", s(&self.max_frame_size)),
+            ("ca_file", "stomp", s(&self.ca_file)),
+        ]
+        .into_iter()
+        .filter_map(|(k, owner, span)| span.map(|span| (k, owner, span)))
+        .collect()
+    }
+}
 
 /// `[server] spool_max_size`: 64 KiB to 16 TiB.
 const SPOOL_MIN_BYTES: u64 = 64 << 10;
@@ -110,16 +147,15 @@ impl Loader {
     pub(super) fn read_publish(&mut self, file: FileId, raw: RawPublish) {
         let kind = raw.kind.get_ref().trim().to_ascii_lowercase();
         if !KINDS.contains(&kind.as_str()) {
-            let msg = if kind == "stomp" {
-                "publishing over STOMP is not supported yet".to_string()
-            } else {
-                format!("unknown publish kind `{}`", raw.kind.get_ref())
-            };
             let d = self
-                .error(file, raw.kind.span(), msg)
+                .error(
+                    file,
+                    raw.kind.span(),
+                    format!("unknown publish kind `{}`", raw.kind.get_ref()),
+                )
                 .with_suggestion(&kind, KINDS.iter().copied());
             let d = if d.help.is_none() {
-                d.with_help("write kind = \"amqp\" (RabbitMQ, AMQP 0-9-1) or kind = \"nats\" (NATS JetStream)")
+                d.with_help("write kind = \"amqp\" (RabbitMQ, AMQP 0-9-1), kind = \"nats\" (NATS JetStream) or kind = \"stomp\" (STOMP 1.2: ActiveMQ, RabbitMQ's STOMP plugin)")
             } else {
                 d
             };
@@ -127,45 +163,17 @@ impl Loader {
             return;
         }
         let mut ok = true;
-        // Keys that belong to the other kind.
-        let foreign: Vec<(&str, std::ops::Range<usize>)> = if kind == "amqp" {
-            [
-                ("subject", raw.subject.as_ref().map(Spanned::span)),
-                ("stream", raw.stream.as_ref().map(Spanned::span)),
-                (
-                    "stream_max_age",
-                    raw.stream_max_age.as_ref().map(Spanned::span),
-                ),
-                ("consumer", raw.consumer.as_ref().map(Spanned::span)),
-            ]
-            .into_iter()
-            .filter_map(|(k, s)| s.map(|s| (k, s)))
-            .collect()
-        } else {
-            [
-                ("exchange", raw.exchange.as_ref().map(Spanned::span)),
-                (
-                    "exchange_type",
-                    raw.exchange_type.as_ref().map(Spanned::span),
-                ),
-                ("declare", raw.declare.as_ref().map(Spanned::span)),
-                ("routing_key", raw.routing_key.as_ref().map(Spanned::span)),
-                ("queue", raw.queue.as_ref().map(Spanned::span)),
-                ("binding_key", raw.binding_key.as_ref().map(Spanned::span)),
-            ]
-            .into_iter()
-            .filter_map(|(k, s)| s.map(|s| (k, s)))
-            .collect()
-        };
-        let other = if kind == "amqp" { "nats" } else { "amqp" };
-        for (key, span) in foreign {
-            let d = self.error(
-                file,
-                span,
-                format!("`{key}` is a setting of kind = \"{other}\", not \"{kind}\""),
-            );
-            self.diagnostics.push(d);
-            ok = false;
+        // Keys that belong to another kind.
+        for (key, owner, span) in raw.kind_keys() {
+            if owner != kind {
+                let d = self.error(
+                    file,
+                    span,
+                    format!("`{key}` is a setting of kind = \"{owner}\", not \"{kind}\""),
+                );
+                self.diagnostics.push(d);
+                ok = false;
+            }
         }
 
         let name = match &raw.name {
@@ -212,13 +220,11 @@ impl Loader {
                     String::new()
                 }
             },
-            None => {
-                if kind == "amqp" {
-                    "amqp://guest@127.0.0.1:5672/%2f".to_string()
-                } else {
-                    "nats://127.0.0.1:4222".to_string()
-                }
-            }
+            None => match kind.as_str() {
+                "amqp" => "amqp://guest@127.0.0.1:5672/%2f".to_string(),
+                "nats" => "nats://127.0.0.1:4222".to_string(),
+                _ => "stomp://127.0.0.1:61613".to_string(),
+            },
         };
 
         let password = match (&raw.password_env, &raw.password_file) {
@@ -291,6 +297,22 @@ impl Loader {
                 queue: text(&raw.queue, &format!("gridprobe.consume.{name}")),
                 binding_key: text(&raw.binding_key, "#"),
             }
+        } else if kind == "stomp" {
+            match self.stomp_settings(file, &raw) {
+                Some(settings) => PublishKind::Stomp(settings),
+                None => {
+                    ok = false;
+                    PublishKind::Stomp(StompSettings {
+                        destination: String::new(),
+                        subscribe: None,
+                        virtual_host: String::new(),
+                        heartbeat: stomp::DEFAULT_HEARTBEAT,
+                        receipt_timeout: stomp::DEFAULT_RECEIPT_TIMEOUT,
+                        max_frame_bytes: stomp::DEFAULT_MAX_FRAME_BYTES,
+                        ca_file: None,
+                    })
+                }
+            }
         } else {
             if let Some(s) = &raw.subject {
                 ok &= self.check_template(file, s, true);
@@ -333,6 +355,146 @@ impl Loader {
         }
     }
 
+    /// The settings of a `kind = "stomp"` table; `None` after reporting an error.
+    fn stomp_settings(&mut self, file: FileId, raw: &RawPublish) -> Option<StompSettings> {
+        let mut ok = true;
+        let destination = match &raw.destination {
+            Some(d) => {
+                ok &= self.check_template(file, d, false);
+                ok &= self.check_destination(file, d, "destination");
+                d.get_ref().trim().to_string()
+            }
+            None => stomp::DEFAULT_DESTINATION.to_string(),
+        };
+        let subscribe = match &raw.subscribe {
+            Some(d) => {
+                if template_placeholders(d.get_ref()).is_ok_and(|p| !p.is_empty())
+                    || d.get_ref().contains(['{', '}'])
+                {
+                    let e = self.error(
+                        file,
+                        d.span(),
+                        "`subscribe` names one destination: it takes no placeholders",
+                    );
+                    self.diagnostics.push(e.with_help(
+                        "e.g. subscribe = \"/queue/gridprobe.results\" (a queue the destinations feed)",
+                    ));
+                    ok = false;
+                }
+                ok &= self.check_destination(file, d, "subscribe");
+                Some(d.get_ref().trim().to_string())
+            }
+            None => None,
+        };
+        let virtual_host = match &raw.virtual_host {
+            Some(v) => {
+                let t = v.get_ref().trim();
+                if t.is_empty() || t.chars().any(char::is_control) {
+                    let e = self.error(
+                        file,
+                        v.span(),
+                        "`virtual_host` must be a non-empty name on one line",
+                    );
+                    self.diagnostics
+                        .push(e.with_help("RabbitMQ's default virtual host is \"/\""));
+                    ok = false;
+                }
+                t.to_string()
+            }
+            None => "/".to_string(),
+        };
+        let heartbeat = match &raw.heartbeat {
+            Some(_) => {
+                let d = self.duration(
+                    file,
+                    raw.heartbeat.clone(),
+                    "heartbeat",
+                    crate::time::STOMP_HEARTBEAT,
+                );
+                ok &= d.is_some();
+                d.unwrap_or(stomp::DEFAULT_HEARTBEAT)
+            }
+            None => stomp::DEFAULT_HEARTBEAT,
+        };
+        let receipt_timeout = match &raw.receipt_timeout {
+            Some(_) => {
+                let d = self.duration(
+                    file,
+                    raw.receipt_timeout.clone(),
+                    "receipt_timeout",
+                    crate::time::STOMP_RECEIPT_TIMEOUT,
+                );
+                ok &= d.is_some();
+                d.unwrap_or(stomp::DEFAULT_RECEIPT_TIMEOUT)
+            }
+            None => stomp::DEFAULT_RECEIPT_TIMEOUT,
+        };
+        let max_frame_bytes = match &raw.max_frame_size {
+            Some(size) => match parse_size(size.get_ref()) {
+                Ok(n) if (stomp::MIN_FRAME_BYTES..=stomp::MAX_FRAME_BYTES).contains(&n) => n,
+                Ok(_) => {
+                    let d = self.error(
+                        file,
+                        size.span(),
+                        format!(
+                            "`max_frame_size` must be between 64KiB and 256MiB, found `{}`",
+                            size.get_ref()
+                        ),
+                    );
+                    self.diagnostics
+                        .push(d.with_help("e.g. max_frame_size = \"4MiB\" (the default)"));
+                    ok = false;
+                    0
+                }
+                Err(e) => {
+                    let d = self.error(file, size.span(), e);
+                    self.diagnostics
+                        .push(d.with_help("e.g. max_frame_size = \"4MiB\" (the default)"));
+                    ok = false;
+                    0
+                }
+            },
+            None => stomp::DEFAULT_MAX_FRAME_BYTES,
+        };
+        let ca_file = match &raw.ca_file {
+            Some(f) if f.get_ref().trim().is_empty() => {
+                let d = self.error(file, f.span(), "`ca_file` must not be empty");
+                self.diagnostics.push(d.with_help(
+                    "name a PEM file of CA certificates, or leave it out to trust the system's roots",
+                ));
+                ok = false;
+                None
+            }
+            Some(f) => Some(self.base_dir(file).join(f.get_ref().trim())),
+            None => None,
+        };
+        ok.then_some(StompSettings {
+            destination,
+            subscribe,
+            virtual_host,
+            heartbeat,
+            receipt_timeout,
+            max_frame_bytes,
+            ca_file,
+        })
+    }
+
+    /// A STOMP destination: starts with `/`, one line, no spaces.
+    fn check_destination(&mut self, file: FileId, d: &Spanned<String>, key: &str) -> bool {
+        let text = d.get_ref().trim();
+        if text.starts_with('/')
+            && text.len() > 1
+            && !text.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return true;
+        }
+        let e = self.error(file, d.span(), format!("invalid STOMP {key} `{text}`"));
+        self.diagnostics.push(e.with_help(
+            "a destination starts with `/` and has no spaces, e.g. \"/queue/gridprobe.results\" or \"/topic/gridprobe.{vo}.{site}\"",
+        ));
+        false
+    }
+
     /// A broker URL: the right scheme, a host, and no credential in it (no password, no
     /// secret-like query parameter, and for NATS no user name standing alone, which NATS reads
     /// as a token).
@@ -344,15 +506,16 @@ impl Loader {
         has_password_source: bool,
     ) -> Option<String> {
         let text = u.get_ref().trim();
-        let schemes: &[&str] = if kind == "amqp" {
-            &["amqp", "amqps"]
-        } else {
-            &["nats", "tls"]
-        };
-        let example = if kind == "amqp" {
-            "amqp://gridprobe@mq.example.org:5672/%2f"
-        } else {
-            "nats://nats.example.org:4222"
+        let (schemes, example): (&[&str], &str) = match kind {
+            "amqp" => (
+                &["amqp", "amqps"],
+                "amqp://gridprobe@mq.example.org:5672/%2f",
+            ),
+            "nats" => (&["nats", "tls"], "nats://nats.example.org:4222"),
+            _ => (
+                &["stomp", "stomp+ssl", "stomps"],
+                "stomp+ssl://gridprobe@mq.example.org:61614",
+            ),
         };
         match url::Url::parse(text) {
             Ok(parsed) => {
@@ -621,5 +784,124 @@ kind = "nats"
             e.contains("a [[publish]] target named `nats` is already defined"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn stomp_targets_are_read_with_defaults() {
+        let l = load(
+            r#"
+[[publish]]
+kind = "stomp"
+url = "stomp+ssl://gridprobe@mq.example.org:61614"
+password_env = "GRIDPROBE_STOMP_PASSCODE"
+destination = "/topic/gridprobe.{vo}.{site}"
+subscribe = "/queue/gridprobe.central"
+heartbeat = "20s"
+max_frame_size = "1MiB"
+ca_file = "ca.pem"
+
+[[publish]]
+name = "plain"
+kind = "stomp"
+"#,
+        );
+        assert!(l.diagnostics.is_empty(), "{}", l.diagnostics);
+        let t = &l.config.publish.targets;
+        assert_eq!(t[0].name, "stomp");
+        assert_eq!(
+            t[0].password,
+            PasswordSource::Env("GRIDPROBE_STOMP_PASSCODE".into())
+        );
+        match &t[0].kind {
+            PublishKind::Stomp(s) => {
+                assert_eq!(s.destination, "/topic/gridprobe.{vo}.{site}");
+                assert_eq!(s.subscribe.as_deref(), Some("/queue/gridprobe.central"));
+                assert_eq!(s.virtual_host, "/");
+                assert_eq!(s.heartbeat.as_secs(), 20);
+                assert_eq!(s.receipt_timeout.as_secs(), 30);
+                assert_eq!(s.max_frame_bytes, 1 << 20);
+                assert_eq!(
+                    s.ca_file.as_deref(),
+                    Some(Path::new("/etc/gridprobe/ca.pem"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t[1].url, "stomp://127.0.0.1:61613");
+        match &t[1].kind {
+            PublishKind::Stomp(s) => {
+                assert_eq!(s.destination, "/queue/gridprobe.results");
+                assert_eq!(s.subscribe, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stomp_errors_are_positioned_and_ranges_checked() {
+        let e = errors(
+            r#"
+[[publish]]
+kind = "stomp"
+url = "stomp://gridprobe:s3cret@mq.example.org:61613"
+[[publish]]
+name = "b"
+kind = "stomp"
+url = "amqp://mq.example.org"
+destination = "queue/x"
+subscribe = "/queue/{site}"
+heartbeat = "0s"
+receipt_timeout = "11m"
+max_frame_size = "1KiB"
+exchange = "x"
+[[publish]]
+name = "c"
+kind = "stomp"
+heartbeat = "18446744073709551615s"
+max_frame_size = "99999999999999999999"
+"#,
+        );
+        assert!(
+            e.contains("vo.toml:18:7: error: the broker URL holds a password"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "the passcode is never shown:\n{e}");
+        assert!(
+            e.contains("vo.toml:22:7: error: a stomp URL starts with stomp://"),
+            "{e}"
+        );
+        assert!(
+            e.contains("vo.toml:23:15: error: invalid STOMP destination `queue/x`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("vo.toml:24:13: error: `subscribe` names one destination"),
+            "{e}"
+        );
+        assert!(
+            e.contains("vo.toml:25:13: error: invalid duration `0s`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("vo.toml:26:19: error: `receipt_timeout` must be between 1s and 10m"),
+            "{e}"
+        );
+        assert!(
+            e.contains("vo.toml:27:18: error: `max_frame_size` must be between 64KiB and 256MiB"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "vo.toml:28:12: error: `exchange` is a setting of kind = \"amqp\", not \"stomp\""
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("vo.toml:32:13: error: `heartbeat` must be between 1s and 10m"),
+            "{e}"
+        );
+        assert!(e.contains("vo.toml:33:18: error: invalid size"), "{e}");
+        let e = errors("\n[[publish]]\nkind = \"stmop\"\n");
+        assert!(e.contains("did you mean `stomp`"), "{e}");
     }
 }
