@@ -1,6 +1,6 @@
 //! `gridprobe consume`: the central side of publishing. Subscribes to every `[[publish]]`
 //! broker of the configuration (a durable queue bound to the exchange for AMQP, a durable
-//! JetStream consumer for NATS) and writes each result into the store once per message id,
+//! JetStream consumer for NATS, a client-individual SUBSCRIBE for STOMP) and writes each result into the store once per message id,
 //! acknowledging only after the store has it. SIGTERM / Ctrl-C stops cleanly: a batch not yet
 //! written is not acknowledged, so the broker delivers it again later.
 

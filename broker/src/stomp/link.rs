@@ -190,6 +190,23 @@ impl Link {
         }
     }
 
+    /// Whether the reader has already reported the connection gone (closed, broken, silent
+    /// past its heart-beat) while nobody was waiting; frames left over from an earlier batch
+    /// are dropped on the way (their receipt ids are never reused).
+    pub(crate) fn is_broken(&mut self) -> bool {
+        loop {
+            match self.frames.try_recv() {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "the idle STOMP connection is gone; reconnecting");
+                    return true;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+
     /// The text of an ERROR frame, with the passcode hidden if the broker echoed it.
     pub(crate) fn error_text(&self, f: &Frame) -> String {
         error_text(f, self.passcode.as_deref())
