@@ -24,6 +24,13 @@ fn tool(var: &str, what: &str) -> Option<PathBuf> {
     )
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn free_port() -> u16 {
     common::closed_port()
 }
@@ -173,7 +180,10 @@ impl Hook {
                 }
                 let mut body = vec![0; len];
                 if reader.read_exact(&mut body).is_ok() {
-                    if let Ok(v) = serde_json::from_slice(&body) {
+                    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("_received".into(), serde_json::json!(now_ms()));
+                        }
                         rec.lock().unwrap().push(v);
                     }
                 }
@@ -777,4 +787,201 @@ fn check_reports_bad_notification_settings_at_their_lines() {
     for hint in ["did you mean `mail`?", "did you mean `T2_NOTIFY`?"] {
         assert!(stderr.contains(hint), "missing {hint}:\n{stderr}");
     }
+}
+
+/// Two `serve` on one shared schedule (PostgreSQL): 6 single-service sites, all CRITICAL,
+/// split between the instances. Each problem is told once although both instances know every
+/// cell (and both remind), once more after one instance is killed and the survivor takes its
+/// cells over; an ack made through one instance's store is seen by the other's API and stops
+/// the reminders of both; the history is one.
+#[test]
+fn two_instances_on_a_shared_schedule_tell_each_problem_once_and_share_acks() {
+    let Some(pg) = common::pg::Pg::new("notify_shared") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let hook = Hook::start();
+    let probe = state_probe(d);
+    let sites: Vec<String> = (0..6).map(|i| format!("T2_SH{i}")).collect();
+    let config = |name: &str| {
+        let mut text = format!(
+            r#"
+vo = "e2e"
+[defaults]
+interval = "1s"
+timeout = "900ms"
+[server]
+startup_spread = "1s"
+shutdown_grace = "2s"
+schedule = "shared"
+schedule_lease = "2s"
+spool_dir = "{spool}"
+
+[[notify]]
+name = "chat"
+kind = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+template = '{{"id": {{id}}, "site": {{site}}, "event": {{event}}}}'
+
+[[notify_rule]]
+channel = "chat"
+after = 2
+repeat = "3s"
+group = "100ms"
+
+[[probe]]
+metric = "org.e2e.state"
+kind = "nagios"
+flavours = ["SRM"]
+  [probe.params]
+  command = "{probe}"
+  args = ["{{hostname}}"]
+"#,
+            spool = d.join(format!("{name}.spool")).display(),
+            port = hook.port,
+            probe = probe.display()
+        );
+        for (i, s) in sites.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[site]]\nname = \"{s}\"\ntier = 2\n  [[site.service]]\n  flavour = \"SRM\"\n  hostname = \"h{i}.sh\"\n"
+            ));
+        }
+        common::write_file(d, &format!("{name}.toml"), &text)
+    };
+    for i in 0..sites.len() {
+        set_state(d, &format!("h{i}.sh"), "2");
+    }
+    let (cfg_a, cfg_b) = (config("a"), config("b"));
+    let mut a = Serve::start(&cfg_a, &pg.url);
+    let mut b = Serve::start(&cfg_b, &pg.url);
+    let events = |h: &Hook, event: &str| -> Vec<(String, i64)> {
+        h.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["event"] == event)
+            .map(|b| {
+                (
+                    b["site"].as_str().unwrap_or("").to_string(),
+                    b["_received"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let problems_per_site = |h: &Hook| -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for (s, _) in events(h, "problem") {
+            *m.entry(s).or_insert(0) += 1;
+        }
+        m
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || problems_per_site(&hook).len() == sites.len()),
+        "not every site's problem was told: {:?}\n--- a\n{}\n--- b\n{}",
+        hook.bodies.lock().unwrap(),
+        a.output(),
+        b.output()
+    );
+    // Both ran cells (the schedule is split), and both hold every cell's state: a reminder
+    // is due on both at once, and taken by one.
+    let owned = |s: &Serve| {
+        http_get(s, "/healthz")["schedule"]["owned"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(owned(&a) > 0 && owned(&b) > 0, "the schedule is not split");
+    assert!(
+        !wait_until(Duration::from_secs(8), || problems_per_site(&hook)
+            .values()
+            .any(|n| *n > 1)),
+        "a problem was told twice: {:?}",
+        problems_per_site(&hook)
+    );
+    let reminders = events(&hook, "reminder");
+    assert!(reminders.len() >= sites.len(), "no reminders: {reminders:?}");
+    for s in &sites {
+        let mut at: Vec<i64> = reminders
+            .iter()
+            .filter(|(site, _)| site == s)
+            .map(|(_, t)| *t)
+            .collect();
+        at.sort();
+        for w in at.windows(2) {
+            assert!(w[1] - w[0] >= 2_000, "{s} reminded twice at once: {at:?}");
+        }
+    }
+
+    // An ack through the store (the CLI) is seen by both instances' APIs.
+    let out = common::gridprobe(&[
+        "ack", "--config", &cfg_a, "--store", &pg.url, "--site", "T2_SH0", "--comment",
+        "known, on it", "--author", "jane",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", common::texts(&out));
+    for s in [&a, &b] {
+        let acks = http_get(s, "/api/v1/acks");
+        assert_eq!(acks[0]["comment"], "known, on it", "{acks}");
+    }
+    // After the acks' re-read interval (2 s, and a second for a decided reminder to land)
+    // neither instance reminds T2_SH0 any more.
+    let acked_at = now_ms() + 3_000;
+    let late = |h: &Hook| -> Vec<(String, i64)> {
+        events(h, "reminder")
+            .into_iter()
+            .filter(|(s, t)| s == "T2_SH0" && *t > acked_at)
+            .collect()
+    };
+    assert!(
+        !wait_until(Duration::from_secs(10), || !late(&hook).is_empty()),
+        "reminded while acknowledged: {:?}",
+        late(&hook)
+    );
+    assert!(
+        events(&hook, "reminder")
+            .iter()
+            .any(|(s, t)| s == "T2_SH1" && *t > acked_at),
+        "the other sites' reminders stopped too"
+    );
+
+    // The survivor of a SIGKILL takes the cells over without telling their problems again.
+    b.signal("KILL");
+    b.wait_exit(Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(20), || http_get(&a, "/healthz")["schedule"]
+            ["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1)),
+        "the survivor never dropped the dead instance"
+    );
+    let all = owned(&a);
+    assert_eq!(all, sites.len() as u64);
+    assert!(
+        !wait_until(Duration::from_secs(6), || problems_per_site(&hook)
+            .values()
+            .any(|n| *n > 1)),
+        "the survivor told a problem again: {:?}",
+        problems_per_site(&hook)
+    );
+    // One history: every sent notification once.
+    let history = http_get(&a, "/api/v1/notifications?limit=1000");
+    let ids: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    let unique: BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{history}");
+    assert!(ids.len() >= sites.len(), "{history}");
+    a.terminate_cleanly();
+}
+
+fn http_get(s: &Serve, path: &str) -> serde_json::Value {
+    common::http_client()
+        .get(format!("http://{}{path}", s.http_addr()))
+        .send()
+        .and_then(|r| r.text())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
