@@ -618,6 +618,166 @@ group = "100ms"
     serve.terminate_cleanly();
 }
 
+/// A real Alertmanager on a free port: (its process, its `/api/v2/alerts` URL, its base URL).
+fn start_alertmanager(am: &Path, d: &Path) -> (Child, String, String) {
+    let am_port = free_port();
+    std::fs::write(
+        d.join("am.yml"),
+        "route:\n  receiver: sink\nreceivers:\n  - name: sink\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("am-data")).unwrap();
+    let child = Command::new(am)
+        .arg(format!("--config.file={}", d.join("am.yml").display()))
+        .arg(format!("--storage.path={}", d.join("am-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("alertmanager starts");
+    let alerts_url = format!("http://127.0.0.1:{am_port}/api/v2/alerts");
+    assert!(
+        wait_until(Duration::from_secs(30), || common::http_client()
+            .get(&alerts_url)
+            .send()
+            .is_ok_and(|r| r.status().is_success())),
+        "alertmanager did not start"
+    );
+    (child, alerts_url, format!("http://127.0.0.1:{am_port}"))
+}
+
+/// A store holding 26 hours of one status every 10 minutes for `se.t2` at T2_NOTIFY, and the
+/// site status last told (as an earlier `serve` left it).
+fn seeded_store(path: &Path, status: gridprobe_probes::Status, told: &str) {
+    use gridprobe_results::ResultStore as _;
+    let now = now_ms();
+    let rows: Vec<gridprobe_results::NewResult> = (0..156)
+        .map(|i| gridprobe_results::NewResult {
+            result: gridprobe_probes::ProbeResult {
+                metric: "org.e2e.state".into(),
+                kind: "nagios".into(),
+                vo: "e2e".into(),
+                site: "T2_NOTIFY".into(),
+                hostname: "se.t2".into(),
+                flavour: "SRM".into(),
+                started_at_ms: now - 26 * 3_600_000 + i * 600_000,
+                duration_ms: 10,
+                outcome: gridprobe_probes::Outcome {
+                    status,
+                    summary: format!("state {}", status.name()),
+                    details: String::new(),
+                    perfdata: Vec::new(),
+                    connection_fault: None,
+                },
+                attempt: 1,
+                trigger: gridprobe_probes::Trigger::Scheduled,
+            },
+            is_final: true,
+        })
+        .collect();
+    common::insert_into_sqlite(path, &rows);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = gridprobe_results::SqliteStore::open(path).unwrap();
+        let put = gridprobe_results::notify::StatePut {
+            key: "site/T2_NOTIFY".into(),
+            value: told.into(),
+            expected: None,
+        };
+        assert_eq!(store.put_notify_state(&[put]).await.unwrap(), vec![Some(1)]);
+    });
+}
+
+/// A site status alert fires when the site fails and is resolved (`endsAt`) when it is good
+/// again, on a real Alertmanager. Each phase starts `serve` on a store whose last day and
+/// last told status make the change (the status is judged over 24 hours).
+#[test]
+fn alertmanager_site_status_alert_is_resolved_when_the_site_recovers() {
+    let Some(am) = tool("GRIDPROBE_TEST_ALERTMANAGER", "prometheus-alertmanager") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (mut am_child, alerts_url, am_url) = start_alertmanager(&am, d);
+    let cfg = config(
+        d,
+        &["se.t2"],
+        &format!(
+            r#"
+[[notify]]
+name = "am"
+kind = "alertmanager"
+url = "{am_url}"
+
+[[notify_rule]]
+channel = "am"
+site_status = true
+group = "100ms"
+"#
+        ),
+    );
+    // Results every 10 minutes hold for the report only with an interval to match.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("interval = \"1s\"", "interval = \"10m\""),
+    )
+    .unwrap();
+    let http = common::http_client();
+    let site_alerts = |state: &str| -> Vec<serde_json::Value> {
+        http.get(&alerts_url)
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Vec<serde_json::Value>>().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == "GridprobeSiteStatus")
+            .filter(|a| a["status"]["state"] == state)
+            .collect()
+    };
+    // Failed: the alert fires.
+    set_state(d, "se.t2", "2");
+    let failed = d.join("failed.sqlite");
+    seeded_store(&failed, gridprobe_probes::Status::Critical, "good");
+    let mut serve = Serve::start(&cfg, failed.to_str().unwrap());
+    assert!(
+        wait_until(Duration::from_secs(30), || !site_alerts("active")
+            .is_empty()),
+        "no site status alert: {:?}\n{}",
+        http.get(&alerts_url).send().and_then(|r| r.text()),
+        serve.output()
+    );
+    let a = &site_alerts("active")[0];
+    assert_eq!(a["labels"]["site"], "T2_NOTIFY", "{a}");
+    assert_eq!(a["annotations"]["severity"], "critical", "{a}");
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("good → failed"),
+        "{a}"
+    );
+    serve.terminate_cleanly();
+    // Good again: the same alert is resolved.
+    set_state(d, "se.t2", "0");
+    let good = d.join("good.sqlite");
+    seeded_store(&good, gridprobe_probes::Status::Ok, "failed");
+    let mut serve = Serve::start(&cfg, good.to_str().unwrap());
+    assert!(
+        wait_until(Duration::from_secs(30), || site_alerts("active").is_empty()),
+        "site status alert not resolved: {:?}\n{}",
+        site_alerts("active"),
+        serve.output()
+    );
+    serve.terminate_cleanly();
+    let _ = am_child.kill();
+    let _ = am_child.wait();
+}
+
 #[test]
 fn alertmanager_receives_alerts_and_their_resolution() {
     let Some(am) = tool("GRIDPROBE_TEST_ALERTMANAGER", "prometheus-alertmanager") else {
@@ -877,7 +1037,8 @@ flavours = ["SRM"]
         m
     };
     assert!(
-        wait_until(Duration::from_secs(60), || problems_per_site(&hook).len() == sites.len()),
+        wait_until(Duration::from_secs(60), || problems_per_site(&hook).len()
+            == sites.len()),
         "not every site's problem was told: {:?}\n--- a\n{}\n--- b\n{}",
         hook.bodies.lock().unwrap(),
         a.output(),
@@ -899,7 +1060,10 @@ flavours = ["SRM"]
         problems_per_site(&hook)
     );
     let reminders = events(&hook, "reminder");
-    assert!(reminders.len() >= sites.len(), "no reminders: {reminders:?}");
+    assert!(
+        reminders.len() >= sites.len(),
+        "no reminders: {reminders:?}"
+    );
     for s in &sites {
         let mut at: Vec<i64> = reminders
             .iter()
@@ -914,8 +1078,17 @@ flavours = ["SRM"]
 
     // An ack through the store (the CLI) is seen by both instances' APIs.
     let out = common::gridprobe(&[
-        "ack", "--config", &cfg_a, "--store", &pg.url, "--site", "T2_SH0", "--comment",
-        "known, on it", "--author", "jane",
+        "ack",
+        "--config",
+        &cfg_a,
+        "--store",
+        &pg.url,
+        "--site",
+        "T2_SH0",
+        "--comment",
+        "known, on it",
+        "--author",
+        "jane",
     ]);
     assert_eq!(out.status.code(), Some(0), "{:?}", common::texts(&out));
     for s in [&a, &b] {
@@ -947,8 +1120,8 @@ flavours = ["SRM"]
     b.signal("KILL");
     b.wait_exit(Duration::from_secs(10));
     assert!(
-        wait_until(Duration::from_secs(20), || http_get(&a, "/healthz")["schedule"]
-            ["members"]
+        wait_until(Duration::from_secs(20), || http_get(&a, "/healthz")
+            ["schedule"]["members"]
             .as_array()
             .is_some_and(|m| m.len() == 1)),
         "the survivor never dropped the dead instance"
