@@ -1158,3 +1158,72 @@ fn http_get(s: &Serve, path: &str) -> serde_json::Value {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// A reload (`POST /-/reload`) that adds a channel with its rule and changes another
+/// channel's URL takes effect at once: the new rule tells the problem through the new
+/// channel, and the changed channel's reminders go to its new URL, not the old one.
+#[test]
+fn a_reload_adds_and_changes_channels_and_rules_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (old, added, moved) = (Hook::start(), Hook::start(), Hook::start());
+    set_state(d, "se.t2", "2");
+    let channel = |name: &str, port: u16| {
+        format!(
+            "\n[[notify]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\ntemplate = '{{\"id\": {{id}}, \"site\": {{site}}, \"event\": {{event}}}}'\n"
+        )
+    };
+    let rule = |name: &str| {
+        format!("\n[[notify_rule]]\nchannel = \"{name}\"\nrepeat = \"1s\"\ngroup = \"100ms\"\n")
+    };
+    let cfg = config(
+        d,
+        &["se.t2"],
+        &format!("{}{}", channel("chat", old.port), rule("chat")),
+    );
+    let store = d.join("r.sqlite");
+    let mut serve = Serve::start(&cfg, store.to_str().unwrap());
+    let count = |h: &Hook, event: &str| {
+        h.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["event"] == event)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&old, "reminder") >= 1),
+        "no problem and reminder: {:?}\n{}",
+        old.texts(),
+        serve.output()
+    );
+    config(
+        d,
+        &["se.t2"],
+        &format!(
+            "{}{}{}{}",
+            channel("chat", moved.port),
+            rule("chat"),
+            channel("pager", added.port),
+            rule("pager")
+        ),
+    );
+    let (status, body) = common::call(&serve.http_addr(), "POST", "/-/reload", None, None);
+    assert_eq!(status, 200, "{body}");
+    let reloaded = old.bodies.lock().unwrap().len();
+    assert!(
+        wait_until(Duration::from_secs(20), || count(&added, "problem") == 1
+            && count(&moved, "reminder") >= 2),
+        "the reload's channels were not used: added {:?}, moved {:?}\n{}",
+        added.bodies.lock().unwrap(),
+        moved.bodies.lock().unwrap(),
+        serve.output()
+    );
+    // At most one message to the old URL was already on its way.
+    assert!(
+        old.bodies.lock().unwrap().len() <= reloaded + 1,
+        "the old URL is still used: {:?}",
+        old.bodies.lock().unwrap()
+    );
+    serve.terminate_cleanly();
+}
