@@ -1227,3 +1227,156 @@ fn a_reload_adds_and_changes_channels_and_rules_without_a_restart() {
     );
     serve.terminate_cleanly();
 }
+
+/// GOCDB site contacts: a malformed answer writes nothing and names its line; a good one
+/// (filtered by role, sites of the configuration only) becomes an include file whose
+/// addresses receive the site's mails next to its `contact`; a hand-edited file with an
+/// unknown site or a bad address is refused by `check` at its lines.
+#[test]
+fn gocdb_site_contacts_are_imported_and_receive_the_sites_mails() {
+    let Some(python) = tool("GRIDPROBE_TEST_AIOSMTPD", "python3-aiosmtpd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    set_state(d, "se.t2", "2");
+    let smtp = Smtp::start(&python, &d.join("Maildir"));
+    let cfg = config(
+        d,
+        &["se.t2"],
+        &format!(
+            r#"
+[[notify]]
+name = "mail"
+kind = "email"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+from = "gridprobe@example.org"
+
+[[notify_rule]]
+channel = "mail"
+after = 1
+group = "200ms"
+"#,
+            port = smtp.port
+        ),
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "vo = \"e2e\"",
+            "vo = \"e2e\"\ninclude = [\"gocdb-contacts.toml\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    let answer = r#"<?xml version="1.0" encoding="UTF-8"?>
+<results>
+  <SITE ID="1G0" PRIMARY_KEY="1G0" NAME="T2_NOTIFY">
+    <CONTACT USER_ID="6G0" PRIMARY_KEY="6G0">
+      <EMAIL>ops@t2.example.org</EMAIL>
+      <ROLE_NAME>Site Administrator</ROLE_NAME>
+    </CONTACT>
+    <CONTACT USER_ID="8G0" PRIMARY_KEY="8G0">
+      <EMAIL>manager@t2.example.org</EMAIL>
+      <ROLE_NAME>Site Operations Manager</ROLE_NAME>
+    </CONTACT>
+  </SITE>
+  <SITE NAME="T1_ELSEWHERE"><CONTACT_EMAIL>x@elsewhere.example.org</CONTACT_EMAIL></SITE>
+</results>
+"#;
+    let xml = d.join("contacts.xml");
+    let output = d.join("gocdb-contacts.toml");
+    std::fs::write(
+        &xml,
+        answer.replace("manager@t2.example.org", "manager at t2"),
+    )
+    .unwrap();
+    let out = common::gridprobe(&[
+        "import",
+        "contacts",
+        xml.to_str().unwrap(),
+        "--config",
+        &cfg,
+    ]);
+    let (stdout, stderr) = common::texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("contacts.xml:9:")
+            && stderr.contains("<EMAIL>: `manager at t2` is not an e-mail address"),
+        "{stderr}"
+    );
+    assert!(
+        !output.exists(),
+        "a malformed answer wrote the include file"
+    );
+
+    std::fs::write(&xml, answer).unwrap();
+    let out = common::gridprobe(&[
+        "import",
+        "contacts",
+        xml.to_str().unwrap(),
+        "--config",
+        &cfg,
+        "--role",
+        "site administrator",
+    ]);
+    let (stdout, stderr) = common::texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("1 address for 1 site"), "{stdout}");
+    assert!(stdout.contains("T1_ELSEWHERE"), "{stdout}");
+    assert!(
+        stdout.contains("the configuration is valid with it"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        written.contains("ops@t2.example.org") && !written.contains("manager@"),
+        "{written}"
+    );
+
+    let mut serve = Serve::start(&cfg, d.join("r.sqlite").to_str().unwrap());
+    let recipients = || -> BTreeSet<String> {
+        smtp.mails()
+            .iter()
+            .map(|m| m.header("to").to_string())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || recipients().len() >= 2),
+        "mails: {:?}\n{}",
+        recipients(),
+        serve.output()
+    );
+    let to = recipients();
+    assert!(
+        to.iter().any(|t| t.contains("ops@t2.example.org")),
+        "{to:?}"
+    );
+    assert!(
+        to.iter().any(|t| t.contains("admins@t2.example.org")),
+        "{to:?}"
+    );
+    assert!(!to.iter().any(|t| t.contains("manager@")), "{to:?}");
+    serve.terminate_cleanly();
+
+    std::fs::write(
+        &output,
+        "[[site_contacts]]\nsite = \"T2_NOTIFYY\"\nemails = [\"not-an-address\"]\n",
+    )
+    .unwrap();
+    let out = common::gridprobe(&["check", &cfg]);
+    let (stdout, stderr) = common::texts(&out);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("gocdb-contacts.toml:2:") && all.contains("unknown site `T2_NOTIFYY`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("gocdb-contacts.toml:3:") && all.contains("is not an e-mail address"),
+        "{all}"
+    );
+}
