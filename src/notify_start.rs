@@ -1,5 +1,6 @@
-//! Wiring of `serve`'s notifications: the engine and its outboxes under
-//! `<spool_dir>/notify/`, following the serve state's configuration reloads.
+//! Wiring of `serve`'s notifications: the engine (its memory, acks and history in the result
+//! store) and its outboxes under `<spool_dir>/notify/`, following the serve state's
+//! configuration reloads (channels included).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ pub fn dir(spool_root: &std::path::Path) -> PathBuf {
 
 /// Starts the engine when the configuration has channels; returns it with the sender that
 /// keeps its configuration current (see [`follow_reloads`]).
-pub fn start(
+pub async fn start(
     config: &Arc<Config>,
     spool_root: &std::path::Path,
     instance: &str,
@@ -29,9 +30,10 @@ pub fn start(
     }
     let (tx, rx) = watch::channel(config.clone());
     let n = notify::start(rx, &dir(spool_root), instance.to_string(), store)
+        .await
         .map_err(anyhow::Error::msg)
         .context(
-            "notifications could not start (set [server] spool_dir to a writable directory)",
+            "notifications could not start (the result store must be writable, and [server] spool_dir a writable directory)",
         )?;
     Ok(Some((n, tx)))
 }

@@ -704,3 +704,90 @@ fn browser_shows_the_report_trends_and_a_cells_history() {
     );
     b.screenshot("result-history");
 }
+
+/// The acknowledgement form of `/notifications` in a real browser: a wrong token is refused
+/// (the answer shown in the page), the operator's token stores the ack (for the API, the
+/// page's list, escaped, and the site page's mark).
+#[test]
+fn browser_acknowledges_a_problem_through_the_notifications_form() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path());
+    // A channel (its receiver need not be up): acks need notifications configured.
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[[notify]]\nname = \"chat\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{}/\"\n\n[[notify_rule]]\nchannel = \"chat\"\n",
+        closed_port()
+    ));
+    std::fs::write(&config, text).expect("config");
+    let store = dir.path().join("results.sqlite");
+    let serve = Serve::start(&config, store.to_str().expect("utf-8"));
+    let base = format!("http://{}", serve.http_addr());
+    let http = client();
+    wait_for_matrix(&http, &base, &serve);
+
+    let b = Browser::start(&chromium, &chromedriver);
+    b.goto(&format!("{base}/notifications"));
+    let answer = |b: &Browser| -> String {
+        b.exec("return document.getElementById('ack-result').textContent;")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    b.exec("document.querySelector('#ack-form select[name=site]').value = 'T2_BAD';");
+    let comment = "web server <b>replaced</b> tomorrow";
+    b.type_text(&b.find("#ack-form input[name=service]"), "bad.localhost");
+    b.type_text(&b.find("#ack-form input[name=comment]"), comment);
+    b.type_text(&b.find("#ack-form input[name=expires]"), "4h");
+    b.type_text(&b.find("#ack-form input[name=token]"), "not-the-token");
+    b.click(&b.find("#ack-form button[type=submit]"));
+    assert!(
+        wait_until(Duration::from_secs(10), || answer(&b)
+            .starts_with("HTTP 401")),
+        "a wrong token was not refused: {:?}",
+        answer(&b)
+    );
+    let token = b.find("#ack-form input[name=token]");
+    b.exec("document.querySelector('#ack-form input[name=token]').value = '';");
+    b.type_text(&token, TOKEN);
+    b.click(&b.find("#ack-form button[type=submit]"));
+    assert!(
+        wait_until(Duration::from_secs(10), || answer(&b)
+            .starts_with("HTTP 201")),
+        "the ack was not stored: {:?}",
+        answer(&b)
+    );
+    b.screenshot("ack-form");
+
+    let (code, body) = get(&http, &format!("{base}/api/v1/acks"));
+    assert_eq!(code, 200, "{body}");
+    let acks: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(acks[0]["site"], "T2_BAD", "{acks}");
+    assert_eq!(acks[0]["hostname"], "bad.localhost", "{acks}");
+    assert_eq!(acks[0]["comment"], comment, "{acks}");
+    assert_eq!(acks[0]["author"], "dashboard-test", "{acks}");
+    assert!(acks[0]["expires_ms"].as_i64().is_some(), "{acks}");
+    // The page lists it as text (the markup escaped, not rendered).
+    b.goto(&format!("{base}/notifications"));
+    let listed = b.exec(
+        "const t = [...document.querySelectorAll('table.plain td.wrap')].map(td => td.textContent); \
+         return { texts: t, bold: document.querySelectorAll('table.plain td.wrap b').length };",
+    );
+    assert!(
+        listed["texts"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|x| x == comment)),
+        "{listed}"
+    );
+    assert_eq!(
+        listed["bold"], 0,
+        "the comment's markup was rendered: {listed}"
+    );
+    let (_, site) = get(&http, &format!("{base}/sites/T2_BAD"));
+    assert!(
+        site.contains("acknowledged by dashboard-test"),
+        "no ack mark on the site page"
+    );
+}

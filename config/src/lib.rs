@@ -9,6 +9,7 @@ pub mod credential;
 pub mod diagnostic;
 pub mod dn;
 pub mod gocdb;
+pub mod gocdb_contacts;
 pub mod load;
 pub mod model;
 pub mod notify;

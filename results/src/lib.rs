@@ -9,6 +9,7 @@ mod day_runs;
 pub mod matrix;
 pub mod message;
 pub mod monthly;
+pub mod notify;
 pub mod postgres;
 pub mod reasons;
 pub mod recompute;

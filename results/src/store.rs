@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use gridprobe_probes::ProbeResult;
 use serde::{Deserialize, Serialize};
 
+use crate::notify::{Ack, SentNotification, StateEntry, StatePut};
 use crate::recompute::{advance, Recomputation, RecomputationRequest, Step};
 
 /// Identity of one cell of the matrix: a metric on a service instance of a site.
@@ -283,6 +284,59 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug {
     /// Every recomputation with its history, oldest first. A backend without them has none.
     async fn recomputations(&self) -> Result<Vec<Recomputation>, StoreError> {
         Ok(Vec::new())
+    }
+    /// Stores acknowledgements (an id already stored is kept as it is) and forgets those
+    /// expired at `now_ms`; returns how many were new.
+    async fn add_acks(&self, acks: &[Ack], now_ms: i64) -> Result<usize, StoreError> {
+        let _ = (acks, now_ms);
+        Err(StoreError::Unsupported("acknowledgements".into()))
+    }
+    /// The acknowledgements in force at `now_ms`, oldest first (ties by id).
+    async fn acks(&self, now_ms: i64) -> Result<Vec<Ack>, StoreError> {
+        let _ = now_ms;
+        Err(StoreError::Unsupported("acknowledgements".into()))
+    }
+    /// Ends acknowledgements by id; returns how many there were.
+    async fn remove_acks(&self, ids: &[String]) -> Result<usize, StoreError> {
+        let _ = ids;
+        Err(StoreError::Unsupported("acknowledgements".into()))
+    }
+    /// Adds sent notifications to the history, each id once (a repeated one is skipped);
+    /// returns how many were new.
+    async fn record_notifications(&self, sent: &[SentNotification]) -> Result<usize, StoreError> {
+        let _ = sent;
+        Err(StoreError::Unsupported("notification history".into()))
+    }
+    /// The newest `limit` (at most [`crate::notify::MAX_NOTIFICATIONS`]) sent notifications,
+    /// optionally of one site, newest first (by `sent_ms`, then id).
+    async fn notifications(
+        &self,
+        site: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SentNotification>, StoreError> {
+        let _ = (site, limit);
+        Err(StoreError::Unsupported("notification history".into()))
+    }
+    /// Whether the history holds a notification with this id (then it was sent).
+    async fn notification_recorded(&self, id: &str) -> Result<bool, StoreError> {
+        let _ = id;
+        Err(StoreError::Unsupported("notification history".into()))
+    }
+    /// The notification engine's entries whose key starts with `prefix`, in key order.
+    async fn notify_state(&self, prefix: &str) -> Result<Vec<StateEntry>, StoreError> {
+        let _ = prefix;
+        Err(StoreError::Unsupported("notification state".into()))
+    }
+    /// The notification engine's entries of these keys (absent ones are left out).
+    async fn notify_state_of(&self, keys: &[String]) -> Result<Vec<StateEntry>, StoreError> {
+        let _ = keys;
+        Err(StoreError::Unsupported("notification state".into()))
+    }
+    /// Compare-and-set writes in one transaction: for each put in order, its new version, or
+    /// `None` when the entry was not at the expected version (then it is left unchanged).
+    async fn put_notify_state(&self, puts: &[StatePut]) -> Result<Vec<Option<i64>>, StoreError> {
+        let _ = puts;
+        Err(StoreError::Unsupported("notification state".into()))
     }
 }
 

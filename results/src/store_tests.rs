@@ -211,6 +211,9 @@ both_backends!(
     a_usable_store_says_it_can_be_written,
     recomputations_keep_every_step_and_refuse_bad_transitions,
     a_recomputation_over_cached_days_changes_the_figures_at_once,
+    acks_are_shared_kept_once_and_end_by_id_or_expiry,
+    sent_notifications_are_kept_once_newest_first,
+    notify_state_changes_only_from_the_version_read,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1629,4 +1632,170 @@ flavours = ["CE"]
         (24 * H, 36 * H, 12 * H)
     );
     assert_eq!(applied, [exclude.id]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The notification engine's tables
+
+fn ack(id: &str, site: &str, created_ms: i64, expires_ms: Option<i64>) -> crate::notify::Ack {
+    crate::notify::Ack {
+        id: id.into(),
+        site: site.into(),
+        hostname: Some("se.example.org".into()),
+        metric: None,
+        comment: "disk replaced tomorrow — ünïcode".into(),
+        author: "jane".into(),
+        created_ms,
+        expires_ms,
+        sticky: true,
+        status: Some("CRITICAL".into()),
+    }
+}
+
+async fn acks_are_shared_kept_once_and_end_by_id_or_expiry(store: Backend) {
+    let other = store.reopen().await;
+    let a = ack("a", "S1", 10, None);
+    let b = ack("b", "S2", 5, Some(100));
+    assert_eq!(store.add_acks(&[a.clone(), b.clone()], 0).await.unwrap(), 2);
+    // Another process sees them, oldest first, exactly as written.
+    assert_eq!(other.acks(50).await.unwrap(), vec![b.clone(), a.clone()]);
+    // An id already stored is kept as it was; an ack expired on arrival is not stored.
+    let mut changed = a.clone();
+    changed.comment = "other".into();
+    let late = ack("c", "S1", 1, Some(40));
+    assert_eq!(other.add_acks(&[changed, late], 50).await.unwrap(), 0);
+    assert_eq!(store.acks(50).await.unwrap(), vec![b.clone(), a.clone()]);
+    // Expired ones are not in force, and adding forgets them.
+    assert_eq!(store.acks(100).await.unwrap(), vec![a.clone()]);
+    store.add_acks(&[], 100).await.unwrap();
+    assert_eq!(store.acks(0).await.unwrap(), vec![a.clone()]);
+    // Removal by id, counted.
+    let ids = vec!["a".to_string(), "nope".to_string()];
+    assert_eq!(other.remove_acks(&ids).await.unwrap(), 1);
+    assert!(store.acks(0).await.unwrap().is_empty());
+}
+
+fn sent(id: &str, site: &str, sent_ms: i64) -> crate::notify::SentNotification {
+    crate::notify::SentNotification {
+        id: id.into(),
+        channel: "mail".into(),
+        recipient: "admin@example.org".into(),
+        site: site.into(),
+        subject: "[gridprobe ops] S1: 2 changes".into(),
+        event: "problem".into(),
+        status: "CRITICAL".into(),
+        cells: 2,
+        created_ms: sent_ms - 1,
+        sent_ms,
+    }
+}
+
+async fn sent_notifications_are_kept_once_newest_first(store: Backend) {
+    let other = store.reopen().await;
+    let batch = [
+        sent("x1@h", "S1", 10),
+        sent("x2@h", "S2", 30),
+        sent("x3@h", "S1", 20),
+    ];
+    assert_eq!(store.record_notifications(&batch).await.unwrap(), 3);
+    // The same id again (a redelivery, or the other instance) is not a second entry.
+    assert_eq!(
+        other
+            .record_notifications(&[sent("x1@h", "S1", 99)])
+            .await
+            .unwrap(),
+        0
+    );
+    let ids = |v: Vec<crate::notify::SentNotification>| -> Vec<String> {
+        v.into_iter().map(|n| n.id).collect()
+    };
+    assert_eq!(
+        ids(other.notifications(None, 10).await.unwrap()),
+        vec!["x2@h", "x3@h", "x1@h"]
+    );
+    assert_eq!(
+        ids(other.notifications(Some("S1"), 10).await.unwrap()),
+        vec!["x3@h", "x1@h"]
+    );
+    assert_eq!(
+        ids(store.notifications(None, 1).await.unwrap()),
+        vec!["x2@h"]
+    );
+    assert_eq!(store.notifications(None, 10).await.unwrap()[2], batch[0]);
+    assert!(other.notification_recorded("x3@h").await.unwrap());
+    assert!(!other.notification_recorded("x4@h").await.unwrap());
+}
+
+async fn notify_state_changes_only_from_the_version_read(store: Backend) {
+    use crate::notify::StatePut;
+    let other = store.reopen().await;
+    let put = |key: &str, value: &str, expected: Option<i64>| StatePut {
+        key: key.into(),
+        value: value.into(),
+        expected,
+    };
+    // First writes: one per key wins.
+    let got = store
+        .put_notify_state(&[put("cell/a", "1", None), put("cell/b", "1", None)])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![Some(1), Some(1)]);
+    assert_eq!(
+        other
+            .put_notify_state(&[put("cell/a", "x", None)])
+            .await
+            .unwrap(),
+        vec![None],
+        "a second first write loses"
+    );
+    // Two instances deciding from version 1: one wins, the other is told and changes nothing.
+    let (pa, pb) = ([put("cell/a", "2", Some(1))], [put("cell/a", "3", Some(1))]);
+    let a = store.put_notify_state(&pa);
+    let b = other.put_notify_state(&pb);
+    let (a, b) = tokio::join!(a, b);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        [a[0], b[0]].iter().filter(|v| **v == Some(2)).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    assert!(a[0].is_none() || b[0].is_none(), "{a:?} {b:?}");
+    let winner = if a[0].is_some() { "2" } else { "3" };
+    let rows = other.notify_state("cell/").await.unwrap();
+    let view: Vec<(String, String, i64)> = rows
+        .into_iter()
+        .map(|e| (e.key, e.value, e.version))
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            ("cell/a".into(), winner.into(), 2),
+            ("cell/b".into(), "1".into(), 1)
+        ]
+    );
+    // Prefixes are literal (no LIKE wildcards), keys read one by one.
+    store
+        .put_notify_state(&[put("site/x_%", "good", None), put("sitex", "?", None)])
+        .await
+        .unwrap();
+    let keys = |v: Vec<crate::notify::StateEntry>| -> Vec<String> {
+        v.into_iter().map(|e| e.key).collect()
+    };
+    assert_eq!(
+        keys(store.notify_state("site/x_").await.unwrap()),
+        vec!["site/x_%"]
+    );
+    assert_eq!(
+        keys(store.notify_state("site/x%").await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys(
+            store
+                .notify_state_of(&["cell/b".into(), "nope".into(), "sitex".into()])
+                .await
+                .unwrap()
+        ),
+        vec!["cell/b", "sitex"]
+    );
 }

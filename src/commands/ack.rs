@@ -1,12 +1,12 @@
 //! `gridprobe ack`: acknowledge a known problem (a cell, a service or a whole site) so that no
 //! reminders are sent for it; `--list` shows the acknowledgements, `--remove ID` ends one. They
-//! live in `<spool_dir>/notify/acks.json`, which a running `serve` re-reads.
+//! live in the result store, which every running `serve` re-reads.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use gridprobe_probes::outcome::unix_ms;
-use gridprobe_runner::notify::acks::{Ack, AckStore};
+use gridprobe_runner::notify::acks::{migrate_file, Ack};
 
 use super::args::StoreArgs;
 
@@ -55,12 +55,9 @@ const EXPIRES: gridprobe_config::DurationRange = gridprobe_config::DurationRange
 
 /// Adds, lists or removes acknowledgements.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let checked = super::load_checked(&args.config);
-    if !checked.diagnostics.is_empty() {
-        super::report_diagnostics(&checked.diagnostics);
+    let Some((config, store)) = super::open_store_for(&args.config, args.store.flag())? else {
         return Ok(ExitCode::from(1));
-    }
-    let config = checked.config;
+    };
     let location = match crate::store_open::locate(args.store.flag(), &config.server, &config.vo) {
         Ok(l) => l,
         Err(e) => {
@@ -69,10 +66,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let dir = crate::notify_start::dir(&crate::relays::spool_root(&config, &location));
-    let acks = AckStore::new(&dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let now = unix_ms(std::time::SystemTime::now());
+    // An older release's acks file, before the first `serve` of this one moves it.
+    runtime.block_on(migrate_file(store.as_ref(), &dir, now))?;
     if args.list {
-        for a in acks.all().into_iter().filter(|a| a.active(now)) {
+        for a in runtime.block_on(store.acks(now))? {
             let until = a
                 .expires_ms
                 .map_or("recovery".to_string(), gridprobe_config::time::format_utc);
@@ -89,13 +90,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(id) = &args.remove {
-        let mut found = false;
-        acks.update(now, |list| {
-            let before = list.len();
-            list.retain(|a| &a.id != id);
-            found = list.len() != before;
-        })?;
-        if !found {
+        let found = runtime.block_on(store.remove_acks(std::slice::from_ref(id)))?;
+        if found == 0 {
             eprintln!("error: no acknowledgement with id {id} (see gridprobe ack --list)");
             return Ok(ExitCode::from(1));
         }
@@ -149,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         status: None,
     };
     let scope = ack.scope();
-    acks.update(now, |list| list.push(ack))?;
+    runtime.block_on(store.add_acks(&[ack], now))?;
     println!("acknowledged {scope} (id {id}); no reminders until it recovers or the ack ends");
     Ok(ExitCode::SUCCESS)
 }

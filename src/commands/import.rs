@@ -1,5 +1,6 @@
-//! `gridprobe import vofeed|downtimes`: the topology from a WLCG VO feed (written to an include
-//! file of the configuration) and the downtimes from GOCDB (written to the result store).
+//! `gridprobe import vofeed|downtimes|contacts`: the topology from a WLCG VO feed (written to an
+//! include file of the configuration), the downtimes from GOCDB (written to the result store)
+//! and GOCDB site contacts (an include file, see `import_contacts`).
 //! Both read a file or a URL, check the whole document first, and change nothing on error.
 
 use std::io::Read;
@@ -66,6 +67,10 @@ pub enum ImportCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Write the e-mail addresses of GOCDB site contacts (`get_site_contacts` or `get_site`
+    /// XML) into an include file of `[[site_contacts]]`, which notifications send to next to
+    /// each site's `contact`; a paged answer is followed to its last page first.
+    Contacts(super::import_contacts::Args),
 }
 
 /// Which names the generated sites carry.
@@ -92,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             config,
             store,
         } => import_downtimes(&source, &config, store.flag()),
+        ImportCommand::Contacts(args) => super::import_contacts::run(args),
     }
 }
 
@@ -374,12 +380,12 @@ fn import_downtimes(
     Ok(ExitCode::SUCCESS)
 }
 
-fn is_http(source: &str) -> bool {
+pub(super) fn is_http(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
 }
 
 /// Reads a file path, a file:// URL or an http(s):// URL as UTF-8 text.
-fn fetch(source: &str) -> anyhow::Result<String> {
+pub(super) fn fetch(source: &str) -> anyhow::Result<String> {
     let bytes = if is_http(source) {
         fetch_url(source)?
     } else if source.starts_with("file://") {
@@ -477,7 +483,7 @@ fn describe_http_error(e: &reqwest::Error) -> String {
 }
 
 /// Whether two paths name the same file (the second may not exist yet).
-fn same_file(a: &Path, b: &Path) -> bool {
+pub(super) fn same_file(a: &Path, b: &Path) -> bool {
     let canon = |p: &Path| -> Option<PathBuf> {
         if let Ok(c) = p.canonicalize() {
             return Some(c);
@@ -495,7 +501,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
@@ -511,7 +517,7 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     })
 }
 
-fn plural(n: usize) -> &'static str {
+pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {

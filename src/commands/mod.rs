@@ -6,6 +6,7 @@ pub mod check;
 pub mod consume;
 pub mod credentials;
 pub mod import;
+pub mod import_contacts;
 pub mod matrix;
 pub mod migrate_store;
 pub mod notify;

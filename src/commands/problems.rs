@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use gridprobe_probes::outcome::unix_ms;
-use gridprobe_runner::notify::acks::AckStore;
-use gridprobe_runner::notify::problems::{problems, read_flapping};
+use gridprobe_runner::notify::problems::problems;
+use gridprobe_runner::notify::shared::flapping_cells;
 
 use super::args::{OutputFormat, StoreArgs};
 
@@ -28,20 +28,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some((config, store)) = super::open_store_for(&args.config, args.store.flag())? else {
         return Ok(ExitCode::from(1));
     };
-    let location = match crate::store_open::locate(args.store.flag(), &config.server, &config.vo) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let dir = crate::notify_start::dir(&crate::relays::spool_root(&config, &location));
-    let acks = AckStore::new(&dir);
-    let flapping = read_flapping(&dir);
     let now = unix_ms(std::time::SystemTime::now());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (acks, flapping) = runtime.block_on(async {
+        let acks = store.acks(now).await?;
+        let flapping = flapping_cells(store.as_ref()).await?;
+        Ok::<_, gridprobe_results::StoreError>((acks, flapping))
+    })?;
     let list = runtime.block_on(problems(&config, store.as_ref(), &acks, &flapping, now))?;
     if args.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&list)?);

@@ -142,7 +142,8 @@ async fn serve(
     let mut observers: Vec<Arc<dyn gridprobe_runner::state::ResultObserver>> =
         vec![metrics.clone()];
     observers.extend(publish_observers);
-    let notifier = crate::notify_start::start(&plan.config, &spool_root, &instance, store.clone())?;
+    let notifier =
+        crate::notify_start::start(&plan.config, &spool_root, &instance, store.clone()).await?;
     if let Some((n, _)) = &notifier {
         observers.push(n.observer.clone());
     }

@@ -15,6 +15,7 @@ use crate::model::Config;
 use crate::time::{format_duration, parse_duration_in, DurationError, DurationRange};
 use crate::validate::Positions;
 
+mod contacts;
 mod credential;
 mod downtime;
 mod notify;
@@ -46,6 +47,7 @@ const MAIN_KEYS: &[&str] = &[
     "report",
     "notify",
     "notify_rule",
+    "site_contacts",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -55,7 +57,7 @@ const CONCURRENCY: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 const RUNS_PER_HOUR: std::ops::RangeInclusive<u32> = 1..=100_000;
 
 /// Keys allowed at the top of an included file.
-const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime"];
+const INCLUDE_KEYS: &[&str] = &["site", "probe", "profile", "downtime", "site_contacts"];
 
 /// A configuration as far as it could be read, and every problem found.
 #[derive(Debug, Default)]
@@ -120,6 +122,8 @@ struct Loader {
     notify_channel_spans: Vec<Span>,
     /// Every `[[notify]]` name written, valid or not.
     notify_declared: Vec<String>,
+    /// `[[site_contacts]]` read, checked against the sites at the end.
+    site_contacts: Vec<contacts::PendingContacts>,
 }
 
 /// Largest configuration file read (main or included): far above any real VO, small enough
@@ -323,6 +327,7 @@ fn io_reason(e: &std::io::Error) -> String {
 
 impl Loader {
     fn finish(mut self) -> Finished {
+        self.finish_site_contacts();
         let names = notify::check_rule_names(
             &self.config,
             &self.notify_channel_spans,
@@ -504,6 +509,17 @@ impl Loader {
                             self.deserialize::<notify::RawChannel>(file, item, "[[notify]]")
                         {
                             self.read_channel(file, raw);
+                        }
+                    }
+                }
+                "site_contacts" => {
+                    for item in self.array_of_tables(file, value, "site_contacts") {
+                        if let Some(raw) = self.deserialize::<contacts::RawSiteContacts>(
+                            file,
+                            item,
+                            "[[site_contacts]]",
+                        ) {
+                            self.read_site_contacts(file, raw);
                         }
                     }
                 }

@@ -21,6 +21,7 @@
 
 mod connect;
 mod days;
+mod notify;
 mod recompute;
 mod rows;
 mod schedule;
@@ -39,6 +40,7 @@ use gridprobe_probes::{ProbeResult, Status};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
+use crate::notify::{Ack, SentNotification, StateEntry, StatePut};
 use crate::recompute::{Recomputation, RecomputationRequest, Step};
 use crate::store::{
     CellFilter, CellKey, CellRuns, CellTimeline, HistoryQuery, NewResult, ResultStore, StoreError,
@@ -861,6 +863,46 @@ impl ResultStore for PgStore {
     async fn recomputations(&self) -> Result<Vec<Recomputation>, StoreError> {
         let client = self.client().await?;
         recompute::all(&client).await
+    }
+
+    async fn add_acks(&self, acks: &[Ack], now_ms: i64) -> Result<usize, StoreError> {
+        notify::add_acks(&mut self.client().await?, acks, now_ms).await
+    }
+
+    async fn acks(&self, now_ms: i64) -> Result<Vec<Ack>, StoreError> {
+        notify::acks(&self.client().await?, now_ms).await
+    }
+
+    async fn remove_acks(&self, ids: &[String]) -> Result<usize, StoreError> {
+        notify::remove_acks(&self.client().await?, ids).await
+    }
+
+    async fn record_notifications(&self, sent: &[SentNotification]) -> Result<usize, StoreError> {
+        notify::record(&mut self.client().await?, sent).await
+    }
+
+    async fn notifications(
+        &self,
+        site: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SentNotification>, StoreError> {
+        notify::sent(&self.client().await?, site, limit).await
+    }
+
+    async fn notification_recorded(&self, id: &str) -> Result<bool, StoreError> {
+        notify::recorded(&self.client().await?, id).await
+    }
+
+    async fn notify_state(&self, prefix: &str) -> Result<Vec<StateEntry>, StoreError> {
+        notify::state(&self.client().await?, prefix).await
+    }
+
+    async fn notify_state_of(&self, keys: &[String]) -> Result<Vec<StateEntry>, StoreError> {
+        notify::state_of(&self.client().await?, keys).await
+    }
+
+    async fn put_notify_state(&self, puts: &[StatePut]) -> Result<Vec<Option<i64>>, StoreError> {
+        notify::put_state(&mut self.client().await?, puts).await
     }
 
     async fn run_timelines(

@@ -110,6 +110,8 @@ CREATE TABLE schedule_slots (
     super::recompute::MIGRATION,
     // 5: each cell's runs of equal results per closed day, for month reports (see `days`).
     days::MIGRATION,
+    // 6: the notification engine's acknowledgements, history and memory (see `notify`).
+    super::notify::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).

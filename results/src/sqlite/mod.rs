@@ -6,6 +6,7 @@
 
 mod days;
 mod insert;
+mod notify;
 mod recompute;
 mod rows;
 mod schema;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use gridprobe_config::Downtime;
 use rusqlite::Connection;
 
+use crate::notify::{Ack, SentNotification, StateEntry, StatePut};
 use crate::recompute::{Recomputation, RecomputationRequest, Step};
 use crate::store::{
     CellFilter, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, NewResult, ResultStore,
@@ -229,6 +231,62 @@ impl ResultStore for SqliteStore {
 
     async fn recomputations(&self) -> Result<Vec<Recomputation>, StoreError> {
         self.with_conn(|conn| recompute::all(conn)).await
+    }
+
+    async fn add_acks(&self, acks: &[Ack], now_ms: i64) -> Result<usize, StoreError> {
+        let acks = acks.to_vec();
+        self.with_conn(move |conn| notify::add_acks(conn, &acks, now_ms))
+            .await
+    }
+
+    async fn acks(&self, now_ms: i64) -> Result<Vec<Ack>, StoreError> {
+        self.with_conn(move |conn| notify::acks(conn, now_ms)).await
+    }
+
+    async fn remove_acks(&self, ids: &[String]) -> Result<usize, StoreError> {
+        let ids = ids.to_vec();
+        self.with_conn(move |conn| notify::remove_acks(conn, &ids))
+            .await
+    }
+
+    async fn record_notifications(&self, sent: &[SentNotification]) -> Result<usize, StoreError> {
+        let sent = sent.to_vec();
+        self.with_conn(move |conn| notify::record(conn, &sent))
+            .await
+    }
+
+    async fn notifications(
+        &self,
+        site: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SentNotification>, StoreError> {
+        let site = site.map(str::to_string);
+        self.with_conn(move |conn| notify::sent(conn, site.as_deref(), limit))
+            .await
+    }
+
+    async fn notification_recorded(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.with_conn(move |conn| notify::recorded(conn, &id))
+            .await
+    }
+
+    async fn notify_state(&self, prefix: &str) -> Result<Vec<StateEntry>, StoreError> {
+        let prefix = prefix.to_string();
+        self.with_conn(move |conn| notify::state(conn, &prefix))
+            .await
+    }
+
+    async fn notify_state_of(&self, keys: &[String]) -> Result<Vec<StateEntry>, StoreError> {
+        let keys = keys.to_vec();
+        self.with_conn(move |conn| notify::state_of(conn, &keys))
+            .await
+    }
+
+    async fn put_notify_state(&self, puts: &[StatePut]) -> Result<Vec<Option<i64>>, StoreError> {
+        let puts = puts.to_vec();
+        self.with_conn(move |conn| notify::put_state(conn, &puts))
+            .await
     }
 
     async fn events(&self, since_ms: i64) -> Result<Vec<StoreEvent>, StoreError> {

@@ -156,6 +156,8 @@ ALTER TABLE latest_v5 RENAME TO latest;
     days::MIGRATION,
     // 7: recomputations and the steps of their life cycle (never deleted).
     super::recompute::MIGRATION,
+    // 8: the notification engine's acknowledgements, history and memory (see `notify`).
+    super::notify::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).

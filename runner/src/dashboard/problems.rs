@@ -124,12 +124,18 @@ pub(super) async fn notifications_page(
         drop(params);
         let (sent, acks) = match &state.notify {
             Some(n) => {
-                let history = n.history.clone();
-                let sent = tokio::task::spawn_blocking(move || history.recent(200, None))
-                    .await
-                    .unwrap_or_default();
+                let sent = n.store.notifications(None, 200).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "notification history not read");
+                    Vec::new()
+                });
                 let now = now_ms();
-                let acks: Vec<_> = n.acks.all().into_iter().filter(|a| a.active(now)).collect();
+                let acks = match n.acks.refresh(now).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "acknowledgements not re-read");
+                        n.acks.all().into_iter().filter(|a| a.active(now)).collect()
+                    }
+                };
                 (sent, acks)
             }
             None => (Vec::new(), Vec::new()),

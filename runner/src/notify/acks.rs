@@ -1,84 +1,32 @@
 //! Acknowledgements: a known problem (a cell, a service or a whole site) with a comment, an
-//! author and an optional expiry. Kept durably in `<spool_dir>/notify/acks.json` (written to a
-//! temporary file, fsynced and renamed, under a `flock`), so `gridprobe ack`, the API and the
-//! dashboard share them with a running `serve`, which re-reads the file when it changes.
+//! author and an optional expiry. They live in the result store (`ResultStore::add_acks`), so
+//! `gridprobe ack`, the API, the dashboard and every `serve` of a shared schedule see the same
+//! ones; [`AckStore`] keeps the engine's copy, re-read every [`REFRESH`] and after each change
+//! made through it. An `acks.json` of an older release is moved into the store once
+//! ([`migrate_file`]).
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gridprobe_probes::Status;
-use gridprobe_results::CellKey;
-use serde::{Deserialize, Serialize};
+use gridprobe_results::{CellKey, ResultStore, StoreError};
 
-/// One acknowledgement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ack {
-    /// Its id (for removal).
-    pub id: String,
-    /// The site.
-    pub site: String,
-    /// The service's host name; none: the whole site.
-    #[serde(default)]
-    pub hostname: Option<String>,
-    /// The metric; none: the whole service (or site).
-    #[serde(default)]
-    pub metric: Option<String>,
-    /// Why.
-    pub comment: String,
-    /// Who.
-    pub author: String,
-    /// When (ms).
-    pub created_ms: i64,
-    /// Ends at (ms); none: at recovery.
-    #[serde(default)]
-    pub expires_ms: Option<i64>,
-    /// Kept across WARNING↔CRITICAL (otherwise a change of problem status ends it).
-    #[serde(default)]
-    pub sticky: bool,
-    /// The status acknowledged (for a cell): a non-sticky ack ends when it changes.
-    #[serde(default)]
-    pub status: Option<String>,
-}
+pub use gridprobe_results::notify::Ack;
 
-impl Ack {
-    /// Whether the ack covers a cell.
-    pub fn covers(&self, cell: &CellKey) -> bool {
-        self.site == cell.site
-            && self.hostname.as_deref().is_none_or(|h| h == cell.hostname)
-            && self.metric.as_deref().is_none_or(|m| m == cell.metric)
-    }
+/// How often `serve` re-reads the acknowledgements (those made through another instance or
+/// `gridprobe ack` take effect within this).
+pub const REFRESH: Duration = Duration::from_secs(2);
 
-    /// Whether it is still in force at `now_ms`.
-    pub fn active(&self, now_ms: i64) -> bool {
-        self.expires_ms.is_none_or(|e| now_ms < e)
-    }
-
-    /// What it covers, in words.
-    pub fn scope(&self) -> String {
-        match (&self.hostname, &self.metric) {
-            (Some(h), Some(m)) => format!("{} {h} {m}", self.site),
-            (Some(h), None) => format!("{} {h}", self.site),
-            (None, Some(m)) => format!("{} (every service) {m}", self.site),
-            (None, None) => format!("{} (whole site)", self.site),
-        }
-    }
-}
-
-/// Errors reading or writing the acks file.
+/// Errors reading or writing acknowledgements.
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {
-    /// The file system refused.
-    #[error("acknowledgements file {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not what gridprobe writes.
-    #[error("acknowledgements file {path} is damaged: {reason}")]
-    Damaged {
+    /// The store refused.
+    #[error("acknowledgements: {0}")]
+    Store(#[from] StoreError),
+    /// An older release's `acks.json` could not be moved into the store.
+    #[error("acknowledgements file {path}: {reason}")]
+    File {
         /// The file.
         path: String,
         /// Why.
@@ -86,57 +34,36 @@ pub enum AckError {
     },
 }
 
-/// The acks file, cached while it does not change.
+/// The acknowledgements in the store, with a copy for synchronous readers (the engine's
+/// decisions, the matrix).
 #[derive(Debug)]
 pub struct AckStore {
-    path: PathBuf,
-    cache: Mutex<(Option<SystemTime>, Vec<Ack>)>,
+    store: Arc<dyn ResultStore>,
+    cache: Mutex<Vec<Ack>>,
 }
 
 impl AckStore {
-    /// The acks of the notification directory `dir`.
-    pub fn new(dir: &Path) -> AckStore {
+    /// The acks of a store (the copy is empty until [`AckStore::refresh`]).
+    pub fn new(store: Arc<dyn ResultStore>) -> AckStore {
         AckStore {
-            path: dir.join("acks.json"),
-            cache: Mutex::new((None, Vec::new())),
+            store,
+            cache: Mutex::new(Vec::new()),
         }
     }
 
-    fn io(&self, source: std::io::Error) -> AckError {
-        AckError::Io {
-            path: self.path.display().to_string(),
-            source,
-        }
+    /// Re-reads the acks in force from the store; returns them.
+    pub async fn refresh(&self, now_ms: i64) -> Result<Vec<Ack>, AckError> {
+        let acks = self.store.acks(now_ms).await?;
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = acks.clone();
+        Ok(acks)
     }
 
-    fn read(&self) -> Result<Vec<Ack>, AckError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| AckError::Damaged {
-                path: self.path.display().to_string(),
-                reason: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(self.io(e)),
-        }
-    }
-
-    /// Every ack on file (expired ones included until the next change), re-read when the file
-    /// changed.
+    /// The acks as last read (expired ones included until the next refresh).
     pub fn all(&self) -> Vec<Ack> {
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != mtime || mtime.is_none() {
-            match self.read() {
-                Ok(v) => *cache = (mtime, v),
-                Err(e) => tracing::warn!(error = %e, "acknowledgements not re-read"),
-            }
-        }
-        cache.1.clone()
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The acks in force that cover a cell.
+    /// The acks in force that cover a cell, as last read.
     pub fn covering(&self, cell: &CellKey, now_ms: i64) -> Vec<Ack> {
         self.all()
             .into_iter()
@@ -144,83 +71,86 @@ impl AckStore {
             .collect()
     }
 
-    /// Changes the file under its lock: `f` edits the list; expired acks are dropped.
-    pub fn update(&self, now_ms: i64, f: impl FnOnce(&mut Vec<Ack>)) -> Result<Vec<Ack>, AckError> {
-        use std::io::Write;
-        use std::os::fd::AsRawFd;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        }
-        let lock_path = self.path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| self.io(e))?;
-        // SAFETY: flock on a descriptor this function owns; released when `lock` is dropped.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(self.io(std::io::Error::last_os_error()));
-        }
-        let mut acks = self.read()?;
-        acks.retain(|a| a.active(now_ms));
-        f(&mut acks);
-        let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&acks).map_err(|e| AckError::Damaged {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut file = std::fs::File::create(&tmp).map_err(|e| self.io(e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| self.io(e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = (mtime, acks.clone());
-        Ok(acks)
+    /// Stores an ack (and forgets expired ones).
+    pub async fn add(&self, ack: Ack, now_ms: i64) -> Result<(), AckError> {
+        self.store.add_acks(&[ack], now_ms).await?;
+        self.refresh(now_ms).await?;
+        Ok(())
     }
 
-    /// Ends the acks a cell's new status ends: recovery ends every ack covering only that cell
-    /// (and wider ones once `still_broken` finds nothing else broken in their scope); a
-    /// different problem status ends a non-sticky cell ack.
-    pub fn on_status(
+    /// Ends acks by id; returns how many there were.
+    pub async fn remove(&self, ids: &[String], now_ms: i64) -> Result<usize, AckError> {
+        let n = self.store.remove_acks(ids).await?;
+        self.refresh(now_ms).await?;
+        Ok(n)
+    }
+
+    /// The acks a cell's new status ends (see [`ending`]), as last read.
+    pub fn ending(
         &self,
         cell: &CellKey,
         status: Status,
         now_ms: i64,
         still_broken: &dyn Fn(&Ack) -> bool,
-    ) {
-        let covering = self.covering(cell, now_ms);
-        let ends: Vec<String> = covering
-            .iter()
-            .filter(|a| {
-                if status == Status::Ok {
-                    !still_broken(a)
-                } else {
-                    let cell_scope = a.hostname.is_some() && a.metric.is_some();
-                    cell_scope
-                        && !a.sticky
-                        && a.status.as_deref().is_some_and(|s| s != status.name())
-                }
-            })
-            .map(|a| a.id.clone())
-            .collect();
-        if ends.is_empty() {
-            return;
-        }
-        if let Err(e) = self.update(now_ms, |acks| acks.retain(|a| !ends.contains(&a.id))) {
-            tracing::warn!(error = %e, "ended acknowledgements not written");
-        } else {
-            tracing::info!(cell = ?cell, ended = ends.len(), "acknowledgements ended");
-        }
+    ) -> Vec<String> {
+        ending(&self.covering(cell, now_ms), status, still_broken)
     }
+}
+
+/// Of the acks covering a cell, those its new status ends: recovery ends every ack covering
+/// only that cell (and wider ones once `still_broken` finds nothing else broken in their
+/// scope); a different problem status ends a non-sticky cell ack.
+pub fn ending(
+    covering: &[Ack],
+    status: Status,
+    still_broken: &dyn Fn(&Ack) -> bool,
+) -> Vec<String> {
+    covering
+        .iter()
+        .filter(|a| {
+            if status == Status::Ok {
+                !still_broken(a)
+            } else {
+                let cell_scope = a.hostname.is_some() && a.metric.is_some();
+                cell_scope && !a.sticky && a.status.as_deref().is_some_and(|s| s != status.name())
+            }
+        })
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+/// Moves an older release's `<dir>/acks.json` into the store (ids already there are kept),
+/// then renames it `acks.json.migrated`, so it is read once and stays for the operator to
+/// look at. Returns how many acks were new.
+pub async fn migrate_file(
+    store: &dyn ResultStore,
+    dir: &Path,
+    now_ms: i64,
+) -> Result<usize, AckError> {
+    let path = dir.join("acks.json");
+    let file_err = |reason: String| AckError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(file_err(e.to_string())),
+    };
+    let acks: Vec<Ack> = serde_json::from_slice(&bytes).map_err(|e| {
+        file_err(format!(
+            "not what gridprobe wrote ({e}); move it away to start"
+        ))
+    })?;
+    let added = store.add_acks(&acks, now_ms).await?;
+    std::fs::rename(&path, dir.join("acks.json.migrated")).map_err(|e| file_err(e.to_string()))?;
+    Ok(added)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gridprobe_results::SqliteStore;
 
     fn cell(h: &str, m: &str) -> CellKey {
         CellKey {
@@ -247,28 +177,60 @@ mod tests {
     }
 
     #[test]
-    fn acks_end_on_recovery_expiry_and_change_unless_sticky() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AckStore::new(dir.path());
-        store
-            .update(0, |a| {
-                a.push(ack("c", Some("h"), Some("m"), false));
-                a.push(ack("s", Some("h"), Some("m2"), true));
-                a.push(ack("site", None, None, false));
-            })
-            .unwrap();
-        assert_eq!(store.covering(&cell("h", "m"), 10).len(), 2);
-        assert_eq!(store.covering(&cell("h", "m"), 1000).len(), 0, "expired");
+    fn acks_end_on_recovery_and_change_unless_sticky() {
+        let all = [
+            ack("c", Some("h"), Some("m"), false),
+            ack("s", Some("h"), Some("m2"), true),
+            ack("site", None, None, false),
+        ];
         let nothing_else = |_: &Ack| false;
-        store.on_status(&cell("h", "m"), Status::Warning, 10, &nothing_else);
-        store.on_status(&cell("h", "m2"), Status::Warning, 10, &nothing_else);
-        let ids: Vec<_> = store.all().into_iter().map(|a| a.id).collect();
-        assert_eq!(ids, vec!["s", "site"]);
+        let covering =
+            |c: &CellKey| -> Vec<Ack> { all.iter().filter(|a| a.covers(c)).cloned().collect() };
+        assert_eq!(
+            ending(&covering(&cell("h", "m")), Status::Warning, &nothing_else),
+            vec!["c"]
+        );
+        assert!(ending(&covering(&cell("h", "m2")), Status::Warning, &nothing_else).is_empty());
         let other_broken = |a: &Ack| a.hostname.is_none();
-        store.on_status(&cell("h", "m2"), Status::Ok, 10, &other_broken);
-        let ids: Vec<_> = store.all().into_iter().map(|a| a.id).collect();
-        assert_eq!(ids, vec!["site"]);
-        // A second store (another process) sees the file.
-        assert_eq!(AckStore::new(dir.path()).all().len(), 1);
+        assert_eq!(
+            ending(&covering(&cell("h", "m2")), Status::Ok, &other_broken),
+            vec!["s"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_older_acks_file_moves_into_the_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ResultStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).unwrap());
+        let list = vec![
+            ack("c", Some("h"), Some("m"), false),
+            ack("site", None, None, true),
+        ];
+        std::fs::write(
+            dir.path().join("acks.json"),
+            serde_json::to_vec(&list).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            migrate_file(store.as_ref(), dir.path(), 10).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            migrate_file(store.as_ref(), dir.path(), 10).await.unwrap(),
+            0
+        );
+        assert!(dir.path().join("acks.json.migrated").exists());
+        let acks = AckStore::new(store.clone());
+        assert_eq!(acks.refresh(10).await.unwrap(), list);
+        assert_eq!(acks.covering(&cell("h", "m"), 10).len(), 2);
+        assert_eq!(acks.covering(&cell("h", "m"), 1000).len(), 0, "expired");
+        assert_eq!(acks.remove(&["c".into()], 10).await.unwrap(), 1);
+        assert_eq!(acks.all().len(), 1);
+        std::fs::write(dir.path().join("acks.json"), b"{not json").unwrap();
+        let e = migrate_file(store.as_ref(), dir.path(), 10)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("acks.json"), "{e}");
     }
 }

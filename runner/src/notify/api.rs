@@ -60,12 +60,7 @@ async fn notifications(
     }
     let limit = p.number("limit", MAX_LIMIT)?.unwrap_or(100);
     let list = match &state.notify {
-        Some(n) => {
-            let history = n.history.clone();
-            tokio::task::spawn_blocking(move || history.recent(limit, site.as_deref()))
-                .await
-                .unwrap_or_default()
-        }
+        Some(n) => n.store.notifications(site.as_deref(), limit).await?,
         None => Vec::new(),
     };
     Ok(Json(list).into_response())
@@ -87,17 +82,24 @@ pub(crate) async fn problem_list(
     let now = unix_ms(std::time::SystemTime::now());
     let (acks, flapping) = match &state.notify {
         Some(n) => (
-            n.acks.clone(),
+            refreshed(n, now).await,
             n.flapping.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         ),
-        None => (
-            std::sync::Arc::new(super::acks::AckStore::new(std::path::Path::new(
-                "/nonexistent/gridprobe-notify",
-            ))),
-            Vec::new(),
-        ),
+        None => (Vec::new(), Vec::new()),
     };
     Ok(problems(&config, state.store.as_ref(), &acks, &flapping, now).await?)
+}
+
+/// The acks in force, read again from the store (another instance or `gridprobe ack` may
+/// have changed them); the engine's copy when the store cannot be read.
+async fn refreshed(n: &super::NotifierView, now: i64) -> Vec<Ack> {
+    match n.acks.refresh(now).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "acknowledgements not re-read");
+            n.acks.all().into_iter().filter(|a| a.active(now)).collect()
+        }
+    }
 }
 
 async fn list_acks(
@@ -107,7 +109,7 @@ async fn list_acks(
     Params::new(raw, &[])?;
     let now = unix_ms(std::time::SystemTime::now());
     let list: Vec<Ack> = match &state.notify {
-        Some(n) => n.acks.all().into_iter().filter(|a| a.active(now)).collect(),
+        Some(n) => refreshed(n, now).await,
         None => Vec::new(),
     };
     Ok(Json(list).into_response())
@@ -226,17 +228,7 @@ async fn add_ack(
         sticky: req.sticky,
         status: None,
     };
-    let acks = n.acks.clone();
-    let stored = tokio::task::spawn_blocking(move || acks.update(now, |l| l.push(ack)))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ack not stored",
-                e.to_string(),
-            )
-        })?;
-    stored.map_err(|e| {
+    n.acks.add(ack, now).await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ack not stored",

@@ -60,7 +60,7 @@ pub fn render(view: &NotifierView) -> String {
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (channel, stats) in &view.channels {
+        for (channel, stats) in &view.channels() {
             let _ = writeln!(
                 out,
                 "{name}{{channel=\"{}\"}} {}",

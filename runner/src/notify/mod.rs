@@ -4,6 +4,8 @@
 //! what falls in a downtime, what is acknowledged ([`acks`]), STANDBY and UNKNOWN, groups a
 //! site's events of one burst into one message ([`message`]) and queues it durably in the
 //! channel's outbox ([`outbox`]), which delivers it ([`send`]) in order once the server is up.
+//! Acks, the history and the engine's memory live in the result store ([`shared`]), so several
+//! `serve` on one shared schedule see the same acks and take each decision once.
 
 pub mod acks;
 pub(crate) mod api;
@@ -13,6 +15,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod problems;
 pub mod send;
+pub mod shared;
 pub mod sites;
 pub mod state;
 

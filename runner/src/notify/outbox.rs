@@ -4,19 +4,19 @@
 //! channel delivers the outbox from its head, in order, acknowledging a record only once the
 //! server accepted it, and retrying with backoff while it is down, also across restarts. A
 //! crash between acceptance and acknowledgement sends it again with the same id. Sent
-//! notifications are appended to the history (`<spool_dir>/notify/history.jsonl`).
+//! notifications are recorded in the store's history before their record is acknowledged, and
+//! a record whose id the history already holds is not sent again (a crash after the record,
+//! or another instance's outbox).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gridprobe_config::notify::Channel;
 use gridprobe_probes::outcome::unix_ms;
-use gridprobe_results::{Spool, SpoolConfig};
-use serde::{Deserialize, Serialize};
+use gridprobe_results::{ResultStore, Spool, SpoolConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::message::Notification;
@@ -25,8 +25,6 @@ use super::send::Sender;
 /// Retry delays after a failed delivery: from 1 s, doubling, to 1 min.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
-/// The history file is rotated (one older copy kept) past this size.
-const HISTORY_MAX_BYTES: u64 = 16 << 20;
 
 /// Counters of one channel (for `/metrics` and `/healthz`).
 #[derive(Debug, Default)]
@@ -41,85 +39,36 @@ pub struct ChannelStats {
     pub rate_limited: AtomicU64,
 }
 
-/// One sent notification, as kept in the history and served by `/api/v1/notifications`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentRecord {
-    /// The notification's stable id.
-    pub id: String,
-    /// The channel.
-    pub channel: String,
-    /// The e-mail recipient, or empty.
-    pub recipient: String,
-    /// The site.
-    pub site: String,
-    /// The subject line.
-    pub subject: String,
-    /// What happened (`problem`, `recovery`, ...).
-    pub event: String,
-    /// The worst status.
-    pub status: String,
-    /// Cells in it.
-    pub cells: usize,
-    /// When it was decided (ms).
-    pub created_ms: i64,
-    /// When the server accepted it (ms).
-    pub sent_ms: i64,
-}
+/// One sent notification, as kept in the store's history.
+pub use gridprobe_results::notify::SentNotification as SentRecord;
 
-/// The history file.
-#[derive(Debug)]
-pub struct History {
-    path: PathBuf,
-    lock: Mutex<()>,
-}
-
-impl History {
-    /// The history at `path`.
-    pub fn new(path: PathBuf) -> History {
-        History {
-            path,
-            lock: Mutex::new(()),
-        }
-    }
-
-    /// Appends a record (one JSON line).
-    pub fn append(&self, r: &SentRecord) {
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > HISTORY_MAX_BYTES) {
-            let _ = std::fs::rename(&self.path, self.path.with_extension("jsonl.1"));
-        }
-        let line = match serde_json::to_string(r) {
-            Ok(l) => l,
-            Err(_) => return,
+/// Moves an older release's history (`<dir>/history.jsonl` and its rotated `.1`) into the
+/// store (ids already there are skipped), then renames each `*.migrated`, so it is read once.
+/// Returns how many records were new.
+pub async fn migrate_history(store: &dyn ResultStore, dir: &Path) -> Result<usize, String> {
+    let mut added = 0;
+    for name in ["history.jsonl.1", "history.jsonl"] {
+        let path = dir.join(name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = written {
-            tracing::warn!(path = %self.path.display(), error = %e, "notification history not written");
+        // A torn last line (a crash while appending) is skipped, as the old reader did.
+        let records: Vec<SentRecord> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        for chunk in records.chunks(1000) {
+            added += store
+                .record_notifications(chunk)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
+        std::fs::rename(&path, dir.join(format!("{name}.migrated")))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-
-    /// The newest `limit` records, newest first, optionally of one site.
-    pub fn recent(&self, limit: usize, site: Option<&str>) -> Vec<SentRecord> {
-        read_history(&self.path, limit, site)
-    }
-}
-
-/// Reads a history file: the newest `limit` records, newest first.
-pub fn read_history(path: &Path, limit: usize, site: Option<&str>) -> Vec<SentRecord> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut out: Vec<SentRecord> = text
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<SentRecord>(l).ok())
-        .filter(|r| site.is_none_or(|s| r.site == s))
-        .take(limit)
-        .collect();
-    out.sort_by_key(|r| std::cmp::Reverse(r.sent_ms));
-    out
+    Ok(added)
 }
 
 /// A channel's outbox: append here, a task delivers.
@@ -133,12 +82,13 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Opens the outbox of a channel under `root` and starts its delivery task, which ends
-    /// when `stop` is cancelled (what is not delivered stays in the outbox).
+    /// Opens the outbox of a channel under `root` and starts its delivery task, counting in
+    /// `stats`, which ends when `stop` is cancelled (what is not delivered stays in the outbox).
     pub fn start(
         channel: Channel,
         root: &Path,
-        history: Arc<History>,
+        store: Arc<dyn ResultStore>,
+        stats: Arc<ChannelStats>,
         stop: CancellationToken,
     ) -> Result<(Outbox, tokio::task::JoinHandle<()>), String> {
         let dir = root.join(&channel.name);
@@ -154,7 +104,6 @@ impl Outbox {
                 "notifications left by an earlier run are delivered first"
             );
         }
-        let stats = Arc::new(ChannelStats::default());
         stats.queued.store(spool.len(), Ordering::Relaxed);
         let spool = Arc::new(Mutex::new(spool));
         let wake = Arc::new(tokio::sync::Notify::new());
@@ -165,7 +114,7 @@ impl Outbox {
             spool.clone(),
             wake.clone(),
             stats.clone(),
-            history,
+            store,
             stop,
         ));
         Ok((
@@ -240,7 +189,7 @@ async fn deliver_loop(
     spool: Arc<Mutex<Spool>>,
     wake: Arc<tokio::sync::Notify>,
     stats: Arc<ChannelStats>,
-    history: Arc<History>,
+    store: Arc<dyn ResultStore>,
     stop: CancellationToken,
 ) {
     let mut limiter = RateLimiter::default();
@@ -296,6 +245,18 @@ async fn deliver_loop(
                 _ = tokio::time::sleep(wait) => continue,
             }
         }
+        // Recorded as sent (by this outbox before a crash, or by another instance): not again.
+        match store.notification_recorded(&n.id).await {
+            Ok(true) => {
+                tracing::info!(channel = %channel.name, id = %n.id, "notification already sent; not sent again");
+                ack(&stats);
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(channel = %channel.name, id = %n.id, error = %e, "notification history not readable; sending anyway");
+            }
+        }
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
             r = sender.send(&n) => r,
@@ -305,9 +266,7 @@ async fn deliver_loop(
                 delay = RETRY_MIN;
                 let sent = now_ms();
                 limiter.note(&key, sent);
-                ack(&stats);
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                history.append(&SentRecord {
+                let record = SentRecord {
                     id: n.id.clone(),
                     channel: channel.name.clone(),
                     recipient: n.recipient.clone(),
@@ -318,7 +277,13 @@ async fn deliver_loop(
                     cells: n.items.len(),
                     created_ms: n.created_ms,
                     sent_ms: sent,
-                });
+                };
+                // Before the outbox forgets it: a crash in between finds it recorded.
+                if let Err(e) = store.record_notifications(&[record]).await {
+                    tracing::warn!(channel = %channel.name, id = %n.id, error = %e, "sent notification not recorded in the history");
+                }
+                ack(&stats);
+                stats.sent.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(channel = %channel.name, id = %n.id, site = %n.site, "notification sent");
             }
             Err(e) => {

@@ -2,14 +2,12 @@
 //! acknowledged, in a downtime or flapping, sorted by tier then age (oldest first). Shared by
 //! `gridprobe problems`, `/api/v1/problems` and the dashboard's problems page.
 
-use std::path::Path;
-
 use gridprobe_config::Config;
 use gridprobe_probes::Status;
 use gridprobe_results::{CellFilter, CellKey, HistoryQuery, ResultStore, StoreError};
 use serde::{Deserialize, Serialize};
 
-use super::acks::AckStore;
+use super::acks::Ack;
 
 /// One cell that is not OK.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,19 +39,11 @@ pub struct Problem {
 /// How far back "since" is looked for.
 const SINCE_LOOKBACK: usize = 500;
 
-/// The cells flapping now, as `serve` last wrote them (`<notify dir>/flapping.json`).
-pub fn read_flapping(dir: &Path) -> Vec<CellKey> {
-    std::fs::read(dir.join("flapping.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-}
-
 /// Builds the problems view from the store's latest results.
 pub async fn problems(
     config: &Config,
     store: &dyn ResultStore,
-    acks: &AckStore,
+    acks: &[Ack],
     flapping: &[CellKey],
     now_ms: i64,
 ) -> Result<Vec<Problem>, StoreError> {
@@ -89,8 +79,8 @@ pub async fn problems(
             .map_or(res.started_at_ms, |h| h.result.started_at_ms);
         let cell = CellKey::of(res);
         let ack = acks
-            .covering(&cell, now_ms)
-            .first()
+            .iter()
+            .find(|a| a.active(now_ms) && a.covers(&cell))
             .map(|a| format!("{} ({})", a.comment, a.author));
         let downtime = config
             .downtimes

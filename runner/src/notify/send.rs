@@ -151,9 +151,15 @@ impl Sender {
             .items
             .iter()
             .map(|i| {
+                let site_item = i.event == super::state::EventKind::SiteStatus;
+                let alertname = if site_item {
+                    "GridprobeSiteStatus"
+                } else {
+                    "GridprobeServiceProblem"
+                };
                 let mut a = serde_json::json!({
                     "labels": {
-                        "alertname": "GridprobeServiceProblem",
+                        "alertname": alertname,
                         "vo": n.vo,
                         "site": n.site,
                         "hostname": i.hostname,
@@ -169,7 +175,9 @@ impl Sender {
                     },
                     "startsAt": gridprobe_config::time::format_utc_ms(i.since_ms),
                 });
-                if i.event == super::state::EventKind::Recovery {
+                // A site back to good (OK) resolves its status alert, as a recovery resolves
+                // a cell's; degraded and failed keep it firing, with the new severity.
+                if i.event == super::state::EventKind::Recovery || (site_item && i.status == "OK") {
                     a["endsAt"] = serde_json::Value::String(now.clone());
                 }
                 a

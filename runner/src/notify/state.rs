@@ -81,7 +81,7 @@ struct RuleTrack {
     last_sent_ms: i64,
 }
 
-/// What the engine knows of one cell (kept across restarts in `<notify dir>/state.json`).
+/// What the engine knows of one cell (kept in the store, see `shared`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CellTrack {
     /// The last status counted (never UNKNOWN or STANDBY).
@@ -155,6 +155,18 @@ impl Tracker {
     pub fn restore(saved: Vec<(CellKey, CellTrack)>) -> Tracker {
         Tracker {
             cells: saved.into_iter().collect(),
+        }
+    }
+
+    /// Replaces a cell's track (`None`: forgets it), e.g. with what another instance wrote.
+    pub fn set(&mut self, cell: &CellKey, track: Option<CellTrack>) {
+        match track {
+            Some(t) => {
+                self.cells.insert(cell.clone(), t);
+            }
+            None => {
+                self.cells.remove(cell);
+            }
         }
     }
 
