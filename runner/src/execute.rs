@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use gridprobe_config::time::format_duration;
+use gridprobe_config::Config;
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::{Outcome, ProbeContext, ProbeResult, SharedProbe, Status, Trigger};
 use tokio_util::sync::CancellationToken;
@@ -132,6 +133,59 @@ pub async fn run_with_retries(
             _ = cancel.cancelled() => break,
         }
     }
+    out
+}
+
+/// Splits one run's attempts into the cells they measured: the run's own first, then one per
+/// metric its probe reports (`[[probe.bundle]]`, in config order), each with the attempt's
+/// time, number and service. A declared metric an attempt did not report is UNKNOWN with the
+/// reason (STANDBY when the run itself was): the runner's own outcomes (a dependency down, a
+/// credential expired, a probe abandoned) never carry reported metrics, yet they cover them.
+pub fn split_reported(config: &Config, mut attempts: Vec<ProbeResult>) -> Vec<Vec<ProbeResult>> {
+    let Some(metric) = attempts.first().map(|a| a.metric.clone()) else {
+        return vec![attempts];
+    };
+    let children: Vec<&str> = config
+        .probes
+        .iter()
+        .filter(|p| p.reported_by.as_deref() == Some(metric.as_str()))
+        .map(|p| p.metric.as_str())
+        .collect();
+    let mut cells: Vec<Vec<ProbeResult>> = vec![Vec::new(); children.len()];
+    for a in &mut attempts {
+        let mut reported = std::mem::take(&mut a.outcome.reported);
+        for (child, cell) in children.iter().zip(cells.iter_mut()) {
+            let outcome = match reported.iter().position(|r| r.metric == *child) {
+                Some(i) => reported.swap_remove(i).outcome,
+                None if a.outcome.status == Status::Standby => Outcome::standby(format!(
+                    "{} not run: {}",
+                    gridprobe_config::short_metric_name(&metric),
+                    a.outcome.summary
+                )),
+                None => Outcome::unknown(format!(
+                    "not reported by {}, which ended {}: {}",
+                    gridprobe_config::short_metric_name(&metric),
+                    a.outcome.status,
+                    a.outcome.summary
+                )),
+            };
+            cell.push(ProbeResult {
+                metric: (*child).to_string(),
+                outcome,
+                ..a.clone()
+            });
+        }
+        if !reported.is_empty() {
+            tracing::debug!(
+                metric,
+                extra = reported.len(),
+                "reported metrics not in the config"
+            );
+        }
+    }
+    let mut out = Vec::with_capacity(cells.len() + 1);
+    out.push(attempts);
+    out.extend(cells);
     out
 }
 
