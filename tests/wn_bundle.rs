@@ -7,7 +7,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{gridprobe, required, script, texts};
+use std::time::Duration;
+
+use common::{gridprobe, json, required, script, texts, wait_until, Serve};
 
 fn slurm_partition() -> Option<String> {
     required(
@@ -284,4 +286,89 @@ flavours = ["CE"]
         "{all}"
     );
     assert!(all.contains("a `http` probe cannot run a bundle"), "{all}");
+}
+
+/// The state of one cell in `gridprobe matrix --format json`.
+fn cell_state(config: &str, store: &str, metric: &str) -> Option<String> {
+    let m = json(&[
+        "matrix", "--config", config, "--store", store, "--format", "json",
+    ]);
+    for site in m["sites"].as_array()? {
+        for inst in site["instances"].as_array()? {
+            for cell in inst["cells"].as_array()? {
+                if cell["metric"] == metric {
+                    return cell["state"].as_str().map(str::to_string);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `serve`: the scheduled job fills one matrix column per bundle metric, each with its own
+/// status, and the metrics' results are stored with their own summaries.
+#[test]
+fn serve_records_each_bundle_metric_as_a_matrix_cell() {
+    let Some(partition) = slurm_partition() else {
+        return;
+    };
+    let base = std::env::temp_dir().join("gridprobe-slurm-tests");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let dir = tempfile::tempdir_in(&base).expect("tempdir");
+    let config = bundle_config(dir.path(), &partition, false);
+    // Scheduled once a minute, first within a second of the start.
+    let text = std::fs::read_to_string(&config).expect("read");
+    let text = text.replacen(
+        "vo = \"test\"",
+        "vo = \"test\"\n[defaults]\ninterval = \"10m\"\n[server]\nstartup_spread = \"1s\"",
+        1,
+    );
+    std::fs::write(&config, text).expect("write");
+    let store = dir.path().join("results.sqlite");
+    let store = store.to_str().expect("utf-8");
+    let mut serve = Serve::start(&config, store);
+    let filled = wait_until(Duration::from_secs(90), || {
+        store_has_results(store)
+            && cell_state(&config, store, "org.test.WN-after").as_deref() == Some("OK")
+    });
+    assert!(filled, "bundle cells never filled:\n{}", serve.output());
+    for (metric, state) in [
+        ("org.test.WN-bundle", "OK"),
+        ("org.test.WN-env", "OK"),
+        ("org.test.WN-swspace", "CRITICAL"),
+        ("org.test.WN-cvmfs", "WARNING"),
+        ("org.test.WN-frontier", "CRITICAL"),
+    ] {
+        assert_eq!(
+            cell_state(&config, store, metric).as_deref(),
+            Some(state),
+            "{metric}\n{}",
+            serve.output()
+        );
+    }
+    let h = json(&[
+        "results",
+        "--config",
+        &config,
+        "--store",
+        store,
+        "--site",
+        "T2_BATCH",
+        "--probe",
+        "WN-swspace",
+        "--format",
+        "json",
+    ]);
+    let first = &h.as_array().expect("array")[0];
+    assert_eq!(
+        first["summary"],
+        "SWSPACE CRITICAL: /nonexistent/sw is missing"
+    );
+    assert_eq!(first["trigger"], "scheduled");
+    serve.signal("TERM");
+    let _ = serve.wait_exit(Duration::from_secs(30));
+}
+
+fn store_has_results(path: &str) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
 }

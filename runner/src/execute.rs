@@ -158,7 +158,7 @@ pub fn split_reported(config: &Config, mut attempts: Vec<ProbeResult>) -> Vec<Ve
             let outcome = match reported.iter().position(|r| r.metric == *child) {
                 Some(i) => reported.swap_remove(i).outcome,
                 None if a.outcome.status == Status::Standby => Outcome::standby(format!(
-                    "{} not run: {}",
+                    "{} is STANDBY: {}",
                     gridprobe_config::short_metric_name(&metric),
                     a.outcome.summary
                 )),
@@ -367,6 +367,75 @@ mod tests {
             handled += 1;
         }
         assert_eq!(handled, 4);
+    }
+
+    /// A bundle job's attempt becomes its own cell and one per declared metric; a metric it
+    /// did not report is UNKNOWN (STANDBY when the job was) with the reason.
+    #[test]
+    fn reported_metrics_become_cells_of_their_own() {
+        let text = "vo = \"vo\"\n[[site]]\nname = \"SITE\"\ntier = 2\n  [[site.service]]\n  \
+                    flavour = \"CE\"\n  hostname = \"ce.example.org\"\n\n[[probe]]\n\
+                    metric = \"org.vo.test\"\nkind = \"job\"\nflavours = [\"CE\"]\n  \
+                    [probe.params]\n  backend = \"local\"\n  [[probe.bundle]]\n  \
+                    metric = \"org.vo.WN-a\"\n  command = \"/bin/true\"\n  [[probe.bundle]]\n  \
+                    metric = \"org.vo.WN-b\"\n  command = \"/bin/true\"\n";
+        let loaded = gridprobe_config::load_str(std::path::Path::new("t.toml"), text);
+        assert!(loaded.diagnostics.is_empty(), "{}", loaded.diagnostics);
+        let config = loaded.config;
+        let now = SystemTime::now();
+        let job = Outcome::ok("WN bundle: exit code 0").with_reported(vec![
+            gridprobe_probes::Reported {
+                metric: "org.vo.WN-b".into(),
+                outcome: Outcome::critical("B is broken"),
+            },
+            gridprobe_probes::Reported {
+                metric: "org.vo.not-declared".into(),
+                outcome: Outcome::ok("ignored"),
+            },
+        ]);
+        let attempts =
+            vec![labels().result(job, now, Duration::from_secs(3), 1, Trigger::OnDemand)];
+        let cells = split_reported(&config, attempts);
+        let got: Vec<(&str, Status, &str, u32)> = cells
+            .iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r.metric.as_str(),
+                    r.outcome.status,
+                    r.outcome.summary.as_str(),
+                    r.attempt,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("org.vo.test", Status::Ok, "WN bundle: exit code 0", 1),
+                (
+                    "org.vo.WN-a",
+                    Status::Unknown,
+                    "not reported by test, which ended OK: WN bundle: exit code 0",
+                    1
+                ),
+                ("org.vo.WN-b", Status::Critical, "B is broken", 1),
+            ]
+        );
+        assert!(cells[0][0].outcome.reported.is_empty());
+        assert_eq!(cells[2][0].hostname, "ce.example.org");
+        assert_eq!(cells[2][0].duration_ms, 3000);
+
+        let standby = Outcome::standby("not run: dependency CE-ping is CRITICAL: down");
+        let cells = split_reported(
+            &config,
+            vec![labels().result(standby, now, Duration::ZERO, 1, Trigger::Scheduled)],
+        );
+        assert_eq!(cells.len(), 3);
+        assert_eq!(cells[1][0].outcome.status, Status::Standby);
+        assert_eq!(
+            cells[1][0].outcome.summary,
+            "test is STANDBY: not run: dependency CE-ping is CRITICAL: down"
+        );
     }
 
     #[test]
