@@ -722,7 +722,7 @@ impl SoftwareProbe {
         if wl.ca_chain {
             notes.push("the whitelist asks for a CA chain check too: not done by gridprobe".into());
         }
-        if !wl.fingerprints.iter().any(|f| *f == cert.fingerprint) {
+        if !wl.fingerprints.contains(&cert.fingerprint) {
             crit(
                 problems,
                 format!(
