@@ -670,6 +670,18 @@ impl Config {
                     if site_o.is_some_and(|o| o.disabled) || svc_o.is_some_and(|o| o.disabled) {
                         continue;
                     }
+                    // A bundle's metric may also be turned off on its own.
+                    let own = &self.probes[pi];
+                    let own_disabled = |m: &'_ BTreeMap<String, Overrides>| {
+                        m.get(&own.metric)
+                            .or_else(|| m.get(&own.short))
+                            .is_some_and(|o| o.disabled)
+                    };
+                    if own.reported_by.is_some()
+                        && (own_disabled(&site.overrides) || own_disabled(&service.overrides))
+                    {
+                        continue;
+                    }
                     let pick = |f: fn(&Overrides) -> Option<Duration>,
                                 p: Option<Duration>,
                                 d: Duration| {

@@ -145,10 +145,27 @@ pub fn split_reported(config: &Config, mut attempts: Vec<ProbeResult>) -> Vec<Ve
     let Some(metric) = attempts.first().map(|a| a.metric.clone()) else {
         return vec![attempts];
     };
+    // Where the run happened, for the metrics turned off there (`override.<metric>`).
+    let place = attempts.first().and_then(|a| {
+        let site = config.sites.iter().find(|s| s.name == a.site)?;
+        let svc = site
+            .services
+            .iter()
+            .find(|v| v.hostname == a.hostname && v.flavour == a.flavour)?;
+        Some((site, svc))
+    });
     let children: Vec<&str> = config
         .probes
         .iter()
         .filter(|p| p.reported_by.as_deref() == Some(metric.as_str()))
+        .filter(|p| {
+            let off = |m: &std::collections::BTreeMap<String, gridprobe_config::Overrides>| {
+                m.get(&p.metric)
+                    .or_else(|| m.get(&p.short))
+                    .is_some_and(|o| o.disabled)
+            };
+            !place.is_some_and(|(site, svc)| off(&site.overrides) || off(&svc.overrides))
+        })
         .map(|p| p.metric.as_str())
         .collect();
     let mut cells: Vec<Vec<ProbeResult>> = vec![Vec::new(); children.len()];
@@ -432,6 +449,28 @@ mod tests {
         );
         assert_eq!(cells.len(), 3);
         assert_eq!(cells[1][0].outcome.status, Status::Standby);
+
+        // A metric turned off on the service is neither an instance nor recorded.
+        let off = text.replace(
+            "hostname = \"ce.example.org\"\n",
+            "hostname = \"ce.example.org\"\n  override.WN-a = { disabled = true }\n",
+        );
+        let loaded = gridprobe_config::load_str(std::path::Path::new("t.toml"), &off);
+        assert!(loaded.diagnostics.is_empty(), "{}", loaded.diagnostics);
+        let metrics: Vec<String> = loaded
+            .config
+            .instances()
+            .iter()
+            .map(|i| loaded.config.probes[i.probe].metric.clone())
+            .collect();
+        assert_eq!(metrics, ["org.vo.test", "org.vo.WN-b"]);
+        let job = Outcome::ok("done");
+        let split = split_reported(
+            &loaded.config,
+            vec![labels().result(job, now, Duration::ZERO, 1, Trigger::Scheduled)],
+        );
+        let metrics: Vec<&str> = split.iter().flatten().map(|r| r.metric.as_str()).collect();
+        assert_eq!(metrics, ["org.vo.test", "org.vo.WN-b"]);
         assert_eq!(
             cells[1][0].outcome.summary,
             "test is STANDBY: not run: dependency CE-ping is CRITICAL: down"
