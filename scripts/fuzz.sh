@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of hostile input (fuzz/fuzz_targets: the config loader, the VO feed and
 # GOCDB importers (downtimes, site contacts), plugin output and perfdata, the spool's record
-# reader, the broker message decoder, the STOMP frame decoder) for a bounded time each, and
-# fails on any crash, panic, overflow or hang.
+# reader, the broker message decoder, the STOMP frame decoder, CVMFS whitelists and signed
+# letters) for a bounded time each, and fails on any crash, panic, overflow or hang.
 #
 #   scripts/fuzz.sh [SECONDS]     (default 30 per target)
 #

@@ -471,6 +471,10 @@ pub struct ProbeDef {
     pub span: Span,
     /// Where the probe's `kind` is written.
     pub kind_span: Span,
+    /// For a metric of a worker-node bundle (`[[probe.bundle]]`): the full metric of the probe
+    /// whose runs report it. Such a probe is never run on its own; it shares the reporting
+    /// probe's kind, flavours, interval and timeout, and its `params` is its bundle table.
+    pub reported_by: Option<String>,
 }
 
 /// The raw kind-specific parameters of a probe, deserialized by the probe kind itself.
@@ -636,9 +640,21 @@ impl Config {
     /// values inherited defaults → probe → site override → service override.
     pub fn instances(&self) -> Vec<ProbeInstance> {
         let mut out = Vec::new();
+        // A bundle's metric follows its reporting probe's overrides: it exists where that
+        // probe runs, with its interval and timeout.
+        let owners: Vec<&ProbeDef> = self
+            .probes
+            .iter()
+            .map(|p| {
+                p.reported_by
+                    .as_deref()
+                    .and_then(|m| self.probes.iter().find(|o| o.metric == m))
+                    .unwrap_or(p)
+            })
+            .collect();
         for (si, site) in self.sites.iter().enumerate() {
             for (vi, service) in site.services.iter().enumerate() {
-                for (pi, probe) in self.probes.iter().enumerate() {
+                for (pi, &probe) in owners.iter().enumerate() {
                     if !probe.flavours.iter().any(|f| f == &service.flavour) {
                         continue;
                     }
@@ -652,6 +668,18 @@ impl Config {
                     let svc_o = lookup(&service.overrides);
                     let (site_o, svc_o) = (site_o.as_ref(), svc_o.as_ref());
                     if site_o.is_some_and(|o| o.disabled) || svc_o.is_some_and(|o| o.disabled) {
+                        continue;
+                    }
+                    // A bundle's metric may also be turned off on its own.
+                    let own = &self.probes[pi];
+                    let own_disabled = |m: &'_ BTreeMap<String, Overrides>| {
+                        m.get(&own.metric)
+                            .or_else(|| m.get(&own.short))
+                            .is_some_and(|o| o.disabled)
+                    };
+                    if own.reported_by.is_some()
+                        && (own_disabled(&site.overrides) || own_disabled(&service.overrides))
+                    {
                         continue;
                     }
                     let pick = |f: fn(&Overrides) -> Option<Duration>,

@@ -134,7 +134,8 @@ pub(crate) fn validate(config: &Config, pos: &Positions) -> Diagnostics {
     for (i, probe) in config.probes.iter().enumerate() {
         // Flavours.
         let flavours = pos.probe_flavours.get(i).map(Vec::as_slice).unwrap_or(&[]);
-        if flavours.is_empty() {
+        // A bundle's metric has its reporting probe's flavours, checked there.
+        if flavours.is_empty() && probe.reported_by.is_none() {
             out.push(
                 err(
                     &probe.span,

@@ -16,6 +16,10 @@
 //! With `lock`, a held lock (the VO's software installation lock, taken by an install or lock
 //! probe) makes the result STANDBY ("lock held by ...") without submitting anything; so does a
 //! missing input file (the step before has not produced it).
+//!
+//! A job may instead run a worker-node bundle ([`bundle`]): the Nagios plugins of its
+//! `[[probe.bundle]]` tables, each reported as a metric of its own, the job's own result
+//! saying whether the job ran.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,6 +36,8 @@ use crate::kind::{ParamDefault, ParamDoc};
 use crate::outcome::{quote_bytes, Outcome, Perfdatum, Status};
 use crate::params::{check_template, compile_regex};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe};
+
+mod bundle;
 
 /// Config kind name.
 pub const NAME: &str = "job";
@@ -204,6 +210,8 @@ enum PayloadTemplate {
     Script(String),
     /// Program template on the worker.
     Command(String),
+    /// The generated runner of the worker-node bundle.
+    Bundle,
 }
 
 /// A built `job` probe.
@@ -223,6 +231,8 @@ struct JobProbe {
     produced_files: Vec<String>,
     stage_out: Option<String>,
     lock: Option<String>,
+    /// The worker-node bundle's metrics, when the job runs one.
+    bundle: Vec<bundle::BundleMetric>,
 }
 
 /// Builds the probe, checking every parameter with positions.
@@ -234,8 +244,29 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
         .map_err(|ds| errors.extend(ds))
         .ok();
     let base = crate::params::config_dir(def, config);
+    let bundle = bundle::read(def, config)
+        .map_err(|ds| errors.extend(ds))
+        .unwrap_or_default();
 
     let payload = match (&p.script, &p.command) {
+        (Some(_), _) | (_, Some(_)) if !bundle.is_empty() => {
+            let key = if p.script.is_some() {
+                "script"
+            } else {
+                "command"
+            };
+            errors.push(
+                err(
+                    key,
+                    format!("`{key}` cannot be set on a job that runs a worker-node bundle"),
+                )
+                .with_help(
+                    "the bundle's job runs its plugins; put this payload in a job probe of its own",
+                ),
+            );
+            None
+        }
+        (None, None) if !bundle.is_empty() => Some(PayloadTemplate::Bundle),
         (Some(_), Some(_)) => {
             errors.push(
                 err(
@@ -305,6 +336,18 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned()),
         );
+    }
+    for (metric, name) in bundle::staged_names(&bundle) {
+        if names.contains(&name) {
+            let child = config.probes.iter().find(|d| d.metric == metric);
+            if let Some(child) = child {
+                errors.push(config.sources.error(
+                    &child.params.key_span("script"),
+                    format!("two staged files would be named `{name}` in the job's directory"),
+                ));
+            }
+        }
+        names.push(name);
     }
     for input in &p.inputs {
         errors.extend(check_template(def, config, "inputs", input));
@@ -385,6 +428,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
     let application = p.application.clone().unwrap_or_else(|| {
         let t = match &payload {
             PayloadTemplate::Script(s) | PayloadTemplate::Command(s) => s,
+            PayloadTemplate::Bundle => return "WN bundle".to_string(),
         };
         Path::new(t)
             .file_name()
@@ -405,6 +449,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
         produced_files: p.produced_files,
         stage_out: p.stage_out,
         lock: p.lock,
+        bundle,
     }))
 }
 
@@ -420,6 +465,8 @@ fn io_reason(e: &std::io::Error) -> String {
 /// Everything of one run with placeholders filled.
 struct Filled {
     spec: JobSpec,
+    /// The bundle's record token, when the job runs one.
+    token: Option<String>,
     stage_out: Option<PathBuf>,
     lock: Option<PathBuf>,
 }
@@ -429,7 +476,17 @@ impl JobProbe {
         let fill = |what: &str, t: &str| {
             placeholders::expand(t, ctx).map_err(|e| format!("in `{what}`: {e}"))
         };
+        let mut token = None;
+        let mut staged_plugins = Vec::new();
         let payload = match &self.payload {
+            PayloadTemplate::Bundle => {
+                let plugins = bundle::fill(&self.bundle, ctx)?;
+                let t = bundle::token();
+                let script = bundle::runner_script(&plugins, &t);
+                token = Some(t);
+                staged_plugins = plugins.into_iter().filter_map(|p| p.staged).collect();
+                Payload::Inline(script.into())
+            }
             PayloadTemplate::Script(t) => Payload::Script(self.base.join(fill("script", t)?)),
             PayloadTemplate::Command(t) => {
                 let c = fill("command", t)?;
@@ -456,8 +513,10 @@ impl JobProbe {
                     .inputs
                     .iter()
                     .map(|i| Ok(self.base.join(fill("inputs", i)?)))
+                    .chain(staged_plugins.into_iter().map(Ok))
                     .collect::<Result<_, String>>()?,
             },
+            token,
             stage_out: self
                 .stage_out
                 .as_deref()
@@ -574,41 +633,43 @@ fn lock_holder(path: &Path) -> Option<String> {
     })
 }
 
-#[async_trait]
-impl Probe for JobProbe {
-    async fn run(&self, ctx: &ProbeContext) -> Outcome {
+impl JobProbe {
+    /// Runs the job and judges it; with a bundle, also the plugins' answers (`None` when the
+    /// job did not run to its end, so that no plugin could answer).
+    async fn run_job(&self, ctx: &ProbeContext) -> (Outcome, Option<Vec<(usize, bundle::Answer)>>) {
         if ctx.cancel.is_cancelled() {
-            return Outcome::unknown("cancelled before start");
+            return (Outcome::unknown("cancelled before start"), None);
         }
         let filled = match self.fill(ctx) {
             Ok(f) => f,
-            Err(e) => return Outcome::unknown(format!("cannot build the job: {e}")),
+            Err(e) => return (Outcome::unknown(format!("cannot build the job: {e}")), None),
         };
         if let Some(lock) = &filled.lock {
             if let Some(holder) = lock_holder(lock) {
-                return Outcome::standby(format!(
+                let o = Outcome::standby(format!(
                     "lock held by {holder} ({}); {} not submitted",
                     lock.display(),
                     self.application
                 ));
+                return (o, None);
             }
         }
         // A chain step whose input the step before has not produced (yet) is not run: the
         // cause is upstream, and the scheduler runs standby dependants again when their
         // parent reports.
         if let Some(missing) = filled.spec.inputs.iter().find(|i| !i.exists()) {
-            return Outcome::standby(format!(
+            let o = Outcome::standby(format!(
                 "input {} is missing (not produced by the step before?); {} not submitted",
                 missing.display(),
                 self.application
             ));
+            return (o, None);
         }
         if let Payload::Script(path) = &filled.spec.payload {
             if !path.is_file() {
-                return Outcome::unknown(format!(
-                    "payload script {} does not exist",
-                    path.display()
-                ));
+                let o =
+                    Outcome::unknown(format!("payload script {} does not exist", path.display()));
+                return (o, None);
             }
         }
         let stage_out: Vec<(String, Option<PathBuf>)> = self
@@ -617,21 +678,54 @@ impl Probe for JobProbe {
             .map(|f| (f.clone(), filled.stage_out.clone()))
             .collect();
         let (run, produced) = ce::run_job(&self.settings, &filled.spec, ctx, &stage_out).await;
-        let (outcome, checks) = match run.failure() {
+        let (outcome, checks, ended) = match run.failure() {
             Some(o) => {
                 let o = Outcome::new(o.status, format!("{}: {}", self.application, o.summary));
-                (o, String::new())
+                (o, String::new(), false)
             }
-            None => self.judge(&run, &produced),
+            None => {
+                let (o, checks) = self.judge(&run, &produced);
+                (o, checks, true)
+            }
+        };
+        let answers = match (&filled.token, ended) {
+            (Some(token), true) => Some(bundle::parse_answers(&run.stdout, token)),
+            _ => None,
         };
         let mut perfdata = run.perfdata();
         perfdata.extend(produced.iter().filter_map(|(name, p)| match p {
             Produced::Ok(size) => Some(Perfdatum::new(format!("size {name}"), *size as f64, "B")),
             _ => None,
         }));
-        outcome
+        let outcome = outcome
             .with_details(run.details(&checks))
-            .with_perfdata(perfdata)
+            .with_perfdata(perfdata);
+        (outcome, answers)
+    }
+}
+
+#[async_trait]
+impl Probe for JobProbe {
+    async fn run(&self, ctx: &ProbeContext) -> Outcome {
+        let (outcome, answers) = self.run_job(ctx).await;
+        if self.bundle.is_empty() {
+            return outcome;
+        }
+        // Each bundle metric: its plugin's answer, or why there is none.
+        let failed = answers.is_none().then_some(&outcome);
+        let reported = bundle::outcomes(&self.bundle, answers.as_deref().unwrap_or(&[]), failed);
+        let mut list = String::from("\nworker-node bundle:\n");
+        for r in &reported {
+            let _ = writeln!(
+                list,
+                "  {}: {}: {}",
+                gridprobe_config::short_metric_name(&r.metric),
+                r.outcome.status,
+                r.outcome.summary
+            );
+        }
+        let details = format!("{}{list}", outcome.details);
+        outcome.with_details(details).with_reported(reported)
     }
 
     fn check_instance(&self, ctx: &ProbeContext) -> Result<(), String> {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-pub use outcome::{ConnectionFault, Outcome, Perfdatum, ProbeResult, Status, Trigger};
+pub use outcome::{ConnectionFault, Outcome, Perfdatum, ProbeResult, Reported, Status, Trigger};
 
 /// Where and how one probe instance runs.
 #[derive(Debug, Clone)]

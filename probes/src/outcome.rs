@@ -213,6 +213,20 @@ pub struct Outcome {
     /// stored.
     #[serde(skip)]
     pub connection_fault: Option<ConnectionFault>,
+    /// Results of further metrics this run measured (the plugins of a worker-node bundle,
+    /// declared as `[[probe.bundle]]`), each recorded by the runner as a cell of its own with
+    /// the same time, attempt and service. Not stored with this result.
+    #[serde(skip)]
+    pub reported: Vec<Reported>,
+}
+
+/// One further metric's outcome in [`Outcome::reported`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    /// The full metric name, as declared in `[[probe.bundle]]`.
+    pub metric: String,
+    /// What was measured for it.
+    pub outcome: Outcome,
 }
 
 /// Where a connection-level failure happened (see [`Outcome::connection_fault`]).
@@ -238,6 +252,7 @@ impl Outcome {
             details: String::new(),
             perfdata: Vec::new(),
             connection_fault: None,
+            reported: Vec::new(),
         }
     }
 
@@ -275,6 +290,12 @@ impl Outcome {
     /// Marks a connection-level failure (see [`Outcome::connection_fault`]).
     pub fn with_connection_fault(mut self, fault: ConnectionFault) -> Self {
         self.connection_fault = Some(fault);
+        self
+    }
+
+    /// Adds the outcomes of further metrics (see [`Outcome::reported`]).
+    pub fn with_reported(mut self, reported: Vec<Reported>) -> Self {
+        self.reported.extend(reported);
         self
     }
 

@@ -67,6 +67,9 @@ pub static KINDS: &[KindSpec] = &[
     },
 ];
 
+/// The kinds whose runs may report further metrics (`[[probe.bundle]]`).
+const BUNDLE_KINDS: &[&str] = &[crate::job::NAME];
+
 /// The kind with this name.
 pub fn kind(name: &str) -> Option<&'static KindSpec> {
     KINDS.iter().find(|k| k.name == name)
@@ -132,6 +135,25 @@ pub fn build_all(config: &Config) -> (BuiltProbes, Diagnostics) {
     let mut diagnostics = Diagnostics::default();
     let mut probes = Vec::with_capacity(config.probes.len());
     for def in &config.probes {
+        // A bundle's metric is read by its reporting probe's kind, never run on its own.
+        if def.reported_by.is_some() {
+            if !BUNDLE_KINDS.contains(&def.kind.as_str()) {
+                diagnostics.push(
+                    config
+                        .sources
+                        .error(
+                            &def.params.table_span,
+                            format!("a `{}` probe cannot run a bundle", def.kind),
+                        )
+                        .with_help(format!(
+                            "worker-node bundles are run by probes of kind {}",
+                            BUNDLE_KINDS.join(", ")
+                        )),
+                );
+            }
+            probes.push(None);
+            continue;
+        }
         match build(def, config) {
             Ok(p) => probes.push(Some(p)),
             Err(ds) => {

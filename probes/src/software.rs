@@ -15,9 +15,16 @@
 //!   or lags behind the `reference` server's revision for longer than `revision_grace`;
 //! * OK otherwise, with the revision, the publish time's age and the TTL as perfdata.
 //!
-//! The signature itself needs the repository's public key and is not verified here.
+//! With `master_key` (the repository's `.pub` file, as clients are configured with) the probe
+//! also checks the chain of trust as the CVMFS client does ([`signature`]): the certificate
+//! named by `X` is fetched from the repository's `data/` area and must be stored under its own
+//! hash, the manifest's signature must be that certificate's, and the `.cvmfswhitelist` must be
+//! signed by the master key, name the repository, list the certificate's fingerprint and not
+//! have expired. A broken link is CRITICAL (a tampered manifest, an unknown certificate, a
+//! whitelist signed by another key); a whitelist expiring within `whitelist_warn` is WARNING.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,9 +43,11 @@ use crate::kind::{ParamDefault, ParamDoc};
 use crate::net::http::{self, status_text, Progress, Trace, USER_AGENT_VALUE};
 use crate::net::tls::{self, TlsParams, TlsSettings};
 use crate::net::Timings;
-use crate::outcome::{fmt_secs, seconds, Outcome, Perfdatum, Status};
+use crate::outcome::{fmt_secs, fmt_utc, seconds, Outcome, Perfdatum, Status, UtcPrecision};
 use crate::params::{check_template, duration_param};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe};
+
+pub mod signature;
 
 /// Config kind name.
 pub const NAME: &str = "software";
@@ -97,6 +106,21 @@ pub const PARAMS: &[ParamDoc] = &[
         description: "How long the site may lag behind a newer reference revision (replication \
                       takes time) before it is WARNING",
     },
+    ParamDoc {
+        name: "master_key",
+        ty: "string",
+        default: ParamDefault::Value("none (signatures not verified)"),
+        description: "The repository's master public key, a `.pub` PEM file as in \
+                      CVMFS_PUBLIC_KEY (relative to the file defining the probe): the \
+                      manifest's signature, its certificate and the whitelist are verified",
+    },
+    ParamDoc {
+        name: "whitelist_warn",
+        ty: "duration",
+        default: ParamDefault::Value("\"7d\""),
+        description: "WARNING when the repository whitelist expires within this (at most \
+                      365d); CRITICAL once it has expired",
+    },
     tls::DOC_TLS_VERIFY,
     tls::DOC_CA_FILE,
 ];
@@ -107,8 +131,14 @@ const DEFAULT_URL: &str = "http://{hostname}:8000/cvmfs/@fqrn@";
 const DEFAULT_WARN_AGE: Duration = Duration::from_secs(2 * 86_400);
 /// Default of `revision_grace`.
 const DEFAULT_REVISION_GRACE: Duration = Duration::from_secs(2 * 3600);
+/// Default of `whitelist_warn`.
+const DEFAULT_WHITELIST_WARN: Duration = Duration::from_secs(7 * 86_400);
+/// Longest `whitelist_warn`: whitelists are re-signed every few weeks.
+const MAX_WHITELIST_WARN: Duration = Duration::from_secs(365 * 86_400);
 /// Largest manifest read: real ones are well under a kilobyte.
 const MAX_MANIFEST: usize = 64 * 1024;
+/// Largest whitelist or certificate object read: real ones are a few kilobytes.
+const MAX_SIGNED_OBJECT: usize = 64 * 1024;
 /// A publish time this far in the future is a clock problem worth a note.
 const CLOCK_SLACK: i64 = 300;
 
@@ -122,6 +152,8 @@ struct SoftwareParams {
     warn_age: Option<String>,
     crit_age: Option<String>,
     revision_grace: Option<String>,
+    master_key: Option<String>,
+    whitelist_warn: Option<String>,
     tls_verify: Option<bool>,
     ca_file: Option<String>,
 }
@@ -136,6 +168,9 @@ struct SoftwareProbe {
     warn_age: Duration,
     crit_age: Option<Duration>,
     revision_grace: Duration,
+    /// The master keys and the file they came from.
+    master_key: Option<(PathBuf, Vec<rsa::RsaPublicKey>)>,
+    whitelist_warn: Duration,
     tls: TlsSettings,
 }
 
@@ -168,6 +203,7 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
     let crit_age = duration("crit_age", &p.crit_age);
     let revision_grace =
         duration("revision_grace", &p.revision_grace).unwrap_or(DEFAULT_REVISION_GRACE);
+    let whitelist_warn = duration("whitelist_warn", &p.whitelist_warn);
     if crit_age.is_some_and(|c| c <= warn_age) {
         errors.push(err(
             "crit_age",
@@ -177,6 +213,38 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             ),
         ));
     }
+    if whitelist_warn.is_some_and(|w| w > MAX_WHITELIST_WARN) {
+        errors.push(err(
+            "whitelist_warn",
+            format!(
+                "`whitelist_warn` is longer than {}",
+                format_duration(MAX_WHITELIST_WARN)
+            ),
+        ));
+    }
+    let master_key = p.master_key.as_ref().and_then(|k| {
+        let path = crate::params::config_dir(def, config).join(k);
+        let read = std::fs::read(&path)
+            .map_err(|e| format!("cannot read it: {}", crate::net::io_reason(&e)))
+            .and_then(|pem| signature::master_keys(&pem));
+        match read {
+            Ok(keys) => Some((path, keys)),
+            Err(e) => {
+                errors.push(
+                    err(
+                        "master_key",
+                        format!("master key file {}: {e}", path.display()),
+                    )
+                    .with_help(
+                        "the repository's public key as clients have it, e.g. \
+                         /etc/cvmfs/keys/cern.ch/cern-it4.pub; a relative path starts at the \
+                         directory of this file",
+                    ),
+                );
+                None
+            }
+        }
+    });
     let tls = TlsSettings::read(
         def,
         config,
@@ -192,6 +260,8 @@ pub fn build(def: &ProbeDef, config: &Config) -> Result<SharedProbe, Vec<Diagnos
             warn_age,
             crit_age,
             revision_grace,
+            master_key,
+            whitelist_warn: whitelist_warn.unwrap_or(DEFAULT_WHITELIST_WARN),
             tls,
         })),
         _ => Err(errors),
@@ -247,6 +317,10 @@ pub(crate) struct Manifest {
     pub hash: String,
     /// Bytes of signature after the hash line.
     pub signature_len: usize,
+    /// `X`: the content hash of the signing certificate.
+    pub certificate: Option<String>,
+    /// The signature after the hash line.
+    pub signature: Vec<u8>,
     /// The check of `hash`.
     pub hash_check: HashCheck,
 }
@@ -349,6 +423,8 @@ pub(crate) fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
         root_catalog: keys.get(&'C').cloned().unwrap_or_default(),
         hash,
         signature_len: signature.len(),
+        certificate: keys.get(&'X').map(|x| x.trim().to_string()),
+        signature: signature.to_vec(),
         hash_check,
     })
 }
@@ -361,13 +437,25 @@ struct Fetched {
     total: Duration,
 }
 
+/// A fetched object's bytes, or why there are none.
+struct Got {
+    body: Result<Vec<u8>, Outcome>,
+    timings: Timings,
+    total: Duration,
+}
+
 impl SoftwareProbe {
-    /// The manifest URL for a repository URL template.
-    fn manifest_url(&self, template: &str, ctx: &ProbeContext) -> Result<Url, String> {
+    /// The repository's base URL for a URL template.
+    fn base_url(&self, template: &str, ctx: &ProbeContext) -> Result<String, String> {
         let repo = placeholders::expand(&self.repository, ctx)?;
         let base = placeholders::expand(template, ctx)?.replace("@fqrn@", &repo);
+        Ok(base.trim_end_matches('/').to_string())
+    }
+
+    /// The manifest URL for a repository URL template.
+    fn manifest_url(&self, template: &str, ctx: &ProbeContext) -> Result<Url, String> {
         parse_url(
-            &format!("{}/.cvmfspublished", base.trim_end_matches('/')),
+            &format!("{}/.cvmfspublished", self.base_url(template, ctx)?),
             false,
         )
     }
@@ -387,6 +475,28 @@ impl SoftwareProbe {
         proxy: Option<&Url>,
         log: &mut String,
     ) -> Fetched {
+        let got = self.get(ctx, url, proxy, MAX_MANIFEST, log).await;
+        Fetched {
+            url: url.clone(),
+            result: got.body.and_then(|b| {
+                parse_manifest(&b)
+                    .map_err(|e| Outcome::critical(format!("unparsable manifest at {url}: {e}")))
+            }),
+            timings: got.timings,
+            total: got.total,
+        }
+    }
+
+    /// GETs `url` (at most `limit` bytes), through `proxy` when set: anything but a whole
+    /// 200 answer is CRITICAL (or the transport's own outcome).
+    async fn get(
+        &self,
+        ctx: &ProbeContext,
+        url: &Url,
+        proxy: Option<&Url>,
+        limit: usize,
+        log: &mut String,
+    ) -> Got {
         let start = Instant::now();
         let mut timings = Timings::default();
         let mut progress = Progress::default();
@@ -415,9 +525,8 @@ impl SoftwareProbe {
         let req = match req {
             Ok(r) => r,
             Err(e) => {
-                return Fetched {
-                    url: url.clone(),
-                    result: Err(Outcome::unknown(format!(
+                return Got {
+                    body: Err(Outcome::unknown(format!(
                         "cannot build the request for {url}: {e}"
                     ))),
                     timings,
@@ -431,7 +540,7 @@ impl SoftwareProbe {
             connect_to,
             req,
             &self.tls,
-            MAX_MANIFEST,
+            limit,
             &mut progress,
             Trace {
                 timings: &mut timings,
@@ -440,24 +549,213 @@ impl SoftwareProbe {
             },
         )
         .await;
-        let result = match got {
+        let body = match got {
             Err(f) => Err(f.outcome(ctx, url.as_str())),
             Ok(resp) if resp.parts.status != StatusCode::OK => Err(Outcome::critical(format!(
                 "{} for {url}",
                 status_text(resp.parts.status)
             ))),
             Ok(resp) if resp.truncated => Err(Outcome::critical(format!(
-                "unparsable manifest at {url}: longer than {MAX_MANIFEST} bytes"
+                "{url} is longer than {limit} bytes"
             ))),
-            Ok(resp) => parse_manifest(&resp.body)
-                .map_err(|e| Outcome::critical(format!("unparsable manifest at {url}: {e}"))),
+            Ok(resp) => Ok(resp.body),
         };
-        Fetched {
-            url: url.clone(),
-            result,
+        Got {
+            body,
             timings,
             total: start.elapsed(),
         }
+    }
+}
+
+/// What the trust chain is checked against.
+struct Trust<'a> {
+    /// The repository's URL on the server, without a trailing `/`.
+    base: &'a str,
+    proxy: Option<&'a Url>,
+    repo: &'a str,
+    keys: &'a [rsa::RsaPublicKey],
+    key_file: &'a std::path::Path,
+    now: i64,
+}
+
+impl SoftwareProbe {
+    /// The client's checks past the manifest's own hash: the certificate object, the
+    /// manifest's signature, the whitelist's signature, name, fingerprint and expiry. Returns
+    /// the whitelist's time left as perfdata.
+    async fn check_trust(
+        &self,
+        ctx: &ProbeContext,
+        t: &Trust<'_>,
+        m: &Manifest,
+        log: &mut String,
+        problems: &mut Vec<(Status, String)>,
+        notes: &mut Vec<String>,
+    ) -> Option<Perfdatum> {
+        let crit = |problems: &mut Vec<(Status, String)>, text: String| {
+            problems.push((Status::Critical, text))
+        };
+        // The certificate, by the content address the manifest names.
+        let Some(x) = m.certificate.as_deref() else {
+            crit(
+                problems,
+                "the manifest names no signing certificate (X): it is not signed".into(),
+            );
+            return None;
+        };
+        if x.len() != 40 || !x.chars().all(|c| c.is_ascii_hexdigit()) {
+            crit(
+                problems,
+                format!(
+                    "the certificate hash X `{}` is not a SHA-1 hash",
+                    x.escape_default()
+                ),
+            );
+            return None;
+        }
+        let cert_url = match parse_url(&format!("{}/data/{}/{}X", t.base, &x[..2], &x[2..]), false)
+        {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push((Status::Unknown, e));
+                return None;
+            }
+        };
+        let got = self
+            .get(ctx, &cert_url, t.proxy, MAX_SIGNED_OBJECT, log)
+            .await;
+        let cert = match got.body {
+            Err(o) => {
+                problems.push((o.status, format!("certificate: {}", o.summary)));
+                return None;
+            }
+            Ok(object) => match signature::read_certificate(&object, x) {
+                Ok(c) => c,
+                Err(e) => {
+                    crit(
+                        problems,
+                        format!("unreadable certificate at {cert_url}: {e}"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let _ = writeln!(
+            log,
+            "certificate {} ({})",
+            cert.fingerprint_colons(),
+            cert.subject
+        );
+        if !signature::verify_manifest(&cert, &m.hash, &m.signature) {
+            crit(
+                problems,
+                format!(
+                    "the manifest's signature is not its certificate's ({}): tampered manifest",
+                    cert.subject
+                ),
+            );
+        }
+
+        // The whitelist: signed by the master key, naming the repository and the certificate.
+        let wl_url = match parse_url(&format!("{}/.cvmfswhitelist", t.base), false) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push((Status::Unknown, e));
+                return None;
+            }
+        };
+        let got = self
+            .get(ctx, &wl_url, t.proxy, MAX_SIGNED_OBJECT, log)
+            .await;
+        let bytes = match got.body {
+            Ok(b) => b,
+            Err(o) => {
+                problems.push((o.status, format!("whitelist: {}", o.summary)));
+                return None;
+            }
+        };
+        let parsed = signature::parse_letter(&bytes)
+            .and_then(|letter| signature::parse_whitelist(letter.text).map(|w| (letter, w)));
+        let (letter, wl) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                crit(problems, format!("unparsable whitelist at {wl_url}: {e}"));
+                return None;
+            }
+        };
+        match signature::check_letter_hash(&letter) {
+            Ok(()) => {}
+            Err(signature::HashProblem::Unsupported(a)) => {
+                problems.push((
+                    Status::Unknown,
+                    format!("the whitelist's hash algorithm {a} is not checked by gridprobe"),
+                ));
+                return None;
+            }
+            Err(e) => {
+                crit(problems, format!("corrupt whitelist at {wl_url}: {e}"));
+                return None;
+            }
+        }
+        if !signature::verify_whitelist(t.keys, &letter) {
+            crit(
+                problems,
+                format!(
+                    "the whitelist is not signed by the master key in {}",
+                    t.key_file.display()
+                ),
+            );
+            return None;
+        }
+        if wl.name != t.repo {
+            crit(
+                problems,
+                format!(
+                    "the whitelist is for repository {}, not {}",
+                    wl.name, t.repo
+                ),
+            );
+        }
+        if wl.pkcs7 {
+            notes.push("the whitelist asks for a PKCS#7 check too: not done by gridprobe".into());
+        }
+        if wl.ca_chain {
+            notes.push("the whitelist asks for a CA chain check too: not done by gridprobe".into());
+        }
+        if !wl.fingerprints.contains(&cert.fingerprint) {
+            crit(
+                problems,
+                format!(
+                    "certificate {} ({}) is not on the whitelist: unknown certificate",
+                    cert.fingerprint_colons(),
+                    cert.subject
+                ),
+            );
+        }
+        let left = wl.expires - t.now;
+        let expires = fmt_utc(wl.expires.saturating_mul(1000), UtcPrecision::Minutes);
+        let warn = i64::try_from(self.whitelist_warn.as_secs()).unwrap_or(i64::MAX);
+        if left <= 0 {
+            crit(
+                problems,
+                format!(
+                    "the whitelist expired at {expires} ({} ago)",
+                    fmt_age(-left)
+                ),
+            );
+        } else if left <= warn {
+            problems.push((
+                Status::Warning,
+                format!("the whitelist expires at {expires}, in {}", fmt_age(left)),
+            ));
+        } else {
+            notes.push(format!(
+                "signature verified: certificate {} on the whitelist, signed by the master key, \
+                 valid until {expires}",
+                cert.fingerprint_colons()
+            ));
+        }
+        Some(Perfdatum::new("whitelist_left", left as f64, "s"))
     }
 }
 
@@ -525,12 +823,35 @@ impl Probe for SoftwareProbe {
                 notes.push(format!("hash algorithm {alg} not verified by gridprobe"))
             }
         }
-        notes.push(format!(
-            "signature of {} bytes not verified (needs the repository's public key)",
-            m.signature_len
-        ));
-
         let now = now_unix();
+        match &self.master_key {
+            None => notes.push(format!(
+                "signature of {} bytes not verified (`master_key` not set)",
+                m.signature_len
+            )),
+            Some((path, keys)) => {
+                let _ = writeln!(log, "\ntrust chain:");
+                let base = self.base_url(&self.url, ctx);
+                match base {
+                    Err(e) => problems.push((Status::Unknown, e)),
+                    Ok(base) => {
+                        let trust = Trust {
+                            base: &base,
+                            proxy: proxy.as_ref(),
+                            repo: &repo,
+                            keys,
+                            key_file: path,
+                            now,
+                        };
+                        self.check_trust(ctx, &trust, &m, &mut log, &mut problems, &mut notes)
+                            .await
+                            .into_iter()
+                            .for_each(|p| perfdata.push(p));
+                    }
+                }
+            }
+        }
+
         let age = m.published.map(|t| now - t);
         match age {
             None => problems.push((

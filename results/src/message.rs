@@ -188,6 +188,7 @@ impl ResultMessage {
                     details: bound_details(self.details.clone()),
                     perfdata: self.perfdata.clone(),
                     connection_fault: None,
+                    reported: Vec::new(),
                 },
                 attempt: self.attempt,
                 trigger: self.trigger,

@@ -11,7 +11,7 @@ use gridprobe_probes::{Outcome, ProbeResult, Status, Trigger};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::execute::{run_with_retries, ResultLabels};
+use crate::execute::{run_with_retries, split_reported, ResultLabels};
 
 /// Concurrency limits: overall, per site and per probe kind. A run holds one permit of each.
 #[derive(Debug)]
@@ -195,17 +195,28 @@ pub fn select(config: &Config, sel: &Selection) -> Result<Vec<ProbeInstance>, Se
         }
     }
     let probe_index = match &sel.probe {
-        Some(p) => Some(
-            config
+        Some(p) => {
+            let i = config
                 .probe_index(p)
                 .ok_or_else(|| SelectError::UnknownProbe {
                     name: p.clone(),
                     hint: hint(p, config.probes.iter().map(|p| p.short.as_str())),
-                })?,
-        ),
+                })?;
+            // A bundle's metric is measured by running its job.
+            let owner = config.probes[i]
+                .reported_by
+                .as_deref()
+                .and_then(|m| config.probe_index(m));
+            Some(owner.unwrap_or(i))
+        }
         None => None,
     };
-    let all = config.instances();
+    // A bundle's metrics are not run themselves: their job's run reports them.
+    let all: Vec<ProbeInstance> = config
+        .instances()
+        .into_iter()
+        .filter(|i| config.probes[i.probe].reported_by.is_none())
+        .collect();
     let matches = |i: &ProbeInstance| {
         let site = &config.sites[i.site];
         sel.site.as_ref().is_none_or(|s| &site.name == s)
@@ -303,7 +314,8 @@ pub enum Event {
 
 type Verdict = Option<(Status, String)>;
 
-/// Runs the instances now and returns one [`InstanceRun`] per instance, in the same order.
+/// Runs the instances now and returns one [`InstanceRun`] per instance, in the same order, each
+/// followed by one per metric its run reports (a worker-node bundle's, `[[probe.bundle]]`).
 pub async fn run_batch(
     config: Arc<Config>,
     probes: Arc<BuiltProbes>,
@@ -398,7 +410,25 @@ pub async fn run_batch(
     let mut out = Vec::with_capacity(tasks.len());
     for (task, inst) in tasks.into_iter().zip(instances) {
         match task.await {
-            Ok(run) => out.push(run),
+            // The run's own cell, then one per metric it reports (a bundle's).
+            Ok(run) => {
+                let cells = split_reported(&config, run.attempts);
+                for (i, attempts) in cells.into_iter().enumerate() {
+                    let probe = match attempts.first() {
+                        Some(a) if i > 0 => config.probe_index(&a.metric),
+                        _ => Some(run.instance.probe),
+                    };
+                    if let Some(probe) = probe {
+                        out.push(InstanceRun {
+                            instance: ProbeInstance {
+                                probe,
+                                ..run.instance.clone()
+                            },
+                            attempts,
+                        });
+                    }
+                }
+            }
             // The task body has no panicking paths; keep the instance visible all the same.
             Err(e) => {
                 tracing::error!(error = %e, "batch task failed");

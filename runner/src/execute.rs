@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use gridprobe_config::time::format_duration;
+use gridprobe_config::Config;
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::{Outcome, ProbeContext, ProbeResult, SharedProbe, Status, Trigger};
 use tokio_util::sync::CancellationToken;
@@ -132,6 +133,76 @@ pub async fn run_with_retries(
             _ = cancel.cancelled() => break,
         }
     }
+    out
+}
+
+/// Splits one run's attempts into the cells they measured: the run's own first, then one per
+/// metric its probe reports (`[[probe.bundle]]`, in config order), each with the attempt's
+/// time, number and service. A declared metric an attempt did not report is UNKNOWN with the
+/// reason (STANDBY when the run itself was): the runner's own outcomes (a dependency down, a
+/// credential expired, a probe abandoned) never carry reported metrics, yet they cover them.
+pub fn split_reported(config: &Config, mut attempts: Vec<ProbeResult>) -> Vec<Vec<ProbeResult>> {
+    let Some(metric) = attempts.first().map(|a| a.metric.clone()) else {
+        return vec![attempts];
+    };
+    // Where the run happened, for the metrics turned off there (`override.<metric>`).
+    let place = attempts.first().and_then(|a| {
+        let site = config.sites.iter().find(|s| s.name == a.site)?;
+        let svc = site
+            .services
+            .iter()
+            .find(|v| v.hostname == a.hostname && v.flavour == a.flavour)?;
+        Some((site, svc))
+    });
+    let children: Vec<&str> = config
+        .probes
+        .iter()
+        .filter(|p| p.reported_by.as_deref() == Some(metric.as_str()))
+        .filter(|p| {
+            let off = |m: &std::collections::BTreeMap<String, gridprobe_config::Overrides>| {
+                m.get(&p.metric)
+                    .or_else(|| m.get(&p.short))
+                    .is_some_and(|o| o.disabled)
+            };
+            !place.is_some_and(|(site, svc)| off(&site.overrides) || off(&svc.overrides))
+        })
+        .map(|p| p.metric.as_str())
+        .collect();
+    let mut cells: Vec<Vec<ProbeResult>> = vec![Vec::new(); children.len()];
+    for a in &mut attempts {
+        let mut reported = std::mem::take(&mut a.outcome.reported);
+        for (child, cell) in children.iter().zip(cells.iter_mut()) {
+            let outcome = match reported.iter().position(|r| r.metric == *child) {
+                Some(i) => reported.swap_remove(i).outcome,
+                None if a.outcome.status == Status::Standby => Outcome::standby(format!(
+                    "{} is STANDBY: {}",
+                    gridprobe_config::short_metric_name(&metric),
+                    a.outcome.summary
+                )),
+                None => Outcome::unknown(format!(
+                    "not reported by {}, which ended {}: {}",
+                    gridprobe_config::short_metric_name(&metric),
+                    a.outcome.status,
+                    a.outcome.summary
+                )),
+            };
+            cell.push(ProbeResult {
+                metric: (*child).to_string(),
+                outcome,
+                ..a.clone()
+            });
+        }
+        if !reported.is_empty() {
+            tracing::debug!(
+                metric,
+                extra = reported.len(),
+                "reported metrics not in the config"
+            );
+        }
+    }
+    let mut out = Vec::with_capacity(cells.len() + 1);
+    out.push(attempts);
+    out.extend(cells);
     out
 }
 
@@ -313,6 +384,97 @@ mod tests {
             handled += 1;
         }
         assert_eq!(handled, 4);
+    }
+
+    /// A bundle job's attempt becomes its own cell and one per declared metric; a metric it
+    /// did not report is UNKNOWN (STANDBY when the job was) with the reason.
+    #[test]
+    fn reported_metrics_become_cells_of_their_own() {
+        let text = "vo = \"vo\"\n[[site]]\nname = \"SITE\"\ntier = 2\n  [[site.service]]\n  \
+                    flavour = \"CE\"\n  hostname = \"ce.example.org\"\n\n[[probe]]\n\
+                    metric = \"org.vo.test\"\nkind = \"job\"\nflavours = [\"CE\"]\n  \
+                    [probe.params]\n  backend = \"local\"\n  [[probe.bundle]]\n  \
+                    metric = \"org.vo.WN-a\"\n  command = \"/bin/true\"\n  [[probe.bundle]]\n  \
+                    metric = \"org.vo.WN-b\"\n  command = \"/bin/true\"\n";
+        let loaded = gridprobe_config::load_str(std::path::Path::new("t.toml"), text);
+        assert!(loaded.diagnostics.is_empty(), "{}", loaded.diagnostics);
+        let config = loaded.config;
+        let now = SystemTime::now();
+        let job = Outcome::ok("WN bundle: exit code 0").with_reported(vec![
+            gridprobe_probes::Reported {
+                metric: "org.vo.WN-b".into(),
+                outcome: Outcome::critical("B is broken"),
+            },
+            gridprobe_probes::Reported {
+                metric: "org.vo.not-declared".into(),
+                outcome: Outcome::ok("ignored"),
+            },
+        ]);
+        let attempts =
+            vec![labels().result(job, now, Duration::from_secs(3), 1, Trigger::OnDemand)];
+        let cells = split_reported(&config, attempts);
+        let got: Vec<(&str, Status, &str, u32)> = cells
+            .iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r.metric.as_str(),
+                    r.outcome.status,
+                    r.outcome.summary.as_str(),
+                    r.attempt,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("org.vo.test", Status::Ok, "WN bundle: exit code 0", 1),
+                (
+                    "org.vo.WN-a",
+                    Status::Unknown,
+                    "not reported by test, which ended OK: WN bundle: exit code 0",
+                    1
+                ),
+                ("org.vo.WN-b", Status::Critical, "B is broken", 1),
+            ]
+        );
+        assert!(cells[0][0].outcome.reported.is_empty());
+        assert_eq!(cells[2][0].hostname, "ce.example.org");
+        assert_eq!(cells[2][0].duration_ms, 3000);
+
+        let standby = Outcome::standby("not run: dependency CE-ping is CRITICAL: down");
+        let cells = split_reported(
+            &config,
+            vec![labels().result(standby, now, Duration::ZERO, 1, Trigger::Scheduled)],
+        );
+        assert_eq!(cells.len(), 3);
+        assert_eq!(cells[1][0].outcome.status, Status::Standby);
+
+        // A metric turned off on the service is neither an instance nor recorded.
+        let off = text.replace(
+            "hostname = \"ce.example.org\"\n",
+            "hostname = \"ce.example.org\"\n  override.WN-a = { disabled = true }\n",
+        );
+        let loaded = gridprobe_config::load_str(std::path::Path::new("t.toml"), &off);
+        assert!(loaded.diagnostics.is_empty(), "{}", loaded.diagnostics);
+        let metrics: Vec<String> = loaded
+            .config
+            .instances()
+            .iter()
+            .map(|i| loaded.config.probes[i.probe].metric.clone())
+            .collect();
+        assert_eq!(metrics, ["org.vo.test", "org.vo.WN-b"]);
+        let job = Outcome::ok("done");
+        let split = split_reported(
+            &loaded.config,
+            vec![labels().result(job, now, Duration::ZERO, 1, Trigger::Scheduled)],
+        );
+        let metrics: Vec<&str> = split.iter().flatten().map(|r| r.metric.as_str()).collect();
+        assert_eq!(metrics, ["org.vo.test", "org.vo.WN-b"]);
+        assert_eq!(
+            cells[1][0].outcome.summary,
+            "test is STANDBY: not run: dependency CE-ping is CRITICAL: down"
+        );
     }
 
     #[test]

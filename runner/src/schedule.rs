@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::parent_map;
-use crate::execute::{run_with_retries, ResultLabels};
+use crate::execute::{run_with_retries, split_reported, ResultLabels};
 use crate::state::{cell_key, CellStates, Plan, ServeState, SharedView};
 
 /// Tunables of the scheduler (from `[server]`).
@@ -64,6 +64,8 @@ fn entries_of(config: &Config) -> Vec<Entry> {
     instances
         .iter()
         .enumerate()
+        // A bundle's metrics are measured by their job's runs, never scheduled themselves.
+        .filter(|(_, inst)| config.probes[inst.probe].reported_by.is_none())
         .map(|(i, inst)| {
             let key = cell_key(config, inst);
             let interval_ms = i64::try_from(inst.interval.as_millis())
@@ -653,12 +655,19 @@ async fn run_entry(
     };
     if let Some(first) = attempts.first() {
         let started_ms = first.started_at_ms;
-        let wake_children = shared.record(attempts);
-        let _ = done.send(Finished {
-            key: entry.key.clone(),
-            started_ms,
-            wake_children,
-        });
+        // The run's own cell, then the cells of the metrics it reports (a bundle's).
+        for (i, cell) in split_reported(config, attempts).into_iter().enumerate() {
+            let key = match cell.last() {
+                Some(last) if i > 0 => CellKey::of(last),
+                _ => entry.key.clone(),
+            };
+            let wake_children = shared.record(cell);
+            let _ = done.send(Finished {
+                key,
+                started_ms,
+                wake_children,
+            });
+        }
     }
     shared.release(std::slice::from_ref(&entry.key));
     stats.runs_finished.fetch_add(1, Ordering::Relaxed);

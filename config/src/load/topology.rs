@@ -151,9 +151,13 @@ impl Loader {
     pub(super) fn read_probe(&mut self, file: FileId, item: Spanned<DeValue<'static>>) {
         let table_span = self.span(file, item.span());
         let (item, params) = take_key(item, "params");
+        let (item, bundle) = take_key(item, "bundle");
         let Some(raw) = self.deserialize::<RawProbe>(file, item, "[[probe]]") else {
             return;
         };
+        let bundle = bundle
+            .map(|b| self.array_of_tables(file, b, "bundle"))
+            .unwrap_or_default();
         if let Some(p) = &params {
             if !p.get_ref().is_table() {
                 let d = self.error(
@@ -237,6 +241,87 @@ impl Loader {
             },
             span: self.span(file, raw.metric.span()),
             kind_span: self.span(file, raw.kind.span()),
+            reported_by: None,
+        });
+        let owner = self.config.probes.len().saturating_sub(1);
+        for entry in bundle {
+            self.read_bundle_metric(file, entry, owner);
+        }
+    }
+
+    /// One `[[probe.bundle]]` table: a metric the probe just read reports from its runs (a
+    /// worker-node test). It becomes a probe of its own for the matrix, reports and
+    /// freshness, marked `reported_by`; the keys besides `metric` and `description` are for
+    /// the reporting probe's kind to read.
+    fn read_bundle_metric(&mut self, file: FileId, entry: Spanned<DeValue<'static>>, owner: usize) {
+        let Some(owner) = self.config.probes.get(owner).cloned() else {
+            return;
+        };
+        let entry_span = entry.span();
+        let field = |key: &str| match entry.get_ref() {
+            DeValue::Table(t) => t
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == key)
+                .map(|(_, v)| v.clone()),
+            _ => None,
+        };
+        let text = |v: &Spanned<DeValue<'static>>| match v.get_ref() {
+            DeValue::String(s) => Some(s.trim().to_string()),
+            _ => None,
+        };
+        let Some(metric_value) = field("metric") else {
+            let d = self.error(
+                file,
+                entry_span,
+                "a `[[probe.bundle]]` entry needs a `metric`",
+            );
+            self.diagnostics.push(
+                d.with_help("name the metric it reports, e.g. metric = \"org.lhcb.WN-cvmfs\""),
+            );
+            return;
+        };
+        let metric = match text(&metric_value) {
+            Some(m) if !m.is_empty() && !m.contains(char::is_whitespace) => m,
+            _ => {
+                let d = self.error(
+                    file,
+                    metric_value.span(),
+                    "a bundle `metric` must be a non-empty string without spaces",
+                );
+                self.diagnostics.push(
+                    d.with_help("use a reverse-DNS style name such as \"org.lhcb.WN-cvmfs\""),
+                );
+                return;
+            }
+        };
+        let description = field("description").as_ref().and_then(text);
+        let span = self.span(file, metric_value.span());
+        self.positions.probe_flavours.push(Vec::new());
+        self.positions.probe_depends.push(Vec::new());
+        self.positions.probe_timeout.push(None);
+        self.positions.probe_short.push(span.clone());
+        self.config.probes.push(ProbeDef {
+            short: short_metric_name(&metric).to_string(),
+            metric,
+            kind: owner.kind.clone(),
+            flavours: owner.flavours.clone(),
+            interval: owner.interval,
+            timeout: owner.timeout,
+            retries: owner.retries,
+            retry_interval: owner.retry_interval,
+            freshness: owner.freshness,
+            depends_on: Vec::new(),
+            description,
+            credential: None,
+            credential_span: None,
+            params: KindParams {
+                table_span: self.span(file, entry_span),
+                value: Some(entry),
+                file,
+            },
+            span,
+            kind_span: owner.kind_span.clone(),
+            reported_by: Some(owner.metric.clone()),
         });
     }
 

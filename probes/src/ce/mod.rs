@@ -128,7 +128,7 @@ impl Probe for CeProbe {
             return Outcome::unknown("cancelled before start");
         }
         let spec = JobSpec {
-            payload: Payload::Inline(CE_PAYLOAD),
+            payload: Payload::Inline(CE_PAYLOAD.into()),
             args: Vec::new(),
             env: Vec::new(),
             inputs: Vec::new(),

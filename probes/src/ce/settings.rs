@@ -452,7 +452,7 @@ pub(crate) enum Payload {
     /// A program on the worker node (absolute path, or a name looked up in its PATH).
     Command(String),
     /// A script text, written into the job's directory.
-    Inline(&'static str),
+    Inline(std::borrow::Cow<'static, str>),
 }
 
 /// One job to run: payload, arguments, environment and input files (all expanded).

@@ -80,7 +80,7 @@ pub(crate) fn prepare(
         }
         Payload::Inline(text) => {
             let to = dir.join(INLINE_PAYLOAD);
-            std::fs::write(&to, text)
+            std::fs::write(&to, text.as_bytes())
                 .and_then(|()| std::fs::set_permissions(&to, executable.clone()))
                 .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
             staged.push(INLINE_PAYLOAD.to_string());

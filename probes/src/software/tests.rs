@@ -395,3 +395,5 @@ fn bad_params_are_positioned() {
         Some(format!("t.toml:{line}:7").as_str())
     );
 }
+
+mod signed;
