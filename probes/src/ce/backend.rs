@@ -18,6 +18,9 @@ pub(crate) enum BackendError {
     /// The command did not answer in time (and was killed).
     #[error("`{program}` did not answer within {}", format_duration(*.after))]
     TimedOut { program: String, after: Duration },
+    /// A remote service (A-REX) could not be reached or refused the request.
+    #[error("{what}: {reason}")]
+    Remote { what: String, reason: String },
     /// gridprobe is stopping.
     #[error("cancelled")]
     Cancelled,
@@ -29,7 +32,7 @@ pub(crate) enum BackendError {
 /// A batch system.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync {
-    /// `slurm`, `htcondor`, `local`.
+    /// `slurm`, `htcondor`, `arc`, `local`.
     fn name(&self) -> &'static str;
     /// One line for the details, e.g. "slurm, partition debug".
     fn describe(&self) -> String;
