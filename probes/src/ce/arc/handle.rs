@@ -1,7 +1,7 @@
 //! A job at A-REX: its state, its kill, its output and its cleaning.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,9 @@ use super::parse;
 const DOWNLOAD_LIMIT: usize = 16 * OUTPUT_LIMIT;
 /// Most files fetched back from the session directory.
 const MAX_DOWNLOADS: usize = 100;
+/// Time the cleaning request always gets, even past the deadline: a job left at the CE is
+/// worse than a second over.
+const CLEAN_MIN: Duration = Duration::from_secs(1);
 
 /// A job submitted to A-REX.
 pub(crate) struct ArcJob {
@@ -32,6 +35,10 @@ pub(crate) struct ArcJob {
     pub(super) local: Option<(String, String)>,
     /// Accounting read from the `diag` file at the job's end.
     pub(super) final_acct: Option<Accounting>,
+    /// Killed and cleaned at gridprobe's request: A-REX forgets it once the kill is done.
+    pub(super) cleaned: bool,
+    /// Remarks gathered before [`Handle::finish`] (the output fetched at a kill).
+    pub(super) notes: Vec<String>,
 }
 
 impl Drop for ArcJob {
@@ -96,6 +103,71 @@ impl ArcJob {
                     parse::local_value(&text, "lrms").unwrap_or_else(|| "batch system".into());
                 self.local = Some((lrms, id));
             }
+        }
+    }
+
+    /// Fetches the session directory's files (those gridprobe did not upload) into the job's
+    /// directory here.
+    async fn fetch_outputs(&mut self, deadline: Instant) {
+        let never = CancellationToken::new();
+        let files = match self.rest.session_files(&self.id, deadline, &never).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.notes
+                    .push(format!("cannot list the job's files at A-REX: {e}"));
+                return;
+            }
+        };
+        let wanted: Vec<String> = files
+            .into_iter()
+            .filter(|f| !self.uploaded.contains(f))
+            .collect();
+        if wanted.len() > MAX_DOWNLOADS {
+            self.notes.push(format!(
+                "the session directory holds {} files; only the first {MAX_DOWNLOADS} were \
+                 fetched",
+                wanted.len()
+            ));
+        }
+        for name in wanted.iter().take(MAX_DOWNLOADS) {
+            let to = self.dir.join(name);
+            match self
+                .rest
+                .download(&self.id, name, &to, DOWNLOAD_LIMIT, deadline, &never)
+                .await
+            {
+                Ok(false) => {}
+                Ok(true) => self.notes.push(format!(
+                    "{name} is longer than {DOWNLOAD_LIMIT} bytes; only its beginning was fetched"
+                )),
+                Err(e) => self.notes.push(format!("cannot fetch {name}: {e}")),
+            }
+        }
+    }
+
+    /// Asks A-REX to clean the job (remove it and its session directory).
+    async fn clean(&mut self, deadline: Instant) {
+        let never = CancellationToken::new();
+        match self
+            .rest
+            .action("clean", &[&self.id], deadline, &never)
+            .await
+        {
+            Ok(entries) => match entries.iter().find(|e| e.id == self.id) {
+                Some(e) if e.code != 202 && e.code != 200 && e.code != 404 => {
+                    self.notes.push(format!(
+                        "A-REX did not clean job {} ({} {})",
+                        self.id, e.code, e.reason
+                    ))
+                }
+                _ => {
+                    self.cleaned = true;
+                    self.notes.push(format!("job {} cleaned at A-REX", self.id));
+                }
+            },
+            Err(e) => self
+                .notes
+                .push(format!("cleaning job {} at A-REX failed: {e}", self.id)),
         }
     }
 
@@ -171,6 +243,9 @@ impl Handle for ArcJob {
         Ok(o)
     }
 
+    /// Kills the job, fetches what it wrote so far and cleans it: A-REX cancels the batch job
+    /// and then forgets the job, so nothing is left at the CE even when the kill takes longer
+    /// than gridprobe waits.
     async fn cancel(&mut self, deadline: Instant) -> Result<(), BackendError> {
         let never = CancellationToken::new();
         let entries = self
@@ -179,13 +254,21 @@ impl Handle for ArcJob {
             .await?;
         match entries.iter().find(|e| e.id == self.id) {
             // Queued for killing, or already gone.
-            Some(e) if e.code == 202 || e.code == 200 || e.code == 404 => Ok(()),
-            Some(e) => Err(BackendError::Remote {
-                what: format!("job kill at {}", self.rest.endpoint),
-                reason: format!("A-REX refused ({} {})", e.code, e.reason),
-            }),
-            None => Ok(()),
+            Some(e) if e.code == 202 || e.code == 200 || e.code == 404 => {}
+            Some(e) => {
+                return Err(BackendError::Remote {
+                    what: format!("job kill at {}", self.rest.endpoint),
+                    reason: format!("A-REX refused ({} {})", e.code, e.reason),
+                })
+            }
+            None => {}
         }
+        self.live = false;
+        // Half of what is left for the output, the rest for the cleaning.
+        let half = deadline.saturating_duration_since(Instant::now()) / 2;
+        self.fetch_outputs(Instant::now() + half).await;
+        self.clean(deadline.max(Instant::now() + CLEAN_MIN)).await;
+        Ok(())
     }
 
     async fn finish(&mut self, deadline: Instant, acct: &mut Accounting, notes: &mut Vec<String>) {
@@ -199,53 +282,13 @@ impl Handle for ArcJob {
                 acct.merge(&parse::parse_diag(&String::from_utf8_lossy(&b)).acct);
             }
         }
-        // The job's output, into its directory here, as a local batch job would leave it.
-        match self.rest.session_files(&self.id, deadline, &never).await {
-            Ok(files) => {
-                let wanted: Vec<String> = files
-                    .into_iter()
-                    .filter(|f| !self.uploaded.contains(f))
-                    .collect();
-                if wanted.len() > MAX_DOWNLOADS {
-                    notes.push(format!(
-                        "the session directory holds {} files; only the first {MAX_DOWNLOADS} \
-                         were fetched",
-                        wanted.len()
-                    ));
-                }
-                for name in wanted.iter().take(MAX_DOWNLOADS) {
-                    let to = self.dir.join(name);
-                    match self
-                        .rest
-                        .download(&self.id, name, &to, DOWNLOAD_LIMIT, deadline, &never)
-                        .await
-                    {
-                        Ok(false) => {}
-                        Ok(true) => notes.push(format!(
-                            "{name} is longer than {DOWNLOAD_LIMIT} bytes; only its beginning \
-                             was fetched"
-                        )),
-                        Err(e) => notes.push(format!("cannot fetch {name}: {e}")),
-                    }
-                }
-            }
-            Err(e) => notes.push(format!("cannot list the job's files at A-REX: {e}")),
+        if !self.cleaned {
+            // The job's output, into its directory here, as a local batch job would leave it;
+            // then cleaning removes the job and its session directory at the CE.
+            self.fetch_outputs(deadline).await;
+            self.clean(deadline.max(Instant::now() + CLEAN_MIN)).await;
         }
-        // Cleaning removes the job and its session directory at the CE.
-        match self
-            .rest
-            .action("clean", &[&self.id], deadline, &never)
-            .await
-        {
-            Ok(entries) => match entries.iter().find(|e| e.id == self.id) {
-                Some(e) if e.code != 202 && e.code != 200 && e.code != 404 => notes.push(format!(
-                    "A-REX did not clean job {} ({} {})",
-                    self.id, e.code, e.reason
-                )),
-                _ => notes.push(format!("job {} cleaned at A-REX", self.id)),
-            },
-            Err(e) => notes.push(format!("cleaning job {} at A-REX failed: {e}", self.id)),
-        }
+        notes.append(&mut self.notes);
         self.live = false;
     }
 

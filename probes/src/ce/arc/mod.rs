@@ -96,6 +96,8 @@ impl Backend for ArcCe {
             uploaded: uploaded.clone(),
             local: None,
             final_acct: None,
+            cleaned: false,
+            notes: Vec::new(),
         };
         for name in &uploaded {
             self.rest
