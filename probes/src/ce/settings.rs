@@ -505,7 +505,13 @@ impl CeSettings {
     /// Everything [`Probe::check_instance`] can verify: templates expand, limits fit the
     /// probe's timeout.
     pub(crate) fn check_instance(&self, ctx: &ProbeContext) -> Result<(), String> {
-        self.backend(ctx)?;
+        if self.kind == BackendKind::Arc {
+            // Not the credential: one that expires is UNKNOWN at run time, never a refused
+            // configuration.
+            self.arc_endpoint(ctx)?;
+        } else {
+            self.backend(ctx)?;
+        }
         self.workdir(ctx)?;
         // `submit_timeout` is left out: its default may well exceed a short probe timeout.
         for (key, d) in [

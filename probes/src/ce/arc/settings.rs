@@ -102,10 +102,9 @@ fn client_cert_info(path: &std::path::Path) -> Option<CertInfo> {
 }
 
 impl CeSettings {
-    /// The A-REX client of one instance. Every error is the monitoring's own problem (an
-    /// unreadable or expired credential, an endpoint that cannot be used), so the run is
-    /// UNKNOWN, never CRITICAL for the site.
-    pub(crate) fn arc_backend(&self, ctx: &ProbeContext) -> Result<ArcCe, String> {
+    /// The A-REX endpoint of one instance: `arc_url`, else the service's endpoint, else the
+    /// default; https only.
+    pub(crate) fn arc_endpoint(&self, ctx: &ProbeContext) -> Result<url::Url, String> {
         let template = match (&self.arc_url, &ctx.service.endpoint) {
             (Some(t), _) => t.clone(),
             (None, Some(e)) => e.to_string(),
@@ -116,6 +115,14 @@ impl CeSettings {
         if parsed.scheme() != "https" {
             return Err(format!("ARC endpoint `{url}` is not https"));
         }
+        Ok(parsed)
+    }
+
+    /// The A-REX client of one instance. Every error is the monitoring's own problem (an
+    /// unreadable or expired credential, an endpoint that cannot be used), so the run is
+    /// UNKNOWN, never CRITICAL for the site.
+    pub(crate) fn arc_backend(&self, ctx: &ProbeContext) -> Result<ArcCe, String> {
+        let parsed = self.arc_endpoint(ctx)?;
         let Some(tls) = &self.tls else {
             return Err("the arc backend has no TLS settings".to_string());
         };
