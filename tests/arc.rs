@@ -430,3 +430,64 @@ fn check_refuses_an_unknown_backend_and_an_arc_endpoint_that_is_not_https() {
         "{stderr}"
     );
 }
+
+#[test]
+fn vofeed_import_gives_arc_ces_their_arex_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let feed = write_file(
+        dir.path(),
+        "feed.xml",
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<root>
+  <vo>test</vo>
+  <atp_site name="T2_ARC">
+    <service hostname="arc01.example" flavour="ARC-CE" endpoint="arc01.example:443"/>
+    <service hostname="arc02.example" flavour="ARC-CE" endpoint="arc02.example:2811"/>
+    <group name="Tier-2" type="test_Tier"/>
+  </atp_site>
+</root>
+"#,
+    );
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["robot".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let cert_file = write_file(dir.path(), "robot.pem", &cert.pem());
+    let key_file = write_file(dir.path(), "robot.key", &key.serialize_pem());
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let main = write_file(
+        dir.path(),
+        "vo.toml",
+        &format!(
+            "vo = \"test\"\ninclude = [\"vofeed-sites.toml\"]\n\n[[probe]]\nmetric = \"org.test.arc\"\n\
+             kind = \"ce\"\nflavours = [\"ARC-CE\"]\n  [probe.params]\n  backend = \"arc\"\n  \
+             client_cert = \"{cert_file}\"\n  client_key = \"{key_file}\"\n"
+        ),
+    );
+    let out = gridprobe(&["import", "vofeed", &feed, "--config", &main]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("the configuration is valid with it"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("is the GridFTP interface (port 2811)"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(dir.path().join("vofeed-sites.toml")).expect("written");
+    assert!(
+        written.contains("endpoint = \"https://arc01.example/arex\""),
+        "{written}"
+    );
+    assert_eq!(written.matches("endpoint = ").count(), 1, "{written}");
+    assert!(
+        written.contains("endpoint_hostport = \"arc02.example:2811\""),
+        "{written}"
+    );
+}
