@@ -491,3 +491,42 @@ fn vofeed_import_gives_arc_ces_their_arex_endpoint() {
         "{written}"
     );
 }
+
+#[test]
+fn a_ce_offering_only_p521_is_unknown_with_the_fix_named() {
+    // ARC 6.14 to 6.x offer only secp521r1 by default; gridprobe's TLS has no P-521. Its own
+    // limit, so UNKNOWN: an OpenSSL server with that one group stands for such a CE.
+    let Some(a) = arex() else { return };
+    let dir = std::env::var("GRIDPROBE_TEST_AREX_DIR").expect("GRIDPROBE_TEST_AREX_DIR");
+    let port = closed_port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-groups", "P-521", "-accept"])
+        .arg(port.to_string())
+        .args(["-cert", &format!("{dir}/host/hostcert.pem")])
+        .args(["-key", &format!("{dir}/host/hostkey.pem")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let up = wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = format!("https://localhost:{port}/arex");
+    let r = up.then(|| {
+        run(&config(
+            tmp.path(),
+            &url,
+            "ce",
+            &tls_lines(&a.ca, &a.cert, &a.key),
+            "",
+        ))
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let r = r.expect("s_server listens");
+    assert_eq!(text(&r, "status"), "UNKNOWN", "{r:#}");
+    let summary = text(&r, "summary");
+    assert!(summary.contains("failed on gridprobe's side"), "{summary}");
+    assert!(summary.contains("tlscurve"), "{summary}");
+}

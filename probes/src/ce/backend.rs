@@ -21,6 +21,10 @@ pub(crate) enum BackendError {
     /// A remote service (A-REX) could not be reached or refused the request.
     #[error("{what}: {reason}")]
     Remote { what: String, reason: String },
+    /// gridprobe's side cannot do what the remote service requires (a TLS key exchange it
+    /// lacks): UNKNOWN, not the site's failure.
+    #[error("{what}: {reason}")]
+    Unsupported { what: String, reason: String },
     /// gridprobe is stopping.
     #[error("cancelled")]
     Cancelled,

@@ -12,6 +12,11 @@ use super::super::BackendError;
 use super::parse::{self, excerpt, JobEntry};
 use crate::credentials::Secret;
 
+/// Why A-REX may refuse gridprobe's TLS handshake outright: ARC 6.14 to 6.x offer one curve,
+/// secp521r1, for the key exchange by default, which rustls (with ring) does not have.
+const HANDSHAKE_HINT: &str = "no TLS key exchange in common: ARC 6.14 to 6.x offer only \
+    secp521r1 unless [arex/ws] sets tlscurve=prime256v1";
+
 /// Largest answer of a job operation or control file read.
 const ANSWER_LIMIT: usize = 1 << 20;
 
@@ -107,9 +112,17 @@ impl Rest {
     ) -> Result<Answer, BackendError> {
         let started = Instant::now();
         let call = async {
-            let mut resp = req.send().await.map_err(|e| BackendError::Remote {
-                what: format!("{what} at {}", self.endpoint),
-                reason: error_words(&e),
+            let mut resp = req.send().await.map_err(|e| {
+                let what = format!("{what} at {}", self.endpoint);
+                let reason = error_words(&e);
+                if reason.contains("HandshakeFailure") {
+                    BackendError::Unsupported {
+                        what,
+                        reason: format!("{HANDSHAKE_HINT} ({reason})"),
+                    }
+                } else {
+                    BackendError::Remote { what, reason }
+                }
             })?;
             let status = resp.status().as_u16();
             let reason = resp
