@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of hostile input (fuzz/fuzz_targets: the config loader, the VO feed and
 # GOCDB importers, plugin output and perfdata, the spool's record reader, the broker message
-# decoder, A-REX's answers to the arc backend) for a bounded time each, and fails on any crash, panic, overflow or hang.
+# decoder, A-REX's answers to the arc backend) for a bounded time each, and fails on any crash,
+# panic, overflow or hang.
 #
 #   scripts/fuzz.sh [SECONDS]     (default 30 per target)
 #
