@@ -396,3 +396,58 @@ pub(crate) fn error_words(e: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A TLS client configuration with `roots` and, when given, a client certificate.
+    pub(crate) fn tls(roots: &[u8], client: Option<(&[u8], &[u8])>) -> rustls::ClientConfig {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let mut store = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(roots) {
+            store.add(c.expect("CA PEM")).expect("CA");
+        }
+        let b = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(store);
+        match client {
+            Some((cert, key)) => {
+                let chain: Vec<_> = CertificateDer::pem_slice_iter(cert)
+                    .map(|c| c.expect("cert PEM"))
+                    .collect();
+                let key = PrivateKeyDer::from_pem_slice(key).expect("key PEM");
+                b.with_client_auth_cert(chain, key).expect("client cert")
+            }
+            None => b.with_no_client_auth(),
+        }
+    }
+
+    #[test]
+    fn a_token_goes_as_bearer_and_paths_are_encoded() {
+        let rest = Rest::new(
+            "https://ce.example.org:443/arex/",
+            tls(b"", None),
+            Some(Secret::for_tests("tok-123")),
+        )
+        .expect("client");
+        let req = rest
+            .request(
+                Method::GET,
+                &format!("jobs/{}/session/{}", segment("a/b"), segment("x y")),
+            )
+            .build()
+            .expect("request");
+        assert_eq!(
+            req.url().as_str(),
+            "https://ce.example.org/arex/rest/1.0/jobs/a%2Fb/session/x%20y"
+        );
+        let auth = req.headers().get("authorization").expect("authorization");
+        assert_eq!(auth.to_str().ok(), Some("Bearer tok-123"));
+        assert!(!format!("{rest:?}").contains("tok-123"));
+    }
+}

@@ -131,3 +131,65 @@ impl Backend for ArcCe {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::test_service;
+    use std::time::Duration;
+
+    fn read(var: &str) -> Vec<u8> {
+        let path = std::env::var(var).unwrap_or_else(|_| panic!("{var} is set"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// After a submission that did not answer, the job is found by its name at the real
+    /// A-REX, killed and cleaned.
+    #[tokio::test]
+    async fn a_job_left_by_a_lost_submission_is_found_by_name_and_cleaned() {
+        let Some(url) = test_service("GRIDPROBE_TEST_AREX_URL") else {
+            return;
+        };
+        let (ca, cert, key) = (
+            read("GRIDPROBE_TEST_AREX_CA_FILE"),
+            read("GRIDPROBE_TEST_AREX_CERT"),
+            read("GRIDPROBE_TEST_AREX_KEY"),
+        );
+        let rest =
+            Rest::new(&url, client::tests::tls(&ca, Some((&cert, &key))), None).expect("client");
+        let backend = ArcCe {
+            rest: rest.clone(),
+            queue: None,
+        };
+        let never = CancellationToken::new();
+        let deadline = || Instant::now() + Duration::from_secs(20);
+        let tag = format!("gridprobe-lost-{}", std::process::id());
+        // Never given its files: it waits at A-REX for the upload that will not come.
+        let description = format!(
+            "&(executable=\"x.sh\")(jobname={})(inputfiles=(\"x.sh\" \"\"))",
+            xrsl::quote(&tag)
+        );
+        let created = rest
+            .create(&description, deadline(), &never)
+            .await
+            .expect("created");
+        backend
+            .cancel_tagged(&tag, deadline())
+            .await
+            .expect("cancel by name");
+        let gone = async {
+            loop {
+                match rest
+                    .control(&created.id, "status", deadline(), &never)
+                    .await
+                {
+                    Ok(None) => return,
+                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), gone)
+            .await
+            .expect("A-REX forgot the job");
+    }
+}

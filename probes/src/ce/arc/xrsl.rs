@@ -72,10 +72,8 @@ mod tests {
             // Inside, every quote must come in pairs.
             let mut chars = inner.chars().peekable();
             while let Some(c) = chars.next() {
-                if c == '"' {
-                    if chars.next() != Some('"') {
-                        return None;
-                    }
+                if c == '"' && chars.next() != Some('"') {
+                    return None;
                 }
                 out.push(c);
             }
