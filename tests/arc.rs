@@ -166,16 +166,17 @@ fn slurm_lists(id: &str) -> bool {
 fn a_job_through_arex_and_slurm_succeeds_with_its_timeline_and_accounting() {
     let Some(a) = arex() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(
-        dir.path(),
-        &a.url,
-        "ce",
-        &tls_lines(&a.ca, &a.cert, &a.key),
-        "",
+    // The CE's queue is the Slurm partition (arex.sh names its [queue:...] so).
+    let queue = std::env::var("GRIDPROBE_TEST_SLURM").unwrap_or_else(|_| "debug".to_string());
+    let params = format!(
+        "{}  queue = \"{queue}\"\n",
+        tls_lines(&a.ca, &a.cert, &a.key)
     );
+    let cfg = config(dir.path(), &a.url, "ce", &params, "");
     let r = run(&cfg);
     let details = text(&r, "details");
     assert_eq!(text(&r, "status"), "OK", "{r:#}");
+    assert!(details.contains(&format!("queue {queue}")), "{details}");
     assert!(text(&r, "summary").contains("(arc) completed"), "{r:#}");
     // The timeline: A-REX's states, then the end with the node and exit code.
     assert!(details.contains("submitted  as job"), "{details}");

@@ -18,11 +18,12 @@
 //! 3. **queue** phase, bounded by `queue_timeout`, then **run** phase, bounded by `run_timeout`:
 //!    the job's state is polled every `poll_interval`; each change is recorded with its time;
 //! 4. at the end of a phase, at the probe's deadline or on cancellation the job is cancelled at
-//!    the batch system (`scancel`, `condor_rm`, a kill of the process group) and the result says
-//!    which phase ran out. A submit that did not answer is cleaned up by the job's unique name.
-//!    Dropping the run half-way cancels the job too (a drop guard), and each batch job carries a
-//!    limit of its own (Slurm `--time` and `--deadline`, an HTCondor `periodic_remove`) so that
-//!    a job outlives a crashed gridprobe by minutes, not forever;
+//!    the batch system (`scancel`, `condor_rm`, A-REX's kill and clean, a kill of the process
+//!    group) and the result says which phase ran out. A submit that did not answer is cleaned up
+//!    by the job's unique name. Dropping the run half-way cancels the job too (a drop guard), and
+//!    each batch job carries a limit of its own (Slurm `--time` and `--deadline`, an HTCondor
+//!    `periodic_remove`, an ARC `walltime`) so that a job outlives a crashed gridprobe by
+//!    minutes, not forever;
 //! 5. after a final state: accounting (wall time, CPU time, peak memory) from the batch system
 //!    where it reports them, the job's output, and the work directory is removed.
 
