@@ -69,8 +69,8 @@ use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
 pub const NAME: &str = "ce";
 /// One-line description.
 pub const SUMMARY: &str = "Submits a test job to the site's batch system (slurm, htcondor, an \
-                           ARC-CE or local) and follows it to the end: states with times, exit code, wall \
-                           and CPU time, CPU efficiency, peak memory";
+                           ARC-CE or local) and follows it to the end: states with times, exit \
+                           code, wall and CPU time, CPU efficiency, peak memory";
 
 /// The backends, as written in `backend`.
 const BACKENDS: &[&str] = &["slurm", "htcondor", "arc", "local"];
