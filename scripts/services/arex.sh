@@ -15,7 +15,9 @@
 # A-REX listens on https://localhost:$GRIDPROBE_AREX_PORT/arex (default 18443); admitted users
 # are mapped to the local account gridprobe-arc, whose jobs go to Slurm's default partition.
 # Exports GRIDPROBE_TEST_AREX_{URL,CA_FILE,CA_DIR,CERT,KEY,OUTSIDER_CERT,OUTSIDER_KEY,DIR}.
-need_pkg nordugrid-arc-arex nordugrid-arc-plugins-needed openssl
+# slurm-wlm too: this script runs before slurm.sh (alphabetical order), and A-REX's start-up
+# check wants the Slurm commands it is configured with; slurm.sh starts the daemons.
+need_pkg nordugrid-arc-arex nordugrid-arc-plugins-needed openssl curl slurm-wlm
 
 arex_port=${GRIDPROBE_AREX_PORT:-18443}
 arex_dir=${GRIDPROBE_SERVICES:-/tmp/gridprobe-services}/arex
