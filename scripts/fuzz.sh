@@ -2,7 +2,8 @@
 # Fuzzes every parser of hostile input (fuzz/fuzz_targets: the config loader, the VO feed and
 # GOCDB importers (downtimes, site contacts), plugin output and perfdata, the spool's record
 # reader, the broker message decoder, the STOMP frame decoder, CVMFS whitelists and signed
-# letters) for a bounded time each, and fails on any crash, panic, overflow or hang.
+# letters, A-REX's answers to the arc backend) for a bounded time each, and fails on any
+# crash, panic, overflow or hang.
 #
 #   scripts/fuzz.sh [SECONDS]     (default 30 per target)
 #

@@ -14,7 +14,10 @@
 //! - A `host:port` endpoint is kept as the service param `endpoint_hostport` (usable as
 //!   `{endpoint_hostport}`), and becomes the service's `endpoint` URL only for flavours whose
 //!   scheme is unambiguous (XROOTD `root://`, WEBDAV `davs://`, SRM `httpg://`, FTS `https://`);
-//!   an endpoint written as a URL is used as it is.
+//!   an endpoint written as a URL is used as it is. An ARC-CE's `host:port` becomes the URL of
+//!   its A-REX web services, `https://host:port/arex`, which the `ce` probe's `arc` backend
+//!   uses; an ARC-CE endpoint of another protocol (`gsiftp://`, port 2811) is left out, so that
+//!   the backend's default `https://host:443/arex` applies.
 //! - `ce_resource` elements give the params `batch_system` and `queue` (the first queue), and
 //!   `queues` (all of them, comma-separated) when there are several.
 
@@ -334,9 +337,15 @@ pub fn flavour_scheme(flavour: &str) -> Option<&'static str> {
     })
 }
 
+/// The port of ARC's legacy GridFTP job interface, which the REST interface never uses.
+const ARC_GRIDFTP_PORT: u16 = 2811;
+
 /// Interprets a feed `endpoint` of a service of `flavour`.
 pub fn endpoint_for(flavour: &str, raw: &str) -> Endpoint {
     let raw = raw.trim();
+    if flavour.eq_ignore_ascii_case("ARC-CE") {
+        return arc_endpoint(raw);
+    }
     if raw.contains("://") {
         return match url::Url::parse(raw) {
             Ok(u) => Endpoint {
@@ -373,6 +382,44 @@ pub fn endpoint_for(flavour: &str, raw: &str) -> Endpoint {
     Endpoint {
         url,
         hostport: Some(raw.to_string()),
+        warning: None,
+    }
+}
+
+/// An ARC-CE's endpoint: A-REX's web services (`https://host:port/arex`, its REST interface
+/// under `/rest/1.0`), or only `host:port` when the feed names another of its interfaces.
+fn arc_endpoint(raw: &str) -> Endpoint {
+    let general = endpoint_for("", raw);
+    let Some(hostport) = general.hostport.clone() else {
+        return general;
+    };
+    let not_rest = |why: String| Endpoint {
+        url: None,
+        hostport: Some(hostport.clone()),
+        warning: Some(format!(
+            "ARC-CE endpoint `{raw}` {why}; left out (the arc backend uses https://HOST:443/arex)"
+        )),
+    };
+    if let Some(url) = &general.url {
+        return match url::Url::parse(url) {
+            Ok(u) if u.scheme() == "https" => general,
+            _ => not_rest("is not A-REX's https interface".to_string()),
+        };
+    }
+    let port = hostport
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok());
+    if port == Some(ARC_GRIDFTP_PORT) {
+        return not_rest(format!(
+            "is the GridFTP interface (port {ARC_GRIDFTP_PORT})"
+        ));
+    }
+    Endpoint {
+        url: url::Url::parse(&format!("https://{hostport}/arex"))
+            .ok()
+            .map(|u| u.to_string()),
+        hostport: Some(hostport),
         warning: None,
     }
 }
@@ -959,6 +1006,29 @@ mod tests {
         assert!(e.warning.is_some() && e.url.is_none() && e.hostport.is_none());
         let e = endpoint_for("XROOTD", "[2001:db8::1]:1094");
         assert_eq!(e.url.as_deref(), Some("root://[2001:db8::1]:1094"));
+    }
+
+    #[test]
+    fn arc_ce_endpoints_become_arex_urls() {
+        let e = endpoint_for("ARC-CE", "arc01.example:443");
+        assert_eq!(e.url.as_deref(), Some("https://arc01.example/arex"));
+        assert_eq!(e.hostport.as_deref(), Some("arc01.example:443"));
+        assert_eq!(e.warning, None);
+        let e = endpoint_for("arc-ce", "arc01.example:8443");
+        assert_eq!(e.url.as_deref(), Some("https://arc01.example:8443/arex"));
+        let e = endpoint_for("ARC-CE", "https://arc01.example:8443/arex");
+        assert_eq!(e.url.as_deref(), Some("https://arc01.example:8443/arex"));
+        for legacy in ["arc01.example:2811", "gsiftp://arc01.example:2811/jobs"] {
+            let e = endpoint_for("ARC-CE", legacy);
+            assert_eq!(e.url, None, "{legacy}");
+            assert_eq!(e.hostport.as_deref(), Some("arc01.example:2811"));
+            assert!(
+                e.warning.as_deref().is_some_and(|w| w.contains("left out")),
+                "{e:?}"
+            );
+        }
+        let e = endpoint_for("ARC-CE", "not a host");
+        assert!(e.url.is_none() && e.hostport.is_none() && e.warning.is_some());
     }
 
     #[test]

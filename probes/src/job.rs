@@ -61,6 +61,10 @@ pub const PARAMS: &[ParamDoc] = &[
     ce::DOC_RUN_TIMEOUT,
     ce::DOC_POLL_INTERVAL,
     ce::DOC_KEEP_WORKDIR,
+    ce::DOC_ARC_URL,
+    ce::DOC_CA_FILE,
+    ce::DOC_CLIENT_CERT,
+    ce::DOC_CLIENT_KEY,
     ParamDoc {
         name: "application",
         ty: "string",
@@ -163,6 +167,10 @@ struct JobParams {
     run_timeout: Option<String>,
     poll_interval: Option<String>,
     keep_workdir: Option<bool>,
+    arc_url: Option<String>,
+    ca_file: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
     application: Option<String>,
     script: Option<String>,
     command: Option<String>,
@@ -199,6 +207,10 @@ impl JobParams {
             run_timeout: self.run_timeout.clone(),
             poll_interval: self.poll_interval.clone(),
             keep_workdir: self.keep_workdir,
+            arc_url: self.arc_url.clone(),
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
         }
     }
 }

@@ -18,6 +18,13 @@ pub(crate) enum BackendError {
     /// The command did not answer in time (and was killed).
     #[error("`{program}` did not answer within {}", format_duration(*.after))]
     TimedOut { program: String, after: Duration },
+    /// A remote service (A-REX) could not be reached or refused the request.
+    #[error("{what}: {reason}")]
+    Remote { what: String, reason: String },
+    /// gridprobe's side cannot do what the remote service requires (a TLS key exchange it
+    /// lacks): UNKNOWN, not the site's failure.
+    #[error("{what}: {reason}")]
+    Unsupported { what: String, reason: String },
     /// gridprobe is stopping.
     #[error("cancelled")]
     Cancelled,
@@ -29,7 +36,7 @@ pub(crate) enum BackendError {
 /// A batch system.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync {
-    /// `slurm`, `htcondor`, `local`.
+    /// `slurm`, `htcondor`, `arc`, `local`.
     fn name(&self) -> &'static str;
     /// One line for the details, e.g. "slurm, partition debug".
     fn describe(&self) -> String;

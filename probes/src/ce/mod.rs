@@ -3,8 +3,9 @@
 //!
 //! The batch system is reached through a [`Backend`]: `slurm` (`sbatch`, `squeue`, `sstat`,
 //! `scontrol`, `sacct`), `htcondor` (`condor_submit`, `condor_q`, `condor_history` with `-json`,
-//! `condor_rm`) or `local` (the job runs as a child process of gridprobe, in its own process
-//! group: for laptops and the demo). The `job` kind runs experiment payloads through the same
+//! `condor_rm`), `arc` (an ARC-CE through the REST interface of A-REX, over HTTPS) or `local`
+//! (the job runs as a child process of gridprobe, in its own process group: for laptops and the
+//! demo). The `job` kind runs experiment payloads through the same
 //! machinery ([`run_job`]).
 //!
 //! One run:
@@ -17,14 +18,16 @@
 //! 3. **queue** phase, bounded by `queue_timeout`, then **run** phase, bounded by `run_timeout`:
 //!    the job's state is polled every `poll_interval`; each change is recorded with its time;
 //! 4. at the end of a phase, at the probe's deadline or on cancellation the job is cancelled at
-//!    the batch system (`scancel`, `condor_rm`, a kill of the process group) and the result says
-//!    which phase ran out. A submit that did not answer is cleaned up by the job's unique name.
-//!    Dropping the run half-way cancels the job too (a drop guard), and each batch job carries a
-//!    limit of its own (Slurm `--time` and `--deadline`, an HTCondor `periodic_remove`) so that
-//!    a job outlives a crashed gridprobe by minutes, not forever;
+//!    the batch system (`scancel`, `condor_rm`, A-REX's kill and clean, a kill of the process
+//!    group) and the result says which phase ran out. A submit that did not answer is cleaned up
+//!    by the job's unique name. Dropping the run half-way cancels the job too (a drop guard), and
+//!    each batch job carries a limit of its own (Slurm `--time` and `--deadline`, an HTCondor
+//!    `periodic_remove`, an ARC `walltime`) so that a job outlives a crashed gridprobe by
+//!    minutes, not forever;
 //! 5. after a final state: accounting (wall time, CPU time, peak memory) from the batch system
 //!    where it reports them, the job's output, and the work directory is removed.
 
+pub mod arc;
 mod backend;
 mod htcondor;
 mod local;
@@ -56,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 use gridprobe_config::time::format_duration;
 
 use crate::kind::{ParamDefault, ParamDoc};
+use crate::net::tls::TlsSettings;
 use crate::outcome::{fmt_secs, Outcome, Perfdatum};
 use crate::params::{check_template, config_dir, duration_param};
 use crate::process::{self, Finished};
@@ -64,12 +68,12 @@ use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};
 /// Config kind name.
 pub const NAME: &str = "ce";
 /// One-line description.
-pub const SUMMARY: &str = "Submits a test job to the site's batch system (slurm, htcondor or \
-                           local) and follows it to the end: states with times, exit code, wall \
-                           and CPU time, CPU efficiency, peak memory";
+pub const SUMMARY: &str = "Submits a test job to the site's batch system (slurm, htcondor, an \
+                           ARC-CE or local) and follows it to the end: states with times, exit \
+                           code, wall and CPU time, CPU efficiency, peak memory";
 
 /// The backends, as written in `backend`.
-const BACKENDS: &[&str] = &["slurm", "htcondor", "local"];
+const BACKENDS: &[&str] = &["slurm", "htcondor", "arc", "local"];
 /// Default of `submit_timeout`.
 const DEFAULT_SUBMIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `poll_interval`.

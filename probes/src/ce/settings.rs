@@ -8,7 +8,8 @@ pub const DOC_BACKEND: ParamDoc = ParamDoc {
     ty: "string",
     default: ParamDefault::Required,
     description: "Batch system: \"slurm\" (sbatch, squeue, sstat, scontrol, sacct), \"htcondor\" \
-                  (condor_submit, condor_q, condor_history, condor_rm) or \"local\" (the job runs \
+                  (condor_submit, condor_q, condor_history, condor_rm), \"arc\" (an ARC-CE \
+                  through the REST interface of A-REX, over HTTPS) or \"local\" (the job runs \
                   as a child process of gridprobe, for laptops and demos)",
 };
 /// `queue`.
@@ -16,7 +17,39 @@ pub const DOC_QUEUE: ParamDoc = ParamDoc {
     name: "queue",
     ty: "string",
     default: ParamDefault::Value("the cluster's default partition"),
-    description: "slurm only: the partition to submit to; placeholders allowed, e.g. \"{queue}\"",
+    description: "slurm: the partition to submit to; arc: the CE's queue (xRSL `queue`); \
+                  placeholders allowed, e.g. \"{queue}\"",
+};
+/// `arc_url`.
+pub const DOC_ARC_URL: ParamDoc = ParamDoc {
+    name: "arc_url",
+    ty: "string",
+    default: ParamDefault::Value("the service's `endpoint`, else \"https://{hostname}:443/arex\""),
+    description: "arc only: the A-REX endpoint (its REST interface is under /rest/1.0); must be \
+                  https; placeholders allowed",
+};
+/// `ca_file` of the arc backend.
+pub const DOC_CA_FILE: ParamDoc = ParamDoc {
+    name: "ca_file",
+    ty: "string",
+    default: ParamDefault::Optional,
+    description: "arc only: extra trust anchors for A-REX's certificate: a PEM file or a \
+                  directory such as /etc/grid-security/certificates. Optional",
+};
+/// `client_cert` of the arc backend.
+pub const DOC_CLIENT_CERT: ParamDoc = ParamDoc {
+    name: "client_cert",
+    ty: "string",
+    default: ParamDefault::Optional,
+    description: "arc only: PEM client certificate (and chain) presented to A-REX, with \
+                  `client_key`; without it the probe's `credential` (a proxy or a token) is used",
+};
+/// `client_key` of the arc backend.
+pub const DOC_CLIENT_KEY: ParamDoc = ParamDoc {
+    name: "client_key",
+    ty: "string",
+    default: ParamDefault::Optional,
+    description: "arc only: PEM private key of `client_cert` (owner-only permissions)",
 };
 /// `submit_args`.
 pub const DOC_SUBMIT_ARGS: ParamDoc = ParamDoc {
@@ -131,6 +164,10 @@ pub const PARAMS: &[ParamDoc] = &[
     DOC_RUN_TIMEOUT,
     DOC_POLL_INTERVAL,
     DOC_KEEP_WORKDIR,
+    DOC_ARC_URL,
+    DOC_CA_FILE,
+    DOC_CLIENT_CERT,
+    DOC_CLIENT_KEY,
 ];
 
 /// `[probe.params]` of a `ce` probe; the `job` kind takes the same keys and more.
@@ -151,6 +188,10 @@ pub(crate) struct CeParams {
     pub run_timeout: Option<String>,
     pub poll_interval: Option<String>,
     pub keep_workdir: Option<bool>,
+    pub arc_url: Option<String>,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 /// A batch system.
@@ -158,6 +199,7 @@ pub(crate) struct CeParams {
 pub(crate) enum BackendKind {
     Slurm,
     HtCondor,
+    Arc,
     Local,
 }
 
@@ -166,6 +208,7 @@ impl BackendKind {
         match s {
             "slurm" => Some(BackendKind::Slurm),
             "htcondor" => Some(BackendKind::HtCondor),
+            "arc" => Some(BackendKind::Arc),
             "local" => Some(BackendKind::Local),
             _ => None,
         }
@@ -175,6 +218,7 @@ impl BackendKind {
         match self {
             BackendKind::Slurm => "slurm",
             BackendKind::HtCondor => "htcondor",
+            BackendKind::Arc => "arc",
             BackendKind::Local => "local",
         }
     }
@@ -197,6 +241,10 @@ pub(crate) struct CeSettings {
     pub run_timeout: Option<Duration>,
     pub poll_interval: Duration,
     pub keep_workdir: bool,
+    /// arc: the endpoint template (`None`: the service's endpoint or the default).
+    pub(crate) arc_url: Option<String>,
+    /// arc: trust anchors and client certificate.
+    pub(crate) tls: Option<Arc<TlsSettings>>,
 }
 
 /// Checks an environment table: names, and the templates of the values.
@@ -247,28 +295,53 @@ impl CeSettings {
             };
             errors.push(d);
         }
-        let only = |key: &str, set: bool, allowed: BackendKind, errors: &mut Vec<Diagnostic>| {
+        let only = |key: &str, set: bool, allowed: &[BackendKind], errors: &mut Vec<Diagnostic>| {
             if let Some(k) = kind {
-                if set && k != allowed {
+                if set && !allowed.contains(&k) {
+                    let names: Vec<&str> = allowed.iter().map(|a| a.name()).collect();
                     errors.push(err(
                         key,
                         format!(
-                            "`{key}` applies to the {} backend only, not to {}",
-                            allowed.name(),
+                            "`{key}` applies to the {} backend{} only, not to {}",
+                            names.join(" and "),
+                            if names.len() > 1 { "s" } else { "" },
                             k.name()
                         ),
                     ));
                 }
             }
         };
-        only("queue", p.queue.is_some(), BackendKind::Slurm, &mut errors);
-        only(
-            "schedd",
-            p.schedd.is_some(),
-            BackendKind::HtCondor,
-            &mut errors,
-        );
-        only("pool", p.pool.is_some(), BackendKind::HtCondor, &mut errors);
+        let (slurm, condor, arc) = (BackendKind::Slurm, BackendKind::HtCondor, BackendKind::Arc);
+        only("queue", p.queue.is_some(), &[slurm, arc], &mut errors);
+        only("schedd", p.schedd.is_some(), &[condor], &mut errors);
+        only("pool", p.pool.is_some(), &[condor], &mut errors);
+        for (key, set) in [
+            ("arc_url", p.arc_url.is_some()),
+            ("ca_file", p.ca_file.is_some()),
+            ("client_cert", p.client_cert.is_some()),
+            ("client_key", p.client_key.is_some()),
+        ] {
+            only(key, set, &[arc], &mut errors);
+        }
+        if kind == Some(BackendKind::Arc) {
+            for (key, set) in [
+                ("submit_args", p.submit_args.is_some()),
+                ("backend_env", p.backend_env.is_some()),
+                ("bin_dir", p.bin_dir.is_some()),
+            ] {
+                if set {
+                    errors.push(err(
+                        key,
+                        format!("`{key}` has no meaning for the arc backend (A-REX is reached over HTTPS, not by commands)"),
+                    ));
+                }
+            }
+        }
+        let tls = if kind == Some(BackendKind::Arc) {
+            arc::check_params(def, config, &p, &mut errors)
+        } else {
+            None
+        };
         if kind == Some(BackendKind::Local) {
             for (key, set) in [
                 ("submit_args", p.submit_args.is_some()),
@@ -286,6 +359,7 @@ impl CeSettings {
 
         for (key, value) in [
             ("queue", &p.queue),
+            ("arc_url", &p.arc_url),
             ("schedd", &p.schedd),
             ("pool", &p.pool),
             ("workdir", &p.workdir),
@@ -359,6 +433,8 @@ impl CeSettings {
                 run_timeout,
                 poll_interval: poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
                 keep_workdir: p.keep_workdir.unwrap_or(false),
+                arc_url: p.arc_url,
+                tls: tls.map(Arc::new),
             }),
             _ => Err(errors),
         }
@@ -383,6 +459,7 @@ impl CeSettings {
             // No batch commands: the job itself gets the credential's environment.
             return Ok(Box::new(local::Local { env }));
         }
+
         let cli = Cli {
             bin_dir: self.bin_dir.clone(),
             env,
@@ -405,8 +482,14 @@ impl CeSettings {
                 pool: opt("pool", &self.pool)?,
                 submit_args,
             }),
+            BackendKind::Arc => Box::new(self.arc_backend(ctx)?),
             BackendKind::Local => Box::new(local::Local::default()),
         })
+    }
+
+    /// The `queue` template, when set.
+    pub(crate) fn queue_template(&self) -> Option<&str> {
+        self.queue.as_deref()
     }
 
     /// The base directory of job directories for one instance.
@@ -422,7 +505,13 @@ impl CeSettings {
     /// Everything [`Probe::check_instance`] can verify: templates expand, limits fit the
     /// probe's timeout.
     pub(crate) fn check_instance(&self, ctx: &ProbeContext) -> Result<(), String> {
-        self.backend(ctx)?;
+        if self.kind == BackendKind::Arc {
+            // Not the credential: one that expires is UNKNOWN at run time, never a refused
+            // configuration.
+            self.arc_endpoint(ctx)?;
+        } else {
+            self.backend(ctx)?;
+        }
         self.workdir(ctx)?;
         // `submit_timeout` is left out: its default may well exceed a short probe timeout.
         for (key, d) in [

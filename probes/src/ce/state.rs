@@ -312,6 +312,12 @@ impl JobRun {
                 }
             }
             End::Setup(msg) => Outcome::unknown(format!("cannot set up the job: {msg}")),
+            // gridprobe cannot speak to this CE (its TLS lacks what the CE insists on): the
+            // monitoring's limit, not the site's failure.
+            End::SubmitFailed(e @ BackendError::Unsupported { .. }) => Outcome::unknown(format!(
+                "submission to {} failed on gridprobe's side: {e}{cancelled}",
+                self.backend
+            )),
             End::SubmitFailed(e) => Outcome::critical(format!(
                 "submission to {} failed: {e}{cancelled}",
                 self.backend

@@ -118,7 +118,7 @@ fn unknown_backend_is_positioned_with_a_suggestion() {
     let ds = errors("backend = 'pbs'");
     assert_eq!(
         ds[0].help.as_deref(),
-        Some("use one of slurm, htcondor, local")
+        Some("use one of slurm, htcondor, arc, local")
     );
 }
 
@@ -130,7 +130,9 @@ fn backend_specific_keys_and_bad_values_are_reported_together() {
     let ds = errors(params);
     let messages: Vec<&str> = ds.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(ds.len(), 6, "{messages:?}");
-    assert!(messages.contains(&"`queue` applies to the slurm backend only, not to htcondor"));
+    assert!(
+        messages.contains(&"`queue` applies to the slurm and arc backends only, not to htcondor")
+    );
     assert!(messages
         .iter()
         .any(|m| m.starts_with("`submit_timeout`: invalid duration `soon`")));

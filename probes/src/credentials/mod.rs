@@ -35,6 +35,14 @@ impl Secret {
     }
 }
 
+#[cfg(test)]
+impl Secret {
+    /// A secret made by a test.
+    pub(crate) fn for_tests(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")

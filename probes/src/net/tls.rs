@@ -237,6 +237,13 @@ impl TlsSettings {
         })
     }
 
+    /// The client certificate and key files, when set.
+    pub(crate) fn client_files(&self) -> Option<(&Path, &Path)> {
+        self.client
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()))
+    }
+
     /// A client configuration for one connection, and the slot where its verifier records the
     /// certificate the server presents. Errors are local problems (an unreadable file).
     pub(crate) fn client_config(
