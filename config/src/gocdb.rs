@@ -26,29 +26,42 @@ pub struct DowntimePage {
 /// (HOSTNAME, SERVICE_TYPE, SEVERITY, START_DATE, END_DATE) or CLASSIFICATION is missing or
 /// invalid, is an error naming the element and line; no partial list is returned.
 pub fn parse(text: &str) -> Result<DowntimePage, XmlError> {
+    let root = results_root(text, "get_downtime")?;
+    let mut page = DowntimePage {
+        next_page: next_page(&root),
+        ..DowntimePage::default()
+    };
+    for child in root.children.iter().filter(|c| c.name == "DOWNTIME") {
+        page.downtimes.push(parse_downtime(child)?);
+    }
+    Ok(page)
+}
+
+/// The `<results>` root of a GOCDB answer to `method`, or an error naming what it is instead.
+pub(crate) fn results_root(text: &str, method: &str) -> Result<Element, XmlError> {
     let root = xml::parse(text)?;
     if root.name != "results" {
         return Err(root.error(format!(
-            "not a GOCDB get_downtime answer: its root element is <results>, this document's is <{}>",
+            "not a GOCDB {method} answer: its root element is <results>, this document's is <{}>",
             root.name
         )));
     }
-    let mut page = DowntimePage::default();
-    for child in &root.children {
-        match child.name.as_str() {
-            "DOWNTIME" => page.downtimes.push(parse_downtime(child)?),
-            "meta" => {
-                page.next_page = child
-                    .children
-                    .iter()
-                    .filter(|l| l.name == "link" && l.attr("rel").map(str::trim) == Some("next"))
-                    .find_map(|l| l.attr_nonempty("href"))
-                    .map(str::to_string);
-            }
-            _ => {}
-        }
-    }
-    Ok(page)
+    Ok(root)
+}
+
+/// The `<meta><link rel="next" href=..>` of a paged GOCDB answer (the last one given).
+pub(crate) fn next_page(root: &Element) -> Option<String> {
+    root.children
+        .iter()
+        .filter(|c| c.name == "meta")
+        .filter_map(|meta| {
+            meta.children
+                .iter()
+                .filter(|l| l.name == "link" && l.attr("rel").map(str::trim) == Some("next"))
+                .find_map(|l| l.attr_nonempty("href"))
+                .map(str::to_string)
+        })
+        .next_back()
 }
 
 fn parse_downtime(el: &Element) -> Result<Downtime, XmlError> {
