@@ -279,35 +279,13 @@ fn import_downtimes(
     let config = checked.config;
 
     // Every page is read and checked before the store is touched: all or nothing.
-    let mut downtimes = Vec::new();
-    let mut next = Some(source.to_string());
-    let mut visited = std::collections::BTreeSet::new();
-    while let Some(location) = next.take() {
-        if visited.len() >= MAX_PAGES {
-            bail!("{source}: more than {MAX_PAGES} pages; nothing was imported");
-        }
-        visited.insert(location.clone());
-        let text = fetch(&location)?;
-        let page = gocdb::parse(&text).map_err(|e| anyhow!("{location}:{e}"))?;
-        downtimes.extend(page.downtimes);
-        if let Some(href) = page.next_page {
-            if !is_http(source) {
-                bail!(
-                    "{source} is one page of a paged GOCDB answer (its next page is {href}); \
-                     importing it alone would drop the downtimes of the other pages, so nothing \
-                     was imported\n  = help: import from the URL (pages are followed), or ask \
-                     GOCDB for the whole list in one answer"
-                );
-            }
-            let url = reqwest::Url::parse(&location)
-                .and_then(|base| base.join(&href))
-                .map_err(|e| anyhow!("{location}: bad next-page link `{href}`: {e}"))?;
-            if visited.contains(url.as_str()) {
-                bail!("{location}: its next-page link goes back to {url}; nothing was imported");
-            }
-            next = Some(url.to_string());
-        }
-    }
+    let mut downtimes = read_pages(
+        source,
+        |text| gocdb::parse(text).map(|p| (p.downtimes, p.next_page)),
+        "importing it alone would drop the downtimes of the other pages, so nothing was \
+         imported\n  = help: import from the URL (pages are followed), or ask GOCDB for the \
+         whole list in one answer",
+    )?;
 
     let alignment = gocdb::align_with_config(&mut downtimes, &config);
 
@@ -378,6 +356,45 @@ fn import_downtimes(
         println!("  warning: site {site} is not in the configuration; imported anyway");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads every page of a paged GOCDB answer from `source` (following `next` links, at most
+/// [`MAX_PAGES`], never a page twice), parsed by `parse` into items and the next link. A local
+/// file that is one page of several is refused with `single_page`, the reason nothing was
+/// imported.
+pub(super) fn read_pages<T, E: std::fmt::Display>(
+    source: &str,
+    parse: impl Fn(&str) -> Result<(Vec<T>, Option<String>), E>,
+    single_page: &str,
+) -> anyhow::Result<Vec<T>> {
+    let mut items = Vec::new();
+    let mut next = Some(source.to_string());
+    let mut visited = std::collections::BTreeSet::new();
+    while let Some(location) = next.take() {
+        if visited.len() >= MAX_PAGES {
+            bail!("{source}: more than {MAX_PAGES} pages; nothing was imported");
+        }
+        visited.insert(location.clone());
+        let text = fetch(&location)?;
+        let (page, next_page) = parse(&text).map_err(|e| anyhow!("{location}:{e}"))?;
+        items.extend(page);
+        if let Some(href) = next_page {
+            if !is_http(source) {
+                bail!(
+                    "{source} is one page of a paged GOCDB answer (its next page is {href}); \
+                     {single_page}"
+                );
+            }
+            let url = reqwest::Url::parse(&location)
+                .and_then(|base| base.join(&href))
+                .map_err(|e| anyhow!("{location}: bad next-page link `{href}`: {e}"))?;
+            if visited.contains(url.as_str()) {
+                bail!("{location}: its next-page link goes back to {url}; nothing was imported");
+            }
+            next = Some(url.to_string());
+        }
+    }
+    Ok(items)
 }
 
 pub(super) fn is_http(source: &str) -> bool {

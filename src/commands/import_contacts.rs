@@ -6,16 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use gridprobe_config::gocdb_contacts::{self, GENERATED_MARK};
 
-use super::import::{fetch, is_http, plural, same_file, write_atomically};
+use super::import::{plural, read_pages, same_file, write_atomically};
 
 /// Default name of the generated include file, next to the main configuration.
 pub const DEFAULT_OUTPUT: &str = "gocdb-contacts.toml";
-/// A paged answer is followed for at most this many pages.
-const MAX_PAGES: usize = 1000;
-
 /// `gridprobe import contacts`' arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -82,33 +79,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // Every page is read and checked before the file is touched: all or nothing.
     let source = args.source.as_str();
-    let mut sites = Vec::new();
-    let mut next = Some(source.to_string());
-    let mut visited = std::collections::BTreeSet::new();
-    while let Some(location) = next.take() {
-        if visited.len() >= MAX_PAGES {
-            bail!("{source}: more than {MAX_PAGES} pages; nothing was imported");
-        }
-        visited.insert(location.clone());
-        let text = fetch(&location)?;
-        let page = gocdb_contacts::parse(&text).map_err(|e| anyhow!("{location}:{e}"))?;
-        sites.extend(page.sites);
-        if let Some(href) = page.next_page {
-            if !is_http(source) {
-                bail!(
-                    "{source} is one page of a paged GOCDB answer (its next page is {href}); \
-                     nothing was imported\n  = help: import from the URL (pages are followed)"
-                );
-            }
-            let url = reqwest::Url::parse(&location)
-                .and_then(|base| base.join(&href))
-                .map_err(|e| anyhow!("{location}: bad next-page link `{href}`: {e}"))?;
-            if visited.contains(url.as_str()) {
-                bail!("{location}: its next-page link goes back to {url}; nothing was imported");
-            }
-            next = Some(url.to_string());
-        }
-    }
+    let sites = read_pages(
+        source,
+        |text| gocdb_contacts::parse(text).map(|p| (p.sites, p.next_page)),
+        "nothing was imported\n  = help: import from the URL (pages are followed)",
+    )?;
 
     let configured: Vec<&str> = config.sites.iter().map(|s| s.name.as_str()).collect();
     let generated_at = jiff::Timestamp::now()
