@@ -70,6 +70,11 @@ pub const SESSION_LIFETIME: DurationRange = DurationRange::new(secs(1), secs(7 *
 /// `[[publish]] stream_max_age`: 1s to 10 years.
 pub const STREAM_MAX_AGE: DurationRange = DurationRange::new(secs(1), secs(3650 * DAY));
 
+/// `[agents] no_agent_after`: 5s to 1 day.
+pub const NO_AGENT_AFTER: DurationRange = DurationRange::new(secs(5), secs(DAY));
+/// `[agents] grace`: 1s to 1 hour.
+pub const AGENT_GRACE: DurationRange = DurationRange::new(secs(1), secs(3600));
+
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DurationError {

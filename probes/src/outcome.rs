@@ -213,6 +213,11 @@ pub struct Outcome {
     /// stored.
     #[serde(skip)]
     pub connection_fault: Option<ConnectionFault>,
+    /// Set by a site agent (`gridprobe agent`): the id of the dispatched run this attempt
+    /// belongs to, so that the centre keeps one result per run (slot) however often the run
+    /// was delivered. Carried in the result message (`agent_run`); not stored.
+    #[serde(skip)]
+    pub agent_run: Option<String>,
 }
 
 /// Where a connection-level failure happened (see [`Outcome::connection_fault`]).
@@ -238,6 +243,7 @@ impl Outcome {
             details: String::new(),
             perfdata: Vec::new(),
             connection_fault: None,
+            agent_run: None,
         }
     }
 

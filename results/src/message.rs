@@ -60,6 +60,10 @@ pub struct ResultMessage {
     pub trigger: Trigger,
     /// Probe kind.
     pub kind: String,
+    /// The dispatched run this attempt belongs to, when a site agent ran it
+    /// ([`gridprobe_probes::Outcome::agent_run`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_run: Option<String>,
 }
 
 /// A message that cannot be turned back into a result.
@@ -131,6 +135,7 @@ impl ResultMessage {
             is_final: r.is_final,
             trigger: p.trigger,
             kind: p.kind.clone(),
+            agent_run: p.outcome.agent_run.clone(),
         }
     }
 
@@ -188,6 +193,7 @@ impl ResultMessage {
                     details: bound_details(self.details.clone()),
                     perfdata: self.perfdata.clone(),
                     connection_fault: None,
+                    agent_run: self.agent_run.clone(),
                 },
                 attempt: self.attempt,
                 trigger: self.trigger,

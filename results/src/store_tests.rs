@@ -71,6 +71,7 @@ pub(crate) fn with_status(mut r: ProbeResult, status: Status, summary: &str) -> 
         details: String::new(),
         perfdata: Vec::new(),
         connection_fault: None,
+        agent_run: None,
     };
     r
 }

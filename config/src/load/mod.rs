@@ -22,6 +22,7 @@ mod publish;
 mod raw;
 mod report;
 mod self_check;
+mod agents;
 mod server;
 mod tls;
 mod topology;
@@ -46,6 +47,7 @@ const MAIN_KEYS: &[&str] = &[
     "report",
     "notify",
     "notify_rule",
+    "agents",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -120,6 +122,8 @@ struct Loader {
     notify_channel_spans: Vec<Span>,
     /// Every `[[notify]]` name written, valid or not.
     notify_declared: Vec<String>,
+    /// Where each `executor = "agent"` was written (checked against `[agents]` at the end).
+    agent_sites: Vec<Span>,
 }
 
 /// Largest configuration file read (main or included): far above any real VO, small enough
@@ -329,6 +333,7 @@ impl Loader {
             &self.notify_declared,
         );
         self.diagnostics.extend(names.0);
+        self.check_agent_sites();
         Finished {
             config: self.config,
             positions: self.positions,
@@ -446,6 +451,7 @@ impl Loader {
                         self.apply_server(file, raw);
                     }
                 }
+                "agents" if is_main => self.read_agents(file, value),
                 "report" if is_main => {
                     if let Some(raw) =
                         self.deserialize::<report::RawReport>(file, value, "[report]")

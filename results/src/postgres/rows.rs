@@ -73,6 +73,7 @@ pub(super) fn read_result(row: &Row) -> Result<StoredResult, StoreError> {
                 details: row.try_get(12).map_err(col)?,
                 perfdata,
                 connection_fault: None,
+                agent_run: None,
             },
             attempt: u32::try_from(attempt)
                 .map_err(|_| bad(format!("attempt {attempt} out of range")))?,

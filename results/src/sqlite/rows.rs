@@ -59,6 +59,7 @@ fn read_result(row: &Row<'_>) -> Result<StoredResult, StoreError> {
                 details: row.get(12).map_err(col)?,
                 perfdata,
                 connection_fault: None,
+                agent_run: None,
             },
             attempt: u32::try_from(attempt)
                 .map_err(|_| bad(format!("attempt {attempt} out of range")))?,

@@ -1,0 +1,92 @@
+//! `/agents`: the site agents `serve` has seen (site, name, version, last heartbeat, runs in
+//! flight) and the sites that run on agents without one alive.
+
+use maud::html;
+
+use super::*;
+use crate::remote::AgentView;
+
+/// The page.
+pub(super) async fn agents_page(
+    State(state): State<HttpState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Page {
+    let started = Instant::now();
+    let config = state.shared.plan().config;
+    let remote = state.shared.remote();
+    let result = async {
+        query_params(query, &[])?;
+        let agents = remote.as_ref().map(|r| r.agents()).unwrap_or_default();
+        let sites: Vec<String> = config
+            .sites
+            .iter()
+            .filter(|s| s.executor == gridprobe_config::agents::Executor::Agent)
+            .map(|s| s.name.clone())
+            .collect();
+        Ok(("Site agents".to_string(), body(remote.is_some(), &sites, &agents)))
+    }
+    .await;
+    Page {
+        vo: config.vo.clone(),
+        started,
+        result,
+        banner: super::response::credential_banner(&state),
+    }
+}
+
+fn body(configured: bool, sites: &[String], agents: &[AgentView]) -> maud::Markup {
+    let without: Vec<&String> = sites
+        .iter()
+        .filter(|s| !agents.iter().any(|a| &a.site == *s && a.alive))
+        .collect();
+    html! {
+        h1 { "Site agents" }
+        p.note {
+            "Sites with executor = \"agent\" have their probes run by agents at the site "
+            "(gridprobe agent), which take the site's runs from the broker and send the results "
+            "back. A site without a live agent has its cells recorded UNKNOWN."
+        }
+        @if !configured {
+            p { "No [agents] broker is configured: every site runs here." }
+        } @else {
+            @if !without.is_empty() {
+                p.banner role="alert" {
+                    "No live agent: "
+                    @for (i, s) in without.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        a href={ "/sites/" (enc(s)) } { (s) }
+                    }
+                }
+            }
+            @if agents.is_empty() {
+                p { "No agent has been seen since this gridprobe started." }
+            } @else {
+                div.scroll {
+                    table.plain.agents {
+                        thead {
+                            tr {
+                                th { "Site" } th { "Agent" } th { "Version" } th { "Started (UTC)" }
+                                th { "Last seen (UTC)" } th.num { "Runs in flight" }
+                                th.num { "Runs done" } th { "State" }
+                            }
+                        }
+                        tbody {
+                            @for a in agents {
+                                tr {
+                                    td { a href={ "/sites/" (enc(&a.site)) } { (a.site) } }
+                                    td { (a.name) }
+                                    td { (a.version) }
+                                    td { (a.started) }
+                                    td { (a.last_seen) " (" (age(a.last_seen_age_seconds)) " ago)" }
+                                    td.num { (a.runs_in_flight) }
+                                    td.num { (a.runs_done) }
+                                    td { @if a.alive { "alive" } @else { "not seen lately" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
