@@ -40,6 +40,7 @@ fn valid_prefix(prefix: &str) -> bool {
 impl Loader {
     /// `[agents]`.
     pub(super) fn read_agents(&mut self, file: FileId, value: Spanned<DeValue<'static>>) {
+        self.saw_agents = true;
         let Some(raw) = self.deserialize::<RawAgents>(file, value, "[agents]") else {
             return;
         };
@@ -138,7 +139,8 @@ impl Loader {
 
     /// An agent-run site needs `[agents]` (the broker its work goes through).
     pub(super) fn check_agent_sites(&mut self) {
-        if self.config.agents.is_some() {
+        // An `[agents]` table with errors has its own; the sites are not blamed for it.
+        if self.saw_agents {
             return;
         }
         for span in std::mem::take(&mut self.agent_sites) {
@@ -208,8 +210,9 @@ mod tests {
         let e = errors(&format!(
             "{SITE}[agents]\nurl = \"nats://user:s3cret@127.0.0.1:4222\"\n"
         ));
-        assert!(e.contains("holds a password"), "{e}");
+        assert!(e.contains("holds a token"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
+        assert!(!e.contains("needs an [agents] table"), "{e}");
         let e = errors(&format!("{SITE}[agents]\nurl = \"http://x\"\nfoo = 1\n"));
         assert!(e.contains("nats://"), "{e}");
         assert!(e.contains("foo"), "{e}");

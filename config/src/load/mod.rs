@@ -124,6 +124,8 @@ struct Loader {
     notify_declared: Vec<String>,
     /// Where each `executor = "agent"` was written (checked against `[agents]` at the end).
     agent_sites: Vec<Span>,
+    /// Whether an `[agents]` table was written (valid or not).
+    saw_agents: bool,
 }
 
 /// Largest configuration file read (main or included): far above any real VO, small enough

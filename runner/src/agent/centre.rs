@@ -91,7 +91,11 @@ pub struct Dispatcher {
     settings: AgentSettings,
     names: Names,
     js: jetstream::Context,
+    client: async_nats::Client,
     started_ms: i64,
+    /// The last moment the centre was seen without its broker connection (ms): agents are
+    /// judged absent only `no_agent_after` past it, since their heartbeats could not arrive.
+    broker_away_ms: std::sync::atomic::AtomicI64,
     pending: Mutex<HashMap<String, Pending>>,
     done: Mutex<(HashSet<String>, VecDeque<String>)>,
     orphans: Mutex<HashMap<String, Orphan>>,
@@ -143,7 +147,9 @@ impl Dispatcher {
             names: Names::new(&settings.prefix),
             settings,
             js,
+            client: client.clone(),
             started_ms: unix_ms(SystemTime::now()),
+            broker_away_ms: std::sync::atomic::AtomicI64::new(0),
             pending: Mutex::default(),
             done: Mutex::default(),
             orphans: Mutex::default(),
@@ -187,6 +193,13 @@ impl Dispatcher {
     /// (after start, the agents get that long to be seen first).
     pub fn no_agent(&self, site: &str, now_ms: i64) -> Option<String> {
         let limit = self.no_agent_after_ms();
+        // While the centre's own link to the broker is down no heartbeat can arrive: that is
+        // not the agents' absence, and after it they get `no_agent_after` to be seen again.
+        self.note_broker_state(now_ms);
+        let away = self.broker_away_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(away) <= limit {
+            return None;
+        }
         let last = {
             let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
             agents
@@ -203,6 +216,13 @@ impl Dispatcher {
                 "no agent of {site} since gridprobe started at {}",
                 format_utc(self.started_ms)
             )),
+        }
+    }
+
+    /// Remembers when the broker connection was last seen down.
+    fn note_broker_state(&self, now_ms: i64) {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            self.broker_away_ms.fetch_max(now_ms, Ordering::Relaxed);
         }
     }
 
@@ -671,6 +691,9 @@ impl Dispatcher {
                             Some(msg) => self.handle_heartbeat(msg.subject.as_str(), &msg.payload),
                             None => break,
                         },
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                            self.note_broker_state(unix_ms(SystemTime::now()));
+                        }
                         _ = shutdown.cancelled() => return,
                     }
                 },
