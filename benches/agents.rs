@@ -143,9 +143,7 @@ fn serve(dir: &Path, cfg: &str) -> anyhow::Result<(Proc, String)> {
         .stderr(Stdio::null())
         .spawn()?;
     let proc = Proc(child);
-    if !wait_until(Duration::from_secs(60), || {
-        get(&addr, "/healthz").is_ok()
-    }) {
+    if !wait_until(Duration::from_secs(60), || get(&addr, "/healthz").is_ok()) {
         bail!("serve did not come up");
     }
     Ok((proc, addr))
@@ -170,7 +168,12 @@ fn get(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Starts an on-demand run and waits for it; returns the time it took.
-fn run(http: &reqwest::blocking::Client, addr: &str, body: &str, expect: usize) -> anyhow::Result<Duration> {
+fn run(
+    http: &reqwest::blocking::Client,
+    addr: &str,
+    body: &str,
+    expect: usize,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let resp: serde_json::Value = http
         .post(format!("http://{addr}/api/v1/runs"))
@@ -189,9 +192,16 @@ fn run(http: &reqwest::blocking::Client, addr: &str, body: &str, expect: usize) 
         if v["state"] == "finished" {
             let took = started.elapsed();
             let results = v["results"].as_array().cloned().unwrap_or_default();
-            let ok = results.iter().filter(|r| r["outcome"]["status"] == "OK" || r["status"] == "OK").count();
+            let ok = results
+                .iter()
+                .filter(|r| r["outcome"]["status"] == "OK" || r["status"] == "OK")
+                .count();
             if results.len() != expect || ok != expect {
-                bail!("run {id}: {ok} OK of {} results, expected {expect}: {}", results.len(), results.first().map(|r| r.to_string()).unwrap_or_default());
+                bail!(
+                    "run {id}: {ok} OK of {} results, expected {expect}: {}",
+                    results.len(),
+                    results.first().map(|r| r.to_string()).unwrap_or_default()
+                );
             }
             return Ok(took);
         }
@@ -219,7 +229,12 @@ struct Figures {
 fn measure(addr: &str, n: usize, samples: usize) -> anyhow::Result<Figures> {
     let http = client();
     // Warm-up: one instance (streams and consumers made, connections up).
-    run(&http, addr, &format!(r#"{{"site":"{SITE}","service":"svc0.bench"}}"#), 1)?;
+    run(
+        &http,
+        addr,
+        &format!(r#"{{"site":"{SITE}","service":"svc0.bench"}}"#),
+        1,
+    )?;
     let took = run(&http, addr, &format!(r#"{{"site":"{SITE}"}}"#), n)?;
     let mut lat = Vec::with_capacity(samples);
     for i in 0..samples {

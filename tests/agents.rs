@@ -193,8 +193,14 @@ impl Agent {
         let mut child = cmd.spawn().expect("agent starts");
         let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         for s in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -212,7 +218,10 @@ impl Agent {
     }
 
     fn output(&self) -> String {
-        self.output.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn kill9(&mut self) {
@@ -277,8 +286,12 @@ impl SiteNet {
             .args(["netns", "add", &ns])
             .status()
             .is_ok_and(|s| s.success());
-        if common::required(ok.then_some(()), "network namespaces", "needs root and iproute2")
-            .is_none()
+        if common::required(
+            ok.then_some(()),
+            "network namespaces",
+            "needs root and iproute2",
+        )
+        .is_none()
         {
             return None;
         }
@@ -294,11 +307,29 @@ impl SiteNet {
             let s = Command::new("ip").args(args).status().expect("ip runs");
             assert!(s.success(), "ip {args:?}");
         };
-        run(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
+        run(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
         run(&["link", "set", &ns_if, "netns", &ns]);
-        run(&["addr", "add", &format!("10.213.{octet}.1/30"), "dev", &host_if]);
+        run(&[
+            "addr",
+            "add",
+            &format!("10.213.{octet}.1/30"),
+            "dev",
+            &host_if,
+        ]);
         run(&["link", "set", &host_if, "up"]);
-        run(&["netns", "exec", &ns, "ip", "addr", "add", &format!("10.213.{octet}.2/30"), "dev", &ns_if]);
+        run(&[
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("10.213.{octet}.2/30"),
+            "dev",
+            &ns_if,
+        ]);
         run(&["netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"]);
         run(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
         Some(net)
@@ -307,7 +338,9 @@ impl SiteNet {
 
 impl Drop for SiteNet {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
@@ -386,7 +419,9 @@ fn an_agent_reaches_a_site_network_the_centre_cannot() {
     );
     assert!(metric(&addr, "gridprobe_agent_runs_dispatched_total").unwrap_or(0.0) >= 1.0);
     assert!(
-        metrics(&addr).contains(&format!("gridprobe_agent_last_seen_age_seconds{{agent=\"inside\",site=\"{SITE}\"}}")),
+        metrics(&addr).contains(&format!(
+            "gridprobe_agent_last_seen_age_seconds{{agent=\"inside\",site=\"{SITE}\"}}"
+        )),
         "{}",
         metrics(&addr)
     );
@@ -538,7 +573,13 @@ fn results_for_another_site_are_dropped_and_sites_without_agents_are_unknown() {
     let cfg = write_file(
         dir.path(),
         "vo.toml",
-        &centre_config(dir.path(), &nats, LOCAL_SERVICE, &nagios_probe(&plugin), other),
+        &centre_config(
+            dir.path(),
+            &nats,
+            LOCAL_SERVICE,
+            &nagios_probe(&plugin),
+            other,
+        ),
     );
     let store = dir.path().join("r.sqlite");
     let serve = Serve::start(&cfg, store.to_str().unwrap());
@@ -552,7 +593,12 @@ fn results_for_another_site_are_dropped_and_sites_without_agents_are_unknown() {
                     .is_some_and(|s| s.starts_with("no agent of T2_OTHER since"))
         })
     });
-    assert!(unknown, "{:?}\n{}", results(&addr, "T2_OTHER"), serve.output());
+    assert!(
+        unknown,
+        "{:?}\n{}",
+        results(&addr, "T2_OTHER"),
+        serve.output()
+    );
 
     // The site's agent user forges a result for T2_OTHER on its own subject: dropped, counted.
     let runtime = tokio::runtime::Builder::new_current_thread()

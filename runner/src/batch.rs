@@ -313,7 +313,10 @@ pub async fn run_batch(
     cancel: CancellationToken,
     on_event: Arc<dyn Fn(Event) + Send + Sync>,
 ) -> Vec<InstanceRun> {
-    run_batch_with(config, probes, instances, trigger, limits, cancel, on_event, None).await
+    run_batch_with(
+        config, probes, instances, trigger, limits, cancel, on_event, None,
+    )
+    .await
 }
 
 /// As [`run_batch`]; with `remote` (`serve`), the instances of agent-run sites go to their

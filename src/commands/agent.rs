@@ -92,7 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let name = args.name.clone().unwrap_or_else(host_name);
     one_line("--name", &name)?;
     if !args.prefix.split('.').all(|t| {
-        !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     }) {
         anyhow::bail!("--prefix must be NATS subject tokens (letters, digits, `_`, `-`, separated by dots), found `{}`", args.prefix);
     }
@@ -118,7 +120,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--broker must start with nats:// or tls://");
     }
     if url.password().is_some() {
-        anyhow::bail!("--broker holds a password: give it with --password-file or in ${} instead", args.password_env);
+        anyhow::bail!(
+            "--broker holds a password: give it with --password-file or in ${} instead",
+            args.password_env
+        );
     }
     let password = match &args.password_file {
         Some(f) => Some(
@@ -133,7 +138,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => std::env::var(&args.password_env).ok(),
     };
     let spool_dir = args.spool_dir.clone().unwrap_or_else(|| {
-        crate::state_dir::dir().join(format!("agent-{}-{}.spool", token(&args.site), token(&name)))
+        crate::state_dir::dir().join(format!(
+            "agent-{}-{}.spool",
+            token(&args.site),
+            token(&name)
+        ))
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,7 +159,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 let c = gridprobe_probes::credentials::Credentials::for_config(
                     &checked.config,
-                    Some(crate::state_dir::dir().join(format!("agent-{}.credentials", token(&name)))),
+                    Some(
+                        crate::state_dir::dir().join(format!("agent-{}.credentials", token(&name))),
+                    ),
                 );
                 c.start(&shutdown);
                 Some(c)
@@ -170,8 +181,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             heartbeat,
             shutdown_grace,
         };
-        let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut sigterm =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut sigint =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let stop = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {

@@ -81,7 +81,12 @@ impl Loader {
             .ca_file
             .map(|c| self.base_dir(file).join(c.get_ref().trim()));
         let no_agent_after = self
-            .duration(file, raw.no_agent_after, "no_agent_after", t::NO_AGENT_AFTER)
+            .duration(
+                file,
+                raw.no_agent_after,
+                "no_agent_after",
+                t::NO_AGENT_AFTER,
+            )
             .unwrap_or(DEFAULT_NO_AGENT_AFTER);
         let grace = self
             .duration(file, raw.grace, "grace", t::AGENT_GRACE)

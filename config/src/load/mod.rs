@@ -15,6 +15,7 @@ use crate::model::Config;
 use crate::time::{format_duration, parse_duration_in, DurationError, DurationRange};
 use crate::validate::Positions;
 
+mod agents;
 mod credential;
 mod downtime;
 mod notify;
@@ -22,7 +23,6 @@ mod publish;
 mod raw;
 mod report;
 mod self_check;
-mod agents;
 mod server;
 mod tls;
 mod topology;

@@ -336,7 +336,10 @@ impl Dispatcher {
             self.stats.dispatch_failed.fetch_add(1, Ordering::Relaxed);
             return unknown(
                 format!("cannot hand the run to the agents of {site_name}: {e}"),
-                format!("broker {}: {e}", gridprobe_config::model::redact_url(&self.settings.url)),
+                format!(
+                    "broker {}: {e}",
+                    gridprobe_config::model::redact_url(&self.settings.url)
+                ),
             );
         }
         self.stats.dispatched.fetch_add(1, Ordering::Relaxed);
@@ -383,14 +386,23 @@ impl Dispatcher {
         }
     }
 
-    async fn publish_work(&self, site: &str, work: &Work, ack_wait: Duration) -> Result<(), String> {
+    async fn publish_work(
+        &self,
+        site: &str,
+        work: &Work,
+        ack_wait: Duration,
+    ) -> Result<(), String> {
         let attempt = async {
             self.ensure_site(site, ack_wait).await?;
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", work.run_id.as_str());
             let ack = self
                 .js
-                .publish_with_headers(self.names.work_subject(site), headers, work.to_json().into())
+                .publish_with_headers(
+                    self.names.work_subject(site),
+                    headers,
+                    work.to_json().into(),
+                )
                 .await
                 .map_err(|e| format!("publish failed: {e}"))?;
             ack.await
@@ -480,7 +492,9 @@ impl Dispatcher {
         };
         let subject_site = self.names.site_token_of("results", subject);
         if subject_site != Some(token(&m.site).as_str()) {
-            self.stats.rejected_wrong_site.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rejected_wrong_site
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(subject, site = %m.site, agent = %m.gridprobe_instance, "agent result dropped: published for another site than its own");
             return;
         }
@@ -489,7 +503,9 @@ impl Dispatcher {
             .iter()
             .any(|s| s.name == m.site && s.executor == Executor::Agent);
         let (Some(run_id), true) = (m.agent_run.clone(), agent_site) else {
-            self.stats.rejected_unexpected.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rejected_unexpected
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(site = %m.site, agent = %m.gridprobe_instance, "agent result dropped: not a run of an agent-run site");
             return;
         };
@@ -509,7 +525,9 @@ impl Dispatcher {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = pending.get_mut(&run_id) {
             if p.cell != cell {
-                self.stats.rejected_unexpected.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .rejected_unexpected
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(run = %run_id, "agent result dropped: not the cell of its run");
                 return;
             }
@@ -665,7 +683,9 @@ impl Dispatcher {
             return;
         };
         if self.names.site_token_of("heartbeat", subject) != Some(token(&hb.site).as_str()) {
-            self.stats.rejected_wrong_site.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rejected_wrong_site
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(subject, site = %hb.site, agent = %hb.name, "heartbeat dropped: sent for another site than its own");
             return;
         }
@@ -678,7 +698,11 @@ impl Dispatcher {
         agents.insert(key, Seen { hb, at_ms });
     }
 
-    async fn follow_heartbeats(self: Arc<Self>, client: async_nats::Client, shutdown: CancellationToken) {
+    async fn follow_heartbeats(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let sub = tokio::select! {
                 s = client.subscribe(self.names.heartbeat_filter()) => s,

@@ -65,9 +65,19 @@ pub fn render(remote: &dyn RemoteExecutor) -> String {
             a.runs_in_flight
         );
     }
-    head(&mut out, NAMES[2], "counter", "Runs handed to a site's work queue.");
+    head(
+        &mut out,
+        NAMES[2],
+        "counter",
+        "Runs handed to a site's work queue.",
+    );
     let _ = writeln!(out, "{} {}", NAMES[2], c.dispatched);
-    head(&mut out, NAMES[3], "counter", "Handed-out runs whose result came back.");
+    head(
+        &mut out,
+        NAMES[3],
+        "counter",
+        "Handed-out runs whose result came back.",
+    );
     let _ = writeln!(out, "{} {}", NAMES[3], c.completed);
     head(
         &mut out,

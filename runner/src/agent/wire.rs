@@ -237,7 +237,13 @@ impl Heartbeat {
 
 /// The run id of a scheduled slot: the same cell and slot always give the same id, so a
 /// centre that restarts (or two that share a schedule) hand JetStream the same message id.
-pub fn slot_run_id(site: &str, hostname: &str, flavour: &str, metric: &str, slot_ms: i64) -> String {
+pub fn slot_run_id(
+    site: &str,
+    hostname: &str,
+    flavour: &str,
+    metric: &str,
+    slot_ms: i64,
+) -> String {
     let h = gridprobe_results::coordination::stable_hash(&[site, hostname, flavour, metric]);
     format!("s-{h:016x}-{slot_ms}")
 }
@@ -280,10 +286,7 @@ pub fn instance_config(config: &Config, inst: &ProbeInstance) -> Result<String, 
     let mut s = Table::new();
     s.insert("name".into(), Value::String(site.name.clone()));
     s.insert("tier".into(), Value::Integer(i64::from(site.tier)));
-    s.insert(
-        "service".into(),
-        Value::Array(vec![Value::Table(service)]),
-    );
+    s.insert("service".into(), Value::Array(vec![Value::Table(service)]));
     let mut probe = Table::new();
     probe.insert("metric".into(), Value::String(def.metric.clone()));
     probe.insert("kind".into(), Value::String(def.kind.clone()));
@@ -301,9 +304,9 @@ pub fn instance_config(config: &Config, inst: &ProbeInstance) -> Result<String, 
     }
     probe.insert("retries".into(), Value::Integer(i64::from(inst.retries)));
     if let Some(v) = &def.params.value {
-        let params = <Value as serde::Deserialize>::deserialize(
-            toml::de::ValueDeserializer::from(v.clone()),
-        )
+        let params = <Value as serde::Deserialize>::deserialize(toml::de::ValueDeserializer::from(
+            v.clone(),
+        ))
         .map_err(|e| format!("cannot copy the probe's params: {e}"))?;
         probe.insert("params".into(), params);
     }
@@ -326,7 +329,9 @@ mod tests {
         assert_ne!(token("a b"), token("a_20b"));
         assert_eq!(token("LCG-x9"), "LCG-x9");
         for t in [token("a.*>"), token("ü ")] {
-            assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+            assert!(t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
         }
         let n = Names::new("gridprobe.lhcb");
         assert_eq!(n.work_subject("S.1"), "gridprobe.lhcb.work.S_2E1");
@@ -335,7 +340,10 @@ mod tests {
             n.site_token_of("results", "gridprobe.lhcb.results.S_2E1"),
             Some("S_2E1")
         );
-        assert_eq!(n.site_token_of("results", "gridprobe.lhcb.results.a.b"), None);
+        assert_eq!(
+            n.site_token_of("results", "gridprobe.lhcb.results.a.b"),
+            None
+        );
         assert_eq!(n.site_token_of("results", "other.results.a"), None);
     }
 

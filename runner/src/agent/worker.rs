@@ -21,8 +21,8 @@ use gridprobe_probes::credentials::Credentials;
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::{Outcome, ProbeResult};
 use gridprobe_results::{
-    spawn_relay, NewResult, ResultMessage, Spool, SpoolConfig, Target, WriterConfig,
-    WriterHandle, WriterStats,
+    spawn_relay, NewResult, ResultMessage, Spool, SpoolConfig, Target, WriterConfig, WriterHandle,
+    WriterStats,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -160,7 +160,10 @@ pub async fn run_agent(
     )
     .map_err(|e| format!("spool {}: {e}", opts.spool_dir.display()))?;
     if report.records > 0 {
-        tracing::info!(records = report.records, "results spooled earlier are published first");
+        tracing::info!(
+            records = report.records,
+            "results spooled earlier are published first"
+        );
     }
     let target = Arc::new(ResultTarget {
         js: js.clone(),
@@ -202,7 +205,9 @@ pub async fn run_agent(
         .await
         .is_err()
     {
-        tracing::warn!("shutdown grace over: interrupting runs in flight (they go to another agent)");
+        tracing::warn!(
+            "shutdown grace over: interrupting runs in flight (they go to another agent)"
+        );
         agent.interrupt.cancel();
         tracker.wait().await;
     }
@@ -241,7 +246,11 @@ impl Agent {
     }
 
     /// Pulls and runs one run at a time until shutdown.
-    async fn worker(self: Arc<Self>, shutdown: CancellationToken, tracker: tokio_util::task::TaskTracker) {
+    async fn worker(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        tracker: tokio_util::task::TaskTracker,
+    ) {
         let stream = self.names.work_stream(&self.opts.site);
         let mut last_error = String::new();
         'connect: loop {
@@ -350,8 +359,9 @@ impl Agent {
         let counters = self.counters.clone();
         let run_id = work.run_id.clone();
         let interrupt = self.interrupt.clone();
-        let wait = Duration::from_millis(u64::try_from(work.expires_ms.saturating_sub(now)).unwrap_or(0))
-            .max(Duration::from_secs(60));
+        let wait =
+            Duration::from_millis(u64::try_from(work.expires_ms.saturating_sub(now)).unwrap_or(0))
+                .max(Duration::from_secs(60));
         tracker.spawn(async move {
             let until = Instant::now() + wait;
             loop {
@@ -412,7 +422,10 @@ impl Agent {
         let (mut built, diagnostics) = gridprobe_probes::registry::build_all(&config);
         if !diagnostics.is_empty() {
             return fail(
-                format!("agent {} cannot build the probe it was sent", self.opts.name),
+                format!(
+                    "agent {} cannot build the probe it was sent",
+                    self.opts.name
+                ),
                 diagnostics.to_string(),
             );
         }
@@ -422,16 +435,27 @@ impl Agent {
         let instances = config.instances();
         let [inst] = instances.as_slice() else {
             return fail(
-                format!("the run sent to agent {} is not one probe instance", self.opts.name),
+                format!(
+                    "the run sent to agent {} is not one probe instance",
+                    self.opts.name
+                ),
                 format!("{} instances", instances.len()),
             );
         };
         let site = &config.sites[inst.site];
         let svc = &site.services[inst.service];
         let def = &config.probes[inst.probe];
-        if (site.name.as_str(), svc.hostname.as_str(), svc.flavour.as_str(), def.metric.as_str())
-            != (work.site.as_str(), work.hostname.as_str(), work.flavour.as_str(), work.metric.as_str())
-        {
+        if (
+            site.name.as_str(),
+            svc.hostname.as_str(),
+            svc.flavour.as_str(),
+            def.metric.as_str(),
+        ) != (
+            work.site.as_str(),
+            work.hostname.as_str(),
+            work.flavour.as_str(),
+            work.metric.as_str(),
+        ) {
             return fail(
                 "the run's configuration is not the cell it names".into(),
                 String::new(),

@@ -23,7 +23,10 @@ pub(super) async fn agents_page(
             .filter(|s| s.executor == gridprobe_config::agents::Executor::Agent)
             .map(|s| s.name.clone())
             .collect();
-        Ok(("Site agents".to_string(), body(remote.is_some(), &sites, &agents)))
+        Ok((
+            "Site agents".to_string(),
+            body(remote.is_some(), &sites, &agents),
+        ))
     }
     .await;
     Page {
