@@ -286,15 +286,11 @@ impl SiteNet {
             .args(["netns", "add", &ns])
             .status()
             .is_ok_and(|s| s.success());
-        if common::required(
+        common::required(
             ok.then_some(()),
             "network namespaces",
             "needs root and iproute2",
-        )
-        .is_none()
-        {
-            return None;
-        }
+        )?;
         let host_if = format!("gpa{}h", pid % 100_000);
         let ns_if = format!("gpa{}n", pid % 100_000);
         let octet = pid % 250 + 1;

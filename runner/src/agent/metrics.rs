@@ -126,3 +126,58 @@ pub fn render(remote: &dyn RemoteExecutor) -> String {
     let _ = writeln!(out, "{} {}", NAMES[7], c.in_flight);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::{AgentCounts, AgentView, RemoteRun};
+    use gridprobe_probes::ProbeResult;
+
+    struct Fixed;
+    impl RemoteExecutor for Fixed {
+        fn run<'a>(
+            &'a self,
+            _run: RemoteRun<'a>,
+        ) -> futures::future::BoxFuture<'a, Vec<ProbeResult>> {
+            Box::pin(async { Vec::new() })
+        }
+        fn agents(&self) -> Vec<AgentView> {
+            vec![AgentView {
+                site: "T2_\"X\"".into(),
+                name: "a1".into(),
+                version: "0.1.0".into(),
+                started: String::new(),
+                last_seen: String::new(),
+                last_seen_age_seconds: 4,
+                runs_in_flight: 1,
+                runs_done: 9,
+                alive: true,
+            }]
+        }
+        fn counts(&self) -> AgentCounts {
+            AgentCounts {
+                rejected_wrong_site: 2,
+                ..AgentCounts::default()
+            }
+        }
+    }
+
+    #[test]
+    fn every_series_is_rendered_with_escaped_labels() {
+        let text = render(&Fixed);
+        for n in NAMES {
+            assert!(
+                text.contains(&format!("# TYPE {n} ")),
+                "{n} missing:\n{text}"
+            );
+        }
+        assert!(text.contains(
+            "gridprobe_agent_last_seen_age_seconds{agent=\"a1\",site=\"T2_\\\"X\\\"\"} 4"
+        ));
+        assert!(text.contains("gridprobe_agent_results_rejected_total{reason=\"wrong_site\"} 2"));
+        let doc = include_str!("../../../docs/metrics.md");
+        for n in NAMES {
+            assert!(doc.contains(n), "{n} is not in docs/metrics.md");
+        }
+    }
+}

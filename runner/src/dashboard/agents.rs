@@ -93,3 +93,39 @@ fn body(configured: bool, sites: &[String], agents: &[AgentView]) -> maud::Marku
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(site: &str, name: &str, alive: bool) -> AgentView {
+        AgentView {
+            site: site.into(),
+            name: name.into(),
+            version: "0.1.0".into(),
+            started: "2026-12-03 18:00:00Z".into(),
+            last_seen: "2026-12-03 18:40:00Z".into(),
+            last_seen_age_seconds: 3,
+            runs_in_flight: 2,
+            runs_done: 17,
+            alive,
+        }
+    }
+
+    #[test]
+    fn the_page_lists_agents_and_sites_without_one() {
+        let sites = vec!["T2_A".to_string(), "T2_<B>".to_string()];
+        let html = body(
+            true,
+            &sites,
+            &[agent("T2_A", "wn-01", true), agent("T2_<B>", "old", false)],
+        )
+        .into_string();
+        assert!(html.contains("wn-01") && html.contains(">17<"), "{html}");
+        assert!(html.contains("No live agent"), "{html}");
+        assert!(html.contains("T2_&lt;B&gt;"), "escaped: {html}");
+        assert!(html.contains("not seen lately"), "{html}");
+        let none = body(false, &[], &[]).into_string();
+        assert!(none.contains("No [agents] broker is configured"), "{none}");
+    }
+}
