@@ -74,9 +74,10 @@ fn nats(dir: &Path) -> anyhow::Result<(Proc, String)> {
     Ok((Proc(child), format!("nats://{addr}")))
 }
 
-/// A TCP service that accepts and closes, on its own threads.
+/// A TCP service that accepts and closes, on its own thread. It listens on every address, so
+/// that each instance has a host of its own on the loopback network (127.0.x.y).
 fn service() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
+    let l = TcpListener::bind("0.0.0.0:0")?;
     let port = l.local_addr()?.port();
     std::thread::spawn(move || {
         for c in l.incoming() {
@@ -120,11 +121,17 @@ flavours = ["SRV"]
         s.push_str("executor = \"agent\"\n");
     }
     for i in 0..n {
+        let host = host(i);
         s.push_str(&format!(
-            "  [[site.service]]\n  flavour = \"SRV\"\n  hostname = \"svc{i}.bench\"\n  endpoint = \"tcp://127.0.0.1:{port}\"\n"
+            "  [[site.service]]\n  flavour = \"SRV\"\n  hostname = \"{host}\"\n  endpoint = \"tcp://{host}:{port}\"\n"
         ));
     }
     s
+}
+
+/// The host of instance `i`: an address of its own on the loopback network.
+fn host(i: usize) -> String {
+    format!("127.0.{}.{}", i / 250, i % 250 + 1)
 }
 
 fn serve(dir: &Path, cfg: &str) -> anyhow::Result<(Proc, String)> {
@@ -232,13 +239,13 @@ fn measure(addr: &str, n: usize, samples: usize) -> anyhow::Result<Figures> {
     run(
         &http,
         addr,
-        &format!(r#"{{"site":"{SITE}","service":"svc0.bench"}}"#),
+        &format!(r#"{{"site":"{SITE}","service":"{}"}}"#, host(0)),
         1,
     )?;
     let took = run(&http, addr, &format!(r#"{{"site":"{SITE}"}}"#), n)?;
     let mut lat = Vec::with_capacity(samples);
     for i in 0..samples {
-        let body = format!(r#"{{"site":"{SITE}","service":"svc{}.bench"}}"#, i % n);
+        let body = format!(r#"{{"site":"{SITE}","service":"{}"}}"#, host(i % n));
         lat.push(run(&http, addr, &body, 1)?.as_secs_f64() * 1000.0);
     }
     lat.sort_by(|a, b| a.total_cmp(b));
