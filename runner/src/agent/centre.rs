@@ -40,6 +40,8 @@ use crate::state::ServeState;
 const ORPHAN_KEEP: Duration = Duration::from_secs(60);
 /// Run ids remembered as done (to recognise duplicates).
 const DONE_KEPT: usize = 100_000;
+/// Agents remembered at most.
+const MAX_AGENTS: usize = 10_000;
 /// How long work and results stay in their streams at most.
 const STREAM_MAX_AGE: Duration = Duration::from_secs(86_400);
 
@@ -100,6 +102,8 @@ pub struct Dispatcher {
     done: Mutex<(HashSet<String>, VecDeque<String>)>,
     orphans: Mutex<HashMap<String, Orphan>>,
     agents: Mutex<BTreeMap<(String, String), Seen>>,
+    /// Each site's AckWait for the configuration (by address) they were computed from.
+    ack_waits: Mutex<(usize, HashMap<usize, Duration>)>,
     /// Sites whose stream and consumer exist, with the AckWait they were made with.
     ensured: tokio::sync::Mutex<HashMap<String, Duration>>,
     /// The service, for results recorded on their own.
@@ -154,6 +158,7 @@ impl Dispatcher {
             done: Mutex::default(),
             orphans: Mutex::default(),
             agents: Mutex::default(),
+            ack_waits: Mutex::default(),
             ensured: tokio::sync::Mutex::default(),
             shared: Arc::downgrade(shared),
             stats: AgentStats::default(),
@@ -226,14 +231,28 @@ impl Dispatcher {
         }
     }
 
-    /// The AckWait of a site's work: its longest run budget plus `grace`.
+    /// The AckWait of a site's work: its longest run budget plus `grace`. Computed once per
+    /// configuration for every site (a batch of 10,000 runs must not list the instances
+    /// 10,000 times).
     fn ack_wait(&self, config: &Config, site: usize) -> Duration {
-        config
-            .instances()
-            .iter()
-            .filter(|i| i.site == site)
-            .map(run_budget)
-            .max()
+        // The address tells plans apart; the sizes guard against a new plan at a freed one.
+        let key = (std::ptr::from_ref(config) as usize)
+            ^ config.sites.len().rotate_left(48)
+            ^ config.probes.len().rotate_left(32)
+            ^ config.service_count().rotate_left(16);
+        let mut cache = self.ack_waits.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != key || cache.1.is_empty() {
+            let mut budgets: HashMap<usize, Duration> = HashMap::new();
+            for inst in config.instances() {
+                let b = budgets.entry(inst.site).or_default();
+                *b = (*b).max(run_budget(&inst));
+            }
+            *cache = (key, budgets);
+        }
+        cache
+            .1
+            .get(&site)
+            .copied()
             .unwrap_or_default()
             .saturating_add(self.settings.grace)
     }
@@ -694,6 +713,20 @@ impl Dispatcher {
         let key = (hb.site.clone(), hb.name.clone());
         if !agents.contains_key(&key) {
             tracing::info!(site = %hb.site, agent = %hb.name, version = %hb.version, "agent seen");
+            if agents.len() >= MAX_AGENTS {
+                // Names are the agents' to choose: agents gone for a day are forgotten, and
+                // past the bound the longest unseen one makes room.
+                agents.retain(|_, s| at_ms.saturating_sub(s.at_ms) < 86_400_000);
+                if agents.len() >= MAX_AGENTS {
+                    if let Some(oldest) = agents
+                        .iter()
+                        .min_by_key(|(_, s)| s.at_ms)
+                        .map(|(k, _)| k.clone())
+                    {
+                        agents.remove(&oldest);
+                    }
+                }
+            }
         }
         agents.insert(key, Seen { hb, at_ms });
     }
