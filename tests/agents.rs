@@ -502,6 +502,65 @@ fn a_killed_agents_run_goes_to_another_and_is_kept_once() {
         .is_some_and(|s| s.contains("finished after 3s")));
 }
 
+/// An agent frozen (SIGSTOP) past its run's AckWait: the run goes to another agent, whose
+/// result is recorded; when the frozen one wakes up and publishes too, its result is dropped
+/// as a duplicate and counted: one result for the slot.
+#[test]
+fn a_late_duplicate_from_a_frozen_agent_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(dir.path(), "127.0.0.1") else {
+        return;
+    };
+    let plugin = slow_plugin(dir.path(), 2);
+    let cfg = write_file(
+        dir.path(),
+        "vo.toml",
+        &centre_config(dir.path(), &nats, LOCAL_SERVICE, &nagios_probe(&plugin), ""),
+    );
+    let store = dir.path().join("r.sqlite");
+    let serve = Serve::start(&cfg, store.to_str().unwrap());
+    let addr = serve.http_addr();
+    let first = Agent::start(&nats, dir.path(), "frozen", None);
+    assert!(
+        wait_until(Duration::from_secs(30), || starts(dir.path()) >= 1),
+        "the run did not start:\n{}\n{}",
+        serve.output(),
+        first.output()
+    );
+    let pid = first.child.id().to_string();
+    let signal = |sig: &str| {
+        let s = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(s.success());
+    };
+    signal("-STOP");
+    let second = Agent::start(&nats, dir.path(), "awake", None);
+    let ok = wait_until(Duration::from_secs(60), || {
+        results(&addr, SITE).iter().any(|r| r["status"] == "OK")
+    });
+    assert!(ok, "no result:\n{}\n{}", serve.output(), second.output());
+    signal("-CONT");
+    let dropped = wait_until(Duration::from_secs(30), || {
+        metric(
+            &addr,
+            "gridprobe_agent_results_rejected_total{reason=\"duplicate\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    });
+    assert!(
+        dropped,
+        "the frozen agent's result was not counted as a duplicate:\n{}\n{}",
+        metrics(&addr),
+        first.output()
+    );
+    assert_eq!(starts(dir.path()), 2);
+    let finals = results(&addr, SITE);
+    assert_eq!(finals.len(), 1, "one result for the slot: {finals:?}");
+}
+
 #[test]
 fn results_wait_in_the_agents_spool_while_the_broker_is_down() {
     let dir = tempfile::tempdir().unwrap();
