@@ -427,6 +427,26 @@ fn an_agent_reaches_a_site_network_the_centre_cannot() {
         .and_then(|r| r.text())
         .unwrap_or_default();
     assert!(page.contains("inside") && page.contains(SITE), "{page}");
+    // SIGTERM stops the agent cleanly.
+    let mut agent = agent;
+    let s = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(s.success());
+    let mut code = None;
+    wait_until(Duration::from_secs(40), || {
+        code = agent.child.try_wait().ok().flatten().and_then(|s| s.code());
+        code.is_some()
+    });
+    assert_eq!(code, Some(0), "{}", agent.output());
+    assert!(
+        agent
+            .output()
+            .contains("stopped after 1 runs (1 acknowledged"),
+        "{}",
+        agent.output()
+    );
     let _ = service.kill();
     let _ = service.wait();
 }
@@ -708,4 +728,75 @@ fn results_for_another_site_are_dropped_and_sites_without_agents_are_unknown() {
             .any(|r| r["summary"] == "forged"),
         "the forged result was recorded"
     );
+}
+
+#[test]
+fn bad_agent_arguments_are_refused_without_echoing_secrets() {
+    for (args, want) in [
+        (
+            vec![
+                "--broker",
+                "nats://agent:s3cret@127.0.0.1:4222",
+                "--site",
+                SITE,
+            ],
+            "holds a password",
+        ),
+        (
+            vec!["--broker", "http://127.0.0.1:4222", "--site", SITE],
+            "nats:// or tls://",
+        ),
+        (
+            vec![
+                "--broker",
+                "nats://127.0.0.1:4222",
+                "--site",
+                SITE,
+                "--prefix",
+                "a.*",
+            ],
+            "--prefix",
+        ),
+        (
+            vec![
+                "--broker",
+                "nats://127.0.0.1:4222",
+                "--site",
+                SITE,
+                "--concurrency",
+                "0",
+            ],
+            "--concurrency must be between 1 and 10000",
+        ),
+        (
+            vec![
+                "--broker",
+                "nats://127.0.0.1:4222",
+                "--site",
+                SITE,
+                "--heartbeat",
+                "99999999999999999999s",
+            ],
+            "--heartbeat",
+        ),
+        (
+            vec!["--broker", "nats://127.0.0.1:4222", "--site", " "],
+            "--site",
+        ),
+    ] {
+        let mut all = vec!["agent"];
+        all.extend(args.iter().copied());
+        let out = common::gridprobe(&all);
+        let (stdout, stderr) = common::texts(&out);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{args:?} accepted:\n{stdout}{stderr}"
+        );
+        assert!(stderr.contains(want), "{args:?}: no `{want}` in:\n{stderr}");
+        assert!(
+            !stderr.contains("s3cret") && !stdout.contains("s3cret"),
+            "{stderr}"
+        );
+    }
 }
