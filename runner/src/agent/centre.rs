@@ -791,3 +791,215 @@ impl RemoteExecutor for Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridprobe_probes::Trigger;
+    use gridprobe_results::NewResult;
+
+    const CONFIG: &str = r#"
+vo = "t"
+[agents]
+url = "nats://127.0.0.1:1"
+[[site]]
+name = "S"
+tier = 2
+executor = "agent"
+  [[site.service]]
+  flavour = "SRV"
+  hostname = "h"
+[[site]]
+name = "L"
+tier = 2
+  [[site.service]]
+  flavour = "SRV"
+  hostname = "l"
+[[probe]]
+metric = "org.t.tcp"
+kind = "tcp"
+flavours = ["SRV"]
+"#;
+
+    async fn dispatcher() -> (Dispatcher, Config) {
+        let loaded = gridprobe_config::load_str(std::path::Path::new("/t.toml"), CONFIG);
+        assert!(loaded.diagnostics.is_empty(), "{}", loaded.diagnostics);
+        let config = loaded.config;
+        let settings = config.agents.clone().expect("agents");
+        // Never connected (nothing listens there): only the message handling is exercised.
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("127.0.0.1:1")
+            .await
+            .expect("lazy client");
+        let d = Dispatcher {
+            names: Names::new(&settings.prefix),
+            settings,
+            js: jetstream::new(client.clone()),
+            client,
+            started_ms: 0,
+            broker_away_ms: std::sync::atomic::AtomicI64::new(0),
+            pending: Mutex::default(),
+            done: Mutex::default(),
+            orphans: Mutex::default(),
+            agents: Mutex::default(),
+            ack_waits: Mutex::default(),
+            ensured: tokio::sync::Mutex::default(),
+            shared: Weak::new(),
+            stats: AgentStats::default(),
+        };
+        (d, config)
+    }
+
+    fn message(site: &str, host: &str, attempt: u32, is_final: bool, run: &str) -> Vec<u8> {
+        let r = NewResult {
+            result: ProbeResult {
+                metric: "org.t.tcp".into(),
+                kind: "tcp".into(),
+                vo: "t".into(),
+                site: site.into(),
+                hostname: host.into(),
+                flavour: "SRV".into(),
+                started_at_ms: 1_000 + i64::from(attempt),
+                duration_ms: 1,
+                outcome: Outcome {
+                    agent_run: Some(run.into()),
+                    ..Outcome::ok("fine")
+                },
+                attempt,
+                trigger: Trigger::Scheduled,
+            },
+            is_final,
+        };
+        ResultMessage::new("agent-1", &r).to_json()
+    }
+
+    fn cell(site: &str, host: &str) -> CellKey {
+        CellKey {
+            site: site.into(),
+            hostname: host.into(),
+            flavour: "SRV".into(),
+            metric: "org.t.tcp".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_final_attempt_completes_a_run_and_later_ones_are_duplicates() {
+        let (d, config) = dispatcher().await;
+        let mut rx = d.register("s-1", cell("S", "h")).expect("waiting");
+        let subject = "gridprobe.results.S";
+        d.handle_result(&config, subject, &message("S", "h", 2, true, "s-1"));
+        assert_eq!(rx.try_recv().expect("complete").len(), 1);
+        // An attempt of the same run arriving after it completed (another delivery) is dropped.
+        d.handle_result(&config, subject, &message("S", "h", 1, false, "s-1"));
+        assert_eq!(d.stats.duplicates.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn wrong_site_unexpected_and_duplicates_are_dropped_and_counted() {
+        let (d, config) = dispatcher().await;
+        let mut rx = d.register("s-2", cell("S", "h")).expect("waiting");
+        // Published on S's subject, naming L: wrong site.
+        d.handle_result(
+            &config,
+            "gridprobe.results.S",
+            &message("L", "l", 1, true, "s-2"),
+        );
+        assert_eq!(d.stats.rejected_wrong_site.load(Ordering::Relaxed), 1);
+        // L does not run on agents.
+        d.handle_result(
+            &config,
+            "gridprobe.results.L",
+            &message("L", "l", 1, true, "s-2"),
+        );
+        assert_eq!(d.stats.rejected_unexpected.load(Ordering::Relaxed), 1);
+        // Not JSON.
+        d.handle_result(&config, "gridprobe.results.S", b"{");
+        assert_eq!(d.stats.rejected_invalid.load(Ordering::Relaxed), 1);
+        assert!(rx.try_recv().is_err());
+        d.handle_result(
+            &config,
+            "gridprobe.results.S",
+            &message("S", "h", 1, false, "s-2"),
+        );
+        d.handle_result(
+            &config,
+            "gridprobe.results.S",
+            &message("S", "h", 2, true, "s-2"),
+        );
+        let attempts = rx.try_recv().expect("complete");
+        assert_eq!(
+            attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(attempts.iter().all(|a| a.outcome.agent_run.is_none()));
+        d.handle_result(
+            &config,
+            "gridprobe.results.S",
+            &message("S", "h", 2, true, "s-2"),
+        );
+        assert_eq!(d.stats.duplicates.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_result_before_its_dispatch_is_kept_for_it() {
+        let (d, config) = dispatcher().await;
+        d.handle_result(
+            &config,
+            "gridprobe.results.S",
+            &message("S", "h", 1, true, "s-3"),
+        );
+        let early = d.register("s-3", cell("S", "h")).expect_err("already here");
+        assert_eq!(early.len(), 1);
+        d.handle_result(
+            &config,
+            "gridprobe.results.S",
+            &message("S", "h", 1, true, "s-3"),
+        );
+        assert_eq!(d.stats.duplicates.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn agents_are_not_judged_absent_while_the_broker_link_is_down() {
+        let (d, _) = dispatcher().await;
+        // Never connected: the broker is away, so no site is "without agents".
+        assert_eq!(d.no_agent("S", 10_000_000), None);
+        let hb = Heartbeat {
+            schema: wire::HEARTBEAT_SCHEMA.into(),
+            site: "S".into(),
+            name: "a".into(),
+            version: "1".into(),
+            started_ms: 0,
+            sent_ms: 0,
+            inflight: 0,
+            runs_done: 0,
+        };
+        d.handle_heartbeat("gridprobe.heartbeat.L", &hb.to_json());
+        assert_eq!(d.stats.rejected_wrong_site.load(Ordering::Relaxed), 1);
+        assert!(d.agents().is_empty());
+        d.handle_heartbeat("gridprobe.heartbeat.S", &hb.to_json());
+        assert_eq!(d.agents().len(), 1);
+        assert!(d.agents()[0].alive);
+    }
+
+    #[test]
+    fn run_budgets_cover_every_attempt() {
+        let inst = gridprobe_config::ProbeInstance {
+            probe: 0,
+            site: 0,
+            service: 0,
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            retry_interval: Duration::from_secs(3),
+            freshness: Duration::from_secs(60),
+        };
+        assert_eq!(run_budget(&inst), Duration::from_secs(3 * 15 + 2 * 3));
+        let huge = gridprobe_config::ProbeInstance {
+            timeout: Duration::MAX,
+            retries: u32::MAX,
+            ..inst
+        };
+        assert_eq!(run_budget(&huge), Duration::MAX);
+    }
+}
