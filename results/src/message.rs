@@ -274,6 +274,20 @@ mod tests {
         assert_ne!(id, message_id("gp-1", &c.result));
     }
 
+    /// A site agent's run id survives the message and so the spool (replayed from it), and
+    /// messages of local runs do not carry the field at all.
+    #[test]
+    fn an_agent_run_id_round_trips() {
+        let plain = ResultMessage::new("gp-1", &sample()).to_json();
+        assert!(!String::from_utf8_lossy(&plain).contains("agent_run"));
+        let mut r = sample();
+        r.result.outcome.agent_run = Some("s-00ff-1700".into());
+        let m = ResultMessage::new("agent-1", &r);
+        let back = ResultMessage::from_json(&m.to_json()).expect("decode");
+        assert_eq!(back.agent_run.as_deref(), Some("s-00ff-1700"));
+        assert_eq!(back.to_new_result().expect("valid"), r);
+    }
+
     #[test]
     fn bad_messages_are_errors_not_panics() {
         assert!(ResultMessage::from_json(b"not json").is_err());
