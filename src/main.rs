@@ -60,6 +60,9 @@ enum Command {
     /// (once per message id), so this instance can show the matrix of probes run elsewhere.
     /// SIGTERM / Ctrl-C stops cleanly.
     Consume(commands::consume::Args),
+    /// A site agent: takes its site's runs from the VO's broker (NATS JetStream), runs them
+    /// here and publishes the results back; for sites with `executor = "agent"`.
+    Agent(commands::agent::Args),
     /// Print the availability matrix from the store: sites × probes, latest status and age.
     Matrix(commands::matrix::Args),
     /// Show the history of one cell (newest first), or one result whole with --id.
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Consume(args) => commands::consume::run(args),
+        Command::Agent(args) => commands::agent::run(args),
         Command::Matrix(args) => commands::matrix::run(args),
         Command::Results(args) => commands::results::run(args),
         Command::Report(args) => commands::report::run(args),

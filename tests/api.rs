@@ -137,9 +137,15 @@ fn api_reads_errors_tokens_and_on_demand_runs() {
         "/api/v1/notifications",
         "/api/v1/problems",
         "/api/v1/acks",
+        "/api/v1/agents",
     ] {
         assert!(spec["paths"].get(path).is_some(), "openapi lacks {path}");
     }
+    // Without [agents]: an empty answer that says so.
+    let (code, agents) = call(&addr, "GET", "/api/v1/agents", None, None);
+    assert_eq!(code, 200, "{agents}");
+    assert_eq!(agents["configured"], false, "{agents}");
+    assert_eq!(agents["agents"], serde_json::json!([]), "{agents}");
 
     // Errors name what is wrong.
     let (code, e) = call(&addr, "GET", "/api/v1/results?limt=5", None, None);

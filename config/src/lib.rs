@@ -5,6 +5,7 @@
 //! probe's `params` through [`model::KindParams::deserialize`] and reports its own errors with the
 //! same positions.
 
+pub mod agents;
 pub mod credential;
 pub mod diagnostic;
 pub mod dn;

@@ -37,6 +37,8 @@ pub struct Config {
     pub report: crate::report::ReportSettings,
     /// Notification channels and rules (`[[notify]]`, `[[notify_rule]]`).
     pub notify: crate::notify::Notify,
+    /// `[agents]`: the broker of agent-run sites, when there is one.
+    pub agents: Option<crate::agents::AgentSettings>,
     /// The files this configuration was read from, for positioning later errors.
     pub sources: SourceMap,
     /// Site weights read from the `weights` file (CSV `site,weight` or a JSON object).
@@ -394,6 +396,8 @@ pub struct Site {
     pub weight: Option<f64>,
     /// The site's service instances.
     pub services: Vec<Service>,
+    /// Where the site's probes run (`executor`): centrally, or on the site's agents.
+    pub executor: crate::agents::Executor,
     /// Per-probe overrides for every service of the site, keyed by metric.
     pub overrides: BTreeMap<String, Overrides>,
     /// Where the site's `name` is written.

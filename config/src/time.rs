@@ -74,6 +74,11 @@ pub const STOMP_HEARTBEAT: DurationRange = DurationRange::new(secs(1), secs(600)
 /// `[[publish]] receipt_timeout` (STOMP): 1s to 10 minutes.
 pub const STOMP_RECEIPT_TIMEOUT: DurationRange = DurationRange::new(secs(1), secs(600));
 
+/// `[agents] no_agent_after`: 5s to 1 day.
+pub const NO_AGENT_AFTER: DurationRange = DurationRange::new(secs(5), secs(DAY));
+/// `[agents] grace`: 1s to 1 hour.
+pub const AGENT_GRACE: DurationRange = DurationRange::new(secs(1), secs(3600));
+
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DurationError {

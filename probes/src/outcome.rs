@@ -218,6 +218,11 @@ pub struct Outcome {
     /// the same time, attempt and service. Not stored with this result.
     #[serde(skip)]
     pub reported: Vec<Reported>,
+    /// Set by a site agent (`gridprobe agent`): the id of the dispatched run this attempt
+    /// belongs to, so that the centre keeps one result per run (slot) however often the run
+    /// was delivered. Carried in the result message (`agent_run`); not stored.
+    #[serde(skip)]
+    pub agent_run: Option<Box<str>>,
 }
 
 /// One further metric's outcome in [`Outcome::reported`].
@@ -253,6 +258,7 @@ impl Outcome {
             perfdata: Vec::new(),
             connection_fault: None,
             reported: Vec::new(),
+            agent_run: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! The same encoding is what the durable spools hold, so a spooled result and a published one
 //! are the same bytes.
 
+use gridprobe_probes::outcome::Reported;
 use gridprobe_probes::outcome::{bound_details, bound_summary};
 use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,37 @@ pub struct ResultMessage {
     pub trigger: Trigger,
     /// Probe kind.
     pub kind: String,
+    /// The dispatched run this attempt belongs to, when a site agent ran it
+    /// ([`gridprobe_probes::Outcome::agent_run`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_run: Option<String>,
+    /// The further metrics this attempt measured (a worker-node bundle's plugins,
+    /// [`gridprobe_probes::Outcome::reported`]), carried when a site agent ran it so that the
+    /// centre records each as its own cell; absent otherwise (a local run splits them before
+    /// publishing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported: Vec<ReportedMessage>,
+}
+
+/// Most further metrics one message may carry: far above any bundle, small enough that a
+/// hostile message cannot make the centre build unbounded cells.
+pub const MAX_REPORTED: usize = 1_000;
+
+/// One further metric in [`ResultMessage::reported`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedMessage {
+    /// Full metric name.
+    pub metric: String,
+    /// Its status.
+    pub status: Status,
+    /// One line.
+    pub summary: String,
+    /// Its output.
+    #[serde(default)]
+    pub details: String,
+    /// Its performance data.
+    #[serde(default)]
+    pub perfdata: Vec<Perfdatum>,
 }
 
 /// A message that cannot be turned back into a result.
@@ -131,6 +163,19 @@ impl ResultMessage {
             is_final: r.is_final,
             trigger: p.trigger,
             kind: p.kind.clone(),
+            agent_run: p.outcome.agent_run.as_deref().map(String::from),
+            reported: p
+                .outcome
+                .reported
+                .iter()
+                .map(|r| ReportedMessage {
+                    metric: r.metric.clone(),
+                    status: r.outcome.status,
+                    summary: r.outcome.summary.clone(),
+                    details: r.outcome.details.clone(),
+                    perfdata: r.outcome.perfdata.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -172,6 +217,31 @@ impl ResultMessage {
         if self.attempt == 0 {
             return Err(invalid("attempt 0 (attempts count from 1)"));
         }
+        if self.reported.len() > MAX_REPORTED {
+            return Err(invalid(&format!(
+                "{} reported metrics (at most {MAX_REPORTED})",
+                self.reported.len()
+            )));
+        }
+        if self.reported.iter().any(|r| r.metric.trim().is_empty()) {
+            return Err(invalid("a reported metric without a name"));
+        }
+        let reported = self
+            .reported
+            .iter()
+            .map(|r| Reported {
+                metric: r.metric.clone(),
+                outcome: Outcome {
+                    status: r.status,
+                    summary: bound_summary(&r.summary),
+                    details: bound_details(r.details.clone()),
+                    perfdata: r.perfdata.clone(),
+                    connection_fault: None,
+                    reported: Vec::new(),
+                    agent_run: None,
+                },
+            })
+            .collect();
         Ok(NewResult {
             result: ProbeResult {
                 metric: self.metric.clone(),
@@ -188,7 +258,8 @@ impl ResultMessage {
                     details: bound_details(self.details.clone()),
                     perfdata: self.perfdata.clone(),
                     connection_fault: None,
-                    reported: Vec::new(),
+                    reported,
+                    agent_run: self.agent_run.as_deref().map(Box::from),
                 },
                 attempt: self.attempt,
                 trigger: self.trigger,
@@ -267,6 +338,45 @@ mod tests {
         c.result.site = "LCG.CERN.c".into();
         c.result.hostname = "hce01.cern.ch".into();
         assert_ne!(id, message_id("gp-1", &c.result));
+    }
+
+    /// A site agent's run id survives the message and so the spool (replayed from it), and
+    /// messages of local runs do not carry the field at all.
+    #[test]
+    fn an_agent_run_id_round_trips() {
+        let plain = ResultMessage::new("gp-1", &sample()).to_json();
+        assert!(!String::from_utf8_lossy(&plain).contains("agent_run"));
+        let mut r = sample();
+        r.result.outcome.agent_run = Some("s-00ff-1700".into());
+        let m = ResultMessage::new("agent-1", &r);
+        let back = ResultMessage::from_json(&m.to_json()).expect("decode");
+        assert_eq!(back.agent_run.as_deref(), Some("s-00ff-1700"));
+        assert_eq!(back.to_new_result().expect("valid"), r);
+    }
+
+    /// A bundle's plugin results ride with the job's result when an agent ran it (the centre
+    /// splits them into cells), are absent from other messages, and are bounded.
+    #[test]
+    fn reported_metrics_round_trip_and_are_bounded() {
+        let plain = ResultMessage::new("gp-1", &sample()).to_json();
+        assert!(!String::from_utf8_lossy(&plain).contains("reported"));
+        let mut r = sample();
+        r.result.outcome.agent_run = Some("s-1".into());
+        r.result.outcome.reported = vec![Reported {
+            metric: "org.lhcb.WN-cvmfs".into(),
+            outcome: Outcome::critical("lhcb.cern.ch not mounted"),
+        }];
+        let m =
+            ResultMessage::from_json(&ResultMessage::new("agent-1", &r).to_json()).expect("decode");
+        assert_eq!(m.reported.len(), 1);
+        assert_eq!(m.to_new_result().expect("valid"), r);
+        let mut big = m.clone();
+        big.reported = vec![m.reported[0].clone(); MAX_REPORTED + 1];
+        let e = big.to_new_result().expect_err("too many");
+        assert!(e.to_string().contains("reported metrics"), "{e}");
+        let mut blank = m;
+        blank.reported[0].metric = " ".into();
+        assert!(blank.to_new_result().is_err());
     }
 
     #[test]

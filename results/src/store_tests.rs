@@ -72,6 +72,7 @@ pub(crate) fn with_status(mut r: ProbeResult, status: Status, summary: &str) -> 
         perfdata: Vec::new(),
         connection_fault: None,
         reported: Vec::new(),
+        agent_run: None,
     };
     r
 }

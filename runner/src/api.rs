@@ -236,6 +236,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/api/v1/runs", post(start_run))
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/credentials", get(credentials))
+        .route("/api/v1/agents", get(agents))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -245,6 +246,31 @@ async fn openapi() -> Response {
         OPENAPI,
     )
         .into_response()
+}
+
+/// The site agents seen (site, name, version, last seen, runs in flight) and the dispatcher's
+/// counters; `configured` is false (and the lists empty) without `[agents]`.
+async fn agents(
+    State(state): State<HttpState>,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    Params::new(raw, &[])?;
+    let remote = state.shared.remote();
+    let plan = state.shared.plan();
+    let agent_sites: Vec<&str> = plan
+        .config
+        .sites
+        .iter()
+        .filter(|s| s.executor == gridprobe_config::agents::Executor::Agent)
+        .map(|s| s.name.as_str())
+        .collect();
+    let body = serde_json::json!({
+        "configured": remote.is_some(),
+        "sites": agent_sites,
+        "agents": remote.as_ref().map(|r| r.agents()).unwrap_or_default(),
+        "counts": remote.as_ref().map(|r| r.counts()).unwrap_or_default(),
+    });
+    Ok(Json(body).into_response())
 }
 
 /// The state of each `[[credential]]` (never the secret).

@@ -325,6 +325,25 @@ pub async fn run_batch(
     cancel: CancellationToken,
     on_event: Arc<dyn Fn(Event) + Send + Sync>,
 ) -> Vec<InstanceRun> {
+    run_batch_with(
+        config, probes, instances, trigger, limits, cancel, on_event, None,
+    )
+    .await
+}
+
+/// As [`run_batch`]; with `remote` (`serve`), the instances of agent-run sites go to their
+/// agents (`Some(None)`: `serve` has no dispatcher, they are recorded UNKNOWN with why).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_batch_with(
+    config: Arc<Config>,
+    probes: Arc<BuiltProbes>,
+    instances: Vec<ProbeInstance>,
+    trigger: Trigger,
+    limits: Arc<Limits>,
+    cancel: CancellationToken,
+    on_event: Arc<dyn Fn(Event) + Send + Sync>,
+    remote: Option<Option<Arc<dyn crate::remote::RemoteExecutor>>>,
+) -> Vec<InstanceRun> {
     let parents = parent_map(&config, &instances);
     let (senders, receivers): (Vec<_>, Vec<_>) = instances
         .iter()
@@ -349,6 +368,10 @@ pub async fn run_batch(
         let limits = limits.clone();
         let cancel = cancel.clone();
         let on_event = on_event.clone();
+        let route = match &remote {
+            Some(r) => crate::agent::Route::of(r.clone(), &config, &inst),
+            None => crate::agent::Route::Local,
+        };
         tasks.push(tokio::spawn(async move {
             let def = &config.probes[inst.probe];
             let site = &config.sites[inst.site];
@@ -382,6 +405,20 @@ pub async fn run_batch(
                 let outcome = Outcome::standby(format!("not run: dependency {reason}"))
                     .with_details(format!("depends_on not satisfied:\n{reason}"));
                 vec![labels.result(outcome, now, Default::default(), 1, trigger)]
+            } else if !route.is_local() {
+                on_event(Event::Started(idx));
+                route
+                    .run(crate::remote::RemoteRun {
+                        config: &config,
+                        instance: &inst,
+                        labels: &labels,
+                        trigger,
+                        run_id: crate::agent::wire::on_demand_run_id(
+                            gridprobe_probes::outcome::unix_ms(now),
+                        ),
+                        interrupt: &cancel,
+                    })
+                    .await
             } else if let Some(probe) = probes.get(inst.probe).cloned() {
                 let Some(_permits) = limits.acquire(&site.name, &def.kind).await else {
                     return finish(idx, inst, Vec::new(), tx, &on_event);

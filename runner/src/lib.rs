@@ -2,6 +2,7 @@
 //! and on-demand batches honouring `depends_on`. The scheduler and HTTP server live here too.
 
 pub mod access;
+pub mod agent;
 pub mod api;
 pub mod batch;
 pub mod dashboard;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ondemand;
 pub mod recompute_api;
+pub mod remote;
 pub mod report;
 pub mod schedule;
 pub mod selfcheck;

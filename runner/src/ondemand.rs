@@ -10,7 +10,7 @@ use gridprobe_probes::{ProbeResult, Trigger};
 use gridprobe_results::CellKey;
 use serde::Serialize;
 
-use crate::batch::{run_batch, select, Event, SelectError, Selection};
+use crate::batch::{run_batch_with, select, Event, SelectError, Selection};
 use crate::state::cell_key;
 use crate::state::ServeState;
 
@@ -137,7 +137,7 @@ impl RunManager {
                     });
                 }
             });
-            let runs = run_batch(
+            let runs = run_batch_with(
                 plan.config.clone(),
                 plan.probes.clone(),
                 instances,
@@ -145,6 +145,7 @@ impl RunManager {
                 shared.limits(),
                 shared.interrupt.clone(),
                 on_event,
+                Some(shared.remote()),
             )
             .await;
             for run in runs {

@@ -591,11 +591,30 @@ async fn run_entry(
         flavour: entry.key.flavour.clone(),
     };
     let started = SystemTime::now();
+    // An agent-run site's run goes to its agents (agent/), without local concurrency slots.
+    let route = crate::agent::Route::of(shared.remote(), config, inst);
     let attempts = match standby_reason(&entry, &shared.states) {
         Some(reason) => {
             let outcome = Outcome::standby(format!("not run: dependency {reason}"))
                 .with_details(format!("depends_on not satisfied:\n{reason}"));
             vec![labels.result(outcome, started, Duration::ZERO, 1, Trigger::Scheduled)]
+        }
+        None if !route.is_local() => {
+            stats.runs_started.fetch_add(1, Ordering::Relaxed);
+            let k = &entry.key;
+            let slot = slot_of(&entry, unix_ms(started));
+            let run_id =
+                crate::agent::wire::slot_run_id(&k.site, &k.hostname, &k.flavour, &k.metric, slot);
+            route
+                .run(crate::remote::RemoteRun {
+                    config,
+                    instance: inst,
+                    labels: &labels,
+                    trigger: Trigger::Scheduled,
+                    run_id,
+                    interrupt,
+                })
+                .await
         }
         None => match plan.probes.get(inst.probe).cloned() {
             None => vec![labels.result(

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::Limits;
+use crate::remote::RemoteExecutor;
 
 /// Something told about every result as it is recorded (e.g. Prometheus metrics).
 pub trait ResultObserver: Send + Sync {
@@ -52,6 +53,8 @@ pub struct ServeState {
     pub self_check: Arc<crate::selfcheck::SelfCheckState>,
     /// Login sessions of the dashboard (`login.rs`).
     pub sessions: Arc<crate::login::Sessions>,
+    /// Where agent-run sites' runs go (set once by `serve` when `[agents]` is configured).
+    remote: std::sync::OnceLock<Arc<dyn RemoteExecutor>>,
 }
 
 impl std::fmt::Debug for ServeState {
@@ -80,6 +83,7 @@ impl ServeState {
             interrupt: CancellationToken::new(),
             self_check: Arc::default(),
             sessions: Arc::default(),
+            remote: std::sync::OnceLock::new(),
         })
     }
 
@@ -161,6 +165,16 @@ impl ServeState {
             self.writer.send(NewResult { result, is_final });
         }
         wake
+    }
+
+    /// Installs the executor of agent-run sites (once; later calls change nothing).
+    pub fn set_remote(&self, remote: Arc<dyn RemoteExecutor>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The executor of agent-run sites, when `serve` has one.
+    pub fn remote(&self) -> Option<Arc<dyn RemoteExecutor>> {
+        self.remote.get().cloned()
     }
 
     /// The writer (for its statistics).

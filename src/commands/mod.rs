@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod ack;
+pub mod agent;
 pub mod args;
 pub mod check;
 pub mod consume;

@@ -195,6 +195,15 @@ async fn serve(
         "http connection limit"
     );
     let shutdown = CancellationToken::new();
+    // Agent-run sites: their runs go to the broker of [agents] (runner/src/agent/).
+    let agents = match config.agents.clone() {
+        Some(settings) => Some(
+            gridprobe_runner::agent::centre::Dispatcher::start(settings, &shared, shutdown.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("[agents]: {e}"))?,
+        ),
+        None => None,
+    };
     let credentials = plan_credentials(&shared);
     credentials.start(&shutdown);
     // Site availability for /metrics: computed in the background, only once scraped.
@@ -262,6 +271,18 @@ async fn serve(
     println!("  spool:   {} (instance {instance})", spool_root.display());
     for t in &config.publish.targets {
         println!("  publish: {} {} ({})", t.kind.name(), t.name, t.url);
+    }
+    if let (Some(a), Some(_)) = (&config.agents, &agents) {
+        let sites = config
+            .sites
+            .iter()
+            .filter(|s| s.executor == gridprobe_config::agents::Executor::Agent)
+            .count();
+        println!(
+            "  agents:  {} ({})",
+            gridprobe_config::model::redact_url(&a.url),
+            crate::render::plural(sites, "agent-run site")
+        );
     }
     for c in &config.notify.channels {
         println!("  notify:  {} {}", c.kind.name(), c.name);

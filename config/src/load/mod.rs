@@ -15,6 +15,7 @@ use crate::model::Config;
 use crate::time::{format_duration, parse_duration_in, DurationError, DurationRange};
 use crate::validate::Positions;
 
+mod agents;
 mod contacts;
 mod credential;
 mod downtime;
@@ -48,6 +49,7 @@ const MAIN_KEYS: &[&str] = &[
     "notify",
     "notify_rule",
     "site_contacts",
+    "agents",
 ];
 /// `retries` (`[defaults]`, `[[probe]]`, overrides): extra attempts after a failure.
 const RETRIES: std::ops::RangeInclusive<u32> = 0..=100;
@@ -124,6 +126,10 @@ struct Loader {
     notify_declared: Vec<String>,
     /// `[[site_contacts]]` read, checked against the sites at the end.
     site_contacts: Vec<contacts::PendingContacts>,
+    /// Where each `executor = "agent"` was written (checked against `[agents]` at the end).
+    agent_sites: Vec<Span>,
+    /// Whether an `[agents]` table was written (valid or not).
+    saw_agents: bool,
 }
 
 /// Largest configuration file read (main or included): far above any real VO, small enough
@@ -334,6 +340,7 @@ impl Loader {
             &self.notify_declared,
         );
         self.diagnostics.extend(names.0);
+        self.check_agent_sites();
         Finished {
             config: self.config,
             positions: self.positions,
@@ -451,6 +458,7 @@ impl Loader {
                         self.apply_server(file, raw);
                     }
                 }
+                "agents" if is_main => self.read_agents(file, value),
                 "report" if is_main => {
                     if let Some(raw) =
                         self.deserialize::<report::RawReport>(file, value, "[report]")

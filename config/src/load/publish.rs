@@ -498,7 +498,7 @@ impl Loader {
     /// A broker URL: the right scheme, a host, and no credential in it (no password, no
     /// secret-like query parameter, and for NATS no user name standing alone, which NATS reads
     /// as a token).
-    fn broker_url(
+    pub(super) fn broker_url(
         &mut self,
         file: FileId,
         u: &Spanned<String>,

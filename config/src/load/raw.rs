@@ -96,6 +96,7 @@ pub(super) struct RawSite {
     pub(super) contact: Option<String>,
     pub(super) federation: Option<Spanned<String>>,
     pub(super) weight: Option<Spanned<RawNumber>>,
+    pub(super) executor: Option<Spanned<String>>,
     #[serde(default, rename = "override")]
     pub(super) overrides: BTreeMap<Spanned<String>, RawOverride>,
 }

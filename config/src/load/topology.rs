@@ -71,6 +71,7 @@ impl Loader {
                 Some(f.into_inner())
             }
         });
+        let executor = self.executor(file, raw.executor);
         let mut site = Site {
             name: raw.name.get_ref().clone(),
             tier: tier.clamp(0, 3) as u8,
@@ -80,6 +81,7 @@ impl Loader {
             federation,
             weight,
             services: Vec::new(),
+            executor,
             overrides,
             span: self.span(file, raw.name.span()),
         };

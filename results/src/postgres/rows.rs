@@ -74,6 +74,7 @@ pub(super) fn read_result(row: &Row) -> Result<StoredResult, StoreError> {
                 perfdata,
                 connection_fault: None,
                 reported: Vec::new(),
+                agent_run: None,
             },
             attempt: u32::try_from(attempt)
                 .map_err(|_| bad(format!("attempt {attempt} out of range")))?,

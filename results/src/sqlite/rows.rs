@@ -60,6 +60,7 @@ fn read_result(row: &Row<'_>) -> Result<StoredResult, StoreError> {
                 perfdata,
                 connection_fault: None,
                 reported: Vec::new(),
+                agent_run: None,
             },
             attempt: u32::try_from(attempt)
                 .map_err(|_| bad(format!("attempt {attempt} out of range")))?,

@@ -20,6 +20,7 @@
 //! the old value is served; the first page after a start waits for it at most 150 ms.
 //! Reading permissions are checked by the server's read guard (`http::read_guard`), not here.
 
+mod agents;
 mod cell;
 mod history;
 mod matrix;
@@ -84,6 +85,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/reports", get(reports_index))
         .route("/reports/{period}", get(report_page))
         .route("/trends", get(trends_page))
+        .route("/agents", get(agents::agents_page))
         .route("/static/gridprobe.css", get(stylesheet))
         .route("/static/gridprobe.js", get(script))
 }

@@ -34,6 +34,7 @@ pub(super) fn layout(vo: &str, title: &str, now: i64, banner: &[String], body: M
                         a href="/trends" { "Trends" }
                         a href="/problems" { "Problems" }
                         a href="/notifications" { "Notifications" }
+                        a href="/agents" { "Agents" }
                     }
                     span.when { "generated " (utc(now)) }
                 }

@@ -794,6 +794,9 @@ impl Metrics {
         if let Some(n) = &*self.notify.lock().unwrap_or_else(|p| p.into_inner()) {
             text.push_str(&crate::notify::metrics::render(n));
         }
+        if let Some(remote) = shared.remote() {
+            text.push_str(&crate::agent::metrics::render(remote.as_ref()));
+        }
         Ok(text)
     }
 

@@ -1,0 +1,495 @@
+//! `gridprobe agent`: one site's agent.
+//!
+//! Workers (as many as `--concurrency`) each pull one run at a time from the site's work
+//! queue, so a run waits in the broker, not in an agent's buffer, and the other agents of the
+//! site take it when this one is busy. A run is read with the ordinary configuration loader and
+//! built with the ordinary probe kinds, then run with the ordinary retries. Each attempt goes to
+//! a relay with a durable spool (the same relay `serve` publishes with): when the broker is
+//! away the results wait on disk and are published first when it is back. The run is
+//! acknowledged only once its result has been published; a run that was not acknowledged
+//! (agent killed, broker gone) is handed to an agent again after the consumer's AckWait, and
+//! the centre keeps one result per run.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use gridprobe_probes::credentials::Credentials;
+use gridprobe_probes::outcome::unix_ms;
+use gridprobe_probes::{Outcome, ProbeResult};
+use gridprobe_results::{
+    spawn_relay, NewResult, ResultMessage, Spool, SpoolConfig, Target, WriterConfig, WriterHandle,
+    WriterStats,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::link::{self, LinkSpec, REQUEST_TIMEOUT};
+use super::wire::{Heartbeat, Names, Work, AGENTS_CONSUMER, HEARTBEAT_SCHEMA};
+use crate::execute::{run_with_retries, ResultLabels};
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Broker URL (`nats://` or `tls://`, a user but no password in it).
+    pub url: String,
+    /// The user's password.
+    pub password: Option<String>,
+    /// Extra CA certificate for a `tls://` broker.
+    pub ca_file: Option<PathBuf>,
+    /// Subject prefix (as the centre's `[agents] prefix`).
+    pub prefix: String,
+    /// The site whose work this agent takes.
+    pub site: String,
+    /// This agent's name (unique among the site's agents).
+    pub name: String,
+    /// Runs at once.
+    pub concurrency: u32,
+    /// The relay's spool directory (one agent per directory).
+    pub spool_dir: PathBuf,
+    /// Spool size bound in bytes.
+    pub spool_max_bytes: u64,
+    /// The agent's own `[[credential]]`s, when its probes need any (already started).
+    pub credentials: Option<Arc<Credentials>>,
+    /// How often heartbeats go out.
+    pub heartbeat: Duration,
+    /// How long runs in flight get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// What an agent did, for its last log line.
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    /// Runs in flight.
+    pub inflight: AtomicU32,
+    /// Runs finished.
+    pub runs_done: AtomicU64,
+    /// Runs acknowledged after their result was published.
+    pub acked: AtomicU64,
+    /// Work messages refused (undecodable, another site's, expired).
+    pub refused: AtomicU64,
+}
+
+/// Publishes the agent's results on its site's subject, waiting for JetStream's
+/// acknowledgements; the message id is the result's stable id, so a replay after a crash is
+/// dropped by JetStream's duplicate window.
+struct ResultTarget {
+    js: jetstream::Context,
+    subject: String,
+    instance: String,
+}
+
+#[async_trait::async_trait]
+impl Target for ResultTarget {
+    fn name(&self) -> String {
+        format!("agent results on {}", self.subject)
+    }
+
+    async fn deliver(
+        &self,
+        batch: &[NewResult],
+        ids: &[String],
+        _replay: bool,
+    ) -> Result<(), String> {
+        let work = async {
+            let mut acks = Vec::with_capacity(batch.len());
+            for (r, id) in batch.iter().zip(ids) {
+                let mut m = ResultMessage::new(&self.instance, r);
+                m.message_id = id.clone();
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", id.as_str());
+                let ack = self
+                    .js
+                    .publish_with_headers(self.subject.clone(), headers, m.to_json().into())
+                    .await
+                    .map_err(|e| format!("publish failed: {e}"))?;
+                acks.push(ack);
+            }
+            for ack in acks {
+                ack.await
+                    .map_err(|e| format!("no acknowledgement from JetStream: {e}"))?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT.saturating_mul(3), work).await {
+            Ok(r) => r,
+            Err(_) => Err("JetStream acknowledgements did not arrive in time".into()),
+        }
+    }
+}
+
+/// Shared by the workers.
+struct Agent {
+    opts: AgentOptions,
+    names: Names,
+    js: jetstream::Context,
+    relay: WriterHandle,
+    relay_stats: Arc<WriterStats>,
+    /// Results handed to the relay so far, counting what the spool held at start.
+    sent: AtomicU64,
+    counters: Arc<AgentCounters>,
+    started_ms: i64,
+    /// Fired when runs in flight must stop (after the shutdown grace).
+    interrupt: CancellationToken,
+}
+
+/// Runs an agent until `shutdown` fires; returns its counters.
+pub async fn run_agent(
+    opts: AgentOptions,
+    shutdown: CancellationToken,
+) -> Result<Arc<AgentCounters>, String> {
+    let names = Names::new(&opts.prefix);
+    let client = link::connect(&LinkSpec {
+        url: opts.url.clone(),
+        password: opts.password.clone(),
+        ca_file: opts.ca_file.clone(),
+        client_name: format!("gridprobe agent {}/{}", opts.site, opts.name),
+        inbox_prefix: Some(names.agent_inbox(&opts.site)),
+    })
+    .await?;
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(REQUEST_TIMEOUT);
+    let (spool, report) = Spool::open(
+        &opts.spool_dir,
+        SpoolConfig {
+            max_bytes: opts.spool_max_bytes,
+            ..SpoolConfig::default()
+        },
+    )
+    .map_err(|e| format!("spool {}: {e}", opts.spool_dir.display()))?;
+    if report.records > 0 {
+        tracing::info!(
+            records = report.records,
+            "results spooled earlier are published first"
+        );
+    }
+    let target = Arc::new(ResultTarget {
+        js: js.clone(),
+        subject: names.results_subject(&opts.site),
+        instance: opts.name.clone(),
+    });
+    let (relay, relay_task) = spawn_relay(
+        target,
+        None,
+        true,
+        WriterConfig {
+            batch_size: 100,
+            instance: opts.name.clone(),
+            ..WriterConfig::default()
+        },
+        Some(spool),
+    );
+    let relay_stats = relay.stats();
+    let agent = Arc::new(Agent {
+        names,
+        js,
+        sent: AtomicU64::new(relay_stats.spooled.load(Ordering::Relaxed)),
+        relay,
+        relay_stats,
+        counters: Arc::default(),
+        started_ms: unix_ms(SystemTime::now()),
+        interrupt: CancellationToken::new(),
+        opts,
+    });
+    let heartbeats = tokio::spawn(agent.clone().heartbeats(client, shutdown.clone()));
+    let tracker = tokio_util::task::TaskTracker::new();
+    for _ in 0..agent.opts.concurrency.max(1) {
+        tracker.spawn(agent.clone().worker(shutdown.clone(), tracker.clone()));
+    }
+    tracing::info!(site = %agent.opts.site, agent = %agent.opts.name, concurrency = agent.opts.concurrency, "agent started");
+    shutdown.cancelled().await;
+    tracker.close();
+    if tokio::time::timeout(agent.opts.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown grace over: interrupting runs in flight (they go to another agent)"
+        );
+        agent.interrupt.cancel();
+        tracker.wait().await;
+    }
+    heartbeats.abort();
+    let counters = agent.counters.clone();
+    drop(agent);
+    // The relay flushes what it holds, or spools it for the next start.
+    if let Err(e) = relay_task.await {
+        tracing::error!(error = %e, "result relay failed");
+    }
+    Ok(counters)
+}
+
+impl Agent {
+    async fn heartbeats(self: Arc<Self>, client: async_nats::Client, shutdown: CancellationToken) {
+        let subject = self.names.heartbeat_subject(&self.opts.site);
+        loop {
+            let hb = Heartbeat {
+                schema: HEARTBEAT_SCHEMA.into(),
+                site: self.opts.site.clone(),
+                name: self.opts.name.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_ms: self.started_ms,
+                sent_ms: unix_ms(SystemTime::now()),
+                inflight: self.counters.inflight.load(Ordering::Relaxed),
+                runs_done: self.counters.runs_done.load(Ordering::Relaxed),
+            };
+            if let Err(e) = client.publish(subject.clone(), hb.to_json().into()).await {
+                tracing::debug!(error = %e, "heartbeat not sent");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.heartbeat) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Pulls and runs one run at a time until shutdown.
+    async fn worker(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        tracker: tokio_util::task::TaskTracker,
+    ) {
+        let stream = self.names.work_stream(&self.opts.site);
+        let mut last_error = String::new();
+        'connect: loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let consumer: Result<jetstream::consumer::PullConsumer, String> = self
+                .js
+                .get_consumer_from_stream(AGENTS_CONSUMER, &stream)
+                .await
+                .map_err(|e| e.to_string());
+            let consumer = match consumer {
+                Ok(c) => c,
+                Err(e) => {
+                    // The centre makes the stream with the site's first run.
+                    if e != last_error {
+                        tracing::info!(error = %e, stream = %stream, "waiting for the site's work queue");
+                        last_error = e;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => continue 'connect,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            last_error.clear();
+            loop {
+                let batch = consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(Duration::from_secs(5))
+                    .messages();
+                let mut messages = tokio::select! {
+                    b = batch => match b {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot pull work; reconnecting");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
+                                _ = shutdown.cancelled() => return,
+                            }
+                        }
+                    },
+                    _ = shutdown.cancelled() => return,
+                };
+                let next = tokio::select! {
+                    m = messages.next() => m,
+                    _ = shutdown.cancelled() => return,
+                };
+                match next {
+                    Some(Ok(msg)) => self.take(msg, &tracker).await,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "pull ended");
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Runs one work message, publishes its result, and acknowledges it once published.
+    async fn take(&self, msg: jetstream::Message, tracker: &tokio_util::task::TaskTracker) {
+        let work = match Work::from_json(&msg.payload) {
+            Ok(w) => w,
+            Err(e) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "work message refused");
+                let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                return;
+            }
+        };
+        if work.site != self.opts.site {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(site = %work.site, "work for another site refused");
+            let _ = msg.ack_with(jetstream::AckKind::Term).await;
+            return;
+        }
+        let now = unix_ms(SystemTime::now());
+        if work.expires_ms < now {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(run = %work.run_id, "expired run dropped (the centre no longer waits for it)");
+            let _ = msg.ack().await;
+            return;
+        }
+        self.counters.inflight.fetch_add(1, Ordering::Relaxed);
+        let attempts = self.run_work(&work).await;
+        self.counters.inflight.fetch_sub(1, Ordering::Relaxed);
+        if self.interrupt.is_cancelled() {
+            // Stopped half-way: not acknowledged, so another agent runs it.
+            return;
+        }
+        self.counters.runs_done.fetch_add(1, Ordering::Relaxed);
+        let n = attempts.len();
+        for (i, mut r) in attempts.into_iter().enumerate() {
+            r.outcome.agent_run = Some(work.run_id.as_str().into());
+            self.sent.fetch_add(1, Ordering::Relaxed);
+            self.relay.send(NewResult {
+                result: r,
+                is_final: i + 1 == n,
+            });
+        }
+        // Acknowledged once the relay has delivered up to this run's last result; meanwhile
+        // the worker takes the next run.
+        let mark = self.sent.load(Ordering::Relaxed);
+        let stats = self.relay_stats.clone();
+        let counters = self.counters.clone();
+        let run_id = work.run_id.clone();
+        let interrupt = self.interrupt.clone();
+        let wait =
+            Duration::from_millis(u64::try_from(work.expires_ms.saturating_sub(now)).unwrap_or(0))
+                .max(Duration::from_secs(60));
+        tracker.spawn(async move {
+            let until = Instant::now() + wait;
+            loop {
+                let delivered = stats.written.load(Ordering::Relaxed)
+                    + stats.unroutable.load(Ordering::Relaxed)
+                    + stats.dropped.load(Ordering::Relaxed)
+                    + stats.corrupt.load(Ordering::Relaxed);
+                if delivered >= mark {
+                    match msg.ack().await {
+                        Ok(()) => {
+                            counters.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::info!(run = %run_id, error = %e, "run not acknowledged (it may run again; the centre keeps one result)"),
+                    }
+                    return;
+                }
+                if Instant::now() > until || interrupt.is_cancelled() {
+                    tracing::info!(run = %run_id, "result not published yet; the run stays unacknowledged");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+
+    /// Reads, builds and runs the instance of a work message.
+    async fn run_work(&self, work: &Work) -> Vec<ProbeResult> {
+        let started = SystemTime::now();
+        let fail = |summary: String, details: String| {
+            let labels = ResultLabels {
+                metric: work.metric.clone(),
+                kind: String::new(),
+                vo: String::new(),
+                site: work.site.clone(),
+                hostname: work.hostname.clone(),
+                flavour: work.flavour.clone(),
+            };
+            vec![labels.result(
+                Outcome::unknown(summary).with_details(details),
+                started,
+                Duration::ZERO,
+                1,
+                work.trigger,
+            )]
+        };
+        let path = PathBuf::from(format!("work-{}.toml", work.run_id));
+        let loaded = gridprobe_config::load_str(&path, &work.config);
+        if !loaded.diagnostics.is_empty() {
+            return fail(
+                format!("agent {} cannot read the run it was sent", self.opts.name),
+                loaded.diagnostics.to_string(),
+            );
+        }
+        let mut config = loaded.config;
+        if let Some(p) = config.probes.first_mut() {
+            p.credential = work.credential.clone();
+        }
+        let (mut built, diagnostics) = gridprobe_probes::registry::build_all(&config);
+        if !diagnostics.is_empty() {
+            return fail(
+                format!(
+                    "agent {} cannot build the probe it was sent",
+                    self.opts.name
+                ),
+                diagnostics.to_string(),
+            );
+        }
+        if let Some(c) = &self.opts.credentials {
+            built.credentials = c.clone();
+        }
+        let instances = config.instances();
+        let [inst] = instances.as_slice() else {
+            return fail(
+                format!(
+                    "the run sent to agent {} is not one probe instance",
+                    self.opts.name
+                ),
+                format!("{} instances", instances.len()),
+            );
+        };
+        let site = &config.sites[inst.site];
+        let svc = &site.services[inst.service];
+        let def = &config.probes[inst.probe];
+        if (
+            site.name.as_str(),
+            svc.hostname.as_str(),
+            svc.flavour.as_str(),
+            def.metric.as_str(),
+        ) != (
+            work.site.as_str(),
+            work.hostname.as_str(),
+            work.flavour.as_str(),
+            work.metric.as_str(),
+        ) {
+            return fail(
+                "the run's configuration is not the cell it names".into(),
+                String::new(),
+            );
+        }
+        if let Some(name) = &work.credential {
+            if built.credentials.get(name).is_none() {
+                return fail(
+                    format!("agent {} has no credential `{name}`", self.opts.name),
+                    "give the agent its [[credential]] tables with --credentials FILE".into(),
+                );
+            }
+        }
+        let Some(probe) = built.get(inst.probe).cloned() else {
+            return fail("the probe could not be built".into(), String::new());
+        };
+        let labels = ResultLabels {
+            metric: def.metric.clone(),
+            kind: def.kind.clone(),
+            vo: config.vo.clone(),
+            site: site.name.clone(),
+            hostname: svc.hostname.clone(),
+            flavour: svc.flavour.clone(),
+        };
+        run_with_retries(
+            probe,
+            || built.context_for(&config, inst, self.interrupt.clone()),
+            &labels,
+            inst.retries,
+            inst.retry_interval,
+            work.trigger,
+            &self.interrupt,
+            |_| {},
+        )
+        .await
+    }
+}
