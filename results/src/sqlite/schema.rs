@@ -156,6 +156,9 @@ ALTER TABLE latest_v5 RENAME TO latest;
     days::MIGRATION,
     // 7: recomputations and the steps of their life cycle (never deleted).
     super::recompute::MIGRATION,
+    // 8: the per-cell index led by the hour (see `hours`); `latest.first_ms` bounds a cell's
+    // walk over the hours from below (filled here through the old index, before it goes).
+    super::hours::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).
