@@ -30,8 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use gridprobe_probes::outcome::unix_ms;
-use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
-use gridprobe_results::{spawn_writer, NewResult, SqliteStore, WriterConfig};
+use gridprobe_probes::Status;
+use gridprobe_results::{spawn_writer, SqliteStore, WriterConfig};
 use tokio::sync::Semaphore;
 
 /// Full sizes, as specified for the figures in BENCHMARKS.md.

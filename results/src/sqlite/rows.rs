@@ -302,7 +302,7 @@ pub(super) fn history(
     let lo = query.since_ms.unwrap_or(i64::MIN);
     let mut hi = query
         .until_ms
-        .map_or(i64::MAX, |u| u.checked_sub(1).unwrap_or(i64::MIN));
+        .map_or(i64::MAX, |u| u.saturating_sub(1));
     if let Some((t, _)) = query.before {
         hi = hi.min(t);
     }
