@@ -300,9 +300,7 @@ pub(super) fn history(
     let limit = history_limit(query);
     // The times the conditions allow, inclusive.
     let lo = query.since_ms.unwrap_or(i64::MIN);
-    let mut hi = query
-        .until_ms
-        .map_or(i64::MAX, |u| u.saturating_sub(1));
+    let mut hi = query.until_ms.map_or(i64::MAX, |u| u.saturating_sub(1));
     if let Some((t, _)) = query.before {
         hi = hi.min(t);
     }
