@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Environment: `GRIDPROBE_BENCH_INSTANCES` (default 1000), `GRIDPROBE_BENCH_DATA` (directory
-//! of the generated store; default `target/bench-data`), `GRIDPROBE_BENCH_ROUNDS` (default 3).
+//! of the generated store; default `~/.cache/gridprobe-bench`, as the other benches'),
+//! `GRIDPROBE_BENCH_ROUNDS` (default 3).
 //!
 //! The data is generated through the store's own `insert` (so it has the store's real schema
 //! and indexes) and kept: a later run with the same size and schema reuses it. Statuses persist
@@ -41,7 +42,7 @@
 mod common;
 
 use common::env_or;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -206,8 +207,7 @@ async fn generate(
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    common::Spread::of(v).map_or(f64::NAN, |s| s.median)
 }
 
 /// The baseline: one aggregate over the month's rows, in SQLite itself (the bundled sqlite3
@@ -263,10 +263,7 @@ async fn run() -> anyhow::Result<()> {
         bail!("bench config rejected:\n{}", loaded.diagnostics);
     }
     let config = loaded.config;
-    let dir = std::env::var_os("GRIDPROBE_BENCH_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = common::data_dir()?;
     let path = dir.join(format!(
         "month-{instances}-v{GENERATOR_VERSION}-s{}.sqlite",
         gridprobe_results::sqlite::SCHEMA_VERSION
@@ -618,22 +615,5 @@ async fn add_recomputations(
 }
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::run_main(run())
 }

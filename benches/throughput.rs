@@ -17,6 +17,7 @@
 
 mod common;
 
+use common::stream::{Stream, PER_SITE};
 use common::{rate, thousands};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -29,8 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use gridprobe_probes::outcome::unix_ms;
-use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
-use gridprobe_results::{spawn_writer, NewResult, SqliteStore, WriterConfig};
+use gridprobe_probes::Status;
+use gridprobe_results::{spawn_writer, SqliteStore, WriterConfig};
 use tokio::sync::Semaphore;
 
 /// Full sizes, as specified for the figures in BENCHMARKS.md.
@@ -41,8 +42,6 @@ const SERVE_ENTRIES: usize = 50_000;
 const QUICK_SCALE: f64 = 0.02;
 
 const CONCURRENCY: usize = 64;
-/// Services per site in generated topologies (one probe instance each).
-const PER_SITE: usize = 100;
 const TRUE: &str = "/bin/true";
 
 /// Targets.
@@ -348,12 +347,13 @@ CREATE TABLE results (
     perfdata TEXT NOT NULL,
     "trigger" TEXT NOT NULL
 );
-CREATE INDEX results_cell_time ON results (cell_id, started_at_ms);
 CREATE INDEX results_started ON results (started_at_ms);
+CREATE INDEX results_hour_cell ON results (started_at_ms / 3600000, cell_id, started_at_ms);
 CREATE TABLE latest (
     cell_id INTEGER PRIMARY KEY,
     result_id INTEGER NOT NULL,
-    started_at_ms INTEGER NOT NULL
+    started_at_ms INTEGER NOT NULL,
+    first_ms INTEGER
 ) WITHOUT ROWID;
 "#;
 /// The tables [`schema_matches`] compares.
@@ -364,11 +364,13 @@ const INSERT_RESULT: &str = "INSERT INTO results (cell_id, started_at_ms, durati
      attempt, final, vo, kind, status, summary, details, perfdata, \"trigger\") \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 // The same rows as the store writes: every final result also moves its cell's `latest` pointer.
-const UPSERT_LATEST: &str = "INSERT INTO latest (cell_id, result_id, started_at_ms) \
-     VALUES (?1, ?2, ?3) \
+const UPSERT_LATEST: &str = "INSERT INTO latest (cell_id, result_id, started_at_ms, first_ms) \
+     VALUES (?1, ?2, ?3, ?3) \
      ON CONFLICT (cell_id) DO UPDATE SET \
-     result_id = excluded.result_id, started_at_ms = excluded.started_at_ms \
-     WHERE excluded.started_at_ms >= latest.started_at_ms";
+     result_id = CASE WHEN excluded.started_at_ms >= latest.started_at_ms \
+         THEN excluded.result_id ELSE latest.result_id END, \
+     started_at_ms = max(excluded.started_at_ms, latest.started_at_ms), \
+     first_ms = min(excluded.first_ms, latest.first_ms)";
 
 /// The connection settings the SQLite store applies (`prepare` in results/src/sqlite/schema.rs),
 /// mirrored by the baseline so that the ratio measures the store's path (writer, batches, one
@@ -376,75 +378,10 @@ const UPSERT_LATEST: &str = "INSERT INTO latest (cell_id, result_id, started_at_
 const STORE_PRAGMAS: &str = "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; \
      PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;";
 
-/// A serve-like stream of results: `cells` cells (tcp probes on CEs, [`PER_SITE`] per site),
-/// each run every 10 minutes, round after round. One template per cell, so that a million
-/// results cost neither memory nor much time to produce.
-struct Stream {
-    templates: Vec<NewResult>,
-    epoch_ms: i64,
-}
-
-impl Stream {
-    fn new(cells: usize) -> Stream {
-        let templates = (0..cells)
-            .map(|cell| {
-                let (site, svc) = (cell / PER_SITE, cell % PER_SITE);
-                let hostname = format!("ce{svc:03}.site{site:04}.example.org");
-                let secs = 0.000_150 + (cell % 997) as f64 * 1e-6;
-                let summary = format!("TCP connect to {hostname}:2811 in {secs:.6}s");
-                let details = format!(
-                    "{summary}\nresolved {hostname} to 192.0.2.{}\nconnected from 192.0.2.1:{}",
-                    svc + 1,
-                    40_000 + cell % 20_000
-                );
-                NewResult {
-                    result: ProbeResult {
-                        metric: "org.bench.CE-gridftp".into(),
-                        kind: "tcp".into(),
-                        vo: "bench".into(),
-                        site: format!("SITE-{site:04}"),
-                        hostname,
-                        flavour: "CE".into(),
-                        started_at_ms: 0,
-                        duration_ms: 1,
-                        outcome: Outcome::ok(summary)
-                            .with_details(details)
-                            .with_perfdata(vec![Perfdatum::new("time", secs, "s")]),
-                        attempt: 1,
-                        trigger: Trigger::Scheduled,
-                    },
-                    is_final: true,
-                }
-            })
-            .collect();
-        Stream {
-            templates,
-            epoch_ms: unix_ms(SystemTime::now()) - 30 * 86_400_000,
-        }
-    }
-
-    /// Result `i`: its cell (an index into the templates), the cell's template and its start
-    /// time (cells spread over the 10 minutes).
-    fn row(&self, i: usize) -> (usize, &NewResult, i64) {
-        let cells = self.templates.len();
-        let (cell, round) = (i % cells, (i / cells) as i64);
-        let started = self.epoch_ms + round * 600_000 + (cell as i64 * 7_919) % 600_000;
-        (cell, &self.templates[cell], started)
-    }
-
-    /// Result `i`, owned, as a probe hands it over.
-    fn owned(&self, i: usize) -> NewResult {
-        let (_, t, started) = self.row(i);
-        let mut r = t.clone();
-        r.result.started_at_ms = started;
-        r
-    }
-}
-
 fn bench_store(rt: &tokio::runtime::Runtime, opts: &Opts) -> anyhow::Result<Vec<Figure>> {
     let n = opts.size(STORE_ROWS, 1_000);
     let cells = opts.size(SERVE_ENTRIES, 100).min(n);
-    let stream = Stream::new(cells);
+    let stream = Stream::new(cells, unix_ms(SystemTime::now()) - 30 * 86_400_000);
     println!(
         "== store ingest: {n} results over {cells} cells into a SQLite file in {}",
         std::env::temp_dir().display()
@@ -596,7 +533,7 @@ fn bare_sqlite(
     conn.execute_batch(SCHEMA)?;
 
     let every = commit_every.unwrap_or(n).max(1);
-    let mut cell_ids = vec![0i64; stream.templates.len()];
+    let mut cell_ids = vec![0i64; stream.cells()];
     let mut perfdata: Vec<u8> = Vec::with_capacity(256);
     let started = Instant::now();
     let mut first = 0;
@@ -965,17 +902,10 @@ fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
 // ---------------------------------------------------------------------------------------------
 // Reporting
 
-/// Bytes this process has passed to write(2) so far (`wchar` of /proc/self/io): what SQLite
-/// writes to its WAL and database, the main cost of an insert.
+/// Bytes this process has passed to write(2) so far (`wchar`): what SQLite writes to its WAL
+/// and database, the main cost of an insert.
 fn written_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|io| {
-            io.lines()
-                .find_map(|l| l.strip_prefix("wchar:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    common::proc_io("wchar")
 }
 
 fn per_result(bytes: u64, n: usize) -> String {

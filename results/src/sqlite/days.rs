@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use gridprobe_probes::Status;
 use rusqlite::{params, Connection, TransactionBehavior};
 
+use super::hours::CellSpan;
 use super::rows::{cell_finals, finals_in_range, prior_final, query_err};
 use crate::day_runs::{
     closed_days, day_of, decode, encode, push_point, Assembly, DayRun, DAY_MS, SETTLE_MS,
@@ -211,10 +212,13 @@ pub(crate) fn run_timelines(
     // The cells with a final result (as `timelines` has them), each with its last final
     // result before the period (it may still hold).
     let mut cells: Vec<(i64, Assembly)> = Vec::new();
+    // What `latest` knows of each cell's final results, bounding its walks over the hours.
+    let mut spans: HashMap<i64, CellSpan> = HashMap::new();
     {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT c.id, c.site, c.hostname, c.flavour, c.metric \
+                "SELECT c.id, c.site, c.hostname, c.flavour, c.metric, l.first_ms, \
+                 l.started_at_ms \
                  FROM latest l JOIN cells c ON c.id = l.cell_id \
                  WHERE (?1 IS NULL OR c.site = ?1) AND (?2 IS NULL OR c.flavour = ?2) \
                  ORDER BY c.site, c.hostname, c.flavour, c.metric",
@@ -224,8 +228,16 @@ pub(crate) fn run_timelines(
             .query(params![filter.site, filter.flavour])
             .map_err(query_err)?;
         while let Some(row) = rows.next().map_err(query_err)? {
+            let id: i64 = row.get(0).map_err(query_err)?;
+            spans.insert(
+                id,
+                CellSpan {
+                    first_ms: row.get(5).map_err(query_err)?,
+                    newest_ms: row.get(6).map_err(query_err)?,
+                },
+            );
             cells.push((
-                row.get(0).map_err(query_err)?,
+                id,
                 Assembly {
                     key: CellKey {
                         site: row.get(1).map_err(query_err)?,
@@ -240,7 +252,7 @@ pub(crate) fn run_timelines(
     }
     {
         for (id, cell) in &mut cells {
-            if let Some((t, status)) = prior_final(conn, *id, since_ms)? {
+            if let Some((t, status)) = prior_final(conn, *id, spans.get(id).copied(), since_ms)? {
                 cell.push(t, t, status, merge_gap);
             }
         }
@@ -355,7 +367,7 @@ fn read_cell_day(
     into: &mut Assembly,
     merge_gap: i64,
 ) -> Result<(), StoreError> {
-    cell_finals(conn, cell, day, day + DAY_MS, |t, status| {
+    cell_finals(conn, cell, None, day, day + DAY_MS, |t, status| {
         into.push(t, t, status, merge_gap)
     })
 }

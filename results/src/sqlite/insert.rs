@@ -18,12 +18,16 @@ const INSERT_RESULT: &str = "INSERT INTO results (cell_id, started_at_ms, durati
      attempt, final, vo, kind, status, summary, details, perfdata, \"trigger\") \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
-// `>=`: of two results with the same start, the one inserted later wins.
-const UPSERT_LATEST: &str = "INSERT INTO latest (cell_id, result_id, started_at_ms) \
-     VALUES (?1, ?2, ?3) \
+// `>=`: of two results with the same start, the one inserted later wins. `first_ms` only ever
+// goes down (the walks over the hours rely on no final result starting before it); `min` of
+// a NULL (unknown) stays NULL.
+const UPSERT_LATEST: &str = "INSERT INTO latest (cell_id, result_id, started_at_ms, first_ms) \
+     VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (cell_id) DO UPDATE SET \
-     result_id = excluded.result_id, started_at_ms = excluded.started_at_ms \
-     WHERE excluded.started_at_ms >= latest.started_at_ms";
+     result_id = CASE WHEN excluded.started_at_ms >= latest.started_at_ms \
+         THEN excluded.result_id ELSE latest.result_id END, \
+     started_at_ms = max(excluded.started_at_ms, latest.started_at_ms), \
+     first_ms = min(excluded.first_ms, latest.first_ms)";
 
 /// Cell ids already committed to the store, by cell (the one-string key of
 /// [`EncodedRow::cell`]: one heap string to compare per lookup, not four). Cells are never
@@ -367,20 +371,24 @@ fn insert_rows(
     {
         let mut insert = tx.prepare_cached(INSERT_RESULT).map_err(query_err)?;
         let mut upsert = tx.prepare_cached(UPSERT_LATEST).map_err(query_err)?;
-        // The newest final result of the cell being inserted: (position, id, start).
+        // The newest final result of the cell being inserted: (position, id, start), and
+        // the start of its earliest.
         let mut best: Option<(usize, i64, i64)> = None;
-        let mut write_latest = |best: Option<(usize, i64, i64)>| -> Result<(), StoreError> {
-            if let Some((at, id, started_at_ms)) = best {
-                upsert
-                    .execute(params![cells[at], id, started_at_ms])
-                    .map_err(query_err)?;
-            }
-            Ok(())
-        };
+        let mut first: i64 = i64::MAX;
+        let mut write_latest =
+            |best: Option<(usize, i64, i64)>, first: i64| -> Result<(), StoreError> {
+                if let Some((at, id, started_at_ms)) = best {
+                    upsert
+                        .execute(params![cells[at], id, started_at_ms, first])
+                        .map_err(query_err)?;
+                }
+                Ok(())
+            };
         for (pos, &at) in order.iter().enumerate() {
             let r = &batch.rows[rows[at]];
             if pos > 0 && cells[order[pos - 1]] != cells[at] {
-                write_latest(best.take())?;
+                write_latest(best.take(), first)?;
+                first = i64::MAX;
             }
             insert
                 .execute(params![
@@ -404,8 +412,11 @@ fn insert_rows(
             if r.is_final && best.is_none_or(|(_, _, t)| r.started_at_ms >= t) {
                 best = Some((at, id, r.started_at_ms));
             }
+            if r.is_final {
+                first = first.min(r.started_at_ms);
+            }
         }
-        write_latest(best)?;
+        write_latest(best, first)?;
     }
     // Late results of a closed day: the day's cached runs are rebuilt on the next report.
     days::invalidate(

@@ -5,6 +5,7 @@
 //! backend can follow the same schema behind the same trait.
 
 mod days;
+mod hours;
 mod insert;
 mod notify;
 mod recompute;

@@ -8,6 +8,7 @@ use gridprobe_config::Downtime;
 use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
+use super::hours::{self, CellSpan, Step};
 use crate::store::{
     CellFilter, CellKey, CellTimeline, HistoryQuery, StoreError, StoreEvent, StoredResult,
     DEFAULT_HISTORY_LIMIT,
@@ -78,50 +79,80 @@ pub(super) fn status_text<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r str, Sto
         .map_err(|e| StoreError::Query(format!("bad text in results: {e}")))
 }
 
-/// A cell's last final result started before `before_ms` (through the per-cell index).
+/// A cell's last final result started before `before_ms`: the per-cell index, hour by hour
+/// backwards from `before_ms` (or the cell's newest final result), within `span` when the
+/// caller has it from `latest`.
 pub(super) fn prior_final(
     conn: &Connection,
     cell_id: i64,
+    span: Option<CellSpan>,
     before_ms: i64,
 ) -> Result<Option<(i64, Status)>, StoreError> {
-    let prior: Option<(i64, String)> = conn
+    let Some(hi) = before_ms.checked_sub(1) else {
+        return Ok(None);
+    };
+    let (lo, hi) = CellSpan::clip(span, i64::MIN, hi);
+    let mut stmt = conn
         .prepare_cached(
             "SELECT started_at_ms, status FROM results \
-             WHERE cell_id = ?1 AND started_at_ms < ?2 AND final = 1 \
+             WHERE started_at_ms / 3600000 = ?1 AND cell_id = ?2 AND started_at_ms < ?3 \
+               AND final = 1 \
              ORDER BY started_at_ms DESC, id DESC LIMIT 1",
         )
-        .and_then(|mut stmt| {
-            stmt.query_row(params![cell_id, before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
         .map_err(query_err)?;
-    Ok(prior.and_then(|(t, st)| Status::from_name(&st).map(|st| (t, st))))
+    let mut found: Option<(i64, String)> = None;
+    hours::walk(conn, lo, hi, true, |hour| {
+        found = stmt
+            .query_row(params![hour, cell_id, before_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(query_err)?;
+        Ok(if found.is_some() {
+            Step::Stop
+        } else {
+            Step::Empty
+        })
+    })?;
+    Ok(found.and_then(|(t, st)| Status::from_name(&st).map(|st| (t, st))))
 }
 
-/// A cell's final results started in `[from, to)`, in time order (through the per-cell index).
+/// A cell's final results started in `[from, to)`, in time order: the per-cell index, hour by
+/// hour, within `span` when the caller has it from `latest`.
 pub(super) fn cell_finals(
     conn: &Connection,
     cell_id: i64,
+    span: Option<CellSpan>,
     from: i64,
     to: i64,
     mut each: impl FnMut(i64, Status),
 ) -> Result<(), StoreError> {
+    let Some(last) = to.checked_sub(1) else {
+        return Ok(());
+    };
+    let (lo, hi) = CellSpan::clip(span, from, last);
     let mut stmt = conn
         .prepare_cached(
             "SELECT started_at_ms, status FROM results \
-             WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 \
-               AND final = 1 \
+             WHERE started_at_ms / 3600000 = ?1 AND cell_id = ?2 \
+               AND started_at_ms >= ?3 AND started_at_ms < ?4 AND final = 1 \
              ORDER BY started_at_ms, id",
         )
         .map_err(query_err)?;
-    let mut rows = stmt.query(params![cell_id, from, to]).map_err(query_err)?;
-    while let Some(row) = rows.next().map_err(query_err)? {
-        let t: i64 = row.get(0).map_err(query_err)?;
-        if let Some(st) = Status::from_name(status_text(row, 1)?) {
-            each(t, st);
+    hours::walk(conn, lo, hi, false, |hour| {
+        let mut rows = stmt
+            .query(params![hour, cell_id, from, to])
+            .map_err(query_err)?;
+        let mut any = false;
+        while let Some(row) = rows.next().map_err(query_err)? {
+            any = true;
+            let t: i64 = row.get(0).map_err(query_err)?;
+            if let Some(st) = Status::from_name(status_text(row, 1)?) {
+                each(t, st);
+            }
         }
-    }
-    Ok(())
+        Ok(if any { Step::Rows } else { Step::Empty })
+    })
 }
 
 /// Every final result started in `[from, to)`, in time order, through the time index: `each`
@@ -162,9 +193,17 @@ fn query_results(
     Ok(out)
 }
 
+/// Whether a history query names cells (site, host or metric): it then walks the per-cell
+/// index hour by hour (see [`history`]); otherwise it reads the time index.
+fn by_cell(q: &HistoryQuery) -> bool {
+    q.site.is_some() || q.hostname.is_some() || q.metric.is_some()
+}
+
 /// Builds the history statement with only the conditions that are set, so SQLite can use the
 /// cell or time index (a `?n IS NULL OR ...` form would force a full scan). Cell conditions
-/// apply to `cells`, whose ids then range over the `(cell_id, started_at_ms)` index.
+/// select ids from `cells`; a query that has them reads one hour of the per-cell index per
+/// execution: its `?1` is the hour ([`hours::bucket`]), given by [`history`]. The limit is
+/// the last parameter.
 pub(super) fn history_sql(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut sql = format!(
@@ -175,14 +214,19 @@ pub(super) fn history_sql(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Val
         args.push(v);
         sql.push_str(&format!(" AND {clause} ?{}", args.len()));
     };
-    if let Some(site) = &q.site {
-        cond(&mut sql, "c.site =", Value::Text(site.clone()));
-    }
-    if let Some(host) = &q.hostname {
-        cond(&mut sql, "c.hostname =", Value::Text(host.clone()));
-    }
-    if let Some(metric) = &q.metric {
-        cond(&mut sql, "c.metric =", Value::Text(metric.clone()));
+    if by_cell(q) {
+        cond(&mut sql, "r.started_at_ms / 3600000 =", Value::Integer(0));
+        let mut cells = String::from("SELECT k.id FROM cells k WHERE 1 = 1");
+        if let Some(site) = &q.site {
+            cond(&mut cells, "k.site =", Value::Text(site.clone()));
+        }
+        if let Some(host) = &q.hostname {
+            cond(&mut cells, "k.hostname =", Value::Text(host.clone()));
+        }
+        if let Some(metric) = &q.metric {
+            cond(&mut cells, "k.metric =", Value::Text(metric.clone()));
+        }
+        sql.push_str(&format!(" AND r.cell_id IN ({cells})"));
     }
     if let Some(since) = q.since_ms {
         cond(&mut sql, "r.started_at_ms >=", Value::Integer(since));
@@ -211,17 +255,22 @@ pub(super) fn history_sql(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Val
             " AND (r.started_at_ms < ?{a} OR (r.started_at_ms = ?{a} AND r.id < ?{b}))"
         ));
     }
-    let limit = if q.limit == 0 {
-        DEFAULT_HISTORY_LIMIT
-    } else {
-        q.limit
-    };
-    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    args.push(Value::Integer(
+        i64::try_from(history_limit(q)).unwrap_or(i64::MAX),
+    ));
     sql.push_str(&format!(
         " ORDER BY r.started_at_ms DESC, r.id DESC LIMIT ?{}",
         args.len()
     ));
     (sql, args)
+}
+
+fn history_limit(q: &HistoryQuery) -> usize {
+    if q.limit == 0 {
+        DEFAULT_HISTORY_LIMIT
+    } else {
+        q.limit
+    }
 }
 
 /// The newest final result of every cell the filter keeps.
@@ -239,13 +288,43 @@ pub(super) fn latest(
     query_results(conn, &sql, params![filter.vo, filter.site, filter.flavour])
 }
 
-/// A page of history (see [`history_sql`]).
+/// A page of history (see [`history_sql`]). A query naming cells runs once per hour, newest
+/// first, until the page is full: within an hour the index finds each cell's rows.
 pub(super) fn history(
     conn: &Connection,
     query: &HistoryQuery,
 ) -> Result<Vec<StoredResult>, StoreError> {
-    let (sql, args) = history_sql(query);
-    query_results(conn, &sql, params_from_iter(args))
+    use rusqlite::types::Value;
+    let (sql, mut args) = history_sql(query);
+    if !by_cell(query) {
+        return query_results(conn, &sql, params_from_iter(args));
+    }
+    let limit = history_limit(query);
+    // The times the conditions allow, inclusive.
+    let lo = query.since_ms.unwrap_or(i64::MIN);
+    let mut hi = query.until_ms.map_or(i64::MAX, |u| u.saturating_sub(1));
+    if let Some((t, _)) = query.before {
+        hi = hi.min(t);
+    }
+    let mut out: Vec<StoredResult> = Vec::new();
+    hours::walk(conn, lo, hi, true, |hour| {
+        let left = limit.saturating_sub(out.len());
+        args[0] = Value::Integer(hour);
+        if let Some(last) = args.last_mut() {
+            *last = Value::Integer(i64::try_from(left).unwrap_or(i64::MAX));
+        }
+        let page = query_results(conn, &sql, params_from_iter(args.iter()))?;
+        let found = !page.is_empty();
+        out.extend(page);
+        Ok(if out.len() >= limit {
+            Step::Stop
+        } else if found {
+            Step::Rows
+        } else {
+            Step::Empty
+        })
+    })?;
+    Ok(out)
 }
 
 /// One result by id.
@@ -357,16 +436,18 @@ pub(super) fn timelines(
         // One site's cells through the cells' unique index; all of them otherwise.
         let mut cells = conn
             .prepare_cached(if per_site {
-                "SELECT c.id, c.site, c.hostname, c.flavour, c.metric \
+                "SELECT c.id, c.site, c.hostname, c.flavour, c.metric, l.first_ms, \
+                 l.started_at_ms \
                  FROM latest l JOIN cells c ON c.id = l.cell_id WHERE c.site = ?1 \
                  ORDER BY c.site, c.hostname, c.flavour, c.metric"
             } else {
-                "SELECT c.id, c.site, c.hostname, c.flavour, c.metric \
+                "SELECT c.id, c.site, c.hostname, c.flavour, c.metric, l.first_ms, \
+                 l.started_at_ms \
                  FROM latest l JOIN cells c ON c.id = l.cell_id \
                  ORDER BY c.site, c.hostname, c.flavour, c.metric"
             })
             .map_err(query_err)?;
-        let keys: Vec<(i64, CellKey)> = cells
+        let keys: Vec<(i64, CellKey, CellSpan)> = cells
             .query_map(params_from_iter(filter.site.iter()), |r| {
                 Ok((
                     r.get(0)?,
@@ -376,6 +457,10 @@ pub(super) fn timelines(
                         flavour: r.get(3)?,
                         metric: r.get(4)?,
                     },
+                    CellSpan {
+                        first_ms: r.get(5)?,
+                        newest_ms: r.get(6)?,
+                    },
                 ))
             })
             .map_err(query_err)?
@@ -383,15 +468,18 @@ pub(super) fn timelines(
             .map_err(query_err)?;
         // One site's cells are read through the per-cell index, cell by cell, instead of
         // scanning every site's rows of the period (the site page, the API for one site).
-        for (id, key) in keys {
+        for (id, key, span) in keys {
             if !wanted(&key.site, &key.flavour) {
                 others.insert(id, None);
                 continue;
             }
-            let mut points: Vec<(i64, Status)> =
-                prior_final(conn, id, since_ms)?.into_iter().collect();
+            let mut points: Vec<(i64, Status)> = prior_final(conn, id, Some(span), since_ms)?
+                .into_iter()
+                .collect();
             if per_site {
-                cell_finals(conn, id, since_ms, until_ms, |t, st| points.push((t, st)))?;
+                cell_finals(conn, id, Some(span), since_ms, until_ms, |t, st| {
+                    points.push((t, st))
+                })?;
             }
             slot_of.insert(id, out.len());
             out.push((key, points));

@@ -158,6 +158,9 @@ ALTER TABLE latest_v5 RENAME TO latest;
     super::recompute::MIGRATION,
     // 8: the notification engine's acknowledgements, history and memory (see `notify`).
     super::notify::MIGRATION,
+    // 9: the per-cell index led by the hour (see `hours`); `latest.first_ms` bounds a cell's
+    // walk over the hours from below (filled here through the old index, before it goes).
+    super::hours::MIGRATION,
 ];
 
 /// The schema version this build writes (and the newest it can read).

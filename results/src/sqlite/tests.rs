@@ -7,6 +7,7 @@ use rusqlite::{params, params_from_iter};
 use super::rows::history_sql;
 use super::schema::MIGRATIONS;
 use super::*;
+use crate::store::NewResult;
 use crate::store_tests::{hard, result, times};
 
 fn ids_of(rows: &[StoredResult]) -> Vec<i64> {
@@ -271,8 +272,9 @@ async fn a_rolled_back_batch_leaves_no_cell_id_behind() {
     assert_eq!(cells, vec![("SITE-A", "m1", 3), ("SITE-B", "m2", 2)]);
 }
 
-/// One cell's history and timelines read through the `(cell_id, started_at_ms)` index,
-/// retention through the time index.
+/// One cell's history and timelines read through the hour-led per-cell index, one hour per
+/// execution (`(<hour>=? AND cell_id=?`, no scan of a whole hour), retention and ranges
+/// through the time index.
 #[test]
 fn cell_queries_use_the_cell_index() {
     let store = SqliteStore::open_in_memory().unwrap();
@@ -298,10 +300,21 @@ fn cell_queries_use_the_cell_index() {
     });
     let p = plan(&one_cell);
     assert!(
-        p.contains("USING INDEX results_cell_time (cell_id=?"),
+        p.contains("USING INDEX results_hour_cell (<expr>=? AND cell_id=?"),
         "{p}"
     );
-    assert!(!p.contains("SCAN r"), "{p}");
+    assert!(!p.contains("SCAN"), "{p}");
+    let (one_site, _) = history_sql(&HistoryQuery {
+        site: Some("S".into()),
+        since_ms: Some(1),
+        ..HistoryQuery::default()
+    });
+    let p = plan(&one_site);
+    assert!(
+        p.contains("USING INDEX results_hour_cell (<expr>=? AND cell_id=?"),
+        "{p}"
+    );
+    assert!(!p.contains("SCAN"), "{p}");
     let (recent, _) = history_sql(&HistoryQuery {
         since_ms: Some(1),
         ..HistoryQuery::default()
@@ -310,16 +323,159 @@ fn cell_queries_use_the_cell_index() {
     assert!(p.contains("results_started"), "{p}");
     let p = plan(
         "SELECT started_at_ms, status FROM results \
-         WHERE cell_id = ?1 AND started_at_ms >= ?2 AND started_at_ms < ?3 AND final = 1 \
+         WHERE started_at_ms / 3600000 = ?1 AND cell_id = ?2 \
+           AND started_at_ms >= ?3 AND started_at_ms < ?4 AND final = 1 \
          ORDER BY started_at_ms, id",
     );
     assert!(
         p.contains(
-            "USING INDEX results_cell_time (cell_id=? AND started_at_ms>? AND started_at_ms<?)"
+            "USING INDEX results_hour_cell (<expr>=? AND cell_id=? AND started_at_ms>? AND started_at_ms<?)"
         ),
         "{p}"
     );
     assert!(!p.contains("TEMP B-TREE"), "{p}");
+    let p = plan(
+        "SELECT started_at_ms, status FROM results \
+         WHERE started_at_ms / 3600000 = ?1 AND cell_id = ?2 AND started_at_ms < ?3 \
+           AND final = 1 \
+         ORDER BY started_at_ms DESC, id DESC LIMIT 1",
+    );
+    assert!(
+        p.contains("USING INDEX results_hour_cell (<expr>=? AND cell_id=? AND started_at_ms<?)"),
+        "{p}"
+    );
+    assert!(!p.contains("TEMP B-TREE"), "{p}");
+}
+
+/// A file of version 7 (per-cell index on `(cell_id, started_at_ms)`) gets the hour-led index
+/// and each cell's `first_ms`, and reads back the same.
+#[tokio::test]
+async fn version_7_files_get_the_hour_led_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v7.sqlite");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &super::schema::MIGRATIONS[..7] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 7).unwrap();
+        tx.execute_batch(
+            "INSERT INTO cells (id, site, hostname, flavour, metric) VALUES
+                 (1, 'S', 'h1', 'CE', 'm'), (2, 'S', 'h2', 'CE', 'm');
+             INSERT INTO results (id, cell_id, started_at_ms, duration_ms, attempt, final, vo,
+                 kind, status, summary, details, perfdata, \"trigger\") VALUES
+                 (1, 1, 1000, 1, 1, 1, 'vo', 'tcp', 'OK', 'a', '', '[]', 'scheduled'),
+                 (2, 1, 7201000, 1, 1, 1, 'vo', 'tcp', 'CRITICAL', 'b', '', '[]', 'scheduled'),
+                 (3, 2, 5000000, 1, 1, 1, 'vo', 'tcp', 'OK', 'c', '', '[]', 'scheduled');
+             INSERT INTO latest (cell_id, result_id, started_at_ms) VALUES
+                 (1, 2, 7201000), (2, 3, 5000000);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    {
+        let conn = lock(&store.conn);
+        let firsts: Vec<(i64, i64)> = conn
+            .prepare("SELECT cell_id, first_ms FROM latest ORDER BY cell_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(firsts, vec![(1, 1000), (2, 5_000_000)]);
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results' \
+                 ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(indexes, vec!["results_hour_cell", "results_started"]);
+    }
+    let history = store
+        .history(&HistoryQuery {
+            site: Some("S".into()),
+            hostname: Some("h1".into()),
+            ..HistoryQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<i64> = history.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![2, 1]);
+}
+
+/// Paging through one cell's history crosses hours, empty stretches (a week without results)
+/// and rows of other cells in the same hours, and returns every row once, newest first;
+/// the timelines find the result before a period across the gap.
+#[tokio::test]
+async fn cell_history_walks_the_hours() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let day = 86_400_000i64;
+    let base = 1_767_225_600_000i64;
+    // Cell A every 25 minutes for 6 hours, then nothing for a week, then 3 more; cell B
+    // every 10 minutes over the same first hours.
+    let mut starts: Vec<i64> = (0..15).map(|i| base + i * 1_500_000).collect();
+    starts.extend((0..3).map(|i| base + 7 * day + i * 600_000));
+    let mut batch: Vec<NewResult> = starts
+        .iter()
+        .map(|&t| hard(result("SITE-A", "CE", "ma", t)))
+        .collect();
+    batch.extend((0..40).map(|i| hard(result("SITE-A", "CE", "mb", base + i * 600_000))));
+    store.insert(&batch).await.unwrap();
+    let mut seen: Vec<i64> = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .history(&HistoryQuery {
+                site: Some("SITE-A".into()),
+                hostname: Some("ce.site-a.example.org".into()),
+                metric: Some("ma".into()),
+                before,
+                limit: 4,
+                ..HistoryQuery::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        before = page.last().map(|r| (r.result.started_at_ms, r.id));
+        seen.extend(page.iter().map(|r| r.result.started_at_ms));
+    }
+    let mut expected = starts.clone();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(seen, expected);
+    // Bounded by since/until inside the gap: nothing; around it: both sides.
+    let q = |since: i64, until: i64| HistoryQuery {
+        metric: Some("ma".into()),
+        since_ms: Some(since),
+        until_ms: Some(until),
+        limit: 1000,
+        ..HistoryQuery::default()
+    };
+    assert!(store
+        .history(&q(base + day, base + 6 * day))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.history(&q(base, base + 8 * day)).await.unwrap().len(),
+        18
+    );
+    // The period starting in the gap: cell A's last result before it still counts.
+    let timelines = store
+        .timelines(base + 3 * day, base + 8 * day, &CellFilter::default())
+        .await
+        .unwrap();
+    let a = timelines.iter().find(|(k, _)| k.metric == "ma").unwrap();
+    assert_eq!(a.1.first().map(|p| p.0), Some(base + 14 * 1_500_000));
+    assert_eq!(a.1.len(), 4);
 }
 
 #[test]
