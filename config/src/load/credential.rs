@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::files::io_reason;
 use super::{FileId, Loader};
 use crate::credential::{
     Credential, CredentialKind, FileSpec, Grant, ProxySpec, SecretSource, TokenSpec,
@@ -625,14 +626,6 @@ fn is_loopback(u: &url::Url) -> bool {
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
         Some(url::Host::Domain(d)) => d == "localhost",
         None => false,
-    }
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
     }
 }
 
