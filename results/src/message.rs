@@ -231,15 +231,7 @@ impl ResultMessage {
             .iter()
             .map(|r| Reported {
                 metric: r.metric.clone(),
-                outcome: Outcome {
-                    status: r.status,
-                    summary: bound_summary(&r.summary),
-                    details: bound_details(r.details.clone()),
-                    perfdata: r.perfdata.clone(),
-                    connection_fault: None,
-                    reported: Vec::new(),
-                    agent_run: None,
-                },
+                outcome: received(r.status, &r.summary, &r.details, &r.perfdata),
             })
             .collect();
         Ok(NewResult {
@@ -253,19 +245,28 @@ impl ResultMessage {
                 started_at_ms: self.started_at_ms,
                 duration_ms: self.duration_ms,
                 outcome: Outcome {
-                    status: self.status,
-                    summary: bound_summary(&self.summary),
-                    details: bound_details(self.details.clone()),
-                    perfdata: self.perfdata.clone(),
-                    connection_fault: None,
                     reported,
                     agent_run: self.agent_run.as_deref().map(Box::from),
+                    ..received(self.status, &self.summary, &self.details, &self.perfdata)
                 },
                 attempt: self.attempt,
                 trigger: self.trigger,
             },
             is_final: self.is_final,
         })
+    }
+}
+
+/// An outcome read from a message: its text bounded as if a probe had produced it.
+fn received(status: Status, summary: &str, details: &str, perfdata: &[Perfdatum]) -> Outcome {
+    Outcome {
+        status,
+        summary: bound_summary(summary),
+        details: bound_details(details.to_string()),
+        perfdata: perfdata.to_vec(),
+        connection_fault: None,
+        reported: Vec::new(),
+        agent_run: None,
     }
 }
 

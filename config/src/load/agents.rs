@@ -46,20 +46,9 @@ impl Loader {
         };
         let has_password = raw.password_env.is_some() || raw.password_file.is_some();
         let url = self.broker_url(file, &raw.url, "nats", has_password);
-        let password = match (&raw.password_env, &raw.password_file) {
-            (Some(_), Some(f)) => {
-                let d = self.error(
-                    file,
-                    f.span(),
-                    "give the password in one of `password_env` and `password_file`, not both",
-                );
-                self.diagnostics.push(d);
-                PasswordSource::None
-            }
-            (Some(e), None) => PasswordSource::Env(e.get_ref().trim().to_string()),
-            (None, Some(f)) => PasswordSource::File(self.base_dir(file).join(f.get_ref().trim())),
-            (None, None) => PasswordSource::None,
-        };
+        let password = self
+            .password_source(file, &raw.password_env, &raw.password_file)
+            .unwrap_or(PasswordSource::None);
         let prefix = match &raw.prefix {
             Some(p) if !valid_prefix(p.get_ref()) => {
                 let d = self.error(
@@ -221,5 +210,15 @@ mod tests {
         let e = errors(&format!("{SITE}[agents]\nurl = \"http://x\"\nfoo = 1\n"));
         assert!(e.contains("nats://"), "{e}");
         assert!(e.contains("foo"), "{e}");
+        // The password's source: one of the two keys, never empty (the same rule as
+        // `[[publish]]` and `[[notify]]`).
+        let agents = format!("{SITE}[agents]\nurl = \"nats://c@127.0.0.1:4222\"\n");
+        let e = errors(&format!("{agents}password_env = \" \"\n"));
+        assert!(e.contains("vo.toml:8:16: error: must not be empty"), "{e}");
+        let e = errors(&format!(
+            "{agents}password_env = \"P\"\npassword_file = \"p\"\n"
+        ));
+        assert!(e.contains("vo.toml:9:17"), "{e}");
+        assert!(e.contains("not both"), "{e}");
     }
 }

@@ -324,31 +324,12 @@ impl Loader {
                 String::new()
             }
         };
-        let password = match (&raw.password_env, &raw.password_file) {
-            (Some(_), Some(f)) => {
-                let d = self.error(
-                    file,
-                    f.span(),
-                    "give the password in one of `password_env` and `password_file`, not both",
-                );
-                self.diagnostics.push(d);
+        let password = self
+            .password_source(file, &raw.password_env, &raw.password_file)
+            .unwrap_or_else(|| {
                 *ok = false;
                 PasswordSource::None
-            }
-            (Some(e), None) if !e.get_ref().trim().is_empty() => {
-                PasswordSource::Env(e.get_ref().trim().to_string())
-            }
-            (None, Some(f)) if !f.get_ref().trim().is_empty() => {
-                PasswordSource::File(self.base_dir(file).join(f.get_ref().trim()))
-            }
-            (Some(s), None) | (None, Some(s)) => {
-                let d = self.error(file, s.span(), "must not be empty");
-                self.diagnostics.push(d);
-                *ok = false;
-                PasswordSource::None
-            }
-            (None, None) => PasswordSource::None,
-        };
+            });
         let username = raw
             .username
             .as_ref()

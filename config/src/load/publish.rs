@@ -135,6 +135,40 @@ impl Loader {
         }
     }
 
+    /// Where a broker or server password comes from: `password_env` or `password_file`
+    /// (relative to the file it is written in), at most one, neither empty. `None` after a
+    /// positioned error.
+    pub(super) fn password_source(
+        &mut self,
+        file: FileId,
+        env: &Option<Spanned<String>>,
+        path: &Option<Spanned<String>>,
+    ) -> Option<PasswordSource> {
+        match (env, path) {
+            (Some(_), Some(f)) => {
+                let d = self.error(
+                    file,
+                    f.span(),
+                    "give the password in one of `password_env` and `password_file`, not both",
+                );
+                self.diagnostics.push(d);
+                None
+            }
+            (Some(e), None) if !e.get_ref().trim().is_empty() => {
+                Some(PasswordSource::Env(e.get_ref().trim().to_string()))
+            }
+            (None, Some(f)) if !f.get_ref().trim().is_empty() => Some(PasswordSource::File(
+                self.base_dir(file).join(f.get_ref().trim()),
+            )),
+            (Some(s), None) | (None, Some(s)) => {
+                let d = self.error(file, s.span(), "must not be empty");
+                self.diagnostics.push(d);
+                None
+            }
+            (None, None) => Some(PasswordSource::None),
+        }
+    }
+
     pub(super) fn base_dir(&self, file: FileId) -> std::path::PathBuf {
         self.config
             .sources
@@ -227,31 +261,12 @@ impl Loader {
             },
         };
 
-        let password = match (&raw.password_env, &raw.password_file) {
-            (Some(_), Some(f)) => {
-                let d = self.error(
-                    file,
-                    f.span(),
-                    "give the password in one of `password_env` and `password_file`, not both",
-                );
-                self.diagnostics.push(d);
+        let password = self
+            .password_source(file, &raw.password_env, &raw.password_file)
+            .unwrap_or_else(|| {
                 ok = false;
                 PasswordSource::None
-            }
-            (Some(e), None) if !e.get_ref().trim().is_empty() => {
-                PasswordSource::Env(e.get_ref().trim().to_string())
-            }
-            (None, Some(f)) if !f.get_ref().trim().is_empty() => {
-                PasswordSource::File(self.base_dir(file).join(f.get_ref().trim()))
-            }
-            (Some(s), None) | (None, Some(s)) => {
-                let d = self.error(file, s.span(), "must not be empty");
-                self.diagnostics.push(d);
-                ok = false;
-                PasswordSource::None
-            }
-            (None, None) => PasswordSource::None,
-        };
+            });
 
         let text = |v: &Option<Spanned<String>>, default: &str| {
             v.as_ref()
