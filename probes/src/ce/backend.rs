@@ -21,6 +21,15 @@ pub(crate) enum BackendError {
     /// A remote service (A-REX) could not be reached or refused the request.
     #[error("{what}: {reason}")]
     Remote { what: String, reason: String },
+    /// A remote service could not be reached at all (its name did not resolve, no TCP
+    /// connection): the one failure gridprobe's own host can cause, so it carries the
+    /// [`ConnectionFault`] the self-check reads (`[server.self_check]`).
+    #[error("{what}: {reason}")]
+    Unreachable {
+        what: String,
+        reason: String,
+        fault: ConnectionFault,
+    },
     /// gridprobe's side cannot do what the remote service requires (a TLS key exchange it
     /// lacks): UNKNOWN, not the site's failure.
     #[error("{what}: {reason}")]

@@ -60,7 +60,7 @@ use gridprobe_config::time::format_duration;
 
 use crate::kind::{ParamDefault, ParamDoc};
 use crate::net::tls::TlsSettings;
-use crate::outcome::{fmt_secs, Outcome, Perfdatum};
+use crate::outcome::{fmt_secs, ConnectionFault, Outcome, Perfdatum};
 use crate::params::{check_template, config_dir, duration_param};
 use crate::process::{self, Finished};
 use crate::{placeholders, Probe, ProbeContext, SharedProbe, Stop};

@@ -318,13 +318,17 @@ impl JobRun {
                 "submission to {} failed on gridprobe's side: {e}{cancelled}",
                 self.backend
             )),
-            End::SubmitFailed(e) => Outcome::critical(format!(
-                "submission to {} failed: {e}{cancelled}",
-                self.backend
-            )),
-            End::LostTrack(e) => {
-                Outcome::critical(format!("{job}: cannot query its state: {e}{cancelled}"))
-            }
+            End::SubmitFailed(e) => with_fault(
+                Outcome::critical(format!(
+                    "submission to {} failed: {e}{cancelled}",
+                    self.backend
+                )),
+                e,
+            ),
+            End::LostTrack(e) => with_fault(
+                Outcome::critical(format!("{job}: cannot query its state: {e}{cancelled}")),
+                e,
+            ),
             End::TimedOut {
                 phase: Phase::Submit,
                 limit,
@@ -539,4 +543,12 @@ pub(crate) fn fmt_time(t: SystemTime) -> String {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     crate::outcome::fmt_utc(ms, crate::outcome::UtcPrecision::Millis)
+}
+
+/// Marks an outcome whose CE could not be reached at all (see [`BackendError::Unreachable`]).
+pub(super) fn with_fault(o: Outcome, e: &BackendError) -> Outcome {
+    match e {
+        BackendError::Unreachable { fault, .. } => o.with_connection_fault(*fault),
+        _ => o,
+    }
 }

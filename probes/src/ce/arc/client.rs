@@ -115,10 +115,21 @@ impl Rest {
             let mut resp = req.send().await.map_err(|e| {
                 let what = format!("{what} at {}", self.endpoint);
                 let reason = error_words(&e);
+                let fault = if e.is_connect() {
+                    crate::net::io_connection_fault(&e)
+                } else {
+                    None
+                };
                 if reason.contains("HandshakeFailure") {
                     BackendError::Unsupported {
                         what,
                         reason: format!("{HANDSHAKE_HINT} ({reason})"),
+                    }
+                } else if let Some(fault) = fault {
+                    BackendError::Unreachable {
+                        what,
+                        reason,
+                        fault,
                     }
                 } else {
                     BackendError::Remote { what, reason }
@@ -400,6 +411,7 @@ pub(crate) fn error_words(e: &reqwest::Error) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::outcome::{ConnectionFault, Outcome};
 
     /// A TLS client configuration with `roots` and, when given, a client certificate.
     pub(crate) fn tls(roots: &[u8], client: Option<(&[u8], &[u8])>) -> rustls::ClientConfig {
@@ -425,6 +437,46 @@ pub(crate) mod tests {
             }
             None => b.with_no_client_auth(),
         }
+    }
+
+    /// A CE nobody listens for is marked as a connection fault (so a failing self-check turns
+    /// it UNKNOWN), and so is its outcome; a refusal by the CE itself is not.
+    #[tokio::test]
+    async fn an_unreachable_ce_is_a_connection_fault() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let rest = Rest::new(
+            &format!("https://127.0.0.1:{port}/arex"),
+            tls(b"", None),
+            None,
+        )
+        .expect("client");
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let e = rest
+            .create("&(executable=x)", deadline, &CancellationToken::new())
+            .await
+            .expect_err("nobody listens");
+        assert!(
+            matches!(
+                e,
+                BackendError::Unreachable {
+                    fault: ConnectionFault::Connect,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("connection refused"), "{e}");
+        let o = crate::ce::state::with_fault(Outcome::critical("x"), &e);
+        assert_eq!(o.connection_fault, Some(ConnectionFault::Connect));
+        let refused = BackendError::Remote {
+            what: "create".into(),
+            reason: "403 Forbidden".into(),
+        };
+        let o = crate::ce::state::with_fault(Outcome::critical("x"), &refused);
+        assert_eq!(o.connection_fault, None);
     }
 
     #[test]
