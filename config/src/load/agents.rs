@@ -133,6 +133,23 @@ impl Loader {
 
     /// An agent-run site needs `[agents]` (the broker its work goes through).
     pub(super) fn check_agent_sites(&mut self) {
+        // Agents answer one centre: with a shared schedule a result could reach an instance
+        // that is not waiting for it and be recorded twice, so the two are refused together.
+        if self.config.server.schedule == crate::model::ScheduleMode::Shared {
+            if let Some(span) = self.agent_sites.first() {
+                let d = self
+                    .config
+                    .sources
+                    .error(
+                        span,
+                        "a site run by agents cannot be on a shared schedule ([server] schedule = \"shared\") yet",
+                    )
+                    .with_help(
+                        "run the agent-run sites from one `serve` with schedule = \"local\" (a second configuration), or keep this site local",
+                    );
+                self.diagnostics.push(d);
+            }
+        }
         // An `[agents]` table with errors has its own; the sites are not blamed for it.
         if self.saw_agents {
             return;
@@ -220,5 +237,20 @@ mod tests {
         ));
         assert!(e.contains("vo.toml:9:17"), "{e}");
         assert!(e.contains("not both"), "{e}");
+    }
+
+    /// Agents answer one centre, so a shared schedule with agent-run sites is refused at the
+    /// first such site.
+    #[test]
+    fn agent_sites_are_refused_on_a_shared_schedule() {
+        let text = format!(
+            "[server]\nstore = \"postgresql://gp@127.0.0.1/gp\"\nschedule = \"shared\"\n{}[agents]\nurl = \"nats://127.0.0.1:4222\"\n",
+            SITE.replace("vo = \"t\"\n", "")
+        );
+        let e = errors(&format!("vo = \"t\"\n{text}"));
+        assert!(e.contains("vo.toml:8:12"), "{e}");
+        assert!(e.contains("cannot be on a shared schedule"), "{e}");
+        let local = errors(&format!("vo = \"t\"\n{}", text.replace("shared", "local")));
+        assert!(!local.contains("shared schedule"), "{local}");
     }
 }
