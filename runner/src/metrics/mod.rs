@@ -226,6 +226,7 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::build())
     }
+
     /// The names of the series `/metrics` can expose, as PromQL sees them (a histogram gives
     /// `_bucket`, `_sum` and `_count`), sorted. Tests check the Grafana dashboard and the alert
     /// rules against this list.
