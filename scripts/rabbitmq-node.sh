@@ -5,15 +5,16 @@
 # tests share, each test in a virtual host of its own) and by tests/agents_rabbitmq.rs (a
 # dedicated node stopped and restarted in a test).
 #
-#   scripts/rabbitmq-node.sh start|stop DIR AMQP_PORT DIST_PORT
+#   scripts/rabbitmq-node.sh start|stop|kill DIR AMQP_PORT DIST_PORT
 #   scripts/rabbitmq-node.sh ctl DIR AMQP_PORT DIST_PORT -- RABBITMQCTL_ARGS...
 #
-# `ctl` runs rabbitmqctl against this node (users, virtual hosts, permissions).
+# `kill` ends the node with SIGKILL (an outage, not a clean shutdown; `start` brings it back with
+# its durable queues). `ctl` runs rabbitmqctl against this node (users, virtual hosts, permissions).
 # The node has no guest user: tests make the users and permissions they need.
 # Idempotent: `start` on a running node and `stop` on a stopped one do nothing. Quiet: output
 # goes to DIR/log/, and only a failure is reported (on stderr, exit status 1).
 set -euo pipefail
-[ $# -ge 4 ] || { echo "usage: $0 start|stop|ctl DIR AMQP_PORT DIST_PORT [-- ARGS]" >&2; exit 2; }
+[ $# -ge 4 ] || { echo "usage: $0 start|stop|kill|ctl DIR AMQP_PORT DIST_PORT [-- ARGS]" >&2; exit 2; }
 cmd=$1 dir=$2 port=$3 dist=$4
 shift 4
 bin=/usr/lib/rabbitmq/bin
@@ -55,7 +56,8 @@ start)
     exec 9>"$dir/start.lock"
     flock 9
     if pinged && amqp_open; then exit 0; fi
-    "$bin/rabbitmq-server" -detached >"$dir/log/start.out" 2>&1 || true
+    # Not with the lock: the node would hold it for its lifetime.
+    "$bin/rabbitmq-server" -detached 9>&- >"$dir/log/start.out" 2>&1 || true
     # The node answers `ping` before its listener is up: wait for both.
     if ! { poll 120 pinged && poll 60 amqp_open; }; then
         echo "rabbitmq-node: RabbitMQ node $RABBITMQ_NODENAME did not come up with AMQP on 127.0.0.1:$port (see $dir/log)" >&2
@@ -72,6 +74,15 @@ stop)
         exit 1
     fi
     ;;
+kill)
+    pid=$(cat "$RABBITMQ_PID_FILE" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || exit 0
+    kill -KILL "$pid"
+    if ! poll 30 eval '! kill -0 "$pid" 2>/dev/null'; then
+        echo "rabbitmq-node: RabbitMQ node $RABBITMQ_NODENAME (pid $pid) did not die" >&2
+        exit 1
+    fi
+    ;;
 ctl)
     [ "${1:-}" = "--" ] && shift
     out=$("$bin/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" "$@" 2>&1) || {
@@ -81,7 +92,7 @@ ctl)
     [ -z "$out" ] || printf '%s\n' "$out"
     ;;
 *)
-    echo "usage: $0 start|stop|ctl DIR AMQP_PORT DIST_PORT [-- ARGS]" >&2
+    echo "usage: $0 start|stop|kill|ctl DIR AMQP_PORT DIST_PORT [-- ARGS]" >&2
     exit 2
     ;;
 esac

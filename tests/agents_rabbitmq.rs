@@ -5,7 +5,7 @@
 //!
 //! - one agent runs the site's probe; SIGTERM stops it cleanly;
 //! - an agent killed with SIGKILL mid-run: the run goes to another agent, one result per slot;
-//! - the broker stopped while an agent runs (a node of the test's own): the result waits in the
+//! - the broker killed while an agent runs (a node of the test's own), started again later: the result waits in the
 //!   agent's spool and reaches the store once the broker is back, one result per slot;
 //! - an agent publishing for another site: refused by the broker on another site's routing
 //!   key, dropped and counted by the centre on its own key; the permissions keep it out of
@@ -349,7 +349,9 @@ fn results_wait_in_the_agents_spool_while_rabbitmq_is_down() {
         serve.output(),
         agent.output()
     );
-    rabbit.must(&["stop"]);
+    // An outage: the node killed, not shut down.
+    rabbit.must(&["kill"]);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", rabbit.port)).is_err());
     // The run ends while the broker is away: its result goes to the agent's spool.
     let spooled = wait_until(Duration::from_secs(30), || {
         agent.output().contains("spooling them")
