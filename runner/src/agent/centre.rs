@@ -5,8 +5,8 @@
 //! waits for its result, exactly as it would wait for a local probe; the result is recorded by
 //! the caller through `ServeState::record`, so dependencies, retries, the matrix, reports and
 //! notifications see no difference. An agent holds a run at most the site's longest run budget
-//! + `grace` (JetStream AckWait; RabbitMQ requeues it when the agent's connection goes), so a
-//! killed agent's run goes to another.
+//! plus `grace` (JetStream AckWait; RabbitMQ requeues it when the agent's connection goes), so
+//! a killed agent's run goes to another.
 //!
 //! Results arrive on one consumer of the results stream or queue. A result is dropped and
 //! counted when its subject's (routing key's) site is not the site in the message (an agent publishing for another site:
@@ -574,7 +574,7 @@ impl Dispatcher {
                 };
                 d.note_broker_state(unix_ms(SystemTime::now()));
                 n = n.wrapping_add(1);
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     d.sweep_orphans();
                 }
             }
