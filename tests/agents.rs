@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::agents::{
+    get_json, metric, metrics, nagios_probe, results, slow_plugin, starts, Agent, LOCAL_SERVICE,
+    SITE,
+};
 use common::{http_client, wait_until, write_file, Serve};
-
-const SITE: &str = "T2_AGENT";
 const PASSWORD_CENTRE: &str = "centre-secret";
 const PASSWORD_AGENT: &str = "agent-secret";
 
@@ -120,155 +122,14 @@ fn nats_config(host: &str, port: u16, store: &Path) -> String {
 
 /// The centre's configuration: `SITE` runs on agents; `extra` adds sites or probes.
 fn centre_config(dir: &Path, nats: &Nats, site_service: &str, probe: &str, extra: &str) -> String {
-    let pw = write_file(dir, "centre.pw", PASSWORD_CENTRE);
-    format!(
-        r#"
-vo = "e2e"
-[defaults]
-interval = "1h"
-timeout = "6s"
-[server]
-startup_spread = "1s"
-shutdown_grace = "2s"
-
-[agents]
-url = "{url}"
-password_file = "{pw}"
-no_agent_after = "5s"
-grace = "1s"
-
-[[site]]
-name = "{SITE}"
-tier = 2
-executor = "agent"
-{site_service}
-{probe}
-{extra}
-"#,
-        url = nats.url("centre"),
+    common::agents::centre_config(
+        dir,
+        &nats.url("centre"),
+        PASSWORD_CENTRE,
+        site_service,
+        probe,
+        extra,
     )
-}
-
-/// A running `gridprobe agent` (optionally inside a network namespace).
-struct Agent {
-    child: Child,
-    output: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Agent {
-    fn start(nats: &Nats, dir: &Path, name: &str, netns: Option<&str>) -> Agent {
-        use std::io::{BufRead, BufReader};
-        let pw = write_file(dir, &format!("{name}.pw"), PASSWORD_AGENT);
-        let spool = dir.join(format!("{name}.spool"));
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(common::bin());
-                c
-            }
-            None => Command::new(common::bin()),
-        };
-        cmd.args([
-            "agent",
-            "--broker",
-            &nats.url("agent-t2"),
-            "--site",
-            SITE,
-            "--name",
-            name,
-            "--password-file",
-            &pw,
-            "--spool-dir",
-            spool.to_str().expect("utf-8"),
-            "--heartbeat",
-            "1s",
-            "--concurrency",
-            "2",
-        ])
-        .env("GRIDPROBE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("agent starts");
-        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        for s in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
-        Agent { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn get_json(addr: &str, path: &str) -> serde_json::Value {
-    http_client()
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .and_then(|r| r.text())
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
-}
-
-/// The site's final results, newest first.
-fn results(addr: &str, site: &str) -> Vec<serde_json::Value> {
-    get_json(addr, &format!("/api/v1/results?site={site}&limit=50"))["results"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn metrics(addr: &str) -> String {
-    http_client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .unwrap_or_default()
-}
-
-/// A metric's value (first series whose line starts with `prefix`).
-fn metric(addr: &str, prefix: &str) -> Option<f64> {
-    metrics(addr)
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// A network namespace with a veth pair to the host: `host_ip` on this side, `ns_ip` inside.
@@ -395,7 +256,13 @@ fn an_agent_reaches_a_site_network_the_centre_cannot() {
     let store = dir.path().join("r.sqlite");
     let serve = Serve::start(&cfg, store.to_str().unwrap());
     let addr = serve.http_addr();
-    let agent = Agent::start(&nats, dir.path(), "inside", Some(&net.ns));
+    let agent = Agent::start(
+        &nats.url("agent-t2"),
+        PASSWORD_AGENT,
+        dir.path(),
+        "inside",
+        Some(&net.ns),
+    );
     let ok = wait_until(Duration::from_secs(45), || {
         results(&addr, SITE).iter().any(|r| r["status"] == "OK")
     });
@@ -451,35 +318,6 @@ fn an_agent_reaches_a_site_network_the_centre_cannot() {
     let _ = service.wait();
 }
 
-/// A plugin that takes `secs` seconds, leaving a mark per start in `marks`.
-fn slow_plugin(dir: &Path, secs: u32) -> PathBuf {
-    let marks = dir.join("marks");
-    common::script(
-        dir,
-        "slow.sh",
-        &format!(
-            "echo start >> {marks}\nsleep {secs}\necho 'OK - finished after {secs}s'\nexit 0",
-            marks = marks.display()
-        ),
-    )
-}
-
-fn starts(dir: &Path) -> usize {
-    std::fs::read_to_string(dir.join("marks"))
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-}
-
-fn nagios_probe(plugin: &Path) -> String {
-    format!(
-        "[[probe]]\nmetric = \"org.e2e.slow\"\nkind = \"nagios\"\nflavours = [\"SRV\"]\n  [probe.params]\n  command = \"{}\"\n",
-        plugin.display()
-    )
-}
-
-const LOCAL_SERVICE: &str =
-    "  [[site.service]]\n  flavour = \"SRV\"\n  hostname = \"srv.example.org\"\n";
-
 #[test]
 fn a_killed_agents_run_goes_to_another_and_is_kept_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -495,7 +333,13 @@ fn a_killed_agents_run_goes_to_another_and_is_kept_once() {
     let store = dir.path().join("r.sqlite");
     let serve = Serve::start(&cfg, store.to_str().unwrap());
     let addr = serve.http_addr();
-    let mut first = Agent::start(&nats, dir.path(), "first", None);
+    let mut first = Agent::start(
+        &nats.url("agent-t2"),
+        PASSWORD_AGENT,
+        dir.path(),
+        "first",
+        None,
+    );
     assert!(
         wait_until(Duration::from_secs(30), || starts(dir.path()) >= 1),
         "the run did not start:\n{}\n{}",
@@ -503,7 +347,13 @@ fn a_killed_agents_run_goes_to_another_and_is_kept_once() {
         first.output()
     );
     first.kill9();
-    let second = Agent::start(&nats, dir.path(), "second", None);
+    let second = Agent::start(
+        &nats.url("agent-t2"),
+        PASSWORD_AGENT,
+        dir.path(),
+        "second",
+        None,
+    );
     // Redelivered after AckWait (6 s timeout + 5 s cleanup + 1 s grace), run again, recorded.
     let ok = wait_until(Duration::from_secs(60), || {
         results(&addr, SITE).iter().any(|r| r["status"] == "OK")
@@ -540,7 +390,13 @@ fn a_late_duplicate_from_a_frozen_agent_is_dropped() {
     let store = dir.path().join("r.sqlite");
     let serve = Serve::start(&cfg, store.to_str().unwrap());
     let addr = serve.http_addr();
-    let first = Agent::start(&nats, dir.path(), "frozen", None);
+    let first = Agent::start(
+        &nats.url("agent-t2"),
+        PASSWORD_AGENT,
+        dir.path(),
+        "frozen",
+        None,
+    );
     assert!(
         wait_until(Duration::from_secs(30), || starts(dir.path()) >= 1),
         "the run did not start:\n{}\n{}",
@@ -556,7 +412,13 @@ fn a_late_duplicate_from_a_frozen_agent_is_dropped() {
         assert!(s.success());
     };
     signal("-STOP");
-    let second = Agent::start(&nats, dir.path(), "awake", None);
+    let second = Agent::start(
+        &nats.url("agent-t2"),
+        PASSWORD_AGENT,
+        dir.path(),
+        "awake",
+        None,
+    );
     let ok = wait_until(Duration::from_secs(60), || {
         results(&addr, SITE).iter().any(|r| r["status"] == "OK")
     });
@@ -596,7 +458,13 @@ fn results_wait_in_the_agents_spool_while_the_broker_is_down() {
     let store = dir.path().join("r.sqlite");
     let serve = Serve::start(&cfg, store.to_str().unwrap());
     let addr = serve.http_addr();
-    let agent = Agent::start(&nats, dir.path(), "only", None);
+    let agent = Agent::start(
+        &nats.url("agent-t2"),
+        PASSWORD_AGENT,
+        dir.path(),
+        "only",
+        None,
+    );
     assert!(
         wait_until(Duration::from_secs(30), || starts(dir.path()) >= 1),
         "the run did not start:\n{}\n{}",
@@ -744,7 +612,7 @@ fn bad_agent_arguments_are_refused_without_echoing_secrets() {
         ),
         (
             vec!["--broker", "http://127.0.0.1:4222", "--site", SITE],
-            "nats:// or tls://",
+            "nats:// or tls:// (NATS JetStream), or amqp:// or amqps://",
         ),
         (
             vec![

@@ -39,15 +39,17 @@ impl Executor {
     }
 }
 
-/// `[agents]`: the NATS JetStream broker the centre hands agent-run sites' work to.
+/// `[agents]`: the broker (NATS JetStream or RabbitMQ) the centre hands agent-run sites' work
+/// to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSettings {
-    /// `nats://` or `tls://` URL, without credentials (`nats://USER@host:4222` for user and
-    /// password authentication).
+    /// `nats://` or `tls://` URL (NATS JetStream), or `amqp://` or `amqps://` (RabbitMQ, with the
+    /// virtual host as path), without a password (`nats://USER@host:4222` for user and password
+    /// authentication).
     pub url: String,
     /// The password of the URL's user.
     pub password: PasswordSource,
-    /// Extra CA certificate (PEM) for a `tls://` broker with a private CA.
+    /// Extra CA certificate (PEM) for a `tls://` or `amqps://` broker with a private CA.
     pub ca_file: Option<PathBuf>,
     /// First subject token(s) of every work, result and heartbeat subject (and stream names).
     pub prefix: String,

@@ -29,8 +29,9 @@ const SPOOL_MAX_BYTES: u64 = 1 << 30;
 /// `gridprobe agent`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The VO's broker: nats://USER@host:4222 (tls://USER@host:4222 for TLS). No password in
-    /// it: see --password-file and --password-env.
+    /// The VO's broker: nats://USER@host:4222 (tls://USER@host:4222 for TLS), or RabbitMQ as
+    /// amqp://USER@host:5672/VHOST (amqps:// for TLS). No password in it: see --password-file
+    /// and --password-env.
     #[arg(long, value_name = "URL")]
     pub broker: String,
     /// The site whose runs this agent takes (its name in the VO's configuration).
@@ -45,7 +46,7 @@ pub struct Args {
     /// Environment variable holding the broker user's password.
     #[arg(long, value_name = "VAR", default_value = "GRIDPROBE_AGENT_PASSWORD")]
     pub password_env: String,
-    /// Extra CA certificate (PEM) for a tls:// broker with a private CA.
+    /// Extra CA certificate (PEM) for a tls:// or amqps:// broker with a private CA.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Subject prefix, as the centre's [agents] prefix.
@@ -116,8 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             gridprobe_config::model::redact_url(&args.broker)
         )
     })?;
-    if !matches!(url.scheme(), "nats" | "tls") {
-        anyhow::bail!("--broker must start with nats:// or tls://");
+    if !matches!(url.scheme(), "nats" | "tls" | "amqp" | "amqps") {
+        anyhow::bail!(
+            "--broker must start with nats:// or tls:// (NATS JetStream), or amqp:// or amqps:// (RabbitMQ), e.g. amqp://agent-t2@mq.example.org:5672/gridprobe"
+        );
     }
     if url.password().is_some() {
         anyhow::bail!(

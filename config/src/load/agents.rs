@@ -45,7 +45,7 @@ impl Loader {
             return;
         };
         let has_password = raw.password_env.is_some() || raw.password_file.is_some();
-        let url = self.broker_url(file, &raw.url, "nats", has_password);
+        let url = self.broker_url(file, &raw.url, "agents", has_password);
         let password = self
             .password_source(file, &raw.password_env, &raw.password_file)
             .unwrap_or(PasswordSource::None);
@@ -200,6 +200,32 @@ mod tests {
     }
 
     #[test]
+    fn rabbitmq_urls_select_the_second_backend() {
+        for url in [
+            "amqp://centre@127.0.0.1:5672/gridprobe",
+            "amqps://centre@mq.example.org/%2f",
+        ] {
+            let text = format!(
+                "{SITE}[agents]\nurl = \"{url}\"\npassword_env = \"GP_PW\"\nca_file = \"ca.pem\"\n"
+            );
+            let loaded = crate::load_str(Path::new("/tmp/vo.toml"), &text);
+            assert!(loaded.diagnostics.is_empty(), "{}", loaded.diagnostics);
+            let a = loaded.config.agents.expect("agents");
+            assert_eq!(a.url, url);
+            assert_eq!(a.ca_file.as_deref(), Some(Path::new("/tmp/ca.pem")));
+        }
+        // A user without a password is fine for AMQP (no token form); a password in it is not.
+        let ok = format!("{SITE}[agents]\nurl = \"amqp://centre@127.0.0.1/vh\"\n");
+        assert!(errors(&ok).is_empty(), "{}", errors(&ok));
+        let e = errors(&format!(
+            "{SITE}[agents]\nurl = \"amqp://centre:s3cret@127.0.0.1/vh\"\n"
+        ));
+        assert!(e.contains("vo.toml:7:7"), "{e}");
+        assert!(e.contains("holds a password"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
     fn bad_agent_settings_are_positioned() {
         let e = errors(&SITE.replace("\"agent\"", "\"agnet\""));
         assert!(e.contains("vo.toml:5:12"), "{e}");
@@ -226,6 +252,7 @@ mod tests {
         assert!(!e.contains("needs an [agents] table"), "{e}");
         let e = errors(&format!("{SITE}[agents]\nurl = \"http://x\"\nfoo = 1\n"));
         assert!(e.contains("nats://"), "{e}");
+        assert!(e.contains("amqp://"), "{e}");
         assert!(e.contains("foo"), "{e}");
         // The password's source: one of the two keys, never empty (the same rule as
         // `[[publish]]` and `[[notify]]`).

@@ -527,6 +527,11 @@ impl Loader {
                 "amqp://gridprobe@mq.example.org:5672/%2f",
             ),
             "nats" => (&["nats", "tls"], "nats://nats.example.org:4222"),
+            // The site agents' broker: NATS JetStream or RabbitMQ.
+            "agents" => (
+                &["nats", "tls", "amqp", "amqps"],
+                "nats://centre@nats.example.org:4222 or amqp://centre@mq.example.org:5672/gridprobe",
+            ),
             _ => (
                 &["stomp", "stomp+ssl", "stomps"],
                 "stomp+ssl://gridprobe@mq.example.org:61614",
@@ -549,7 +554,9 @@ impl Loader {
                     return None;
                 }
                 let (_, secrets) = crate::model::url_credentials(text);
-                let token = kind == "nats" && !parsed.username().is_empty() && !has_password_source;
+                let nats = kind == "nats"
+                    || (kind == "agents" && matches!(parsed.scheme(), "nats" | "tls"));
+                let token = nats && !parsed.username().is_empty() && !has_password_source;
                 if !secrets.is_empty() || parsed.password().is_some() || token {
                     let what = if token {
                         "the NATS URL holds a token (`nats://TOKEN@host`)"

@@ -1,14 +1,15 @@
 //! `serve`'s side of the site agents: the [`Dispatcher`].
 //!
-//! A run of an agent-run site is published to the site's work-queue stream (JetStream message
-//! id = run id, so a republished slot is dropped by JetStream itself) and the calling task
+//! A run of an agent-run site is published to the site's work queue (a JetStream work-queue
+//! stream, or a RabbitMQ queue; through the broker's [`CentreLink`]) and the calling task
 //! waits for its result, exactly as it would wait for a local probe; the result is recorded by
 //! the caller through `ServeState::record`, so dependencies, retries, the matrix, reports and
-//! notifications see no difference. The agents' consumer has AckWait = the site's longest run
-//! budget + `grace`, so a killed agent's run goes to another after that.
+//! notifications see no difference. An agent holds a run at most the site's longest run budget
+//! plus `grace` (JetStream AckWait; RabbitMQ requeues it when the agent's connection goes), so
+//! a killed agent's run goes to another.
 //!
-//! Results arrive on one consumer of the results stream. A result is dropped and counted when
-//! its subject's site is not the site in the message (an agent publishing for another site:
+//! Results arrive on one consumer of the results stream or queue. A result is dropped and
+//! counted when its subject's (routing key's) site is not the site in the message (an agent publishing for another site:
 //! broker permissions let an agent publish on its own site's subject only), when it is not for
 //! an agent-run site or cell it claims, or when its run already has a result (duplicates).
 //! Results of runs this centre is not waiting for (it restarted) wait a minute for the run to
@@ -19,8 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream;
-use futures::StreamExt;
 use gridprobe_config::agents::{AgentSettings, Executor};
 use gridprobe_config::time::{format_duration, format_utc};
 use gridprobe_config::Config;
@@ -30,8 +29,8 @@ use gridprobe_results::{CellKey, ResultMessage};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{self, LinkSpec, REQUEST_TIMEOUT};
-use super::wire::{self, token, Heartbeat, Names, Work, AGENTS_CONSUMER, CENTRE_CONSUMER};
+use super::link::{self, CentreLink, LinkSpec};
+use super::wire::{self, token, Heartbeat, Names, Work};
 use crate::execute::CLEANUP_GRACE;
 use crate::remote::{AgentCounts, AgentView, RemoteExecutor, RemoteRun};
 use crate::state::ServeState;
@@ -42,8 +41,6 @@ const ORPHAN_KEEP: Duration = Duration::from_secs(60);
 const DONE_KEPT: usize = 100_000;
 /// Agents remembered at most.
 const MAX_AGENTS: usize = 10_000;
-/// How long work and results stay in their streams at most.
-const STREAM_MAX_AGE: Duration = Duration::from_secs(86_400);
 
 /// The dispatcher's counters (`gridprobe_agent_*` in `/metrics`).
 #[derive(Debug, Default)]
@@ -92,8 +89,8 @@ struct Seen {
 pub struct Dispatcher {
     settings: AgentSettings,
     names: Names,
-    js: jetstream::Context,
-    client: async_nats::Client,
+    /// The broker (NATS JetStream or RabbitMQ).
+    link: Arc<dyn CentreLink>,
     started_ms: i64,
     /// The last moment the centre was seen without its broker connection (ms): agents are
     /// judged absent only `no_agent_after` past it, since their heartbeats could not arrive.
@@ -104,8 +101,6 @@ pub struct Dispatcher {
     agents: Mutex<BTreeMap<(String, String), Seen>>,
     /// Each site's AckWait for the configuration (by address) they were computed from.
     ack_waits: Mutex<(usize, HashMap<usize, Duration>)>,
-    /// Sites whose stream and consumer exist, with the AckWait they were made with.
-    ensured: tokio::sync::Mutex<HashMap<String, Duration>>,
     /// The service, for results recorded on their own.
     shared: Weak<ServeState>,
     /// Counters.
@@ -137,21 +132,22 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Result<Arc<Dispatcher>, String> {
         let password = settings.password.read()?;
-        let client = link::connect(&LinkSpec {
-            url: settings.url.clone(),
-            password,
-            ca_file: settings.ca_file.clone(),
-            client_name: "gridprobe serve".into(),
-            inbox_prefix: None,
-        })
+        let names = Names::new(&settings.prefix);
+        let link = link::connect_centre(
+            &LinkSpec {
+                url: settings.url.clone(),
+                password,
+                ca_file: settings.ca_file.clone(),
+                client_name: "gridprobe serve".into(),
+                inbox_prefix: None,
+            },
+            &names,
+        )
         .await?;
-        let mut js = jetstream::new(client.clone());
-        js.set_timeout(REQUEST_TIMEOUT);
         let d = Arc::new(Dispatcher {
-            names: Names::new(&settings.prefix),
+            names,
             settings,
-            js,
-            client: client.clone(),
+            link,
             started_ms: unix_ms(SystemTime::now()),
             broker_away_ms: std::sync::atomic::AtomicI64::new(0),
             pending: Mutex::default(),
@@ -159,12 +155,10 @@ impl Dispatcher {
             orphans: Mutex::default(),
             agents: Mutex::default(),
             ack_waits: Mutex::default(),
-            ensured: tokio::sync::Mutex::default(),
             shared: Arc::downgrade(shared),
             stats: AgentStats::default(),
         });
-        tokio::spawn(d.clone().follow_results(shutdown.clone()));
-        tokio::spawn(d.clone().follow_heartbeats(client, shutdown));
+        d.clone().follow(shutdown);
         shared.set_remote(d.clone());
         Ok(d)
     }
@@ -226,7 +220,7 @@ impl Dispatcher {
 
     /// Remembers when the broker connection was last seen down.
     fn note_broker_state(&self, now_ms: i64) {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        if !self.link.connected() {
             self.broker_away_ms.fetch_max(now_ms, Ordering::Relaxed);
         }
     }
@@ -255,40 +249,6 @@ impl Dispatcher {
             .copied()
             .unwrap_or_default()
             .saturating_add(self.settings.grace)
-    }
-
-    /// Makes sure the site's work-queue stream and its agents' consumer exist (with this
-    /// AckWait).
-    async fn ensure_site(&self, site: &str, ack_wait: Duration) -> Result<(), String> {
-        let mut ensured = self.ensured.lock().await;
-        if ensured.get(site) == Some(&ack_wait) {
-            return Ok(());
-        }
-        let stream = self
-            .js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: self.names.work_stream(site),
-                subjects: vec![self.names.work_subject(site)],
-                retention: jetstream::stream::RetentionPolicy::WorkQueue,
-                storage: jetstream::stream::StorageType::File,
-                max_age: STREAM_MAX_AGE,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create the work stream of {site}: {e}"))?;
-        stream
-            .create_consumer(jetstream::consumer::pull::Config {
-                durable_name: Some(AGENTS_CONSUMER.into()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_deliver: i64::from(self.settings.max_deliver),
-                max_ack_pending: 10_000,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create the agents' consumer of {site}: {e}"))?;
-        ensured.insert(site.to_string(), ack_wait);
-        Ok(())
     }
 
     /// Hands a run to the site's agents and waits for its result.
@@ -350,7 +310,11 @@ impl Dispatcher {
             Ok(rx) => rx,
             Err(attempts) => return attempts,
         };
-        if let Err(e) = self.publish_work(&site_name, &work, ack_wait).await {
+        if let Err(e) = self
+            .link
+            .publish_work(&site_name, &work, ack_wait, self.settings.max_deliver)
+            .await
+        {
             self.forget(&run.run_id);
             self.stats.dispatch_failed.fetch_add(1, Ordering::Relaxed);
             return unknown(
@@ -403,40 +367,6 @@ impl Dispatcher {
                 }
             }
         }
-    }
-
-    async fn publish_work(
-        &self,
-        site: &str,
-        work: &Work,
-        ack_wait: Duration,
-    ) -> Result<(), String> {
-        let attempt = async {
-            self.ensure_site(site, ack_wait).await?;
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", work.run_id.as_str());
-            let ack = self
-                .js
-                .publish_with_headers(
-                    self.names.work_subject(site),
-                    headers,
-                    work.to_json().into(),
-                )
-                .await
-                .map_err(|e| format!("publish failed: {e}"))?;
-            ack.await
-                .map(|_| ())
-                .map_err(|e| format!("no acknowledgement from JetStream: {e}"))
-        };
-        let r = match tokio::time::timeout(REQUEST_TIMEOUT.saturating_mul(2), attempt).await {
-            Ok(r) => r,
-            Err(_) => Err("the broker did not answer in time".into()),
-        };
-        if r.is_err() {
-            // The broker may have lost its streams (a new server): make them again next time.
-            self.ensured.lock().await.remove(site);
-        }
-        r
     }
 
     /// Waits for a run's result; `Err` holds the attempts already here (a result that came
@@ -605,94 +535,50 @@ impl Dispatcher {
         }
     }
 
-    async fn results_consumer(&self) -> Result<jetstream::consumer::PullConsumer, String> {
-        let stream = self
-            .js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: self.names.results_stream(),
-                subjects: vec![self.names.results_filter()],
-                storage: jetstream::stream::StorageType::File,
-                max_age: STREAM_MAX_AGE,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create the results stream: {e}"))?;
-        stream
-            .get_or_create_consumer(
-                CENTRE_CONSUMER,
-                jetstream::consumer::pull::Config {
-                    durable_name: Some(CENTRE_CONSUMER.into()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| format!("cannot create the centre's results consumer: {e}"))
-    }
-
-    async fn follow_results(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut last_error = String::new();
-        let mut sweep = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            let consumer = tokio::select! {
-                c = self.results_consumer() => c,
-                _ = shutdown.cancelled() => return,
+    /// Follows results and heartbeats through the broker, and sweeps orphans and notes the
+    /// broker's state on a clock of their own.
+    fn follow(self: Arc<Self>, shutdown: CancellationToken) {
+        let weak = Arc::downgrade(&self);
+        let results: link::Sink = Arc::new(move |subject: &str, payload: &[u8]| {
+            let Some(d) = weak.upgrade() else {
+                return;
             };
-            let mut messages = match consumer {
-                Ok(c) => match c.messages().await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        let e = e.to_string();
-                        if e != last_error {
-                            tracing::warn!(error = %e, "cannot read agents' results; retrying");
-                            last_error = e;
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                            _ = shutdown.cancelled() => return,
-                        }
-                    }
-                },
-                Err(e) => {
-                    if e != last_error {
-                        tracing::warn!(error = %e, "cannot read agents' results; retrying");
-                        last_error = e;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            };
-            if !last_error.is_empty() {
-                tracing::info!("reading agents' results again");
-                last_error.clear();
+            if let Some(shared) = d.shared.upgrade() {
+                let plan = shared.plan();
+                d.handle_result(&plan.config, subject, payload);
             }
+        });
+        let weak = Arc::downgrade(&self);
+        let heartbeats: link::Sink = Arc::new(move |subject: &str, payload: &[u8]| {
+            if let Some(d) = weak.upgrade() {
+                d.handle_heartbeat(subject, payload);
+            }
+        });
+        let link = self.link.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { link.follow_results(results, stop).await });
+        let link = self.link.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { link.follow_heartbeats(heartbeats, stop).await });
+        let weak = Arc::downgrade(&self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n = 0u32;
             loop {
                 tokio::select! {
-                    m = messages.next() => match m {
-                        Some(Ok(msg)) => {
-                            if let Some(shared) = self.shared.upgrade() {
-                                let plan = shared.plan();
-                                self.handle_result(&plan.config, msg.subject.as_str(), &msg.payload);
-                            }
-                            // Handed over (or dropped for good): the broker may forget it.
-                            if let Err(e) = msg.ack().await {
-                                tracing::debug!(error = %e, "cannot acknowledge an agent result");
-                            }
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "agents' results: consumer error; reconnecting");
-                            break;
-                        }
-                        None => break,
-                    },
-                    _ = sweep.tick() => self.sweep_orphans(),
+                    _ = tick.tick() => {}
                     _ = shutdown.cancelled() => return,
                 }
+                let Some(d) = weak.upgrade() else {
+                    return;
+                };
+                d.note_broker_state(unix_ms(SystemTime::now()));
+                n = n.wrapping_add(1);
+                if n.is_multiple_of(5) {
+                    d.sweep_orphans();
+                }
             }
-        }
+        });
     }
 
     /// Takes one heartbeat.
@@ -729,38 +615,6 @@ impl Dispatcher {
             }
         }
         agents.insert(key, Seen { hb, at_ms });
-    }
-
-    async fn follow_heartbeats(
-        self: Arc<Self>,
-        client: async_nats::Client,
-        shutdown: CancellationToken,
-    ) {
-        loop {
-            let sub = tokio::select! {
-                s = client.subscribe(self.names.heartbeat_filter()) => s,
-                _ = shutdown.cancelled() => return,
-            };
-            match sub {
-                Ok(mut sub) => loop {
-                    tokio::select! {
-                        m = sub.next() => match m {
-                            Some(msg) => self.handle_heartbeat(msg.subject.as_str(), &msg.payload),
-                            None => break,
-                        },
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                            self.note_broker_state(unix_ms(SystemTime::now()));
-                        }
-                        _ = shutdown.cancelled() => return,
-                    }
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot follow agents' heartbeats; retrying"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
     }
 }
 
@@ -832,11 +686,14 @@ flavours = ["SRV"]
             .connect("127.0.0.1:1")
             .await
             .expect("lazy client");
+        let names = Names::new(&settings.prefix);
         let d = Dispatcher {
-            names: Names::new(&settings.prefix),
+            link: Arc::new(super::super::nats::NatsCentre::with_client(
+                client,
+                names.clone(),
+            )),
+            names,
             settings,
-            js: jetstream::new(client.clone()),
-            client,
             started_ms: 0,
             broker_away_ms: std::sync::atomic::AtomicI64::new(0),
             pending: Mutex::default(),
@@ -844,7 +701,6 @@ flavours = ["SRV"]
             orphans: Mutex::default(),
             agents: Mutex::default(),
             ack_waits: Mutex::default(),
-            ensured: tokio::sync::Mutex::default(),
             shared: Weak::new(),
             stats: AgentStats::default(),
         };

@@ -1,9 +1,11 @@
 //! Site agents: probes run where the services are (`[[site]] executor = "agent"`), with the
-//! broker (NATS JetStream) carrying the work out and the results back.
+//! broker (NATS JetStream, or RabbitMQ) carrying the work out and the results back.
 //!
 //! - [`wire`]: subjects, streams, the work message (the instance as a small configuration),
 //!   heartbeats, run ids.
-//! - [`link`]: connecting to the broker (credentials from a file or the environment, TLS).
+//! - [`link`]: connecting to the broker (credentials from a file or the environment, TLS), and
+//!   the seam between the shared logic and the brokers ([`link::CentreLink`],
+//!   [`link::AgentLink`]): [`nats`] (JetStream) and [`amqp`] (RabbitMQ), picked by the URL.
 //! - [`centre`]: `serve`'s side, the [`centre::Dispatcher`]: each run of an agent-run site goes
 //!   to the site's work-queue stream, and its result comes back into the one recording path
 //!   (`ServeState::record`) as if it had run locally; heartbeats, the agents' table, the
@@ -16,9 +18,11 @@
 //! the first complete result of a run and drops (and counts) any other, such as the result of
 //! an agent that was thought dead and whose run went to another.
 
+pub mod amqp;
 pub mod centre;
 pub mod link;
 pub mod metrics;
+pub mod nats;
 pub mod wire;
 pub mod worker;
 

@@ -53,6 +53,11 @@ impl Names {
         }
     }
 
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Where the centre puts a site's runs.
     pub fn work_subject(&self, site: &str) -> String {
         format!("{}.work.{}", self.prefix, token(site))

@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream;
-use futures::StreamExt;
 use gridprobe_probes::credentials::Credentials;
 use gridprobe_probes::outcome::unix_ms;
 use gridprobe_probes::{Outcome, ProbeResult};
@@ -26,18 +24,19 @@ use gridprobe_results::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::link::{self, LinkSpec, REQUEST_TIMEOUT};
-use super::wire::{Heartbeat, Names, Work, AGENTS_CONSUMER, HEARTBEAT_SCHEMA};
+use super::link::{self, AgentLink, LinkSpec, WorkMessage};
+use super::wire::{Heartbeat, Names, Work, HEARTBEAT_SCHEMA};
 use crate::execute::{run_with_retries, ResultLabels};
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    /// Broker URL (`nats://` or `tls://`, a user but no password in it).
+    /// Broker URL (`nats://`, `tls://`, `amqp://` or `amqps://`, a user but no password in
+    /// it).
     pub url: String,
     /// The user's password.
     pub password: Option<String>,
-    /// Extra CA certificate for a `tls://` broker.
+    /// Extra CA certificate for a `tls://` or `amqps://` broker.
     pub ca_file: Option<PathBuf>,
     /// Subject prefix (as the centre's `[agents] prefix`).
     pub prefix: String,
@@ -72,19 +71,18 @@ pub struct AgentCounters {
     pub refused: AtomicU64,
 }
 
-/// Publishes the agent's results on its site's subject, waiting for JetStream's
-/// acknowledgements; the message id is the result's stable id, so a replay after a crash is
-/// dropped by JetStream's duplicate window.
+/// Publishes the agent's results for its site through the broker, waiting for the broker's
+/// confirmation; each message carries the result's stable id.
 struct ResultTarget {
-    js: jetstream::Context,
-    subject: String,
+    link: Arc<dyn AgentLink>,
+    site: String,
     instance: String,
 }
 
 #[async_trait::async_trait]
 impl Target for ResultTarget {
     fn name(&self) -> String {
-        format!("agent results on {}", self.subject)
+        format!("agent results of {}", self.site)
     }
 
     async fn deliver(
@@ -93,38 +91,23 @@ impl Target for ResultTarget {
         ids: &[String],
         _replay: bool,
     ) -> Result<(), String> {
-        let work = async {
-            let mut acks = Vec::with_capacity(batch.len());
-            for (r, id) in batch.iter().zip(ids) {
+        let messages: Vec<(String, Vec<u8>)> = batch
+            .iter()
+            .zip(ids)
+            .map(|(r, id)| {
                 let mut m = ResultMessage::new(&self.instance, r);
                 m.message_id = id.clone();
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", id.as_str());
-                let ack = self
-                    .js
-                    .publish_with_headers(self.subject.clone(), headers, m.to_json().into())
-                    .await
-                    .map_err(|e| format!("publish failed: {e}"))?;
-                acks.push(ack);
-            }
-            for ack in acks {
-                ack.await
-                    .map_err(|e| format!("no acknowledgement from JetStream: {e}"))?;
-            }
-            Ok(())
-        };
-        match tokio::time::timeout(REQUEST_TIMEOUT.saturating_mul(3), work).await {
-            Ok(r) => r,
-            Err(_) => Err("JetStream acknowledgements did not arrive in time".into()),
-        }
+                (id.clone(), m.to_json())
+            })
+            .collect();
+        self.link.publish_results(&messages).await
     }
 }
 
 /// Shared by the workers.
 struct Agent {
     opts: AgentOptions,
-    names: Names,
-    js: jetstream::Context,
+    link: Arc<dyn AgentLink>,
     relay: WriterHandle,
     relay_stats: Arc<WriterStats>,
     /// Results handed to the relay so far, counting what the spool held at start.
@@ -141,16 +124,18 @@ pub async fn run_agent(
     shutdown: CancellationToken,
 ) -> Result<Arc<AgentCounters>, String> {
     let names = Names::new(&opts.prefix);
-    let client = link::connect(&LinkSpec {
-        url: opts.url.clone(),
-        password: opts.password.clone(),
-        ca_file: opts.ca_file.clone(),
-        client_name: format!("gridprobe agent {}/{}", opts.site, opts.name),
-        inbox_prefix: Some(names.agent_inbox(&opts.site)),
-    })
+    let link = link::connect_agent(
+        &LinkSpec {
+            url: opts.url.clone(),
+            password: opts.password.clone(),
+            ca_file: opts.ca_file.clone(),
+            client_name: format!("gridprobe agent {}/{}", opts.site, opts.name),
+            inbox_prefix: None,
+        },
+        &names,
+        &opts.site,
+    )
     .await?;
-    let mut js = jetstream::new(client.clone());
-    js.set_timeout(REQUEST_TIMEOUT);
     let (spool, report) = Spool::open(
         &opts.spool_dir,
         SpoolConfig {
@@ -166,8 +151,8 @@ pub async fn run_agent(
         );
     }
     let target = Arc::new(ResultTarget {
-        js: js.clone(),
-        subject: names.results_subject(&opts.site),
+        link: link.clone(),
+        site: opts.site.clone(),
         instance: opts.name.clone(),
     });
     let (relay, relay_task) = spawn_relay(
@@ -183,8 +168,7 @@ pub async fn run_agent(
     );
     let relay_stats = relay.stats();
     let agent = Arc::new(Agent {
-        names,
-        js,
+        link,
         sent: AtomicU64::new(relay_stats.spooled.load(Ordering::Relaxed)),
         relay,
         relay_stats,
@@ -193,7 +177,7 @@ pub async fn run_agent(
         interrupt: CancellationToken::new(),
         opts,
     });
-    let heartbeats = tokio::spawn(agent.clone().heartbeats(client, shutdown.clone()));
+    let heartbeats = tokio::spawn(agent.clone().heartbeats(shutdown.clone()));
     let tracker = tokio_util::task::TaskTracker::new();
     for _ in 0..agent.opts.concurrency.max(1) {
         tracker.spawn(agent.clone().worker(shutdown.clone(), tracker.clone()));
@@ -222,8 +206,7 @@ pub async fn run_agent(
 }
 
 impl Agent {
-    async fn heartbeats(self: Arc<Self>, client: async_nats::Client, shutdown: CancellationToken) {
-        let subject = self.names.heartbeat_subject(&self.opts.site);
+    async fn heartbeats(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let hb = Heartbeat {
                 schema: HEARTBEAT_SCHEMA.into(),
@@ -235,7 +218,7 @@ impl Agent {
                 inflight: self.counters.inflight.load(Ordering::Relaxed),
                 runs_done: self.counters.runs_done.load(Ordering::Relaxed),
             };
-            if let Err(e) = client.publish(subject.clone(), hb.to_json().into()).await {
+            if let Err(e) = self.link.heartbeat(hb.to_json()).await {
                 tracing::debug!(error = %e, "heartbeat not sent");
             }
             tokio::select! {
@@ -251,81 +234,27 @@ impl Agent {
         shutdown: CancellationToken,
         tracker: tokio_util::task::TaskTracker,
     ) {
-        let stream = self.names.work_stream(&self.opts.site);
-        let mut last_error = String::new();
-        'connect: loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            let consumer: Result<jetstream::consumer::PullConsumer, String> = self
-                .js
-                .get_consumer_from_stream(AGENTS_CONSUMER, &stream)
-                .await
-                .map_err(|e| e.to_string());
-            let consumer = match consumer {
-                Ok(c) => c,
-                Err(e) => {
-                    // The centre makes the stream with the site's first run.
-                    if e != last_error {
-                        tracing::info!(error = %e, stream = %stream, "waiting for the site's work queue");
-                        last_error = e;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => continue 'connect,
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            };
-            last_error.clear();
-            loop {
-                let batch = consumer
-                    .batch()
-                    .max_messages(1)
-                    .expires(Duration::from_secs(5))
-                    .messages();
-                let mut messages = tokio::select! {
-                    b = batch => match b {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot pull work; reconnecting");
-                            tokio::select! {
-                                _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
-                                _ = shutdown.cancelled() => return,
-                            }
-                        }
-                    },
-                    _ = shutdown.cancelled() => return,
-                };
-                let next = tokio::select! {
-                    m = messages.next() => m,
-                    _ = shutdown.cancelled() => return,
-                };
-                match next {
-                    Some(Ok(msg)) => self.take(msg, &tracker).await,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "pull ended");
-                    }
-                    None => {}
-                }
-            }
+        let mut work = self.link.work();
+        while let Some(msg) = work.next(&shutdown).await {
+            self.take(msg, &tracker).await;
         }
     }
 
     /// Runs one work message, publishes its result, and acknowledges it once published.
-    async fn take(&self, msg: jetstream::Message, tracker: &tokio_util::task::TaskTracker) {
-        let work = match Work::from_json(&msg.payload) {
+    async fn take(&self, msg: Box<dyn WorkMessage>, tracker: &tokio_util::task::TaskTracker) {
+        let work = match Work::from_json(msg.payload()) {
             Ok(w) => w,
             Err(e) => {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "work message refused");
-                let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                msg.term().await;
                 return;
             }
         };
         if work.site != self.opts.site {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(site = %work.site, "work for another site refused");
-            let _ = msg.ack_with(jetstream::AckKind::Term).await;
+            msg.term().await;
             return;
         }
         let now = unix_ms(SystemTime::now());
@@ -340,6 +269,7 @@ impl Agent {
         self.counters.inflight.fetch_sub(1, Ordering::Relaxed);
         if self.interrupt.is_cancelled() {
             // Stopped half-way: not acknowledged, so another agent runs it.
+            msg.release().await;
             return;
         }
         self.counters.runs_done.fetch_add(1, Ordering::Relaxed);
@@ -380,6 +310,7 @@ impl Agent {
                 }
                 if Instant::now() > until || interrupt.is_cancelled() {
                     tracing::info!(run = %run_id, "result not published yet; the run stays unacknowledged");
+                    msg.release().await;
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
