@@ -30,7 +30,7 @@ use gridprobe_results::{CellKey, ResultMessage};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{self, LinkSpec, REQUEST_TIMEOUT};
+use super::link::{self, LinkError, LinkSpec, REQUEST_TIMEOUT};
 use super::wire::{self, token, Heartbeat, Names, Work, AGENTS_CONSUMER, CENTRE_CONSUMER};
 use crate::execute::CLEANUP_GRACE;
 use crate::remote::{AgentCounts, AgentView, RemoteExecutor, RemoteRun};
@@ -44,6 +44,11 @@ const DONE_KEPT: usize = 100_000;
 const MAX_AGENTS: usize = 10_000;
 /// How long work and results stay in their streams at most.
 const STREAM_MAX_AGE: Duration = Duration::from_secs(86_400);
+/// How the centre's user gives a CA, for error texts.
+const CA_SETTING: &str = "[agents] ca_file";
+/// How long a diagnosis of the broker link is reused while it stays down (one connection
+/// attempt per period, whatever the number of runs due).
+const LINK_RECHECK: Duration = Duration::from_secs(20);
 
 /// The dispatcher's counters (`gridprobe_agent_*` in `/metrics`).
 #[derive(Debug, Default)]
@@ -110,6 +115,10 @@ pub struct Dispatcher {
     shared: Weak<ServeState>,
     /// Counters.
     pub stats: AgentStats,
+    /// How to connect, for diagnosing a link that is down.
+    spec: LinkSpec,
+    /// The last diagnosis of a link that was down (when, and a problem retrying cannot fix).
+    link_problem: tokio::sync::Mutex<Option<(Instant, Option<LinkError>)>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -137,14 +146,23 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Result<Arc<Dispatcher>, String> {
         let password = settings.password.read()?;
-        let client = link::connect(&LinkSpec {
+        let spec = LinkSpec {
             url: settings.url.clone(),
             password,
             ca_file: settings.ca_file.clone(),
             client_name: "gridprobe serve".into(),
             inbox_prefix: None,
-        })
-        .await?;
+        };
+        let (client, problem) = match link::connect(&spec, CA_SETTING).await {
+            Ok(c) => (c, None),
+            Err(e @ LinkError::Settings(_)) => return Err(e.into()),
+            Err(e) => {
+                // The rest of the service works without the broker: the agent-run sites'
+                // runs are UNKNOWN with this reason until it is fixed (retried meanwhile).
+                tracing::error!(error = %e, "agents' broker unusable: runs of agent-run sites are UNKNOWN until this is fixed; retrying");
+                (link::connect_in_background(&spec).await?, Some(e))
+            }
+        };
         let mut js = jetstream::new(client.clone());
         js.set_timeout(REQUEST_TIMEOUT);
         let d = Arc::new(Dispatcher {
@@ -162,6 +180,8 @@ impl Dispatcher {
             ensured: tokio::sync::Mutex::default(),
             shared: Arc::downgrade(shared),
             stats: AgentStats::default(),
+            link_problem: tokio::sync::Mutex::new(problem.map(|e| (Instant::now(), Some(e)))),
+            spec,
         });
         tokio::spawn(d.clone().follow_results(shutdown.clone()));
         tokio::spawn(d.clone().follow_heartbeats(client, shutdown));
@@ -222,6 +242,29 @@ impl Dispatcher {
                 format_utc(self.started_ms)
             )),
         }
+    }
+
+    /// Why the link to the broker is down, when retrying cannot fix it (a certificate not
+    /// trusted, a password refused): one direct connection attempt, reused for
+    /// [`LINK_RECHECK`]. `None` while connected, or when the broker is only away.
+    async fn link_problem(&self) -> Option<LinkError> {
+        if self.client.connection_state() == async_nats::connection::State::Connected {
+            return None;
+        }
+        let mut last = self.link_problem.lock().await;
+        if let Some((at, problem)) = &*last {
+            if at.elapsed() < LINK_RECHECK {
+                return problem.clone();
+            }
+        }
+        let problem = match link::attempt(&self.spec, CA_SETTING).await {
+            // It works again: the client reconnects by itself shortly.
+            Ok(_) => None,
+            Err(e) if e.is_permanent() => Some(e),
+            Err(_) => None,
+        };
+        *last = Some((Instant::now(), problem.clone()));
+        problem
     }
 
     /// Remembers when the broker connection was last seen down.
@@ -306,6 +349,15 @@ impl Dispatcher {
                 run.trigger,
             )]
         };
+        if let Some(e) = self.link_problem().await {
+            self.stats.dispatch_failed.fetch_add(1, Ordering::Relaxed);
+            return unknown(
+                format!("cannot hand the run to the agents of {site_name}: {e}"),
+                "the centre's connection to the agents' broker fails in a way retrying cannot \
+                 fix; this is the monitoring's failure, not the site's"
+                    .into(),
+            );
+        }
         let now = unix_ms(started);
         if let Some(reason) = self.no_agent(&site_name, now) {
             self.stats.no_agent.fetch_add(1, Ordering::Relaxed);
@@ -528,9 +580,13 @@ impl Dispatcher {
             tracing::warn!(site = %m.site, agent = %m.gridprobe_instance, "agent result dropped: not a run of an agent-run site");
             return;
         };
-        let Ok(new) = m.to_new_result() else {
-            self.stats.rejected_invalid.fetch_add(1, Ordering::Relaxed);
-            return;
+        let new = match m.to_new_result() {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(site = %m.site, agent = %m.gridprobe_instance, error = %e, "agent result dropped: invalid");
+                return;
+            }
         };
         let is_final = new.is_final;
         let mut result = new.result;
@@ -847,6 +903,14 @@ flavours = ["SRV"]
             ensured: tokio::sync::Mutex::default(),
             shared: Weak::new(),
             stats: AgentStats::default(),
+            spec: LinkSpec {
+                url: "nats://127.0.0.1:1".into(),
+                password: None,
+                ca_file: None,
+                client_name: "test".into(),
+                inbox_prefix: None,
+            },
+            link_problem: tokio::sync::Mutex::default(),
         };
         (d, config)
     }
