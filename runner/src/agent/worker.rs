@@ -1,8 +1,9 @@
 //! `gridprobe agent`: one site's agent.
 //!
-//! Workers (as many as `--concurrency`) each pull one run at a time from the site's work
-//! queue, so a run waits in the broker, not in an agent's buffer, and the other agents of the
-//! site take it when this one is busy. A run is read with the ordinary configuration loader and
+//! One puller asks the site's work queue for as many runs as the agent has free slots
+//! (`--concurrency`), never more, so a run waits in the broker, not in an agent's buffer, and
+//! the other agents of the site take it when this one is busy; a burst of work costs one pull
+//! per batch, not one per run. A run is read with the ordinary configuration loader and
 //! built with the ordinary probe kinds, then run with the ordinary retries. Each attempt goes to
 //! a relay with a durable spool (the same relay `serve` publishes with): when the broker is
 //! away the results wait on disk and are published first when it is back. The run is
@@ -198,9 +199,7 @@ pub async fn run_agent(
     });
     let heartbeats = tokio::spawn(agent.clone().heartbeats(client, shutdown.clone()));
     let tracker = tokio_util::task::TaskTracker::new();
-    for _ in 0..agent.opts.concurrency.max(1) {
-        tracker.spawn(agent.clone().worker(shutdown.clone(), tracker.clone()));
-    }
+    tracker.spawn(agent.clone().puller(shutdown.clone(), tracker.clone()));
     tracing::info!(site = %agent.opts.site, agent = %agent.opts.name, concurrency = agent.opts.concurrency, "agent started");
     shutdown.cancelled().await;
     tracker.close();
@@ -248,13 +247,19 @@ impl Agent {
         }
     }
 
-    /// Pulls and runs one run at a time until shutdown.
-    async fn worker(
+    /// Pulls runs while there are free slots (`--concurrency`), and runs each in a task of its
+    /// own, until shutdown. One pull asks for as many runs as slots are free, never more: a
+    /// busy agent leaves the queue to the others, and a burst of work takes one request to
+    /// the broker per batch instead of one per run.
+    async fn puller(
         self: Arc<Self>,
         shutdown: CancellationToken,
         tracker: tokio_util::task::TaskTracker,
     ) {
         let stream = self.names.work_stream(&self.opts.site);
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(self.opts.concurrency.max(1)).unwrap_or(1),
+        ));
         let mut last_error = String::new();
         'connect: loop {
             if shutdown.is_cancelled() {
@@ -281,9 +286,21 @@ impl Agent {
             };
             last_error.clear();
             loop {
+                // At least one free slot, then every other free one.
+                let first = tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = shutdown.cancelled() => return,
+                };
+                let mut permits = vec![first];
+                while let Ok(p) = slots.clone().try_acquire_owned() {
+                    permits.push(p);
+                }
                 let batch = consumer
                     .batch()
-                    .max_messages(1)
+                    .max_messages(permits.len())
                     .expires(Duration::from_secs(5))
                     .messages();
                 let mut messages = tokio::select! {
@@ -291,6 +308,7 @@ impl Agent {
                         Ok(m) => m,
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot pull work; reconnecting");
+                            drop(permits);
                             tokio::select! {
                                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'connect,
                                 _ = shutdown.cancelled() => return,
@@ -299,16 +317,31 @@ impl Agent {
                     },
                     _ = shutdown.cancelled() => return,
                 };
-                let next = tokio::select! {
-                    m = messages.next() => m,
-                    _ = shutdown.cancelled() => return,
-                };
-                match next {
-                    Some(Ok(msg)) => self.take(msg, &tracker).await,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "pull ended");
+                // Until the batch is complete or expires; unused slots are freed with it.
+                loop {
+                    let next = tokio::select! {
+                        m = messages.next() => m,
+                        _ = shutdown.cancelled() => return,
+                    };
+                    match next {
+                        Some(Ok(msg)) => {
+                            let Some(permit) = permits.pop() else {
+                                // More than asked for: left unacknowledged for another agent.
+                                break;
+                            };
+                            let agent = self.clone();
+                            let t = tracker.clone();
+                            tracker.spawn(async move {
+                                agent.take(msg, &t).await;
+                                drop(permit);
+                            });
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "pull ended");
+                            break;
+                        }
+                        None => break,
                     }
-                    None => {}
                 }
             }
         }
