@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod nats_tls;
 pub mod pg;
 
 use std::io::{BufRead, BufReader, Write};

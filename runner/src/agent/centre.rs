@@ -266,6 +266,15 @@ impl Dispatcher {
                 run.trigger,
             )]
         };
+        if let Some(e) = self.link.problem().await {
+            self.stats.dispatch_failed.fetch_add(1, Ordering::Relaxed);
+            return unknown(
+                format!("cannot hand the run to the agents of {site_name}: {e}"),
+                "the centre's connection to the agents' broker fails in a way retrying cannot \
+                 fix; this is the monitoring's failure, not the site's"
+                    .into(),
+            );
+        }
         let now = unix_ms(started);
         if let Some(reason) = self.no_agent(&site_name, now) {
             self.stats.no_agent.fetch_add(1, Ordering::Relaxed);
@@ -458,9 +467,13 @@ impl Dispatcher {
             tracing::warn!(site = %m.site, agent = %m.gridprobe_instance, "agent result dropped: not a run of an agent-run site");
             return;
         };
-        let Ok(new) = m.to_new_result() else {
-            self.stats.rejected_invalid.fetch_add(1, Ordering::Relaxed);
-            return;
+        let new = match m.to_new_result() {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(site = %m.site, agent = %m.gridprobe_instance, error = %e, "agent result dropped: invalid");
+                return;
+            }
         };
         let is_final = new.is_final;
         let mut result = new.result;
@@ -691,6 +704,13 @@ flavours = ["SRV"]
             link: Arc::new(super::super::nats::NatsCentre::with_client(
                 client,
                 names.clone(),
+                LinkSpec {
+                    url: "nats://127.0.0.1:1".into(),
+                    password: None,
+                    ca_file: None,
+                    client_name: "test".into(),
+                    inbox_prefix: None,
+                },
             )),
             names,
             settings,

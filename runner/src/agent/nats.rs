@@ -11,12 +11,20 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{
-    self, AgentLink, CentreLink, LinkSpec, Sink, WorkMessage, WorkStream, REQUEST_TIMEOUT,
+    self, AgentLink, CentreLink, LinkError, LinkSpec, Sink, WorkMessage, WorkStream,
+    REQUEST_TIMEOUT,
 };
 use super::wire::{Names, Work, AGENTS_CONSUMER, CENTRE_CONSUMER};
 
 /// How long work and results stay in their streams at most.
 const STREAM_MAX_AGE: Duration = Duration::from_secs(86_400);
+/// How the centre's user gives a CA, for error texts.
+const CENTRE_CA_SETTING: &str = "[agents] ca_file";
+/// How the agent's user gives a CA, for error texts.
+const AGENT_CA_SETTING: &str = "--ca-file";
+/// How long a diagnosis of the broker link is reused while it stays down (one connection
+/// attempt per period, whatever the number of runs due).
+const LINK_RECHECK: Duration = Duration::from_secs(20);
 
 /// The centre on NATS JetStream.
 pub struct NatsCentre {
@@ -25,17 +33,33 @@ pub struct NatsCentre {
     client: async_nats::Client,
     /// Sites whose stream and consumer exist, with the AckWait they were made with.
     ensured: tokio::sync::Mutex<HashMap<String, Duration>>,
+    /// How to connect, for diagnosing a link that is down.
+    spec: LinkSpec,
+    /// The last diagnosis of a link that was down (when, and a problem retrying cannot fix).
+    last_problem: tokio::sync::Mutex<Option<(std::time::Instant, Option<LinkError>)>>,
 }
 
 impl NatsCentre {
-    /// Connects (the first connection is retried in the background).
+    /// Connects. Settings that cannot work are an error; a broker that refuses the centre
+    /// (its certificate, the password) leaves the rest of the service running, with the
+    /// agent-run sites' runs UNKNOWN with the reason until it is fixed (retried meanwhile); a
+    /// broker that is only down is waited for in the background.
     pub async fn connect(spec: &LinkSpec, names: Names) -> Result<NatsCentre, String> {
-        let client = link::connect(spec).await?;
-        Ok(NatsCentre::with_client(client, names))
+        let (client, problem) = match link::connect(spec, CENTRE_CA_SETTING).await {
+            Ok(c) => (c, None),
+            Err(e @ LinkError::Settings(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "agents' broker unusable: runs of agent-run sites are UNKNOWN until this is fixed; retrying");
+                (link::connect_in_background(spec).await?, Some(e))
+            }
+        };
+        let centre = NatsCentre::with_client(client, names, spec.clone());
+        *centre.last_problem.lock().await = problem.map(|e| (std::time::Instant::now(), Some(e)));
+        Ok(centre)
     }
 
     /// Over an existing client.
-    pub fn with_client(client: async_nats::Client, names: Names) -> NatsCentre {
+    pub fn with_client(client: async_nats::Client, names: Names, spec: LinkSpec) -> NatsCentre {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(REQUEST_TIMEOUT);
         NatsCentre {
@@ -43,6 +67,8 @@ impl NatsCentre {
             js,
             client,
             ensured: tokio::sync::Mutex::default(),
+            spec,
+            last_problem: tokio::sync::Mutex::default(),
         }
     }
 
@@ -116,6 +142,28 @@ impl NatsCentre {
 impl CentreLink for NatsCentre {
     fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// One direct connection attempt, its verdict reused for [`LINK_RECHECK`].
+    async fn problem(&self) -> Option<String> {
+        if self.connected() {
+            return None;
+        }
+        let mut last = self.last_problem.lock().await;
+        if let Some((at, problem)) = &*last {
+            if at.elapsed() < LINK_RECHECK {
+                return problem.as_ref().map(ToString::to_string);
+            }
+        }
+        let problem = match link::attempt(&self.spec, CENTRE_CA_SETTING).await {
+            // It works again: the client reconnects by itself shortly.
+            Ok(_) => None,
+            Err(e) if e.is_permanent() => Some(e),
+            Err(_) => None,
+        };
+        let words = problem.as_ref().map(ToString::to_string);
+        *last = Some((std::time::Instant::now(), problem));
+        words
     }
 
     async fn publish_work(
@@ -239,12 +287,13 @@ pub struct NatsAgent {
 }
 
 impl NatsAgent {
-    /// Connects with the site's own reply prefix (the first connection is retried in the
-    /// background).
+    /// Connects with the site's own reply prefix. What retrying cannot fix (the broker's
+    /// certificate, the password, the CA file) is an error; a broker that is only down is
+    /// waited for in the background.
     pub async fn connect(spec: &LinkSpec, names: Names, site: &str) -> Result<NatsAgent, String> {
         let mut spec = spec.clone();
         spec.inbox_prefix = Some(names.agent_inbox(site));
-        let client = link::connect(&spec).await?;
+        let client = link::connect(&spec, AGENT_CA_SETTING).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(REQUEST_TIMEOUT);
         Ok(NatsAgent {

@@ -228,7 +228,7 @@ impl Agent {
         }
     }
 
-    /// Pulls and runs one run at a time until shutdown.
+    /// Takes and runs one run at a time until shutdown.
     async fn worker(
         self: Arc<Self>,
         shutdown: CancellationToken,
@@ -322,10 +322,13 @@ impl Agent {
     async fn run_work(&self, work: &Work) -> Vec<ProbeResult> {
         let started = SystemTime::now();
         let fail = |summary: String, details: String| {
+            // The centre refuses a result without a VO or kind, so this one must carry them
+            // even when the configuration could not be loaded.
+            let (vo, kind) = vo_and_kind(&work.config);
             let labels = ResultLabels {
                 metric: work.metric.clone(),
-                kind: String::new(),
-                vo: String::new(),
+                kind,
+                vo,
                 site: work.site.clone(),
                 hostname: work.hostname.clone(),
                 flavour: work.flavour.clone(),
@@ -422,5 +425,38 @@ impl Agent {
             |_| {},
         )
         .await
+    }
+}
+
+/// The VO and the probe kind of a work message's configuration, read leniently (only the
+/// failure path needs them, when the loader refused the text); `unknown` where absent.
+fn vo_and_kind(config: &str) -> (String, String) {
+    let table: toml::Table = toml::from_str(config).unwrap_or_default();
+    let text = |v: Option<&toml::Value>| {
+        v.and_then(toml::Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    let kind = table
+        .get("probe")
+        .and_then(toml::Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(|p| p.get("kind"));
+    (text(table.get("vo")), text(kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vo_and_kind;
+
+    #[test]
+    fn failed_runs_carry_a_vo_and_kind_the_centre_accepts() {
+        let text = "vo = \"e2e\"\n[[probe]]\nmetric = \"m\"\nkind = \"http\"\n";
+        assert_eq!(vo_and_kind(text), ("e2e".into(), "http".into()));
+        assert_eq!(
+            vo_and_kind("not toml ["),
+            ("unknown".into(), "unknown".into())
+        );
     }
 }
