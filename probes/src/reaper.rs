@@ -537,7 +537,9 @@ mod tests {
                     spawn_owned(|| cmd.spawn(), |c| Some(c.id())).expect("spawn")
                 })
                 .collect();
-            // Dropped std handles do not wait: these become zombies nobody reaps.
+            // Dropped std handles do not wait: these become zombies nobody reaps (which is the
+            // point here).
+            #[allow(clippy::zombie_processes)]
             let strays: Vec<libc::pid_t> = (0..4)
                 .map(|_| {
                     let c = Command::new("/bin/true").spawn().expect("spawn");
