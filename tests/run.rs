@@ -517,3 +517,75 @@ timeout = "10m"
         assert!(stderr.contains(&format!("SIG{sig}")), "{stderr}");
     }
 }
+
+/// Issue 20: gridprobe is a child subreaper. A double-forked daemon that left the plugin's
+/// process group and session still dies with the run, and the reaping of such orphans never
+/// takes the exit status of the plugins gridprobe waits for (each status below comes from its
+/// plugin's exit code, while leftovers are killed and reaped around them).
+#[test]
+fn double_forked_daemons_die_with_the_run_and_every_plugin_keeps_its_exit_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p1, p2) = (dir.path().join("setsid.pid"), dir.path().join("daemon.pid"));
+    let leaky = script(
+        dir.path(),
+        "check_leaky",
+        &format!(
+            "setsid sleep 1000 >/dev/null 2>&1 &\necho $! > {p1}\n\
+             (setsid sh -c 'sleep 1000 >/dev/null 2>&1 & echo $! > {p2}' &)\n\
+             while [ ! -s {p2} ]; do sleep 0.05; done\n\
+             echo 'OK - left two daemons'\nexit 0",
+            p1 = p1.display(),
+            p2 = p2.display()
+        ),
+    );
+    let mut probes = format!(
+        "[[probe]]\nmetric = \"org.test.leaky\"\nkind = \"nagios\"\nflavours = [\"CE\"]\n  \
+         [probe.params]\n  command = \"{}\"\n",
+        leaky.display()
+    );
+    let words = ["OK", "WARNING", "CRITICAL", "UNKNOWN"];
+    for copy in 0..3 {
+        for (code, word) in words.iter().enumerate() {
+            let plugin = script(
+                dir.path(),
+                &format!("check_{code}_{copy}"),
+                // A leftover of its own each, orphaned and exiting while others run.
+                &format!("(sleep 0.1 &)\nsleep 0.2\necho '{word} - exit {code}'\nexit {code}"),
+            );
+            probes.push_str(&format!(
+                "[[probe]]\nmetric = \"org.test.exit{code}-{copy}\"\nkind = \"nagios\"\n\
+                 flavours = [\"CE\"]\n  [probe.params]\n  command = \"{}\"\n",
+                plugin.display()
+            ));
+        }
+    }
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "vo = \"test\"\n[defaults]\ntimeout = \"20s\"\n[[site]]\nname = \"T3_REAP\"\n\
+             tier = 3\n  [[site.service]]\n  flavour = \"CE\"\n  hostname = \"ce.local\"\n\n{probes}"
+        ),
+    );
+    let (code, items, stderr) = run_json(&config, &[]);
+    assert_eq!(code, Some(2), "the worst status, CRITICAL: {stderr}");
+    assert_eq!(result_of(&items, "org.test.leaky")["status"], "OK");
+    for copy in 0..3 {
+        for (code, word) in words.iter().enumerate() {
+            let r = result_of(&items, &format!("org.test.exit{code}-{copy}"));
+            assert_eq!(r["status"], *word, "{r}");
+            assert_eq!(r["summary"], format!("{word} - exit {code}"), "{r}");
+        }
+    }
+    for file in [&p1, &p2] {
+        let pid: i32 = std::fs::read_to_string(file)
+            .expect("plugin wrote the daemon's pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        assert!(
+            wait_until(Duration::from_secs(5), || !process_alive(pid)),
+            "the daemon {pid} ({}) survived the run",
+            file.display()
+        );
+    }
+}

@@ -22,6 +22,7 @@ pub mod job;
 pub mod nagios;
 pub(crate) mod net;
 pub mod process;
+pub(crate) mod reaper;
 pub mod software;
 pub mod storage;
 pub mod tcp;

@@ -13,15 +13,11 @@
 //! * stdout and stderr are read concurrently, each kept up to a limit; the rest is read and
 //!   discarded so that the program never blocks on a full pipe.
 //!
-//! * A process that leaves the group (`setsid`, a daemonising plugin) is still found: every
-//!   program gets an environment variable naming its run ([`RUN_MARKER`]), which its
-//!   descendants inherit, and at the end of the run every process still carrying it is killed
-//!   (found by walking `/proc/<pid>/environ` of this user's processes, killed through a pidfd so
-//!   a reused pid is never hit). Chosen over `PR_SET_CHILD_SUBREAPER`, which would make orphans
-//!   children of gridprobe that it would have to reap with `waitpid(-1)`, racing tokio's own
-//!   reaping of the children it spawned; and over a cgroup v2 per run, which needs a delegated,
-//!   writable cgroup that most deployments (and containers) do not give. What it misses: a
-//!   descendant that clears its environment (`env -i`) or runs as another user.
+//! * A process that leaves the group (`setsid`, a daemonising plugin) is still killed at the end
+//!   of the run: gridprobe is a child subreaper, so such a process becomes gridprobe's child
+//!   when its parent exits, and carries the run's marker ([`RUN_MARKER`]) in its environment.
+//!   How it is found without any per-run search, and why reaping those orphans never takes the
+//!   exit status of a child gridprobe waits for, is in `reaper.rs`.
 
 use std::ffi::OsStr;
 use std::io;
@@ -31,6 +27,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+
+use crate::reaper;
 
 /// Time between SIGTERM and SIGKILL of the process group at a timeout.
 pub const TERM_GRACE: Duration = Duration::from_secs(2);
@@ -42,99 +40,7 @@ pub(crate) const FINAL_GRACE: Duration = Duration::from_secs(1);
 const PIPE_GRACE: Duration = Duration::from_secs(1);
 /// Read buffer size (a Linux pipe holds 64 KiB).
 const CHUNK: usize = 64 * 1024;
-/// The environment variable that marks every process of one run (see the module docs).
-pub const RUN_MARKER: &str = "GRIDPROBE_RUN_ID";
-/// Rounds of search and kill at the end of a run: a marked process forking meanwhile is caught
-/// by the next round.
-const MARKED_ROUNDS: usize = 5;
-
-/// A marker value unique to one run of this gridprobe process.
-fn new_run_marker() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{}-{started}-{n}", std::process::id())
-}
-
-/// Whether process `pid`'s environment holds `entry` (`NAME=value`); false when unreadable.
-fn carries(pid: libc::pid_t, entry: &[u8]) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|e| e == entry))
-        .unwrap_or(false)
-}
-
-/// Kills every process (other than this one) whose environment carries `marker` as
-/// [`RUN_MARKER`]: what a run left behind outside its process group. Returns how many were
-/// signalled.
-pub(crate) fn kill_marked(marker: &str) -> usize {
-    let entry = format!("{RUN_MARKER}={marker}").into_bytes();
-    let me = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-    let mut killed = 0;
-    for _ in 0..MARKED_ROUNDS {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return killed;
-        };
-        let mut found = 0;
-        for pid in dir
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<libc::pid_t>().ok())
-            })
-            .filter(|p| *p > 1 && *p != me)
-        {
-            if carries(pid, &entry) && kill_pid(pid, &entry) {
-                found += 1;
-            }
-        }
-        killed += found;
-        if found == 0 {
-            break;
-        }
-    }
-    if killed > 0 {
-        tracing::info!(
-            killed,
-            "killed processes a probe left outside its process group"
-        );
-    }
-    killed
-}
-
-/// SIGKILLs `pid` if it still carries `entry`, through a pidfd so that a pid reused between
-/// the check and the signal is never hit (plain `kill` where pidfds are missing).
-fn kill_pid(pid: libc::pid_t, entry: &[u8]) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        // SAFETY: kill only sends a signal; pid > 1 and not this process.
-        return carries(pid, entry) && unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
-    }
-    let Ok(fd) = libc::c_int::try_from(fd) else {
-        return false;
-    };
-    // SAFETY: `fd` is the descriptor just opened, owned here and closed by `OwnedFd`.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // The pidfd pins the process: checked again now, the signal goes to the one checked.
-    if !carries(pid, entry) {
-        return false;
-    }
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_send_signal on a valid pidfd, no siginfo, no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    rc == 0
-}
+pub use crate::reaper::RUN_MARKER;
 
 /// Why supervision ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,9 +117,10 @@ impl ProcessGroup {
         ProcessGroup { pgid }
     }
 
-    /// Sends `signal` to every member; a group already gone is fine.
-    pub(crate) fn signal(&self, signal: libc::c_int) {
-        let Some(pgid) = self.pgid else { return };
+    /// Sends `signal` to every member; a group already gone is fine. True when the group had
+    /// a member to signal (a zombie not yet reaped counts).
+    pub(crate) fn signal(&self, signal: libc::c_int) -> bool {
+        let Some(pgid) = self.pgid else { return false };
         // SAFETY: killpg only sends a signal; pgid > 1 is the program's own group.
         let rc = unsafe { libc::killpg(pgid, signal) };
         if rc != 0 {
@@ -223,6 +130,12 @@ impl ProcessGroup {
                 tracing::warn!(pgid, signal, %err, "cannot signal child process group");
             }
         }
+        rc == 0
+    }
+
+    /// The group id, while armed.
+    pub(crate) fn id(&self) -> Option<libc::pid_t> {
+        self.pgid
     }
 
     /// Forgets the group: no signal is sent any more, on drop neither.
@@ -236,7 +149,7 @@ impl Drop for ProcessGroup {
         if self.pgid.is_some() {
             tracing::debug!(pgid = self.pgid, "run dropped: killing its process group");
         }
-        self.signal(libc::SIGKILL);
+        let _ = self.signal(libc::SIGKILL);
     }
 }
 
@@ -249,21 +162,25 @@ pub(crate) async fn run(
     cancel: &CancellationToken,
     limit: usize,
 ) -> io::Result<Finished> {
-    let marker = new_run_marker();
+    // What the run leaves outside its process group comes back to gridprobe (`reaper.rs`);
+    // dropped last, so that a run dropped half-way still has its leftovers swept.
+    let run = reaper::Run::start();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env(RUN_MARKER, &marker)
+        .env(RUN_MARKER, run.marker())
         .process_group(0)
         .kill_on_drop(true);
     let program = cmd.as_std().get_program().to_os_string();
     let started = Instant::now();
-    let mut child = cmd.spawn()?;
+    let (spawned, owned) = reaper::spawn_owned(|| cmd.spawn(), Child::id)?;
+    // Declared after `owned`, so dropped (reaped, or handed to tokio's reaping of dropped
+    // children) before its pid is unregistered.
+    let mut child = spawned;
     // Declared after `child`, so dropped first: the group is killed while the program is still
     // unreaped.
     let mut group = ProcessGroup::new(child.id());
-    // Dropped before the group: what left the group dies too, also when the run is dropped.
-    let escaped = MarkedGuard(Some(marker));
+    let pgid = group.id();
     tracing::debug!(program = %OsStr::to_string_lossy(&program), pid = child.id(), "process started");
 
     let stdout = child.stdout.take();
@@ -281,11 +198,10 @@ pub(crate) async fn run(
         s
     };
     let ((stdout, stderr), sup) = tokio::join!(reading, supervising);
-    // What left the process group: found and killed before the run counts as over.
-    let mut escaped = escaped;
-    if let Some(marker) = escaped.0.take() {
-        let _ = tokio::task::spawn_blocking(move || kill_marked(&marker)).await;
-    }
+    // What the run left: killed and reaped before the run counts as over (at once when there
+    // is nothing, the normal case).
+    run.finish(pgid, sup.group_left).await;
+    drop(owned);
     let finished = Finished {
         ending: sup.ending,
         status: sup.status,
@@ -307,30 +223,14 @@ pub(crate) async fn run(
     Ok(finished)
 }
 
-/// Kills the processes carrying a run's marker when dropped (the end of the run, finished or
-/// dropped half-way). Runs on the blocking pool when there is a runtime (it reads `/proc`).
-struct MarkedGuard(Option<String>);
-
-impl Drop for MarkedGuard {
-    fn drop(&mut self) {
-        let Some(marker) = self.0.take() else { return };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(move || kill_marked(&marker));
-            }
-            Err(_) => {
-                kill_marked(&marker);
-            }
-        }
-    }
-}
-
 /// What supervision saw of the program.
 struct Supervised {
     ending: Ending,
     status: Option<ExitStatus>,
     wait_error: Option<io::Error>,
     pipes_held: bool,
+    /// The final SIGKILL found members of the group (now children of gridprobe to reap).
+    group_left: bool,
 }
 
 impl Supervised {
@@ -356,6 +256,7 @@ async fn supervise(
         status: None,
         wait_error: None,
         pipes_held: false,
+        group_left: false,
     };
 
     tokio::select! {
@@ -373,19 +274,19 @@ async fn supervise(
             _ = tokio::time::sleep(PIPE_GRACE) => sup.pipes_held = true,
             _ = cancel.cancelled() => sup.pipes_held = !eof.is_cancelled(),
         }
-        group.signal(libc::SIGKILL);
+        sup.group_left = group.signal(libc::SIGKILL);
         if sup.pipes_held {
             let _ = tokio::time::timeout(FINAL_GRACE, eof.cancelled()).await;
         }
     } else {
         tracing::info!(pid = group.pgid, ending = ?sup.ending, "killing child process group");
-        group.signal(libc::SIGTERM);
+        let _ = group.signal(libc::SIGTERM);
         tokio::select! {
             r = child.wait() => sup.record(r),
             _ = tokio::time::sleep(TERM_GRACE) => {}
         }
         // Also kills members that outlived the program or ignore SIGTERM.
-        group.signal(libc::SIGKILL);
+        sup.group_left = group.signal(libc::SIGKILL);
         let reaped = sup.status.is_some() || sup.wait_error.is_some();
         let final_wait = async {
             if !reaped {
@@ -610,6 +511,39 @@ mod tests {
         let (f, ()) = tokio::join!(long, short);
         assert_eq!(f.expect("spawn").ending, Ending::Cancelled);
         assert!(gone_soon(&other), "leaked {:?}", live_with(&other));
+    }
+
+    /// gridprobe is a subreaper: a plugin's background child that outlives the plugin becomes
+    /// gridprobe's child, and one that exits on its own must not stay a zombie.
+    #[tokio::test]
+    async fn an_orphan_that_exits_by_itself_is_reaped_by_the_end_of_the_run() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let pid_file = tmp.path().join("orphan.pid");
+        let mut cmd = Command::new("/bin/sh");
+        // The subshell exits at once, so `sleep` is orphaned; it ends before the plugin does.
+        cmd.args([
+            "-c",
+            &format!(
+                "(sleep 0.05 >/dev/null 2>&1 & echo $! > {})\nsleep 0.4\necho OK",
+                tmp.path().join("orphan.pid").display()
+            ),
+        ]);
+        let cancel = CancellationToken::new();
+        let f = run(cmd, Instant::now() + Duration::from_secs(10), &cancel, 1024)
+            .await
+            .expect("spawn");
+        assert!(f.success(), "{f:?}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        // Reaped: no /proc entry at all (a zombie would still have one).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || !stat.contains(") Z "),
+            "the orphan {pid} is left as a zombie: {stat}"
+        );
     }
 
     #[test]

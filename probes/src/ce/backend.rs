@@ -143,12 +143,14 @@ impl Cli {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        match cmd.spawn() {
-            Ok(mut child) => {
+        // Registered until waited for: the orphan reaper must leave its status alone.
+        match crate::reaper::spawn_owned(|| cmd.spawn(), |c| Some(c.id())) {
+            Ok((mut child, owned)) => {
                 let _ = std::thread::Builder::new()
                     .name("gridprobe-cancel".into())
                     .spawn(move || {
                         let _ = child.wait();
+                        drop(owned);
                     });
             }
             Err(e) => tracing::warn!(program, %e, "cannot start the job cancellation"),

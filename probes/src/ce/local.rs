@@ -21,6 +21,7 @@ use super::{
     STDOUT_FILE, WRAPPER,
 };
 use crate::process::{ProcessGroup, FINAL_GRACE, TERM_GRACE};
+use crate::reaper;
 
 /// The local backend.
 #[derive(Debug, Clone, Default)]
@@ -63,10 +64,15 @@ impl Backend for Local {
             .process_group(0);
         // Before the spawn: the child's CPU time starts counting there too.
         let started = Instant::now();
-        let child = cmd.spawn().map_err(|e| BackendError::Spawn {
-            program: "/bin/sh".to_string(),
-            reason: e.to_string(),
-        })?;
+        // Registered: gridprobe is a child subreaper, and its reaping of orphans must leave
+        // this child's status to `wait_for` (`reaper.rs`).
+        let (child, owned) =
+            reaper::spawn_owned(|| cmd.spawn(), |c| Some(c.id())).map_err(|e| {
+                BackendError::Spawn {
+                    program: "/bin/sh".to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
         let pid = child.id();
         let group = ProcessGroup::new(Some(pid));
         let (tx, rx) = oneshot::channel();
@@ -84,6 +90,7 @@ impl Backend for Local {
                 }));
                 // Reaped by wait4 above; dropping the std handle does not wait again.
                 drop(child);
+                drop(owned);
             });
         if let Err(e) = spawned {
             // The group guard kills the job as `group` drops.

@@ -53,7 +53,17 @@ pub(super) async fn obtain(
         .stderr(Stdio::piped())
         .env("LC_ALL", "C")
         .kill_on_drop(true);
-    let out = cmd.output().await.map_err(|e| {
+    // Registered while waited for: the orphan reaper must leave its status alone.
+    let spawned = crate::reaper::spawn_owned(|| cmd.spawn(), tokio::process::Child::id);
+    let out = match spawned {
+        Ok((child, owned)) => {
+            let out = child.wait_with_output().await;
+            drop(owned);
+            out
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
                 "cannot run {}: not found (install voms-clients, or set command)",
