@@ -29,7 +29,7 @@ pub use postgres::PgStore;
 pub use spool::{Spool, SpoolConfig, SpoolError};
 pub use sqlite::SqliteStore;
 pub use store::{
-    runs_of, CellFilter, CellKey, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, NewResult,
+    runs_of, CellFilter, CellKey, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, LatestCell, LatestChanges, NewResult,
     ResultStore, StatusRun, StoreError, StoreEvent, StoredResult,
 };
 pub use writer::{
