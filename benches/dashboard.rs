@@ -266,7 +266,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         render.p99,
         html_size as f64 / 1e6
     );
-    println!("| `GET /` cached | {:.1} | {:.1} | |", cached.p50, cached.p99);
+    println!(
+        "| `GET /` cached | {:.1} | {:.1} | |",
+        cached.p50, cached.p99
+    );
     println!(
         "| `GET /?tier=1` rendered | {:.1} | {:.1} | |",
         tier.p50, tier.p99
@@ -317,7 +320,13 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     let serve_config = dir.path().join("vo.toml");
     std::fs::write(&serve_config, &text)?;
     for round in 0..opts.rounds {
-        let r = serve::run_round(&serve_config, &store_path, cells, opts.sites, opts.load_seconds)?;
+        let r = serve::run_round(
+            &serve_config,
+            &store_path,
+            cells,
+            opts.sites,
+            opts.load_seconds,
+        )?;
         println!(
             "serve round {}: ready (healthz, {cells} entries) after {:.2} s; first site statuses shown after {:.2} s; RSS idle {:.1} MB, after {} page loads ({} matrix) in {} s by 4 clients {:.1} MB (peak {:.1} MB); load average {}",
             round + 1,
@@ -475,7 +484,10 @@ mod serve {
         let statuses_s = loop {
             if ready_s.is_none() {
                 let health = get(&addr, "/healthz").map(|(_, b)| b).unwrap_or_default();
-                if health.replace(' ', "").contains(&format!("\"entries\":{entries}")) {
+                if health
+                    .replace(' ', "")
+                    .contains(&format!("\"entries\":{entries}"))
+                {
                     ready_s = Some(started.elapsed().as_secs_f64());
                 }
             }

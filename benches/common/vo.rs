@@ -26,8 +26,7 @@ pub const CES_PER_SITE: usize = 16;
 /// Storage elements per site.
 pub const SES_PER_SITE: usize = 4;
 /// Schedule entries (cells) per site: every service runs five probes.
-pub const ENTRIES_PER_SITE: usize =
-    CES_PER_SITE * CE_PROBES.len() + SES_PER_SITE * SE_PROBES.len();
+pub const ENTRIES_PER_SITE: usize = CES_PER_SITE * CE_PROBES.len() + SES_PER_SITE * SE_PROBES.len();
 /// One hour in milliseconds.
 pub const HOUR: i64 = 3_600_000;
 

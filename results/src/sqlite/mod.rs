@@ -26,8 +26,8 @@ use rusqlite::Connection;
 use crate::notify::{Ack, SentNotification, StateEntry, StatePut};
 use crate::recompute::{Recomputation, RecomputationRequest, Step};
 use crate::store::{
-    CellFilter, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, LatestChanges, NewResult, ResultStore,
-    StoreError, StoreEvent, StoredResult,
+    CellFilter, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, LatestChanges, NewResult,
+    ResultStore, StoreError, StoreEvent, StoredResult,
 };
 use insert::{lock, CellCache, Encoded};
 use rows::query_err;

@@ -10,8 +10,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::hours::{self, CellSpan, Step};
 use crate::store::{
-    CellFilter, CellKey, CellTimeline, HistoryQuery, LatestCell, LatestChanges, StoreError, StoreEvent, StoredResult,
-    DEFAULT_HISTORY_LIMIT,
+    CellFilter, CellKey, CellTimeline, HistoryQuery, LatestCell, LatestChanges, StoreError,
+    StoreEvent, StoredResult, DEFAULT_HISTORY_LIMIT,
 };
 
 /// A rusqlite error as the store's query error.
@@ -311,9 +311,8 @@ pub(super) fn latest_changes(conn: &Connection, mark: i64) -> Result<LatestChang
     while let Some(row) = rows.next().map_err(query_err)? {
         let id: i64 = row.get(0).map_err(query_err)?;
         let status = status_text(row, 7)?;
-        let status = Status::from_name(status).ok_or_else(|| {
-            StoreError::Query(format!("result {id}: unknown status {status:?}"))
-        })?;
+        let status = Status::from_name(status)
+            .ok_or_else(|| StoreError::Query(format!("result {id}: unknown status {status:?}")))?;
         out.mark = out.mark.max(id);
         out.cells.push(LatestCell {
             key: CellKey {

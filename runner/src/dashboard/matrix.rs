@@ -365,7 +365,12 @@ pub(super) async fn build_matrix_page(
         flavours_known: flavours(config).into_iter().map(str::to_string).collect(),
         columns: shown
             .iter()
-            .map(|&p| (config.probes[p].metric.clone(), config.probes[p].short.clone()))
+            .map(|&p| {
+                (
+                    config.probes[p].metric.clone(),
+                    config.probes[p].short.clone(),
+                )
+            })
             .collect(),
         groups,
         counts,

@@ -872,7 +872,13 @@ async fn the_matrix_copy_of_latest_states_agrees_with_the_store() {
     assert!(copy.iter().any(|c| c.0.hostname == "se1.b"));
 
     // Retention (everything but each cell's latest) changes nothing.
-    assert!(store.delete_before(now_ms() + 86_400_000).await.expect("retention") > 0);
+    assert!(
+        store
+            .delete_before(now_ms() + 86_400_000)
+            .await
+            .expect("retention")
+            > 0
+    );
     let (copy, stored) = copy_and_store(&st).await;
     assert_eq!(copy, stored);
     assert_eq!(copy.len(), 3);
