@@ -9,8 +9,8 @@
 //!   (`pool_max_idle_per_host(0)`), concurrency 64.
 //! - `plugin`: the scheduler running `nagios` probes of `check_dummy 0 ok` against a bare
 //!   `tokio::process` loop running the same command with its output captured, concurrency 64.
-//! - `dashboard`: no B; the server time of the dashboard's matrix page (`GET /`, the 1,000-site
-//!   VO of `benches/dashboard.rs`) while `wrk -c16 -t2` requests it over loopback.
+//! - `dashboard`: no B; the server time of the dashboard's matrix page (`GET /`, the 1,000-site,
+//!   100,000-entry VO of `benches/dashboard.rs`) while `wrk -c16 -t2` requests it over loopback.
 //!
 //! Every side checks what it measured: all A results OK, each B request successful, nginx's
 //! `stub_status` counters showing one new connection per probe (A and the reqwest loop) and
@@ -366,8 +366,9 @@ pub fn run(rt: &Runtime, s: &Settings, pairs: &[String]) -> anyhow::Result<Vec<R
             row(
                 "dashboard",
                 &format!(
-                    "server time (p99) of `GET /`, {} sites, under `wrk -c{DASHBOARD_CONNECTIONS} -t2`",
-                    thousands(s.dashboard_sites as f64)
+                    "server time (p99) of `GET /`, {} sites ({} entries), under `wrk -c{DASHBOARD_CONNECTIONS} -t2`",
+                    thousands(s.dashboard_sites as f64),
+                    thousands((s.dashboard_sites * super::vo::ENTRIES_PER_SITE) as f64)
                 ),
                 "",
                 Unit::Millis,

@@ -1,7 +1,8 @@
 //! The dashboard benchmarks' VO: 1,000 sites (one Tier-0, a few dozen Tier-1s, the rest Tier-2
-//! and Tier-3), each with two CEs and one SE, six CE probes and four SE probes (16,000 cells),
-//! ten sites in a declared outage; and a store filled with hourly history for it. ServeState by
-//! `benches/dashboard.rs` (server time through the router) and the `dashboard` pair of
+//! and Tier-3), each with sixteen CEs and four SEs, five probes per service (the realistic
+//! layout): 100 schedule entries per site, 100,000 in all; ten sites in a declared outage; and a
+//! store filled with hourly history for it. Used by `benches/dashboard.rs` (server time through
+//! the router, and a real `gridprobe serve` on the same store) and the `dashboard` pair of
 //! `benches/compare.rs` (the same page under `wrk -c16`).
 
 use std::fmt::Write as _;
@@ -10,17 +11,22 @@ use gridprobe_probes::{Outcome, Perfdatum, ProbeResult, Status, Trigger};
 use gridprobe_results::{NewResult, ResultStore, SqliteStore};
 use gridprobe_runner::state::Plan;
 
-/// Probes per flavour: six on compute elements, four on storage: ~10 columns.
-pub const CE_PROBES: [&str; 6] = [
+/// Probes per flavour: five on compute elements, five on storage: 10 columns.
+pub const CE_PROBES: [&str; 5] = [
     "CE-job-submit",
     "CE-lhcb-install",
     "CE-lhcb-os",
     "CE-lhcb-queues",
     "CE-lhcb-swarea",
-    "CE-lhcb-conddb",
 ];
 /// The storage element probes.
-pub const SE_PROBES: [&str; 4] = ["SE-put", "SE-get", "SE-del", "SE-space"];
+pub const SE_PROBES: [&str; 5] = ["SE-put", "SE-get", "SE-del", "SE-space", "SE-list"];
+/// Compute elements per site.
+pub const CES_PER_SITE: usize = 16;
+/// Storage elements per site.
+pub const SES_PER_SITE: usize = 4;
+/// Schedule entries (cells) per site: every service runs five probes.
+pub const ENTRIES_PER_SITE: usize = CES_PER_SITE * CE_PROBES.len() + SES_PER_SITE * SE_PROBES.len();
 /// One hour in milliseconds.
 pub const HOUR: i64 = 3_600_000;
 
@@ -39,7 +45,8 @@ pub fn tier_of(i: usize) -> u8 {
     }
 }
 
-/// The VO: every site has two CEs and one SE; ten sites are in a declared outage.
+/// The VO: every site has [`CES_PER_SITE`] CEs and [`SES_PER_SITE`] SEs; ten sites are in a
+/// declared outage.
 pub fn config_text(sites: usize) -> String {
     let mut t = String::from("vo = \"bench\"\n[defaults]\ninterval = \"1h\"\ntimeout = \"5m\"\n");
     for i in 0..sites {
@@ -47,12 +54,17 @@ pub fn config_text(sites: usize) -> String {
         let host = format!("site{i:04}.example.org");
         let _ = write!(
             t,
-            "\n[[site]]\nname = \"{name}\"\ntier = {tier}\n\
-             [[site.service]]\nflavour = \"CE\"\nhostname = \"ce01.{host}\"\n\
-             [[site.service]]\nflavour = \"CE\"\nhostname = \"ce02.{host}\"\n\
-             [[site.service]]\nflavour = \"SE\"\nhostname = \"se.{host}\"\n",
+            "\n[[site]]\nname = \"{name}\"\ntier = {tier}\n",
             tier = tier_of(i)
         );
+        for (flavour, prefix, n) in [("CE", "ce", CES_PER_SITE), ("SE", "se", SES_PER_SITE)] {
+            for k in 1..=n {
+                let _ = write!(
+                    t,
+                    "[[site.service]]\nflavour = \"{flavour}\"\nhostname = \"{prefix}{k:02}.{host}\"\n"
+                );
+            }
+        }
     }
     for (flavour, probes) in [("CE", &CE_PROBES[..]), ("SE", &SE_PROBES[..])] {
         for p in probes {

@@ -29,8 +29,8 @@ pub use postgres::PgStore;
 pub use spool::{Spool, SpoolConfig, SpoolError};
 pub use sqlite::SqliteStore;
 pub use store::{
-    runs_of, CellFilter, CellKey, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, NewResult,
-    ResultStore, StatusRun, StoreError, StoreEvent, StoredResult,
+    runs_of, CellFilter, CellKey, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, LatestCell,
+    LatestChanges, NewResult, ResultStore, StatusRun, StoreError, StoreEvent, StoredResult,
 };
 pub use writer::{
     spawn_relay, spawn_store_writer, spawn_writer, Target, WriterConfig, WriterHandle, WriterStats,

@@ -55,6 +55,35 @@ pub struct NewResult {
     pub is_final: bool,
 }
 
+/// One cell's latest final result as the matrix shows it: no details or perfdata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestCell {
+    /// The cell.
+    pub key: CellKey,
+    /// VO of the result.
+    pub vo: String,
+    /// Store id of the result.
+    pub id: i64,
+    /// When it started (ms since epoch).
+    pub started_at_ms: i64,
+    /// Its status.
+    pub status: gridprobe_probes::Status,
+    /// Its summary.
+    pub summary: String,
+}
+
+/// What [`ResultStore::latest_changes`] answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatestChanges {
+    /// Cells whose latest final result changed after the mark asked for (every cell when
+    /// `complete`).
+    pub cells: Vec<LatestCell>,
+    /// Whether `cells` is every cell's latest (replace what was known) rather than changes.
+    pub complete: bool,
+    /// The mark to ask with next time.
+    pub mark: i64,
+}
+
 /// Which latest cells to read.
 #[derive(Debug, Clone, Default)]
 pub struct CellFilter {
@@ -188,6 +217,31 @@ pub trait ResultStore: Send + Sync + std::fmt::Debug {
     async fn insert(&self, results: &[NewResult]) -> Result<Vec<i64>, StoreError>;
     /// The latest hard result of every cell matching the filter.
     async fn latest(&self, filter: &CellFilter) -> Result<Vec<StoredResult>, StoreError>;
+    /// The cells whose latest final result changed since `mark` (0: every cell), for keeping a
+    /// copy of the latest states (the dashboard's matrix) without reading them all per page.
+    /// The default answers every cell (`complete`), which is always exact; a backend that can
+    /// tell exactly what changed (SQLite: ids grow in commit order) answers only that.
+    async fn latest_changes(&self, mark: i64) -> Result<LatestChanges, StoreError> {
+        let _ = mark;
+        let cells = self
+            .latest(&CellFilter::default())
+            .await?
+            .into_iter()
+            .map(|r| LatestCell {
+                key: CellKey::of(&r.result),
+                id: r.id,
+                started_at_ms: r.result.started_at_ms,
+                status: r.result.outcome.status,
+                vo: r.result.vo,
+                summary: r.result.outcome.summary,
+            })
+            .collect();
+        Ok(LatestChanges {
+            cells,
+            complete: true,
+            mark: 0,
+        })
+    }
     /// History, newest first.
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredResult>, StoreError>;
     /// One result by id.

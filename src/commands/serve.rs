@@ -238,16 +238,19 @@ async fn serve(
         coordination,
         shutdown.clone(),
     ));
+    let http_state = HttpState {
+        shared: shared.clone(),
+        store: store.clone(),
+        reload: http_reload_tx,
+        metrics,
+        runs: gridprobe_runner::ondemand::RunManager::new(),
+        notify: notify_view.clone(),
+    };
+    // The dashboard's site statuses and latest states are read now, not at the first visit.
+    gridprobe_runner::dashboard::prepare(&http_state);
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(HttpState {
-            shared: shared.clone(),
-            store: store.clone(),
-            reload: http_reload_tx,
-            metrics,
-            runs: gridprobe_runner::ondemand::RunManager::new(),
-            notify: notify_view.clone(),
-        }),
+        http::router(http_state),
         http_limits,
         tls,
         shutdown.clone(),
@@ -425,15 +428,20 @@ async fn reload(
     Ok(summary)
 }
 
+/// How long after start-up the month's days are first prepared.
+const REPORTS_QUIET: Duration = Duration::from_secs(20);
+
 /// Store upkeep, at start and then hourly: deletes raw results older than the retention
-/// period; with `prepare_reports`, then builds the store's per-day runs of the last 31 days
-/// that are missing, so that a month report finds them ready.
+/// period; with `prepare_reports`, then (from [`REPORTS_QUIET`] after start-up) builds the
+/// store's per-day runs of the last 31 days that are missing, so that a month report finds
+/// them ready.
 async fn retention_loop(
     store: Arc<dyn ResultStore>,
     prepare_reports: Option<Arc<gridprobe_config::Config>>,
     retention: Duration,
     shutdown: CancellationToken,
 ) {
+    let started = std::time::Instant::now();
     loop {
         let now = gridprobe_probes::outcome::unix_ms(std::time::SystemTime::now());
         let cutoff = now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
@@ -443,6 +451,13 @@ async fn retention_loop(
             Err(e) => tracing::error!(error = %e, "retention: delete failed"),
         }
         if let Some(config) = &prepare_reports {
+            // Not in the first seconds: the dashboard's first site statuses read the same
+            // store (one SQLite connection) and should not queue behind a month of days.
+            let quiet = REPORTS_QUIET.saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(quiet) => {}
+                _ = shutdown.cancelled() => return,
+            }
             let month = 31 * 86_400_000;
             let all = CellFilter::default();
             let prepared = tokio::select! {

@@ -26,8 +26,8 @@ use rusqlite::Connection;
 use crate::notify::{Ack, SentNotification, StateEntry, StatePut};
 use crate::recompute::{Recomputation, RecomputationRequest, Step};
 use crate::store::{
-    CellFilter, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, NewResult, ResultStore,
-    StoreError, StoreEvent, StoredResult,
+    CellFilter, CellRuns, CellTimeline, HistoryQuery, InsertedOnce, LatestChanges, NewResult,
+    ResultStore, StoreError, StoreEvent, StoredResult,
 };
 use insert::{lock, CellCache, Encoded};
 use rows::query_err;
@@ -122,6 +122,11 @@ impl ResultStore for SqliteStore {
     async fn latest(&self, filter: &CellFilter) -> Result<Vec<StoredResult>, StoreError> {
         let filter = filter.clone();
         self.with_conn(move |conn| rows::latest(conn, &filter))
+            .await
+    }
+
+    async fn latest_changes(&self, mark: i64) -> Result<LatestChanges, StoreError> {
+        self.with_conn(move |conn| rows::latest_changes(conn, mark))
             .await
     }
 

@@ -10,8 +10,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::hours::{self, CellSpan, Step};
 use crate::store::{
-    CellFilter, CellKey, CellTimeline, HistoryQuery, StoreError, StoreEvent, StoredResult,
-    DEFAULT_HISTORY_LIMIT,
+    CellFilter, CellKey, CellTimeline, HistoryQuery, LatestCell, LatestChanges, StoreError,
+    StoreEvent, StoredResult, DEFAULT_HISTORY_LIMIT,
 };
 
 /// A rusqlite error as the store's query error.
@@ -286,6 +286,49 @@ pub(super) fn latest(
          ORDER BY c.site, c.hostname, c.flavour, c.metric"
     );
     query_results(conn, &sql, params![filter.vo, filter.site, filter.flavour])
+}
+
+/// The cells whose latest final result has an id above `mark` (every cell for 0), with the
+/// largest such id as the next mark. Exact because SQLite has one writer at a time (whatever
+/// the process): a result gets its id inside the write transaction that commits it, above
+/// every id committed before, and a cell's `latest` only ever moves to a newer result, whose
+/// id is then above any mark already handed out. Retention keeps every `latest` row.
+pub(super) fn latest_changes(conn: &Connection, mark: i64) -> Result<LatestChanges, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT l.result_id, r.vo, c.site, c.hostname, c.flavour, c.metric, \
+             r.started_at_ms, r.status, r.summary \
+             FROM latest l JOIN cells c ON c.id = l.cell_id JOIN results r ON r.id = l.result_id \
+             WHERE l.result_id > ?1",
+        )
+        .map_err(query_err)?;
+    let mut rows = stmt.query([mark]).map_err(query_err)?;
+    let mut out = LatestChanges {
+        cells: Vec::new(),
+        complete: mark <= 0,
+        mark,
+    };
+    while let Some(row) = rows.next().map_err(query_err)? {
+        let id: i64 = row.get(0).map_err(query_err)?;
+        let status = status_text(row, 7)?;
+        let status = Status::from_name(status)
+            .ok_or_else(|| StoreError::Query(format!("result {id}: unknown status {status:?}")))?;
+        out.mark = out.mark.max(id);
+        out.cells.push(LatestCell {
+            key: CellKey {
+                site: row.get(2).map_err(query_err)?,
+                hostname: row.get(3).map_err(query_err)?,
+                flavour: row.get(4).map_err(query_err)?,
+                metric: row.get(5).map_err(query_err)?,
+            },
+            vo: row.get(1).map_err(query_err)?,
+            id,
+            started_at_ms: row.get(6).map_err(query_err)?,
+            status,
+            summary: row.get(8).map_err(query_err)?,
+        });
+    }
+    Ok(out)
 }
 
 /// A page of history (see [`history_sql`]). A query naming cells runs once per hour, newest

@@ -633,3 +633,60 @@ async fn a_long_period_caches_only_the_days_that_hold_results() {
     assert_eq!(again, runs);
     assert_eq!(count("report_days"), 3);
 }
+
+#[tokio::test]
+async fn latest_changes_are_exactly_what_moved_since_the_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let empty = store.latest_changes(0).await.unwrap();
+    assert!(empty.complete && empty.cells.is_empty());
+    store
+        .insert(&[
+            hard(result("SITE-A", "CE", "m1", 1_000)),
+            hard(result("SITE-B", "CE", "m1", 1_000)),
+        ])
+        .await
+        .unwrap();
+    let all = store.latest_changes(empty.mark).await.unwrap();
+    assert!(all.complete);
+    assert_eq!(all.cells.len(), 2);
+    assert_eq!(all.mark, all.cells.iter().map(|c| c.id).max().unwrap());
+    assert_eq!(all.cells[0].summary, "connected");
+    // Nothing new: nothing changed.
+    let none = store.latest_changes(all.mark).await.unwrap();
+    assert!(!none.complete && none.cells.is_empty());
+    assert_eq!(none.mark, all.mark);
+    // A newer result (from another connection, as another process), a late one and a retry
+    // attempt: only the newer one moves a cell.
+    let other = SqliteStore::open(&path).unwrap();
+    let mut newer = result("SITE-A", "CE", "m1", 2_000);
+    newer.outcome.status = Status::Critical;
+    other
+        .insert(&[
+            hard(newer),
+            hard(result("SITE-B", "CE", "m1", 500)),
+            crate::store_tests::attempt(result("SITE-B", "CE", "m1", 3_000), 1),
+        ])
+        .await
+        .unwrap();
+    let moved = store.latest_changes(all.mark).await.unwrap();
+    assert!(!moved.complete);
+    assert_eq!(moved.cells.len(), 1, "{:?}", moved.cells);
+    assert_eq!(moved.cells[0].key.site, "SITE-A");
+    assert_eq!(moved.cells[0].status, Status::Critical);
+    assert_eq!(moved.cells[0].started_at_ms, 2_000);
+    // Retention keeps every latest: nothing moves.
+    assert!(store.delete_before(10_000).await.unwrap() > 0);
+    let after = store.latest_changes(moved.mark).await.unwrap();
+    assert!(after.cells.is_empty());
+    // The changes applied to the first answer give `latest`.
+    let mut copy: std::collections::HashMap<crate::store::CellKey, i64> =
+        all.cells.iter().map(|c| (c.key.clone(), c.id)).collect();
+    copy.extend(moved.cells.iter().map(|c| (c.key.clone(), c.id)));
+    let latest = store.latest(&CellFilter::default()).await.unwrap();
+    assert_eq!(latest.len(), copy.len());
+    for r in latest {
+        assert_eq!(copy.get(&crate::store::CellKey::of(&r.result)), Some(&r.id));
+    }
+}

@@ -104,6 +104,9 @@ pub(super) const PAGE_MIN_AGE: Duration = Duration::from_secs(1);
 pub(super) const PAGE_STALE_OK: Duration = Duration::from_secs(30);
 /// Distinct filter combinations kept.
 pub(super) const PAGE_SLOTS: usize = 32;
+/// Bytes of rendered pages kept at most: a 1,000-site page is about 2 MB, so 32 of them held
+/// 64 MB for pages that are seconds old and rarely asked for again.
+pub(super) const PAGE_BYTES: usize = 12 << 20;
 
 /// One rendered matrix page: for which service, plan and query, as of which write.
 pub(super) struct RenderedPage {
@@ -134,6 +137,18 @@ pub(super) fn cached_page(
 pub(super) fn keep_page(page: RenderedPage) {
     let mut pages = MATRIX_PAGES.lock().unwrap_or_else(|p| p.into_inner());
     pages.retain(|p| p.key != page.key);
+    let size = |p: &RenderedPage| p.body.0.len();
+    let mut held: usize = pages.iter().map(size).sum::<usize>() + size(&page);
+    while !pages.is_empty() && held > PAGE_BYTES {
+        if let Some(oldest) = pages
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, p)| p.at)
+            .map(|(i, _)| i)
+        {
+            held = held.saturating_sub(size(&pages.swap_remove(oldest)));
+        }
+    }
     if pages.len() >= PAGE_SLOTS {
         // The oldest goes (also those of a replaced plan, which are never asked for again).
         if let Some(oldest) = pages
@@ -219,101 +234,128 @@ pub(super) async fn matrix_page(
     page(result)
 }
 
+/// One site's best cell of a column while the page is built: what it shows, the instance and
+/// its outage, and how many instances the column has at the site.
+type Best<'a> = (Shown, usize, Option<&'a Downtime>, usize);
+
 pub(super) async fn build_matrix_page(
     state: &HttpState,
     config: &Arc<Config>,
     filters: MatrixFilters,
     now: i64,
 ) -> Result<MatrixPage, PageError> {
-    let latest = state
-        .store
-        .latest(&CellFilter {
-            vo: Some(config.vo.clone()),
-            site: None,
-            flavour: filters.flavour.clone(),
-        })
-        .await?;
     let downtimes: Vec<Downtime> = downtimes_between(state.store.as_ref(), config, now, now + 1)
         .await?
         .into_iter()
         .filter(|d| d.outage)
         .collect();
     let statuses = site_statuses(state, config).await;
-    let mut matrix = build_matrix(
-        config,
-        &latest,
-        now,
-        &MatrixFilter {
-            site: None,
-            flavour: filters.flavour.clone(),
-        },
-    );
-    if let Some(t) = filters.tier {
-        matrix.sites.retain(|s| s.tier == t);
-    }
-    // Columns that still have a cell once the tier filter dropped sites.
-    let shown: Vec<usize> = (0..matrix.columns.len())
-        .filter(|&c| {
-            matrix
-                .sites
-                .iter()
-                .any(|s| s.instances.iter().any(|i| i.cells[c].is_some()))
-        })
-        .collect();
-    let mut counts: HashMap<&'static str, (Shown, usize)> = HashMap::new();
-    let mut groups: Vec<TierGroup> = Vec::new();
-    for tier in 0..=3u8 {
-        let mut sites = Vec::new();
-        for row in matrix.sites.iter().filter(|s| s.tier == tier) {
-            let mut cells = Vec::with_capacity(shown.len());
-            for &c in &shown {
-                // The best instance of the column, with a downtime overriding its result.
-                let mut best: Option<(
-                    Shown,
-                    &Cell,
-                    &gridprobe_results::matrix::InstanceRow,
-                    Option<&Downtime>,
-                )> = None;
-                let mut n = 0;
-                for inst in &row.instances {
-                    let Some(cell) = &inst.cells[c] else { continue };
-                    n += 1;
-                    let dt = outage_of(&downtimes, &row.site, &inst.hostname, &inst.flavour);
-                    let s = if dt.is_some() {
-                        Shown::Downtime
-                    } else {
-                        Shown::State(cell.state)
-                    };
-                    if best.is_none_or(|(b, ..)| s.rank() > b.rank()) {
-                        best = Some((s, cell, inst, dt));
+    // Only what the page shows is built: per shown site and column the best instance, and a
+    // tooltip for that one (the whole matrix of a 100,000-entry VO is ten times larger).
+    let built = with_latest(state, config, |m| {
+        let site_shown = |si: usize| filters.tier.is_none_or(|t| config.sites[si].tier == t);
+        let svc_shown = |si: usize, vi: u32| {
+            filters.flavour.as_deref().is_none_or(|f| {
+                config.sites[si]
+                    .services
+                    .get(vi as usize)
+                    .is_some_and(|s| s.flavour == f)
+            })
+        };
+        // Columns: probes with an instance on a shown service of a shown site, in plan order.
+        let mut used = vec![false; config.probes.len()];
+        for si in (0..config.sites.len()).filter(|&si| site_shown(si)) {
+            for inst in &m.insts[m.site_start[si]..m.site_start[si + 1]] {
+                if svc_shown(si, inst.service) {
+                    if let Some(u) = used.get_mut(inst.probe as usize) {
+                        *u = true;
                     }
                 }
-                cells.push(best.map(|(s, cell, inst, dt)| {
-                    counts.entry(s.name()).or_insert((s, 0)).1 += 1;
-                    let mut view = CellView::of(cell, &inst.hostname, dt, n);
-                    if let Some(notify) = &state.notify {
-                        let key = CellKey {
-                            site: row.site.clone(),
-                            hostname: inst.hostname.clone(),
-                            flavour: inst.flavour.clone(),
-                            metric: matrix.columns[c].metric.clone(),
-                        };
-                        view.mark_notify(notify, &key, now);
-                    }
-                    view
-                }));
             }
-            sites.push(SiteLine {
-                name: row.site.clone(),
-                status: StatusView::of(statuses.as_deref(), &row.site),
-                instances: row.instances.len(),
-                cells,
-            });
         }
-        if !sites.is_empty() {
-            groups.push(TierGroup { tier, sites });
+        let shown: Vec<usize> = (0..used.len()).filter(|&p| used[p]).collect();
+        let mut column_of = vec![usize::MAX; used.len()];
+        for (c, &p) in shown.iter().enumerate() {
+            column_of[p] = c;
         }
-    }
+        let mut counts: HashMap<&'static str, (Shown, usize)> = HashMap::new();
+        let mut groups: Vec<TierGroup> = Vec::new();
+        let mut best: Vec<Option<Best<'_>>> = Vec::with_capacity(shown.len());
+        for tier in 0..=3u8 {
+            let mut sites = Vec::new();
+            for (si, site) in config.sites.iter().enumerate() {
+                if site.tier != tier || !site_shown(si) {
+                    continue;
+                }
+                let services = (0..site.services.len())
+                    .filter(|&vi| svc_shown(si, u32::try_from(vi).unwrap_or(u32::MAX)))
+                    .count();
+                if services == 0 {
+                    continue;
+                }
+                best.clear();
+                best.resize(shown.len(), None);
+                for i in m.site_start[si]..m.site_start[si + 1] {
+                    let inst = m.insts[i];
+                    let c = column_of
+                        .get(inst.probe as usize)
+                        .copied()
+                        .unwrap_or(usize::MAX);
+                    if c == usize::MAX || !svc_shown(si, inst.service) {
+                        continue;
+                    }
+                    let svc = &site.services[inst.service as usize];
+                    let dt = outage_of(&downtimes, &site.name, &svc.hostname, &svc.flavour);
+                    let s = match (dt, &m.slots[i]) {
+                        (Some(_), _) => Shown::Downtime,
+                        (None, None) => Shown::State(CellState::NoResult),
+                        (None, Some(slot)) => Shown::State(state_of(slot, inst.freshness_ms, now)),
+                    };
+                    let n = best[c].map_or(0, |b| b.3) + 1;
+                    match &mut best[c] {
+                        Some(b) if s.rank() <= b.0.rank() => b.3 = n,
+                        b => *b = Some((s, i, dt, n)),
+                    }
+                }
+                let cells = best
+                    .iter()
+                    .enumerate()
+                    .map(|(c, b)| {
+                        b.map(|(s, i, dt, n)| {
+                            counts.entry(s.name()).or_insert((s, 0)).1 += 1;
+                            let inst = m.insts[i];
+                            let svc = &site.services[inst.service as usize];
+                            let metric = &config.probes[shown[c]].metric;
+                            let cell = cell_of(metric, m.slots[i].as_ref(), inst.freshness_ms, now);
+                            let mut view = CellView::of(&cell, &svc.hostname, dt, n);
+                            if let Some(notify) = &state.notify {
+                                let key = CellKey {
+                                    site: site.name.clone(),
+                                    hostname: svc.hostname.clone(),
+                                    flavour: svc.flavour.clone(),
+                                    metric: metric.clone(),
+                                };
+                                view.mark_notify(notify, &key, now);
+                            }
+                            view
+                        })
+                    })
+                    .collect();
+                sites.push(SiteLine {
+                    name: site.name.clone(),
+                    status: StatusView::of(statuses.as_deref(), &site.name),
+                    instances: services,
+                    cells,
+                });
+            }
+            if !sites.is_empty() {
+                groups.push(TierGroup { tier, sites });
+            }
+        }
+        (shown, counts, groups)
+    })
+    .await?;
+    let (shown, counts, groups) = built;
     let mut counts: Vec<(Shown, usize)> = counts.into_values().collect();
     counts.sort_by_key(|(s, _)| std::cmp::Reverse(s.rank()));
     Ok(MatrixPage {
@@ -323,10 +365,10 @@ pub(super) async fn build_matrix_page(
         flavours_known: flavours(config).into_iter().map(str::to_string).collect(),
         columns: shown
             .iter()
-            .map(|&c| {
+            .map(|&p| {
                 (
-                    matrix.columns[c].metric.clone(),
-                    matrix.columns[c].short.clone(),
+                    config.probes[p].metric.clone(),
+                    config.probes[p].short.clone(),
                 )
             })
             .collect(),
@@ -334,4 +376,35 @@ pub(super) async fn build_matrix_page(
         counts,
         statuses_pending: statuses.is_none(),
     })
+}
+
+/// A cell's state as `build_matrix` computes it: MISSING once older than its freshness window.
+fn state_of(slot: &Slot, freshness_ms: i64, now: i64) -> CellState {
+    if now.saturating_sub(slot.started_ms).max(0) > freshness_ms {
+        CellState::Missing
+    } else {
+        CellState::Current(slot.status)
+    }
+}
+
+/// The matrix cell of an instance, as `build_matrix` makes it.
+fn cell_of(metric: &str, slot: Option<&Slot>, freshness_ms: i64, now: i64) -> Cell {
+    match slot {
+        None => Cell {
+            metric: metric.to_string(),
+            state: CellState::NoResult,
+            last_status: None,
+            age_seconds: None,
+            summary: None,
+            result_id: None,
+        },
+        Some(slot) => Cell {
+            metric: metric.to_string(),
+            state: state_of(slot, freshness_ms, now),
+            last_status: Some(slot.status),
+            age_seconds: Some(now.saturating_sub(slot.started_ms).max(0) / 1000),
+            summary: Some(slot.summary.to_string()),
+            result_id: Some(slot.id),
+        },
+    }
 }

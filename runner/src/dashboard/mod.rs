@@ -23,6 +23,7 @@
 mod agents;
 mod cell;
 mod history;
+mod latest;
 mod matrix;
 mod problems;
 mod reasons;
@@ -57,7 +58,9 @@ use gridprobe_results::reasons::{group, Reason};
 use gridprobe_results::report::{
     compute_applied, default_thresholds, site_status, Period, SiteReport, SiteStatus,
 };
-use gridprobe_results::{CellFilter, CellKey, HistoryQuery, ResultStore, StoreError, StoredResult};
+use gridprobe_results::{
+    CellFilter, CellKey, HistoryQuery, LatestChanges, ResultStore, StoreError, StoredResult,
+};
 
 use crate::http::HttpState;
 use crate::state::ServeState;
@@ -90,8 +93,33 @@ pub fn routes() -> Router<HttpState> {
         .route("/static/gridprobe.js", get(script))
 }
 
+/// Starts in the background what the first view of `/` needs, the site statuses and the copy
+/// of the cells' latest states, so that they are ready when the first visitor comes rather
+/// than started by that visit (`serve` calls it once the plan is loaded).
+pub fn prepare(state: &HttpState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let config = state.shared.plan().config;
+        // Starts the computation and returns within `COLD_WAIT`.
+        let _ = site_statuses(&state, &config).await;
+        if let Err(e) = with_latest(&state, &config, |_| ()).await {
+            tracing::warn!(error = %e, "reading the cells' latest states for the dashboard");
+        }
+    });
+}
+
+/// Forgets the rendered matrix pages, so that the next request of `/` renders: for
+/// benchmarks that measure renderings rather than the page cache.
+pub fn forget_rendered_pages() {
+    MATRIX_PAGES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+}
+
 use cell::*;
 use history::*;
+use latest::*;
 use matrix::*;
 use reasons::*;
 use reports::*;

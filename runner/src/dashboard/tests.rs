@@ -760,3 +760,150 @@ async fn result_page_shows_the_cells_long_history_bounded() {
     }
     assert!(html.contains("1440 results"), "{html}");
 }
+
+/// The dashboard's copy of the latest states as (cell, id, start, status, summary), and the
+/// store's `latest` of the plan's VO restricted to the plan's cells, the same way.
+async fn copy_and_store(
+    st: &HttpState,
+) -> (
+    Vec<(CellKey, i64, i64, Status, String)>,
+    Vec<(CellKey, i64, i64, Status, String)>,
+) {
+    let config = st.shared.plan().config;
+    let instances = config.instances();
+    let copy = with_latest(st, &config, |m| {
+        instances
+            .iter()
+            .zip(&m.slots)
+            .filter_map(|(inst, slot)| {
+                let s = slot.as_ref()?;
+                Some((
+                    crate::state::cell_key(&config, inst),
+                    s.id,
+                    s.started_ms,
+                    s.status,
+                    s.summary.to_string(),
+                ))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("latest states");
+    let cells: std::collections::HashSet<CellKey> = instances
+        .iter()
+        .map(|i| crate::state::cell_key(&config, i))
+        .collect();
+    let mut store: Vec<_> = st
+        .store
+        .latest(&CellFilter {
+            vo: Some(config.vo.clone()),
+            ..CellFilter::default()
+        })
+        .await
+        .expect("latest")
+        .into_iter()
+        .map(|r| {
+            (
+                CellKey::of(&r.result),
+                r.id,
+                r.result.started_at_ms,
+                r.result.outcome.status,
+                r.result.outcome.summary,
+            )
+        })
+        .filter(|(k, ..)| cells.contains(k))
+        .collect();
+    let mut copy = copy;
+    copy.sort_by(|a, b| a.0.cmp(&b.0));
+    store.sort_by(|a, b| a.0.cmp(&b.0));
+    (copy, store)
+}
+
+#[tokio::test]
+async fn the_matrix_copy_of_latest_states_agrees_with_the_store() {
+    let dir = Scratch::new();
+    let path = dir.0.join("s.sqlite");
+    let store = Arc::new(SqliteStore::open(&path).expect("store"));
+    let st = state(store.clone());
+    // Empty store, then first results.
+    let (copy, stored) = copy_and_store(&st).await;
+    assert_eq!(copy, stored);
+    assert!(copy.is_empty());
+    fill(
+        &store,
+        vec![
+            result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Critical),
+            result("T1_A", "ce2.a", "CE", "org.v.ce-job", Status::Ok),
+            result("T2 B/<i>", "ce3.b", "CE", "org.v.ce-job", Status::Warning),
+        ],
+    )
+    .await;
+    let (copy, stored) = copy_and_store(&st).await;
+    assert_eq!(copy.len(), 3);
+    assert_eq!(copy, stored);
+
+    // A newer result replaces a cell's state; a late one (older than the cell's latest) does
+    // not, in the store or in the copy.
+    let mut newer = result("T1_A", "ce1.a", "CE", "org.v.ce-job", Status::Ok);
+    newer.started_at_ms += 30_000;
+    newer.outcome.summary = "back".into();
+    let mut late = result("T2 B/<i>", "ce3.b", "CE", "org.v.ce-job", Status::Critical);
+    late.started_at_ms -= 3_600_000;
+    fill(&store, vec![newer, late]).await;
+    let (copy, stored) = copy_and_store(&st).await;
+    assert_eq!(copy, stored);
+    assert!(copy.iter().any(|c| c.4 == "back" && c.3 == Status::Ok));
+    assert!(copy
+        .iter()
+        .any(|c| c.0.hostname == "ce3.b" && c.3 == Status::Warning));
+
+    // Another process writing into the same file (as `gridprobe consume` would), and a cell
+    // whose latest result is another VO's (the store's latest of this VO leaves it out).
+    let other = SqliteStore::open(&path).expect("second connection");
+    let mut se = result("T2 B/<i>", "se1.b", "SE", "org.v.se-put", Status::Unknown);
+    se.started_at_ms += 1_000;
+    let mut foreign = result("T1_A", "ce2.a", "CE", "org.v.ce-job", Status::Critical);
+    foreign.vo = "other".into();
+    foreign.started_at_ms += 40_000;
+    fill(&other, vec![se, foreign]).await;
+    let (copy, stored) = copy_and_store(&st).await;
+    assert_eq!(copy, stored);
+    assert!(!copy.iter().any(|c| c.0.hostname == "ce2.a"), "{copy:?}");
+    assert!(copy.iter().any(|c| c.0.hostname == "se1.b"));
+
+    // Retention (everything but each cell's latest) changes nothing.
+    assert!(
+        store
+            .delete_before(now_ms() + 86_400_000)
+            .await
+            .expect("retention")
+            > 0
+    );
+    let (copy, stored) = copy_and_store(&st).await;
+    assert_eq!(copy, stored);
+    assert_eq!(copy.len(), 3);
+
+    // The page shows the copy: ce1.a's OK result, linked by id.
+    forget_rendered_pages();
+    let (_, html) = get(&st, "/").await;
+    let id = copy.iter().find(|c| c.0.hostname == "ce1.a").map(|c| c.1);
+    assert!(
+        row(&html, "T1_A").contains(&format!("/results/{}\"", id.unwrap_or(0))),
+        "{html}"
+    );
+
+    // A reload with another plan (a site renamed): a new copy, for its cells.
+    let reloaded = CONFIG.replace("name = \"T2 B/<i>\"", "name = \"T2_C\"");
+    st.shared.set_plan(plan(&reloaded));
+    let (copy, stored) = copy_and_store(&st).await;
+    assert_eq!(copy, stored);
+    assert_eq!(copy.len(), 1, "{copy:?}");
+    fill(
+        &store,
+        vec![result("T2_C", "se1.b", "SE", "org.v.se-put", Status::Ok)],
+    )
+    .await;
+    let (copy, stored) = copy_and_store(&st).await;
+    assert_eq!(copy, stored);
+    assert_eq!(copy.len(), 2);
+}
