@@ -1397,6 +1397,15 @@ async fn run_timelines_equal_the_results_folded_also_from_cached_days(store: Bac
         ..Default::default()
     };
     check("one site", day0, day0 + 4 * DAY, site_b).await;
+    // A period starting in SITE-A's hole: its last result before the period is over two
+    // hours old, SITE-B's a few minutes (the two ways a store may find the leading result).
+    check(
+        "from inside a hole",
+        day0 + DAY + 12 * 3_600_000,
+        day0 + 3 * DAY,
+        all(),
+    )
+    .await;
 
     // A late result in a day already read (a spool replay): the answer follows it.
     store
