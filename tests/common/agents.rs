@@ -65,7 +65,6 @@ impl Agent {
         name: &str,
         netns: Option<&str>,
     ) -> Agent {
-        use std::io::{BufRead, BufReader};
         let pw = write_file(dir, &format!("{name}.pw"), password);
         let spool = dir.join(format!("{name}.spool"));
         let mut cmd = match netns {
@@ -99,38 +98,13 @@ impl Agent {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("agent starts");
-        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        for s in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
+        let output = super::collect_output(&mut child);
         Agent { child, output }
     }
 
     /// Everything it printed so far.
     pub fn output(&self) -> String {
-        self.output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        super::output_of(&self.output)
     }
 
     /// Kills it with SIGKILL.

@@ -257,38 +257,13 @@ impl Serve {
             .stderr(Stdio::piped())
             .spawn()
             .expect("serve starts");
-        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
+        let output = collect_output(&mut child);
         Serve { child, output }
     }
 
     /// Everything printed so far.
     pub fn output(&self) -> String {
-        self.output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        output_of(&self.output)
     }
 
     /// Waits until the output contains `needle`; panics with the output otherwise.
@@ -492,4 +467,36 @@ pub fn call(
     let json =
         serde_json::from_str(payload).unwrap_or(serde_json::Value::String(payload.to_string()));
     (status, json)
+}
+
+/// Collects a child's standard output and error, line by line, as they come (one reader
+/// thread per stream), so a test can look at what a long-running process printed so far.
+pub fn collect_output(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let streams = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+    }
+    output
+}
+
+/// What [`collect_output`] has gathered so far.
+pub fn output_of(output: &std::sync::Mutex<String>) -> String {
+    output.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }

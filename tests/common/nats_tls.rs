@@ -2,7 +2,6 @@
 //! users and permissions of docs/agents.md (optionally behind TLS with a private CA made by
 //! [`Pki`]), and `gridprobe agent` processes with their output collected.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -199,38 +198,13 @@ impl Agent {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("agent starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        for s in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
+        let output = super::collect_output(&mut child);
         Agent { child, output }
     }
 
     /// Everything printed so far.
     pub fn output(&self) -> String {
-        self.output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        super::output_of(&self.output)
     }
 
     /// Waits for the process to exit; its exit code, or `None` if it is still running.
