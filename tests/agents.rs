@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -21,104 +21,8 @@ use common::agents::{
     get_json, metric, metrics, nagios_probe, results, slow_plugin, starts, Agent, LOCAL_SERVICE,
     SITE,
 };
+use common::nats_tls::{Nats, PASSWORD_AGENT, PASSWORD_CENTRE};
 use common::{http_client, wait_until, write_file, Serve};
-const PASSWORD_CENTRE: &str = "centre-secret";
-const PASSWORD_AGENT: &str = "agent-secret";
-
-/// A nats-server with JetStream of this test, with the users of docs/agents.md: `centre`
-/// and one agent user for the site, allowed its own site's subjects only.
-struct Nats {
-    child: Option<Child>,
-    dir: PathBuf,
-    addr: String,
-}
-
-impl Nats {
-    fn start(dir: &Path, host: &str) -> Option<Nats> {
-        let bin = common::required(
-            ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists()),
-            "nats-server",
-            "scripts/services/brokers.sh installs it",
-        )?;
-        let port = {
-            let l = std::net::TcpListener::bind(format!("{host}:0")).expect("free port");
-            l.local_addr().expect("addr").port()
-        };
-        let store = dir.join("js");
-        std::fs::create_dir_all(&store).expect("store dir");
-        let conf = nats_config(host, port, &store);
-        let path = dir.join("nats.conf");
-        std::fs::write(&path, conf).expect("nats.conf");
-        let mut n = Nats {
-            child: None,
-            dir: dir.to_path_buf(),
-            addr: format!("{host}:{port}"),
-        };
-        let _ = bin;
-        n.restart();
-        Some(n)
-    }
-
-    /// (Re)starts the server on the same port and store.
-    fn restart(&mut self) {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .expect("nats-server");
-        let log = std::fs::File::create(self.dir.join("nats.log")).expect("log");
-        let child = Command::new(bin)
-            .args(["-c", self.dir.join("nats.conf").to_str().expect("utf-8")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
-        let addr = self.addr.clone();
-        assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
-                &addr
-            )
-            .is_ok()),
-            "nats-server did not come up on {addr}"
-        );
-    }
-
-    /// Stops the server (SIGKILL: an outage, not a clean shutdown).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self, user: &str) -> String {
-        format!("nats://{user}@{}", self.addr)
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The broker configuration of docs/agents.md, for one site (`T2_AGENT`, token `T2_5FAGENT`).
-fn nats_config(host: &str, port: u16, store: &Path) -> String {
-    let text = std::fs::read_to_string(common::repo().join("docs/agents.md")).expect("docs");
-    let start = text
-        .find("# --- nats.conf ---")
-        .expect("the NATS example in docs/agents.md");
-    let end = text[start..].find("```").expect("end of the example") + start;
-    text[start..end]
-        .replace("0.0.0.0:4222", &format!("{host}:{port}"))
-        .replace("/var/lib/nats", store.to_str().expect("utf-8"))
-        .replace("CENTRE_PASSWORD", PASSWORD_CENTRE)
-        .replace("AGENT_PASSWORD", PASSWORD_AGENT)
-}
 
 /// The centre's configuration: `SITE` runs on agents; `extra` adds sites or probes.
 fn centre_config(dir: &Path, nats: &Nats, site_service: &str, probe: &str, extra: &str) -> String {
@@ -237,7 +141,7 @@ fn an_agent_reaches_a_site_network_the_centre_cannot() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start(dir.path(), &net.host_ip) else {
+    let Some(nats) = Nats::start_on(dir.path(), &net.host_ip, None) else {
         return;
     };
     // A port closed on this host: only inside the namespace does anything listen on it.
@@ -321,7 +225,7 @@ fn an_agent_reaches_a_site_network_the_centre_cannot() {
 #[test]
 fn a_killed_agents_run_goes_to_another_and_is_kept_once() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start(dir.path(), "127.0.0.1") else {
+    let Some(nats) = Nats::start(dir.path(), None) else {
         return;
     };
     let plugin = slow_plugin(dir.path(), 3);
@@ -378,7 +282,7 @@ fn a_killed_agents_run_goes_to_another_and_is_kept_once() {
 #[test]
 fn a_late_duplicate_from_a_frozen_agent_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start(dir.path(), "127.0.0.1") else {
+    let Some(nats) = Nats::start(dir.path(), None) else {
         return;
     };
     let plugin = slow_plugin(dir.path(), 2);
@@ -446,7 +350,7 @@ fn a_late_duplicate_from_a_frozen_agent_is_dropped() {
 #[test]
 fn results_wait_in_the_agents_spool_while_the_broker_is_down() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut nats) = Nats::start(dir.path(), "127.0.0.1") else {
+    let Some(mut nats) = Nats::start(dir.path(), None) else {
         return;
     };
     let plugin = slow_plugin(dir.path(), 3);
@@ -508,7 +412,7 @@ fn results_wait_in_the_agents_spool_while_the_broker_is_down() {
 #[test]
 fn results_for_another_site_are_dropped_and_sites_without_agents_are_unknown() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = Nats::start(dir.path(), "127.0.0.1") else {
+    let Some(nats) = Nats::start(dir.path(), None) else {
         return;
     };
     let plugin = slow_plugin(dir.path(), 0);

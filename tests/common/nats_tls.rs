@@ -80,15 +80,24 @@ impl Nats {
     /// Starts it on 127.0.0.1; with `tls`, behind a certificate of that CA. `None` (or a failed
     /// test under CI) when nats-server is not installed.
     pub fn start(dir: &Path, tls: Option<&Pki>) -> Option<Nats> {
+        Nats::start_on(dir, "127.0.0.1", tls)
+    }
+
+    /// As [`Nats::start`], listening on `host` (an address of a network namespace's link,
+    /// say).
+    pub fn start_on(dir: &Path, host: &str, tls: Option<&Pki>) -> Option<Nats> {
         super::required(
             nats_server(),
             "nats-server",
             "scripts/services/brokers.sh installs it",
         )?;
-        let port = super::closed_port();
+        let port = std::net::TcpListener::bind(format!("{host}:0"))
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let store = dir.join("js");
         std::fs::create_dir_all(&store).expect("store dir");
-        let mut conf = nats_config("127.0.0.1", port, &store);
+        let mut conf = nats_config(host, port, &store);
         if let Some(pki) = tls {
             let (cert, key) = pki.server();
             let cert = super::write_file(dir, "nats-cert.pem", &cert);
@@ -101,7 +110,7 @@ impl Nats {
         let mut n = Nats {
             child: None,
             dir: dir.to_path_buf(),
-            addr: format!("127.0.0.1:{port}"),
+            addr: format!("{host}:{port}"),
             tls: tls.is_some(),
         };
         n.restart();
